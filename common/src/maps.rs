@@ -1,0 +1,381 @@
+//! Map names, sizes and `#[repr(C)]` layouts of the data plane.
+//!
+//! Everything the classifier reads is *double-buffered* by ruleset generation: the agent
+//! writes generation `g ^ 1`, then bumps [`RULESET_MAP`]'s epoch (one aligned `u32` store, so
+//! a packet sees either the old ruleset or the new one, never a mix), then clears the old
+//! generation. `gen = epoch & 1`. Router slot tables are double-buffered the same way, per
+//! router, by [`ROUTER_VERSION_MAP`].
+//!
+//! Addresses are kept as the packet carries them (network byte order); `u32` address words
+//! are the raw words read from the packet, IPv4 in word 0 and the other words zero. Ports
+//! are host byte order.
+
+// ---- sizes -------------------------------------------------------------------------------
+
+/// Rules per ruleset. The rule bitmap has one bit per rule, bit 0 = first rule.
+pub const MAX_RULES: usize = 1024;
+/// `u64` words in a [`RuleBitmap`].
+pub const BITMAP_WORDS: usize = MAX_RULES / 64;
+/// Routers (router ids are `0..MAX_ROUTERS`).
+pub const MAX_ROUTERS: u32 = 256;
+/// Gateways (gateway ids are `0..MAX_GATEWAYS`; also the DEVMAP index of an Ethernet gateway).
+pub const MAX_GATEWAYS: u32 = 1024;
+/// Slots in a router's weighted table. A power of two: the slot is `hash & (SLOTS - 1)`.
+pub const ROUTER_SLOTS: usize = 4096;
+/// Interfaces the LAN program may be attached to, and links the return program watches.
+pub const MAX_IFACES: u32 = 256;
+/// Local (router-owned) addresses.
+pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// Prefix entries per LPM trie (both generations together).
+pub const MAX_PREFIXES: u32 = 65536;
+/// Port classes per direction and generation. Class 0 means "the packet has no ports".
+/// Port ranges of N rules cut 0..=65535 into at most 2N+1 intervals.
+pub const MAX_PORT_CLASSES: u32 = 4096;
+/// Entries of the flow table and of the return-flow table.
+pub const FLOW_TABLE_SIZE: u32 = 262_144;
+/// A flow entry's `last_seen_ns` is rewritten at most this often (no per-packet writes).
+pub const FLOW_REFRESH_NS: u64 = 1_000_000_000;
+/// Per-CPU counter slots for rules (the agent assigns stable slots across reloads).
+pub const MAX_RULE_COUNTERS: u32 = MAX_RULES as u32;
+/// IPv6 extension headers walked before giving up (the packet then goes to the kernel).
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// VLAN tags parsed (802.1Q / 802.1ad); more go to the kernel.
+pub const MAX_VLAN_TAGS: usize = 2;
+
+// ---- map names (also the pin names under bpffs) --------------------------------------------
+
+pub const IFACES_MAP: &str = "XWAN_IFACES";
+pub const LOCAL_MAP: &str = "XWAN_LOCAL";
+pub const CONFIG_MAP: &str = "XWAN_CONFIG";
+pub const RULESET_MAP: &str = "XWAN_RULESET";
+pub const SRC4_MAP: &str = "XWAN_SRC4";
+pub const DST4_MAP: &str = "XWAN_DST4";
+pub const SRC6_MAP: &str = "XWAN_SRC6";
+pub const DST6_MAP: &str = "XWAN_DST6";
+pub const PROTO_MAP: &str = "XWAN_PROTO";
+pub const DSCP_MAP: &str = "XWAN_DSCP";
+pub const PORTMAP_MAP: &str = "XWAN_PORTMAP";
+pub const PORTBM_MAP: &str = "XWAN_PORTBM";
+pub const IFBM_MAP: &str = "XWAN_IFBM";
+pub const RULES_MAP: &str = "XWAN_RULES";
+pub const ROUTER_VERSION_MAP: &str = "XWAN_RTR_VER";
+pub const SLOTS_MAP: &str = "XWAN_SLOTS";
+pub const GATEWAYS_MAP: &str = "XWAN_GATEWAYS";
+pub const DEVMAP_MAP: &str = "XWAN_DEVMAP";
+pub const FLOWS_MAP: &str = "XWAN_FLOWS";
+pub const RETURN_MAP: &str = "XWAN_RETURN";
+pub const LINKS_MAP: &str = "XWAN_LINKS";
+pub const RULE_COUNTERS_MAP: &str = "XWAN_RULE_CNT";
+pub const GATEWAY_COUNTERS_MAP: &str = "XWAN_GW_CNT";
+pub const REASON_COUNTERS_MAP: &str = "XWAN_REASON_CNT";
+
+// ---- program names -------------------------------------------------------------------------
+
+/// XDP on LAN interfaces: parse, classify, steer.
+pub const PROG_XDP_LAN: &str = "xwan_xdp_lan";
+/// TC ingress on LAN interfaces: redirect packets XDP tagged for an L3 tunnel.
+pub const PROG_TC_STEER: &str = "xwan_tc_steer";
+/// TC ingress on link interfaces: learn return flows.
+pub const PROG_TC_RETURN: &str = "xwan_tc_return";
+/// XDP that only parses Ethernet + IP: the benchmark's baseline.
+pub const PROG_XDP_BASELINE: &str = "xwan_xdp_baseline";
+/// XDP that passes everything: attached to a veth peer so it accepts redirected frames.
+pub const PROG_XDP_PASS: &str = "xwan_xdp_pass";
+
+// ---- per-CPU counter reasons ----------------------------------------------------------------
+
+/// Why a packet was handed to the kernel, dropped, or steered. Index into
+/// [`REASON_COUNTERS_MAP`].
+pub mod reason {
+    /// Ingress interface has no [`super::IfaceInfo`]: xwan is not configured there.
+    pub const PASS_NOT_CONFIGURED: u32 = 0;
+    /// Not IPv4/IPv6 (ARP, LLDP, ...), or more VLAN tags than parsed.
+    pub const PASS_NOT_IP: u32 = 1;
+    /// Not unicast to this router: destination MAC is not the interface's, or the IP
+    /// destination is multicast/broadcast/link-local.
+    pub const PASS_NOT_FOR_US: u32 = 2;
+    /// Truncated or invalid header (bad IHL, short L4 header, too many IPv6 ext headers).
+    pub const PASS_MALFORMED: u32 = 3;
+    /// Destination is one of the router's own addresses (local delivery).
+    pub const PASS_LOCAL: u32 = 4;
+    /// No rule matched.
+    pub const PASS_NO_MATCH: u32 = 5;
+    /// A rule with action `pass` (kernel routing) matched.
+    pub const PASS_RULE: u32 = 6;
+    /// TTL / hop limit <= 1: the kernel answers with ICMP time exceeded.
+    pub const PASS_TTL: u32 = 7;
+    /// Larger than the egress MTU: the kernel fragments or answers "packet too big".
+    pub const PASS_TOO_BIG: u32 = 8;
+    /// Router with no active gateway and `on_failure = default-route`.
+    pub const PASS_NO_GATEWAY: u32 = 9;
+    /// The chosen gateway's entry is unusable (not programmed) or XDP metadata failed.
+    pub const PASS_GATEWAY_ERROR: u32 = 10;
+    /// A rule with action `block` matched.
+    pub const DROP_RULE: u32 = 11;
+    /// Router with no active gateway and `on_failure = drop`.
+    pub const DROP_NO_GATEWAY: u32 = 12;
+    /// Steered through a gateway, decision taken from the flow table.
+    pub const STEER_FLOW: u32 = 13;
+    /// Steered through a gateway after classification.
+    pub const STEER_CLASSIFIED: u32 = 14;
+    /// Steered back through the link its connection arrived on (return route).
+    pub const STEER_RETURN: u32 = 15;
+    /// Number of reasons.
+    pub const COUNT: u32 = 16;
+
+    /// Metric label for each reason, indexed by code.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "pass_not_configured",
+        "pass_not_ip",
+        "pass_not_for_us",
+        "pass_malformed",
+        "pass_local",
+        "pass_no_match",
+        "pass_rule",
+        "pass_ttl",
+        "pass_too_big",
+        "pass_no_gateway",
+        "pass_gateway_error",
+        "drop_rule",
+        "drop_no_gateway",
+        "steer_flow",
+        "steer_classified",
+        "steer_return",
+    ];
+}
+
+// ---- layouts -------------------------------------------------------------------------------
+
+/// One bit per rule; bit `i` of word `i / 64` is rule `i` (LSB first).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RuleBitmap {
+    pub w: [u64; BITMAP_WORDS],
+}
+
+impl RuleBitmap {
+    pub const EMPTY: RuleBitmap = RuleBitmap {
+        w: [0; BITMAP_WORDS],
+    };
+
+    #[inline(always)]
+    pub fn set(&mut self, rule: usize) {
+        self.w[rule / 64] |= 1 << (rule % 64);
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, rule: usize) -> bool {
+        self.w[rule / 64] & (1 << (rule % 64)) != 0
+    }
+}
+
+/// LPM key data for IPv4 tries: `[gen, 0, 0, 0, a, b, c, d]`; prefix length `32 + plen`.
+pub type Lpm4Data = [u8; 8];
+/// LPM key data for IPv6 tries: `[gen, 0, 0, 0, addr[16]]`; prefix length `32 + plen`.
+pub type Lpm6Data = [u8; 20];
+/// Bits of LPM key data taken by the generation prefix.
+pub const LPM_GEN_BITS: u32 = 32;
+
+/// Key of [`IFBM_MAP`]: rules that accept ingress interface `ifindex` (0 = any interface
+/// not listed: the rules without an interface criterion).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct IfaceRuleKey {
+    pub generation: u32,
+    pub ifindex: u32,
+}
+
+/// Port → port class, for one direction (source/destination) and generation.
+/// Index of [`PORTMAP_MAP`] is `gen * 2 + dir` (dir 0 = source, 1 = destination); the class
+/// indexes [`PORTBM_MAP`] at `(gen * 2 + dir) * MAX_PORT_CLASSES + class`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PortTable {
+    pub class: [u16; 65536],
+}
+
+/// What a matched rule does. [`RULES_MAP`] index: `gen * MAX_RULES + rule`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RuleAction {
+    /// One of `ACTION_*`.
+    pub kind: u8,
+    /// DSCP to impose (0..=63), or [`DSCP_KEEP`].
+    pub dscp: u8,
+    /// Router id, for [`ACTION_ROUTE`].
+    pub router: u16,
+    /// Counter slot in [`RULE_COUNTERS_MAP`], stable across reloads.
+    pub counter: u16,
+    pub _pad: u16,
+}
+
+pub const ACTION_ROUTE: u8 = 1;
+pub const ACTION_PASS: u8 = 2;
+pub const ACTION_BLOCK: u8 = 3;
+pub const DSCP_KEEP: u8 = 0xff;
+
+/// A router's weighted table. [`SLOTS_MAP`] index: `router * 2 + (version & 1)`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SlotTable {
+    /// Number of distinct active gateways in `slots`; 0 = none, apply `on_failure`.
+    pub active: u32,
+    /// `TABLE_*` flags.
+    pub flags: u32,
+    /// Gateways an existing flow may stay on (bit per gateway id): with failback
+    /// `new-connections` every Ready gateway of the router, with `all` only the active ones.
+    pub keep: [u64; (MAX_GATEWAYS / 64) as usize],
+    /// Gateway id per slot; all `ROUTER_SLOTS` are filled when `active > 0`.
+    pub slots: [u16; ROUTER_SLOTS],
+}
+
+/// `on_failure = default-route`: hand the packet to the kernel (otherwise drop).
+pub const TABLE_ON_FAILURE_PASS: u32 = 1;
+/// `load_balancing = source`: hash the source address only (otherwise the 5-tuple).
+pub const TABLE_HASH_SOURCE: u32 = 2;
+
+impl SlotTable {
+    #[inline(always)]
+    pub fn keeps(&self, gateway: u16) -> bool {
+        let g = gateway as usize;
+        g < MAX_GATEWAYS as usize && self.keep[g / 64] & (1 << (g % 64)) != 0
+    }
+}
+
+/// A gateway as the data plane needs it. [`GATEWAYS_MAP`] index: gateway id.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GatewayInfo {
+    /// `GW_KIND_*`; [`GW_KIND_NONE`] = slot unused.
+    pub kind: u32,
+    /// Egress interface (the tunnel device, or the Ethernet interface toward the next hop).
+    pub ifindex: u32,
+    /// Egress L3 MTU; larger packets go to the kernel.
+    pub mtu: u32,
+    /// 1 when the gateway is Ready (used by return routes; routers use [`SlotTable::keep`]).
+    pub ready: u32,
+    /// Next hop's MAC (Ethernet gateways).
+    pub dmac: [u8; 6],
+    /// Egress interface's MAC (Ethernet gateways).
+    pub smac: [u8; 6],
+}
+
+pub const GW_KIND_NONE: u32 = 0;
+/// L3 device (VTI, xfrm, TUN, ...): XDP tags the packet, TC ingress `bpf_redirect`s it.
+pub const GW_KIND_TUNNEL: u32 = 1;
+/// Ethernet next hop: MAC rewrite and `XDP_REDIRECT` through [`DEVMAP_MAP`].
+pub const GW_KIND_ETHERNET: u32 = 2;
+
+/// An interface the LAN program runs on. [`IFACES_MAP`] key: ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct IfaceInfo {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// A link the return program watches. [`LINKS_MAP`] key: ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LinkInfo {
+    /// Gateway replies to connections arriving on this link leave through.
+    pub return_gateway: u32,
+    /// `LINK_*` flags.
+    pub flags: u32,
+}
+
+/// Packets on this link start with an Ethernet header (otherwise with the IP header).
+pub const LINK_L2: u32 = 1;
+
+/// Key of [`LOCAL_MAP`]: a router-owned address.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct AddrKey {
+    /// 4 or 6.
+    pub family: u32,
+    pub addr: [u32; 4],
+}
+
+/// Flow identity. For [`FLOWS_MAP`] `ifindex` is the ingress interface; for [`RETURN_MAP`]
+/// it is 0 and the tuple is the reply's (source = the LAN host that answers).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: u16,
+    pub ifindex: u32,
+}
+
+/// A flow's decision, valid while `epoch` is the current ruleset epoch.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FlowValue {
+    pub last_seen_ns: u64,
+    pub epoch: u32,
+    pub rule: u16,
+    pub router: u16,
+    pub gateway: u16,
+    pub _pad: [u16; 3],
+}
+
+/// A learned return route.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReturnValue {
+    pub last_seen_ns: u64,
+    pub gateway: u32,
+    pub _pad: u32,
+}
+
+/// Global knobs. [`CONFIG_MAP`] index 0.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Config {
+    /// A flow unseen for longer is decided anew (0 = never idle; the LRU still evicts).
+    pub flow_idle_ns: u64,
+}
+
+/// Packets and bytes.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Written by XDP in front of a packet bound for an L3 tunnel; read by TC ingress.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct XdpMeta {
+    pub magic: u32,
+    pub ifindex: u32,
+}
+
+pub const XDP_META_MAGIC: u32 = 0x7857_414e; // "xWAN"
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are #[repr(C)], Copy, made of integers, with explicit padding fields.
+    unsafe impl aya::Pod for RuleBitmap {}
+    unsafe impl aya::Pod for IfaceRuleKey {}
+    unsafe impl aya::Pod for PortTable {}
+    unsafe impl aya::Pod for RuleAction {}
+    unsafe impl aya::Pod for SlotTable {}
+    unsafe impl aya::Pod for GatewayInfo {}
+    unsafe impl aya::Pod for IfaceInfo {}
+    unsafe impl aya::Pod for LinkInfo {}
+    unsafe impl aya::Pod for AddrKey {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for ReturnValue {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for XdpMeta {}
+}

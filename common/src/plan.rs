@@ -1,0 +1,374 @@
+//! The plan: what the data plane must do, as plain Rust values.
+//!
+//! The agent turns a validated configuration into a [`Plan`]; `agent::datapath` writes a plan
+//! into the maps, and [`crate::model`] executes the same plan on packets. Ids are indexes:
+//! a rule's index is its priority (0 first), a router's and a gateway's id index the maps.
+//! Constructors check the data plane's limits so a plan that exists fits in the maps.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::maps::{MAX_GATEWAYS, MAX_IFACES, MAX_ROUTERS, MAX_RULES, ROUTER_SLOTS};
+
+/// An IP network (address + prefix length), host bits cleared.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct IpNet {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl IpNet {
+    /// Fails when `len` exceeds the address family's width. Host bits are cleared.
+    pub fn new(addr: IpAddr, len: u8) -> Result<Self, PlanError> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(PlanError(format!(
+                "prefix length /{len} is longer than /{max} for {addr}"
+            )));
+        }
+        Ok(IpNet {
+            addr: mask(addr, len),
+            len,
+        })
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.addr.is_ipv4()
+    }
+
+    /// True when `ip` is inside this network (same family only).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+                mask(ip, self.len) == self.addr
+            }
+            _ => false,
+        }
+    }
+
+    /// True when `other` lies entirely inside this network.
+    pub fn covers(&self, other: &IpNet) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = PlanError;
+    fn from_str(s: &str) -> Result<Self, PlanError> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| PlanError(format!("'{a}' is not an IPv4 or IPv6 address")))?;
+        let len = match l {
+            Some(l) => l
+                .parse()
+                .map_err(|_| PlanError(format!("'/{l}' is not a prefix length")))?,
+            None if addr.is_ipv4() => 32,
+            None => 128,
+        };
+        IpNet::new(addr, len)
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len as u32)
+            };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len as u32)
+            };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+/// An inclusive port range `first..=last` (a single port has `first == last`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PortRange {
+    first: u16,
+    last: u16,
+}
+
+impl PortRange {
+    pub fn new(first: u16, last: u16) -> Result<Self, PlanError> {
+        if first > last {
+            return Err(PlanError(format!("port range {first}-{last} is reversed")));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    pub fn single(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    pub fn first(&self) -> u16 {
+        self.first
+    }
+
+    pub fn last(&self) -> u16 {
+        self.last
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+/// What a matching rule does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Action {
+    /// Steer through the router with this id.
+    Route(u16),
+    /// Hand to the kernel's routing.
+    Pass,
+    /// Drop.
+    Block,
+}
+
+/// One rule. An empty criterion list means "any".
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rule {
+    pub src: Vec<IpNet>,
+    pub dst: Vec<IpNet>,
+    pub protocols: Vec<u8>,
+    pub src_ports: Vec<PortRange>,
+    pub dst_ports: Vec<PortRange>,
+    /// DSCP values (0..=63) the packet must carry.
+    pub dscp: Vec<u8>,
+    /// Ingress interface indexes.
+    pub ifaces: Vec<u32>,
+    pub action: Action,
+    /// DSCP to impose on matching packets (`Route` and `Pass`).
+    pub set_dscp: Option<u8>,
+    /// Counter slot (stable across reloads; `< MAX_RULE_COUNTERS`).
+    pub counter: u16,
+}
+
+impl Rule {
+    /// A rule matching everything, with the given action.
+    pub fn any(action: Action) -> Rule {
+        Rule {
+            src: vec![],
+            dst: vec![],
+            protocols: vec![],
+            src_ports: vec![],
+            dst_ports: vec![],
+            dscp: vec![],
+            ifaces: vec![],
+            action,
+            set_dscp: None,
+            counter: 0,
+        }
+    }
+}
+
+/// How a router hashes a flow onto its slots.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum HashMode {
+    /// 5-tuple: each connection independently.
+    #[default]
+    Connection,
+    /// Source address: a host's connections all take one gateway.
+    Source,
+}
+
+/// A router's committed table: the output of the agent's router logic.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RouterTable {
+    /// Gateway id per slot: empty (no gateway active) or exactly `ROUTER_SLOTS` long.
+    pub slots: Vec<u16>,
+    /// Gateways an existing flow may stay on (see [`crate::SlotTable::keep`]).
+    pub keep: Vec<u16>,
+    pub hash: HashMode,
+    /// `on_failure = default-route` (true) or `drop` (false).
+    pub on_failure_pass: bool,
+}
+
+impl RouterTable {
+    /// A table that sends every slot to one gateway and keeps flows on it.
+    pub fn single(gateway: u16) -> RouterTable {
+        RouterTable {
+            slots: vec![gateway; ROUTER_SLOTS],
+            keep: vec![gateway],
+            hash: HashMode::Connection,
+            on_failure_pass: false,
+        }
+    }
+
+    /// Distinct gateways present in the slots.
+    pub fn active_gateways(&self) -> Vec<u16> {
+        let mut v = self.slots.clone();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// How a gateway is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GatewayKind {
+    /// An L3 device: the packet is handed to TC, which redirects it into `ifindex`.
+    Tunnel,
+    /// An Ethernet next hop: MACs rewritten, redirected out of `ifindex`.
+    Ethernet {
+        next_hop_mac: [u8; 6],
+        egress_mac: [u8; 6],
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Gateway {
+    pub id: u16,
+    pub kind: GatewayKind,
+    /// Egress interface index.
+    pub ifindex: u32,
+    /// Egress L3 MTU.
+    pub mtu: u32,
+    pub ready: bool,
+}
+
+/// An interface the LAN program is attached to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Iface {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+/// A link whose arriving connections get return routes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Link {
+    pub ifindex: u32,
+    /// Frames on this link start with an Ethernet header.
+    pub l2: bool,
+    pub return_gateway: u16,
+}
+
+/// Everything the data plane is told.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Plan {
+    pub ifaces: Vec<Iface>,
+    pub local_addrs: Vec<IpAddr>,
+    /// Ordered: the first matching rule wins.
+    pub rules: Vec<Rule>,
+    /// Index = router id.
+    pub routers: Vec<RouterTable>,
+    pub gateways: Vec<Gateway>,
+    pub links: Vec<Link>,
+    /// A flow unseen this long is decided anew (0 = never).
+    pub flow_idle_ns: u64,
+}
+
+impl Plan {
+    /// Checks that the plan fits the data plane's maps and refers only to what it defines.
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let err = |s: String| Err(PlanError(s));
+        if self.rules.len() > MAX_RULES {
+            return err(format!(
+                "{} rules; the data plane holds {MAX_RULES}",
+                self.rules.len()
+            ));
+        }
+        if self.routers.len() > MAX_ROUTERS as usize {
+            return err(format!(
+                "{} routers; the data plane holds {MAX_ROUTERS}",
+                self.routers.len()
+            ));
+        }
+        if self.ifaces.len() + self.links.len() > 2 * MAX_IFACES as usize {
+            return err(format!(
+                "too many interfaces; the data plane holds {MAX_IFACES} of each kind"
+            ));
+        }
+        let gateway = |id: u16| self.gateways.iter().any(|g| g.id == id);
+        for g in &self.gateways {
+            if g.id as u32 >= MAX_GATEWAYS {
+                return err(format!(
+                    "gateway id {} is out of range (< {MAX_GATEWAYS})",
+                    g.id
+                ));
+            }
+            if self.gateways.iter().filter(|o| o.id == g.id).count() > 1 {
+                return err(format!("gateway id {} is defined twice", g.id));
+            }
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Action::Route(id) = r.action
+                && id as usize >= self.routers.len()
+            {
+                return err(format!(
+                    "rule {i} routes via router {id}, which does not exist"
+                ));
+            }
+            if r.set_dscp.is_some_and(|d| d > 63) || r.dscp.iter().any(|&d| d > 63) {
+                return err(format!("rule {i}: DSCP values are 0..=63"));
+            }
+            if r.counter as usize >= MAX_RULES {
+                return err(format!(
+                    "rule {i}: counter slot {} is out of range",
+                    r.counter
+                ));
+            }
+        }
+        for (i, t) in self.routers.iter().enumerate() {
+            if !t.slots.is_empty() && t.slots.len() != ROUTER_SLOTS {
+                return err(format!(
+                    "router {i}: {} slots, need 0 or {ROUTER_SLOTS}",
+                    t.slots.len()
+                ));
+            }
+            if let Some(g) = t.slots.iter().chain(&t.keep).find(|&&g| !gateway(g)) {
+                return err(format!("router {i} uses gateway {g}, which does not exist"));
+            }
+        }
+        for l in &self.links {
+            if !gateway(l.return_gateway) {
+                return err(format!(
+                    "link ifindex {} returns via unknown gateway {}",
+                    l.ifindex, l.return_gateway
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A plan that does not fit the data plane.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PlanError(pub String);
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PlanError {}
