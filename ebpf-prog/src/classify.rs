@@ -1,0 +1,129 @@
+//! Bit-vector classification: one lookup per field returns the bitmap of rules that accept
+//! the packet's value of that field; the first bit set in the AND of all bitmaps is the
+//! first matching rule. The cost is the same for 10 rules and for `MAX_RULES`.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use xwan_common::{BITMAP_WORDS, IfaceRuleKey, MAX_PORT_CLASSES, RuleBitmap};
+
+use crate::{maps::*, parse::Pkt};
+
+/// Index of the first rule matching `p` on `ifindex` in ruleset generation `gen`.
+#[inline(always)]
+pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
+    let g = generation as u8;
+    let (src, dst) = if p.v6 {
+        (lpm6(&XWAN_SRC6, g, &p.src)?, lpm6(&XWAN_DST6, g, &p.dst)?)
+    } else {
+        (
+            lpm4(&XWAN_SRC4, g, p.src[0])?,
+            lpm4(&XWAN_DST4, g, p.dst[0])?,
+        )
+    };
+    let proto = XWAN_PROTO.get(generation * 256 + p.proto as u32)?;
+    let dscp = XWAN_DSCP.get(generation * 64 + p.dscp as u32)?;
+    // Class 0 = "no ports": a port-less packet (ICMP, non-first fragment) can only match
+    // rules without a port criterion.
+    let (sclass, dclass) = if p.has_ports {
+        let s = XWAN_PORTMAP.get(generation * 2)?;
+        let d = XWAN_PORTMAP.get(generation * 2 + 1)?;
+        (
+            s.class[p.sport as usize] as u32,
+            d.class[p.dport as usize] as u32,
+        )
+    } else {
+        (0, 0)
+    };
+    let sport = XWAN_PORTBM.get(generation * 2 * MAX_PORT_CLASSES + sclass)?;
+    let dport = XWAN_PORTBM.get((generation * 2 + 1) * MAX_PORT_CLASSES + dclass)?;
+    // SAFETY: values are plain data; a concurrent agent update at worst yields the old or
+    // new bitmap of this generation, which the agent does not touch while it is live.
+    let iface = unsafe {
+        match XWAN_IFBM.get(IfaceRuleKey {
+            generation,
+            ifindex,
+        }) {
+            Some(b) => b,
+            None => XWAN_IFBM.get(IfaceRuleKey {
+                generation,
+                ifindex: 0,
+            })?,
+        }
+    };
+    first_match([src, dst, proto, dscp, sport, dport, iface])
+}
+
+#[inline(always)]
+fn lpm4(
+    map: &aya_ebpf::maps::LpmTrie<xwan_common::Lpm4Data, RuleBitmap>,
+    g: u8,
+    addr: u32,
+) -> Option<&'static RuleBitmap> {
+    let a = addr.to_ne_bytes();
+    let key = Key::new(64, [g, 0, 0, 0, a[0], a[1], a[2], a[3]]);
+    // SAFETY: map values live as long as the map (static).
+    map.get(&key).map(|v| unsafe { &*(v as *const RuleBitmap) })
+}
+
+#[inline(always)]
+fn lpm6(
+    map: &aya_ebpf::maps::LpmTrie<xwan_common::Lpm6Data, RuleBitmap>,
+    g: u8,
+    addr: &[u32; 4],
+) -> Option<&'static RuleBitmap> {
+    let mut data = [0u8; 20];
+    data[0] = g;
+    let mut i = 0;
+    while i < 4 {
+        let w = addr[i].to_ne_bytes();
+        data[4 + i * 4] = w[0];
+        data[5 + i * 4] = w[1];
+        data[6 + i * 4] = w[2];
+        data[7 + i * 4] = w[3];
+        i += 1;
+    }
+    let key = Key::new(160, data);
+    // SAFETY: as in lpm4.
+    map.get(&key).map(|v| unsafe { &*(v as *const RuleBitmap) })
+}
+
+/// First bit set in the AND of the bitmaps.
+#[inline(always)]
+fn first_match(b: [&RuleBitmap; 7]) -> Option<u32> {
+    for w in 0..BITMAP_WORDS {
+        let x = b[0].w[w] & b[1].w[w] & b[2].w[w] & b[3].w[w] & b[4].w[w] & b[5].w[w] & b[6].w[w];
+        if x != 0 {
+            return Some(w as u32 * 64 + trailing_zeros(x));
+        }
+    }
+    None
+}
+
+/// `x.trailing_zeros()` for `x != 0` without a lookup table (BPF has no ctz instruction).
+#[inline(always)]
+fn trailing_zeros(mut x: u64) -> u32 {
+    let mut n = 0;
+    if x & 0xffff_ffff == 0 {
+        n += 32;
+        x >>= 32;
+    }
+    if x & 0xffff == 0 {
+        n += 16;
+        x >>= 16;
+    }
+    if x & 0xff == 0 {
+        n += 8;
+        x >>= 8;
+    }
+    if x & 0xf == 0 {
+        n += 4;
+        x >>= 4;
+    }
+    if x & 0x3 == 0 {
+        n += 2;
+        x >>= 2;
+    }
+    if x & 0x1 == 0 {
+        n += 1;
+    }
+    n
+}

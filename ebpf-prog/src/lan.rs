@@ -1,0 +1,349 @@
+//! `xwan_xdp_lan`: steps 1–12 of the specification in `xwan_common::model`.
+//! Returns `(xdp action, reason)`; the caller counts the reason.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    programs::XdpContext,
+};
+use xwan_common::{
+    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, DSCP_KEEP, FLOW_REFRESH_NS, FlowKey,
+    FlowValue, GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, MAX_RULES, ROUTER_SLOTS,
+    TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta, csum, hash, reason,
+};
+
+use crate::{
+    classify::classify,
+    maps::*,
+    parse::{ETH_P_IP, ETH_P_IPV6, Pkt, load, parse_eth},
+};
+
+/// Router id stored in flow entries of rules that do not route.
+const NO_ROUTER: u16 = 0xffff;
+
+pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let ifindex = ctx.ingress_ifindex() as u32;
+
+    // SAFETY (all HashMap::get below): values are plain data owned by the map.
+    let Some(iface) = (unsafe { XWAN_IFACES.get(ifindex) }) else {
+        return (XDP_PASS, reason::PASS_NOT_CONFIGURED);
+    };
+    let Some(dmac) = load::<[u8; 6]>(start, end, 0) else {
+        return (XDP_PASS, reason::PASS_MALFORMED);
+    };
+    if load::<[u8; 14]>(start, end, 0).is_none() {
+        return (XDP_PASS, reason::PASS_MALFORMED);
+    }
+    if dmac != iface.mac {
+        return (XDP_PASS, reason::PASS_NOT_FOR_US);
+    }
+    let p = match parse_eth(start, end) {
+        Ok(p) => p,
+        Err(r) => return (XDP_PASS, r),
+    };
+    let family = if p.v6 { 6 } else { 4 };
+    if unsafe {
+        XWAN_LOCAL.get(AddrKey {
+            family: family as u32,
+            addr: p.dst,
+        })
+    }
+    .is_some()
+    {
+        return (XDP_PASS, reason::PASS_LOCAL);
+    }
+
+    let mut key = FlowKey {
+        src: p.src,
+        dst: p.dst,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        family,
+        _pad: 0,
+        ifindex: 0,
+    };
+
+    // Return route: replies leave through the link their connection arrived on.
+    if let Some(r) = unsafe { XWAN_RETURN.get(key) } {
+        let gw = r.gateway;
+        if let Some(g) = XWAN_GATEWAYS.get(gw)
+            && g.kind != GW_KIND_NONE
+            && g.ready == 1
+        {
+            return forward(ctx, &p, gw, DSCP_KEEP, reason::STEER_RETURN, len);
+        }
+    }
+    key.ifindex = ifindex;
+
+    let epoch = match XWAN_RULESET.get(0) {
+        Some(e) => *e,
+        None => return (XDP_PASS, reason::PASS_NO_MATCH),
+    };
+    let generation = epoch & 1;
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+
+    let entry = XWAN_FLOWS.get_ptr_mut(key);
+    // A copy: the entry may be rewritten by another CPU meanwhile.
+    let old: Option<FlowValue> = entry.map(|e| unsafe { *e });
+    let live = match old {
+        Some(f) => {
+            let idle = XWAN_CONFIG.get(0).map(|c| c.flow_idle_ns).unwrap_or(0);
+            if idle == 0 || now.saturating_sub(f.last_seen_ns) <= idle {
+                Some(f)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let (rule, from_flow) = match live {
+        Some(f) if f.epoch == epoch => (f.rule as u32, true),
+        _ => match classify(&p, generation, ifindex) {
+            Some(r) => (r, false),
+            None => return (XDP_PASS, reason::PASS_NO_MATCH),
+        },
+    };
+    let Some(action) = XWAN_RULES.get(generation * MAX_RULES as u32 + rule) else {
+        return (XDP_PASS, reason::PASS_NO_MATCH);
+    };
+    count(&XWAN_RULE_CNT, action.counter as u32, len);
+
+    let mut router = NO_ROUTER;
+    let mut gateway: Option<u16> = None;
+    let outcome = match action.kind {
+        ACTION_BLOCK => (XDP_DROP, reason::DROP_RULE),
+        ACTION_PASS => {
+            if action.dscp != DSCP_KEEP {
+                rewrite_l3(ctx, p.l3, p.v6, action.dscp, false);
+            }
+            (XDP_PASS, reason::PASS_RULE)
+        }
+        ACTION_ROUTE => {
+            router = action.router;
+            match choose_gateway(&p, &key, router, live) {
+                Choice::Gateway(gw) => gateway = Some(gw),
+                Choice::NoneActive(pass) => {
+                    // No flow write: the next packet is decided anew when gateways return.
+                    return if pass {
+                        (XDP_PASS, reason::PASS_NO_GATEWAY)
+                    } else {
+                        (XDP_DROP, reason::DROP_NO_GATEWAY)
+                    };
+                }
+                Choice::Unknown => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
+            }
+            (XDP_PASS, reason::PASS_GATEWAY_ERROR) // replaced below once the flow is recorded
+        }
+        _ => (XDP_PASS, reason::PASS_NO_MATCH),
+    };
+
+    let value = FlowValue {
+        last_seen_ns: now,
+        epoch,
+        rule: rule as u16,
+        router,
+        gateway: gateway.unwrap_or(0),
+        _pad: [0; 3],
+    };
+    let write = match old {
+        None => true,
+        Some(f) => {
+            f.epoch != value.epoch
+                || f.rule != value.rule
+                || f.router != value.router
+                || f.gateway != value.gateway
+                || now.saturating_sub(f.last_seen_ns) >= FLOW_REFRESH_NS
+        }
+    };
+    if write {
+        match entry {
+            // SAFETY: points into the LRU map's value; a torn read elsewhere is harmless.
+            Some(e) => unsafe { *e = value },
+            None => {
+                let _ = XWAN_FLOWS.insert(key, value, 0);
+            }
+        }
+    }
+
+    match gateway {
+        Some(gw) => {
+            let ok = if from_flow {
+                reason::STEER_FLOW
+            } else {
+                reason::STEER_CLASSIFIED
+            };
+            forward(ctx, &p, gw as u32, action.dscp, ok, len)
+        }
+        None => outcome,
+    }
+}
+
+enum Choice {
+    Gateway(u16),
+    /// No active gateway: `true` = hand to the kernel, `false` = drop.
+    NoneActive(bool),
+    /// The router's table is missing.
+    Unknown,
+}
+
+#[inline(always)]
+fn choose_gateway(p: &Pkt, key: &FlowKey, router: u16, live: Option<FlowValue>) -> Choice {
+    let Some(version) = XWAN_RTR_VER.get(router as u32) else {
+        return Choice::Unknown;
+    };
+    let Some(table) = XWAN_SLOTS.get(router as u32 * 2 + (*version & 1)) else {
+        return Choice::Unknown;
+    };
+    if let Some(f) = live
+        && f.router == router
+        && table.keeps(f.gateway)
+    {
+        return Choice::Gateway(f.gateway);
+    }
+    if table.active == 0 {
+        return Choice::NoneActive(table.flags & TABLE_ON_FAILURE_PASS != 0);
+    }
+    let h = if table.flags & TABLE_HASH_SOURCE != 0 {
+        hash::source_hash(&p.src)
+    } else {
+        hash::connection_hash(&key.src, &key.dst, key.sport, key.dport, key.proto)
+    };
+    Choice::Gateway(table.slots[h as usize & (ROUTER_SLOTS - 1)])
+}
+
+/// Step 11: sends the packet through gateway `gw`.
+#[inline(always)]
+fn forward(ctx: &XdpContext, p: &Pkt, gw: u32, dscp: u8, ok: u32, len: u64) -> (u32, u32) {
+    let g = match XWAN_GATEWAYS.get(gw) {
+        Some(g) if g.kind != GW_KIND_NONE => *g,
+        _ => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
+    };
+    if p.ttl <= 1 {
+        return (XDP_PASS, reason::PASS_TTL);
+    }
+    if len - p.l3 as u64 > g.mtu as u64 {
+        return (XDP_PASS, reason::PASS_TOO_BIG);
+    }
+    count(&XWAN_GW_CNT, gw, len);
+
+    if p.tags > 0 && !strip_vlan(ctx, p) {
+        return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
+    }
+    // The IP header now follows a plain 14-byte Ethernet header.
+    rewrite_l3(ctx, 14, p.v6, dscp, true);
+
+    if g.kind == GW_KIND_ETHERNET {
+        let start = ctx.data();
+        if start + 12 > ctx.data_end() {
+            return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
+        }
+        // SAFETY: 12 bytes checked above.
+        unsafe {
+            ((start) as *mut [u8; 6]).write_unaligned(g.dmac);
+            ((start + 6) as *mut [u8; 6]).write_unaligned(g.smac);
+        }
+        return match XWAN_DEVMAP.redirect(gw, XDP_PASS as u64) {
+            Ok(_) => (XDP_REDIRECT, ok),
+            Err(_) => (XDP_PASS, reason::PASS_GATEWAY_ERROR),
+        };
+    }
+    if g.kind == GW_KIND_TUNNEL {
+        let size = core::mem::size_of::<XdpMeta>() as i32;
+        if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
+            return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
+        }
+        let meta = ctx.metadata();
+        if meta + size as usize > ctx.data() {
+            return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
+        }
+        // SAFETY: the metadata area was just reserved and bounds-checked.
+        unsafe {
+            (meta as *mut XdpMeta).write_unaligned(XdpMeta {
+                magic: XDP_META_MAGIC,
+                ifindex: g.ifindex,
+            });
+        }
+        return (XDP_PASS, ok);
+    }
+    (XDP_PASS, reason::PASS_GATEWAY_ERROR)
+}
+
+/// Removes the VLAN tags: the MACs move up by 4 bytes per tag and the IP EtherType follows.
+#[inline(always)]
+fn strip_vlan(ctx: &XdpContext, p: &Pkt) -> bool {
+    let Some(macs) = load::<[u8; 12]>(ctx.data(), ctx.data_end(), 0) else {
+        return false;
+    };
+    let delta = if p.tags == 1 { 4 } else { 8 };
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return false;
+    }
+    let start = ctx.data();
+    if start + 14 > ctx.data_end() {
+        return false;
+    }
+    let ethertype = if p.v6 { ETH_P_IPV6 } else { ETH_P_IP };
+    // SAFETY: 14 bytes checked above.
+    unsafe {
+        (start as *mut [u8; 12]).write_unaligned(macs);
+        ((start + 12) as *mut [u8; 2]).write_unaligned(ethertype.to_be_bytes());
+    }
+    true
+}
+
+/// Imposes `dscp` (unless [`DSCP_KEEP`]) and decrements TTL / hop limit (when `dec_ttl`) on
+/// the IP header at `l3`, keeping the IPv4 checksum right.
+#[inline(always)]
+fn rewrite_l3(ctx: &XdpContext, l3: usize, v6: bool, dscp: u8, dec_ttl: bool) {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if l3 > 22 || start + l3 + 12 > end {
+        return;
+    }
+    let h = (start + l3) as *mut u8;
+    // SAFETY: 12 header bytes at l3 checked above (IPv4: up to the checksum; IPv6: hop limit).
+    unsafe {
+        if v6 {
+            if dscp != DSCP_KEEP {
+                let b0 = *h;
+                let b1 = *h.add(1);
+                let tclass = ((b0 & 0x0f) << 4) | (b1 >> 4);
+                let new = (dscp << 2) | (tclass & 3);
+                *h = (b0 & 0xf0) | (new >> 4);
+                *h.add(1) = (b1 & 0x0f) | (new << 4);
+            }
+            if dec_ttl {
+                *h.add(7) -= 1;
+            }
+        } else {
+            let mut check = u16::from_be_bytes([*h.add(10), *h.add(11)]);
+            if dscp != DSCP_KEEP {
+                let b0 = *h;
+                let tos = *h.add(1);
+                let new = (dscp << 2) | (tos & 3);
+                check = csum::replace16(
+                    check,
+                    u16::from_be_bytes([b0, tos]),
+                    u16::from_be_bytes([b0, new]),
+                );
+                *h.add(1) = new;
+            }
+            if dec_ttl {
+                let ttl = *h.add(8);
+                let proto = *h.add(9);
+                check = csum::replace16(
+                    check,
+                    u16::from_be_bytes([ttl, proto]),
+                    u16::from_be_bytes([ttl - 1, proto]),
+                );
+                *h.add(8) = ttl - 1;
+            }
+            let c = check.to_be_bytes();
+            *h.add(10) = c[0];
+            *h.add(11) = c[1];
+        }
+    }
+}

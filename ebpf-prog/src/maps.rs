@@ -1,0 +1,105 @@
+//! The data plane's maps. Names, sizes and layouts come from `xwan_common`; every map is
+//! pinned by name so a restarted agent adopts the running state (the loader chooses the
+//! directory).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+};
+use xwan_common::{
+    AddrKey, BITMAP_WORDS, Config, Counter, FLOW_TABLE_SIZE, FlowKey, FlowValue, GatewayInfo,
+    IfaceInfo, IfaceRuleKey, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES,
+    MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES,
+    PortTable, ReturnValue, RuleAction, RuleBitmap, SlotTable, reason,
+};
+
+const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
+
+#[map(name = "XWAN_IFACES")]
+pub static XWAN_IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
+
+#[map(name = "XWAN_LOCAL")]
+pub static XWAN_LOCAL: HashMap<AddrKey, u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+
+#[map(name = "XWAN_CONFIG")]
+pub static XWAN_CONFIG: Array<Config> = Array::pinned(1, 0);
+
+/// Index 0: the ruleset epoch; generation = epoch & 1.
+#[map(name = "XWAN_RULESET")]
+pub static XWAN_RULESET: Array<u32> = Array::pinned(1, 0);
+
+#[map(name = "XWAN_SRC4")]
+pub static XWAN_SRC4: LpmTrie<Lpm4Data, RuleBitmap> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "XWAN_DST4")]
+pub static XWAN_DST4: LpmTrie<Lpm4Data, RuleBitmap> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "XWAN_SRC6")]
+pub static XWAN_SRC6: LpmTrie<Lpm6Data, RuleBitmap> = LpmTrie::pinned(MAX_PREFIXES, 0);
+#[map(name = "XWAN_DST6")]
+pub static XWAN_DST6: LpmTrie<Lpm6Data, RuleBitmap> = LpmTrie::pinned(MAX_PREFIXES, 0);
+
+/// Index `gen * 256 + protocol`.
+#[map(name = "XWAN_PROTO")]
+pub static XWAN_PROTO: Array<RuleBitmap> = Array::pinned(2 * 256, 0);
+
+/// Index `gen * 64 + dscp`.
+#[map(name = "XWAN_DSCP")]
+pub static XWAN_DSCP: Array<RuleBitmap> = Array::pinned(2 * 64, 0);
+
+/// Index `gen * 2 + dir` (0 = source port, 1 = destination port).
+#[map(name = "XWAN_PORTMAP")]
+pub static XWAN_PORTMAP: Array<PortTable> = Array::pinned(4, 0);
+
+/// Index `(gen * 2 + dir) * MAX_PORT_CLASSES + class`.
+#[map(name = "XWAN_PORTBM")]
+pub static XWAN_PORTBM: Array<RuleBitmap> = Array::pinned(4 * MAX_PORT_CLASSES, 0);
+
+#[map(name = "XWAN_IFBM")]
+pub static XWAN_IFBM: HashMap<IfaceRuleKey, RuleBitmap> = HashMap::pinned(2 * (MAX_IFACES + 1), 0);
+
+/// Index `gen * MAX_RULES + rule`.
+#[map(name = "XWAN_RULES")]
+pub static XWAN_RULES: Array<RuleAction> = Array::pinned(2 * MAX_RULES as u32, 0);
+
+/// Per router: table version; the live table is `SLOTS[router * 2 + (version & 1)]`.
+#[map(name = "XWAN_RTR_VER")]
+pub static XWAN_RTR_VER: Array<u32> = Array::pinned(MAX_ROUTERS, 0);
+
+#[map(name = "XWAN_SLOTS")]
+pub static XWAN_SLOTS: Array<SlotTable> = Array::pinned(2 * MAX_ROUTERS, 0);
+
+#[map(name = "XWAN_GATEWAYS")]
+pub static XWAN_GATEWAYS: Array<GatewayInfo> = Array::pinned(MAX_GATEWAYS, 0);
+
+/// Index: gateway id → egress interface of an Ethernet gateway.
+#[map(name = "XWAN_DEVMAP")]
+pub static XWAN_DEVMAP: DevMap = DevMap::pinned(MAX_GATEWAYS, 0);
+
+#[map(name = "XWAN_FLOWS")]
+pub static XWAN_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(FLOW_TABLE_SIZE, 0);
+
+#[map(name = "XWAN_RETURN")]
+pub static XWAN_RETURN: LruHashMap<FlowKey, ReturnValue> = LruHashMap::pinned(FLOW_TABLE_SIZE, 0);
+
+#[map(name = "XWAN_LINKS")]
+pub static XWAN_LINKS: HashMap<u32, LinkInfo> = HashMap::pinned(MAX_IFACES, 0);
+
+#[map(name = "XWAN_RULE_CNT")]
+pub static XWAN_RULE_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULE_COUNTERS, 0);
+
+#[map(name = "XWAN_GW_CNT")]
+pub static XWAN_GW_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS, 0);
+
+#[map(name = "XWAN_REASON_CNT")]
+pub static XWAN_REASON_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(reason::COUNT, 0);
+
+/// Adds one packet of `len` bytes to a per-CPU counter.
+#[inline(always)]
+pub fn count(map: &PerCpuArray<Counter>, index: u32, len: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}
