@@ -1,0 +1,573 @@
+//! Writing a [`Plan`] into the maps (see the commit protocol in the module docs of
+//! [`super`]).
+
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use aya::Pod;
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, DevMap, HashMap, MapData};
+use xwan_common::plan::{GatewayKind, Plan, RouterTable};
+use xwan_common::{
+    AddrKey, CONFIG_MAP, Config, DEVMAP_MAP, DSCP_MAP, DST4_MAP, DST6_MAP, GATEWAYS_MAP,
+    GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo, IFACES_MAP, IFBM_MAP, IfaceInfo,
+    IfaceRuleKey, LINK_L2, LINKS_MAP, LOCAL_MAP, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS,
+    MAX_PORT_CLASSES, MAX_ROUTERS, MAX_RULES, PORTBM_MAP, PORTMAP_MAP, PROTO_MAP,
+    ROUTER_VERSION_MAP, RULES_MAP, RULESET_MAP, RuleBitmap, SLOTS_MAP, SRC4_MAP, SRC6_MAP,
+};
+
+use super::compile::{DSCP_ENTRIES, Image, LpmEntry, PROTO_ENTRIES, compile, slot_table};
+use super::{Datapath, DatapathError, sys};
+
+/// Which double-buffered structures were flipped since the last RCU grace period: their
+/// inactive copy may still be read by a program that started before the flip.
+#[derive(Debug)]
+pub(super) struct Grace {
+    ruleset: bool,
+    routers: Vec<bool>,
+}
+
+impl Grace {
+    /// Everything possibly in use (after load: a previous agent may just have flipped).
+    pub(super) fn pending() -> Grace {
+        Grace {
+            ruleset: true,
+            routers: vec![true; MAX_ROUTERS as usize],
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.ruleset || self.routers.iter().any(|&r| r)
+    }
+
+    fn clear(&mut self) {
+        self.ruleset = false;
+        self.routers.iter_mut().for_each(|r| *r = false);
+    }
+}
+
+fn map_err(
+    map: &'static str,
+    op: impl Into<String>,
+) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    let op = op.into();
+    move |error| DatapathError::Map {
+        map,
+        op,
+        error: Box::new(error),
+    }
+}
+
+/// Raw network-order words of an address, as the kernel reads them from the packet.
+pub(super) fn addr_key(a: IpAddr) -> AddrKey {
+    match a {
+        IpAddr::V4(a) => AddrKey {
+            family: 4,
+            addr: [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+        },
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            AddrKey {
+                family: 6,
+                addr: [w(0), w(4), w(8), w(12)],
+            }
+        }
+    }
+}
+
+fn gateway_info(g: &xwan_common::plan::Gateway) -> GatewayInfo {
+    let (kind, dmac, smac) = match g.kind {
+        GatewayKind::Tunnel => (GW_KIND_TUNNEL, [0; 6], [0; 6]),
+        GatewayKind::Ethernet {
+            next_hop_mac,
+            egress_mac,
+        } => (GW_KIND_ETHERNET, next_hop_mac, egress_mac),
+    };
+    GatewayInfo {
+        kind,
+        ifindex: g.ifindex,
+        mtu: g.mtu,
+        ready: g.ready as u32,
+        dmac,
+        smac,
+    }
+}
+
+const NO_GATEWAY: GatewayInfo = GatewayInfo {
+    kind: GW_KIND_NONE,
+    ifindex: 0,
+    mtu: 0,
+    ready: 0,
+    dmac: [0; 6],
+    smac: [0; 6],
+};
+
+impl Datapath {
+    /// Commits `plan`: validates and compiles it (nothing is written if that fails), then
+    /// writes interfaces, local addresses, links, config, gateways and router tables, writes
+    /// the ruleset into the inactive generation and flips the epoch. Returns the new epoch
+    /// (flow entries of other epochs are re-classified).
+    pub fn apply(&mut self, plan: &Plan) -> Result<u32, DatapathError> {
+        plan.validate()?;
+        let epoch = self.epoch()?;
+        let new_epoch = epoch.wrapping_add(1);
+        let image = compile(plan, new_epoch & 1)?;
+        let tables: Vec<_> = (0..MAX_ROUTERS as usize)
+            .map(|r| {
+                plan.routers
+                    .get(r)
+                    .map_or_else(|| slot_table(&empty_table()), slot_table)
+            })
+            .collect();
+
+        // Inactive copies may still be read until a grace period has passed since the last flip.
+        if self.grace.any() {
+            self.wait_grace()?;
+        }
+
+        self.replace_hash(
+            IFACES_MAP,
+            plan.ifaces
+                .iter()
+                .map(|i| {
+                    (
+                        i.ifindex,
+                        IfaceInfo {
+                            mac: i.mac,
+                            _pad: [0; 2],
+                        },
+                    )
+                })
+                .collect(),
+        )?;
+        self.replace_hash(
+            LOCAL_MAP,
+            plan.local_addrs
+                .iter()
+                .map(|&a| (addr_key(a), 1u8))
+                .collect(),
+        )?;
+        self.replace_hash(
+            LINKS_MAP,
+            plan.links
+                .iter()
+                .map(|l| {
+                    let flags = if l.l2 { LINK_L2 } else { 0 };
+                    (
+                        l.ifindex,
+                        LinkInfo {
+                            return_gateway: l.return_gateway as u32,
+                            flags,
+                        },
+                    )
+                })
+                .collect(),
+        )?;
+        let mut config: Array<&mut MapData, Config> =
+            Array::try_from(self.map_mut(CONFIG_MAP)?).map_err(map_err(CONFIG_MAP, "opening"))?;
+        config
+            .set(
+                0,
+                Config {
+                    flow_idle_ns: plan.flow_idle_ns,
+                },
+                0,
+            )
+            .map_err(map_err(CONFIG_MAP, "writing entry 0"))?;
+
+        // Gateways being added or changed, before anything can route to them.
+        for g in &plan.gateways {
+            self.write_gateway(g.id, &gateway_info(g))?;
+            if let GatewayKind::Ethernet { .. } = g.kind {
+                let mut devmap: DevMap<&mut MapData> = DevMap::try_from(self.map_mut(DEVMAP_MAP)?)
+                    .map_err(map_err(DEVMAP_MAP, "opening"))?;
+                devmap.set(g.id as u32, g.ifindex, None, 0).map_err(|e| DatapathError::Map {
+                    map: DEVMAP_MAP,
+                    op: format!(
+                        "pointing gateway {} at egress ifindex {} (the interface must exist and support XDP_REDIRECT)",
+                        g.id, g.ifindex
+                    ),
+                    error: Box::new(match e {
+                        aya::maps::xdp::XdpMapError::MapError(m) => m,
+                        other => aya::maps::MapError::IoError(std::io::Error::other(other.to_string())),
+                    }),
+                })?;
+            }
+        }
+
+        for (r, t) in tables.iter().enumerate() {
+            self.write_router_table(r as u16, t)?;
+        }
+
+        self.write_image(&image)?;
+        let mut ruleset: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut(RULESET_MAP)?).map_err(map_err(RULESET_MAP, "opening"))?;
+        // The flip: one aligned u32 store.
+        ruleset
+            .set(0, new_epoch, 0)
+            .map_err(map_err(RULESET_MAP, "writing the epoch"))?;
+        self.grace.ruleset = true;
+
+        // Break after make: wait until no program can read the old generation, then remove it
+        // and the gateways the plan dropped.
+        self.wait_grace()?;
+        self.clear_generation(image.generation ^ 1)?;
+        let keep: HashSet<u16> = plan.gateways.iter().map(|g| g.id).collect();
+        let ethernet: HashSet<u16> = plan
+            .gateways
+            .iter()
+            .filter(|g| matches!(g.kind, GatewayKind::Ethernet { .. }))
+            .map(|g| g.id)
+            .collect();
+        for id in 0..MAX_GATEWAYS as u16 {
+            if !keep.contains(&id) {
+                self.write_gateway(id, &NO_GATEWAY)?;
+            }
+            if !ethernet.contains(&id) {
+                let fd = self.map_fd(DEVMAP_MAP)?;
+                sys::map_delete(fd, &(id as u32)).map_err(|e| DatapathError::Map {
+                    map: DEVMAP_MAP,
+                    op: format!("removing gateway {id}"),
+                    error: Box::new(aya::maps::MapError::IoError(e)),
+                })?;
+            }
+        }
+        log::info!(
+            "committed ruleset epoch {new_epoch}: {} rules, {} routers, {} gateways, {} interfaces",
+            plan.rules.len(),
+            plan.routers.len(),
+            plan.gateways.len(),
+            plan.ifaces.len()
+        );
+        Ok(new_epoch)
+    }
+
+    /// The current ruleset epoch (0 on fresh maps; the generation read by packets is `epoch & 1`).
+    pub fn epoch(&self) -> Result<u32, DatapathError> {
+        let m: Array<&MapData, u32> =
+            Array::try_from(self.map(RULESET_MAP)?).map_err(map_err(RULESET_MAP, "opening"))?;
+        m.get(&0, 0)
+            .map_err(map_err(RULESET_MAP, "reading the epoch"))
+    }
+
+    /// Replaces router `id`'s table (inactive copy, then version flip), without a ruleset change.
+    pub fn set_router(&mut self, id: u16, table: &RouterTable) -> Result<(), DatapathError> {
+        if id as u32 >= MAX_ROUTERS {
+            return Err(xwan_common::plan::PlanError(format!(
+                "router id {id} is out of range (< {MAX_ROUTERS})"
+            ))
+            .into());
+        }
+        if !table.slots.is_empty() && table.slots.len() != xwan_common::ROUTER_SLOTS {
+            return Err(xwan_common::plan::PlanError(format!(
+                "router {id}: {} slots, need 0 or {}",
+                table.slots.len(),
+                xwan_common::ROUTER_SLOTS
+            ))
+            .into());
+        }
+        if self.grace.routers[id as usize] {
+            self.wait_grace()?;
+        }
+        self.write_router_table(id, &slot_table(table))
+    }
+
+    /// Sets gateway `id`'s `ready` flag (used by return routes). Returns `false`, writing
+    /// nothing, when the gateway is not programmed.
+    pub fn set_gateway_ready(&mut self, id: u16, ready: bool) -> Result<bool, DatapathError> {
+        let m: Array<&MapData, GatewayInfo> =
+            Array::try_from(self.map(GATEWAYS_MAP)?).map_err(map_err(GATEWAYS_MAP, "opening"))?;
+        let mut g = m
+            .get(&(id as u32), 0)
+            .map_err(map_err(GATEWAYS_MAP, format!("reading gateway {id}")))?;
+        if g.kind == GW_KIND_NONE {
+            return Ok(false);
+        }
+        g.ready = ready as u32;
+        self.write_gateway(id, &g)?;
+        Ok(true)
+    }
+
+    /// The live version of router `id`'s table (its live copy is `SLOTS[id * 2 + (version & 1)]`).
+    pub fn router_version(&self, id: u16) -> Result<u32, DatapathError> {
+        let m: Array<&MapData, u32> = Array::try_from(self.map(ROUTER_VERSION_MAP)?)
+            .map_err(map_err(ROUTER_VERSION_MAP, "opening"))?;
+        m.get(&(id as u32), 0)
+            .map_err(map_err(ROUTER_VERSION_MAP, format!("reading router {id}")))
+    }
+
+    fn wait_grace(&mut self) -> Result<(), DatapathError> {
+        self.barrier.wait().map_err(|error| DatapathError::Sys {
+            what: "waiting for an RCU grace period (map-of-maps update)".into(),
+            error,
+        })?;
+        self.grace.clear();
+        Ok(())
+    }
+
+    fn write_gateway(&mut self, id: u16, g: &GatewayInfo) -> Result<(), DatapathError> {
+        let mut m: Array<&mut MapData, GatewayInfo> = Array::try_from(self.map_mut(GATEWAYS_MAP)?)
+            .map_err(map_err(GATEWAYS_MAP, "opening"))?;
+        m.set(id as u32, g, 0)
+            .map_err(map_err(GATEWAYS_MAP, format!("writing gateway {id}")))
+    }
+
+    /// Writes `table` into router `id`'s inactive copy and flips its version. The caller made
+    /// sure a grace period passed since the router's previous flip.
+    fn write_router_table(
+        &mut self,
+        id: u16,
+        table: &xwan_common::SlotTable,
+    ) -> Result<(), DatapathError> {
+        let version = self.router_version(id)?;
+        let next = version.wrapping_add(1);
+        let mut slots: Array<&mut MapData, xwan_common::SlotTable> =
+            Array::try_from(self.map_mut(SLOTS_MAP)?).map_err(map_err(SLOTS_MAP, "opening"))?;
+        slots
+            .set(id as u32 * 2 + (next & 1), table, 0)
+            .map_err(map_err(SLOTS_MAP, format!("writing router {id}'s table")))?;
+        let mut ver: Array<&mut MapData, u32> = Array::try_from(self.map_mut(ROUTER_VERSION_MAP)?)
+            .map_err(map_err(ROUTER_VERSION_MAP, "opening"))?;
+        ver.set(id as u32, next, 0)
+            .map_err(map_err(ROUTER_VERSION_MAP, format!("flipping router {id}")))?;
+        self.grace.routers[id as usize] = true;
+        Ok(())
+    }
+
+    /// Makes a hash map hold exactly `entries`: inserts/overwrites them, then removes other keys.
+    fn replace_hash<K: Pod + Eq + Hash, V: Pod>(
+        &mut self,
+        name: &'static str,
+        entries: Vec<(K, V)>,
+    ) -> Result<(), DatapathError> {
+        let mut m: HashMap<&mut MapData, K, V> =
+            HashMap::try_from(self.map_mut(name)?).map_err(map_err(name, "opening"))?;
+        let wanted: HashSet<K> = entries.iter().map(|(k, _)| *k).collect();
+        for (i, (k, v)) in entries.iter().enumerate() {
+            m.insert(k, v, 0)
+                .map_err(map_err(name, format!("inserting entry {i}")))?;
+        }
+        let stale: Vec<K> = m
+            .keys()
+            .collect::<Result<Vec<K>, _>>()
+            .map_err(map_err(name, "listing keys"))?
+            .into_iter()
+            .filter(|k| !wanted.contains(k))
+            .collect();
+        for k in &stale {
+            m.remove(k)
+                .map_err(map_err(name, "removing a stale entry"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes every classifier map's generation `image.generation` (not read by any packet).
+    fn write_image(&mut self, image: &Image) -> Result<(), DatapathError> {
+        let g = image.generation;
+        // Leftovers of an interrupted commit must not shadow the new entries.
+        self.clear_generation(g)?;
+        self.write_lpm(SRC4_MAP, &image.src4)?;
+        self.write_lpm(DST4_MAP, &image.dst4)?;
+        self.write_lpm(SRC6_MAP, &image.src6)?;
+        self.write_lpm(DST6_MAP, &image.dst6)?;
+        self.write_bitmaps(PROTO_MAP, g * PROTO_ENTRIES, &image.proto)?;
+        self.write_bitmaps(DSCP_MAP, g * DSCP_ENTRIES, &image.dscp)?;
+        for (dir, p) in image.ports.iter().enumerate() {
+            let dir = dir as u32;
+            let mut m: Array<&mut MapData, xwan_common::PortTable> =
+                Array::try_from(self.map_mut(PORTMAP_MAP)?)
+                    .map_err(map_err(PORTMAP_MAP, "opening"))?;
+            // By reference: a PortTable is 128 KiB, it must never be copied to the stack.
+            let table: &xwan_common::PortTable = &p.table;
+            m.set(g * 2 + dir, table, 0).map_err(map_err(
+                PORTMAP_MAP,
+                format!("writing generation {g} direction {dir}"),
+            ))?;
+            self.write_bitmaps(PORTBM_MAP, (g * 2 + dir) * MAX_PORT_CLASSES, &p.classes)?;
+        }
+        let mut ifbm: HashMap<&mut MapData, IfaceRuleKey, RuleBitmap> =
+            HashMap::try_from(self.map_mut(IFBM_MAP)?).map_err(map_err(IFBM_MAP, "opening"))?;
+        for (k, b) in &image.ifbm {
+            ifbm.insert(k, b, 0).map_err(map_err(
+                IFBM_MAP,
+                format!("inserting generation {g} ifindex {}", k.ifindex),
+            ))?;
+        }
+        let mut rules: Array<&mut MapData, xwan_common::RuleAction> =
+            Array::try_from(self.map_mut(RULES_MAP)?).map_err(map_err(RULES_MAP, "opening"))?;
+        for (i, a) in image.actions.iter().enumerate() {
+            rules
+                .set(g * MAX_RULES as u32 + i as u32, a, 0)
+                .map_err(map_err(RULES_MAP, format!("writing rule {i}")))?;
+        }
+        Ok(())
+    }
+
+    fn write_bitmaps(
+        &mut self,
+        name: &'static str,
+        base: u32,
+        bitmaps: &[RuleBitmap],
+    ) -> Result<(), DatapathError> {
+        let mut m: Array<&mut MapData, RuleBitmap> =
+            Array::try_from(self.map_mut(name)?).map_err(map_err(name, "opening"))?;
+        for (i, b) in bitmaps.iter().enumerate() {
+            m.set(base + i as u32, b, 0)
+                .map_err(map_err(name, format!("writing entry {}", base + i as u32)))?;
+        }
+        Ok(())
+    }
+
+    fn write_lpm<D: Pod>(
+        &mut self,
+        name: &'static str,
+        entries: &[LpmEntry<D>],
+    ) -> Result<(), DatapathError> {
+        let mut m: LpmTrie<&mut MapData, D, RuleBitmap> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name, "opening"))?;
+        for e in entries {
+            m.insert(&Key::new(e.prefix_len, e.data), e.bitmap, 0)
+                .map_err(map_err(
+                    name,
+                    format!("inserting a /{} prefix", e.prefix_len),
+                ))?;
+        }
+        Ok(())
+    }
+
+    /// Removes generation `g`'s entries from the LPM tries and the interface bitmaps.
+    fn clear_generation(&mut self, g: u32) -> Result<(), DatapathError> {
+        self.clear_lpm::<Lpm4Data>(SRC4_MAP, g)?;
+        self.clear_lpm::<Lpm4Data>(DST4_MAP, g)?;
+        self.clear_lpm::<Lpm6Data>(SRC6_MAP, g)?;
+        self.clear_lpm::<Lpm6Data>(DST6_MAP, g)?;
+        let mut ifbm: HashMap<&mut MapData, IfaceRuleKey, RuleBitmap> =
+            HashMap::try_from(self.map_mut(IFBM_MAP)?).map_err(map_err(IFBM_MAP, "opening"))?;
+        let keys: Vec<IfaceRuleKey> = ifbm
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(IFBM_MAP, "listing keys"))?;
+        for k in keys.iter().filter(|k| k.generation == g) {
+            ifbm.remove(k)
+                .map_err(map_err(IFBM_MAP, format!("removing generation {g}")))?;
+        }
+        Ok(())
+    }
+
+    fn clear_lpm<D: Pod + AsRef<[u8]>>(
+        &mut self,
+        name: &'static str,
+        g: u32,
+    ) -> Result<(), DatapathError> {
+        let mut m: LpmTrie<&mut MapData, D, RuleBitmap> =
+            LpmTrie::try_from(self.map_mut(name)?).map_err(map_err(name, "opening"))?;
+        let keys: Vec<Key<D>> = m
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(name, "listing keys"))?;
+        for k in keys.iter().filter(|k| k.data().as_ref()[0] as u32 == g) {
+            m.remove(k)
+                .map_err(map_err(name, format!("removing generation {g}")))?;
+        }
+        Ok(())
+    }
+
+    /// Number of entries of generation `g` in an LPM trie or the interface-bitmap map (tests,
+    /// diagnostics).
+    pub fn generation_entries(&self, map: &'static str, g: u32) -> Result<usize, DatapathError> {
+        fn count<D: Pod + AsRef<[u8]>>(
+            dp: &Datapath,
+            name: &'static str,
+            g: u32,
+        ) -> Result<usize, DatapathError> {
+            let m: LpmTrie<&MapData, D, RuleBitmap> =
+                LpmTrie::try_from(dp.map(name)?).map_err(map_err(name, "opening"))?;
+            let keys: Vec<Key<D>> = m
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(map_err(name, "listing keys"))?;
+            Ok(keys
+                .iter()
+                .filter(|k| k.data().as_ref()[0] as u32 == g)
+                .count())
+        }
+        match map {
+            SRC4_MAP | DST4_MAP => count::<Lpm4Data>(self, map, g),
+            SRC6_MAP | DST6_MAP => count::<Lpm6Data>(self, map, g),
+            IFBM_MAP => {
+                let m: HashMap<&MapData, IfaceRuleKey, RuleBitmap> =
+                    HashMap::try_from(self.map(IFBM_MAP)?).map_err(map_err(IFBM_MAP, "opening"))?;
+                let keys: Vec<IfaceRuleKey> = m
+                    .keys()
+                    .collect::<Result<_, _>>()
+                    .map_err(map_err(IFBM_MAP, "listing keys"))?;
+                Ok(keys.iter().filter(|k| k.generation == g).count())
+            }
+            _ => Err(DatapathError::Missing {
+                what: "generation-keyed map",
+                name: map.into(),
+            }),
+        }
+    }
+}
+
+fn empty_table() -> RouterTable {
+    RouterTable {
+        slots: vec![],
+        keep: vec![],
+        hash: Default::default(),
+        on_failure_pass: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_keys_are_network_order_words() {
+        let k = addr_key("10.1.2.3".parse().unwrap());
+        assert_eq!(k.family, 4);
+        assert_eq!(k.addr[0].to_ne_bytes(), [10, 1, 2, 3]);
+        assert_eq!(&k.addr[1..], &[0, 0, 0]);
+        let k = addr_key("2001:db8::1".parse().unwrap());
+        assert_eq!(k.family, 6);
+        assert_eq!(k.addr[0].to_ne_bytes(), [0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(k.addr[3].to_ne_bytes(), [0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn gateway_infos() {
+        use xwan_common::plan::Gateway;
+        let g = Gateway {
+            id: 3,
+            kind: GatewayKind::Ethernet {
+                next_hop_mac: [1; 6],
+                egress_mac: [2; 6],
+            },
+            ifindex: 7,
+            mtu: 1500,
+            ready: true,
+        };
+        assert_eq!(
+            gateway_info(&g),
+            GatewayInfo {
+                kind: GW_KIND_ETHERNET,
+                ifindex: 7,
+                mtu: 1500,
+                ready: 1,
+                dmac: [1; 6],
+                smac: [2; 6]
+            }
+        );
+        let t = Gateway {
+            kind: GatewayKind::Tunnel,
+            ready: false,
+            ..g
+        };
+        assert_eq!(gateway_info(&t).kind, GW_KIND_TUNNEL);
+        assert_eq!(gateway_info(&t).ready, 0);
+    }
+}

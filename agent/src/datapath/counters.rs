@@ -1,0 +1,166 @@
+//! Reading the per-CPU counters (summed over CPUs) and the flow tables' occupancy.
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use xwan_common::{
+    Counter, FLOW_TABLE_SIZE, FLOWS_MAP, FlowKey, FlowValue, GATEWAY_COUNTERS_MAP,
+    REASON_COUNTERS_MAP, RETURN_MAP, RULE_COUNTERS_MAP, ReturnValue, reason,
+};
+
+use super::{Datapath, DatapathError};
+
+/// One reason counter with its metric label.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReasonCounter {
+    /// `xwan_common::reason::*` code.
+    pub code: u32,
+    /// Label from `xwan_common::reason::NAMES`.
+    pub name: &'static str,
+    pub counter: Counter,
+}
+
+/// The sum of one entry's per-CPU values.
+fn sum(v: &[Counter]) -> Counter {
+    v.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets.wrapping_add(c.packets),
+        bytes: a.bytes.wrapping_add(c.bytes),
+    })
+}
+
+impl Datapath {
+    fn percpu_sums(&self, name: &'static str) -> Result<Vec<Counter>, DatapathError> {
+        let m: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map(name)?).map_err(|error| DatapathError::Map {
+                map: name,
+                op: "opening".into(),
+                error: Box::new(error),
+            })?;
+        (0..m.len())
+            .map(|i| {
+                let v = m.get(&i, 0).map_err(|error| DatapathError::Map {
+                    map: name,
+                    op: format!("reading entry {i}"),
+                    error: Box::new(error),
+                })?;
+                Ok(sum(&v))
+            })
+            .collect()
+    }
+
+    fn percpu_sum(&self, name: &'static str, index: u32) -> Result<Counter, DatapathError> {
+        let m: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.map(name)?).map_err(|error| DatapathError::Map {
+                map: name,
+                op: "opening".into(),
+                error: Box::new(error),
+            })?;
+        let v = m.get(&index, 0).map_err(|error| DatapathError::Map {
+            map: name,
+            op: format!("reading entry {index}"),
+            error: Box::new(error),
+        })?;
+        Ok(sum(&v))
+    }
+
+    /// One reason counter (`xwan_common::reason::*` code), summed over CPUs.
+    pub fn reason_counter(&self, code: u32) -> Result<Counter, DatapathError> {
+        self.percpu_sum(REASON_COUNTERS_MAP, code)
+    }
+
+    /// One rule counter slot, summed over CPUs.
+    pub fn rule_counter(&self, slot: u16) -> Result<Counter, DatapathError> {
+        self.percpu_sum(RULE_COUNTERS_MAP, slot as u32)
+    }
+
+    /// One gateway's counter, summed over CPUs.
+    pub fn gateway_counter(&self, id: u16) -> Result<Counter, DatapathError> {
+        self.percpu_sum(GATEWAY_COUNTERS_MAP, id as u32)
+    }
+
+    /// Packets and bytes per rule counter slot (`Rule::counter`), `MAX_RULE_COUNTERS` entries.
+    pub fn rule_counters(&self) -> Result<Vec<Counter>, DatapathError> {
+        self.percpu_sums(RULE_COUNTERS_MAP)
+    }
+
+    /// Packets and bytes forwarded per gateway id, `MAX_GATEWAYS` entries.
+    pub fn gateway_counters(&self) -> Result<Vec<Counter>, DatapathError> {
+        self.percpu_sums(GATEWAY_COUNTERS_MAP)
+    }
+
+    /// Packets and bytes per verdict reason, indexed by reason code (`reason::COUNT` entries;
+    /// labels in `xwan_common::reason::NAMES`).
+    pub fn reason_counters(&self) -> Result<Vec<Counter>, DatapathError> {
+        self.percpu_sums(REASON_COUNTERS_MAP)
+    }
+
+    /// [`Self::reason_counters`] with their codes and labels.
+    pub fn named_reason_counters(&self) -> Result<Vec<ReasonCounter>, DatapathError> {
+        Ok(self
+            .reason_counters()?
+            .into_iter()
+            .enumerate()
+            .take(reason::COUNT as usize)
+            .map(|(i, counter)| ReasonCounter {
+                code: i as u32,
+                name: reason::NAMES[i],
+                counter,
+            })
+            .collect())
+    }
+
+    /// Entries in the flow table (a snapshot: the table changes while it is walked; the walk is
+    /// bounded by the table's size).
+    pub fn flow_count(&self) -> Result<usize, DatapathError> {
+        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.map(FLOWS_MAP)?)
+            .map_err(|error| DatapathError::Map {
+                map: FLOWS_MAP,
+                op: "opening".into(),
+                error: Box::new(error),
+            })?;
+        Ok(m.keys()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter(Result::is_ok)
+            .count())
+    }
+
+    /// Entries in the return-route table (same caveats as [`Self::flow_count`]).
+    pub fn return_count(&self) -> Result<usize, DatapathError> {
+        let m: HashMap<&MapData, FlowKey, ReturnValue> = HashMap::try_from(self.map(RETURN_MAP)?)
+            .map_err(|error| DatapathError::Map {
+            map: RETURN_MAP,
+            op: "opening".into(),
+            error: Box::new(error),
+        })?;
+        Ok(m.keys()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter(Result::is_ok)
+            .count())
+    }
+
+    /// The flow table's entries (bounded by its size; tests and `xwan explain`).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DatapathError> {
+        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.map(FLOWS_MAP)?)
+            .map_err(|error| DatapathError::Map {
+                map: FLOWS_MAP,
+                op: "opening".into(),
+                error: Box::new(error),
+            })?;
+        Ok(m.iter()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter_map(Result::ok)
+            .collect())
+    }
+
+    /// The return-route table's entries (bounded by its size).
+    pub fn returns(&self) -> Result<Vec<(FlowKey, ReturnValue)>, DatapathError> {
+        let m: HashMap<&MapData, FlowKey, ReturnValue> = HashMap::try_from(self.map(RETURN_MAP)?)
+            .map_err(|error| DatapathError::Map {
+            map: RETURN_MAP,
+            op: "opening".into(),
+            error: Box::new(error),
+        })?;
+        Ok(m.iter()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter_map(Result::ok)
+            .collect())
+    }
+}

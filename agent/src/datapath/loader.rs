@@ -1,0 +1,354 @@
+//! Loading the eBPF object: maps created or adopted from their pins, programs verified.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use aya::maps::{Map, MapData, MapType};
+use aya::programs::Program;
+use aya::{Ebpf, EbpfLoader};
+use xwan_common as c;
+
+use super::attach::{AttachPolicy, Attachment};
+use super::commit::Grace;
+use super::sys::RcuBarrier;
+use super::{DatapathError, bpffs, object::EBPF_OBJECT};
+
+/// Every program of the object, in load order.
+pub const PROGRAMS: [&str; 5] = [
+    c::PROG_XDP_LAN,
+    c::PROG_XDP_BASELINE,
+    c::PROG_XDP_PASS,
+    c::PROG_TC_STEER,
+    c::PROG_TC_RETURN,
+];
+
+/// The loaded data plane: maps (pinned), programs (verified), attachments.
+///
+/// Dropping it detaches everything it attached; maps stay pinned (their state survives).
+#[derive(Debug)]
+pub struct Datapath {
+    pub(super) ebpf: Ebpf,
+    pub(super) pin_dir: PathBuf,
+    pub(super) adopted: Vec<&'static str>,
+    pub(super) attachments: Vec<Attachment>,
+    /// Interfaces (ifindex, name) on which we added the clsact qdisc ourselves.
+    pub(super) clsact: Vec<(u32, String)>,
+    pub(super) policy: AttachPolicy,
+    pub(super) barrier: RcuBarrier,
+    pub(super) grace: Grace,
+}
+
+/// What a map must look like: kernel type, key and value sizes (from `xwan_common`'s types).
+struct MapSpec {
+    name: &'static str,
+    kind: MapType,
+    key: usize,
+    /// `None`: not checked (DEVMAP values depend on kernel features).
+    value: Option<usize>,
+}
+
+const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
+    MapSpec {
+        name,
+        kind,
+        key: size_of::<K>(),
+        value: Some(size_of::<V>()),
+    }
+}
+
+/// The maps of the object and their layouts.
+const MAPS: [MapSpec; 24] = [
+    spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
+    spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
+    spec::<u32, c::Config>(c::CONFIG_MAP, MapType::Array),
+    spec::<u32, u32>(c::RULESET_MAP, MapType::Array),
+    spec::<aya::maps::lpm_trie::Key<c::Lpm4Data>, c::RuleBitmap>(c::SRC4_MAP, MapType::LpmTrie),
+    spec::<aya::maps::lpm_trie::Key<c::Lpm4Data>, c::RuleBitmap>(c::DST4_MAP, MapType::LpmTrie),
+    spec::<aya::maps::lpm_trie::Key<c::Lpm6Data>, c::RuleBitmap>(c::SRC6_MAP, MapType::LpmTrie),
+    spec::<aya::maps::lpm_trie::Key<c::Lpm6Data>, c::RuleBitmap>(c::DST6_MAP, MapType::LpmTrie),
+    spec::<u32, c::RuleBitmap>(c::PROTO_MAP, MapType::Array),
+    spec::<u32, c::RuleBitmap>(c::DSCP_MAP, MapType::Array),
+    spec::<u32, c::PortTable>(c::PORTMAP_MAP, MapType::Array),
+    spec::<u32, c::RuleBitmap>(c::PORTBM_MAP, MapType::Array),
+    spec::<c::IfaceRuleKey, c::RuleBitmap>(c::IFBM_MAP, MapType::Hash),
+    spec::<u32, c::RuleAction>(c::RULES_MAP, MapType::Array),
+    spec::<u32, u32>(c::ROUTER_VERSION_MAP, MapType::Array),
+    spec::<u32, c::SlotTable>(c::SLOTS_MAP, MapType::Array),
+    spec::<u32, c::GatewayInfo>(c::GATEWAYS_MAP, MapType::Array),
+    MapSpec {
+        name: c::DEVMAP_MAP,
+        kind: MapType::DevMap,
+        key: 4,
+        value: None,
+    },
+    spec::<c::FlowKey, c::FlowValue>(c::FLOWS_MAP, MapType::LruHash),
+    spec::<c::FlowKey, c::ReturnValue>(c::RETURN_MAP, MapType::LruHash),
+    spec::<u32, c::LinkInfo>(c::LINKS_MAP, MapType::Hash),
+    spec::<u32, c::Counter>(c::RULE_COUNTERS_MAP, MapType::PerCpuArray),
+    spec::<u32, c::Counter>(c::GATEWAY_COUNTERS_MAP, MapType::PerCpuArray),
+    spec::<u32, c::Counter>(c::REASON_COUNTERS_MAP, MapType::PerCpuArray),
+];
+
+/// The `MapData` inside the map kinds the object uses.
+pub(super) fn map_data(m: &Map) -> Option<&MapData> {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::DevMap(d) => Some(d),
+        _ => None,
+    }
+}
+
+impl Datapath {
+    /// Loads the embedded eBPF object with every map pinned in `pin_dir` (made sure to be on a
+    /// bpffs, mounting one if needed): maps already pinned there are adopted with their
+    /// contents, the others created and pinned. Then verifies and loads all five programs.
+    ///
+    /// Errors name the map or program concerned; a program the verifier rejects comes with the
+    /// verifier's log.
+    pub fn load(pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        match bpffs::ensure_bpffs(pin_dir) {
+            Ok(Some(m)) => log::info!("mounted a bpf filesystem on {}", m.display()),
+            Ok(None) => {}
+            Err(error) => {
+                return Err(DatapathError::Bpffs {
+                    path: pin_dir.to_owned(),
+                    error,
+                });
+            }
+        }
+        let adopted: Vec<&'static str> = MAPS
+            .iter()
+            .map(|s| s.name)
+            .filter(|n| pin_dir.join(n).exists())
+            .collect();
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(pin_dir)
+            .load(EBPF_OBJECT)
+            .map_err(|error| DatapathError::Object {
+                pin_dir: pin_dir.to_owned(),
+                error: Box::new(error),
+            })?;
+        check_maps(&ebpf, pin_dir)?;
+        if adopted.is_empty() {
+            log::info!(
+                "created the data plane's maps, pinned under {}",
+                pin_dir.display()
+            );
+        } else {
+            log::info!(
+                "adopted {} pinned maps from {} (running state kept)",
+                adopted.len(),
+                pin_dir.display()
+            );
+        }
+        let barrier = RcuBarrier::new().map_err(|error| DatapathError::Sys {
+            what: "creating the RCU barrier map (BPF_MAP_CREATE of an ARRAY_OF_MAPS)".into(),
+            error,
+        })?;
+        let mut dp = Datapath {
+            ebpf,
+            pin_dir: pin_dir.to_owned(),
+            adopted,
+            attachments: Vec::new(),
+            clsact: Vec::new(),
+            policy: AttachPolicy::default(),
+            barrier,
+            // A previous agent may have flipped just before it stopped.
+            grace: Grace::pending(),
+        };
+        for name in PROGRAMS {
+            dp.load_program(name)?;
+        }
+        Ok(dp)
+    }
+
+    fn load_program(&mut self, name: &'static str) -> Result<(), DatapathError> {
+        let result = match self.ebpf.program_mut(name) {
+            Some(Program::Xdp(p)) => p.load(),
+            Some(Program::SchedClassifier(p)) => p.load(),
+            Some(other) => {
+                return Err(DatapathError::Missing {
+                    what: "XDP or TC program",
+                    name: format!("{name} (it is a {:?} program)", other.prog_type()),
+                });
+            }
+            None => {
+                return Err(DatapathError::Missing {
+                    what: "program",
+                    name: name.into(),
+                });
+            }
+        };
+        result.map_err(|error| DatapathError::ProgramLoad {
+            program: name,
+            error: Box::new(error),
+        })?;
+        log::debug!("loaded program {name}");
+        Ok(())
+    }
+
+    /// The directory the maps are pinned in.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Maps that were already pinned when this datapath was loaded (their state was kept).
+    pub fn adopted_maps(&self) -> &[&'static str] {
+        &self.adopted
+    }
+
+    /// The file descriptor of a loaded program (e.g. for [`super::xdp_test_run`]).
+    pub fn program_fd(&self, name: &str) -> Result<BorrowedFd<'_>, DatapathError> {
+        let p = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| DatapathError::Missing {
+                what: "program",
+                name: name.into(),
+            })?;
+        let fd = p.fd().map_err(|error| DatapathError::ProgramLoad {
+            program: static_name(name),
+            error: Box::new(error),
+        })?;
+        Ok(fd.as_fd())
+    }
+
+    /// The underlying aya object (escape hatch for tests and tools).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    pub(super) fn map(&self, name: &'static str) -> Result<&Map, DatapathError> {
+        self.ebpf.map(name).ok_or(DatapathError::Missing {
+            what: "map",
+            name: name.into(),
+        })
+    }
+
+    pub(super) fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, DatapathError> {
+        self.ebpf.map_mut(name).ok_or(DatapathError::Missing {
+            what: "map",
+            name: name.into(),
+        })
+    }
+
+    /// A map's file descriptor.
+    pub(super) fn map_fd(&self, name: &'static str) -> Result<BorrowedFd<'_>, DatapathError> {
+        let m = self.map(name)?;
+        map_data(m)
+            .map(|d| d.fd().as_fd())
+            .ok_or(DatapathError::Missing {
+                what: "map of a supported kind",
+                name: name.into(),
+            })
+    }
+}
+
+/// `name` as one of the `'static` program names, for error values.
+fn static_name(name: &str) -> &'static str {
+    PROGRAMS
+        .iter()
+        .find(|&&p| p == name)
+        .copied()
+        .unwrap_or("(unknown program)")
+}
+
+/// Every map has the layout this build expects (an adopted pin may come from another build).
+fn check_maps(ebpf: &Ebpf, pin_dir: &Path) -> Result<(), DatapathError> {
+    for s in &MAPS {
+        let map = ebpf.map(s.name).ok_or(DatapathError::Missing {
+            what: "map",
+            name: s.name.into(),
+        })?;
+        let path = pin_dir.join(s.name);
+        let stale = |detail: String| DatapathError::StaleMap {
+            map: s.name,
+            path: path.clone(),
+            detail,
+        };
+        let data = map_data(map).ok_or_else(|| stale(format!("unexpected map kind {map:?}")))?;
+        let info = data.info().map_err(|error| DatapathError::Map {
+            map: s.name,
+            op: "reading map info".into(),
+            error: Box::new(error),
+        })?;
+        let kind = info.map_type().map_err(|error| DatapathError::Map {
+            map: s.name,
+            op: "reading map type".into(),
+            error: Box::new(error),
+        })?;
+        if kind != s.kind {
+            return Err(stale(format!(
+                "kernel map type {kind:?}, expected {:?}",
+                s.kind
+            )));
+        }
+        if info.key_size() as usize != s.key {
+            return Err(stale(format!(
+                "key size {}, expected {}",
+                info.key_size(),
+                s.key
+            )));
+        }
+        if let Some(v) = s.value
+            && info.value_size() as usize != v
+        {
+            return Err(stale(format!(
+                "value size {}, expected {v}",
+                info.value_size()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_pinned_map_is_reported_with_what_to_do() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let fs = super::super::TestBpffs::new().unwrap();
+        // An older layout of XWAN_CONFIG: 4-byte values instead of `Config`'s 8.
+        let old = aya::maps::Array::<MapData, u32>::create(1, 0).unwrap();
+        old.pin(fs.path().join(c::CONFIG_MAP)).unwrap();
+        let e = Datapath::load(fs.path()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                DatapathError::StaleMap {
+                    map: c::CONFIG_MAP,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("value size 4, expected 8"), "{msg}");
+        assert!(msg.contains("rm "), "{msg}");
+    }
+
+    #[test]
+    fn datapath_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Datapath>();
+        send::<DatapathError>();
+    }
+
+    #[test]
+    fn every_map_is_specified_once() {
+        let mut names: Vec<_> = MAPS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), MAPS.len());
+    }
+}

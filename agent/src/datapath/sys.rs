@@ -1,0 +1,264 @@
+//! The few raw `bpf(2)` and rtnetlink calls aya 0.14 does not offer: deleting a DEVMAP entry,
+//! an RCU grace-period barrier, `BPF_PROG_TEST_RUN`, and removing a clsact qdisc.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+pub(super) const BPF_PROG_TEST_RUN: libc::c_long = 10;
+
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+/// Size of the `union bpf_attr` buffers passed to the kernel. Larger than any member we
+/// use; the kernel accepts a larger size as long as the tail is zero.
+pub(super) const ATTR_SIZE: usize = 128;
+
+/// Calls `bpf(cmd, attr, size_of::<T>())`.
+///
+/// # Safety
+/// `attr` must be a valid `union bpf_attr` member for `cmd`, zero-padded, and every pointer
+/// it holds must be valid for the kernel to read or write as `cmd` specifies.
+pub(super) unsafe fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: upheld by the caller.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+#[repr(C, align(8))]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    _rest: [u8; ATTR_SIZE - 24],
+}
+
+#[repr(C, align(8))]
+struct MapElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+    _rest: [u8; ATTR_SIZE - 32],
+}
+
+fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    inner_map_fd: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries: 1,
+        map_flags: 0,
+        inner_map_fd,
+        _rest: [0; ATTR_SIZE - 24],
+    };
+    // SAFETY: a MAP_CREATE attr without pointers.
+    let fd = unsafe { sys_bpf(BPF_MAP_CREATE, &mut attr)? };
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Deletes `key` from the map `fd` (`BPF_MAP_DELETE_ELEM`).
+pub(super) fn map_delete<K>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: 0,
+        flags: 0,
+        _rest: [0; ATTR_SIZE - 32],
+    };
+    // SAFETY: `key` outlives the call; the kernel reads key_size bytes of it, which the
+    // caller guarantees by passing the map's key type.
+    unsafe { sys_bpf(BPF_MAP_DELETE_ELEM, &mut attr) }.map(drop)
+}
+
+fn map_update<K, V>(fd: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        flags: 0,
+        _rest: [0; ATTR_SIZE - 32],
+    };
+    // SAFETY: key and value outlive the call and have the map's sizes.
+    unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+/// Waits until every BPF program that was running when [`RcuBarrier::wait`] was called has
+/// finished (an RCU grace period).
+///
+/// XDP and TC programs run inside RCU read-side sections, and the kernel calls
+/// `synchronize_rcu()` after every successful update of a map-of-maps
+/// (`maybe_wait_bpf_programs`), precisely so that user space can know when programs can no
+/// longer see an old value. The barrier owns a private one-slot `ARRAY_OF_MAPS` and updates it.
+#[derive(Debug)]
+pub(super) struct RcuBarrier {
+    outer: OwnedFd,
+    inner: OwnedFd,
+}
+
+impl RcuBarrier {
+    pub(super) fn new() -> io::Result<RcuBarrier> {
+        let inner = map_create(BPF_MAP_TYPE_ARRAY, 4, 4, 0)?;
+        let outer = map_create(BPF_MAP_TYPE_ARRAY_OF_MAPS, 4, 4, inner.as_raw_fd() as u32)?;
+        Ok(RcuBarrier { outer, inner })
+    }
+
+    /// Returns once an RCU grace period has elapsed.
+    pub(super) fn wait(&self) -> io::Result<()> {
+        let fd = self.inner.as_raw_fd() as u32;
+        map_update(std::os::fd::AsFd::as_fd(&self.outer), &0u32, &fd)
+    }
+}
+
+// ---- rtnetlink: delete a clsact qdisc --------------------------------------------------------
+
+const RTM_DELQDISC: u16 = 37;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLMSG_ERROR: u16 = 2;
+const TCA_KIND: u16 = 1;
+const TC_H_CLSACT: u32 = 0xffff_fff1;
+const TC_H_CLSACT_HANDLE: u32 = 0xffff_0000;
+
+#[repr(C)]
+struct DelQdiscRequest {
+    // nlmsghdr
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+    // tcmsg
+    family: u8,
+    _pad1: u8,
+    _pad2: u16,
+    ifindex: i32,
+    handle: u32,
+    parent: u32,
+    info: u32,
+    // rtattr TCA_KIND "clsact\0" (4 + 7 bytes, padded to 12)
+    rta_len: u16,
+    rta_type: u16,
+    kind_name: [u8; 8],
+}
+
+/// Deletes the clsact qdisc of interface `ifindex` (and with it every TC filter on it).
+pub(super) fn delete_clsact(ifindex: u32) -> io::Result<()> {
+    // SAFETY: plain socket call.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptor we own.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let req = DelQdiscRequest {
+        len: std::mem::size_of::<DelQdiscRequest>() as u32,
+        kind: RTM_DELQDISC,
+        flags: NLM_F_REQUEST | NLM_F_ACK,
+        seq: 1,
+        pid: 0,
+        family: libc::AF_UNSPEC as u8,
+        _pad1: 0,
+        _pad2: 0,
+        ifindex: ifindex as i32,
+        handle: TC_H_CLSACT_HANDLE,
+        parent: TC_H_CLSACT,
+        info: 0,
+        rta_len: 4 + 7,
+        rta_type: TCA_KIND,
+        kind_name: *b"clsact\0\0",
+    };
+    // SAFETY: sending a fully initialised request to the kernel (sockaddr_nl of pid 0).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: pointers to live locals with their sizes.
+    let sent = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            &req as *const DelQdiscRequest as *const libc::c_void,
+            std::mem::size_of::<DelQdiscRequest>(),
+            0,
+            &addr as *const libc::sockaddr_nl as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 4096];
+    // SAFETY: receiving into a local buffer of the given size.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::c_void,
+            buf.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
+        let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if code != 0 {
+            return Err(io::Error::from_raw_os_error(-code));
+        }
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "unexpected rtnetlink answer to RTM_DELQDISC",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_layouts() {
+        assert_eq!(std::mem::size_of::<MapCreateAttr>(), ATTR_SIZE);
+        assert_eq!(std::mem::size_of::<MapElemAttr>(), ATTR_SIZE);
+        assert_eq!(std::mem::size_of::<DelQdiscRequest>(), 16 + 20 + 12);
+    }
+
+    #[test]
+    fn rcu_barrier_waits() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let b = RcuBarrier::new().unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..3 {
+            b.wait().unwrap();
+        }
+        eprintln!("3 grace periods took {:?}", t.elapsed());
+    }
+}
