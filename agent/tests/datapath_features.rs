@@ -1,0 +1,475 @@
+//! Crafted packets for each data-plane feature, run through the real `xwan_xdp_lan`
+//! (BPF_PROG_TEST_RUN). Every packet is also checked against the reference model
+//! (`Harness::check`); the assertions here pin the behaviour a user relies on.
+//!
+//! Needs root (loads eBPF).
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use support::{
+    frames::{self, Ext, V4, V6},
+    harness::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT, meta_bytes},
+    plans::{HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, ports, tunnel_gateway, weighted},
+};
+use xwan_common::{
+    XDP_META_MAGIC, XdpMeta, csum,
+    model::XdpAction,
+    plan::{Action, HashMode, Iface, Plan, RouterTable, Rule},
+    reason,
+};
+
+const TUN_IFINDEX: u32 = 1001;
+
+/// Small plan with one router per gateway kind and each action.
+fn plan() -> Plan {
+    let mut rules = Vec::new();
+    let mut add = |counter: u16, action: Action, f: &dyn Fn(&mut Rule)| {
+        let mut r = Rule::any(action);
+        r.counter = counter;
+        f(&mut r);
+        rules.push(r);
+    };
+    add(0, Action::Route(0), &|r| {
+        r.protocols = vec![17];
+        r.dst_ports = vec![ports(5001, 5001)];
+    });
+    add(1, Action::Route(1), &|r| {
+        r.protocols = vec![6];
+        r.dst_ports = vec![ports(443, 443)];
+    });
+    add(2, Action::Block, &|r| r.dst_ports = vec![ports(53, 53)]);
+    add(3, Action::Route(1), &|r| {
+        r.dscp = vec![46];
+        r.set_dscp = Some(18);
+    });
+    add(4, Action::Route(2), &|r| r.dst_ports = vec![ports(9, 9)]);
+    add(5, Action::Route(3), &|r| r.dst_ports = vec![ports(7, 7)]);
+    add(6, Action::Route(4), &|r| {
+        r.dst_ports = vec![ports(6000, 6999)]
+    });
+    add(7, Action::Pass, &|r| r.protocols = vec![17]);
+    add(8, Action::Route(0), &|r| r.dst_ports = vec![ports(22, 22)]);
+    Plan {
+        ifaces: vec![Iface {
+            ifindex: LO,
+            mac: LAN_MAC,
+        }],
+        local_addrs: vec![ip("10.0.0.1"), ip("fd00::1")],
+        rules,
+        routers: vec![
+            RouterTable::single(0),
+            RouterTable::single(1),
+            RouterTable {
+                slots: vec![],
+                keep: vec![],
+                hash: HashMode::Connection,
+                on_failure_pass: false,
+            },
+            RouterTable {
+                slots: vec![],
+                keep: vec![],
+                hash: HashMode::Connection,
+                on_failure_pass: true,
+            },
+            weighted(&[(0, 1), (1, 1)], &[0, 1], HashMode::Connection, false),
+        ],
+        gateways: vec![
+            tunnel_gateway(0, TUN_IFINDEX, 1400),
+            ethernet_gateway(1, LO, 1500),
+        ],
+        links: vec![],
+        flow_idle_ns: 0,
+    }
+}
+
+fn udp4(dst: &str) -> V4 {
+    V4::new(Ipv4Addr::new(10, 1, 0, 7), dst.parse().unwrap(), 17)
+}
+
+fn frame4(h: &V4, sport: u16, dport: u16, vlans: &[u16]) -> Vec<u8> {
+    let ip = h.packet(&frames::l4(h.proto, sport, dport, &[1, 2, 3, 4]));
+    frames::eth(LAN_MAC, HOST_MAC, vlans, frames::ETH_P_IP, &ip)
+}
+
+fn frame6(h: &V6, sport: u16, dport: u16) -> Vec<u8> {
+    let ip = h.packet(&frames::l4(h.proto, sport, dport, &[1, 2, 3, 4]));
+    frames::eth(LAN_MAC, HOST_MAC, &[], frames::ETH_P_IPV6, &ip)
+}
+
+fn assert_ipv4_checksum(frame: &[u8]) {
+    let ihl = (frame[14] & 0x0f) as usize * 4;
+    assert_eq!(
+        csum::ipv4_header_sum(&frame[14..14 + ihl]),
+        0,
+        "IPv4 header checksum is wrong"
+    );
+}
+
+#[test]
+fn tunnel_gateway_gets_metadata_ttl_decrement_and_vlan_strip() {
+    let mut h = Harness::new(plan());
+    for (sport, vlans) in [
+        (40000, &[][..]),
+        (40001, &[frames::ETH_P_8021Q]),
+        (40002, &[frames::ETH_P_8021AD, frames::ETH_P_8021Q]),
+    ] {
+        let f = frame4(&udp4("203.0.113.9"), sport, 5001, vlans);
+        let out = h.check(&f);
+        assert_eq!(
+            out.reason,
+            reason::STEER_CLASSIFIED,
+            "a new flow is classified"
+        );
+        assert_eq!(out.gateway, Some(0));
+        assert_eq!(
+            h.check(&f).reason,
+            reason::STEER_FLOW,
+            "the next packet hits the flow table"
+        );
+        let k = h.kernel(&f);
+        assert_eq!(k.action, XDP_PASS);
+        assert_eq!(
+            k.meta,
+            meta_bytes(XdpMeta {
+                magic: XDP_META_MAGIC,
+                ifindex: TUN_IFINDEX
+            })
+        );
+        assert_eq!(
+            k.frame.len(),
+            f.len() - 4 * vlans.len(),
+            "VLAN tags removed"
+        );
+        assert_eq!(&k.frame[12..14], &frames::ETH_P_IP.to_be_bytes());
+        assert_eq!(&k.frame[..12], &f[..12], "MACs kept for a tunnel");
+        assert_eq!(k.frame[14 + 8], 63, "TTL decremented");
+        assert_ipv4_checksum(&k.frame);
+    }
+}
+
+#[test]
+fn ethernet_gateway_rewrites_macs_and_redirects() {
+    let mut h = Harness::new(plan());
+    let f = frame4(
+        &V4::new(
+            Ipv4Addr::new(10, 1, 0, 7),
+            Ipv4Addr::new(198, 51, 100, 1),
+            6,
+        ),
+        40000,
+        443,
+        &[],
+    );
+    let out = h.check(&f);
+    assert_eq!(out.action, XdpAction::Redirect);
+    assert_eq!(out.gateway, Some(1));
+    assert_eq!(&out.frame[0..6], &[0xaa, 0, 0, 0, 0, 1], "next hop's MAC");
+    assert_eq!(&out.frame[6..12], &[0xbb, 0, 0, 0, 0, 1], "egress MAC");
+    assert_eq!(out.frame[14 + 8], 63);
+    assert_ipv4_checksum(&out.frame);
+
+    let v6 = V6::new(
+        "2001:db8::7".parse().unwrap(),
+        "2001:db8:9::1".parse().unwrap(),
+        6,
+    );
+    let out = h.check(&frame6(&v6, 40000, 443));
+    assert_eq!(out.action, XdpAction::Redirect);
+    assert_eq!(out.frame[14 + 7], 63, "hop limit decremented");
+    assert_eq!(h.kernel(&frame6(&v6, 40000, 443)).action, XDP_REDIRECT);
+}
+
+#[test]
+fn dscp_is_imposed_with_ecn_kept_and_checksum_fixed() {
+    let mut h = Harness::new(plan());
+    let mut v4 = V4::new(
+        Ipv4Addr::new(10, 1, 0, 7),
+        Ipv4Addr::new(198, 51, 100, 1),
+        17,
+    );
+    v4.tos = 46 << 2 | 0b01;
+    let out = h.check(&frame4(&v4, 40000, 1234, &[]));
+    assert_eq!(out.rule, Some(3));
+    assert_eq!(out.frame[15], 18 << 2 | 0b01);
+    assert_ipv4_checksum(&out.frame);
+
+    let mut v6 = V6::new(
+        "2001:db8::7".parse().unwrap(),
+        "2001:db8:9::1".parse().unwrap(),
+        17,
+    );
+    v6.tclass = 46 << 2 | 0b10;
+    let out = h.check(&frame6(&v6, 40000, 1234));
+    let tclass = ((out.frame[14] & 0x0f) << 4) | (out.frame[15] >> 4);
+    assert_eq!(tclass, 18 << 2 | 0b10);
+}
+
+#[test]
+fn block_drops_and_counts_rule_and_reason() {
+    let mut h = Harness::new(plan());
+    let f = frame4(&udp4("203.0.113.9"), 40000, 53, &[]);
+    for _ in 0..3 {
+        assert_eq!(h.check(&f).action, XdpAction::Drop);
+    }
+    assert_eq!(h.kernel(&f).action, XDP_DROP);
+    let rules = h.dp.rule_counters().unwrap();
+    assert_eq!(rules[2].packets, 4);
+    assert_eq!(rules[2].bytes, 4 * f.len() as u64);
+    assert_eq!(h.dp.reason_counter(reason::DROP_RULE).unwrap().packets, 4);
+}
+
+#[test]
+fn kernel_gets_what_it_must_see() {
+    let mut h = Harness::new(plan());
+    // TTL 1: the kernel answers with time exceeded.
+    let mut v4 = udp4("203.0.113.9");
+    v4.ttl = 1;
+    assert_eq!(
+        h.check(&frame4(&v4, 40000, 5001, &[])).reason,
+        reason::PASS_TTL
+    );
+    // Larger than the tunnel's MTU (1400): the kernel fragments or says "too big".
+    let big = frames::eth(
+        LAN_MAC,
+        HOST_MAC,
+        &[],
+        frames::ETH_P_IP,
+        &udp4("203.0.113.9").packet(&frames::l4(17, 40000, 5001, &[0; 1400])),
+    );
+    assert_eq!(h.check(&big).reason, reason::PASS_TOO_BIG);
+    // Local delivery: SSH to the box is not steered by the port-22 rule.
+    let ssh = frame4(
+        &V4::new(Ipv4Addr::new(10, 1, 0, 7), Ipv4Addr::new(10, 0, 0, 1), 6),
+        40000,
+        22,
+        &[],
+    );
+    assert_eq!(h.check(&ssh).reason, reason::PASS_LOCAL);
+    // Broadcast / other MACs, ARP, multicast.
+    let mut bcast = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
+    bcast[..6].copy_from_slice(&[0xff; 6]);
+    assert_eq!(h.check(&bcast).reason, reason::PASS_NOT_FOR_US);
+    let arp = frames::eth(LAN_MAC, HOST_MAC, &[], frames::ETH_P_ARP, &[0; 28]);
+    assert_eq!(h.check(&arp).reason, reason::PASS_NOT_IP);
+    assert_eq!(
+        h.check(&frame4(&udp4("224.0.0.9"), 1, 5001, &[])).reason,
+        reason::PASS_NOT_FOR_US
+    );
+    let nd = V6::new(
+        "fe80::1".parse().unwrap(),
+        "ff02::1:ff00:1".parse().unwrap(),
+        58,
+    );
+    assert_eq!(h.check(&frame6(&nd, 0, 0)).reason, reason::PASS_NOT_FOR_US);
+    // Three VLAN tags: not parsed, the kernel decides.
+    let f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[0x8100, 0x8100, 0x8100]);
+    assert_eq!(h.check(&f).reason, reason::PASS_NOT_IP);
+}
+
+#[test]
+fn non_first_fragments_never_match_port_criteria() {
+    let mut h = Harness::new(plan());
+    // Bytes where the ports would be say 5001, but this is a non-first fragment.
+    let mut v4 = udp4("203.0.113.9");
+    v4.frag_offset = 100;
+    let out = h.check(&frame4(&v4, 40000, 5001, &[]));
+    assert_eq!(out.rule, Some(7), "only the port-less UDP rule may match");
+    assert_eq!(out.reason, reason::PASS_RULE);
+    // The first fragment carries the ports and is steered.
+    let mut first = udp4("203.0.113.9");
+    first.more_fragments = true;
+    assert_eq!(h.check(&frame4(&first, 40000, 5001, &[])).rule, Some(0));
+
+    let mut v6 = V6::new(
+        "2001:db8::7".parse().unwrap(),
+        "2001:db8:9::1".parse().unwrap(),
+        17,
+    );
+    v6.exts = vec![Ext::Fragment {
+        offset: 12,
+        more: false,
+    }];
+    assert_eq!(h.check(&frame6(&v6, 40000, 5001)).rule, Some(7));
+    v6.exts = vec![
+        Ext::HopByHop(1),
+        Ext::DestOpts(0),
+        Ext::Fragment {
+            offset: 0,
+            more: true,
+        },
+    ];
+    assert_eq!(
+        h.check(&frame6(&v6, 40000, 5001)).rule,
+        Some(0),
+        "walked 3 headers to the ports"
+    );
+    v6.exts = vec![Ext::DestOpts(0); 7];
+    assert_eq!(
+        h.check(&frame6(&v6, 40000, 5001)).reason,
+        reason::PASS_MALFORMED
+    );
+}
+
+#[test]
+fn ipv4_options_and_bad_ihl() {
+    let mut h = Harness::new(plan());
+    let mut v4 = udp4("203.0.113.9");
+    v4.options = vec![1; 12];
+    let out = h.check(&frame4(&v4, 40000, 5001, &[]));
+    assert_eq!(out.rule, Some(0), "ports found after 12 bytes of options");
+    let mut f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
+    f[14] = 0x44;
+    assert_eq!(h.check(&f).reason, reason::PASS_MALFORMED);
+}
+
+#[test]
+fn router_without_gateway_drops_or_passes_per_policy() {
+    let mut h = Harness::new(plan());
+    let out = h.check(&frame4(&udp4("203.0.113.9"), 40000, 9, &[]));
+    assert_eq!(
+        (out.action, out.reason),
+        (XdpAction::Drop, reason::DROP_NO_GATEWAY)
+    );
+    let out = h.check(&frame4(&udp4("203.0.113.9"), 40000, 7, &[]));
+    assert_eq!(
+        (out.action, out.reason),
+        (XdpAction::Pass, reason::PASS_NO_GATEWAY)
+    );
+}
+
+/// Gateway a flow of router 4 (tunnel 0 / Ethernet 1) took, seen from the kernel's output.
+fn kernel_gateway(h: &Harness, f: &[u8]) -> u16 {
+    let k = h.kernel(f);
+    match k.action {
+        XDP_REDIRECT => 1,
+        XDP_PASS if !k.meta.is_empty() => 0,
+        a => panic!("flow not steered (action {a})"),
+    }
+}
+
+#[test]
+fn flows_stick_to_their_gateway_while_it_is_kept() {
+    let mut h = Harness::new(plan());
+    let flows: Vec<Vec<u8>> = (0..64)
+        .map(|i| frame4(&udp4("203.0.113.9"), 30000 + i, 6000, &[]))
+        .collect();
+    let first: Vec<u16> = flows.iter().map(|f| h.check(f).gateway.unwrap()).collect();
+    assert!(
+        first.contains(&0) && first.contains(&1),
+        "50/50 router used both gateways"
+    );
+    for (f, g) in flows.iter().zip(&first) {
+        assert_eq!(kernel_gateway(&h, f), *g);
+    }
+
+    // Gateway 0 leaves the active set but flows may stay on it (failback new-connections).
+    h.set_router(
+        4,
+        RouterTable {
+            keep: vec![0, 1],
+            ..RouterTable::single(1)
+        },
+    );
+    for (f, g) in flows.iter().zip(&first) {
+        let out = h.check(f);
+        assert_eq!(out.gateway, Some(*g), "existing flow moved");
+        assert_eq!(out.reason, reason::STEER_FLOW);
+    }
+    let new = frame4(&udp4("203.0.113.10"), 1, 6000, &[]);
+    assert_eq!(
+        h.check(&new).gateway,
+        Some(1),
+        "new connections use the active set"
+    );
+
+    // Gateway 0 no longer kept (down, or failback all): its flows move, the others stay.
+    h.set_router(4, RouterTable::single(1));
+    for f in &flows {
+        assert_eq!(h.check(f).gateway, Some(1));
+    }
+}
+
+#[test]
+fn reload_keeps_flows_whose_decision_did_not_change() {
+    let mut h = Harness::new(plan());
+    let steered = frame4(&udp4("203.0.113.9"), 30001, 6000, &[]);
+    let gw = h.check(&steered).gateway.unwrap();
+    let blocked_later = frame4(&udp4("203.0.113.9"), 30002, 5001, &[]);
+    assert_eq!(h.check(&blocked_later).reason, reason::STEER_CLASSIFIED);
+
+    let mut p = plan();
+    p.rules[0].action = Action::Block;
+    // Router 4 now prefers the other gateway for new flows; the old flow is kept.
+    p.routers[4] = RouterTable {
+        keep: vec![0, 1],
+        ..RouterTable::single(1 - gw)
+    };
+    h.apply(p);
+    let out = h.check(&steered);
+    assert_eq!(
+        out.gateway,
+        Some(gw),
+        "a reload must not move a flow whose rule and router are unchanged"
+    );
+    assert_eq!(
+        out.reason,
+        reason::STEER_CLASSIFIED,
+        "re-classified after the reload"
+    );
+    assert_eq!(h.check(&steered).reason, reason::STEER_FLOW);
+    assert_eq!(h.check(&blocked_later).action, XdpAction::Drop);
+}
+
+#[test]
+fn gateway_and_rule_counters_follow_traffic() {
+    let mut h = Harness::new(plan());
+    let f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
+    for _ in 0..5 {
+        h.check(&f);
+    }
+    let gws = h.dp.gateway_counters().unwrap();
+    assert_eq!(gws[0].packets, 5);
+    assert_eq!(gws[0].bytes, 5 * f.len() as u64);
+    assert_eq!(gws[1].packets, 0);
+    assert_eq!(h.dp.rule_counters().unwrap()[0].packets, 5);
+}
+
+#[test]
+fn unconfigured_interface_is_left_alone() {
+    let mut p = plan();
+    p.ifaces.clear();
+    let mut h = Harness::new(p);
+    let f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
+    let out = h.check(&f);
+    assert_eq!(out.reason, reason::PASS_NOT_CONFIGURED);
+    assert_eq!(out.frame, f);
+}
+
+#[test]
+fn many_prefixes_and_rules_classify_like_the_model() {
+    // 1,000 rules with distinct /24s and port ranges: the bit-vector tables must still give
+    // the first match.
+    let mut p = plan();
+    let mut rules = Vec::new();
+    for i in 0..1000u32 {
+        let mut r = Rule::any(if i % 2 == 0 {
+            Action::Route(0)
+        } else {
+            Action::Block
+        });
+        r.counter = (i % 1000) as u16;
+        r.dst = vec![net(&format!("10.{}.{}.0/24", 100 + i / 250, i % 250))];
+        r.dst_ports = vec![ports(1000 + i as u16, 1000 + i as u16 + 10)];
+        r.protocols = vec![17];
+        rules.push(r);
+    }
+    p.rules = rules;
+    let mut h = Harness::new(p);
+    for i in (0..1000u32).step_by(7) {
+        let dst = format!("10.{}.{}.5", 100 + i / 250, i % 250);
+        let f = frame4(&udp4(&dst), 5, 1000 + i as u16 + 3, &[]);
+        assert_eq!(h.check(&f).rule, Some(i as usize));
+    }
+}

@@ -1,0 +1,175 @@
+//! The programs attached to real interfaces in network namespaces: a LAN host sends UDP
+//! through a router namespace running xwan; packets must leave through the TUN device
+//! (tunnel gateway, XDP → TC `bpf_redirect`) or the WAN veth (Ethernet gateway, MAC rewrite
+//! and `XDP_REDIRECT`) as the rules say, and a reply to a connection that arrived over the
+//! tunnel must go back out through that link's return gateway.
+//!
+//! Needs root. Namespaces are private to the test and removed even when it fails.
+
+mod support;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    time::Duration,
+};
+
+use support::{
+    frames::{self, V4},
+    netns::{Netns, packet_socket, tun, wait_for},
+    plans::ports,
+};
+use xwan::datapath::{Datapath, TestBpffs};
+use xwan_common::{
+    plan::{Action, Gateway, GatewayKind, Iface, Link, Plan, RouterTable, Rule},
+    reason,
+};
+
+const WAIT: Duration = Duration::from_secs(3);
+
+fn udp_rule(dport: u16, router: u16, counter: u16) -> Rule {
+    let mut r = Rule::any(Action::Route(router));
+    r.protocols = vec![17];
+    r.dst_ports = vec![ports(dport, dport)];
+    r.counter = counter;
+    r
+}
+
+/// UDP to `dport` with IPv4 TTL `ttl`, parsed from an IP packet: (dst, dport, ttl).
+fn udp_of(ip: &[u8]) -> Option<(Ipv4Addr, u16, u8)> {
+    if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
+        return None;
+    }
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let dport = u16::from_be_bytes([ip[ihl + 2], ip[ihl + 3]]);
+    Some((dst, dport, ip[8]))
+}
+
+#[test]
+fn packets_leave_through_the_gateway_the_rules_choose() {
+    let lan = Netns::new("lan");
+    let router = Netns::new("rtr");
+    let wan = Netns::new("wan");
+
+    // LAN host 10.77.0.2 — router l0 10.77.0.1; router w0 192.0.2.1 — WAN peer p0 192.0.2.2.
+    router.ip(&[
+        "link", "add", "l0", "type", "veth", "peer", "name", "h0", "netns", &lan.name,
+    ]);
+    router.ip(&[
+        "link", "add", "w0", "type", "veth", "peer", "name", "p0", "netns", &wan.name,
+    ]);
+    router.ip(&["addr", "add", "10.77.0.1/24", "dev", "l0"]);
+    router.ip(&["addr", "add", "192.0.2.1/30", "dev", "w0"]);
+    lan.ip(&["addr", "add", "10.77.0.2/24", "dev", "h0"]);
+    wan.ip(&["addr", "add", "192.0.2.2/30", "dev", "p0"]);
+    for (ns, dev) in [(&router, "l0"), (&router, "w0"), (&lan, "h0"), (&wan, "p0")] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    lan.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    let tun_dev = router.run(|| tun("t0"));
+    router.ip(&["addr", "add", "172.16.1.1/30", "dev", "t0"]);
+    router.ip(&["link", "set", "t0", "up"]);
+
+    let fs = TestBpffs::new().unwrap();
+    let mut dp = Datapath::load(fs.path()).unwrap();
+    let plan = Plan {
+        ifaces: vec![Iface {
+            ifindex: router.ifindex("l0"),
+            mac: router.mac("l0"),
+        }],
+        local_addrs: vec![
+            "10.77.0.1".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            "172.16.1.1".parse().unwrap(),
+        ],
+        rules: vec![udp_rule(5001, 0, 0), udp_rule(5002, 1, 1)],
+        routers: vec![RouterTable::single(0), RouterTable::single(1)],
+        gateways: vec![
+            Gateway {
+                id: 0,
+                kind: GatewayKind::Tunnel,
+                ifindex: router.ifindex("t0"),
+                mtu: 1500,
+                ready: true,
+            },
+            Gateway {
+                id: 1,
+                kind: GatewayKind::Ethernet {
+                    next_hop_mac: wan.mac("p0"),
+                    egress_mac: router.mac("w0"),
+                },
+                ifindex: router.ifindex("w0"),
+                mtu: 1500,
+                ready: true,
+            },
+        ],
+        links: vec![Link {
+            ifindex: router.ifindex("t0"),
+            l2: false,
+            return_gateway: 1,
+        }],
+        flow_idle_ns: 0,
+    };
+    let report = router.run(|| {
+        dp.apply(&plan).unwrap();
+        let r = dp.attach_lan("l0").unwrap();
+        dp.attach_link("t0").unwrap();
+        r
+    });
+    println!("attached: {report:?}");
+    // The WAN peer must accept redirected frames: veth delivers XDP_REDIRECTs only to a peer
+    // with an XDP program.
+    wan.run(|| dp.attach_pass("p0").unwrap());
+    let sniff = wan.run(|| packet_socket("p0"));
+
+    let send = |dport: u16, sport: u16, dst: Ipv4Addr| {
+        lan.run(move || {
+            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), sport)).unwrap();
+            s.send_to(b"xwan", SocketAddrV4::new(dst, dport)).unwrap();
+        })
+    };
+    let far = Ipv4Addr::new(198, 51, 100, 10);
+
+    // Tunnel gateway: out of t0, TTL decremented.
+    send(5001, 40001, far);
+    let got = wait_for(tun_dev.as_raw_fd(), WAIT, |p| {
+        udp_of(p).is_some_and(|u| u.1 == 5001)
+    });
+    let got = got.expect("UDP/5001 did not leave through the tunnel device");
+    assert_eq!(udp_of(&got), Some((far, 5001, 63)));
+
+    // Ethernet gateway: out of w0 to the next hop's MAC.
+    send(5002, 40002, far);
+    let frame = wait_for(sniff.as_raw_fd(), WAIT, |f| {
+        f.len() > 14 && udp_of(&f[14..]).is_some_and(|u| u.1 == 5002)
+    })
+    .expect("UDP/5002 did not leave through the WAN veth");
+    assert_eq!(&frame[0..6], &wan.mac("p0"));
+    assert_eq!(&frame[6..12], &router.mac("w0"));
+    assert_eq!(udp_of(&frame[14..]), Some((far, 5002, 63)));
+
+    // Return route: a connection arrives over the tunnel (written into the TUN device), and
+    // the LAN host's reply, which no rule matches, leaves through the link's return gateway.
+    let peer = Ipv4Addr::new(198, 51, 100, 20);
+    let mut inbound = V4::new(peer, Ipv4Addr::new(10, 77, 0, 2), 17);
+    inbound.ttl = 30;
+    let pkt = inbound.packet(&frames::l4(17, 7000, 7001, b"hello"));
+    // SAFETY: writing a buffer we own to the TUN fd.
+    let n = unsafe { libc::write(tun_dev.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
+    assert_eq!(n, pkt.len() as isize, "inject into t0");
+    send(7000, 7001, peer);
+    let frame = wait_for(sniff.as_raw_fd(), WAIT, |f| {
+        f.len() > 14 && udp_of(&f[14..]).is_some_and(|u| u.1 == 7000)
+    })
+    .expect("the reply did not leave through the return gateway");
+    assert_eq!(udp_of(&frame[14..]), Some((peer, 7000, 63)));
+
+    let reasons = dp.reason_counters().unwrap();
+    assert!(reasons[reason::STEER_CLASSIFIED as usize].packets >= 2);
+    assert_eq!(reasons[reason::STEER_RETURN as usize].packets, 1);
+    let gws = dp.gateway_counters().unwrap();
+    assert!(gws[0].packets >= 1 && gws[1].packets >= 2);
+
+    router.run(|| dp.detach_all().unwrap());
+}

@@ -1,0 +1,108 @@
+//! Runs the real programs (BPF_PROG_TEST_RUN) and the reference model side by side.
+
+#![allow(dead_code)]
+
+use xwan::datapath::{Datapath, TestBpffs, XdpRun};
+use xwan_common::{
+    PROG_XDP_LAN, XdpMeta,
+    model::{Model, XdpAction, XdpOutcome},
+    plan::{Plan, RouterTable},
+    reason,
+};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_REDIRECT: u32 = 4;
+
+/// Ingress interface for BPF_PROG_TEST_RUN: it must exist in the test's namespace.
+pub const LO: u32 = 1;
+
+pub struct Harness {
+    pub dp: Datapath,
+    pub model: Model,
+    // Dropped last: unmounts the private bpffs holding the pins.
+    _fs: TestBpffs,
+}
+
+impl Harness {
+    pub fn new(plan: Plan) -> Harness {
+        let fs = TestBpffs::new().expect("mount a private bpffs (are we root?)");
+        let mut dp = Datapath::load(fs.path()).expect("load the data plane");
+        let epoch = dp.apply(&plan).expect("apply the plan");
+        Harness {
+            dp,
+            model: Model::new(plan, epoch),
+            _fs: fs,
+        }
+    }
+
+    /// New ruleset on both sides.
+    pub fn apply(&mut self, plan: Plan) {
+        let epoch = self.dp.apply(&plan).expect("apply the plan");
+        self.model.set_plan(plan, epoch);
+    }
+
+    pub fn set_router(&mut self, id: u16, table: RouterTable) {
+        self.dp.set_router(id, &table).expect("set router");
+        self.model.set_router(id, table);
+    }
+
+    /// Runs `xwan_xdp_lan` on `frame` in the kernel only.
+    pub fn kernel(&self, frame: &[u8]) -> XdpRun {
+        self.dp
+            .xdp_test_run(PROG_XDP_LAN, frame, LO, 1)
+            .expect("BPF_PROG_TEST_RUN")
+    }
+
+    /// Runs both and asserts they agree on verdict, reason, bytes, metadata and gateway
+    /// counter. Returns the model's outcome.
+    pub fn check(&mut self, frame: &[u8]) -> XdpOutcome {
+        let m = self.model.xdp_lan(LO, frame, now_ns());
+        if frame.len() < 14 {
+            // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, and no driver
+            // hands XDP one; the model must still leave them to the kernel.
+            assert_eq!(m.action, XdpAction::Pass, "runt frame {frame:02x?}");
+            assert!(m.frame == frame);
+            return m;
+        }
+        let before = self.dp.reason_counter(m.reason).unwrap().packets;
+        let k = self.kernel(frame);
+        let ctx = || format!("frame {:02x?}\nmodel: {m:?}\nkernel: {k:?}", frame);
+        let action = match m.action {
+            XdpAction::Pass => XDP_PASS,
+            XdpAction::Drop => XDP_DROP,
+            XdpAction::Redirect => XDP_REDIRECT,
+        };
+        assert_eq!(k.action, action, "verdict differs\n{}", ctx());
+        let after = self.dp.reason_counter(m.reason).unwrap().packets;
+        assert_eq!(
+            after,
+            before + 1,
+            "kernel did not count reason {} ({})\n{}",
+            m.reason,
+            reason::NAMES[m.reason as usize],
+            ctx()
+        );
+        assert_eq!(k.frame, m.frame, "rewritten bytes differ\n{}", ctx());
+        let meta = m.meta.map(meta_bytes).unwrap_or_default();
+        assert_eq!(k.meta, meta, "XDP metadata differs\n{}", ctx());
+        m
+    }
+}
+
+pub fn meta_bytes(m: XdpMeta) -> Vec<u8> {
+    let mut v = m.magic.to_ne_bytes().to_vec();
+    v.extend_from_slice(&m.ifindex.to_ne_bytes());
+    v
+}
+
+/// CLOCK_MONOTONIC_COARSE in ns, the clock `bpf_ktime_get_coarse_ns` reads.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain syscall on a valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
