@@ -1,0 +1,359 @@
+//! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane.
+//!
+//! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
+//! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and a
+//! classification miss with 10 / 100 / 1,000 rules, each for IPv4 and IPv6; ratios to the
+//! baseline; and writes the results as JSON. A benchmark, not a test: it asserts nothing.
+//!
+//! Needs root (loads eBPF). Runs in a private, unnamed network namespace that vanishes with
+//! the process: `xwan_xdp_lan` is attached natively to a veth there so the kernel's XDP
+//! dispatcher already holds it; otherwise every BPF_PROG_TEST_RUN call with `repeat > 1`
+//! swaps it in and out of the dispatcher and waits for an RCU grace period.
+
+use std::{net::IpAddr, path::PathBuf, time::Instant};
+
+use anyhow::{Context, Result, bail};
+use xwan::datapath::{Datapath, TestBpffs};
+use xwan_common::{
+    PROG_XDP_BASELINE, PROG_XDP_LAN,
+    plan::{Action, Gateway, GatewayKind, Iface, IpNet, Plan, PortRange, RouterTable, Rule},
+};
+
+/// Ingress interface for BPF_PROG_TEST_RUN (loopback exists in every namespace).
+const LO: u32 = 1;
+const LAN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+struct Args {
+    runs: usize,
+    repeat: u32,
+    json: PathBuf,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        runs: 7,
+        repeat: 1_000_000,
+        json: PathBuf::from("target/bench/datapath.json"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--runs" => a.runs = val()?.parse().context("--runs")?,
+            "--repeat" => a.repeat = val()?.parse().context("--repeat")?,
+            "--json" => a.json = val()?.into(),
+            "-h" | "--help" => {
+                println!("usage: xwan-bench [--runs N (7)] [--repeat N (1000000)] [--json PATH]");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    if a.runs == 0 || a.repeat < 1000 {
+        bail!("--runs must be ≥ 1 and --repeat ≥ 1000");
+    }
+    Ok(a)
+}
+
+/// `n` rules, each on its own source and destination /24 and destination port, so every
+/// field's table grows with `n`. Rule 0 covers the benchmark's source and destination.
+fn plan(n: usize) -> Plan {
+    let net = |s: String| s.parse::<IpNet>().unwrap();
+    let rules = (0..n)
+        .map(|i| {
+            let mut r = Rule::any(Action::Route(0));
+            r.counter = i as u16;
+            let (a, b) = (i / 250, i % 250);
+            r.src = vec![
+                net(format!("10.{a}.{b}.0/24")),
+                net(format!("2001:db8:{a:x}:{b:x}::/64")),
+            ];
+            r.dst = vec![
+                net(format!("172.16.{a}.{b}/32")),
+                net(format!("2001:db8:ffff:{i:x}::/64")),
+            ];
+            r.protocols = vec![17];
+            r.dst_ports = vec![PortRange::new(1000 + i as u16, 1000 + i as u16).unwrap()];
+            r
+        })
+        .collect();
+    Plan {
+        ifaces: vec![Iface {
+            ifindex: LO,
+            mac: LAN_MAC,
+        }],
+        local_addrs: vec![],
+        rules,
+        routers: vec![RouterTable::single(0)],
+        gateways: vec![Gateway {
+            id: 0,
+            kind: GatewayKind::Ethernet {
+                next_hop_mac: [0xaa, 0, 0, 0, 0, 1],
+                egress_mac: [0xbb, 0, 0, 0, 0, 1],
+            },
+            ifindex: LO,
+            mtu: 1500,
+            ready: true,
+        }],
+        links: vec![],
+        flow_idle_ns: 0,
+    }
+}
+
+/// Ethernet + IPv4/IPv6 + UDP frame, 64 bytes of payload.
+fn frame(src: IpAddr, dst: IpAddr, dport: u16, ttl: u8) -> Vec<u8> {
+    let mut udp = vec![0u8; 8 + 64];
+    udp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&dport.to_be_bytes());
+    let udp_len = udp.len() as u16;
+    udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+    let mut f = LAN_MAC.to_vec();
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            let mut h = vec![0x45, 0, 0, 0, 0, 0, 0, 0, ttl, 17, 0, 0];
+            h[2..4].copy_from_slice(&((20 + udp.len()) as u16).to_be_bytes());
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            let c = xwan_common::csum::ipv4_header_sum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            f.extend(h);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            let mut h = vec![0x60, 0, 0, 0];
+            h.extend_from_slice(&(udp.len() as u16).to_be_bytes());
+            h.extend_from_slice(&[17, ttl]);
+            h.extend_from_slice(&s.octets());
+            h.extend_from_slice(&d.octets());
+            f.extend(h);
+        }
+        _ => unreachable!(),
+    }
+    f.extend(udp);
+    f
+}
+
+struct Case {
+    name: String,
+    family: &'static str,
+    rules: usize,
+    ns: f64,
+    runs: Vec<f64>,
+}
+
+/// Median over `runs` of the kernel-measured ns/repeat. `batch` limits repeats per
+/// BPF_PROG_TEST_RUN call (the kernel re-runs the program on the same buffer, so a
+/// forwarding path would keep decrementing TTL: each call starts from a fresh copy).
+fn measure(
+    dp: &Datapath,
+    prog: &str,
+    f: &[u8],
+    runs: usize,
+    repeat: u32,
+    batch: u32,
+    expect: u32,
+) -> Result<Vec<f64>> {
+    let first = dp.xdp_test_run(prog, f, LO, 1)?;
+    if first.action != expect {
+        bail!(
+            "{prog}: benchmark packet got action {} instead of {expect}: the scenario is wrong",
+            first.action
+        );
+    }
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let (mut ns, mut done) = (0f64, 0u64);
+        while done < repeat as u64 {
+            let n = batch.min(repeat - done as u32);
+            let r = dp.xdp_test_run(prog, f, LO, n)?;
+            ns += r.duration_ns as f64 * n as f64;
+            done += n as u64;
+        }
+        out.push(ns / done as f64);
+    }
+    Ok(out)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads eBPF programs: run it as root");
+    }
+    let started = Instant::now();
+    private_netns()?;
+    let fs = TestBpffs::new().context("mount a private bpffs")?;
+    let mut cases = Vec::new();
+    let families: [(&str, IpAddr, IpAddr); 2] = [
+        ("ipv4", "10.0.0.5".parse()?, "172.16.0.0".parse()?),
+        ("ipv6", "2001:db8::5".parse()?, "2001:db8:ffff::5".parse()?),
+    ];
+    let mut baseline = [0f64; 2];
+    for (n, rules) in [10usize, 100, 1000].into_iter().enumerate() {
+        // A fresh data plane per rule count: pins live in their own directory.
+        let dir = fs.path().join(format!("r{rules}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut dp = Datapath::load(&dir)?;
+        dp.apply(&plan(rules))?;
+        dp.attach_lan(HOLDER_VETH)?;
+        for (fi, (family, src, dst)) in families.iter().enumerate() {
+            if n == 0 {
+                let f = frame(*src, *dst, 9, 64);
+                let runs = measure(
+                    &dp,
+                    PROG_XDP_BASELINE,
+                    &f,
+                    a.runs,
+                    a.repeat,
+                    a.repeat,
+                    XDP_PASS,
+                )?;
+                baseline[fi] = median(&runs);
+                cases.push(Case {
+                    name: "baseline (parse only)".into(),
+                    family,
+                    rules: 0,
+                    ns: baseline[fi],
+                    runs,
+                });
+                // Flow-table hit: rule 0's packet, steered through an Ethernet gateway.
+                let f = frame(*src, *dst, 1000, 255);
+                let runs = measure(&dp, PROG_XDP_LAN, &f, a.runs, a.repeat, 250, XDP_REDIRECT)?;
+                cases.push(Case {
+                    name: "flow-table hit".into(),
+                    family,
+                    rules,
+                    ns: median(&runs),
+                    runs,
+                });
+            }
+            // Source and destination hit rule 0's prefixes; port 9 matches no rule.
+            let f = frame(*src, *dst, 9, 64);
+            let runs = measure(&dp, PROG_XDP_LAN, &f, a.runs, a.repeat, a.repeat, XDP_PASS)?;
+            cases.push(Case {
+                name: format!("classification miss, {rules} rules"),
+                family,
+                rules,
+                ns: median(&runs),
+                runs,
+            });
+        }
+    }
+
+    println!(
+        "\nxwan data plane, BPF_PROG_TEST_RUN, ns/packet (median of {} runs × {} repeats)",
+        a.runs, a.repeat
+    );
+    println!(
+        "{:<34} {:>6} {:>10} {:>12}",
+        "case", "family", "ns/packet", "× baseline"
+    );
+    for c in &cases {
+        let b = baseline[if c.family == "ipv4" { 0 } else { 1 }];
+        println!(
+            "{:<34} {:>6} {:>10.1} {:>12.2}",
+            c.name,
+            c.family,
+            c.ns,
+            c.ns / b
+        );
+    }
+    for (family, ..) in &families {
+        let miss = |r: usize| {
+            cases
+                .iter()
+                .find(|c| {
+                    c.family == *family && c.rules == r && c.name.starts_with("classification")
+                })
+                .unwrap()
+                .ns
+        };
+        println!(
+            "{family}: miss at 1000 rules / miss at 10 rules = {:.3}",
+            miss(1000) / miss(10)
+        );
+    }
+
+    let json = format!(
+        "{{\n  \"unit\": \"ns/packet\",\n  \"runs\": {},\n  \"repeat\": {},\n  \"kernel\": \"{}\",\n  \"cases\": [\n{}\n  ]\n}}\n",
+        a.runs,
+        a.repeat,
+        kernel_release(),
+        cases
+            .iter()
+            .map(|c| {
+                let b = baseline[if c.family == "ipv4" { 0 } else { 1 }];
+                format!(
+                    "    {{\"case\": \"{}\", \"family\": \"{}\", \"rules\": {}, \"ns_per_packet\": {:.2}, \"ratio_to_baseline\": {:.3}, \"runs\": [{}]}}",
+                    c.name,
+                    c.family,
+                    c.rules,
+                    c.ns,
+                    c.ns / b,
+                    c.runs.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",\n")
+    );
+    if let Some(dir) = a.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&a.json, json).with_context(|| format!("writing {}", a.json.display()))?;
+    println!(
+        "results written to {} ({:.1} s)",
+        a.json.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// veth whose native XDP attachment keeps the program in the XDP dispatcher.
+const HOLDER_VETH: &str = "xbench0";
+
+/// Moves this (single-threaded) process into a new network namespace with `lo` and a veth.
+fn private_netns() -> Result<()> {
+    // SAFETY: plain syscall; only this thread exists, so the whole process moves.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        bail!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    }
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        vec![
+            "link",
+            "add",
+            HOLDER_VETH,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "xbench1",
+        ],
+        vec!["link", "set", HOLDER_VETH, "up"],
+        vec!["link", "set", "xbench1", "up"],
+    ] {
+        let st = std::process::Command::new("ip")
+            .args(&args)
+            .status()
+            .context("run `ip` (iproute2)")?;
+        if !st.success() {
+            bail!("`ip {}` failed", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
