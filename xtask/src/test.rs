@@ -1,0 +1,72 @@
+//! `cargo xtask test`: the project's test command (what `.ci/run` runs).
+//!
+//! Steps, each timed: setup's checks, `cargo fmt --all -- --check`,
+//! `cargo clippy --workspace --all-targets -- -D warnings`, and
+//! `cargo test --workspace --release [extra args]` (without `--workspace` when the extra
+//! arguments select packages with `-p`). Release, because the model-vs-kernel
+//! property tests push 100k+ packets through BPF_PROG_TEST_RUN. Must run as root: the tests
+//! load eBPF programs and create network namespaces.
+
+use anyhow::{Result, bail};
+
+use crate::{
+    process::{self, Steps, cargo, is_root},
+    setup,
+};
+
+pub fn run(extra_args: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the test suite loads eBPF programs and creates network namespaces: run as root \
+             (`cargo xtask build` and `cargo xtask setup` work without)"
+        );
+    }
+    let mut steps = Steps::new();
+    steps.step("setup", setup::ensure)?;
+    steps.step("fmt", || {
+        process::run(&mut cargo(["fmt", "--all", "--", "--check"]))?;
+        // ebpf-prog is outside the workspace, so `cargo fmt --all` does not see it.
+        let mut rustfmt = process::command("rustfmt");
+        rustfmt
+            .args(["--edition", "2024", "--check"])
+            .args(ebpf_sources()?);
+        process::run(&mut rustfmt)
+    })?;
+    steps.step("clippy", || {
+        process::run(&mut cargo([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    steps.step("test", || {
+        let mut test = cargo(["test"]);
+        // `--workspace` would override a package selection (`-p xwan-common`).
+        if !selects_packages(extra_args) {
+            test.arg("--workspace");
+        }
+        process::run(test.arg("--release").args(extra_args))
+    })?;
+    steps.summary();
+    Ok(())
+}
+
+/// The eBPF crate's sources, for rustfmt.
+fn ebpf_sources() -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(process::repo_root().join("ebpf-prog/src"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|p| p.extension().is_some_and(|e| e == "rs"));
+    files.sort();
+    Ok(files)
+}
+
+/// Whether cargo's own arguments (before a `--`) choose packages with `-p`/`--package`.
+fn selects_packages(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--package" || a.starts_with("--package=") || a.starts_with("-p"))
+}
