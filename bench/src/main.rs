@@ -2,7 +2,7 @@
 //!
 //! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
 //! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and a
-//! classification miss with 10 / 100 / 1,000 rules, each for IPv4 and IPv6; ratios to the
+//! classification misses (on port, on address) with 10 / 100 / 1,000 rules, each for IPv4 and IPv6; ratios to the
 //! baseline; and writes the results as JSON. A benchmark, not a test: it asserts nothing.
 //!
 //! Needs root (loads eBPF). Runs in a private, unnamed network namespace that vanishes with
@@ -197,6 +197,7 @@ fn main() -> Result<()> {
         ("ipv4", "10.0.0.5".parse()?, "172.16.0.0".parse()?),
         ("ipv6", "2001:db8::5".parse()?, "2001:db8:ffff::5".parse()?),
     ];
+    let other_dst: [IpAddr; 2] = ["192.0.2.77".parse()?, "2001:db8:eeee::1".parse()?];
     let mut baseline = [0f64; 2];
     for (n, rules) in [10usize, 100, 1000].into_iter().enumerate() {
         // A fresh data plane per rule count: pins live in their own directory.
@@ -236,11 +237,22 @@ fn main() -> Result<()> {
                     runs,
                 });
             }
-            // Source and destination hit rule 0's prefixes; port 9 matches no rule.
+            // Port miss: source and destination hit rule 0's prefixes, port 9 matches no rule
+            // (the array lookups already rule everything out).
             let f = frame(*src, *dst, 9, 64);
             let runs = measure(&dp, PROG_XDP_LAN, &f, a.runs, a.repeat, a.repeat, XDP_PASS)?;
             cases.push(Case {
-                name: format!("classification miss, {rules} rules"),
+                name: format!("miss on port, {rules} rules"),
+                family,
+                rules,
+                ns: median(&runs),
+                runs,
+            });
+            // Address miss: rule 0's port, a destination no rule has: both LPM tries walked.
+            let f = frame(*src, other_dst[fi], 1000, 64);
+            let runs = measure(&dp, PROG_XDP_LAN, &f, a.runs, a.repeat, a.repeat, XDP_PASS)?;
+            cases.push(Case {
+                name: format!("miss on address, {rules} rules"),
                 family,
                 rules,
                 ns: median(&runs),
@@ -268,19 +280,18 @@ fn main() -> Result<()> {
         );
     }
     for (family, ..) in &families {
-        let miss = |r: usize| {
-            cases
-                .iter()
-                .find(|c| {
-                    c.family == *family && c.rules == r && c.name.starts_with("classification")
-                })
-                .unwrap()
-                .ns
-        };
-        println!(
-            "{family}: miss at 1000 rules / miss at 10 rules = {:.3}",
-            miss(1000) / miss(10)
-        );
+        for kind in ["miss on port", "miss on address"] {
+            let ns = |r: usize| {
+                let c = cases
+                    .iter()
+                    .find(|c| c.family == *family && c.rules == r && c.name.starts_with(kind));
+                c.expect("every rule count was measured").ns
+            };
+            println!(
+                "{family}: {kind}: 1000 rules / 10 rules = {:.3}",
+                ns(1000) / ns(10)
+            );
+        }
     }
 
     let json = format!(

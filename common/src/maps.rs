@@ -339,7 +339,14 @@ pub struct ReturnValue {
 pub struct Config {
     /// A flow unseen for longer is decided anew (0 = never idle; the LRU still evicts).
     pub flow_idle_ns: u64,
+    /// `CONFIG_*` flags.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// Return routes are configured: look replies up in [`RETURN_MAP`] (otherwise the lookup,
+/// an LRU hash probe per packet, is skipped).
+pub const CONFIG_RETURN_ROUTES: u32 = 1;
 
 /// Packets and bytes.
 #[repr(C)]

@@ -8,17 +8,12 @@ use xwan_common::{BITMAP_WORDS, IfaceRuleKey, MAX_PORT_CLASSES, RuleBitmap};
 use crate::{maps::*, parse::Pkt};
 
 /// Index of the first rule matching `p` on `ifindex` in ruleset generation `gen`.
+///
+/// The array and hash lookups come first and are ANDed; only when some rule survives them
+/// are the two LPM tries walked (their cost grows with the number of prefixes, the arrays'
+/// does not), so most misses never reach them.
 #[inline(always)]
 pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
-    let g = generation as u8;
-    let (src, dst) = if p.v6 {
-        (lpm6(&XWAN_SRC6, g, &p.src)?, lpm6(&XWAN_DST6, g, &p.dst)?)
-    } else {
-        (
-            lpm4(&XWAN_SRC4, g, p.src[0])?,
-            lpm4(&XWAN_DST4, g, p.dst[0])?,
-        )
-    };
     let proto = XWAN_PROTO.get(generation * 256 + p.proto as u32)?;
     let dscp = XWAN_DSCP.get(generation * 64 + p.dscp as u32)?;
     // Class 0 = "no ports": a port-less packet (ICMP, non-first fragment) can only match
@@ -26,30 +21,42 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     let (sclass, dclass) = if p.has_ports {
         let s = XWAN_PORTMAP.get(generation * 2)?;
         let d = XWAN_PORTMAP.get(generation * 2 + 1)?;
-        (
-            s.class[p.sport as usize] as u32,
-            d.class[p.dport as usize] as u32,
-        )
+        (s.class[p.sport as usize] as u32, d.class[p.dport as usize] as u32)
     } else {
         (0, 0)
     };
     let sport = XWAN_PORTBM.get(generation * 2 * MAX_PORT_CLASSES + sclass)?;
     let dport = XWAN_PORTBM.get((generation * 2 + 1) * MAX_PORT_CLASSES + dclass)?;
-    // SAFETY: values are plain data; a concurrent agent update at worst yields the old or
-    // new bitmap of this generation, which the agent does not touch while it is live.
+    // SAFETY: values are plain data; the agent does not touch a generation while it is live.
     let iface = unsafe {
-        match XWAN_IFBM.get(IfaceRuleKey {
-            generation,
-            ifindex,
-        }) {
+        match XWAN_IFBM.get(IfaceRuleKey { generation, ifindex }) {
             Some(b) => b,
-            None => XWAN_IFBM.get(IfaceRuleKey {
-                generation,
-                ifindex: 0,
-            })?,
+            None => XWAN_IFBM.get(IfaceRuleKey { generation, ifindex: 0 })?,
         }
     };
-    first_match([src, dst, proto, dscp, sport, dport, iface])
+    let mut acc = RuleBitmap::EMPTY;
+    let mut any = 0;
+    for w in 0..BITMAP_WORDS {
+        acc.w[w] = proto.w[w] & dscp.w[w] & sport.w[w] & dport.w[w] & iface.w[w];
+        any |= acc.w[w];
+    }
+    if any == 0 {
+        return None;
+    }
+
+    let g = generation as u8;
+    let (src, dst) = if p.v6 {
+        (lpm6(&XWAN_SRC6, g, &p.src)?, lpm6(&XWAN_DST6, g, &p.dst)?)
+    } else {
+        (lpm4(&XWAN_SRC4, g, p.src[0])?, lpm4(&XWAN_DST4, g, p.dst[0])?)
+    };
+    for w in 0..BITMAP_WORDS {
+        let x = acc.w[w] & src.w[w] & dst.w[w];
+        if x != 0 {
+            return Some(w as u32 * 64 + trailing_zeros(x));
+        }
+    }
+    None
 }
 
 #[inline(always)]
@@ -84,18 +91,6 @@ fn lpm6(
     let key = Key::new(160, data);
     // SAFETY: as in lpm4.
     map.get(&key).map(|v| unsafe { &*(v as *const RuleBitmap) })
-}
-
-/// First bit set in the AND of the bitmaps.
-#[inline(always)]
-fn first_match(b: [&RuleBitmap; 7]) -> Option<u32> {
-    for w in 0..BITMAP_WORDS {
-        let x = b[0].w[w] & b[1].w[w] & b[2].w[w] & b[3].w[w] & b[4].w[w] & b[5].w[w] & b[6].w[w];
-        if x != 0 {
-            return Some(w as u32 * 64 + trailing_zeros(x));
-        }
-    }
-    None
 }
 
 /// `x.trailing_zeros()` for `x != 0` without a lookup table (BPF has no ctz instruction).

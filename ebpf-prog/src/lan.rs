@@ -7,7 +7,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xwan_common::{
-    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, DSCP_KEEP, FLOW_REFRESH_NS, FlowKey,
+    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP, FLOW_REFRESH_NS, FlowKey,
     FlowValue, GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, MAX_RULES, ROUTER_SLOTS,
     TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta, csum, hash, reason,
 };
@@ -66,8 +66,15 @@ pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
         ifindex: 0,
     };
 
+    let (flow_idle_ns, config_flags) = match XWAN_CONFIG.get(0) {
+        Some(c) => (c.flow_idle_ns, c.flags),
+        None => (0, 0),
+    };
+
     // Return route: replies leave through the link their connection arrived on.
-    if let Some(r) = unsafe { XWAN_RETURN.get(key) } {
+    if config_flags & CONFIG_RETURN_ROUTES != 0
+        && let Some(r) = unsafe { XWAN_RETURN.get(key) }
+    {
         let gw = r.gateway;
         if let Some(g) = XWAN_GATEWAYS.get(gw)
             && g.kind != GW_KIND_NONE
@@ -90,8 +97,7 @@ pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let old: Option<FlowValue> = entry.map(|e| unsafe { *e });
     let live = match old {
         Some(f) => {
-            let idle = XWAN_CONFIG.get(0).map(|c| c.flow_idle_ns).unwrap_or(0);
-            if idle == 0 || now.saturating_sub(f.last_seen_ns) <= idle {
+            if flow_idle_ns == 0 || now.saturating_sub(f.last_seen_ns) <= flow_idle_ns {
                 Some(f)
             } else {
                 None

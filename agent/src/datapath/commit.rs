@@ -172,6 +172,12 @@ impl Datapath {
                 0,
                 Config {
                     flow_idle_ns: plan.flow_idle_ns,
+                    flags: if plan.links.is_empty() {
+                        0
+                    } else {
+                        xwan_common::CONFIG_RETURN_ROUTES
+                    },
+                    _pad: 0,
                 },
                 0,
             )

@@ -318,7 +318,7 @@ mod tests {
             return;
         }
         let fs = super::super::TestBpffs::new().unwrap();
-        // An older layout of XWAN_CONFIG: 4-byte values instead of `Config`'s 8.
+        // An older layout of XWAN_CONFIG: 4-byte values instead of `Config`'s.
         let old = aya::maps::Array::<MapData, u32>::create(1, 0).unwrap();
         old.pin(fs.path().join(c::CONFIG_MAP)).unwrap();
         let e = Datapath::load(fs.path()).unwrap_err();
@@ -333,7 +333,8 @@ mod tests {
             ),
             "{msg}"
         );
-        assert!(msg.contains("value size 4, expected 8"), "{msg}");
+        let expected = format!("value size 4, expected {}", std::mem::size_of::<c::Config>());
+        assert!(msg.contains(&expected), "{msg}");
         assert!(msg.contains("rm "), "{msg}");
     }
 

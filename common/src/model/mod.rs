@@ -40,7 +40,8 @@
 //! 7. Destination is in `Plan::local_addrs` → pass, `PASS_LOCAL`.
 //! 8. **Return route.** Key = the packet's flow key with `ifindex` 0. If a return entry exists
 //!    and its gateway exists and is `ready` → *forward* (step 11) through it with no DSCP
-//!    change, success reason `STEER_RETURN`, no rule counted. Otherwise continue.
+//!    change, success reason `STEER_RETURN`, no rule counted. Otherwise continue. A plan
+//!    without links has return routes off: this step is skipped.
 //! 9. **Flow / classification.** `epoch` = the current ruleset epoch. Flow key = the packet's
 //!    5-tuple, family and ingress ifindex. A flow entry is *live* when present and
 //!    (`flow_idle_ns` = 0 or `now - last_seen ≤ flow_idle_ns`). If live and its epoch =

@@ -148,7 +148,8 @@ impl Model {
             return pass(PASS_LOCAL);
         }
         // 8. Return route.
-        if let Some(ret) = self.returns.get(&p.flow_key(0))
+        if !self.plan.links.is_empty()
+            && let Some(ret) = self.returns.get(&p.flow_key(0))
             && let Ok(g) = u16::try_from(ret.gateway)
             && self.gateway(g).is_some_and(|gw| gw.ready)
         {
