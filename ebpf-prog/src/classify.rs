@@ -21,7 +21,10 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     let (sclass, dclass) = if p.has_ports {
         let s = XWAN_PORTMAP.get(generation * 2)?;
         let d = XWAN_PORTMAP.get(generation * 2 + 1)?;
-        (s.class[p.sport as usize] as u32, d.class[p.dport as usize] as u32)
+        (
+            s.class[p.sport as usize] as u32,
+            d.class[p.dport as usize] as u32,
+        )
     } else {
         (0, 0)
     };
@@ -29,9 +32,15 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     let dport = XWAN_PORTBM.get((generation * 2 + 1) * MAX_PORT_CLASSES + dclass)?;
     // SAFETY: values are plain data; the agent does not touch a generation while it is live.
     let iface = unsafe {
-        match XWAN_IFBM.get(IfaceRuleKey { generation, ifindex }) {
+        match XWAN_IFBM.get(IfaceRuleKey {
+            generation,
+            ifindex,
+        }) {
             Some(b) => b,
-            None => XWAN_IFBM.get(IfaceRuleKey { generation, ifindex: 0 })?,
+            None => XWAN_IFBM.get(IfaceRuleKey {
+                generation,
+                ifindex: 0,
+            })?,
         }
     };
     let mut acc = RuleBitmap::EMPTY;
@@ -48,7 +57,10 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     let (src, dst) = if p.v6 {
         (lpm6(&XWAN_SRC6, g, &p.src)?, lpm6(&XWAN_DST6, g, &p.dst)?)
     } else {
-        (lpm4(&XWAN_SRC4, g, p.src[0])?, lpm4(&XWAN_DST4, g, p.dst[0])?)
+        (
+            lpm4(&XWAN_SRC4, g, p.src[0])?,
+            lpm4(&XWAN_DST4, g, p.dst[0])?,
+        )
     };
     for w in 0..BITMAP_WORDS {
         let x = acc.w[w] & src.w[w] & dst.w[w];
