@@ -1,4 +1,14 @@
 //! The xwan agent library. Data flows config → plan → [`datapath`] (maps and programs) →
-//! counters → metrics; each step is one module.
+//! counters → metrics; each step is one module:
+//!
+//! * [`config`]: parse and validate the TOML file (errors name file, line, object, field);
+//! * [`router`]: per router, the active gateway set and its weighted slot table;
+//! * [`health`]: per gateway, the Ready/Unavailable state machine fed by probes and links;
+//! * [`probe`]: ICMP/ICMPv6 echo and TCP connect probes bound to a link;
+//! * [`netlink`]: interfaces, addresses, neighbours and link events from rtnetlink;
+//! * [`planner`]: config + kernel facts + router tables → the data plane's plan;
+//! * [`datapath`]: load, attach, pin, program the maps, read counters;
+//! * [`daemon`], [`control`], [`status`]: `xwan run`, its control socket, `xwan status`.
 
+pub mod config;
 pub mod datapath;

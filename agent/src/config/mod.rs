@@ -1,0 +1,43 @@
+//! Configuration: reads the TOML file, validates it, and resolves it into a [`Config`]
+//! (names turned into ids, defaults of DESIGN.md §2 filled in).
+//!
+//! * `raw`: the file as written (serde structs with spans);
+//! * `validate`: every check; all errors are collected, each as
+//!   `FILE:LINE:COL: <object> '<name>': field '<field>': <what is wrong>; <what to do>`;
+//! * `model`: the validated types; `plan`: [`Config::describe`] for `xwan check`.
+//!
+//! To add an option: a field in `raw`, its type in `model`, its checks in `validate`, a line
+//! in `plan`, and a test in `agent/tests/config_errors.rs`.
+
+mod diag;
+mod model;
+mod plan;
+mod raw;
+mod validate;
+
+use std::path::Path;
+
+pub use diag::{ConfigError, ConfigErrors, Warning};
+pub use model::*;
+
+/// Reads and validates the configuration file at `path`. Messages name the file as given.
+pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(&text, &file),
+        Err(e) => Err(ConfigErrors {
+            errors: vec![ConfigError {
+                file,
+                position: None,
+                object: None,
+                field: None,
+                message: format!("cannot read the configuration: {e}"),
+            }],
+        }),
+    }
+}
+
+/// Validates configuration `text`; `file_name` names it in messages.
+pub fn parse(text: &str, file_name: &str) -> Result<(Config, Vec<Warning>), ConfigErrors> {
+    validate::parse(text, file_name)
+}

@@ -1,0 +1,306 @@
+//! The validated configuration: names resolved to ids, values in their final types. A
+//! [`Config`] only exists when every check passed, so users of it need not re-check.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use xwan_common::plan::{Action, IpNet, PortRange};
+
+/// Probe period when a router does not set `frequency`.
+pub const DEFAULT_FREQUENCY: Duration = Duration::from_secs(15);
+/// Retry delay (and probe timeout) when a router does not set `wait`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
+/// Consecutive failures that make a gateway Unavailable.
+pub const DEFAULT_TRIES: u32 = 3;
+/// Consecutive successes that make it Ready again.
+pub const DEFAULT_RECOVER: u32 = 1;
+/// A gateway's weight when neither the gateway nor the router entry sets one.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Largest weight: the router table has 4096 slots, so finer weights mean nothing.
+pub const MAX_WEIGHT: u32 = 1000;
+/// Largest `tries` and `recover`.
+pub const MAX_TRIES: u32 = 100;
+/// SLA window (probes) when `sla.window` is not set, and its largest value.
+pub const DEFAULT_SLA_WINDOW: u32 = 10;
+pub const MAX_SLA_WINDOW: u32 = 1000;
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/xwan/control.sock";
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/xwan";
+pub const DEFAULT_FLOW_IDLE: Duration = Duration::from_secs(300);
+
+/// Index of a link in [`Config::links`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct LinkId(pub u16);
+/// Index of a gateway in [`Config::gateways`]; also its data-plane gateway id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct GatewayId(pub u16);
+/// Index of a router in [`Config::routers`]; also its data-plane router id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct RouterId(pub u16);
+
+impl LinkId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+impl GatewayId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+impl RouterId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Config {
+    pub agent: Agent,
+    pub links: Vec<Link>,
+    pub gateways: Vec<Gateway>,
+    pub routers: Vec<Router>,
+    /// In priority order: the first matching rule wins.
+    pub rules: Vec<Rule>,
+    pub return_routes: Vec<ReturnRoute>,
+}
+
+/// `[agent]`
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Agent {
+    /// Interfaces the XDP program attaches to (distinct).
+    pub lan_interfaces: Vec<String>,
+    pub metrics_listen: SocketAddr,
+    pub control_socket: PathBuf,
+    pub bpffs: PathBuf,
+    /// A flow unseen this long is decided anew; zero = never.
+    pub flow_idle: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LinkKind {
+    /// Any L3 device: VTI, xfrm, GRE, WireGuard, TUN.
+    Tunnel,
+    /// An Ethernet interface; gateways are next hops on it.
+    Ethernet,
+}
+
+/// An address of an interface with its prefix, e.g. `172.16.1.1/30` (host bits kept).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct InterfaceAddr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl InterfaceAddr {
+    /// The subnet, e.g. `172.16.1.0/30`.
+    pub fn network(&self) -> IpNet {
+        IpNet::new(self.addr, self.prefix_len).expect("prefix length checked at validation")
+    }
+}
+
+impl std::fmt::Display for InterfaceAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// `[[link]]`: an egress path.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Link {
+    pub name: String,
+    pub interface: String,
+    pub kind: LinkKind,
+    /// Local address: probe source, and the subnet gateways must be in.
+    pub address: Option<InterfaceAddr>,
+    /// `None`: the interface's own MTU.
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Monitor {
+    /// ICMP or ICMPv6 echo (by the target's family).
+    Icmp,
+    /// TCP connect to this port.
+    Tcp(NonZeroU16),
+}
+
+/// `[[gateway]]`: a next hop over one link.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Gateway {
+    pub name: String,
+    pub link: LinkId,
+    pub address: IpAddr,
+    /// Weight used by router entries that do not give their own.
+    pub weight: NonZeroU32,
+    /// Probe targets; empty = never probed, always Ready.
+    pub check: Vec<IpAddr>,
+    pub monitor: Monitor,
+}
+
+/// A gateway in a router's main or backup list, with its effective weight.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Member {
+    pub gateway: GatewayId,
+    pub weight: NonZeroU32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum LoadBalancing {
+    /// 5-tuple hash: each connection independently.
+    #[default]
+    Connection,
+    /// Source address hash: all of a host's connections take one gateway.
+    Source,
+    /// The first Ready gateway only.
+    None,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum OnFailure {
+    /// No gateway Ready: hand the packet to the kernel's routing.
+    #[default]
+    DefaultRoute,
+    /// No gateway Ready: drop ("do not route").
+    Drop,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Failback {
+    /// Existing flows stay where they are until idle.
+    #[default]
+    NewConnections,
+    /// Flows move back to a returning gateway at once.
+    All,
+}
+
+/// SLA thresholds over the last `window` probes; at least one threshold is set.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Sla {
+    pub rtt: Option<Duration>,
+    pub jitter: Option<Duration>,
+    /// Percent, `0.0 <= loss < 100.0`.
+    pub loss: Option<f64>,
+    pub window: NonZeroU32,
+}
+
+/// `[[router]]`
+#[derive(Clone, PartialEq, Debug)]
+pub struct Router {
+    pub name: String,
+    /// At least one; gateways are distinct across `mains` and `backups`.
+    pub mains: Vec<Member>,
+    pub backups: Vec<Member>,
+    pub frequency: Duration,
+    /// Shorter than `frequency`, not zero.
+    pub wait: Duration,
+    pub tries: NonZeroU32,
+    pub recover: NonZeroU32,
+    /// Backups are activated when fewer than this many mains are Ready (`1..=mains.len()`).
+    pub backup_threshold: NonZeroU32,
+    pub activate_all_backups: bool,
+    pub load_balancing: LoadBalancing,
+    pub on_failure: OnFailure,
+    pub failback: Failback,
+    pub sla: Option<Sla>,
+}
+
+/// What a rule does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RuleAction {
+    Route(RouterId),
+    /// Kernel routing.
+    Pass,
+    Block,
+}
+
+impl RuleAction {
+    /// The data plane's action.
+    pub fn to_plan(self) -> Action {
+        match self {
+            RuleAction::Route(r) => Action::Route(r.0),
+            RuleAction::Pass => Action::Pass,
+            RuleAction::Block => Action::Block,
+        }
+    }
+}
+
+/// `[[rule]]`. Empty criteria match anything.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rule {
+    pub name: Option<String>,
+    pub src: Vec<IpNet>,
+    pub dst: Vec<IpNet>,
+    pub protocols: Vec<u8>,
+    /// Only with protocols that have ports (or no protocol criterion).
+    pub src_ports: Vec<PortRange>,
+    pub dst_ports: Vec<PortRange>,
+    pub dscp: Vec<u8>,
+    /// Names from [`Agent::lan_interfaces`].
+    pub interfaces: Vec<String>,
+    pub action: RuleAction,
+    /// Not with `Block`.
+    pub set_dscp: Option<u8>,
+}
+
+/// `[[return_route]]`: replies to connections that arrived over `link` leave via `gateway`
+/// (a gateway of that link).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ReturnRoute {
+    pub link: LinkId,
+    pub gateway: GatewayId,
+}
+
+impl Config {
+    pub fn link(&self, id: LinkId) -> &Link {
+        &self.links[id.index()]
+    }
+
+    pub fn gateway(&self, id: GatewayId) -> &Gateway {
+        &self.gateways[id.index()]
+    }
+
+    pub fn router(&self, id: RouterId) -> &Router {
+        &self.routers[id.index()]
+    }
+
+    pub fn link_by_name(&self, name: &str) -> Option<LinkId> {
+        let i = self.links.iter().position(|l| l.name == name)?;
+        Some(LinkId(i as u16))
+    }
+
+    pub fn gateway_by_name(&self, name: &str) -> Option<GatewayId> {
+        let i = self.gateways.iter().position(|g| g.name == name)?;
+        Some(GatewayId(i as u16))
+    }
+
+    pub fn router_by_name(&self, name: &str) -> Option<RouterId> {
+        let i = self.routers.iter().position(|r| r.name == name)?;
+        Some(RouterId(i as u16))
+    }
+}
+
+/// Protocol names accepted in rules, with their numbers.
+pub const PROTOCOLS: [(&str, u8); 8] = [
+    ("icmp", 1),
+    ("tcp", 6),
+    ("udp", 17),
+    ("gre", 47),
+    ("esp", 50),
+    ("ah", 51),
+    ("icmpv6", 58),
+    ("sctp", 132),
+];
+
+/// Protocols whose packets carry ports (what the data plane reads ports from).
+pub fn protocol_has_ports(p: u8) -> bool {
+    matches!(p, 6 | 17 | 132)
+}
+
+/// The name of a protocol number, if it has one here.
+pub fn protocol_name(p: u8) -> Option<&'static str> {
+    PROTOCOLS.iter().find(|(_, n)| *n == p).map(|(s, _)| *s)
+}

@@ -1,0 +1,232 @@
+//! [`Config::describe`]: the resolved configuration as text, for `xwan check`. Tests pin
+//! this output: change it deliberately.
+
+use std::fmt::Write;
+
+use humantime::format_duration;
+use xwan_common::plan::{IpNet, PortRange};
+
+use super::model::*;
+
+fn list<T>(items: &[T], f: impl Fn(&T) -> String) -> String {
+    items.iter().map(f).collect::<Vec<_>>().join(", ")
+}
+
+fn nets(n: &[IpNet]) -> String {
+    list(n, |n| n.to_string())
+}
+
+fn ports(p: &[PortRange]) -> String {
+    list(p, |r| {
+        if r.first() == r.last() {
+            r.first().to_string()
+        } else {
+            format!("{}-{}", r.first(), r.last())
+        }
+    })
+}
+
+fn protocol(p: &u8) -> String {
+    protocol_name(*p).map_or(p.to_string(), str::to_owned)
+}
+
+impl Config {
+    /// A human-readable description of everything the agent will do with this
+    /// configuration: ids, resolved references, defaults filled in. Ends with a newline.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_description(&mut s);
+        s
+    }
+
+    fn write_description(&self, s: &mut String) -> std::fmt::Result {
+        let a = &self.agent;
+        writeln!(s, "agent")?;
+        let lan = if a.lan_interfaces.is_empty() {
+            "none".to_owned()
+        } else {
+            a.lan_interfaces.join(", ")
+        };
+        writeln!(s, "  lan interfaces: {lan}")?;
+        writeln!(s, "  metrics: {}", a.metrics_listen)?;
+        writeln!(s, "  control socket: {}", a.control_socket.display())?;
+        writeln!(s, "  bpffs: {}", a.bpffs.display())?;
+        if a.flow_idle.is_zero() {
+            writeln!(s, "  flow idle: never")?;
+        } else {
+            writeln!(s, "  flow idle: {}", format_duration(a.flow_idle))?;
+        }
+
+        writeln!(s, "links ({})", self.links.len())?;
+        for l in &self.links {
+            let kind = match l.kind {
+                LinkKind::Tunnel => "tunnel",
+                LinkKind::Ethernet => "ethernet",
+            };
+            write!(s, "  {}: {kind} on {}", l.name, l.interface)?;
+            if let Some(addr) = l.address {
+                write!(s, ", address {addr}")?;
+            }
+            match l.mtu {
+                Some(m) => writeln!(s, ", mtu {m}")?,
+                None => writeln!(s, ", mtu of the interface")?,
+            }
+        }
+
+        writeln!(s, "gateways ({})", self.gateways.len())?;
+        for (i, g) in self.gateways.iter().enumerate() {
+            let monitor = match g.monitor {
+                Monitor::Icmp => "icmp".to_owned(),
+                Monitor::Tcp(p) => format!("tcp:{p}"),
+            };
+            let check = if g.check.is_empty() {
+                "none (always Ready)".to_owned()
+            } else {
+                list(&g.check, |a| a.to_string())
+            };
+            writeln!(
+                s,
+                "  [{i}] {}: {} via link {}, weight {}, monitor {monitor}, check {check}",
+                g.name,
+                g.address,
+                self.link(g.link).name,
+                g.weight
+            )?;
+        }
+
+        writeln!(s, "routers ({})", self.routers.len())?;
+        for (i, r) in self.routers.iter().enumerate() {
+            let members = |m: &[Member]| {
+                if m.is_empty() {
+                    "none".to_owned()
+                } else {
+                    list(m, |m| {
+                        format!("{} (weight {})", self.gateway(m.gateway).name, m.weight)
+                    })
+                }
+            };
+            writeln!(s, "  [{i}] {}", r.name)?;
+            writeln!(s, "    main: {}", members(&r.mains))?;
+            writeln!(s, "    backup: {}", members(&r.backups))?;
+            if !r.backups.is_empty() {
+                let when = if r.backup_threshold.get() == 1 {
+                    "when no main gateway is Ready".to_owned()
+                } else {
+                    format!(
+                        "when fewer than {} of {} main gateways are Ready",
+                        r.backup_threshold,
+                        r.mains.len()
+                    )
+                };
+                let which = if r.activate_all_backups {
+                    "all Ready backups"
+                } else {
+                    "the first Ready backup"
+                };
+                writeln!(s, "    backups used: {which}, {when}")?;
+            }
+            let plural =
+                |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+            writeln!(
+                s,
+                "    probes: every {}, retry after {}; Unavailable after {}, Ready after {}",
+                format_duration(r.frequency),
+                format_duration(r.wait),
+                plural(r.tries.get(), "failure", "consecutive failures"),
+                plural(r.recover.get(), "success", "consecutive successes"),
+            )?;
+            let lb = match r.load_balancing {
+                LoadBalancing::Connection => "connection",
+                LoadBalancing::Source => "source",
+                LoadBalancing::None => "none",
+            };
+            let on_failure = match r.on_failure {
+                OnFailure::DefaultRoute => "default-route",
+                OnFailure::Drop => "drop",
+            };
+            let failback = match r.failback {
+                Failback::NewConnections => "new-connections",
+                Failback::All => "all",
+            };
+            writeln!(
+                s,
+                "    load balancing: {lb}; on failure: {on_failure}; failback: {failback}"
+            )?;
+            if let Some(sla) = &r.sla {
+                let mut parts = Vec::new();
+                if let Some(d) = sla.rtt {
+                    parts.push(format!("rtt {}", format_duration(d)));
+                }
+                if let Some(d) = sla.jitter {
+                    parts.push(format!("jitter {}", format_duration(d)));
+                }
+                if let Some(l) = sla.loss {
+                    parts.push(format!("loss {l}%"));
+                }
+                writeln!(
+                    s,
+                    "    sla: {} over {} probes",
+                    parts.join(", "),
+                    sla.window
+                )?;
+            }
+        }
+
+        writeln!(
+            s,
+            "rules ({}, first match wins; unmatched traffic goes to the kernel)",
+            self.rules.len()
+        )?;
+        for (i, r) in self.rules.iter().enumerate() {
+            let mut criteria = Vec::new();
+            if !r.interfaces.is_empty() {
+                criteria.push(format!("in {}", r.interfaces.join(", ")));
+            }
+            if !r.src.is_empty() {
+                criteria.push(format!("src {}", nets(&r.src)));
+            }
+            if !r.dst.is_empty() {
+                criteria.push(format!("dst {}", nets(&r.dst)));
+            }
+            if !r.protocols.is_empty() {
+                criteria.push(format!("protocol {}", list(&r.protocols, protocol)));
+            }
+            if !r.src_ports.is_empty() {
+                criteria.push(format!("src port {}", ports(&r.src_ports)));
+            }
+            if !r.dst_ports.is_empty() {
+                criteria.push(format!("dst port {}", ports(&r.dst_ports)));
+            }
+            if !r.dscp.is_empty() {
+                criteria.push(format!("dscp {}", list(&r.dscp, |d| d.to_string())));
+            }
+            let criteria = if criteria.is_empty() {
+                "any packet".to_owned()
+            } else {
+                criteria.join("; ")
+            };
+            let mut action = match r.action {
+                RuleAction::Route(id) => format!("route via {}", self.router(id).name),
+                RuleAction::Pass => "pass to kernel routing".to_owned(),
+                RuleAction::Block => "block".to_owned(),
+            };
+            if let Some(d) = r.set_dscp {
+                write!(action, ", set dscp {d}")?;
+            }
+            let name = r.name.as_deref().map_or(String::new(), |n| format!(" {n}"));
+            writeln!(s, "  #{}{name}: {criteria} => {action}", i + 1)?;
+        }
+
+        writeln!(s, "return routes ({})", self.return_routes.len())?;
+        for r in &self.return_routes {
+            writeln!(
+                s,
+                "  replies to connections arriving over {} leave via {}",
+                self.link(r.link).name,
+                self.gateway(r.gateway).name
+            )?;
+        }
+        Ok(())
+    }
+}
