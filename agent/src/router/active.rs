@@ -1,0 +1,272 @@
+//! The active set of a router: which of its gateways take new connections right now.
+//!
+//! Exactly DESIGN.md §2:
+//!
+//! * every Ready main gateway is active;
+//! * when fewer than `backup_threshold` mains are Ready, backups are activated: the first
+//!   Ready backup in list order, or every Ready backup with `activate_all_backups`;
+//! * with `load_balancing = none` only the first Ready active gateway (mains first, in list
+//!   order) takes traffic; the others stay on standby;
+//! * nothing Ready: the active set is empty and the data plane applies `on_failure`.
+//!
+//! A gateway listed more than once in a router (configuration validation rejects that) counts
+//! once, in its first position. What a reader may change: nothing here without changing the
+//! product contract (DESIGN.md §2) first; display-only fields can be added to [`MemberState`].
+
+use super::{LoadBalancing, RouterSpec};
+
+/// Whether a gateway is one of a router's main or backup gateways.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Role {
+    Main,
+    Backup,
+}
+
+/// A gateway's state in one router, as the monitor shows it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum GatewayState {
+    /// Ready and taking new connections.
+    Active,
+    /// Ready but not in use (a backup while enough mains are Ready, a second gateway with
+    /// `load_balancing = none`, a backup after the first with `activate_all_backups` off).
+    OnStandby,
+    /// Not Ready.
+    Unavailable,
+}
+
+/// One gateway of a router, resolved against the current readiness.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MemberState {
+    pub gateway: u16,
+    pub role: Role,
+    pub weight: u32,
+    /// Availability: Ready (true) or Unavailable.
+    pub ready: bool,
+    pub state: GatewayState,
+}
+
+/// A router's active set.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ActiveSet {
+    /// Gateways taking new connections, with their weights: mains first, in list order.
+    pub active: Vec<(u16, u32)>,
+    /// Every gateway of the router once: mains then backups, in list order.
+    pub members: Vec<MemberState>,
+    /// Fewer than `backup_threshold` mains are Ready, so backups are in use (if any is Ready).
+    pub backups_activated: bool,
+}
+
+impl ActiveSet {
+    pub fn is_active(&self, gateway: u16) -> bool {
+        self.active.iter().any(|&(g, _)| g == gateway)
+    }
+
+    /// Ready gateways of the router, active or not.
+    pub fn ready(&self) -> impl Iterator<Item = u16> + '_ {
+        self.members.iter().filter(|m| m.ready).map(|m| m.gateway)
+    }
+}
+
+/// Computes the active set of `spec` given which gateways are Ready.
+pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
+    let mut members: Vec<MemberState> = Vec::with_capacity(spec.mains.len() + spec.backups.len());
+    let roles = spec
+        .mains
+        .iter()
+        .map(|m| (m, Role::Main))
+        .chain(spec.backups.iter().map(|m| (m, Role::Backup)));
+    for (m, role) in roles {
+        if members.iter().any(|x| x.gateway == m.gateway) {
+            continue;
+        }
+        let ready = ready(m.gateway);
+        members.push(MemberState {
+            gateway: m.gateway,
+            role,
+            weight: m.weight.get(),
+            ready,
+            state: if ready {
+                GatewayState::OnStandby
+            } else {
+                GatewayState::Unavailable
+            },
+        });
+    }
+
+    let ready_mains = members
+        .iter()
+        .filter(|m| m.role == Role::Main && m.ready)
+        .count();
+    let backups_activated = ready_mains < spec.backup_threshold;
+    let mut first_backup = true;
+    let mut first_any = true;
+    for m in members.iter_mut().filter(|m| m.ready) {
+        let wanted = match m.role {
+            Role::Main => true,
+            Role::Backup if backups_activated => {
+                let take = first_backup || spec.activate_all_backups;
+                first_backup = false;
+                take
+            }
+            Role::Backup => false,
+        };
+        if wanted && (first_any || spec.load_balancing != LoadBalancing::None) {
+            m.state = GatewayState::Active;
+            first_any = false;
+        }
+    }
+    let active = members
+        .iter()
+        .filter(|m| m.state == GatewayState::Active)
+        .map(|m| (m.gateway, m.weight))
+        .collect();
+    ActiveSet {
+        active,
+        members,
+        backups_activated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Failback, Member};
+    use super::*;
+    use std::num::NonZeroU32;
+
+    fn m(gateway: u16) -> Member {
+        Member {
+            gateway,
+            weight: NonZeroU32::MIN,
+        }
+    }
+
+    fn spec(mains: &[u16], backups: &[u16]) -> RouterSpec {
+        RouterSpec {
+            name: "r".into(),
+            mains: mains.iter().map(|&g| m(g)).collect(),
+            backups: backups.iter().map(|&g| m(g)).collect(),
+            backup_threshold: 1,
+            activate_all_backups: false,
+            load_balancing: LoadBalancing::Connection,
+            on_failure_pass: false,
+            failback: Failback::NewConnections,
+        }
+    }
+
+    fn active(s: &RouterSpec, up: &[u16]) -> Vec<u16> {
+        active_set(s, &|g| up.contains(&g))
+            .active
+            .iter()
+            .map(|&(g, _)| g)
+            .collect()
+    }
+
+    #[test]
+    fn table_of_cases() {
+        use LoadBalancing::{Connection, None as Lb0};
+        // (mains, backups, threshold, all backups, load balancing, ready, expected active)
+        #[allow(clippy::type_complexity)]
+        let cases: &[(&[u16], &[u16], usize, bool, LoadBalancing, &[u16], &[u16])] = &[
+            // Mains up: backups on standby.
+            (
+                &[1, 2],
+                &[3, 4],
+                1,
+                false,
+                Connection,
+                &[1, 2, 3, 4],
+                &[1, 2],
+            ),
+            (&[1, 2], &[3, 4], 1, false, Connection, &[2, 3, 4], &[2]),
+            // All mains down: first Ready backup, or all of them.
+            (&[1, 2], &[3, 4], 1, false, Connection, &[3, 4], &[3]),
+            (&[1, 2], &[3, 4], 1, false, Connection, &[4], &[4]),
+            (&[1, 2], &[3, 4], 1, true, Connection, &[3, 4], &[3, 4]),
+            // Threshold 2: one main down brings backups in alongside the remaining main.
+            (&[1, 2], &[3, 4], 2, false, Connection, &[1, 3, 4], &[1, 3]),
+            (
+                &[1, 2],
+                &[3, 4],
+                2,
+                true,
+                Connection,
+                &[2, 3, 4],
+                &[2, 3, 4],
+            ),
+            (
+                &[1, 2],
+                &[3, 4],
+                2,
+                false,
+                Connection,
+                &[1, 2, 3, 4],
+                &[1, 2],
+            ),
+            // Threshold 0: backups never used.
+            (&[1], &[3], 0, false, Connection, &[3], &[]),
+            // Threshold above the number of mains: backups always in use.
+            (&[1], &[3, 4], 3, false, Connection, &[1, 3, 4], &[1, 3]),
+            // Load balancing none: the first Ready active gateway only, mains first.
+            (&[1, 2], &[3, 4], 1, false, Lb0, &[1, 2, 3], &[1]),
+            (&[1, 2], &[3, 4], 1, false, Lb0, &[2, 3], &[2]),
+            (&[1, 2], &[3, 4], 2, true, Lb0, &[2, 3, 4], &[2]),
+            (&[1, 2], &[3, 4], 1, true, Lb0, &[4, 3], &[3]),
+            // Nothing Ready.
+            (&[1, 2], &[3, 4], 1, true, Connection, &[], &[]),
+            (&[1], &[], 1, false, Connection, &[2], &[]),
+            // Only backups configured.
+            (&[], &[3, 4], 1, false, Connection, &[3, 4], &[3]),
+        ];
+        for (i, &(mains, backups, th, all, lb, up, want)) in cases.iter().enumerate() {
+            let mut s = spec(mains, backups);
+            s.backup_threshold = th;
+            s.activate_all_backups = all;
+            s.load_balancing = lb;
+            assert_eq!(active(&s, up), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn member_states() {
+        let mut s = spec(&[1, 2], &[3, 4, 5]);
+        s.activate_all_backups = false;
+        let a = active_set(&s, &|g| g != 1 && g != 2 && g != 4);
+        let st: Vec<_> = a
+            .members
+            .iter()
+            .map(|m| (m.gateway, m.role, m.state))
+            .collect();
+        use GatewayState::*;
+        assert_eq!(
+            st,
+            [
+                (1, Role::Main, Unavailable),
+                (2, Role::Main, Unavailable),
+                (3, Role::Backup, Active),
+                (4, Role::Backup, Unavailable),
+                (5, Role::Backup, OnStandby),
+            ]
+        );
+        assert!(a.backups_activated);
+        assert_eq!(a.ready().collect::<Vec<_>>(), [3, 5]);
+        assert!(a.is_active(3) && !a.is_active(5));
+    }
+
+    #[test]
+    fn duplicates_count_once_first_role_wins() {
+        let s = spec(&[1, 1], &[1, 2]);
+        let a = active_set(&s, &|_| true);
+        assert_eq!(a.active, [(1, 1)]);
+        assert_eq!(a.members.len(), 2);
+        assert_eq!(a.members[0].role, Role::Main);
+    }
+
+    #[test]
+    fn weights_carried() {
+        let mut s = spec(&[1], &[2, 3]);
+        s.backups[0].weight = NonZeroU32::new(50).unwrap();
+        s.backups[1].weight = NonZeroU32::new(10).unwrap();
+        s.activate_all_backups = true;
+        assert_eq!(active_set(&s, &|g| g != 1).active, [(2, 50), (3, 10)]);
+    }
+}

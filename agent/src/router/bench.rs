@@ -1,0 +1,147 @@
+//! Commit-latency benchmark of the router logic: from one gateway verdict to every router's
+//! table ready to commit.
+//!
+//! [`bench_recompute`] builds `routers` routers over the same `gateways_per_router` gateways
+//! (the worst case: the flapping gateway is a main of every router, so every table changes),
+//! with varied weights, thresholds and backup modes, then alternates one gateway between
+//! Unavailable and Ready. Each iteration times [`super::tables`] for all routers, starting
+//! from the previous tables as the agent does, and includes allocating the new tables and
+//! the monitor rows. The map writes and the flip are the datapath's and are not included.
+//!
+//! What a reader may change: the router mix, as long as the flapping gateway still reaches
+//! every router (otherwise the number says less than it seems).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use xwan_common::plan::RouterTable;
+
+use super::{Failback, LoadBalancing, Member, RouterSpec, tables};
+
+/// Timings of one benchmark run, in microseconds per recomputation of all routers.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct BenchResult {
+    pub routers: usize,
+    pub gateways_per_router: usize,
+    pub iterations: usize,
+    pub median_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+    pub max_us: f64,
+}
+
+impl std::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "router recompute: {} routers x {} gateways, {} iterations: median {:.1} µs, \
+             p99 {:.1} µs, mean {:.1} µs, max {:.1} µs",
+            self.routers,
+            self.gateways_per_router,
+            self.iterations,
+            self.median_us,
+            self.p99_us,
+            self.mean_us,
+            self.max_us
+        )
+    }
+}
+
+/// The benchmark's routers: gateways `1..=gateways_per_router`; gateway 1 is a main of every
+/// router; about half of the others are mains, the rest backups.
+pub fn bench_specs(routers: usize, gateways_per_router: usize) -> Vec<RouterSpec> {
+    let gpr = gateways_per_router.max(1) as u16;
+    (0..routers)
+        .map(|r| {
+            let mains_n = 1 + (gpr - 1) / 2;
+            let member = |g: u16| Member {
+                gateway: g,
+                weight: std::num::NonZeroU32::new(1 + (r as u32 * 7 + g as u32 * 13) % 100)
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            };
+            RouterSpec {
+                name: format!("bench{r}"),
+                mains: (1..=mains_n).map(member).collect(),
+                backups: (mains_n + 1..=gpr).map(member).collect(),
+                // Varied: some routers bring backups in as soon as one main is down.
+                backup_threshold: 1 + r % mains_n as usize,
+                activate_all_backups: r % 2 == 0,
+                load_balancing: if r % 3 == 0 {
+                    LoadBalancing::Source
+                } else {
+                    LoadBalancing::Connection
+                },
+                on_failure_pass: r % 2 == 1,
+                failback: if r % 4 == 0 {
+                    Failback::All
+                } else {
+                    Failback::NewConnections
+                },
+            }
+        })
+        .collect()
+}
+
+/// Times the recomputation of `routers` tables after one gateway verdict, `iterations`
+/// times (at least 1), alternating the verdict (gateway 1 down, up, down, ...).
+pub fn bench_recompute(
+    routers: usize,
+    gateways_per_router: usize,
+    iterations: usize,
+) -> BenchResult {
+    let specs = bench_specs(routers, gateways_per_router);
+    let iterations = iterations.max(1);
+    let all_up = |_: u16| true;
+    let mut current: Vec<RouterTable> = tables(&specs, &all_up, &[])
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let gateway1_up = i % 2 == 1;
+        let ready = move |g: u16| g != 1 || gateway1_up;
+        let start = Instant::now();
+        let out = tables(black_box(&specs), &ready, black_box(&current));
+        let elapsed = start.elapsed();
+        current = black_box(out).into_iter().map(|(t, _)| t).collect();
+        samples.push(elapsed.as_secs_f64() * 1e6);
+    }
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    BenchResult {
+        routers,
+        gateways_per_router,
+        iterations,
+        median_us: pick(0.5),
+        p99_us: pick(0.99),
+        mean_us: samples.iter().sum::<f64>() / samples.len() as f64,
+        max_us: samples[samples.len() - 1],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_router_changes_with_gateway_1() {
+        let specs = bench_specs(64, 4);
+        let up: Vec<RouterTable> = tables(&specs, &|_| true, &[])
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
+        let down: Vec<RouterTable> = tables(&specs, &|g| g != 1, &up)
+            .into_iter()
+            .map(|x| x.0)
+            .collect();
+        assert!(up.iter().zip(&down).all(|(a, b)| a.slots != b.slots));
+        assert!(down.iter().all(|t| !t.slots.contains(&1)));
+    }
+
+    #[test]
+    fn small_run() {
+        let r = bench_recompute(4, 3, 5);
+        assert_eq!((r.routers, r.iterations), (4, 5));
+        assert!(r.median_us <= r.p99_us && r.p99_us <= r.max_us);
+    }
+}

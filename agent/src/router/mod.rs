@@ -1,0 +1,185 @@
+//! Router objects: from gateway readiness to the weighted table the data plane uses.
+//!
+//! Pure logic, no I/O: the health module says which gateways are Ready, this module says
+//! which of a router's gateways take new connections, how new connections are spread over
+//! them, and on which gateways existing connections may stay. The datapath module commits
+//! the resulting [`RouterTable`]s (double-buffered flip).
+//!
+//! * [`RouterSpec`] / [`Member`]: a router object as DESIGN.md §2 defines it, independent of
+//!   the configuration file's syntax (the config module builds these).
+//! * `active.rs`: [`active_set`], the active set (mains, backups, `backup_threshold`,
+//!   `activate_all_backups`, `load_balancing = none`) and per-gateway states for display.
+//! * `slots.rs`: [`fill`], the `ROUTER_SLOTS` weighted slot table with exact quotas and
+//!   minimal disruption.
+//! * this file: [`table`], the committed table (slots, `keep` set from `failback`, hash mode,
+//!   `on_failure`) and the monitor rows ([`GatewayStatus`]).
+//! * `bench.rs`: [`bench_recompute`], verdict-to-tables latency for N routers.
+//! * `tests.rs`: the seed scenario of DESIGN.md §1, table-driven (each file also has its own
+//!   unit and property tests).
+//!
+//! What a reader may change: the display struct [`GatewayStatus`] (add fields freely); the
+//! semantics of [`table`] are the product contract (DESIGN.md §2) and `tests.rs` pins them
+//! to the seed scenario.
+
+mod active;
+pub mod bench;
+mod slots;
+
+#[cfg(test)]
+mod tests;
+
+use std::num::NonZeroU32;
+
+use xwan_common::maps::ROUTER_SLOTS;
+use xwan_common::plan::{HashMode, RouterTable};
+
+pub use active::{ActiveSet, GatewayState, MemberState, Role, active_set};
+pub use bench::{BenchResult, bench_recompute};
+pub use slots::fill;
+
+/// How new connections are spread over the active gateways.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum LoadBalancing {
+    /// By connection (5-tuple hash), weighted.
+    #[default]
+    Connection,
+    /// By source address: all connections of a host take one gateway, weighted over hosts.
+    Source,
+    /// No balancing: the first Ready active gateway takes everything.
+    None,
+}
+
+/// What happens to existing connections when a better gateway becomes active again.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Failback {
+    /// Existing flows stay on their gateway while it is Ready (until idle); only new
+    /// connections use the new active set.
+    #[default]
+    NewConnections,
+    /// Flows on a gateway that is no longer active move at once.
+    All,
+}
+
+/// One gateway of a router, with its weight.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Member {
+    /// Gateway id (index of the gateway map).
+    pub gateway: u16,
+    pub weight: NonZeroU32,
+}
+
+impl Member {
+    pub fn new(gateway: u16, weight: u32) -> Option<Member> {
+        Some(Member {
+            gateway,
+            weight: NonZeroU32::new(weight)?,
+        })
+    }
+}
+
+/// A router object (DESIGN.md §2), already validated.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RouterSpec {
+    pub name: String,
+    /// Main gateways, in list order.
+    pub mains: Vec<Member>,
+    /// Backup gateways, in list order (the order decides which backup is "first").
+    pub backups: Vec<Member>,
+    /// Backups are activated when fewer than this many mains are Ready. 1, the default,
+    /// means "when no main is Ready" (all mains down), whatever the number of mains; 2 with
+    /// two mains brings backups in as soon as one main is down; 0 never uses backups.
+    pub backup_threshold: usize,
+    /// Activate every Ready backup (otherwise only the first Ready one).
+    pub activate_all_backups: bool,
+    pub load_balancing: LoadBalancing,
+    /// `on_failure = default-route` (true) or `drop` (false), when nothing is Ready.
+    pub on_failure_pass: bool,
+    pub failback: Failback,
+}
+
+/// One row of the monitor table for a router (DESIGN.md §2): the router-dependent columns.
+/// Times (last change, available since) and addresses belong to the health and config
+/// modules.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct GatewayStatus {
+    pub gateway: u16,
+    /// Main / Backup.
+    pub role: Role,
+    /// Active / On standby / Unavailable.
+    pub state: GatewayState,
+    /// Availability: Ready (true) / Unavailable.
+    pub ready: bool,
+    pub weight: u32,
+    /// Slots of the table: the gateway's part of new connections is `slots / ROUTER_SLOTS`.
+    pub slots: usize,
+    /// Distribution: percentage of new connections (slot share).
+    pub share: f64,
+}
+
+/// Computes a router's table and its monitor rows.
+///
+/// `ready` says whether a gateway is Ready; `previous` is the table currently committed for
+/// this router (its slots are kept where possible, see [`fill`]). The table has:
+/// * `slots`: the weighted table of the active set, empty when nothing is active;
+/// * `keep`: with failback `new-connections`, every Ready gateway of the router (existing
+///   flows stay where they are while their gateway is Ready); with `all`, only the active
+///   ones (flows on a gateway that went on standby move at once). Sorted by gateway id;
+/// * `hash`: [`HashMode::Source`] for `load_balancing = source`, otherwise by connection;
+/// * `on_failure_pass` from the spec.
+pub fn table(
+    spec: &RouterSpec,
+    ready: &dyn Fn(u16) -> bool,
+    previous: Option<&RouterTable>,
+) -> (RouterTable, Vec<GatewayStatus>) {
+    let set = active_set(spec, ready);
+    let (slots, counts) =
+        slots::fill_with_quotas(previous.map(|t| t.slots.as_slice()), &set.active);
+    let mut keep: Vec<u16> = match spec.failback {
+        Failback::NewConnections => set.ready().collect(),
+        Failback::All => set.active.iter().map(|&(g, _)| g).collect(),
+    };
+    keep.sort_unstable();
+    keep.dedup();
+    let hash = match spec.load_balancing {
+        LoadBalancing::Source => HashMode::Source,
+        LoadBalancing::Connection | LoadBalancing::None => HashMode::Connection,
+    };
+    let status = set
+        .members
+        .iter()
+        .map(|m| {
+            let n = counts
+                .binary_search_by_key(&m.gateway, |&(g, _)| g)
+                .map_or(0, |i| counts[i].1);
+            GatewayStatus {
+                gateway: m.gateway,
+                role: m.role,
+                state: m.state,
+                ready: m.ready,
+                weight: m.weight,
+                slots: n,
+                share: n as f64 * 100.0 / ROUTER_SLOTS as f64,
+            }
+        })
+        .collect();
+    let table = RouterTable {
+        slots,
+        keep,
+        hash,
+        on_failure_pass: spec.on_failure_pass,
+    };
+    (table, status)
+}
+
+/// [`table`] for every router; `previous[i]` (when present) is router `i`'s committed table.
+pub fn tables(
+    specs: &[RouterSpec],
+    ready: &dyn Fn(u16) -> bool,
+    previous: &[RouterTable],
+) -> Vec<(RouterTable, Vec<GatewayStatus>)> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| table(s, ready, previous.get(i)))
+        .collect()
+}
