@@ -12,4 +12,6 @@
 
 pub mod config;
 pub mod datapath;
+pub mod health;
+pub mod probe;
 pub mod router;

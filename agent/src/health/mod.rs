@@ -1,0 +1,531 @@
+//! Per-gateway health: a pure state machine (no I/O, no clock of its own) turning probe
+//! results and link events into Ready / Unavailable verdicts, with the RTT, jitter and loss
+//! figures shown to users.
+//!
+//! [`crate::probe::run_gateway`] drives it on the probe schedule; unit tests drive it by hand.
+//! Every method takes the current time and returns `Some(`[`Transition`]`)` when the state or
+//! its reason changed, so the caller logs exactly one structured line per change
+//! ([`Transition::log`]).
+//!
+//! # Semantics (DESIGN.md §2)
+//!
+//! * **Initial state**: Unavailable, reason `not yet probed`. The first verdict comes from the
+//!   first probe round: the first answered probe makes the gateway Ready at once (`recover` is
+//!   *not* applied: there is no failure to recover from and a healthy link must not be held
+//!   back for `recover × frequency` at start-up), or `tries` consecutive failures turn the
+//!   reason into `timeout` (a transition Unavailable → Unavailable, so the verdict is logged).
+//! * **Failure**: `tries` consecutive failed probe attempts make the gateway Unavailable
+//!   (reason `timeout`, or `refused` / `unreachable` / `probe error` after the last failure's
+//!   cause). Any answered attempt resets the count.
+//! * **Recovery**: `recover` (≥ 1) consecutive answered attempts make an Unavailable gateway
+//!   Ready again, provided the SLA (if any) is met.
+//! * **Link down** (carrier loss or admin down): Unavailable at once, reason `link down`;
+//!   probe results are ignored until the link is up. **Link up**: reason `link up`, still
+//!   Unavailable; probing decides (`recover` answers → Ready, `tries` failures → `timeout`).
+//! * **SLA** ([`Sla`], optional): over the last `window` attempts, the mean RTT of the answered
+//!   ones, the jitter (mean absolute difference of consecutive answered RTTs) and the loss are
+//!   compared with the thresholds (strictly greater = breach). A Ready gateway beyond its SLA
+//!   becomes Unavailable with reason `sla` (the detail names the threshold); it becomes Ready
+//!   again once the SLA is met and the last `recover` attempts were answered. While the window
+//!   is filling up, loss is counted against the full window size, so one early loss cannot
+//!   trip a 20 % threshold.
+//! * **Outages are forgotten by the SLA**: when a gateway that was Unavailable for `timeout`
+//!   or a link event answers again, the window is cleared first. The outage was the `tries`
+//!   rule's business; the recovered gateway is judged on what it does afterwards (otherwise a
+//!   10-probe window full of timeouts would keep a healthy gateway out for minutes).
+//! * **No check targets**: [`GatewayHealth::set_unmonitored`] makes the gateway Ready for
+//!   good (reason `not monitored`); only link events move it.
+//!
+//! # What a reader may change
+//!
+//! The figures (mean vs. EWMA RTT, jitter definition) live in `window.rs` and may change
+//! freely. The transition rules above are the product contract (DESIGN.md §2) and the
+//! schedule tests in `probe::schedule` assert exact instants against them: change both
+//! together. Reason codes ([`Reason::code`]) are shown to users and matched by scripts.
+
+mod window;
+
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use window::Window;
+
+/// Size of the RTT/jitter/loss window when no SLA sets one.
+pub const DEFAULT_WINDOW: usize = 10;
+
+/// Probe timing and verdict thresholds of one gateway (from its router object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthParams {
+    /// A probe round starts every `frequency` (default 15 s).
+    pub frequency: Duration,
+    /// How long a probe waits for its answer; an unanswered one is retried after it (2 s).
+    pub wait: Duration,
+    /// Consecutive failed attempts that make a gateway Unavailable (3).
+    pub tries: u32,
+    /// Consecutive answered attempts that make an Unavailable gateway Ready (1).
+    pub recover: u32,
+    /// Optional quality thresholds.
+    pub sla: Option<Sla>,
+}
+
+impl Default for HealthParams {
+    fn default() -> Self {
+        HealthParams {
+            frequency: Duration::from_secs(15),
+            wait: Duration::from_secs(2),
+            tries: 3,
+            recover: 1,
+            sla: None,
+        }
+    }
+}
+
+impl HealthParams {
+    /// Number of attempts the RTT/jitter/loss figures are computed over.
+    pub fn window(&self) -> usize {
+        self.sla.map_or(DEFAULT_WINDOW, |s| s.window).max(1)
+    }
+}
+
+/// SLA thresholds; a gateway beyond any of them is Unavailable with reason `sla`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sla {
+    /// Maximum mean RTT of the answered attempts in the window.
+    pub max_rtt: Option<Duration>,
+    /// Maximum jitter (mean absolute difference of consecutive answered RTTs).
+    pub max_jitter: Option<Duration>,
+    /// Maximum loss in percent (0–100) over the window.
+    pub max_loss_pct: Option<f64>,
+    /// Number of attempts the figures are computed over (default 10).
+    pub window: usize,
+}
+
+impl Default for Sla {
+    fn default() -> Self {
+        Sla {
+            max_rtt: None,
+            max_jitter: None,
+            max_loss_pct: None,
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// The Availability column of the monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Availability {
+    Ready,
+    Unavailable,
+}
+
+impl fmt::Display for Availability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Availability::Ready => "Ready",
+            Availability::Unavailable => "Unavailable",
+        })
+    }
+}
+
+/// Why a probe attempt failed, as far as health cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureCause {
+    /// No answer within `wait`.
+    Timeout,
+    /// TCP monitor: the peer answered with a reset.
+    Refused,
+    /// The kernel reported the target unreachable (no route, no neighbour).
+    Unreachable,
+    /// A local error (socket, bind, send).
+    Error,
+}
+
+impl FailureCause {
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureCause::Timeout => "timeout",
+            FailureCause::Refused => "refused",
+            FailureCause::Unreachable => "unreachable",
+            FailureCause::Error => "probe error",
+        }
+    }
+}
+
+/// Which SLA threshold was exceeded, with the measured figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SlaBreach {
+    Rtt { rtt: Duration, max: Duration },
+    Jitter { jitter: Duration, max: Duration },
+    Loss { loss_pct: f64, max_pct: f64 },
+}
+
+impl fmt::Display for SlaBreach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SlaBreach::Rtt { rtt, max } => write!(f, "rtt {} > {}", ms(rtt), ms(max)),
+            SlaBreach::Jitter { jitter, max } => {
+                write!(f, "jitter {} > {}", ms(jitter), ms(max))
+            }
+            SlaBreach::Loss { loss_pct, max_pct } => {
+                write!(f, "loss {loss_pct:.0}% > {max_pct}%")
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}ms", d.as_secs_f64() * 1e3)
+}
+
+/// Why a gateway is in its current state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reason {
+    /// Initial state: no verdict yet.
+    NotYetProbed,
+    /// No check targets: always Ready (link events aside).
+    NotMonitored,
+    /// Ready: probes are answered.
+    Answering,
+    /// `tries` consecutive attempts failed; the cause of the last one.
+    Failed(FailureCause),
+    /// Beyond an SLA threshold.
+    Sla(SlaBreach),
+    /// Carrier loss or admin down on the link's interface.
+    LinkDown,
+    /// The link came back; waiting for probes to decide.
+    LinkUp,
+}
+
+impl Reason {
+    /// Short stable code shown in status and logs (`sla`, `link down`, `timeout`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::NotYetProbed => "not yet probed",
+            Reason::NotMonitored => "not monitored",
+            Reason::Answering => "answering",
+            Reason::Failed(c) => c.code(),
+            Reason::Sla(_) => "sla",
+            Reason::LinkDown => "link down",
+            Reason::LinkUp => "link up",
+        }
+    }
+
+    fn same_kind(&self, other: &Reason) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Sla(b) => write!(f, "sla ({b})"),
+            r => f.write_str(r.code()),
+        }
+    }
+}
+
+/// Figures kept per gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Stats {
+    /// RTT of the last answered attempt.
+    pub last_rtt: Option<Duration>,
+    /// Mean RTT of the answered attempts in the window.
+    pub rtt: Option<Duration>,
+    /// Mean absolute difference of consecutive answered RTTs in the window.
+    pub jitter: Option<Duration>,
+    /// Lost / recorded attempts in the window (0.0–1.0).
+    pub loss: f64,
+    /// Attempts since start.
+    pub sent: u64,
+    /// Failed attempts since start.
+    pub lost: u64,
+}
+
+/// One change of state or reason, with what a log line needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub at: Instant,
+    pub from: Availability,
+    pub to: Availability,
+    /// Reason of the state left.
+    pub previous: Reason,
+    /// Reason of the new state.
+    pub reason: Reason,
+    /// When the state left had begun.
+    pub since: Instant,
+    /// Mean RTT over the window.
+    pub rtt: Option<Duration>,
+    pub jitter: Option<Duration>,
+    /// Loss ratio over the window (0.0–1.0).
+    pub loss: f64,
+}
+
+impl Transition {
+    /// Whether the availability changed (otherwise only the reason did).
+    pub fn is_state_change(&self) -> bool {
+        self.from != self.to
+    }
+
+    /// Logs the one structured line of this change.
+    pub fn log(&self, router: &str, gateway: &str) {
+        let rtt_ms = self.rtt.map(|d| d.as_secs_f64() * 1e3);
+        let jitter_ms = self.jitter.map(|d| d.as_secs_f64() * 1e3);
+        tracing::info!(
+            router,
+            gateway,
+            from = %self.from,
+            to = %self.to,
+            reason = %self.reason,
+            previous = %self.previous,
+            rtt_ms,
+            jitter_ms,
+            loss_pct = self.loss * 100.0,
+            after_s = self.at.saturating_duration_since(self.since).as_secs_f64(),
+            "gateway state change"
+        );
+    }
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) -> {} ({})",
+            self.from, self.previous, self.to, self.reason
+        )?;
+        if let Some(rtt) = self.rtt {
+            write!(f, " rtt {}", ms(rtt))?;
+        }
+        if let Some(j) = self.jitter {
+            write!(f, " jitter {}", ms(j))?;
+        }
+        write!(f, " loss {:.0}%", self.loss * 100.0)
+    }
+}
+
+/// The health of one gateway. See the module documentation for the rules.
+#[derive(Debug, Clone)]
+pub struct GatewayHealth {
+    params: HealthParams,
+    state: Availability,
+    reason: Reason,
+    since: Instant,
+    link_up: bool,
+    monitored: bool,
+    fail_streak: u32,
+    ok_streak: u32,
+    window: Window,
+    last_rtt: Option<Duration>,
+    sent: u64,
+    lost: u64,
+}
+
+impl GatewayHealth {
+    /// A gateway not probed yet: Unavailable, reason `not yet probed`, link assumed up.
+    pub fn new(params: HealthParams, now: Instant) -> GatewayHealth {
+        let window = Window::new(params.window());
+        GatewayHealth {
+            params,
+            state: Availability::Unavailable,
+            reason: Reason::NotYetProbed,
+            since: now,
+            link_up: true,
+            monitored: true,
+            fail_streak: 0,
+            ok_streak: 0,
+            window,
+            last_rtt: None,
+            sent: 0,
+            lost: 0,
+        }
+    }
+
+    pub fn params(&self) -> &HealthParams {
+        &self.params
+    }
+
+    pub fn availability(&self) -> Availability {
+        self.state
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state == Availability::Ready
+    }
+
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// When the current state (or reason) began: "last status change".
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    pub fn link_is_up(&self) -> bool {
+        self.link_up
+    }
+
+    pub fn consecutive_failures(&self) -> u32 {
+        self.fail_streak
+    }
+
+    pub fn consecutive_successes(&self) -> u32 {
+        self.ok_streak
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            last_rtt: self.last_rtt,
+            rtt: self.window.mean_rtt(),
+            jitter: self.window.jitter(),
+            loss: self.window.loss(),
+            sent: self.sent,
+            lost: self.lost,
+        }
+    }
+
+    /// The gateway has no check targets: Ready (unless its link is down), for good.
+    pub fn set_unmonitored(&mut self, now: Instant) -> Option<Transition> {
+        self.monitored = false;
+        if self.link_up {
+            self.go(now, Availability::Ready, Reason::NotMonitored)
+        } else {
+            None
+        }
+    }
+
+    /// One probe attempt was answered after `rtt`.
+    pub fn on_success(&mut self, now: Instant, rtt: Duration) -> Option<Transition> {
+        self.sent += 1;
+        self.last_rtt = Some(rtt);
+        self.fail_streak = 0;
+        self.ok_streak = self.ok_streak.saturating_add(1);
+        if self.ok_streak == 1 && self.in_outage() {
+            self.window.clear();
+        }
+        self.window.push(Some(rtt));
+        if !self.link_up || !self.monitored {
+            return None;
+        }
+        match self.state {
+            Availability::Ready => {
+                let breach = self.sla_breach()?;
+                self.go(now, Availability::Unavailable, Reason::Sla(breach))
+            }
+            Availability::Unavailable => {
+                let needed = match self.reason {
+                    Reason::NotYetProbed => 1,
+                    _ => self.params.recover.max(1),
+                };
+                if self.ok_streak < needed {
+                    return None;
+                }
+                match self.sla_breach() {
+                    None => self.go(now, Availability::Ready, Reason::Answering),
+                    Some(b) => self.go(now, Availability::Unavailable, Reason::Sla(b)),
+                }
+            }
+        }
+    }
+
+    /// One probe attempt failed.
+    pub fn on_failure(&mut self, now: Instant, cause: FailureCause) -> Option<Transition> {
+        self.sent += 1;
+        self.lost += 1;
+        self.ok_streak = 0;
+        self.fail_streak = self.fail_streak.saturating_add(1);
+        self.window.push(None);
+        if !self.link_up || !self.monitored {
+            return None;
+        }
+        if self.fail_streak >= self.params.tries.max(1) {
+            return self.go(now, Availability::Unavailable, Reason::Failed(cause));
+        }
+        if self.state == Availability::Ready {
+            let breach = self.sla_breach()?;
+            return self.go(now, Availability::Unavailable, Reason::Sla(breach));
+        }
+        None
+    }
+
+    /// Carrier loss or admin down on the link: Unavailable at once.
+    pub fn on_link_down(&mut self, now: Instant) -> Option<Transition> {
+        self.link_up = false;
+        self.fail_streak = 0;
+        self.ok_streak = 0;
+        self.go(now, Availability::Unavailable, Reason::LinkDown)
+    }
+
+    /// The link is up again: probing decides (an unmonitored gateway is Ready at once).
+    pub fn on_link_up(&mut self, now: Instant) -> Option<Transition> {
+        if self.link_up {
+            return None;
+        }
+        self.link_up = true;
+        self.fail_streak = 0;
+        self.ok_streak = 0;
+        if self.monitored {
+            self.go(now, Availability::Unavailable, Reason::LinkUp)
+        } else {
+            self.go(now, Availability::Ready, Reason::NotMonitored)
+        }
+    }
+
+    /// Unavailable because it did not answer (or its link was down), as opposed to `sla`.
+    fn in_outage(&self) -> bool {
+        self.state == Availability::Unavailable
+            && matches!(
+                self.reason,
+                Reason::NotYetProbed | Reason::Failed(_) | Reason::LinkDown | Reason::LinkUp
+            )
+    }
+
+    fn sla_breach(&self) -> Option<SlaBreach> {
+        let sla = self.params.sla?;
+        if let (Some(max), Some(rtt)) = (sla.max_rtt, self.window.mean_rtt())
+            && rtt > max
+        {
+            return Some(SlaBreach::Rtt { rtt, max });
+        }
+        if let (Some(max), Some(jitter)) = (sla.max_jitter, self.window.jitter())
+            && jitter > max
+        {
+            return Some(SlaBreach::Jitter { jitter, max });
+        }
+        if let Some(max_pct) = sla.max_loss_pct {
+            let loss_pct = self.window.loss_of_capacity() * 100.0;
+            if loss_pct > max_pct {
+                return Some(SlaBreach::Loss { loss_pct, max_pct });
+            }
+        }
+        None
+    }
+
+    /// Moves to (`to`, `reason`); a transition only if the state or the kind of reason changed.
+    fn go(&mut self, now: Instant, to: Availability, reason: Reason) -> Option<Transition> {
+        if self.state == to && self.reason.same_kind(&reason) {
+            return None;
+        }
+        let stats = self.stats();
+        let t = Transition {
+            at: now,
+            from: self.state,
+            to,
+            previous: self.reason,
+            reason,
+            since: self.since,
+            rtt: stats.rtt,
+            jitter: stats.jitter,
+            loss: stats.loss,
+        };
+        self.state = to;
+        self.reason = reason;
+        self.since = now;
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests;
