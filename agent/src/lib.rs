@@ -13,5 +13,6 @@
 pub mod config;
 pub mod datapath;
 pub mod health;
+pub mod netlink;
 pub mod probe;
 pub mod router;

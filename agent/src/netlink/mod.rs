@@ -1,0 +1,267 @@
+//! rtnetlink: what the agent reads from the kernel — interfaces (index, MAC, MTU, L2 or L3,
+//! admin and carrier state), local addresses, neighbours (next-hop MACs) — and the events
+//! it reacts to (link up/down, neighbour changes, addresses). Everything here works in the
+//! calling thread's network namespace.
+//!
+//! Read-only: creating tunnel interfaces belongs to the IPsec work, not here.
+
+use std::{io, net::IpAddr};
+
+use futures::{StreamExt, TryStreamExt, channel::mpsc::UnboundedReceiver};
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    address::AddressAttribute,
+    link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+};
+use netlink_sys::{AsyncSocket, SocketAddr};
+use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK, RTMGRP_NEIGH};
+
+/// An interface as the agent needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub ifindex: u32,
+    pub name: String,
+    /// `None` for L3 devices (VTI, xfrm, TUN, WireGuard...).
+    pub mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// Frames carry an Ethernet header.
+    pub l2: bool,
+    /// `ip link set up`.
+    pub admin_up: bool,
+    /// Lower layer up (carrier).
+    pub carrier: bool,
+}
+
+impl Interface {
+    /// Able to carry traffic: administratively up and with carrier.
+    pub fn is_up(&self) -> bool {
+        self.admin_up && self.carrier
+    }
+}
+
+/// Something changed in the kernel's view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// An interface appeared or changed (state, MAC, MTU...).
+    Link(Interface),
+    /// An interface disappeared.
+    LinkRemoved { ifindex: u32, name: String },
+    /// A neighbour entry changed; `mac` is `None` when it is gone or unresolved.
+    Neighbour {
+        ifindex: u32,
+        ip: IpAddr,
+        mac: Option<[u8; 6]>,
+    },
+    /// An address was added or removed somewhere.
+    Addresses,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("opening a netlink socket failed: {0}")]
+    Socket(#[from] io::Error),
+    #[error("netlink request {what} failed: {source}")]
+    Request {
+        what: &'static str,
+        source: rtnetlink::Error,
+    },
+}
+
+/// A request handle (cheap to clone). Needs a tokio runtime: the connection runs as a task.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    pub fn new() -> Result<Netlink, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The interface called `name`, if any.
+    pub async fn interface(&self, name: &str) -> Result<Option<Interface>, NetlinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(Some(interface(&msg))),
+            Ok(None) => Ok(None),
+            // The kernel answers ENODEV for an unknown name.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(NetlinkError::Request {
+                what: "get link",
+                source: e,
+            }),
+        }
+    }
+
+    pub async fn interfaces(&self) -> Result<Vec<Interface>, NetlinkError> {
+        let links = self.handle.link().get().execute();
+        let msgs: Vec<LinkMessage> =
+            links
+                .try_collect()
+                .await
+                .map_err(|e| NetlinkError::Request {
+                    what: "dump links",
+                    source: e,
+                })?;
+        Ok(msgs.iter().map(interface).collect())
+    }
+
+    /// Every address on every interface: (ifindex, address, prefix length).
+    pub async fn addresses(&self) -> Result<Vec<(u32, IpAddr, u8)>, NetlinkError> {
+        let mut out = Vec::new();
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.try_next().await.map_err(|e| NetlinkError::Request {
+            what: "dump addresses",
+            source: e,
+        })? {
+            // IFA_LOCAL is the interface's own address on point-to-point links (IFA_ADDRESS
+            // is then the peer); elsewhere the two are equal.
+            let local = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let addr = local.or_else(|| {
+                msg.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(ip) = addr {
+                out.push((msg.header.index, ip, msg.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The MAC of neighbour `ip` on `ifindex`, if the kernel has resolved it.
+    pub async fn neighbour(
+        &self,
+        ifindex: u32,
+        ip: IpAddr,
+    ) -> Result<Option<[u8; 6]>, NetlinkError> {
+        let family = if ip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let mut neigh = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute();
+        while let Some(msg) = neigh.try_next().await.map_err(|e| NetlinkError::Request {
+            what: "dump neighbours",
+            source: e,
+        })? {
+            if let Some((i, addr, mac)) = neighbour(&msg)
+                && i == ifindex
+                && addr == ip
+            {
+                return Ok(mac);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Subscribes to link, neighbour and address changes (in the calling thread's namespace).
+/// Needs a tokio runtime.
+pub fn subscribe() -> Result<UnboundedReceiver<Event>, NetlinkError> {
+    let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+    let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&SocketAddr::new(0, groups))?;
+    tokio::spawn(conn);
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let NetlinkPayload::InnerMessage(m) = msg.payload else {
+                continue;
+            };
+            let event = match m {
+                RouteNetlinkMessage::NewLink(l) => Event::Link(interface(&l)),
+                RouteNetlinkMessage::DelLink(l) => {
+                    let i = interface(&l);
+                    Event::LinkRemoved {
+                        ifindex: i.ifindex,
+                        name: i.name,
+                    }
+                }
+                RouteNetlinkMessage::NewNeighbour(n) => match neighbour(&n) {
+                    Some((ifindex, ip, mac)) => Event::Neighbour { ifindex, ip, mac },
+                    None => continue,
+                },
+                RouteNetlinkMessage::DelNeighbour(n) => match neighbour(&n) {
+                    Some((ifindex, ip, _)) => Event::Neighbour {
+                        ifindex,
+                        ip,
+                        mac: None,
+                    },
+                    None => continue,
+                },
+                RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
+                    Event::Addresses
+                }
+                _ => continue,
+            };
+            if tx.unbounded_send(event).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn interface(msg: &LinkMessage) -> Interface {
+    let mut i = Interface {
+        ifindex: msg.header.index,
+        name: String::new(),
+        mac: None,
+        mtu: 0,
+        l2: msg.header.link_layer_type == LinkLayerType::Ether,
+        admin_up: msg.header.flags.contains(LinkFlags::Up),
+        carrier: msg.header.flags.contains(LinkFlags::LowerUp),
+    };
+    for a in &msg.attributes {
+        match a {
+            LinkAttribute::IfName(n) => i.name = n.clone(),
+            LinkAttribute::Mtu(m) => i.mtu = *m,
+            LinkAttribute::Address(a) if i.l2 && a.len() == 6 => {
+                i.mac = Some(a.as_slice().try_into().expect("6 bytes"))
+            }
+            _ => {}
+        }
+    }
+    i
+}
+
+/// (ifindex, address, MAC if usable) of a neighbour message.
+fn neighbour(msg: &NeighbourMessage) -> Option<(u32, IpAddr, Option<[u8; 6]>)> {
+    let ip = msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    })?;
+    let usable = !matches!(
+        msg.header.state,
+        NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+    );
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(m) if usable && m.len() == 6 => {
+            Some(<[u8; 6]>::try_from(m.as_slice()).expect("6 bytes"))
+        }
+        _ => None,
+    });
+    Some((msg.header.ifindex, ip, mac))
+}
