@@ -11,8 +11,12 @@
 //! * [`daemon`], [`control`], [`status`]: `xwan run`, its control socket, `xwan status`.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod datapath;
 pub mod health;
 pub mod netlink;
+pub mod planner;
 pub mod probe;
 pub mod router;
+pub mod status;

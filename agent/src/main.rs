@@ -1,9 +1,135 @@
-//! `xwan`: the agent binary.
+//! `xwan`: the agent binary. `run` is the daemon; the other commands check a configuration
+//! or talk to a running agent over its control socket.
 
-fn main() {
-    eprintln!(
-        "xwan {}: the agent commands arrive with the agent issue; the data-plane library is in `xwan::datapath`.",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use xwan::{
+    config,
+    control::{self, Answer, Request},
+    daemon, status,
+};
+
+const DEFAULT_SOCKET: &str = "/run/xwan/control.sock";
+
+#[derive(Parser)]
+#[command(name = "xwan", version, about = "Multi-link policy router on XDP")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["json", "text"], default_value = "json")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: attach, probe gateways, steer (SIGHUP reloads).
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the resolved plan, or every error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show routers and gateways of the running agent.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Reload the running agent's configuration (a broken one is rejected and reported).
+    Reload {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Detach and remove everything the running agent created, and stop it.
+    Stop {
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("XWAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xwan: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok((c, warnings)) => {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!("{}", c.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => match rt.block_on(daemon::run(&config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xwan: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Status { json, socket } => {
+            rt.block_on(ask(&socket, Request::Status, |a| match a {
+                Answer::Status(s) if json => serde_json::to_string_pretty(&s).unwrap_or_default(),
+                Answer::Status(s) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0);
+                    status::render(&s, now)
+                }
+                other => format!("{other:?}"),
+            }))
+        }
+        Command::Reload { socket } => {
+            rt.block_on(ask(&socket, Request::Reload, |a| format!("{a:?}")))
+        }
+        Command::Stop { socket } => rt.block_on(ask(&socket, Request::Stop, |a| format!("{a:?}"))),
+    }
+}
+
+async fn ask(socket: &PathBuf, request: Request, show: impl Fn(Answer) -> String) -> ExitCode {
+    match control::call(socket, &request).await {
+        Ok(Answer::Error { message }) => {
+            eprintln!("xwan: {message}");
+            ExitCode::FAILURE
+        }
+        Ok(a) => {
+            println!("{}", show(a));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xwan: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,607 @@
+//! `xwan run`: ties the modules together. One task per gateway probes it ([`probe`]); their
+//! verdicts, rtnetlink events and control requests arrive here, one at a time, and every
+//! change goes config → plan ([`planner`]) → maps ([`datapath`]).
+//!
+//! A probe verdict only rewrites the affected routers' slot tables (the fast path, timed and
+//! logged as `commit_us`); interface, neighbour and configuration changes re-apply the whole
+//! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
+//! did not change, so flows whose decision is unchanged stay where they are.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result, anyhow};
+use futures::StreamExt;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tracing::{error, info, warn};
+use xwan_common::plan::RouterTable;
+
+use crate::{
+    config::{self, Config, GatewayId, Monitor as MonitorConfig},
+    control::{self, Answer, Request},
+    datapath::{self, Datapath},
+    health::{Availability, Stats},
+    netlink::{self, Event, Netlink},
+    planner::{self, Facts},
+    probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
+    router::{GatewayState, GatewayStatus, Role},
+    status::{GatewayRow, RouterStatus, Status},
+};
+
+/// A gateway's probing, as far as a reload must restart it when it changes.
+#[derive(Clone, PartialEq, Debug)]
+struct ProbeSignature {
+    interface: String,
+    address: IpAddr,
+    check: Vec<IpAddr>,
+    monitor: MonitorConfig,
+    params: String,
+}
+
+struct ProbeTask {
+    signature: ProbeSignature,
+    link: watch::Sender<LinkState>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for ProbeTask {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// What the daemon knows of a gateway's health, for routers and `xwan status`.
+#[derive(Clone, Debug)]
+struct GatewayView {
+    availability: Availability,
+    reason: String,
+    last_change: Option<SystemTime>,
+    available_since: Option<SystemTime>,
+    stats: Stats,
+}
+
+impl Default for GatewayView {
+    fn default() -> Self {
+        GatewayView {
+            availability: Availability::Unavailable,
+            reason: "not yet probed".into(),
+            last_change: None,
+            available_since: None,
+            stats: Stats::default(),
+        }
+    }
+}
+
+struct Daemon {
+    path: PathBuf,
+    config: Config,
+    dp: Datapath,
+    nl: Netlink,
+    facts: Facts,
+    /// By gateway name (stable across reloads).
+    views: HashMap<String, GatewayView>,
+    probes: HashMap<String, ProbeTask>,
+    /// Committed router tables and monitor rows, index = router id.
+    tables: Vec<RouterTable>,
+    rows: Vec<Vec<GatewayStatus>>,
+    events_tx: mpsc::Sender<(String, GatewayEvent)>,
+}
+
+pub async fn run(path: &Path) -> Result<()> {
+    let (config, warnings) = config::load(path).map_err(|e| anyhow!("{e}"))?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    if let Some(at) = datapath::ensure_bpffs(&config.agent.bpffs).with_context(|| {
+        format!(
+            "preparing the bpf filesystem at {}",
+            config.agent.bpffs.display()
+        )
+    })? {
+        info!(path = %at.display(), "mounted a bpf filesystem");
+    }
+    let dp = Datapath::load(&config.agent.bpffs)?;
+    if !dp.adopted_maps().is_empty() {
+        info!(
+            maps = dp.adopted_maps().len(),
+            "adopted pinned maps of a previous run"
+        );
+    }
+    let nl = Netlink::new()?;
+    let mut kernel_events = netlink::subscribe()?;
+    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let mut d = Daemon {
+        path: path.to_path_buf(),
+        config,
+        dp,
+        nl,
+        facts: Facts::default(),
+        views: HashMap::new(),
+        probes: HashMap::new(),
+        tables: vec![],
+        rows: vec![],
+        events_tx,
+    };
+    d.refresh_facts().await?;
+    d.attach()?;
+    d.start_probes();
+    d.apply("start")?;
+
+    let listener = control::bind(&d.config.agent.control_socket).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            d.config.agent.control_socket.display()
+        )
+    })?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    info!(config = %d.path.display(), "xwan running");
+    loop {
+        tokio::select! {
+            Some((gw, ev)) = events_rx.recv() => d.on_gateway_event(&gw, ev),
+            Some(ev) = kernel_events.next() => d.on_kernel_event(ev).await,
+            Ok((mut stream, _)) = listener.accept() => {
+                let req = control::read_request(&mut stream).await;
+                let (answer, stop) = match req {
+                    Ok(Request::Status) => (Answer::Status(d.status()), false),
+                    Ok(Request::Reload) => match d.reload().await {
+                        Ok(epoch) => (Answer::Reloaded { epoch }, false),
+                        Err(e) => (Answer::Error { message: format!("{e:#}") }, false),
+                    },
+                    Ok(Request::Stop) => (Answer::Stopping, true),
+                    Err(e) => (Answer::Error { message: format!("bad request: {e}") }, false),
+                };
+                let _ = control::write_answer(&mut stream, &answer).await;
+                if stop {
+                    return d.stop();
+                }
+            }
+            _ = hup.recv() => {
+                if let Err(e) = d.reload().await {
+                    error!("reload rejected, keeping the running configuration: {e:#}");
+                }
+            }
+            _ = term.recv() => { info!("SIGTERM: exiting"); break; }
+            _ = int.recv() => { info!("SIGINT: exiting"); break; }
+        }
+    }
+    let _ = std::fs::remove_file(&d.config.agent.control_socket);
+    Ok(())
+}
+
+fn unix(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+impl Daemon {
+    fn gateway_id(&self, name: &str) -> Option<GatewayId> {
+        self.config.gateway_by_name(name)
+    }
+
+    fn is_ready(&self, id: u16) -> bool {
+        let g = &self.config.gateways[id as usize];
+        self.views
+            .get(&g.name)
+            .is_some_and(|v| v.availability == Availability::Ready)
+            && planner::usable(&self.config, &self.facts, GatewayId(id))
+    }
+
+    /// Interfaces, addresses, and the neighbours of Ethernet gateways.
+    async fn refresh_facts(&mut self) -> Result<()> {
+        let mut f = Facts::default();
+        for i in self.nl.interfaces().await? {
+            f.interfaces.insert(i.name.clone(), i);
+        }
+        f.local_addrs = self
+            .nl
+            .addresses()
+            .await?
+            .into_iter()
+            .map(|(_, ip, _)| ip)
+            .collect();
+        for g in &self.config.gateways {
+            let link = self.config.link(g.link);
+            if let Some(i) = f.interfaces.get(&link.interface)
+                && let Some(mac) = self.nl.neighbour(i.ifindex, g.address).await?
+            {
+                f.neighbours.insert((i.ifindex, g.address), mac);
+            }
+        }
+        self.facts = f;
+        Ok(())
+    }
+
+    fn attach(&mut self) -> Result<()> {
+        for name in self.config.agent.lan_interfaces.clone() {
+            let r = self.dp.attach_lan(&name)?;
+            info!(interface = %name, "attached {r}");
+        }
+        for rr in self.config.return_routes.clone() {
+            let name = self.config.link(rr.link).interface.clone();
+            let r = self.dp.attach_link(&name)?;
+            info!(interface = %name, "attached {r}");
+        }
+        Ok(())
+    }
+
+    fn signature(&self, id: GatewayId) -> ProbeSignature {
+        let g = self.config.gateway(id);
+        ProbeSignature {
+            interface: self.config.link(g.link).interface.clone(),
+            address: g.address,
+            check: g.check.clone(),
+            monitor: g.monitor,
+            params: format!("{:?}", planner::health_params(&self.config, id)),
+        }
+    }
+
+    /// Starts probing every gateway that has no task with the same signature; stops the rest.
+    fn start_probes(&mut self) {
+        let mut keep = HashMap::new();
+        for (i, g) in self.config.gateways.iter().enumerate() {
+            let id = GatewayId(i as u16);
+            let sig = self.signature(id);
+            if let Some(t) = self.probes.remove(&g.name)
+                && t.signature == sig
+            {
+                keep.insert(g.name.clone(), t);
+                continue;
+            }
+            self.views.insert(g.name.clone(), GatewayView::default());
+            let link = self.config.link(g.link);
+            let mut binding = LinkBinding::device(&link.interface);
+            match link.address.map(|a| a.addr) {
+                Some(IpAddr::V4(a)) => binding.source_v4 = Some(a),
+                Some(IpAddr::V6(a)) => binding.source_v6 = Some(a),
+                None => {}
+            }
+            let prober = match g.monitor {
+                MonitorConfig::Icmp => Monitor::Icmp(IcmpProber::new(binding)),
+                MonitorConfig::Tcp(port) => Monitor::Tcp(TcpProber::new(binding, port.get())),
+            };
+            let up = self
+                .facts
+                .interfaces
+                .get(&link.interface)
+                .is_some_and(|i| i.is_up());
+            let (link_tx, link_rx) =
+                watch::channel(if up { LinkState::Up } else { LinkState::Down });
+            let (tx, mut rx) = mpsc::channel(64);
+            let params = planner::health_params(&self.config, id);
+            let probe = tokio::spawn(run_gateway(params, prober, g.check.clone(), link_rx, tx));
+            let shared = self.events_tx.clone();
+            let name = g.name.clone();
+            let forward = tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    if shared.send((name.clone(), ev)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            keep.insert(
+                g.name.clone(),
+                ProbeTask {
+                    signature: sig,
+                    link: link_tx,
+                    tasks: [probe, forward],
+                },
+            );
+        }
+        // Whatever is left in `self.probes` is no longer configured: dropping aborts it.
+        self.probes = keep;
+        self.views.retain(|name, _| self.probes.contains_key(name));
+    }
+
+    fn routers_of(&self, gateway: GatewayId) -> String {
+        let names: Vec<&str> = self
+            .config
+            .routers
+            .iter()
+            .filter(|r| {
+                r.mains
+                    .iter()
+                    .chain(&r.backups)
+                    .any(|m| m.gateway == gateway)
+            })
+            .map(|r| r.name.as_str())
+            .collect();
+        names.join(",")
+    }
+
+    fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
+        let Some(id) = self.gateway_id(gw) else {
+            return;
+        };
+        let routers = self.routers_of(id);
+        let Some(view) = self.views.get_mut(gw) else {
+            return;
+        };
+        match ev {
+            GatewayEvent::Probed(r) => view.stats = r.stats,
+            GatewayEvent::Transition(t) => {
+                t.log(&routers, gw);
+                view.reason = t.reason.to_string();
+                if t.is_state_change() {
+                    let now = SystemTime::now();
+                    view.availability = t.to;
+                    view.last_change = Some(now);
+                    view.available_since = (t.to == Availability::Ready).then_some(now);
+                    let verdict = Instant::now();
+                    self.recompute();
+                    info!(
+                        gateway = gw,
+                        commit_us = verdict.elapsed().as_micros() as u64,
+                        "router tables committed"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Fast path: new router tables and gateway ready flags, no ruleset change.
+    fn recompute(&mut self) {
+        let ready = |id: u16| self.is_ready(id);
+        let new = planner::router_tables(&self.config, &ready, &self.tables);
+        let flags: Vec<(u16, bool)> = (0..self.config.gateways.len() as u16)
+            .map(|id| (id, ready(id)))
+            .collect();
+        for (id, r) in flags {
+            if let Err(e) = self.dp.set_gateway_ready(id, r) {
+                error!(gateway = id, "writing the ready flag failed: {e}");
+            }
+        }
+        for (i, (table, rows)) in new.into_iter().enumerate() {
+            if self.tables.get(i) != Some(&table)
+                && let Err(e) = self.dp.set_router(i as u16, &table)
+            {
+                error!(router = %self.config.routers[i].name, "committing the router table failed: {e}");
+                continue;
+            }
+            if i < self.tables.len() {
+                self.tables[i] = table;
+                self.rows[i] = rows;
+            }
+        }
+    }
+
+    /// Full path: a new plan (ruleset epoch).
+    fn apply(&mut self, why: &str) -> Result<u32> {
+        let ready = |id: u16| self.is_ready(id);
+        let computed = planner::router_tables(&self.config, &ready, &self.tables);
+        let (tables, rows): (Vec<_>, Vec<_>) = computed.into_iter().unzip();
+        let plan = planner::plan(&self.config, &self.facts, &ready, tables.clone())?;
+        let epoch = self.dp.apply(&plan)?;
+        self.tables = tables;
+        self.rows = rows;
+        info!(
+            epoch,
+            why,
+            rules = plan.rules.len(),
+            gateways = plan.gateways.len(),
+            "plan applied"
+        );
+        Ok(epoch)
+    }
+
+    async fn on_kernel_event(&mut self, ev: Event) {
+        let replan = match &ev {
+            Event::Link(i) => {
+                let old = self.facts.interfaces.insert(i.name.clone(), i.clone());
+                for (name, t) in &self.probes {
+                    if t.signature.interface == i.name {
+                        let state = if i.is_up() {
+                            LinkState::Up
+                        } else {
+                            LinkState::Down
+                        };
+                        if *t.link.borrow() != state {
+                            info!(gateway = %name, interface = %i.name, ?state, "link state");
+                            let _ = t.link.send(state);
+                        }
+                    }
+                }
+                // Index, MAC or MTU changes reach the maps only through a new plan.
+                old.is_none_or(|o| {
+                    (o.ifindex, o.mac, o.mtu, o.is_up()) != (i.ifindex, i.mac, i.mtu, i.is_up())
+                })
+            }
+            Event::LinkRemoved { name, .. } => {
+                self.facts.interfaces.remove(name);
+                for t in self.probes.values() {
+                    if &t.signature.interface == name {
+                        let _ = t.link.send(LinkState::Down);
+                    }
+                }
+                true
+            }
+            Event::Neighbour { ifindex, ip, mac } => {
+                let relevant = self.config.gateways.iter().any(|g| g.address == *ip);
+                let key = (*ifindex, *ip);
+                let changed = match mac {
+                    Some(m) => self.facts.neighbours.insert(key, *m) != Some(*m),
+                    None => self.facts.neighbours.remove(&key).is_some(),
+                };
+                relevant && changed
+            }
+            Event::Addresses => match self.nl.addresses().await {
+                Ok(a) => {
+                    self.facts.local_addrs = a.into_iter().map(|(_, ip, _)| ip).collect();
+                    true
+                }
+                Err(e) => {
+                    warn!("re-reading addresses failed: {e}");
+                    false
+                }
+            },
+        };
+        if replan && let Err(e) = self.apply("kernel event") {
+            error!("re-planning after {ev:?} failed, keeping the previous plan: {e:#}");
+        }
+    }
+
+    async fn reload(&mut self) -> Result<u32> {
+        let (config, warnings) = config::load(&self.path).map_err(|e| anyhow!("{e}"))?;
+        for w in &warnings {
+            warn!("{w}");
+        }
+        let old_lan = self.config.agent.lan_interfaces.clone();
+        let old_links: Vec<String> = self
+            .config
+            .return_routes
+            .iter()
+            .map(|r| self.config.link(r.link).interface.clone())
+            .collect();
+        // Keep each router's table under its name, so its slots stay in place.
+        let by_name: HashMap<String, RouterTable> = self
+            .config
+            .routers
+            .iter()
+            .zip(self.tables.drain(..))
+            .map(|(r, t)| (r.name.clone(), t))
+            .collect();
+        let previous = std::mem::replace(&mut self.config, config);
+        self.tables = self
+            .config
+            .routers
+            .iter()
+            .map(|r| {
+                by_name
+                    .get(&r.name)
+                    .cloned()
+                    .unwrap_or_else(|| RouterTable {
+                        slots: vec![],
+                        ..RouterTable::single(0)
+                    })
+            })
+            .collect();
+        self.rows = vec![vec![]; self.tables.len()];
+        if let Err(e) = self
+            .refresh_facts()
+            .await
+            .and_then(|()| self.apply_reloaded(&old_lan, &old_links))
+        {
+            // Roll back: the running configuration stays.
+            self.config = previous;
+            self.refresh_facts().await.ok();
+            self.apply("reload rollback").ok();
+            return Err(e);
+        }
+        self.dp.epoch().map_err(Into::into)
+    }
+
+    fn apply_reloaded(&mut self, old_lan: &[String], old_links: &[String]) -> Result<()> {
+        let lan = self.config.agent.lan_interfaces.clone();
+        let links: Vec<String> = self
+            .config
+            .return_routes
+            .iter()
+            .map(|r| self.config.link(r.link).interface.clone())
+            .collect();
+        for gone in old_lan
+            .iter()
+            .chain(old_links)
+            .filter(|i| !lan.contains(i) && !links.contains(i))
+        {
+            self.dp.detach_interface(gone)?;
+        }
+        for name in lan.iter().filter(|i| !old_lan.contains(i)) {
+            info!(interface = %name, "attached {}", self.dp.attach_lan(name)?);
+        }
+        for name in links.iter().filter(|i| !old_links.contains(i)) {
+            info!(interface = %name, "attached {}", self.dp.attach_link(name)?);
+        }
+        self.start_probes();
+        self.apply("reload")?;
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        let routers = self
+            .config
+            .routers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RouterStatus {
+                name: r.name.clone(),
+                gateways: self
+                    .rows
+                    .get(i)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| self.row(s))
+                    .collect(),
+            })
+            .collect();
+        Status {
+            config: self.path.display().to_string(),
+            epoch: self.dp.epoch().unwrap_or(0),
+            attachments: self
+                .dp
+                .attachments()
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
+            routers,
+        }
+    }
+
+    fn row(&self, s: &GatewayStatus) -> GatewayRow {
+        let g = &self.config.gateways[s.gateway as usize];
+        let v = self.views.get(&g.name).cloned().unwrap_or_default();
+        GatewayRow {
+            name: g.name.clone(),
+            state: match s.state {
+                GatewayState::Active => "Active",
+                GatewayState::OnStandby => "On standby",
+                GatewayState::Unavailable => "Unavailable",
+            }
+            .into(),
+            last_change_unix: unix(v.last_change),
+            availability: if s.ready { "Ready" } else { "Unavailable" }.into(),
+            reason: v.reason,
+            available_since_unix: unix(v.available_since),
+            role: match s.role {
+                Role::Main => "Main",
+                Role::Backup => "Backup",
+            }
+            .into(),
+            address: g.address.to_string(),
+            weight: s.weight,
+            distribution: s.share,
+            rtt_ms: v.stats.rtt.map(|d| d.as_secs_f64() * 1e3),
+            jitter_ms: v.stats.jitter.map(|d| d.as_secs_f64() * 1e3),
+            loss_pct: v.stats.loss * 100.0,
+        }
+    }
+
+    /// `xwan stop`: detach everything, remove the pins and the socket.
+    fn stop(mut self) -> Result<()> {
+        info!("stopping: detaching programs and removing pinned maps");
+        self.probes.clear();
+        self.dp.detach_all()?;
+        let pins = self.dp.pin_dir().to_path_buf();
+        let socket = self.config.agent.control_socket.clone();
+        drop(self.dp);
+        for e in std::fs::read_dir(&pins).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with("XWAN_") {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+        let _ = std::fs::remove_dir(&pins);
+        let _ = std::fs::remove_file(socket);
+        Ok(())
+    }
+}

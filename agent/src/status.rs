@@ -1,0 +1,101 @@
+//! What `xwan status` shows: per router, the monitor table operators know from the
+//! Stormshield real-time monitor (State, last status change, Availability, available since,
+//! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub config: String,
+    /// Ruleset epoch in the data plane.
+    pub epoch: u32,
+    /// How each interface is attached (XDP native/generic, TC tcx/clsact).
+    pub attachments: Vec<String>,
+    pub routers: Vec<RouterStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RouterStatus {
+    pub name: String,
+    pub gateways: Vec<GatewayRow>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GatewayRow {
+    pub name: String,
+    /// Active / On standby / Unavailable.
+    pub state: String,
+    /// Seconds since the Unix epoch of the last availability change, if any.
+    pub last_change_unix: Option<u64>,
+    /// Ready / Unavailable.
+    pub availability: String,
+    /// Why (answering, timeout, link down, sla...).
+    pub reason: String,
+    /// Seconds since the Unix epoch since when it is Ready, if it is.
+    pub available_since_unix: Option<u64>,
+    /// Main / Backup.
+    pub role: String,
+    pub address: String,
+    pub weight: u32,
+    /// Share of new connections, percent.
+    pub distribution: f64,
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub loss_pct: f64,
+}
+
+/// `now_unix`: the current time, for the "ago" column.
+pub fn render(s: &Status, now_unix: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "config {}  ruleset epoch {}", s.config, s.epoch);
+    for a in &s.attachments {
+        let _ = writeln!(out, "attached {a}");
+    }
+    let ago = |t: Option<u64>| match t {
+        Some(t) => format!(
+            "{} ago",
+            humantime::format_duration(std::time::Duration::from_secs(now_unix.saturating_sub(t)))
+        ),
+        None => "-".to_string(),
+    };
+    for r in &s.routers {
+        let _ = writeln!(out, "\nrouter {}", r.name);
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>8} {:>8} {:>6}",
+            "GATEWAY",
+            "STATE",
+            "LAST CHANGE",
+            "AVAILABILITY",
+            "AVAILABLE SINCE",
+            "ROLE",
+            "ADDRESS",
+            "WEIGHT",
+            "DISTRIB",
+            "RTT",
+            "LOSS"
+        );
+        for g in &r.gateways {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>7.1}% {:>8} {:>5.0}%",
+                g.name,
+                g.state,
+                ago(g.last_change_unix),
+                g.availability,
+                ago(g.available_since_unix),
+                g.role,
+                g.address,
+                g.weight,
+                g.distribution,
+                g.rtt_ms
+                    .map(|r| format!("{r:.2}ms"))
+                    .unwrap_or_else(|| "-".into()),
+                g.loss_pct,
+            );
+        }
+    }
+    out
+}
