@@ -333,7 +333,10 @@ mod tests {
             ),
             "{msg}"
         );
-        let expected = format!("value size 4, expected {}", std::mem::size_of::<c::Config>());
+        let expected = format!(
+            "value size 4, expected {}",
+            std::mem::size_of::<c::Config>()
+        );
         assert!(msg.contains(&expected), "{msg}");
         assert!(msg.contains("rm "), "{msg}");
     }
