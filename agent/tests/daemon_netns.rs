@@ -1,0 +1,355 @@
+//! The real `xwan run` in a router namespace with two Ethernet WAN links to peer
+//! namespaces: gateways become Ready from real ICMP probes, traffic leaves through the main
+//! gateway, a silent blackhole (nftables in the peer) moves new flows to the backup, carrier
+//! loss is seen at once, and `xwan stop` leaves no program or pin behind.
+//!
+//! Needs root. Namespaces, the agent process and the bpffs mount are removed even when the
+//! test fails.
+
+mod support;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use support::netns::{Netns, packet_socket, wait_for};
+use xwan::{
+    control::{Answer, Request, call},
+    datapath::{Datapath, TestBpffs},
+    status::Status,
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// The agent process and its files; killed and cleaned on drop.
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn socket(&self) -> PathBuf {
+        self.dir.join("ctl.sock")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let c = std::ffi::CString::new(self.dir.join("bpffs").to_str().unwrap()).unwrap();
+        // SAFETY: plain syscall on a valid path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(dir: &Path) -> String {
+    format!(
+        r#"
+[agent]
+lan_interfaces = ["l0"]
+bpffs = "{dir}/bpffs"
+control_socket = "{dir}/ctl.sock"
+
+[[link]]
+name = "WAN1"
+interface = "w1"
+kind = "ethernet"
+address = "192.0.2.1/30"
+
+[[link]]
+name = "WAN2"
+interface = "w2"
+kind = "ethernet"
+address = "192.0.2.5/30"
+
+[[gateway]]
+name = "GW1"
+link = "WAN1"
+address = "192.0.2.2"
+
+[[gateway]]
+name = "GW2"
+link = "WAN2"
+address = "192.0.2.6"
+
+[[router]]
+name = "R"
+gateways = ["GW1"]
+backups = ["GW2"]
+frequency = "200ms"
+wait = "100ms"
+tries = 3
+on_failure = "default-route"
+
+[[rule]]
+name = "udp5001"
+protocol = ["udp"]
+dst_port = ["5001"]
+action = "route"
+router = "R"
+"#,
+        dir = dir.display()
+    )
+}
+
+fn status(socket: &Path) -> Option<Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(call(&socket.to_path_buf(), &Request::Status)) {
+        Ok(Answer::Status(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// (state, availability) of gateway `gw` in router R.
+fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
+    let r = s.routers.iter().find(|r| r.name == "R")?;
+    let g = r.gateways.iter().find(|g| g.name == gw)?;
+    Some((g.state.clone(), g.availability.clone()))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < WAIT {
+        if f() {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out after {WAIT:?} waiting for {what}");
+}
+
+fn udp_dport(frame: &[u8]) -> Option<u16> {
+    (frame.len() >= 14 + 28 && frame[12..14] == [8, 0] && frame[14 + 9] == 17)
+        .then(|| u16::from_be_bytes([frame[14 + 22], frame[14 + 23]]))
+}
+
+#[test]
+fn agent_probes_fails_over_and_stops_cleanly() {
+    let lan = Netns::new("lan");
+    let rtr = Netns::new("rtr");
+    let wan1 = Netns::new("wan1");
+    let wan2 = Netns::new("wan2");
+    rtr.ip(&[
+        "link", "add", "l0", "type", "veth", "peer", "name", "h0", "netns", &lan.name,
+    ]);
+    rtr.ip(&[
+        "link", "add", "w1", "type", "veth", "peer", "name", "p1", "netns", &wan1.name,
+    ]);
+    rtr.ip(&[
+        "link", "add", "w2", "type", "veth", "peer", "name", "p2", "netns", &wan2.name,
+    ]);
+    rtr.ip(&["addr", "add", "10.80.0.1/24", "dev", "l0"]);
+    rtr.ip(&["addr", "add", "192.0.2.1/30", "dev", "w1"]);
+    rtr.ip(&["addr", "add", "192.0.2.5/30", "dev", "w2"]);
+    lan.ip(&["addr", "add", "10.80.0.2/24", "dev", "h0"]);
+    wan1.ip(&["addr", "add", "192.0.2.2/30", "dev", "p1"]);
+    wan2.ip(&["addr", "add", "192.0.2.6/30", "dev", "p2"]);
+    for (ns, dev) in [
+        (&rtr, "l0"),
+        (&rtr, "w1"),
+        (&rtr, "w2"),
+        (&lan, "h0"),
+        (&wan1, "p1"),
+        (&wan2, "p2"),
+    ] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    lan.ip(&["route", "add", "default", "via", "10.80.0.1"]);
+
+    // The WAN peers accept XDP-redirected frames only with an XDP program of their own.
+    // One data plane per namespace: interface indexes are only unique within one.
+    let fs = TestBpffs::new().unwrap();
+    let peer = |ns: &Netns, dev: &str| {
+        let dir = fs.path().join(dev);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut dp = Datapath::load(&dir).unwrap();
+        ns.run(|| dp.attach_pass(dev).unwrap());
+        dp
+    };
+    let _peer1 = peer(&wan1, "p1");
+    let _peer2 = peer(&wan2, "p2");
+    let sniff1 = wan1.run(|| packet_socket("p1"));
+    let sniff2 = wan2.run(|| packet_socket("p2"));
+
+    let dir = std::env::temp_dir().join(format!("xwan-daemon-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("xwan.toml");
+    std::fs::write(&cfg, config(&dir)).unwrap();
+    // Not `ip netns exec`: it also gives the agent a mount namespace of its own, which would
+    // hide the agent's bpffs from this test (and from a restarted agent).
+    let netns = std::fs::File::open(format!("/run/netns/{}", rtr.name)).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
+    cmd.args(["run", "--config"]).arg(&cfg);
+    // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        let fd = netns.as_raw_fd();
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        dir: dir.clone(),
+    };
+    // On failure: the agent's log and its data-plane counters (adopted from its pins).
+    let log = || {
+        let mut out = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+        if let Ok(dp) = Datapath::load(&dir.join("bpffs")) {
+            for c in dp.named_reason_counters().unwrap_or_default() {
+                out.push_str(&format!("{c:?}\n"));
+            }
+            out.push_str(&format!(
+                "gateways: {:?}\n",
+                dp.gateway_counters()
+                    .unwrap_or_default()
+                    .iter()
+                    .take(2)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        for (ns, dev) in [
+            (&rtr.name, "w1"),
+            (&rtr.name, "w2"),
+            (&wan1.name, "p1"),
+            (&wan2.name, "p2"),
+        ] {
+            let o = Command::new("ip")
+                .args(["-n", ns, "-s", "-d", "link", "show", dev])
+                .output()
+                .unwrap();
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        }
+        out
+    };
+
+    let ready = wait_until("GW1 active", || {
+        status(&agent.socket())
+            .and_then(|s| gateway_state(&s, "GW1"))
+            .is_some_and(|st| st == ("Active".into(), "Ready".into()))
+    });
+    println!("GW1 Ready and Active {ready:?} after the control socket answered");
+
+    let send = |sport: u16| {
+        lan.run(move || {
+            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 80, 0, 2), sport)).unwrap();
+            s.send_to(
+                b"xwan",
+                SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5001),
+            )
+            .unwrap();
+        })
+    };
+    send(40001);
+    assert!(
+        wait_for(sniff1.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
+        "UDP/5001 did not leave through GW1\n{}",
+        log()
+    );
+
+    // Silent blackhole on WAN1: the peer drops echo requests.
+    let t = Instant::now();
+    let nft = |ns: &Netns, args: &str| {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft"])
+            .args(args.split(' '))
+            .status()
+            .unwrap();
+        assert!(st.success(), "nft {args}");
+    };
+    nft(&wan1, "add table inet blackhole");
+    nft(
+        &wan1,
+        "add chain inet blackhole in { type filter hook input priority 0 ; }",
+    );
+    nft(
+        &wan1,
+        "add rule inet blackhole in icmp type echo-request drop",
+    );
+    wait_until("GW2 to take over", || {
+        status(&agent.socket()).is_some_and(|s| {
+            gateway_state(&s, "GW1").is_some_and(|g| g.1 == "Unavailable")
+                && gateway_state(&s, "GW2").is_some_and(|g| g.0 == "Active")
+        })
+    });
+    println!(
+        "blackhole on WAN1 detected and GW2 active after {:?} (bound: 200 ms + 3 x 100 ms + commit)",
+        t.elapsed()
+    );
+    send(40002);
+    assert!(
+        wait_for(sniff2.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
+        "a new flow did not move to GW2\n{}",
+        log()
+    );
+
+    // Carrier loss on WAN2: Unavailable without waiting for probes.
+    let t = Instant::now();
+    wan2.ip(&["link", "set", "p2", "down"]);
+    wait_until("GW2 unavailable on carrier loss", || {
+        status(&agent.socket())
+            .and_then(|s| gateway_state(&s, "GW2"))
+            .is_some_and(|g| g.1 == "Unavailable")
+    });
+    println!("carrier loss on WAN2 seen after {:?}", t.elapsed());
+
+    // Stop: no program on the LAN interface, no pin left.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = rt.block_on(call(&agent.socket(), &Request::Stop)).unwrap();
+    assert_eq!(answer, Answer::Stopping);
+    let mut agent = agent;
+    let t = Instant::now();
+    while agent.child.try_wait().unwrap().is_none() {
+        assert!(t.elapsed() < WAIT, "xwan did not exit after stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
+    let pins: Vec<_> = std::fs::read_dir(dir.join("bpffs"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().ends_with(".debug"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+    let link = Command::new("ip")
+        .args(["-n", &rtr.name, "link", "show", "l0"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after stop: {link}"
+    );
+    let tc = Command::new("ip")
+        .args([
+            "netns", "exec", &rtr.name, "tc", "filter", "show", "dev", "l0", "ingress",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&tc.stdout).trim().is_empty(),
+        "TC filter left behind"
+    );
+}
