@@ -22,6 +22,8 @@ pub enum Request {
     Reload,
     /// Detach and remove everything the agent created, then exit.
     Stop,
+    /// Which rule, router and gateway a packet takes now.
+    Explain(crate::explain::Query),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -30,6 +32,7 @@ pub enum Answer {
     Status(Status),
     Reloaded { epoch: u32 },
     Stopping,
+    Explained { text: String },
     Error { message: String },
 }
 

@@ -22,7 +22,7 @@ use tokio::{
     task::JoinHandle,
 };
 use tracing::{error, info, warn};
-use xwan_common::plan::RouterTable;
+use xwan_common::plan::{Plan, RouterTable};
 
 use crate::{
     config::{self, Config, GatewayId, Monitor as MonitorConfig},
@@ -94,6 +94,8 @@ struct Daemon {
     /// Committed router tables and monitor rows, index = router id.
     tables: Vec<RouterTable>,
     rows: Vec<Vec<GatewayStatus>>,
+    /// The plan last committed (for `xwan explain`).
+    plan: Plan,
     events_tx: mpsc::Sender<(String, GatewayEvent)>,
 }
 
@@ -130,6 +132,7 @@ pub async fn run(path: &Path) -> Result<()> {
         probes: HashMap::new(),
         tables: vec![],
         rows: vec![],
+        plan: Plan::default(),
         events_tx,
     };
     d.refresh_facts().await?;
@@ -160,6 +163,10 @@ pub async fn run(path: &Path) -> Result<()> {
                         Err(e) => (Answer::Error { message: format!("{e:#}") }, false),
                     },
                     Ok(Request::Stop) => (Answer::Stopping, true),
+                    Ok(Request::Explain(q)) => match d.explain(&q) {
+                        Ok(text) => (Answer::Explained { text }, false),
+                        Err(message) => (Answer::Error { message }, false),
+                    },
                     Err(e) => (Answer::Error { message: format!("bad request: {e}") }, false),
                 };
                 let _ = control::write_answer(&mut stream, &answer).await;
@@ -370,6 +377,9 @@ impl Daemon {
                 continue;
             }
             if i < self.tables.len() {
+                if let Some(t) = self.plan.routers.get_mut(i) {
+                    *t = table.clone();
+                }
                 self.tables[i] = table;
                 self.rows[i] = rows;
             }
@@ -392,6 +402,7 @@ impl Daemon {
             gateways = plan.gateways.len(),
             "plan applied"
         );
+        self.plan = plan;
         Ok(epoch)
     }
 
@@ -525,6 +536,11 @@ impl Daemon {
         self.start_probes();
         self.apply("reload")?;
         Ok(())
+    }
+
+    fn explain(&self, q: &crate::explain::Query) -> Result<String, String> {
+        let ifindex = |name: &str| self.facts.interfaces.get(name).map(|i| i.ifindex);
+        crate::explain::explain(&self.config, &self.plan, &ifindex, q)
     }
 
     fn status(&self) -> Status {

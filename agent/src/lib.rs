@@ -8,12 +8,14 @@
 //! * [`netlink`]: interfaces, addresses, neighbours and link events from rtnetlink;
 //! * [`planner`]: config + kernel facts + router tables → the data plane's plan;
 //! * [`datapath`]: load, attach, pin, program the maps, read counters;
-//! * [`daemon`], [`control`], [`status`]: `xwan run`, its control socket, `xwan status`.
+//! * [`daemon`], [`control`], [`status`], [`explain`]: `xwan run`, its control socket,
+//!   `xwan status`, `xwan explain`.
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod explain;
 pub mod health;
 pub mod netlink;
 pub mod planner;

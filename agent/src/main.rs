@@ -46,6 +46,27 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Which rule, router and gateway a packet would take now, and why.
+    Explain {
+        #[arg(long)]
+        src: std::net::IpAddr,
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        /// Protocol name (tcp, udp, icmp, ...) or number.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        #[arg(long)]
+        sport: Option<u16>,
+        #[arg(long)]
+        dport: Option<u16>,
+        #[arg(long, default_value_t = 0)]
+        dscp: u8,
+        /// Ingress interface (default: the first LAN interface).
+        #[arg(long = "in")]
+        iface: Option<String>,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Detach and remove everything the running agent created, and stop it.
     Stop {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -112,6 +133,41 @@ fn main() -> ExitCode {
         }
         Command::Reload { socket } => {
             rt.block_on(ask(&socket, Request::Reload, |a| format!("{a:?}")))
+        }
+        Command::Explain {
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            dscp,
+            iface,
+            socket,
+        } => {
+            let proto = match xwan::explain::parse_protocol(&proto) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("xwan: --proto: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if dscp > 63 {
+                eprintln!("xwan: --dscp: DSCP values are 0 to 63");
+                return ExitCode::FAILURE;
+            }
+            let q = xwan::explain::Query {
+                src,
+                dst,
+                proto,
+                sport,
+                dport,
+                dscp,
+                iface,
+            };
+            rt.block_on(ask(&socket, Request::Explain(q), |a| match a {
+                Answer::Explained { text } => text.trim_end().to_string(),
+                other => format!("{other:?}"),
+            }))
         }
         Command::Stop { socket } => rt.block_on(ask(&socket, Request::Stop, |a| format!("{a:?}"))),
     }

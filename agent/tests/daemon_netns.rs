@@ -116,6 +116,26 @@ fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
     Some((g.state.clone(), g.availability.clone()))
 }
 
+fn explain(socket: &Path, dport: u16) -> String {
+    let q = xwan::explain::Query {
+        src: "10.80.0.2".parse().unwrap(),
+        dst: "198.51.100.9".parse().unwrap(),
+        proto: 17,
+        sport: Some(40009),
+        dport: Some(dport),
+        dscp: 0,
+        iface: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(call(&socket.to_path_buf(), &Request::Explain(q))) {
+        Ok(Answer::Explained { text }) => text,
+        other => panic!("explain: {other:?}"),
+    }
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while t.elapsed() < WAIT {
@@ -257,6 +277,14 @@ fn agent_probes_fails_over_and_stops_cleanly() {
             .unwrap();
         })
     };
+    let why = explain(&agent.socket(), 5001);
+    assert!(
+        why.contains("rule #1 'udp5001' matches")
+            && why.contains("router R")
+            && why.contains("gateway GW1"),
+        "{why}"
+    );
+    assert!(explain(&agent.socket(), 5002).contains("no rule matches"));
     send(40001);
     assert!(
         wait_for(sniff1.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
@@ -293,6 +321,8 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         "blackhole on WAN1 detected and GW2 active after {:?} (bound: 200 ms + 3 x 100 ms + commit)",
         t.elapsed()
     );
+    let why = explain(&agent.socket(), 5001);
+    assert!(why.contains("gateway GW2"), "after failover: {why}");
     send(40002);
     assert!(
         wait_for(sniff2.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
