@@ -1,9 +1,11 @@
 //! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane.
 //!
 //! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
-//! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and a
-//! classification misses (on port, on address) with 10 / 100 / 1,000 rules, each for IPv4 and IPv6; ratios to the
-//! baseline; and writes the results as JSON. A benchmark, not a test: it asserts nothing.
+//! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and
+//! classification misses (on port, on address) with 10 / 100 / 1,000 rules, each for IPv4 and
+//! IPv6; ratios to the baseline; writes the results as JSON; then the agent-side cost of a
+//! failover (every router's table recomputed after one verdict). A benchmark, not a test: it
+//! asserts nothing.
 //!
 //! Needs root (loads eBPF). Runs in a private, unnamed network namespace that vanishes with
 //! the process: `xwan_xdp_lan` is attached natively to a veth there so the kernel's XDP
@@ -259,6 +261,8 @@ fn main() -> Result<()> {
                 runs,
             });
         }
+        // Attachments outlive a dropped Datapath (so restarts are hitless): detach explicitly.
+        dp.detach_all()?;
     }
 
     println!(
@@ -320,6 +324,15 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&a.json, json).with_context(|| format!("writing {}", a.json.display()))?;
+    // The agent side of a failover: from one gateway verdict to every router's new table (the
+    // map writes come on top: one update and an RCU grace period per changed router).
+    println!("\nrouter tables recomputed after one gateway verdict (2000 iterations):");
+    for (routers, per_router) in [(64, 4), (64, 8), (256, 4)] {
+        println!(
+            "  {}",
+            xwan::router::bench_recompute(routers, per_router, 2000)
+        );
+    }
     println!(
         "results written to {} ({:.1} s)",
         a.json.display(),
