@@ -8,6 +8,7 @@
 //! * [`netlink`]: interfaces, addresses, neighbours and link events from rtnetlink;
 //! * [`planner`]: config + kernel facts + router tables → the data plane's plan;
 //! * [`datapath`]: load, attach, pin, program the maps, read counters;
+//! * [`metrics`]: the Prometheus registry and its HTTP endpoint;
 //! * [`daemon`], [`control`], [`status`], [`explain`]: `xwan run`, its control socket,
 //!   `xwan status`, `xwan explain`.
 
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod explain;
 pub mod health;
+pub mod metrics;
 pub mod netlink;
 pub mod planner;
 pub mod probe;

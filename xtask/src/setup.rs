@@ -18,8 +18,10 @@
 //!   `lib/` on `LD_LIBRARY_PATH` (what `rustup run nightly` does during the eBPF build), so a
 //!   missing binary, another version, or a binary whose libLLVM does not load is caught;
 //!   installed with `cargo install` against the nightly's own libLLVM (see [`install_bpf_linker`]);
-//! * Debian packages iproute2, nftables (required) and bpftool (optional, diagnostics):
-//!   `dpkg-query -W`; installed with `apt-get` when running as root.
+//! * Debian packages iproute2, nftables (required), bpftool (optional, diagnostics) and
+//!   prometheus (optional: promtool and prometheus check examples/prometheus and the metrics
+//!   exposition; those tests skip without them): `dpkg-query -W`; installed with `apt-get` when
+//!   running as root.
 
 use std::{
     fs,
@@ -39,8 +41,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPF_LINKER_LLVM_MAJORS: RangeInclusive<u32> = 21..=23;
 /// Debian packages the tests need (ip, tc; nft).
 const REQUIRED_PACKAGES: &[&str] = &["iproute2", "nftables"];
-/// Debian packages that help diagnose the data plane but are not needed by the tests.
-const OPTIONAL_PACKAGES: &[&str] = &["bpftool"];
+/// Debian packages that help diagnose the data plane (bpftool) or that tests use when present
+/// (prometheus: promtool and the server, for the metrics tests, which skip without them).
+const OPTIONAL_PACKAGES: &[&str] = &["bpftool", "prometheus"];
 /// Oldest kernel xwan supports (Debian 12).
 const MIN_KERNEL: (u32, u32) = (6, 1);
 
@@ -458,7 +461,7 @@ fn find_libllvm(dir: &Path) -> Result<String> {
     }
 }
 
-/// Debian packages: iproute2 and nftables are required, bpftool is optional.
+/// Debian packages: iproute2 and nftables are required, bpftool and prometheus are optional.
 fn packages() -> Result<()> {
     if which("dpkg-query").is_none() {
         return commands_without_dpkg();
@@ -510,8 +513,8 @@ fn packages() -> Result<()> {
             );
         }
         warn(format_args!(
-            "optional Debian package {} (diagnostics) is not installed; as root: \
-             `apt-get install -y {}`",
+            "optional Debian package {} is not installed (bpftool: diagnostics; prometheus: \
+             promtool for the metrics tests); as root: `apt-get install -y {}`",
             missing_optional.join(", "),
             missing_optional.join(" ")
         ));
@@ -581,6 +584,9 @@ fn commands_without_dpkg() -> Result<()> {
     }
     if !find("bpftool") {
         warn("optional bpftool (diagnostics) not found");
+    }
+    if !find("promtool") {
+        warn("optional promtool (Prometheus; the metrics tests skip their checks) not found");
     }
     println!("ok: ip, tc, nft (no dpkg-query: checked the commands)");
     Ok(())

@@ -164,3 +164,61 @@ impl Datapath {
             .collect())
     }
 }
+
+/// Reads the counters through the pinned maps, with file descriptors of its own: a metrics
+/// scrape on another thread never waits for the agent's [`Datapath`] (or holds it up).
+pub struct CounterReader {
+    rules: PerCpuArray<MapData, Counter>,
+    gateways: PerCpuArray<MapData, Counter>,
+    reasons: PerCpuArray<MapData, Counter>,
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+}
+
+impl CounterReader {
+    /// Opens the counter maps pinned under `pin_dir` (the agent's bpffs directory).
+    pub fn open(pin_dir: &std::path::Path) -> Result<CounterReader, DatapathError> {
+        fn open<T>(
+            dir: &std::path::Path,
+            name: &'static str,
+            f: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+        ) -> Result<T, DatapathError> {
+            let err = |error| DatapathError::Map { map: name, op: "opening its pin".into(), error: Box::new(error) };
+            let data = MapData::from_pin(dir.join(name)).map_err(err)?;
+            f(aya::maps::Map::from_map_data(data).map_err(err)?).map_err(err)
+        }
+        Ok(CounterReader {
+            rules: open(pin_dir, RULE_COUNTERS_MAP, PerCpuArray::try_from)?,
+            gateways: open(pin_dir, GATEWAY_COUNTERS_MAP, PerCpuArray::try_from)?,
+            reasons: open(pin_dir, REASON_COUNTERS_MAP, PerCpuArray::try_from)?,
+            flows: open(pin_dir, FLOWS_MAP, HashMap::try_from)?,
+        })
+    }
+
+    fn read(m: &PerCpuArray<MapData, Counter>, name: &'static str, index: u32) -> Result<Counter, DatapathError> {
+        let v = m.get(&index, 0).map_err(|error| DatapathError::Map {
+            map: name,
+            op: format!("reading entry {index}"),
+            error: Box::new(error),
+        })?;
+        Ok(sum(&v))
+    }
+
+    /// Counter slot `slot` of the rules.
+    pub fn rule(&self, slot: u16) -> Result<Counter, DatapathError> {
+        Self::read(&self.rules, RULE_COUNTERS_MAP, slot as u32)
+    }
+
+    pub fn gateway(&self, id: u16) -> Result<Counter, DatapathError> {
+        Self::read(&self.gateways, GATEWAY_COUNTERS_MAP, id as u32)
+    }
+
+    /// Every reason, indexed by code.
+    pub fn reasons(&self) -> Result<Vec<Counter>, DatapathError> {
+        (0..reason::COUNT).map(|r| Self::read(&self.reasons, REASON_COUNTERS_MAP, r)).collect()
+    }
+
+    /// Entries in the flow table: one syscall per entry, bounded by the table's size.
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().take(FLOW_TABLE_SIZE as usize).filter(Result::is_ok).count()
+    }
+}

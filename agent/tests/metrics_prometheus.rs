@@ -1,0 +1,247 @@
+//! examples/prometheus: the alerting rules and scrape config are valid (`promtool check`), the
+//! rules behave as intended (`promtool test rules`), they only use metrics the agent exposes,
+//! and a real Prometheus ingests the agent's exposition.
+//!
+//! promtool and prometheus come with Debian's `prometheus` package (`cargo xtask setup`
+//! installs it); without them those checks are skipped with a message, the name check runs.
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use xwan::metrics::{self, DatapathSource};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/prometheus")
+}
+
+/// Path of `program` on `PATH`.
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("run");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn promtool_checks_the_examples() {
+    let Some(promtool) = which("promtool") else {
+        eprintln!(
+            "SKIPPED: promtool not found on PATH (Debian package `prometheus`; \
+             `cargo xtask setup` installs it): examples/prometheus not checked with promtool"
+        );
+        return;
+    };
+    let dir = examples();
+    run(Command::new(&promtool)
+        .current_dir(&dir)
+        .args(["check", "config", "prometheus.yml"]));
+    run(Command::new(&promtool)
+        .current_dir(&dir)
+        .args(["check", "rules", "alerts.yml"]));
+    run(Command::new(&promtool)
+        .current_dir(&dir)
+        .args(["test", "rules", "alerts_test.yml"]));
+}
+
+/// Every `xwan_*` token of `text` (metric names; alert names are `Xwan...`).
+fn xwan_names(text: &str) -> BTreeSet<String> {
+    let is_name = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("xwan_") {
+        let before = rest[..i].chars().next_back();
+        let tail = &rest[i..];
+        let end = tail.find(|c: char| !is_name(c)).unwrap_or(tail.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Names of the samples the agent exposes once every kind of series exists.
+fn exposed() -> BTreeSet<String> {
+    let (m, _) = metrics::bench_fixture(3, 8);
+    m.encode()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn alerts_only_use_exposed_metrics() {
+    let exposed = exposed();
+    for file in ["alerts.yml", "alerts_test.yml"] {
+        let text = std::fs::read_to_string(examples().join(file)).expect("read");
+        let used = xwan_names(&text);
+        assert!(used.len() >= 8, "{file}: the parser found only {used:?}");
+        let unknown: Vec<_> = used.difference(&exposed).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics the agent does not expose: {unknown:?}\nexposed: {exposed:?}"
+        );
+    }
+    // The brief's data-plane drop alert, verbatim.
+    let alerts = std::fs::read_to_string(examples().join("alerts.yml")).expect("read");
+    assert!(alerts.contains(r#"rate(xwan_datapath_packets_total{reason=~"drop_.*"}[5m]) > 0"#));
+    for alert in [
+        "XwanGatewayDown",
+        "XwanRouterOnBackup",
+        "XwanRouterNoUsableGateway",
+        "XwanProbeLossHigh",
+        "XwanConfigReloadFailed",
+        "XwanDatapathDropsRising",
+    ] {
+        assert!(
+            alerts.contains(&format!("- alert: {alert}\n")),
+            "no {alert}"
+        );
+    }
+}
+
+#[test]
+fn name_parser() {
+    let names = xwan_names(
+        "expr: max without (router) (xwan_gateway_up) == 0 # job=\"xwan\" Xwan_x my_xwan_y\n\
+         rate(xwan_datapath_packets_total{reason=~\"drop_.*\"}[5m])",
+    );
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["xwan_datapath_packets_total", "xwan_gateway_up"]
+    );
+}
+
+/// Kills the Prometheus it holds when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` over HTTP/1.0 (no chunking), body only.
+fn get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("ephemeral port")
+        .port()
+}
+
+/// The agent's endpoint, with 1,000 rules and 256 gateways, scraped by a real Prometheus: the
+/// target is up and every sample was ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_ingests_the_exposition() {
+    let Some(prometheus) = which("prometheus") else {
+        eprintln!(
+            "SKIPPED: prometheus not found on PATH (Debian package `prometheus`): the exposition \
+             is not checked against Prometheus' own parser"
+        );
+        return;
+    };
+    let (m, snapshot) = metrics::bench_fixture(1000, 256);
+    let samples = m.encode().lines().filter(|l| !l.starts_with('#')).count();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = listener.local_addr().expect("local addr");
+    let source: DatapathSource = Arc::new(move || snapshot.clone());
+    tokio::spawn(metrics::serve_on(listener, Arc::new(m), source));
+
+    let dir = std::env::temp_dir().join(format!("xwan-metrics-prometheus-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - \
+             job_name: xwan\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ),
+    )
+    .expect("write config");
+    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let server = Server(
+        Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let ingested = loop {
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not scrape the agent within 60 s; last targets answer: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(body) = tokio::task::spawn_blocking(move || get(web, "/api/v1/targets"))
+            .await
+            .unwrap()
+        else {
+            continue;
+        };
+        last = body.clone();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let Some(t) = v["data"]["activeTargets"].get(0) else {
+            continue;
+        };
+        let error = t["lastError"].as_str().unwrap_or_default();
+        assert!(error.is_empty(), "prometheus rejected the scrape: {error}");
+        if t["health"] != "up" {
+            continue;
+        }
+        let q = "/api/v1/query?query=scrape_samples_scraped";
+        let Some(body) = tokio::task::spawn_blocking(move || get(web, q))
+            .await
+            .unwrap()
+        else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(n) = v["data"]["result"][0]["value"][1].as_str() {
+            break n.parse::<usize>().expect("a count");
+        }
+    };
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(ingested, samples);
+}
