@@ -6,6 +6,20 @@
 //! logged as `commit_us`); interface, neighbour and configuration changes re-apply the whole
 //! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
 //! did not change, so flows whose decision is unchanged stay where they are.
+//!
+//! # Restart and stop
+//!
+//! SIGTERM / SIGINT exit without detaching anything: the programs stay attached (pinned links)
+//! and keep forwarding with the pinned maps. The next `xwan run` adopts both: its programs
+//! replace the running ones in place ([`datapath`]'s attach module), and what it does not
+//! attach any more is detached ([`Datapath::detach_unclaimed`]). On such an **adopted start**
+//! (pinned maps with a committed ruleset) no gateway has a verdict yet, and committing now
+//! would empty every router table; so the first plan waits until every gateway has its first
+//! verdict, or at most `max(wait × tries + frequency)` over the gateways, and until then the
+//! maps keep the previous agent's ruleset, router tables and ready flags (verdicts, kernel
+//! events and reloads meanwhile only update what the first plan will be made of). That plan
+//! starts from the router tables read back from the maps, so slots stay in place. `xwan stop`
+//! detaches everything and removes every pin (maps and links) and the qdiscs xwan added.
 
 use std::{
     collections::HashMap,
@@ -28,7 +42,7 @@ use crate::{
     config::{self, Config, GatewayId, Monitor as MonitorConfig},
     control::{self, Answer, Request},
     datapath::{self, Datapath},
-    health::{Availability, Stats},
+    health::{Availability, Reason, Stats},
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
     probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
@@ -97,6 +111,8 @@ struct Daemon {
     /// The plan last committed (for `xwan explain`).
     plan: Plan,
     events_tx: mpsc::Sender<(String, GatewayEvent)>,
+    /// Adopted start: the first plan waits for every gateway's first verdict, until then.
+    starting: Option<Instant>,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -134,11 +150,29 @@ pub async fn run(path: &Path) -> Result<()> {
         rows: vec![],
         plan: Plan::default(),
         events_tx,
+        starting: None,
     };
     d.refresh_facts().await?;
     d.attach()?;
+    if let Err(e) = d.dp.detach_unclaimed() {
+        warn!("detaching what a previous run left attached: {e}");
+    }
     d.start_probes();
-    d.apply("start")?;
+    if !d.dp.adopted_maps().is_empty() && d.dp.epoch().unwrap_or(0) > 0 {
+        let bound = (0..d.config.gateways.len() as u16)
+            .map(|i| planner::health_params(&d.config, GatewayId(i)))
+            .map(|p| p.wait * p.tries + p.frequency)
+            .max()
+            .unwrap_or_default();
+        info!(
+            bound_ms = bound.as_millis() as u64,
+            "adopted a running data plane: its tables stay until every gateway has a verdict"
+        );
+        d.starting = Some(Instant::now() + bound);
+        d.finish_start(false)?;
+    } else {
+        d.apply("start")?;
+    }
 
     let listener = control::bind(&d.config.agent.control_socket).with_context(|| {
         format!(
@@ -152,7 +186,12 @@ pub async fn run(path: &Path) -> Result<()> {
     info!(config = %d.path.display(), "xwan running");
     loop {
         tokio::select! {
-            Some((gw, ev)) = events_rx.recv() => d.on_gateway_event(&gw, ev),
+            Some((gw, ev)) = events_rx.recv() => {
+                d.on_gateway_event(&gw, ev);
+                d.finish_start(false)?;
+            }
+            _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
+                if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => d.on_kernel_event(ev).await,
             Ok((mut stream, _)) = listener.accept() => {
                 let req = control::read_request(&mut stream).await;
@@ -179,8 +218,8 @@ pub async fn run(path: &Path) -> Result<()> {
                     error!("reload rejected, keeping the running configuration: {e:#}");
                 }
             }
-            _ = term.recv() => { info!("SIGTERM: exiting"); break; }
-            _ = int.recv() => { info!("SIGINT: exiting"); break; }
+            _ = term.recv() => { info!("SIGTERM: exiting, the data plane keeps forwarding"); break; }
+            _ = int.recv() => { info!("SIGINT: exiting, the data plane keeps forwarding"); break; }
         }
     }
     let _ = std::fs::remove_file(&d.config.agent.control_socket);
@@ -357,8 +396,40 @@ impl Daemon {
         }
     }
 
+    /// Adopted start: commits the first plan once every gateway has its first verdict, or
+    /// when `timed_out`. No-op otherwise.
+    fn finish_start(&mut self, timed_out: bool) -> Result<()> {
+        if self.starting.is_none() {
+            return Ok(());
+        }
+        let unprobed = Reason::NotYetProbed.to_string();
+        let waiting: Vec<&str> = self
+            .views
+            .iter()
+            .filter(|(_, v)| v.reason == unprobed)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !waiting.is_empty() {
+            if !timed_out {
+                return Ok(());
+            }
+            warn!(gateways = ?waiting, "no first verdict in time, committing without it");
+        }
+        self.starting = None;
+        // Keep each router's slots where the previous agent left them.
+        self.tables = (0..self.config.routers.len() as u16)
+            .map(|i| self.dp.router_table(i))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        self.rows = vec![vec![]; self.tables.len()];
+        self.apply("start").map(drop)
+    }
+
     /// Fast path: new router tables and gateway ready flags, no ruleset change.
     fn recompute(&mut self) {
+        if self.starting.is_some() {
+            return;
+        }
         let ready = |id: u16| self.is_ready(id);
         let new = planner::router_tables(&self.config, &ready, &self.tables);
         let flags: Vec<(u16, bool)> = (0..self.config.gateways.len() as u16)
@@ -388,6 +459,10 @@ impl Daemon {
 
     /// Full path: a new plan (ruleset epoch).
     fn apply(&mut self, why: &str) -> Result<u32> {
+        if self.starting.is_some() {
+            // Adopted start: the first plan waits for the first verdicts (`finish_start`).
+            return self.dp.epoch().map_err(Into::into);
+        }
         let ready = |id: u16| self.is_ready(id);
         let computed = planner::router_tables(&self.config, &ready, &self.tables);
         let (tables, rows): (Vec<_>, Vec<_>) = computed.into_iter().unzip();
@@ -604,7 +679,7 @@ impl Daemon {
 
     /// `xwan stop`: detach everything, remove the pins and the socket.
     fn stop(mut self) -> Result<()> {
-        info!("stopping: detaching programs and removing pinned maps");
+        info!("stopping: detaching programs and removing pinned maps and links");
         self.probes.clear();
         self.dp.detach_all()?;
         let pins = self.dp.pin_dir().to_path_buf();

@@ -3,10 +3,11 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Map, MapData, MapType};
+use aya::maps::{Array, Map, MapData, MapType};
 use aya::programs::Program;
 use aya::{Ebpf, EbpfLoader};
 use xwan_common as c;
+use xwan_common::plan::{HashMode, RouterTable};
 
 use super::attach::{AttachPolicy, Attachment};
 use super::commit::Grace;
@@ -24,7 +25,9 @@ pub const PROGRAMS: [&str; 5] = [
 
 /// The loaded data plane: maps (pinned), programs (verified), attachments.
 ///
-/// Dropping it detaches everything it attached; maps stay pinned (their state survives).
+/// Dropping it (the agent exits) detaches nothing: maps and attachments stay pinned and keep
+/// forwarding until the next agent adopts them; [`Datapath::detach_all`] removes the
+/// attachments (see the `attach` module).
 #[derive(Debug)]
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
@@ -201,6 +204,41 @@ impl Datapath {
         &self.adopted
     }
 
+    /// Router `id`'s live table as committed (by this agent or the one before it), e.g. so
+    /// that a restarted agent keeps its slots in place.
+    pub fn router_table(&self, id: u16) -> Result<RouterTable, DatapathError> {
+        let version = self.router_version(id)?;
+        let slots: Array<&MapData, c::SlotTable> = Array::try_from(self.map(c::SLOTS_MAP)?)
+            .map_err(|error| DatapathError::Map {
+                map: c::SLOTS_MAP,
+                op: "opening".into(),
+                error: Box::new(error),
+            })?;
+        let t = slots
+            .get(&(id as u32 * 2 + (version & 1)), 0)
+            .map_err(|error| DatapathError::Map {
+                map: c::SLOTS_MAP,
+                op: format!("reading router {id}'s table"),
+                error: Box::new(error),
+            })?;
+        Ok(RouterTable {
+            slots: if t.active > 0 {
+                t.slots.to_vec()
+            } else {
+                vec![]
+            },
+            keep: (0..c::MAX_GATEWAYS as u16)
+                .filter(|&g| t.keeps(g))
+                .collect(),
+            hash: if t.flags & c::TABLE_HASH_SOURCE != 0 {
+                HashMode::Source
+            } else {
+                HashMode::Connection
+            },
+            on_failure_pass: t.flags & c::TABLE_ON_FAILURE_PASS != 0,
+        })
+    }
+
     /// The file descriptor of a loaded program (e.g. for [`super::xdp_test_run`]).
     pub fn program_fd(&self, name: &str) -> Result<BorrowedFd<'_>, DatapathError> {
         let p = self
@@ -339,6 +377,34 @@ mod tests {
         );
         assert!(msg.contains(&expected), "{msg}");
         assert!(msg.contains("rm "), "{msg}");
+    }
+
+    #[test]
+    fn router_tables_read_back_as_committed() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let fs = super::super::TestBpffs::new().unwrap();
+        let mut dp = Datapath::load(fs.path()).unwrap();
+        let mut t = RouterTable::single(3);
+        t.slots[7] = 5;
+        t.keep = vec![3, 5, 700];
+        t.hash = HashMode::Source;
+        t.on_failure_pass = true;
+        for _ in 0..2 {
+            // Twice: both copies of the double buffer.
+            dp.set_router(4, &t).unwrap();
+            assert_eq!(dp.router_table(4).unwrap(), t);
+        }
+        let empty = RouterTable {
+            slots: vec![],
+            keep: vec![],
+            hash: HashMode::Connection,
+            on_failure_pass: false,
+        };
+        assert_eq!(dp.router_table(5).unwrap(), empty);
     }
 
     #[test]

@@ -20,10 +20,20 @@
 //!    and loads (verifies) all five programs.
 //! 2. [`Datapath::attach_lan`], [`Datapath::attach_link`], [`Datapath::attach_pass`] attach
 //!    them, falling back from native to generic XDP and from tcx to clsact; the
-//!    [`AttachReport`] says which mode is in use.
+//!    [`AttachReport`] says which mode is in use. bpf_links (XDP, tcx) are pinned under
+//!    `<pin dir>/`[`LINKS_DIR`], clsact filters recorded there. What a previous agent left
+//!    attached is **adopted**: the newly loaded program replaces the running one in place
+//!    (`BPF_LINK_UPDATE`, or a cls_bpf filter replace), so forwarding never stops.
 //! 3. [`Datapath::apply`] commits a whole plan; [`Datapath::set_router`] and
-//!    [`Datapath::set_gateway_ready`] change one router table or one gateway's readiness.
+//!    [`Datapath::set_gateway_ready`] change one router table or one gateway's readiness;
+//!    [`Datapath::router_table`] reads one back.
 //! 4. [`Datapath::rule_counters`] & co. read the per-CPU counters.
+//! 5. Dropping the datapath (the agent exits) detaches nothing: the data plane keeps
+//!    forwarding with its maps until the next agent adopts both.
+//!    [`Datapath::detach_unclaimed`] detaches what a previous agent attached and this one did
+//!    not adopt; [`Datapath::detach_interface`] and [`Datapath::detach_all`] (`xwan stop`)
+//!    detach, unpin and remove the qdiscs xwan added. Only XDP attached through netlink
+//!    (kernels before 5.9, which have no XDP bpf_link) is still detached on drop.
 //!
 //! # Commit protocol (double buffering)
 //!
@@ -66,10 +76,13 @@ mod testrun;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-pub use attach::{AttachPolicy, AttachReport, TcAttachMode, TcPolicy, XdpAttachMode, XdpPolicy};
+pub use attach::{
+    AttachPolicy, AttachReport, CLSACT_HANDLE, CLSACT_PRIORITY, LINKS_DIR, TcAttachMode, TcPolicy,
+    XdpAttachMode, XdpPolicy,
+};
 pub use bpffs::{BPF_FS_MAGIC, TestBpffs, ensure_bpffs, is_bpffs};
 pub use compile::{CompileError, Image, compile, slot_table};
-pub use counters::ReasonCounter;
+pub use counters::{CounterReader, ReasonCounter};
 pub use loader::{Datapath, PROGRAMS};
 pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
 pub use testrun::{SkbRun, XdpRun, skb_test_run, xdp_test_run};

@@ -1,0 +1,502 @@
+//! Hitless restart: the real `xwan run` in a router namespace load-balances a steady UDP
+//! stream (16 flows, sequence-numbered) from a LAN namespace over two Ethernet gateways. In
+//! the middle of the stream the agent gets SIGTERM and a new `xwan run` with the same
+//! configuration starts: it must adopt the pinned maps and links, replace the programs in
+//! place, and keep every flow on its gateway; not one packet may be lost. Then `xwan stop`
+//! must leave nothing behind: no pin, no links directory, no XDP, no TC filter.
+//!
+//! Needs root. Namespaces, the agent processes and the bpffs mount are removed even when the
+//! test fails.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::{AsRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use support::netns::{Netns, packet_socket};
+use xwan::{
+    control::{Answer, Request, call},
+    datapath::{Datapath, LINKS_DIR, TestBpffs},
+    status::Status,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+/// Packets per second of the stream, and its minimum length.
+const RATE: u64 = 2500;
+const MIN_PACKETS: u64 = 5000;
+const FLOWS: u16 = 16;
+const MAGIC: &[u8; 4] = b"XWRS";
+
+/// The agents' directory (config, logs, socket, bpffs mount): unmounted and removed on drop.
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.join("bpffs").to_str().unwrap()).unwrap();
+        // SAFETY: plain syscall on a valid path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An agent process; killed on drop.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Agent {
+    /// `xwan run --config CFG` in namespace `ns` (network namespace only: the agent must see
+    /// the test's mounts, so that a restarted agent finds the first one's bpffs).
+    fn start(ns: &Netns, cfg: &Path, log: &Path) -> Agent {
+        let netns = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
+        cmd.args(["run", "--config"]).arg(cfg);
+        // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            let fd = netns.as_raw_fd();
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent(child)
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: plain syscall on our child's pid.
+        assert_eq!(unsafe { libc::kill(self.0.id() as i32, sig) }, 0);
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(&mut self) -> Duration {
+        let t = Instant::now();
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(t.elapsed() < WAIT, "xwan did not exit");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        t.elapsed()
+    }
+}
+
+fn config(dir: &Path) -> String {
+    format!(
+        r#"
+[agent]
+lan_interfaces = ["l0"]
+bpffs = "{dir}/bpffs"
+control_socket = "{dir}/ctl.sock"
+
+[[link]]
+name = "WAN1"
+interface = "w1"
+kind = "ethernet"
+address = "192.0.2.1/30"
+
+[[link]]
+name = "WAN2"
+interface = "w2"
+kind = "ethernet"
+address = "192.0.2.5/30"
+
+[[gateway]]
+name = "GW1"
+link = "WAN1"
+address = "192.0.2.2"
+
+[[gateway]]
+name = "GW2"
+link = "WAN2"
+address = "192.0.2.6"
+
+[[router]]
+name = "R"
+gateways = ["GW1", "GW2"]
+frequency = "200ms"
+wait = "100ms"
+tries = 3
+on_failure = "default-route"
+
+[[rule]]
+name = "udp5001"
+protocol = ["udp"]
+dst_port = ["5001"]
+action = "route"
+router = "R"
+"#,
+        dir = dir.display()
+    )
+}
+
+fn status(socket: &Path) -> Option<Status> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(call(&socket.to_path_buf(), &Request::Status)) {
+        Ok(Answer::Status(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Both gateways of router R are Active and Ready.
+fn both_active(s: &Status) -> bool {
+    s.routers.iter().any(|r| {
+        r.name == "R"
+            && ["GW1", "GW2"].iter().all(|gw| {
+                r.gateways
+                    .iter()
+                    .any(|g| g.name == *gw && g.state == "Active" && g.availability == "Ready")
+            })
+    })
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    while t.elapsed() < WAIT {
+        if f() {
+            return t.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("timed out after {WAIT:?} waiting for {what}");
+}
+
+fn output(args: &[&str]) -> String {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The id of the XDP program on `dev` in namespace `ns`.
+fn xdp_prog(ns: &Netns, dev: &str) -> Option<u32> {
+    let out = output(&["ip", "-n", &ns.name, "-d", "link", "show", "dev", dev]);
+    let rest = &out[out.find("prog/xdp")?..];
+    let rest = &rest[rest.find(" id ")? + 4..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// (source port, sequence number) of one of our UDP packets.
+fn parse(frame: &[u8]) -> Option<(u16, u32)> {
+    if frame.len() < 14 + 20 || frame[12..14] != [8, 0] {
+        return None;
+    }
+    let ip = &frame[14..];
+    let ihl = (ip[0] & 0x0f) as usize * 4;
+    if ip[9] != 17 || ip.len() < ihl + 8 + 8 {
+        return None;
+    }
+    let udp = &ip[ihl..];
+    let payload = &udp[8..];
+    (u16::from_be_bytes([udp[2], udp[3]]) == 5001 && &payload[..4] == MAGIC).then(|| {
+        (
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]),
+        )
+    })
+}
+
+/// Reads our packets from `fd` until `stop` is set and none came for 300 ms (probes and ARP
+/// do not count), at most 3 s after `stop`.
+fn collect(fd: OwnedFd, stop: &AtomicBool) -> Vec<(u16, u32)> {
+    let big: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt with a c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &big as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+    };
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let mut last = Instant::now();
+    let mut stopped: Option<Instant> = None;
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 20) };
+        loop {
+            // SAFETY: reading into a buffer we own.
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                break;
+            }
+            if let Some(p) = parse(&buf[..n as usize]) {
+                last = Instant::now();
+                out.push(p);
+            }
+        }
+        if stopped.is_none() && stop.load(Ordering::Relaxed) {
+            stopped = Some(Instant::now());
+        }
+        if stopped.is_some_and(|t| {
+            last.elapsed() > Duration::from_millis(300) || t.elapsed() > Duration::from_secs(3)
+        }) {
+            return out;
+        }
+    }
+}
+
+/// Sends packet i (flow i % FLOWS, sequence i) every 1/RATE s until `stop` is set and at least
+/// MIN_PACKETS went out. Returns the number sent.
+fn stream(lan: &Netns, stop: &AtomicBool) -> u64 {
+    lan.enter();
+    let socks: Vec<UdpSocket> = (0..FLOWS)
+        .map(|f| {
+            UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 81, 0, 2), 41000 + f)).unwrap()
+        })
+        .collect();
+    let dst = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5001);
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    while i < MIN_PACKETS || !stop.load(Ordering::Relaxed) {
+        let due = start + Duration::from_micros(i * 1_000_000 / RATE);
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let mut payload = [0u8; 16];
+        payload[..4].copy_from_slice(MAGIC);
+        payload[4..8].copy_from_slice(&(i as u32).to_be_bytes());
+        socks[(i % FLOWS as u64) as usize]
+            .send_to(&payload, dst)
+            .unwrap();
+        i += 1;
+    }
+    i
+}
+
+#[test]
+fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
+    let lan = Netns::new("lan");
+    let rtr = Netns::new("rtr");
+    let wan1 = Netns::new("wan1");
+    let wan2 = Netns::new("wan2");
+    rtr.ip(&[
+        "link", "add", "l0", "type", "veth", "peer", "name", "h0", "netns", &lan.name,
+    ]);
+    rtr.ip(&[
+        "link", "add", "w1", "type", "veth", "peer", "name", "p1", "netns", &wan1.name,
+    ]);
+    rtr.ip(&[
+        "link", "add", "w2", "type", "veth", "peer", "name", "p2", "netns", &wan2.name,
+    ]);
+    rtr.ip(&["addr", "add", "10.81.0.1/24", "dev", "l0"]);
+    rtr.ip(&["addr", "add", "192.0.2.1/30", "dev", "w1"]);
+    rtr.ip(&["addr", "add", "192.0.2.5/30", "dev", "w2"]);
+    lan.ip(&["addr", "add", "10.81.0.2/24", "dev", "h0"]);
+    wan1.ip(&["addr", "add", "192.0.2.2/30", "dev", "p1"]);
+    wan2.ip(&["addr", "add", "192.0.2.6/30", "dev", "p2"]);
+    for (ns, dev) in [
+        (&rtr, "l0"),
+        (&rtr, "w1"),
+        (&rtr, "w2"),
+        (&lan, "h0"),
+        (&wan1, "p1"),
+        (&wan2, "p2"),
+    ] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    lan.ip(&["route", "add", "default", "via", "10.81.0.1"]);
+
+    // The WAN peers accept XDP-redirected frames only with an XDP program of their own.
+    let fs = TestBpffs::new().unwrap();
+    let peer = |ns: &Netns, dev: &str| {
+        let dir = fs.path().join(dev);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut dp = Datapath::load(&dir).unwrap();
+        ns.run(|| dp.attach_pass(dev).unwrap());
+        dp
+    };
+    let _peer1 = peer(&wan1, "p1");
+    let _peer2 = peer(&wan2, "p2");
+    let sniff1 = wan1.run(|| packet_socket("p1"));
+    let sniff2 = wan2.run(|| packet_socket("p2"));
+
+    let dir = Dir(std::env::temp_dir().join(format!("xwan-restart-test-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let cfg = dir.0.join("xwan.toml");
+    std::fs::write(&cfg, config(&dir.0)).unwrap();
+    let socket = dir.0.join("ctl.sock");
+    let logs = || {
+        let mut out = String::new();
+        for f in ["agent1.log", "agent2.log"] {
+            out.push_str(&format!("---- {f}\n"));
+            out.push_str(&std::fs::read_to_string(dir.0.join(f)).unwrap_or_default());
+        }
+        out
+    };
+
+    let mut first = Agent::start(&rtr, &cfg, &dir.0.join("agent1.log"));
+    let ready = wait_until("GW1 and GW2 active", || {
+        status(&socket).is_some_and(|s| both_active(&s))
+    });
+    println!("first agent: both gateways Active after {ready:?}");
+    let prog_before = xdp_prog(&rtr, "l0").expect("XDP on l0");
+    let epoch_before = status(&socket).unwrap().epoch;
+
+    // The stream, and one receiver per WAN peer.
+    let stop_rx = AtomicBool::new(false);
+    let stop_tx = AtomicBool::new(false);
+    let (sent, got1, got2, timings) = std::thread::scope(|s| {
+        let r1 = s.spawn(|| collect(sniff1, &stop_rx));
+        let r2 = s.spawn(|| collect(sniff2, &stop_rx));
+        let tx = s.spawn(|| stream(&lan, &stop_tx));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            // Restart: SIGTERM, then a new agent with the same configuration.
+            let t0 = Instant::now();
+            first.signal(libc::SIGTERM);
+            let exited = first.wait_exit();
+            let second = Agent::start(&rtr, &cfg, &dir.0.join("agent2.log"));
+            let spawned = t0.elapsed();
+            wait_until("the new agent to replace the XDP program", || {
+                xdp_prog(&rtr, "l0").is_some_and(|p| p != prog_before)
+            });
+            let replaced = t0.elapsed();
+            wait_until("the new agent to commit its first plan", || {
+                status(&socket).is_some_and(|s| s.epoch > epoch_before && both_active(&s))
+            });
+            let committed = t0.elapsed();
+            // Keep streaming a while on the new agent's plan.
+            std::thread::sleep(Duration::from_secs(1));
+            (second, [exited, spawned, replaced, committed])
+        }));
+        stop_tx.store(true, Ordering::Relaxed);
+        let sent = tx.join().unwrap();
+        stop_rx.store(true, Ordering::Relaxed);
+        let got1 = r1.join().unwrap();
+        let got2 = r2.join().unwrap();
+        match result {
+            Ok(t) => (sent, got1, got2, t),
+            Err(e) => {
+                eprintln!("{}", logs());
+                std::panic::resume_unwind(e)
+            }
+        }
+    });
+    let (mut second, [exited, spawned, replaced, committed]) = timings;
+    let prog_after = xdp_prog(&rtr, "l0").expect("XDP on l0 after the restart");
+
+    // Every packet exactly once, in order per flow, each flow on one gateway.
+    let mut seen = BTreeSet::new();
+    let mut duplicates = 0;
+    let mut reordered = 0;
+    let mut last: BTreeMap<u16, u32> = BTreeMap::new();
+    let mut gateways: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
+    for (gw, got) in [("GW1", &got1), ("GW2", &got2)] {
+        for &(sport, seq) in got {
+            if !seen.insert(seq) {
+                duplicates += 1;
+            }
+            if last.get(&sport).is_some_and(|&l| seq < l) {
+                reordered += 1;
+            }
+            last.insert(sport, seq);
+            gateways.entry(sport).or_default().insert(gw);
+        }
+    }
+    let lost: Vec<u32> = (0..sent as u32).filter(|s| !seen.contains(s)).collect();
+    let per_gw = |gw: &str| gateways.values().filter(|g| g.contains(gw)).count();
+    println!(
+        "restart under {RATE} pkt/s: SIGTERM → old agent gone {exited:?}, new agent spawned \
+         {spawned:?}, XDP program {prog_before} replaced by {prog_after} after {replaced:?}, \
+         first plan committed after {committed:?}"
+    );
+    println!(
+        "sent {sent}, received {} (GW1 {}, GW2 {}), lost {}, duplicates {duplicates}, \
+         reordered {reordered}; flows on GW1 {}, on GW2 {}",
+        got1.len() + got2.len(),
+        got1.len(),
+        got2.len(),
+        lost.len(),
+        per_gw("GW1"),
+        per_gw("GW2"),
+    );
+    assert!(
+        lost.is_empty(),
+        "{} packets lost (first ones: {:?})\n{}",
+        lost.len(),
+        &lost[..lost.len().min(20)],
+        logs()
+    );
+    assert_eq!(duplicates, 0, "duplicated packets");
+    assert_eq!(reordered, 0, "packets reordered within a flow");
+    assert_eq!(gateways.len(), FLOWS as usize, "every flow was seen");
+    for (sport, g) in &gateways {
+        assert_eq!(
+            g.len(),
+            1,
+            "flow from port {sport} moved between gateways: {g:?}"
+        );
+    }
+    assert!(
+        per_gw("GW1") > 0 && per_gw("GW2") > 0,
+        "flows are load-balanced over both gateways: {gateways:?}"
+    );
+    assert_ne!(prog_after, prog_before, "the XDP program was replaced");
+    let log2 = std::fs::read_to_string(dir.0.join("agent2.log")).unwrap();
+    assert!(log2.contains("adopted"), "{log2}");
+
+    // Stop: nothing left behind.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = rt.block_on(call(&socket, &Request::Stop)).unwrap();
+    assert_eq!(answer, Answer::Stopping);
+    second.wait_exit();
+    let bpffs = dir.0.join("bpffs");
+    // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
+    let pins: Vec<_> = std::fs::read_dir(&bpffs)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().ends_with(".debug"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "pins left behind: {pins:?}\n{}", logs());
+    assert!(
+        !bpffs.join(LINKS_DIR).exists(),
+        "links directory left behind"
+    );
+    let link = output(&["ip", "-n", &rtr.name, "link", "show", "l0"]);
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after stop: {link}"
+    );
+    let tc = output(&[
+        "ip", "netns", "exec", &rtr.name, "tc", "filter", "show", "dev", "l0", "ingress",
+    ]);
+    assert!(tc.trim().is_empty(), "TC filter left behind: {tc}");
+    let net = output(&[
+        "ip", "netns", "exec", &rtr.name, "bpftool", "net", "show", "dev", "l0",
+    ]);
+    assert!(!net.contains("xwan"), "program left on l0: {net}");
+}
