@@ -182,7 +182,11 @@ impl CounterReader {
             name: &'static str,
             f: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
         ) -> Result<T, DatapathError> {
-            let err = |error| DatapathError::Map { map: name, op: "opening its pin".into(), error: Box::new(error) };
+            let err = |error| DatapathError::Map {
+                map: name,
+                op: "opening its pin".into(),
+                error: Box::new(error),
+            };
             let data = MapData::from_pin(dir.join(name)).map_err(err)?;
             f(aya::maps::Map::from_map_data(data).map_err(err)?).map_err(err)
         }
@@ -194,7 +198,11 @@ impl CounterReader {
         })
     }
 
-    fn read(m: &PerCpuArray<MapData, Counter>, name: &'static str, index: u32) -> Result<Counter, DatapathError> {
+    fn read(
+        m: &PerCpuArray<MapData, Counter>,
+        name: &'static str,
+        index: u32,
+    ) -> Result<Counter, DatapathError> {
         let v = m.get(&index, 0).map_err(|error| DatapathError::Map {
             map: name,
             op: format!("reading entry {index}"),
@@ -214,11 +222,17 @@ impl CounterReader {
 
     /// Every reason, indexed by code.
     pub fn reasons(&self) -> Result<Vec<Counter>, DatapathError> {
-        (0..reason::COUNT).map(|r| Self::read(&self.reasons, REASON_COUNTERS_MAP, r)).collect()
+        (0..reason::COUNT)
+            .map(|r| Self::read(&self.reasons, REASON_COUNTERS_MAP, r))
+            .collect()
     }
 
     /// Entries in the flow table: one syscall per entry, bounded by the table's size.
     pub fn flow_count(&self) -> usize {
-        self.flows.keys().take(FLOW_TABLE_SIZE as usize).filter(Result::is_ok).count()
+        self.flows
+            .keys()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter(Result::is_ok)
+            .count()
     }
 }
