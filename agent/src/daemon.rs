@@ -25,6 +25,7 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -41,8 +42,9 @@ use xwan_common::plan::{Plan, RouterTable};
 use crate::{
     config::{self, Config, GatewayId, Monitor as MonitorConfig},
     control::{self, Answer, Request},
-    datapath::{self, Datapath},
+    datapath::{self, CounterReader, Datapath},
     health::{Availability, Reason, Stats},
+    metrics::{self, DatapathSnapshot, GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
     probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
@@ -113,6 +115,41 @@ struct Daemon {
     events_tx: mpsc::Sender<(String, GatewayEvent)>,
     /// Adopted start: the first plan waits for every gateway's first verdict, until then.
     starting: Option<Instant>,
+    metrics: Arc<Metrics>,
+    /// Names a scrape gives the data plane's counters, refreshed with every plan.
+    labels: Arc<Mutex<Labels>>,
+}
+
+/// What a metrics scrape needs to name the kernel's counters.
+#[derive(Clone, Default)]
+struct Labels {
+    /// (counter slot, rule label).
+    rules: Vec<(u16, String)>,
+    /// (gateway id, name).
+    gateways: Vec<(u16, String)>,
+    attachments: Vec<datapath::AttachReport>,
+}
+
+/// Reads the kernel's counters for one scrape (on the metrics server's thread, through the
+/// reader's own map descriptors: it never waits for the daemon).
+fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
+    let mut s = DatapathSnapshot {
+        rules: labels
+            .rules
+            .iter()
+            .map(|(slot, n)| (n.clone(), reader.rule(*slot).unwrap_or_default()))
+            .collect(),
+        gateways: labels
+            .gateways
+            .iter()
+            .map(|(id, n)| (n.clone(), reader.gateway(*id).unwrap_or_default()))
+            .collect(),
+        reasons: reader.reasons().unwrap_or_default(),
+        flow_entries: Some(reader.flow_count() as u64),
+        ..DatapathSnapshot::default()
+    };
+    s.set_attachments(&labels.attachments);
+    s
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -129,6 +166,27 @@ pub async fn run(path: &Path) -> Result<()> {
         info!(path = %at.display(), "mounted a bpf filesystem");
     }
     let dp = Datapath::load(&config.agent.bpffs)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.record_reload(true);
+    let labels = Arc::new(Mutex::new(Labels::default()));
+    let http = tokio::net::TcpListener::bind(config.agent.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the metrics endpoint {}",
+                config.agent.metrics_listen
+            )
+        })?;
+    let reader = CounterReader::open(&config.agent.bpffs)?;
+    let source: metrics::DatapathSource = {
+        let labels = labels.clone();
+        Arc::new(move || {
+            let l = labels.lock().map(|l| l.clone()).unwrap_or_default();
+            snapshot(&reader, &l)
+        })
+    };
+    tokio::spawn(metrics::serve_on(http, metrics.clone(), source));
+    info!(listen = %config.agent.metrics_listen, "serving /metrics");
     if !dp.adopted_maps().is_empty() {
         info!(
             maps = dp.adopted_maps().len(),
@@ -151,6 +209,8 @@ pub async fn run(path: &Path) -> Result<()> {
         plan: Plan::default(),
         events_tx,
         starting: None,
+        metrics: metrics.clone(),
+        labels: labels.clone(),
     };
     d.refresh_facts().await?;
     d.attach()?;
@@ -375,9 +435,15 @@ impl Daemon {
             return;
         };
         match ev {
-            GatewayEvent::Probed(r) => view.stats = r.stats,
+            GatewayEvent::Probed(r) => {
+                self.metrics.observe_probe_report(gw, &r);
+                view.stats = r.stats;
+            }
             GatewayEvent::Transition(t) => {
                 t.log(&routers, gw);
+                for router in routers.split(',').filter(|r| !r.is_empty()) {
+                    self.metrics.record_transition(router, gw, &t);
+                }
                 view.reason = t.reason.to_string();
                 if t.is_state_change() {
                     let now = SystemTime::now();
@@ -386,6 +452,7 @@ impl Daemon {
                     view.available_since = (t.to == Availability::Ready).then_some(now);
                     let verdict = Instant::now();
                     self.recompute();
+                    self.metrics.observe_commit(verdict.elapsed());
                     info!(
                         gateway = gw,
                         commit_us = verdict.elapsed().as_micros() as u64,
@@ -393,6 +460,35 @@ impl Daemon {
                     );
                 }
             }
+        }
+    }
+
+    /// Gateway rows and counter labels for the metrics.
+    fn publish(&self) {
+        for (i, r) in self.config.routers.iter().enumerate() {
+            for s in self.rows.get(i).into_iter().flatten() {
+                let g = &self.config.gateways[s.gateway as usize];
+                let last = self.views.get(&g.name).and_then(|v| v.last_change);
+                self.metrics
+                    .set_gateway(&r.name, &g.name, GatewaySnapshot::from_status(s, last));
+            }
+        }
+        if let Ok(mut l) = self.labels.lock() {
+            l.rules = self
+                .config
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(n, r)| (n as u16, metrics::rule_label(n, r.name.as_deref())))
+                .collect();
+            l.gateways = self
+                .config
+                .gateways
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (i as u16, g.name.clone()))
+                .collect();
+            l.attachments = self.dp.attachments();
         }
     }
 
@@ -455,6 +551,7 @@ impl Daemon {
                 self.rows[i] = rows;
             }
         }
+        self.publish();
     }
 
     /// Full path: a new plan (ruleset epoch).
@@ -478,6 +575,7 @@ impl Daemon {
             "plan applied"
         );
         self.plan = plan;
+        self.publish();
         Ok(epoch)
     }
 
@@ -537,7 +635,17 @@ impl Daemon {
         }
     }
 
+    /// Reloads the configuration file; counts the result for the metrics.
     async fn reload(&mut self) -> Result<u32> {
+        let r = self.try_reload().await;
+        self.metrics.record_reload(r.is_ok());
+        if r.is_ok() {
+            self.metrics.retain_config(&self.config);
+        }
+        r
+    }
+
+    async fn try_reload(&mut self) -> Result<u32> {
         let (config, warnings) = config::load(&self.path).map_err(|e| anyhow!("{e}"))?;
         for w in &warnings {
             warn!("{w}");

@@ -1,7 +1,9 @@
 //! The real `xwan run` in a router namespace with two Ethernet WAN links to peer
 //! namespaces: gateways become Ready from real ICMP probes, traffic leaves through the main
 //! gateway, a silent blackhole (nftables in the peer) moves new flows to the backup, carrier
-//! loss is seen at once, and `xwan stop` leaves no program or pin behind.
+//! loss is seen at once, and `xwan stop` leaves no program or pin behind. Real HTTP scrapes of
+//! `/metrics` follow it all: gateway up 1 → 0, a down transition, per-gateway packets, drops
+//! of a blocking rule.
 //!
 //! Needs root. Namespaces, the agent process and the bpffs mount are removed even when the
 //! test fails.
@@ -93,6 +95,12 @@ protocol = ["udp"]
 dst_port = ["5001"]
 action = "route"
 router = "R"
+
+[[rule]]
+name = "no5003"
+protocol = ["udp"]
+dst_port = ["5003"]
+action = "block"
 "#,
         dir = dir.display()
     )
@@ -114,6 +122,27 @@ fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
     let r = s.routers.iter().find(|r| r.name == "R")?;
     let g = r.gateways.iter().find(|g| g.name == gw)?;
     Some((g.state.clone(), g.availability.clone()))
+}
+
+/// The value of the series `name{labels}` in a scrape of the agent in `ns`.
+fn metric(ns: &Netns, series: &str) -> Option<f64> {
+    let body = ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").ok()?;
+        s.set_read_timeout(Some(WAIT)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    })?;
+    assert!(
+        body.contains("application/openmetrics-text"),
+        "{}",
+        &body[..body.len().min(300)]
+    );
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn explain(socket: &Path, dport: u16) -> String {
@@ -277,6 +306,10 @@ fn agent_probes_fails_over_and_stops_cleanly() {
             .unwrap();
         })
     };
+    assert_eq!(
+        metric(&rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
+        Some(1.0)
+    );
     let why = explain(&agent.socket(), 5001);
     assert!(
         why.contains("rule #1 'udp5001' matches")
@@ -323,11 +356,38 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     );
     let why = explain(&agent.socket(), 5001);
     assert!(why.contains("gateway GW2"), "after failover: {why}");
+    assert_eq!(
+        metric(&rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
+        Some(0.0)
+    );
+    let down = r#"xwan_gateway_transitions_total{router="R",gateway="GW1",direction="down",reason="timeout"}"#;
+    assert_eq!(metric(&rtr, down), Some(1.0), "one down transition counted");
+    assert!(metric(&rtr, r#"xwan_gateway_packets_total{gateway="GW1"}"#) >= Some(1.0));
     send(40002);
     assert!(
         wait_for(sniff2.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
         "a new flow did not move to GW2\n{}",
         log()
+    );
+    assert!(metric(&rtr, r#"xwan_gateway_packets_total{gateway="GW2"}"#) >= Some(1.0));
+    let dropped = |ns: &Netns| {
+        metric(ns, r#"xwan_datapath_packets_total{reason="drop_rule"}"#).unwrap_or(0.0)
+    };
+    let before = dropped(&rtr);
+    lan.run(|| {
+        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 80, 0, 2), 40003)).unwrap();
+        s.send_to(
+            b"xwan",
+            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5003),
+        )
+        .unwrap();
+    });
+    wait_until("the blocked packet to be counted", || {
+        dropped(&rtr) > before
+    });
+    assert_eq!(
+        metric(&rtr, r#"xwan_rule_packets_total{rule="no5003"}"#),
+        Some(1.0)
     );
 
     // Carrier loss on WAN2: Unavailable without waiting for probes.
