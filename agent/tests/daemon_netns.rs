@@ -13,42 +13,22 @@ mod support;
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use support::netns::{Netns, packet_socket, wait_for};
+use support::{
+    netns::{Netns, packet_socket, wait_for},
+    wan::{Agent, AgentDir, TwoWan, request, status, wait_until},
+};
 use xwan::{
-    control::{Answer, Request, call},
-    datapath::{Datapath, TestBpffs},
+    control::{Answer, Request},
+    datapath::Datapath,
     status::Status,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// The agent process and its files; killed and cleaned on drop.
-struct Agent {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Agent {
-    fn socket(&self) -> PathBuf {
-        self.dir.join("ctl.sock")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let c = std::ffi::CString::new(self.dir.join("bpffs").to_str().unwrap()).unwrap();
-        // SAFETY: plain syscall on a valid path.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn config(dir: &Path) -> String {
     format!(
@@ -106,17 +86,6 @@ action = "block"
     )
 }
 
-fn status(socket: &Path) -> Option<Status> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    match rt.block_on(call(&socket.to_path_buf(), &Request::Status)) {
-        Ok(Answer::Status(s)) => Some(s),
-        _ => None,
-    }
-}
-
 /// (state, availability) of gateway `gw` in router R.
 fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
     let r = s.routers.iter().find(|r| r.name == "R")?;
@@ -155,25 +124,10 @@ fn explain(socket: &Path, dport: u16) -> String {
         dscp: 0,
         iface: None,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    match rt.block_on(call(&socket.to_path_buf(), &Request::Explain(q))) {
+    match request(socket, Request::Explain(q)) {
         Ok(Answer::Explained { text }) => text,
         other => panic!("explain: {other:?}"),
     }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < WAIT {
-        if f() {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("timed out after {WAIT:?} waiting for {what}");
 }
 
 fn udp_dport(frame: &[u8]) -> Option<u16> {
@@ -183,81 +137,16 @@ fn udp_dport(frame: &[u8]) -> Option<u16> {
 
 #[test]
 fn agent_probes_fails_over_and_stops_cleanly() {
-    let lan = Netns::new("lan");
-    let rtr = Netns::new("rtr");
-    let wan1 = Netns::new("wan1");
-    let wan2 = Netns::new("wan2");
-    rtr.ip(&[
-        "link", "add", "l0", "type", "veth", "peer", "name", "h0", "netns", &lan.name,
-    ]);
-    rtr.ip(&[
-        "link", "add", "w1", "type", "veth", "peer", "name", "p1", "netns", &wan1.name,
-    ]);
-    rtr.ip(&[
-        "link", "add", "w2", "type", "veth", "peer", "name", "p2", "netns", &wan2.name,
-    ]);
-    rtr.ip(&["addr", "add", "10.80.0.1/24", "dev", "l0"]);
-    rtr.ip(&["addr", "add", "192.0.2.1/30", "dev", "w1"]);
-    rtr.ip(&["addr", "add", "192.0.2.5/30", "dev", "w2"]);
-    lan.ip(&["addr", "add", "10.80.0.2/24", "dev", "h0"]);
-    wan1.ip(&["addr", "add", "192.0.2.2/30", "dev", "p1"]);
-    wan2.ip(&["addr", "add", "192.0.2.6/30", "dev", "p2"]);
-    for (ns, dev) in [
-        (&rtr, "l0"),
-        (&rtr, "w1"),
-        (&rtr, "w2"),
-        (&lan, "h0"),
-        (&wan1, "p1"),
-        (&wan2, "p2"),
-    ] {
-        ns.ip(&["link", "set", dev, "up"]);
-    }
-    lan.ip(&["route", "add", "default", "via", "10.80.0.1"]);
-
-    // The WAN peers accept XDP-redirected frames only with an XDP program of their own.
-    // One data plane per namespace: interface indexes are only unique within one.
-    let fs = TestBpffs::new().unwrap();
-    let peer = |ns: &Netns, dev: &str| {
-        let dir = fs.path().join(dev);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut dp = Datapath::load(&dir).unwrap();
-        ns.run(|| dp.attach_pass(dev).unwrap());
-        dp
-    };
-    let _peer1 = peer(&wan1, "p1");
-    let _peer2 = peer(&wan2, "p2");
+    let net = TwoWan::new("10.80.0");
+    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
     let sniff1 = wan1.run(|| packet_socket("p1"));
     let sniff2 = wan2.run(|| packet_socket("p2"));
 
-    let dir = std::env::temp_dir().join(format!("xwan-daemon-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let agent_dir = AgentDir::new("daemon");
+    let dir = agent_dir.path().to_path_buf();
     let cfg = dir.join("xwan.toml");
     std::fs::write(&cfg, config(&dir)).unwrap();
-    // Not `ip netns exec`: it also gives the agent a mount namespace of its own, which would
-    // hide the agent's bpffs from this test (and from a restarted agent).
-    let netns = std::fs::File::open(format!("/run/netns/{}", rtr.name)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
-    cmd.args(["run", "--config"]).arg(&cfg);
-    // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        let fd = netns.as_raw_fd();
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let agent = Agent {
-        child,
-        dir: dir.clone(),
-    };
+    let mut agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
     // On failure: the agent's log and its data-plane counters (adopted from its pins).
     let log = || {
         let mut out = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
@@ -289,8 +178,8 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         out
     };
 
-    let ready = wait_until("GW1 active", || {
-        status(&agent.socket())
+    let ready = wait_until("GW1 active", WAIT, || {
+        status(&agent_dir.socket())
             .and_then(|s| gateway_state(&s, "GW1"))
             .is_some_and(|st| st == ("Active".into(), "Ready".into()))
     });
@@ -307,17 +196,17 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         })
     };
     assert_eq!(
-        metric(&rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
+        metric(rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
         Some(1.0)
     );
-    let why = explain(&agent.socket(), 5001);
+    let why = explain(&agent_dir.socket(), 5001);
     assert!(
         why.contains("rule #1 'udp5001' matches")
             && why.contains("router R")
             && why.contains("gateway GW1"),
         "{why}"
     );
-    assert!(explain(&agent.socket(), 5002).contains("no rule matches"));
+    assert!(explain(&agent_dir.socket(), 5002).contains("no rule matches"));
     send(40001);
     assert!(
         wait_for(sniff1.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
@@ -335,17 +224,17 @@ fn agent_probes_fails_over_and_stops_cleanly() {
             .unwrap();
         assert!(st.success(), "nft {args}");
     };
-    nft(&wan1, "add table inet blackhole");
+    nft(wan1, "add table inet blackhole");
     nft(
-        &wan1,
+        wan1,
         "add chain inet blackhole in { type filter hook input priority 0 ; }",
     );
     nft(
-        &wan1,
+        wan1,
         "add rule inet blackhole in icmp type echo-request drop",
     );
-    wait_until("GW2 to take over", || {
-        status(&agent.socket()).is_some_and(|s| {
+    wait_until("GW2 to take over", WAIT, || {
+        status(&agent_dir.socket()).is_some_and(|s| {
             gateway_state(&s, "GW1").is_some_and(|g| g.1 == "Unavailable")
                 && gateway_state(&s, "GW2").is_some_and(|g| g.0 == "Active")
         })
@@ -354,26 +243,26 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         "blackhole on WAN1 detected and GW2 active after {:?} (bound: 200 ms + 3 x 100 ms + commit)",
         t.elapsed()
     );
-    let why = explain(&agent.socket(), 5001);
+    let why = explain(&agent_dir.socket(), 5001);
     assert!(why.contains("gateway GW2"), "after failover: {why}");
     assert_eq!(
-        metric(&rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
+        metric(rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
         Some(0.0)
     );
     let down = r#"xwan_gateway_transitions_total{router="R",gateway="GW1",direction="down",reason="timeout"}"#;
-    assert_eq!(metric(&rtr, down), Some(1.0), "one down transition counted");
-    assert!(metric(&rtr, r#"xwan_gateway_packets_total{gateway="GW1"}"#) >= Some(1.0));
+    assert_eq!(metric(rtr, down), Some(1.0), "one down transition counted");
+    assert!(metric(rtr, r#"xwan_gateway_packets_total{gateway="GW1"}"#) >= Some(1.0));
     send(40002);
     assert!(
         wait_for(sniff2.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
         "a new flow did not move to GW2\n{}",
         log()
     );
-    assert!(metric(&rtr, r#"xwan_gateway_packets_total{gateway="GW2"}"#) >= Some(1.0));
+    assert!(metric(rtr, r#"xwan_gateway_packets_total{gateway="GW2"}"#) >= Some(1.0));
     let dropped = |ns: &Netns| {
         metric(ns, r#"xwan_datapath_packets_total{reason="drop_rule"}"#).unwrap_or(0.0)
     };
-    let before = dropped(&rtr);
+    let before = dropped(rtr);
     lan.run(|| {
         let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 80, 0, 2), 40003)).unwrap();
         s.send_to(
@@ -382,37 +271,28 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         )
         .unwrap();
     });
-    wait_until("the blocked packet to be counted", || {
-        dropped(&rtr) > before
+    wait_until("the blocked packet to be counted", WAIT, || {
+        dropped(rtr) > before
     });
     assert_eq!(
-        metric(&rtr, r#"xwan_rule_packets_total{rule="no5003"}"#),
+        metric(rtr, r#"xwan_rule_packets_total{rule="no5003"}"#),
         Some(1.0)
     );
 
     // Carrier loss on WAN2: Unavailable without waiting for probes.
     let t = Instant::now();
     wan2.ip(&["link", "set", "p2", "down"]);
-    wait_until("GW2 unavailable on carrier loss", || {
-        status(&agent.socket())
+    wait_until("GW2 unavailable on carrier loss", WAIT, || {
+        status(&agent_dir.socket())
             .and_then(|s| gateway_state(&s, "GW2"))
             .is_some_and(|g| g.1 == "Unavailable")
     });
     println!("carrier loss on WAN2 seen after {:?}", t.elapsed());
 
     // Stop: no program on the LAN interface, no pin left.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let answer = rt.block_on(call(&agent.socket(), &Request::Stop)).unwrap();
+    let answer = request(&agent_dir.socket(), Request::Stop).unwrap();
     assert_eq!(answer, Answer::Stopping);
-    let mut agent = agent;
-    let t = Instant::now();
-    while agent.child.try_wait().unwrap().is_none() {
-        assert!(t.elapsed() < WAIT, "xwan did not exit after stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    agent.wait_exit(WAIT);
     // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
     let pins: Vec<_> = std::fs::read_dir(dir.join("bpffs"))
         .map(|d| {

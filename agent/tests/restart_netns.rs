@@ -14,16 +14,19 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::{AsRawFd, OwnedFd},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
-use support::netns::{Netns, packet_socket};
+use support::{
+    netns::{Netns, packet_socket},
+    wan::{Agent, AgentDir, TwoWan, status, wait_until},
+};
 use xwan::{
     control::{Answer, Request, call},
-    datapath::{Datapath, LINKS_DIR, TestBpffs},
+    datapath::LINKS_DIR,
     status::Status,
 };
 
@@ -33,70 +36,6 @@ const RATE: u64 = 2500;
 const MIN_PACKETS: u64 = 5000;
 const FLOWS: u16 = 16;
 const MAGIC: &[u8; 4] = b"XWRS";
-
-/// The agents' directory (config, logs, socket, bpffs mount): unmounted and removed on drop.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let c = std::ffi::CString::new(self.0.join("bpffs").to_str().unwrap()).unwrap();
-        // SAFETY: plain syscall on a valid path.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An agent process; killed on drop.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Agent {
-    /// `xwan run --config CFG` in namespace `ns` (network namespace only: the agent must see
-    /// the test's mounts, so that a restarted agent finds the first one's bpffs).
-    fn start(ns: &Netns, cfg: &Path, log: &Path) -> Agent {
-        let netns = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
-        cmd.args(["run", "--config"]).arg(cfg);
-        // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            let fd = netns.as_raw_fd();
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        Agent(child)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: plain syscall on our child's pid.
-        assert_eq!(unsafe { libc::kill(self.0.id() as i32, sig) }, 0);
-    }
-
-    /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self) -> Duration {
-        let t = Instant::now();
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(t.elapsed() < WAIT, "xwan did not exit");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        t.elapsed()
-    }
-}
 
 fn config(dir: &Path) -> String {
     format!(
@@ -147,17 +86,6 @@ router = "R"
     )
 }
 
-fn status(socket: &Path) -> Option<Status> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    match rt.block_on(call(&socket.to_path_buf(), &Request::Status)) {
-        Ok(Answer::Status(s)) => Some(s),
-        _ => None,
-    }
-}
-
 /// Both gateways of router R are Active and Ready.
 fn both_active(s: &Status) -> bool {
     s.routers.iter().any(|r| {
@@ -168,17 +96,6 @@ fn both_active(s: &Status) -> bool {
                     .any(|g| g.name == *gw && g.state == "Active" && g.availability == "Ready")
             })
     })
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while t.elapsed() < WAIT {
-        if f() {
-            return t.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("timed out after {WAIT:?} waiting for {what}");
 }
 
 fn output(args: &[&str]) -> String {
@@ -292,54 +209,12 @@ fn stream(lan: &Netns, stop: &AtomicBool) -> u64 {
 
 #[test]
 fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
-    let lan = Netns::new("lan");
-    let rtr = Netns::new("rtr");
-    let wan1 = Netns::new("wan1");
-    let wan2 = Netns::new("wan2");
-    rtr.ip(&[
-        "link", "add", "l0", "type", "veth", "peer", "name", "h0", "netns", &lan.name,
-    ]);
-    rtr.ip(&[
-        "link", "add", "w1", "type", "veth", "peer", "name", "p1", "netns", &wan1.name,
-    ]);
-    rtr.ip(&[
-        "link", "add", "w2", "type", "veth", "peer", "name", "p2", "netns", &wan2.name,
-    ]);
-    rtr.ip(&["addr", "add", "10.81.0.1/24", "dev", "l0"]);
-    rtr.ip(&["addr", "add", "192.0.2.1/30", "dev", "w1"]);
-    rtr.ip(&["addr", "add", "192.0.2.5/30", "dev", "w2"]);
-    lan.ip(&["addr", "add", "10.81.0.2/24", "dev", "h0"]);
-    wan1.ip(&["addr", "add", "192.0.2.2/30", "dev", "p1"]);
-    wan2.ip(&["addr", "add", "192.0.2.6/30", "dev", "p2"]);
-    for (ns, dev) in [
-        (&rtr, "l0"),
-        (&rtr, "w1"),
-        (&rtr, "w2"),
-        (&lan, "h0"),
-        (&wan1, "p1"),
-        (&wan2, "p2"),
-    ] {
-        ns.ip(&["link", "set", dev, "up"]);
-    }
-    lan.ip(&["route", "add", "default", "via", "10.81.0.1"]);
-
-    // The WAN peers accept XDP-redirected frames only with an XDP program of their own.
-    let fs = TestBpffs::new().unwrap();
-    let peer = |ns: &Netns, dev: &str| {
-        let dir = fs.path().join(dev);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut dp = Datapath::load(&dir).unwrap();
-        ns.run(|| dp.attach_pass(dev).unwrap());
-        dp
-    };
-    let _peer1 = peer(&wan1, "p1");
-    let _peer2 = peer(&wan2, "p2");
+    let net = TwoWan::new("10.81.0");
+    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
     let sniff1 = wan1.run(|| packet_socket("p1"));
     let sniff2 = wan2.run(|| packet_socket("p2"));
 
-    let dir = Dir(std::env::temp_dir().join(format!("xwan-restart-test-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = AgentDir::new("restart");
     let cfg = dir.0.join("xwan.toml");
     std::fs::write(&cfg, config(&dir.0)).unwrap();
     let socket = dir.0.join("ctl.sock");
@@ -352,12 +227,12 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
         out
     };
 
-    let mut first = Agent::start(&rtr, &cfg, &dir.0.join("agent1.log"));
-    let ready = wait_until("GW1 and GW2 active", || {
+    let mut first = Agent::start(rtr, &cfg, &dir.0.join("agent1.log"));
+    let ready = wait_until("GW1 and GW2 active", WAIT, || {
         status(&socket).is_some_and(|s| both_active(&s))
     });
     println!("first agent: both gateways Active after {ready:?}");
-    let prog_before = xdp_prog(&rtr, "l0").expect("XDP on l0");
+    let prog_before = xdp_prog(rtr, "l0").expect("XDP on l0");
     let epoch_before = status(&socket).unwrap().epoch;
 
     // The stream, and one receiver per WAN peer.
@@ -366,20 +241,20 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
     let (sent, got1, got2, timings) = std::thread::scope(|s| {
         let r1 = s.spawn(|| collect(sniff1, &stop_rx));
         let r2 = s.spawn(|| collect(sniff2, &stop_rx));
-        let tx = s.spawn(|| stream(&lan, &stop_tx));
+        let tx = s.spawn(|| stream(lan, &stop_tx));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             std::thread::sleep(Duration::from_secs(1));
             // Restart: SIGTERM, then a new agent with the same configuration.
             let t0 = Instant::now();
             first.signal(libc::SIGTERM);
-            let exited = first.wait_exit();
-            let second = Agent::start(&rtr, &cfg, &dir.0.join("agent2.log"));
+            let exited = first.wait_exit(WAIT);
+            let second = Agent::start(rtr, &cfg, &dir.0.join("agent2.log"));
             let spawned = t0.elapsed();
-            wait_until("the new agent to replace the XDP program", || {
-                xdp_prog(&rtr, "l0").is_some_and(|p| p != prog_before)
+            wait_until("the new agent to replace the XDP program", WAIT, || {
+                xdp_prog(rtr, "l0").is_some_and(|p| p != prog_before)
             });
             let replaced = t0.elapsed();
-            wait_until("the new agent to commit its first plan", || {
+            wait_until("the new agent to commit its first plan", WAIT, || {
                 status(&socket).is_some_and(|s| s.epoch > epoch_before && both_active(&s))
             });
             let committed = t0.elapsed();
@@ -401,7 +276,7 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
         }
     });
     let (mut second, [exited, spawned, replaced, committed]) = timings;
-    let prog_after = xdp_prog(&rtr, "l0").expect("XDP on l0 after the restart");
+    let prog_after = xdp_prog(rtr, "l0").expect("XDP on l0 after the restart");
 
     // Every packet exactly once, in order per flow, each flow on one gateway.
     let mut seen = BTreeSet::new();
@@ -470,7 +345,7 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
         .unwrap();
     let answer = rt.block_on(call(&socket, &Request::Stop)).unwrap();
     assert_eq!(answer, Answer::Stopping);
-    second.wait_exit();
+    second.wait_exit(WAIT);
     let bpffs = dir.0.join("bpffs");
     // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
     let pins: Vec<_> = std::fs::read_dir(&bpffs)

@@ -5,3 +5,4 @@ pub mod frames;
 pub mod harness;
 pub mod netns;
 pub mod plans;
+pub mod wan;
