@@ -26,39 +26,47 @@ fn sum(v: &[Counter]) -> Counter {
     })
 }
 
+/// A map error on `map` while doing `op`.
+fn map_error(map: &'static str, op: String) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |error| DatapathError::Map {
+        map,
+        op,
+        error: Box::new(error),
+    }
+}
+
+/// Entry `index` of a per-CPU counter array, summed over CPUs.
+fn entry_sum<M: std::borrow::Borrow<MapData>>(
+    m: &PerCpuArray<M, Counter>,
+    name: &'static str,
+    index: u32,
+) -> Result<Counter, DatapathError> {
+    let v = m
+        .get(&index, 0)
+        .map_err(map_error(name, format!("reading entry {index}")))?;
+    Ok(sum(&v))
+}
+
 impl Datapath {
+    fn percpu(&self, name: &'static str) -> Result<PerCpuArray<&MapData, Counter>, DatapathError> {
+        PerCpuArray::try_from(self.map(name)?).map_err(map_error(name, "opening".into()))
+    }
+
     fn percpu_sums(&self, name: &'static str) -> Result<Vec<Counter>, DatapathError> {
-        let m: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map(name)?).map_err(|error| DatapathError::Map {
-                map: name,
-                op: "opening".into(),
-                error: Box::new(error),
-            })?;
-        (0..m.len())
-            .map(|i| {
-                let v = m.get(&i, 0).map_err(|error| DatapathError::Map {
-                    map: name,
-                    op: format!("reading entry {i}"),
-                    error: Box::new(error),
-                })?;
-                Ok(sum(&v))
-            })
-            .collect()
+        let m = self.percpu(name)?;
+        (0..m.len()).map(|i| entry_sum(&m, name, i)).collect()
     }
 
     fn percpu_sum(&self, name: &'static str, index: u32) -> Result<Counter, DatapathError> {
-        let m: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.map(name)?).map_err(|error| DatapathError::Map {
-                map: name,
-                op: "opening".into(),
-                error: Box::new(error),
-            })?;
-        let v = m.get(&index, 0).map_err(|error| DatapathError::Map {
-            map: name,
-            op: format!("reading entry {index}"),
-            error: Box::new(error),
-        })?;
-        Ok(sum(&v))
+        entry_sum(&self.percpu(name)?, name, index)
+    }
+
+    /// A flow-keyed hash map (the flow table or the return-route table).
+    fn flow_map<V: aya::Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<HashMap<&MapData, FlowKey, V>, DatapathError> {
+        HashMap::try_from(self.map(name)?).map_err(map_error(name, "opening".into()))
     }
 
     /// One reason counter (`xwan_common::reason::*` code), summed over CPUs.
@@ -110,12 +118,7 @@ impl Datapath {
     /// Entries in the flow table (a snapshot: the table changes while it is walked; the walk is
     /// bounded by the table's size).
     pub fn flow_count(&self) -> Result<usize, DatapathError> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.map(FLOWS_MAP)?)
-            .map_err(|error| DatapathError::Map {
-                map: FLOWS_MAP,
-                op: "opening".into(),
-                error: Box::new(error),
-            })?;
+        let m = self.flow_map::<FlowValue>(FLOWS_MAP)?;
         Ok(m.keys()
             .take(FLOW_TABLE_SIZE as usize)
             .filter(Result::is_ok)
@@ -124,12 +127,7 @@ impl Datapath {
 
     /// Entries in the return-route table (same caveats as [`Self::flow_count`]).
     pub fn return_count(&self) -> Result<usize, DatapathError> {
-        let m: HashMap<&MapData, FlowKey, ReturnValue> = HashMap::try_from(self.map(RETURN_MAP)?)
-            .map_err(|error| DatapathError::Map {
-            map: RETURN_MAP,
-            op: "opening".into(),
-            error: Box::new(error),
-        })?;
+        let m = self.flow_map::<ReturnValue>(RETURN_MAP)?;
         Ok(m.keys()
             .take(FLOW_TABLE_SIZE as usize)
             .filter(Result::is_ok)
@@ -138,12 +136,7 @@ impl Datapath {
 
     /// The flow table's entries (bounded by its size; tests and `xwan explain`).
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DatapathError> {
-        let m: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(self.map(FLOWS_MAP)?)
-            .map_err(|error| DatapathError::Map {
-                map: FLOWS_MAP,
-                op: "opening".into(),
-                error: Box::new(error),
-            })?;
+        let m = self.flow_map(FLOWS_MAP)?;
         Ok(m.iter()
             .take(FLOW_TABLE_SIZE as usize)
             .filter_map(Result::ok)
@@ -152,12 +145,7 @@ impl Datapath {
 
     /// The return-route table's entries (bounded by its size).
     pub fn returns(&self) -> Result<Vec<(FlowKey, ReturnValue)>, DatapathError> {
-        let m: HashMap<&MapData, FlowKey, ReturnValue> = HashMap::try_from(self.map(RETURN_MAP)?)
-            .map_err(|error| DatapathError::Map {
-            map: RETURN_MAP,
-            op: "opening".into(),
-            error: Box::new(error),
-        })?;
+        let m = self.flow_map(RETURN_MAP)?;
         Ok(m.iter()
             .take(FLOW_TABLE_SIZE as usize)
             .filter_map(Result::ok)
@@ -182,13 +170,9 @@ impl CounterReader {
             name: &'static str,
             f: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
         ) -> Result<T, DatapathError> {
-            let err = |error| DatapathError::Map {
-                map: name,
-                op: "opening its pin".into(),
-                error: Box::new(error),
-            };
-            let data = MapData::from_pin(dir.join(name)).map_err(err)?;
-            f(aya::maps::Map::from_map_data(data).map_err(err)?).map_err(err)
+            let err = || map_error(name, "opening its pin".into());
+            let data = MapData::from_pin(dir.join(name)).map_err(err())?;
+            f(aya::maps::Map::from_map_data(data).map_err(err())?).map_err(err())
         }
         Ok(CounterReader {
             rules: open(pin_dir, RULE_COUNTERS_MAP, PerCpuArray::try_from)?,
@@ -198,32 +182,19 @@ impl CounterReader {
         })
     }
 
-    fn read(
-        m: &PerCpuArray<MapData, Counter>,
-        name: &'static str,
-        index: u32,
-    ) -> Result<Counter, DatapathError> {
-        let v = m.get(&index, 0).map_err(|error| DatapathError::Map {
-            map: name,
-            op: format!("reading entry {index}"),
-            error: Box::new(error),
-        })?;
-        Ok(sum(&v))
-    }
-
     /// Counter slot `slot` of the rules.
     pub fn rule(&self, slot: u16) -> Result<Counter, DatapathError> {
-        Self::read(&self.rules, RULE_COUNTERS_MAP, slot as u32)
+        entry_sum(&self.rules, RULE_COUNTERS_MAP, slot as u32)
     }
 
     pub fn gateway(&self, id: u16) -> Result<Counter, DatapathError> {
-        Self::read(&self.gateways, GATEWAY_COUNTERS_MAP, id as u32)
+        entry_sum(&self.gateways, GATEWAY_COUNTERS_MAP, id as u32)
     }
 
     /// Every reason, indexed by code.
     pub fn reasons(&self) -> Result<Vec<Counter>, DatapathError> {
         (0..reason::COUNT)
-            .map(|r| Self::read(&self.reasons, REASON_COUNTERS_MAP, r))
+            .map(|r| entry_sum(&self.reasons, REASON_COUNTERS_MAP, r))
             .collect()
     }
 
