@@ -4,8 +4,8 @@
 //! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and
 //! classification misses (on port, on address) with 10 / 100 / 1,000 rules, each for IPv4 and
 //! IPv6; ratios to the baseline; writes the results as JSON; then the agent-side cost of a
-//! failover (every router's table recomputed after one verdict). A benchmark, not a test: it
-//! asserts nothing.
+//! failover (every router's table recomputed after one verdict) and of a metrics scrape. A
+//! benchmark, not a test: it asserts nothing.
 //!
 //! Needs root (loads eBPF). Runs in a private, unnamed network namespace that vanishes with
 //! the process: `xwan_xdp_lan` is attached natively to a veth there so the kernel's XDP
@@ -332,6 +332,12 @@ fn main() -> Result<()> {
             "  {}",
             xwan::router::bench_recompute(routers, per_router, 2000)
         );
+    }
+    // A metrics scrape: encoding a snapshot of every series (the kernel reads come on top).
+    println!("\nmetrics scrape, snapshot handed over and encoded (500 iterations):");
+    for (rules, gateways) in [(10, 4), (100, 32), (1000, 256)] {
+        let (median, p99) = xwan::metrics::bench_scrape(rules, gateways, 500);
+        println!("  {rules} rules, {gateways} gateways: median {median:.0} µs, p99 {p99:.0} µs");
     }
     println!(
         "results written to {} ({:.1} s)",
