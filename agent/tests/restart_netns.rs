@@ -22,7 +22,7 @@ use std::{
 
 use support::{
     netns::{Netns, packet_socket},
-    wan::{Agent, AgentDir, TwoWan, status, wait_until},
+    wan::{Agent, AgentDir, TwoWan, request, status, wait_until},
 };
 use xwan::{
     control::{Answer, Request, call},
@@ -207,6 +207,43 @@ fn stream(lan: &Netns, stop: &AtomicBool) -> u64 {
     i
 }
 
+/// What the receivers saw of a numbered stream.
+struct Streamed {
+    lost: Vec<u32>,
+    duplicates: usize,
+    reordered: usize,
+    /// Gateways each flow (source port) was seen on.
+    gateways: BTreeMap<u16, BTreeSet<&'static str>>,
+}
+
+/// Every packet exactly once, in order per flow, each flow on one gateway?
+fn analyse(sent: u64, got1: &[(u16, u32)], got2: &[(u16, u32)]) -> Streamed {
+    let mut seen = BTreeSet::new();
+    let mut duplicates = 0;
+    let mut reordered = 0;
+    let mut last: BTreeMap<u16, u32> = BTreeMap::new();
+    let mut gateways: BTreeMap<u16, BTreeSet<&'static str>> = BTreeMap::new();
+    for (gw, got) in [("GW1", got1), ("GW2", got2)] {
+        for &(sport, seq) in got {
+            if !seen.insert(seq) {
+                duplicates += 1;
+            }
+            if last.get(&sport).is_some_and(|&l| seq < l) {
+                reordered += 1;
+            }
+            last.insert(sport, seq);
+            gateways.entry(sport).or_default().insert(gw);
+        }
+    }
+    let lost = (0..sent as u32).filter(|s| !seen.contains(s)).collect();
+    Streamed {
+        lost,
+        duplicates,
+        reordered,
+        gateways,
+    }
+}
+
 #[test]
 fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
     let net = TwoWan::new("10.81.0");
@@ -278,25 +315,12 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
     let (mut second, [exited, spawned, replaced, committed]) = timings;
     let prog_after = xdp_prog(rtr, "l0").expect("XDP on l0 after the restart");
 
-    // Every packet exactly once, in order per flow, each flow on one gateway.
-    let mut seen = BTreeSet::new();
-    let mut duplicates = 0;
-    let mut reordered = 0;
-    let mut last: BTreeMap<u16, u32> = BTreeMap::new();
-    let mut gateways: BTreeMap<u16, BTreeSet<&str>> = BTreeMap::new();
-    for (gw, got) in [("GW1", &got1), ("GW2", &got2)] {
-        for &(sport, seq) in got {
-            if !seen.insert(seq) {
-                duplicates += 1;
-            }
-            if last.get(&sport).is_some_and(|&l| seq < l) {
-                reordered += 1;
-            }
-            last.insert(sport, seq);
-            gateways.entry(sport).or_default().insert(gw);
-        }
-    }
-    let lost: Vec<u32> = (0..sent as u32).filter(|s| !seen.contains(s)).collect();
+    let Streamed {
+        lost,
+        duplicates,
+        reordered,
+        gateways,
+    } = analyse(sent, &got1, &got2);
     let per_gw = |gw: &str| gateways.values().filter(|g| g.contains(gw)).count();
     println!(
         "restart under {RATE} pkt/s: SIGTERM → old agent gone {exited:?}, new agent spawned \
@@ -374,4 +398,119 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
         "ip", "netns", "exec", &rtr.name, "bpftool", "net", "show", "dev", "l0",
     ]);
     assert!(!net.contains("xwan"), "program left on l0: {net}");
+}
+
+/// `xwan reload` under the same stream: a valid new configuration whose change does not
+/// concern the streamed flows (a new blocking rule for another port) moves none of them and
+/// loses no packet, and takes effect for the traffic it concerns; a broken configuration is
+/// rejected with an error naming the file, and changes nothing.
+#[test]
+fn reload_under_traffic_moves_only_what_changed() {
+    let net = TwoWan::new("10.81.0");
+    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
+    let sniff1 = wan1.run(|| packet_socket("p1"));
+    let sniff2 = wan2.run(|| packet_socket("p2"));
+    let dir = AgentDir::new("reload");
+    let cfg = dir.path().join("xwan.toml");
+    let base = config(dir.path());
+    std::fs::write(&cfg, &base).unwrap();
+    let socket = dir.socket();
+    let _agent = Agent::start(rtr, &cfg, &dir.path().join("agent.log"));
+    let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    wait_until("GW1 and GW2 active", WAIT, || {
+        status(&socket).is_some_and(|s| both_active(&s))
+    });
+    let reload = || request(&socket, Request::Reload).unwrap();
+
+    let stop_rx = AtomicBool::new(false);
+    let stop_tx = AtomicBool::new(false);
+    let (sent, got1, got2, epochs, rejected) = std::thread::scope(|s| {
+        let r1 = s.spawn(|| collect(sniff1, &stop_rx));
+        let r2 = s.spawn(|| collect(sniff2, &stop_rx));
+        let tx = s.spawn(|| stream(lan, &stop_tx));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::sleep(Duration::from_millis(700));
+            let before = status(&socket).unwrap().epoch;
+            let changed = format!(
+                "{base}\n[[rule]]\nname = \"no5009\"\nprotocol = [\"udp\"]\ndst_port = [\"5009\"]\naction = \"block\"\n"
+            );
+            std::fs::write(&cfg, changed).unwrap();
+            let after = match reload() {
+                Answer::Reloaded { epoch } => epoch,
+                other => panic!("valid reload refused: {other:?}\n{}", log()),
+            };
+            // The new rule applies to the traffic it concerns.
+            let q = xwan::explain::Query {
+                src: "10.81.0.2".parse().unwrap(),
+                dst: "198.51.100.9".parse().unwrap(),
+                proto: 17,
+                sport: Some(40000),
+                dport: Some(5009),
+                dscp: 0,
+                iface: None,
+            };
+            match request(&socket, Request::Explain(q)).unwrap() {
+                Answer::Explained { text } => {
+                    assert!(
+                        text.contains("'no5009'") && text.contains("dropped"),
+                        "{text}"
+                    )
+                }
+                other => panic!("explain: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(700));
+            std::fs::write(&cfg, "[[router]\nname = \"broken\"\n").unwrap();
+            let rejected = match reload() {
+                Answer::Error { message } => message,
+                other => panic!("broken configuration accepted: {other:?}"),
+            };
+            let kept = status(&socket).unwrap().epoch;
+            std::thread::sleep(Duration::from_millis(700));
+            ([before, after, kept], rejected)
+        }));
+        stop_tx.store(true, Ordering::Relaxed);
+        let sent = tx.join().unwrap();
+        stop_rx.store(true, Ordering::Relaxed);
+        let (got1, got2) = (r1.join().unwrap(), r2.join().unwrap());
+        match result {
+            Ok((epochs, rejected)) => (sent, got1, got2, epochs, rejected),
+            Err(e) => {
+                eprintln!("{}", log());
+                std::panic::resume_unwind(e)
+            }
+        }
+    });
+    let [before, after, kept] = epochs;
+    assert!(
+        after > before,
+        "the valid reload committed a new ruleset ({before} -> {after})"
+    );
+    assert_eq!(kept, after, "the broken configuration changed the ruleset");
+    assert!(
+        rejected.contains("xwan.toml:"),
+        "the error names the file and line: {rejected}"
+    );
+    let Streamed {
+        lost,
+        duplicates,
+        reordered,
+        gateways,
+    } = analyse(sent, &got1, &got2);
+    println!(
+        "reload under {RATE} pkt/s: sent {sent}, lost {}, duplicates {duplicates}, reordered \
+         {reordered}; epochs {before} -> {after} (broken config rejected: {rejected})",
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} packets lost across the reloads\n{}",
+        lost.len(),
+        log()
+    );
+    assert_eq!((duplicates, reordered), (0, 0));
+    assert_eq!(gateways.len(), FLOWS as usize, "every flow was seen");
+    assert!(
+        gateways.values().all(|g| g.len() == 1),
+        "a flow moved: {gateways:?}"
+    );
 }
