@@ -99,3 +99,52 @@ pub fn render(s: &Status, now_unix: u64) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, state: &str, ready: bool, role: &str, share: f64) -> GatewayRow {
+        GatewayRow {
+            name: name.into(),
+            state: state.into(),
+            last_change_unix: Some(1_000),
+            availability: if ready { "Ready" } else { "Unavailable" }.into(),
+            reason: if ready { "answering" } else { "timeout" }.into(),
+            available_since_unix: ready.then_some(1_000),
+            role: role.into(),
+            address: "172.16.1.2".into(),
+            weight: 50,
+            distribution: share,
+            rtt_ms: ready.then_some(0.42),
+            jitter_ms: None,
+            loss_pct: if ready { 0.0 } else { 100.0 },
+        }
+    }
+
+    #[test]
+    fn renders_the_monitor_table() {
+        let s = Status {
+            config: "/etc/xwan/xwan.toml".into(),
+            epoch: 7,
+            attachments: vec!["lan0 (ifindex 2): XDP xwan_xdp_lan native".into()],
+            routers: vec![RouterStatus {
+                name: "ProductionRouter".into(),
+                gateways: vec![
+                    row("RemoteTunWAN2", "Unavailable", false, "Main", 0.0),
+                    row("RemoteTunWAN1", "Active", true, "Backup", 83.3),
+                ],
+            }],
+        };
+        let text = render(&s, 1_090);
+        let expected = "config /etc/xwan/xwan.toml  ruleset epoch 7
+attached lan0 (ifindex 2): XDP xwan_xdp_lan native
+
+router ProductionRouter
+  GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS
+  RemoteTunWAN2    Unavailable  1m 30s ago       Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%
+  RemoteTunWAN1    Active       1m 30s ago       Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%
+";
+        assert_eq!(text, expected);
+    }
+}
