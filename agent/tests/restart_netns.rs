@@ -421,6 +421,26 @@ fn reload_under_traffic_moves_only_what_changed() {
         status(&socket).is_some_and(|s| both_active(&s))
     });
     let reload = || request(&socket, Request::Reload).unwrap();
+    let assert_blocks_5009 = || {
+        let q = xwan::explain::Query {
+            src: "10.81.0.2".parse().unwrap(),
+            dst: "198.51.100.9".parse().unwrap(),
+            proto: 17,
+            sport: Some(40000),
+            dport: Some(5009),
+            dscp: 0,
+            iface: None,
+        };
+        match request(&socket, Request::Explain(q)).unwrap() {
+            Answer::Explained { text } => {
+                assert!(
+                    text.contains("'no5009'") && text.contains("dropped"),
+                    "{text}"
+                )
+            }
+            other => panic!("explain: {other:?}"),
+        }
+    };
 
     let stop_rx = AtomicBool::new(false);
     let stop_tx = AtomicBool::new(false);
@@ -440,33 +460,17 @@ fn reload_under_traffic_moves_only_what_changed() {
                 other => panic!("valid reload refused: {other:?}\n{}", log()),
             };
             // The new rule applies to the traffic it concerns.
-            let q = xwan::explain::Query {
-                src: "10.81.0.2".parse().unwrap(),
-                dst: "198.51.100.9".parse().unwrap(),
-                proto: 17,
-                sport: Some(40000),
-                dport: Some(5009),
-                dscp: 0,
-                iface: None,
-            };
-            match request(&socket, Request::Explain(q)).unwrap() {
-                Answer::Explained { text } => {
-                    assert!(
-                        text.contains("'no5009'") && text.contains("dropped"),
-                        "{text}"
-                    )
-                }
-                other => panic!("explain: {other:?}"),
-            }
+            assert_blocks_5009();
             std::thread::sleep(Duration::from_millis(700));
             std::fs::write(&cfg, "[[router]\nname = \"broken\"\n").unwrap();
             let rejected = match reload() {
                 Answer::Error { message } => message,
                 other => panic!("broken configuration accepted: {other:?}"),
             };
-            let kept = status(&socket).unwrap().epoch;
+            // The running configuration stays (kernel events may still commit new epochs of it).
+            assert_blocks_5009();
             std::thread::sleep(Duration::from_millis(700));
-            ([before, after, kept], rejected)
+            ([before, after], rejected)
         }));
         stop_tx.store(true, Ordering::Relaxed);
         let sent = tx.join().unwrap();
@@ -480,12 +484,11 @@ fn reload_under_traffic_moves_only_what_changed() {
             }
         }
     });
-    let [before, after, kept] = epochs;
+    let [before, after] = epochs;
     assert!(
         after > before,
         "the valid reload committed a new ruleset ({before} -> {after})"
     );
-    assert_eq!(kept, after, "the broken configuration changed the ruleset");
     assert!(
         rejected.contains("xwan.toml:"),
         "the error names the file and line: {rejected}"
