@@ -251,37 +251,31 @@ pub fn compile(plan: &Plan, generation: u32) -> Result<Image, CompileError> {
     let generation = generation & 1;
     let g = generation as u8;
 
-    let src4 = lpm_entries(rules, |r| &r.src, false, "IPv4 source")?
-        .into_iter()
-        .map(|(net, bitmap)| LpmEntry {
-            prefix_len: LPM_GEN_BITS + net.prefix_len() as u32,
-            data: lpm4(g, net.addr()),
-            bitmap,
+    // Keys carry the generation in their first 32 bits (LPM_GEN_BITS).
+    let entries = |field: fn(&Rule) -> &Vec<IpNet>, v6: bool, what: &'static str| {
+        lpm_entries(rules, field, v6, what).map(|v| {
+            v.into_iter().map(move |(net, bitmap)| {
+                (LPM_GEN_BITS + net.prefix_len() as u32, net.addr(), bitmap)
+            })
         })
+    };
+    let v4 = |(prefix_len, addr, bitmap)| LpmEntry {
+        prefix_len,
+        data: lpm4(g, addr),
+        bitmap,
+    };
+    let v6 = |(prefix_len, addr, bitmap)| LpmEntry {
+        prefix_len,
+        data: lpm6(g, addr),
+        bitmap,
+    };
+    let src4 = entries(|r| &r.src, false, "IPv4 source")?.map(v4).collect();
+    let dst4 = entries(|r| &r.dst, false, "IPv4 destination")?
+        .map(v4)
         .collect();
-    let dst4 = lpm_entries(rules, |r| &r.dst, false, "IPv4 destination")?
-        .into_iter()
-        .map(|(net, bitmap)| LpmEntry {
-            prefix_len: LPM_GEN_BITS + net.prefix_len() as u32,
-            data: lpm4(g, net.addr()),
-            bitmap,
-        })
-        .collect();
-    let src6 = lpm_entries(rules, |r| &r.src, true, "IPv6 source")?
-        .into_iter()
-        .map(|(net, bitmap)| LpmEntry {
-            prefix_len: LPM_GEN_BITS + net.prefix_len() as u32,
-            data: lpm6(g, net.addr()),
-            bitmap,
-        })
-        .collect();
-    let dst6 = lpm_entries(rules, |r| &r.dst, true, "IPv6 destination")?
-        .into_iter()
-        .map(|(net, bitmap)| LpmEntry {
-            prefix_len: LPM_GEN_BITS + net.prefix_len() as u32,
-            data: lpm6(g, net.addr()),
-            bitmap,
-        })
+    let src6 = entries(|r| &r.src, true, "IPv6 source")?.map(v6).collect();
+    let dst6 = entries(|r| &r.dst, true, "IPv6 destination")?
+        .map(v6)
         .collect();
 
     let any_proto = rules_where(rules, |r| r.protocols.is_empty());
