@@ -31,13 +31,11 @@ pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let Some(iface) = (unsafe { XWAN_IFACES.get(ifindex) }) else {
         return (XDP_PASS, reason::PASS_NOT_CONFIGURED);
     };
-    let Some(dmac) = load::<[u8; 6]>(start, end, 0) else {
+    // One bounds check for the whole Ethernet header; the destination MAC is its start.
+    let Some(eth) = load::<[u8; 14]>(start, end, 0) else {
         return (XDP_PASS, reason::PASS_MALFORMED);
     };
-    if load::<[u8; 14]>(start, end, 0).is_none() {
-        return (XDP_PASS, reason::PASS_MALFORMED);
-    }
-    if dmac != iface.mac {
+    if eth[..6] != iface.mac {
         return (XDP_PASS, reason::PASS_NOT_FOR_US);
     }
     let p = match parse_eth(start, end) {
