@@ -48,7 +48,8 @@
 //!   overwritten next time). Flow entries carry the epoch, so flows are re-classified.
 //! * **Router tables.** Each router has two slot tables and a version in `XWAN_RTR_VER`; the
 //!   inactive table is written, then the version bumped. Before an inactive table is written
-//!   again, a grace period since that router's last flip is awaited.
+//!   again, a grace period since that router's last flip is awaited; a background thread
+//!   (`grace`) starts one at every flip, so a verdict normally finds it over and never waits.
 //! * **Order** (make before break): interfaces, local addresses, links, config and gateways
 //!   being added or changed → router tables → ruleset flip → grace period → old generation and
 //!   removed gateways deleted.
@@ -68,6 +69,7 @@ mod bpffs;
 mod commit;
 pub mod compile;
 mod counters;
+mod grace;
 mod loader;
 mod object;
 mod sys;
