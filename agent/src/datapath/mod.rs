@@ -65,6 +65,7 @@
 //! order of writes in [`Datapath::apply`] is what makes commits hitless: keep it.
 
 mod attach;
+mod bench;
 mod bpffs;
 mod commit;
 pub mod compile;
@@ -82,6 +83,7 @@ pub use attach::{
     AttachPolicy, AttachReport, CLSACT_HANDLE, CLSACT_PRIORITY, LINKS_DIR, TcAttachMode, TcPolicy,
     XdpAttachMode, XdpPolicy,
 };
+pub use bench::bench_counter_reads;
 pub use bpffs::{BPF_FS_MAGIC, TestBpffs, ensure_bpffs, is_bpffs};
 pub use compile::{CompileError, Image, compile, slot_table};
 pub use counters::{CounterReader, ReasonCounter};
