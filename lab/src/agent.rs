@@ -200,3 +200,20 @@ pub fn request_at(socket: &Path, request: Request) -> Result<Answer> {
         .build()?;
     Ok(rt.block_on(call(&socket.to_path_buf(), &request))?)
 }
+
+/// The value of series `series` (name and labels, exactly as exposed) in a scrape of the
+/// agent running in `ns` (default metrics address).
+pub fn metric(ns: &Netns, series: &str) -> Result<Option<f64>> {
+    let body = ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: lab\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })?;
+    Ok(body
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()))
+}

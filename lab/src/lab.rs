@@ -62,6 +62,7 @@ pub struct Lab {
     pub headoffice_dir: AgentDir,
     pub topo: Topology,
     xwan: PathBuf,
+    opts: Options,
     state_dir: RemoveDir,
 }
 
@@ -101,6 +102,7 @@ impl Lab {
             headoffice_dir,
             topo,
             xwan: xwan.to_owned(),
+            opts: *opts,
             state_dir: RemoveDir(place.dir.clone()),
         };
         lab.wait_ready()?;
@@ -154,6 +156,11 @@ impl Lab {
                 .is_ok_and(|o| o.contains("lladdr"))
             })
         })
+    }
+
+    /// The branch configuration the lab started with, to edit and [`Self::reload_branch`].
+    pub fn branch_config(&self) -> Result<toml::Table> {
+        config::branch(self.branch_dir.path(), &self.opts)
     }
 
     /// Writes a new branch configuration and asks the agent to reload it.

@@ -155,15 +155,23 @@ impl Topology {
                     wires[i] = Some(Wire::start(l.name, a, b)?);
                 }
                 Medium::Veth => {
+                    // Distinct interface indexes on the two ends: the kernel reports a veth's
+                    // carrier change at once only when its index differs from its peer's
+                    // (otherwise the event may wait up to a second in the link watcher).
+                    let (a, b) = (format!("{}", 100 + i), format!("{}", 200 + i));
                     branch.ip(&[
                         "link",
                         "add",
                         l.ifname,
+                        "index",
+                        &a,
                         "type",
                         "veth",
                         "peer",
                         "name",
                         l.ifname,
+                        "index",
+                        &b,
                         "netns",
                         headoffice.name(),
                     ])?;

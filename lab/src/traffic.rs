@@ -609,3 +609,38 @@ fn call(st: &FlowStats, src: Ipv4Addr, port: u16, interval: Duration, stop: &Ato
         drain(st, &mut buf);
     }
 }
+
+/// `per_client` new SQL connections (one query each) from each of `clients`, concurrently,
+/// from namespace `lan`. Returns the flows that were answered and the number that failed.
+pub fn sql_burst(lan: &str, clients: &[Ipv4Addr], per_client: usize) -> (Vec<FlowKey>, usize) {
+    let server = SocketAddrV4::new(SQL_HOST, SQL_PORT);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = clients
+            .iter()
+            .map(|&src| {
+                s.spawn(move || {
+                    let mut ok = Vec::new();
+                    let mut failed = 0;
+                    if netns::enter_by_name(lan).is_err() {
+                        return (ok, per_client);
+                    }
+                    for n in 0..per_client {
+                        match sql_query(src, server, n as u64) {
+                            Ok(Some(k)) => ok.push(k),
+                            _ => failed += 1,
+                        }
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut failed = 0;
+        for w in workers {
+            let (ok, f) = w.join().expect("burst worker");
+            all.extend(ok);
+            failed += f;
+        }
+        (all, failed)
+    })
+}
