@@ -90,7 +90,12 @@ impl Lab {
             &config::headoffice(headoffice_dir.path(), opts)?,
         )?;
         let servers = Servers::start(topo.servers.name())?;
-        let observer = Observer::start(topo.branch.name(), topo.headoffice.name())?;
+        let observer = Observer::start(
+            topo.lan.name(),
+            topo.branch.name(),
+            topo.headoffice.name(),
+            topo.servers.name(),
+        )?;
         let headoffice = Agent::start(xwan, &topo.headoffice, &headoffice_dir, "agent.log")?;
         let branch = Agent::start(xwan, &topo.branch, &branch_dir, "agent.log")?;
         let mut lab = Lab {

@@ -2,6 +2,9 @@
 //! The head office's end of a link sees the branch's traffic (forward), the branch's end sees
 //! the replies; each end counts only what arrives (not what its own kernel sends), so every
 //! packet is counted once, on the link it really crossed, with the DSCP it arrived with.
+//! Two more taps count what the clients and the servers send (their interface's outgoing
+//! packets), so a flow's loss across the WAN is exact: sent minus arrived, per direction,
+//! whatever TCP's retransmissions hide.
 //!
 //! The [`Observer`] keeps per link and traffic class packet/byte counters (the live view's
 //! rates) and a record per flow (which links its packets crossed, when): what the end-to-end
@@ -84,6 +87,9 @@ pub struct FlowKey {
 #[derive(Clone, Debug)]
 pub struct FlowSeen {
     pub class: Class,
+    /// Packets the client sent, and the server sent back.
+    pub sent_forward: u64,
+    pub sent_replies: u64,
     /// Forward packets (branch → head office) per link.
     pub forward: [u64; 3],
     /// Reply packets (head office → branch) per link.
@@ -112,6 +118,17 @@ impl FlowSeen {
     pub fn forward_links(&self) -> Vec<usize> {
         (0..3).filter(|&l| self.forward[l] > 0).collect()
     }
+
+    /// Packets sent and not arrived over any link: (forward, replies). Exact once the flow is
+    /// quiet (packets in flight count as lost).
+    pub fn lost(&self) -> (u64, u64) {
+        (
+            self.sent_forward
+                .saturating_sub(self.forward.iter().sum::<u64>()),
+            self.sent_replies
+                .saturating_sub(self.replies.iter().sum::<u64>()),
+        )
+    }
 }
 
 #[derive(Default)]
@@ -120,7 +137,19 @@ struct Counter {
     bytes: AtomicU64,
 }
 
-/// Direction of a tap.
+/// What a tap counts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Tap {
+    /// Branch → head office packets arriving over link N.
+    Forward(usize),
+    /// Replies arriving at the branch over link N.
+    Reply(usize),
+    /// Packets the clients send.
+    ClientsSend,
+    /// Packets the servers send.
+    ServersSend,
+}
+
 const FORWARD: usize = 0;
 const REPLY: usize = 1;
 
@@ -142,33 +171,40 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Taps every link at both ends: `branch` and `headoffice` are namespace names.
-    pub fn start(branch: &str, headoffice: &str) -> Result<Observer> {
+    /// Taps every link at both ends, and the clients' and servers' interfaces (`eth0`).
+    /// Arguments are namespace names.
+    pub fn start(lan: &str, branch: &str, headoffice: &str, servers: &str) -> Result<Observer> {
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut taps = Vec::new();
+        let mut places = vec![
+            (lan, "eth0", Tap::ClientsSend),
+            (servers, "eth0", Tap::ServersSend),
+        ];
         for (link, l) in LINKS.iter().enumerate() {
-            for (ns, direction) in [(headoffice, FORWARD), (branch, REPLY)] {
-                let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-                let (shared, stop, ns) = (shared.clone(), stop.clone(), ns.to_owned());
-                taps.push(
-                    std::thread::Builder::new()
-                        .name(format!("tap-{}", l.ifname))
-                        .spawn(move || {
-                            let fd = netns::enter_by_name(&ns).and_then(|()| tap(l.ifname));
-                            match fd {
-                                Ok(fd) => {
-                                    let _ = ready_tx.send(Ok(()));
-                                    read_loop(&fd, link, direction, &shared, &stop);
-                                }
-                                Err(e) => {
-                                    let _ = ready_tx.send(Err(e));
-                                }
+            places.push((headoffice, l.ifname, Tap::Forward(link)));
+            places.push((branch, l.ifname, Tap::Reply(link)));
+        }
+        for (ns, ifname, what) in places {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let (shared, stop, ns) = (shared.clone(), stop.clone(), ns.to_owned());
+            taps.push(
+                std::thread::Builder::new()
+                    .name(format!("tap-{ifname}"))
+                    .spawn(move || {
+                        let fd = netns::enter_by_name(&ns).and_then(|()| tap(ifname));
+                        match fd {
+                            Ok(fd) => {
+                                let _ = ready_tx.send(Ok(()));
+                                read_loop(&fd, what, &shared, &stop);
                             }
-                        })?,
-                );
-                ready_rx.recv()??;
-            }
+                            Err(e) => {
+                                let _ = ready_tx.send(Err(e));
+                            }
+                        }
+                    })?,
+            );
+            ready_rx.recv()??;
         }
         Ok(Observer { shared, stop, taps })
     }
@@ -229,10 +265,11 @@ impl Drop for Observer {
     }
 }
 
-/// An AF_PACKET datagram socket (IP packets without link header, from TUN and veth alike)
-/// bound to `ifname` in the calling thread's namespace.
+/// An AF_PACKET datagram socket (packets without link header, from TUN and veth alike, in
+/// both directions) bound to `ifname` in the calling thread's namespace.
 fn tap(ifname: &str) -> Result<OwnedFd> {
-    let proto = (libc::ETH_P_IP as u16).to_be();
+    // ETH_P_ALL: a socket for one protocol would not see what the interface sends.
+    let proto = (libc::ETH_P_ALL as u16).to_be();
     // SAFETY: plain socket call.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, proto as i32) };
     if fd < 0 {
@@ -276,7 +313,8 @@ fn tap(ifname: &str) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn read_loop(fd: &OwnedFd, link: usize, direction: usize, shared: &Shared, stop: &AtomicBool) {
+fn read_loop(fd: &OwnedFd, what: Tap, shared: &Shared, stop: &AtomicBool) {
+    let sender = matches!(what, Tap::ClientsSend | Tap::ServersSend);
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
@@ -304,12 +342,15 @@ fn read_loop(fd: &OwnedFd, link: usize, direction: usize, shared: &Shared, stop:
             if n <= 0 {
                 break;
             }
-            // What this end's own kernel sends is counted where it arrives.
-            if from.sll_pkttype == libc::PACKET_OUTGOING {
+            // Senders' taps count what leaves; link taps what arrives (what this end's own
+            // kernel sends is counted where it arrives).
+            if (from.sll_pkttype == libc::PACKET_OUTGOING) != sender
+                || from.sll_protocol != (libc::ETH_P_IP as u16).to_be()
+            {
                 continue;
             }
             if let Some(p) = parse(&buf[..n as usize]) {
-                record(shared, link, direction, &p, n as u64);
+                record(shared, what, &p, n as u64);
             }
         }
     }
@@ -347,16 +388,22 @@ fn parse(p: &[u8]) -> Option<Packet> {
     })
 }
 
-fn record(shared: &Shared, link: usize, direction: usize, p: &Packet, bytes: u64) {
-    let (client, server) = if direction == FORWARD {
-        (p.src, p.dst)
-    } else {
-        (p.dst, p.src)
+fn record(shared: &Shared, what: Tap, p: &Packet, bytes: u64) {
+    let (client, server) = match what {
+        Tap::Forward(_) | Tap::ClientsSend => (p.src, p.dst),
+        Tap::Reply(_) | Tap::ServersSend => (p.dst, p.src),
     };
     let class = Class::of(p.proto, server.port());
-    let c = &shared.counters[link][class.index()][direction];
-    c.packets.fetch_add(1, Ordering::Relaxed);
-    c.bytes.fetch_add(bytes, Ordering::Relaxed);
+    let at_link = match what {
+        Tap::Forward(l) => Some((l, FORWARD)),
+        Tap::Reply(l) => Some((l, REPLY)),
+        _ => None,
+    };
+    if let Some((link, direction)) = at_link {
+        let c = &shared.counters[link][class.index()][direction];
+        c.packets.fetch_add(1, Ordering::Relaxed);
+        c.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
     if class == Class::Other {
         return;
     }
@@ -369,22 +416,27 @@ fn record(shared: &Shared, link: usize, direction: usize, p: &Packet, bytes: u64
     let mut flows = shared.flows.lock().expect("observer lock");
     let f = flows.entry(key).or_insert_with(|| FlowSeen {
         class,
+        sent_forward: 0,
+        sent_replies: 0,
         forward: [0; 3],
         replies: [0; 3],
-        first_link: link,
+        first_link: 0,
         first_on: [None; 3],
         last_on: [None; 3],
         dscp: 0,
     });
-    if direction == FORWARD {
-        if f.forward.iter().all(|&n| n == 0) {
-            f.first_link = link;
+    match what {
+        Tap::Forward(link) => {
+            if f.forward.iter().all(|&n| n == 0) {
+                f.first_link = link;
+            }
+            f.forward[link] += 1;
+            f.first_on[link].get_or_insert(now);
+            f.last_on[link] = Some(now);
+            f.dscp |= 1 << p.dscp;
         }
-        f.forward[link] += 1;
-        f.first_on[link].get_or_insert(now);
-        f.last_on[link] = Some(now);
-        f.dscp |= 1 << p.dscp;
-    } else {
-        f.replies[link] += 1;
+        Tap::Reply(link) => f.replies[link] += 1,
+        Tap::ClientsSend => f.sent_forward += 1,
+        Tap::ServersSend => f.sent_replies += 1,
     }
 }

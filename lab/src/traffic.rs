@@ -46,6 +46,8 @@ pub const RTP_PORTS: u16 = 16;
 /// How long a client waits for an answer before it counts an error.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 const HTTP_BODY: usize = 1024;
+/// Connect and answer timeout of a connection-per-query SQL client.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The servers; stopped on drop.
 pub struct Servers {
@@ -553,7 +555,10 @@ fn connections(st: &FlowStats, src: Ipv4Addr, interval: Duration, stop: &AtomicB
 
 /// Connects, sends one query, reads its answer, closes. Returns the connection's flow.
 pub fn sql_query(src: Ipv4Addr, server: SocketAddrV4, n: u64) -> io::Result<Option<FlowKey>> {
-    let mut w = connect(src, server, Duration::from_millis(500))?;
+    let mut w = connect(src, server, QUERY_TIMEOUT)?;
+    // A one-query connection that does not answer quickly is given up, so a client keeps
+    // opening new connections while a link fails.
+    w.set_read_timeout(Some(QUERY_TIMEOUT))?;
     let key = w.local_addr().ok().and_then(|l| key_of(6, l, server));
     let mut r = BufReader::new(w.try_clone()?);
     exchange(SQL_PORT, &mut w, &mut r, n)?;

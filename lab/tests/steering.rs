@@ -29,6 +29,8 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
     traffic.start(Client::Sip, CLIENTS[3], ms(100));
     std::thread::sleep(Duration::from_millis(1500));
     traffic.stop();
+    // Closing handshakes still in flight.
+    std::thread::sleep(Duration::from_millis(300));
 
     let flows = lab.observer.flows();
     for st in &traffic.flows {
@@ -49,11 +51,12 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
         };
         let names = |v: Vec<usize>| v.iter().map(|&l| LINKS[l].name).collect::<Vec<_>>();
         println!(
-            "{}: {answered} answers, {errors} errors; forward over {:?}, replies over {:?}, DSCP bits {:#x}",
+            "{}: {answered} answers, {errors} errors; forward over {:?}, replies over {:?}, DSCP bits {:#x}, lost (out, back) {:?}",
             st.label,
             names(seen.forward_links()),
             names(seen.reply_links()),
-            seen.dscp
+            seen.dscp,
+            seen.lost()
         );
         assert!(
             answered > 0 && errors == 0,
@@ -74,8 +77,14 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
         );
         let dscp = if st.class == Class::Voip { 1 << 18 } else { 1 };
         assert_eq!(seen.dscp, dscp, "{}: DSCP on arrival", st.label);
+        assert!(
+            seen.sent_forward > 0 && seen.sent_replies > 0,
+            "{}: taps saw nothing",
+            st.label
+        );
+        assert_eq!(seen.lost(), (0, 0), "{}: packets lost on the WAN", st.label);
         if st.class == Class::Voip {
-            assert_eq!(st.lost(), 0, "{}: VoIP packets lost", st.label);
+            assert_eq!(st.lost(), 0, "{}: VoIP packets not echoed", st.label);
         }
     }
 }
