@@ -147,3 +147,60 @@ pub fn tables<'a>(t: &'a mut Table, key: &str) -> Result<impl Iterator<Item = &'
         .with_context(|| format!("seed has no [[{key}]]"))?;
     Ok(a.iter_mut().filter_map(Value::as_table_mut))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xwan::config::{LinkKind, parse};
+
+    const OPTS: Options = Options {
+        timing: Timing::FAST,
+        failback: Failback::All,
+    };
+
+    /// The generated files are valid for the agent, keep the seed's routers, rules and
+    /// return routes, and carry the lab's changes.
+    #[test]
+    fn generated_configurations_are_the_seed_with_lab_interfaces() {
+        let dir = Path::new("/run/xwan-lab/branch");
+        let (branch_cfg, _) = parse(&render(&branch(dir, &OPTS).unwrap()), "branch.toml")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (seed, _) = parse(SEED_BRANCH, "seed-branch.toml").unwrap();
+        assert_eq!(branch_cfg.rules, seed.rules);
+        assert_eq!(branch_cfg.gateways, seed.gateways);
+        assert_eq!(branch_cfg.agent.bpffs, dir.join("bpffs"));
+        assert_eq!(branch_cfg.agent.control_socket, dir.join("ctl.sock"));
+        let ifaces: Vec<_> = branch_cfg
+            .links
+            .iter()
+            .map(|l| l.interface.as_str())
+            .collect();
+        assert_eq!(ifaces, ["wan1", "wan2", "wan3"]);
+        let kinds: Vec<_> = branch_cfg.links.iter().map(|l| l.kind).collect();
+        assert_eq!(
+            kinds,
+            [LinkKind::Tunnel, LinkKind::Tunnel, LinkKind::Ethernet]
+        );
+        for (r, s) in branch_cfg.routers.iter().zip(&seed.routers) {
+            assert_eq!(
+                (&r.name, &r.mains, &r.backups),
+                (&s.name, &s.mains, &s.backups)
+            );
+            assert_eq!(r.frequency, Duration::from_millis(200));
+            assert_eq!(r.wait, Duration::from_millis(100));
+            assert_eq!(r.tries.get(), 3);
+            assert_eq!(r.failback, xwan::config::Failback::All);
+            assert_eq!(r.on_failure, s.on_failure);
+            assert_eq!(r.activate_all_backups, s.activate_all_backups);
+        }
+
+        let (ho, _) = parse(
+            &render(&headoffice(Path::new("/run/xwan-lab/headoffice"), &OPTS).unwrap()),
+            "headoffice.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let (ho_seed, _) = parse(SEED_HEADOFFICE, "seed-headoffice.toml").unwrap();
+        assert_eq!(ho.return_routes, ho_seed.return_routes);
+        assert!(ho.routers.is_empty() && ho.rules.is_empty());
+    }
+}

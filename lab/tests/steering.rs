@@ -88,3 +88,45 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
         }
     }
 }
+
+/// The wire's impairments are real: a delay on WAN1 shows in the probes' round-trip time,
+/// random loss on WAN2 in their loss ratio (what `xwan status` reports for each gateway).
+#[test]
+fn wire_delay_and_loss_show_in_the_gateways_probes() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let gateway = |name: &str| {
+        lab.branch.status().and_then(|s| {
+            s.routers
+                .iter()
+                .flat_map(|r| r.gateways.iter())
+                .find(|g| g.name == name)
+                .cloned()
+        })
+    };
+    let rtt = |name: &str| gateway(name).and_then(|g| g.rtt_ms).unwrap_or(0.0);
+    let before = rtt("RemoteTunWAN1");
+    lab.topo
+        .wire(0)
+        .unwrap()
+        .set_delay(Duration::from_millis(40));
+    let took = support::wait_until(
+        "RemoteTunWAN1's RTT to reach 80 ms",
+        Duration::from_secs(5),
+        || rtt("RemoteTunWAN1") >= 80.0,
+    );
+    println!(
+        "WAN1 delayed 40 ms each way: probe RTT {before:.2} ms → {:.2} ms (after {took:?})",
+        rtt("RemoteTunWAN1")
+    );
+    lab.topo.wire(1).unwrap().set_loss(50.0);
+    let took = support::wait_until(
+        "RemoteTunWAN2's probe loss",
+        Duration::from_secs(10),
+        || gateway("RemoteTunWAN2").is_some_and(|g| g.loss_pct > 0.0),
+    );
+    println!(
+        "WAN2 dropping 50 %: probe loss {:.0} % after {took:?}",
+        gateway("RemoteTunWAN2").unwrap().loss_pct
+    );
+    assert!(lab.topo.wire(2).is_err(), "WAN3 (veth) has no wire");
+}
