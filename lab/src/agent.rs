@@ -193,12 +193,24 @@ impl Drop for Agent {
     }
 }
 
+/// How long an agent gets to answer a control request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One control request to the agent whose socket is `socket`.
 pub fn request_at(socket: &Path, request: Request) -> Result<Answer> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    Ok(rt.block_on(call(&socket.to_path_buf(), &request))?)
+    let answer = rt.block_on(async {
+        tokio::time::timeout(REQUEST_TIMEOUT, call(&socket.to_path_buf(), &request)).await
+    });
+    match answer {
+        Ok(a) => Ok(a?),
+        Err(_) => bail!(
+            "the agent at {} did not answer within {REQUEST_TIMEOUT:?}",
+            socket.display()
+        ),
+    }
 }
 
 /// The value of series `series` (name and labels, exactly as exposed) in a scrape of the
