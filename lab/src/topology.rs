@@ -228,8 +228,8 @@ impl Topology {
             Medium::Veth => {
                 for site in [&self.branch, &self.headoffice] {
                     let rules = format!(
-                        "table netdev xwanlab_cut {{ chain in {{ type filter hook ingress \
-                         device {} priority 0; policy drop; }} }}\n",
+                        "table netdev xwanlab_cut {{\n  chain in {{\n    type filter hook \
+                         ingress device {} priority 0; policy drop;\n  }}\n}}\n",
                         l.ifname
                     );
                     site.exec("nft", &["-f", "-"], &rules)?;

@@ -1,7 +1,8 @@
 //! Tests 5 to 7 of the lab, each on a lab of its own under steady traffic:
 //!
 //! 5. Carrier loss on the veth link (WAN3): VoIP has moved to its backup (WAN2) within
-//!    100 ms — no probe has to time out.
+//!    100 ms — no probe has to time out. Restored, then cut silently (carrier up): the
+//!    probes catch it within frequency + tries × wait.
 //! 6. The branch agent restarted (SIGTERM, new `xwan run`) under traffic: not one packet or
 //!    request lost, every flow stays on its link.
 //! 7. Reload with a changed rule under traffic: only the flows the change concerns move; a
@@ -17,7 +18,7 @@ use std::{
 use support::{logs, wait_until};
 use xwan::control::Answer;
 use xwan_lab::{
-    config::{Failback, render, tables},
+    config::{Failback, Timing, render, tables},
     lab::{Lab, all_ready, gateway_state},
     topology::CLIENTS,
     traffic::{Client, FlowStats, RTP_PORT, Traffic},
@@ -153,7 +154,46 @@ fn carrier_loss_on_the_veth_link_moves_voip_at_once() {
         "VoIP moved after {slowest:?}, bound {CARRIER_BOUND:?} (+ one 20 ms packet interval)\n{}",
         logs(&lab)
     );
+
+    // The same link cut silently (nftables drop everything on both ends, carrier stays):
+    // only the probes can tell, within frequency + tries × wait.
     lab.topo.restore(WAN3).unwrap();
+    let bound = Timing::FAST.detection_bound() + ms(300);
+    let back = wait_until("RemoteTunWAN3 Active again", ms(2000), || {
+        voip_gateway(&lab, "RemoteTunWAN3").is_some_and(|(s, _)| s == "Active")
+    });
+    let mut calls = Traffic::new(lab.topo.lan.name());
+    for call in 4..8 {
+        calls.start(Client::Voip(call), CLIENTS[3], ms(20));
+    }
+    wait_until("new calls on WAN3", ms(2000), || {
+        calls
+            .flows
+            .iter()
+            .all(|st| links(&lab, st, None) == vec![WAN3])
+    });
+    let cut = Instant::now();
+    lab.topo.cut_silently(WAN3).unwrap();
+    let detected = wait_until("RemoteTunWAN3 Unavailable", bound, || {
+        voip_gateway(&lab, "RemoteTunWAN3").is_some_and(|(_, a)| a == "Unavailable")
+    });
+    wait_until("every call on WAN2", ms(2000), || {
+        calls
+            .flows
+            .iter()
+            .all(|st| links(&lab, st, Some(cut)).contains(&WAN2))
+    });
+    println!(
+        "WAN3 restored: Active after {back:?}; then cut silently: detected after {detected:?} \
+         (bound {bound:?}), calls on WAN2"
+    );
+    lab.topo.restore(WAN3).unwrap();
+}
+
+fn voip_gateway(lab: &Lab, gw: &str) -> Option<(String, String)> {
+    lab.branch
+        .status()
+        .and_then(|s| gateway_state(&s, "VoIPRouter", gw))
 }
 
 #[test]
