@@ -121,17 +121,18 @@ impl Drop for Servers {
 
 fn accept_loop(l: &TcpListener, port: u16, stop: &Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        match l.accept() {
-            Ok((s, _)) => {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(s, port, &stop);
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        let mut pfd = libc::pollfd {
+            fd: l.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; wakes at least every 50 ms to see `stop`.
+        unsafe { libc::poll(&mut pfd, 1, 50) };
+        while let Ok((s, _)) = l.accept() {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let _ = serve(s, port, &stop);
+            });
         }
     }
 }
@@ -268,6 +269,10 @@ pub enum Client {
     SqlSession,
     /// A new SQL connection per query.
     SqlConnections,
+    /// A new SQL connection attempt every interval without waiting for any (each is closed
+    /// a second later): new connections keep coming at a steady pace even while a link
+    /// swallows some, which is what convergence is measured with.
+    SqlOpener,
     /// A VoIP call on RTP port `RTP_PORT + n`.
     Voip(u16),
     /// SIP signalling (UDP 5060).
@@ -300,6 +305,7 @@ impl Traffic {
             Client::Ftp => (Class::Ftp, format!("FTP {src} → web")),
             Client::SqlSession => (Class::Sql, format!("SQL session {src} → sql")),
             Client::SqlConnections => (Class::Sql, format!("SQL connects {src} → sql")),
+            Client::SqlOpener => (Class::Sql, format!("SQL opener {src} → sql")),
             Client::Voip(n) => (Class::Voip, format!("VoIP call {src} → :{}", RTP_PORT + n)),
             Client::Sip => (Class::Voip, format!("SIP {src} → :{SIP_PORT}")),
         };
@@ -315,6 +321,7 @@ impl Traffic {
                 Client::Ftp => session(&st, src, WEB_HOST, FTP_PORT, interval, &stop),
                 Client::SqlSession => session(&st, src, SQL_HOST, SQL_PORT, interval, &stop),
                 Client::SqlConnections => connections(&st, src, interval, &stop),
+                Client::SqlOpener => opener(&st, src, interval, &stop),
                 Client::Voip(n) => call(&st, src, RTP_PORT + n, interval, &stop),
                 Client::Sip => call(&st, src, SIP_PORT, interval, &stop),
             }
@@ -338,7 +345,34 @@ impl Drop for Traffic {
     }
 }
 
+/// A blocking TCP connection from `src` to `dst`, established within `timeout`.
 fn connect(src: Ipv4Addr, dst: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    let (s, in_progress) = start_connect(src, dst)?;
+    if in_progress {
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+        if n <= 0 {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
+        }
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+    }
+    s.set_nonblocking(false)?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    s.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+    Ok(s)
+}
+
+/// A non-blocking TCP socket bound to `src`, connecting to `dst` (the SYN is sent); `true`
+/// when the connection is still in progress.
+fn start_connect(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<(TcpStream, bool)> {
     // std has no bind-then-connect; socket2 would, but a raw bind is short.
     // SAFETY: plain socket call; ownership passes to TcpStream below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -366,7 +400,6 @@ fn connect(src: Ipv4Addr, dst: SocketAddrV4, timeout: Duration) -> io::Result<Tc
     {
         return Err(io::Error::last_os_error());
     }
-    // Non-blocking connect bounded by `timeout`.
     s.set_nonblocking(true)?;
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as u16,
@@ -384,30 +417,15 @@ fn connect(src: Ipv4Addr, dst: SocketAddrV4, timeout: Duration) -> io::Result<Tc
             std::mem::size_of::<libc::sockaddr_in>() as u32,
         )
     };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
-        if n <= 0 {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
-        }
-        if let Some(e) = s.take_error()? {
-            return Err(e);
-        }
+    if r == 0 {
+        return Ok((s, false));
     }
-    s.set_nonblocking(false)?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    s.set_write_timeout(Some(ANSWER_TIMEOUT))?;
-    Ok(s)
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        Ok((s, true))
+    } else {
+        Err(e)
+    }
 }
 
 fn key_of(proto: u8, local: SocketAddr, server: SocketAddrV4) -> Option<FlowKey> {
@@ -549,6 +567,41 @@ fn connections(st: &FlowStats, src: Ipv4Addr, interval: Duration, stop: &AtomicB
         match next.checked_duration_since(Instant::now()) {
             Some(d) => std::thread::sleep(d),
             None => next = Instant::now(),
+        }
+    }
+}
+
+/// Opens a connection every `interval` (non-blocking), closes each a second later;
+/// `answered` counts those established by then.
+fn opener(st: &FlowStats, src: Ipv4Addr, interval: Duration, stop: &AtomicBool) {
+    let server = SocketAddrV4::new(SQL_HOST, SQL_PORT);
+    let mut open: std::collections::VecDeque<(Instant, TcpStream)> = Default::default();
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match start_connect(src, server) {
+            Ok((s, _)) => {
+                if let Ok(local) = s.local_addr() {
+                    *st.key.lock().expect("flow stats lock") = key_of(6, local, server);
+                }
+                open.push_back((Instant::now(), s));
+            }
+            Err(_) => {
+                st.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        st.sent.fetch_add(1, Ordering::Relaxed);
+        while open
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(1))
+        {
+            let (_, s) = open.pop_front().expect("front exists");
+            if s.peer_addr().is_ok() {
+                st.answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        next += interval;
+        if let Some(d) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
         }
     }
 }

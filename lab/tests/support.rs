@@ -39,7 +39,9 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
             return t.elapsed();
         }
         if t.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            // Bounds hold on an idle 2-core machine; say how busy this one was.
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            panic!("timed out after {timeout:?} waiting for {what} (load average: {load})");
         }
         std::thread::sleep(Duration::from_millis(2));
     }
