@@ -2,6 +2,10 @@
 //! The head office's end of a link sees the branch's traffic (forward), the branch's end sees
 //! the replies; each end counts only what arrives (not what its own kernel sends), so every
 //! packet is counted once, on the link it really crossed, with the DSCP it arrived with.
+//! On the branch's end of the TUN links a tap also sees what the branch sends into the link
+//! (`xwan_tc_steer`'s redirect goes through the device's transmit path; `XDP_REDIRECT`
+//! into a veth does not, so this is for TUN links only): when the data plane stopped
+//! choosing a dead link is measured there, not from what a cut link no longer delivers.
 //! Two more taps count what the clients and the servers send (their interface's outgoing
 //! packets), so a flow's loss across the WAN is exact: sent minus arrived, per direction,
 //! whatever TCP's retransmissions hide.
@@ -27,7 +31,10 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::{netns, topology::LINKS};
+use crate::{
+    netns,
+    topology::{LINKS, Medium},
+};
 
 /// Traffic classes of the seed scenario, by port.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -96,6 +103,8 @@ pub struct FlowSeen {
     pub replies: [u64; 3],
     /// Link of the first forward packet.
     pub first_link: usize,
+    /// When the branch first sent the flow into each TUN link (see the module docs).
+    pub steered_first: [Option<Instant>; 3],
     /// Arrival of the first and last forward packet, per link.
     pub first_on: [Option<Instant>; 3],
     pub last_on: [Option<Instant>; 3],
@@ -144,6 +153,8 @@ enum Tap {
     Forward(usize),
     /// Replies arriving at the branch over link N.
     Reply(usize),
+    /// Packets the branch sends into link N.
+    Steered(usize),
     /// Packets the clients send.
     ClientsSend,
     /// Packets the servers send.
@@ -184,6 +195,9 @@ impl Observer {
         for (link, l) in LINKS.iter().enumerate() {
             places.push((headoffice, l.ifname, Tap::Forward(link)));
             places.push((branch, l.ifname, Tap::Reply(link)));
+            if l.medium == Medium::Tun {
+                places.push((branch, l.ifname, Tap::Steered(link)));
+            }
         }
         for (ns, ifname, what) in places {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -314,7 +328,7 @@ fn tap(ifname: &str) -> Result<OwnedFd> {
 }
 
 fn read_loop(fd: &OwnedFd, what: Tap, shared: &Shared, stop: &AtomicBool) {
-    let sender = matches!(what, Tap::ClientsSend | Tap::ServersSend);
+    let sender = matches!(what, Tap::ClientsSend | Tap::ServersSend | Tap::Steered(_));
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd {
@@ -390,7 +404,7 @@ fn parse(p: &[u8]) -> Option<Packet> {
 
 fn record(shared: &Shared, what: Tap, p: &Packet, bytes: u64) {
     let (client, server) = match what {
-        Tap::Forward(_) | Tap::ClientsSend => (p.src, p.dst),
+        Tap::Forward(_) | Tap::Steered(_) | Tap::ClientsSend => (p.src, p.dst),
         Tap::Reply(_) | Tap::ServersSend => (p.dst, p.src),
     };
     let class = Class::of(p.proto, server.port());
@@ -421,6 +435,7 @@ fn record(shared: &Shared, what: Tap, p: &Packet, bytes: u64) {
         forward: [0; 3],
         replies: [0; 3],
         first_link: 0,
+        steered_first: [None; 3],
         first_on: [None; 3],
         last_on: [None; 3],
         dscp: 0,
@@ -436,6 +451,9 @@ fn record(shared: &Shared, what: Tap, p: &Packet, bytes: u64) {
             f.dscp |= 1 << p.dscp;
         }
         Tap::Reply(link) => f.replies[link] += 1,
+        Tap::Steered(link) => {
+            f.steered_first[link].get_or_insert(now);
+        }
         Tap::ClientsSend => f.sent_forward += 1,
         Tap::ServersSend => f.sent_replies += 1,
     }
