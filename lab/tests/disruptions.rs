@@ -158,7 +158,8 @@ fn carrier_loss_on_the_veth_link_moves_voip_at_once() {
     // The same link cut silently (nftables drop everything on both ends, carrier stays):
     // only the probes can tell, within frequency + tries × wait.
     lab.topo.restore(WAN3).unwrap();
-    let bound = Timing::FAST.detection_bound() + ms(300);
+    // + one commit and a busy scheduler, as in failover.rs.
+    let bound = Timing::FAST.detection_bound() + ms(500);
     let back = wait_until("RemoteTunWAN3 Active again", ms(2000), || {
         voip_gateway(&lab, "RemoteTunWAN3").is_some_and(|(s, _)| s == "Active")
     });
@@ -244,7 +245,13 @@ fn branch_agent_restart_under_traffic_loses_nothing() {
 fn reload_moves_only_the_changed_flows_and_a_broken_config_changes_nothing() {
     let (_one, lab) = support::lab(Failback::NewConnections);
     let mut traffic = steady(&lab);
-    std::thread::sleep(ms(1000));
+    wait_until("every flow seen on its link", ms(5000), || {
+        traffic
+            .flows
+            .iter()
+            .all(|st| !links(&lab, st, None).is_empty())
+    });
+    std::thread::sleep(ms(500));
     let before: Vec<Vec<usize>> = traffic
         .flows
         .iter()
