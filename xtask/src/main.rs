@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod fmt;
+mod lab;
 mod process;
 mod setup;
 mod test;
@@ -57,6 +58,17 @@ enum Command {
     },
     /// Format the workspace: `cargo fmt --all`.
     Fmt,
+    /// The lab (root): the seed scenario in network namespaces with traffic and a live view.
+    ///
+    /// Runs setup's checks, builds `xwan` and `xwan-lab` (release), then `xwan-lab ARGS`:
+    /// no arguments starts the lab (Ctrl-C removes it); `cut WAN2 [--silent|--carrier]`,
+    /// `restore WAN2`, `delay WAN1 80`, `loss WAN1 5`, `metrics` drive a running lab from
+    /// another terminal; `--down` removes a lab, also one whose process was killed.
+    Lab {
+        /// Arguments for the lab binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +79,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test::run(&args),
         Command::Bench { args } => bench::run(&args),
         Command::Fmt => fmt::run(),
+        Command::Lab { args } => lab::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
