@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod fmt;
+mod load;
 mod process;
 mod setup;
 mod test;
@@ -57,6 +58,16 @@ enum Command {
     },
     /// Format the workspace: `cargo fmt --all`.
     Fmt,
+    /// The line-rate load test (needs root): xwan against kernel policy routing on veth
+    /// namespaces; builds `xwan` and `xwan-bench` (release), then runs `xwan-bench load <args>`.
+    ///
+    /// `cargo xtask load -- --smoke` is the short version the test suite runs;
+    /// `cargo xtask load -- --help` lists the options.
+    Load {
+        /// Arguments for `xwan-bench load`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +78,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test::run(&args),
         Command::Bench { args } => bench::run(&args),
         Command::Fmt => fmt::run(),
+        Command::Load { args } => load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
