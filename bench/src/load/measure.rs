@@ -32,6 +32,26 @@ use super::{
 /// Share of a window the router thread may wait for its CPU before the window is retried.
 pub const DISTURBED: f64 = 0.03;
 
+/// The router thread's tolerated wait share: [`DISTURBED`], plus under `SCHED_FIFO` the
+/// share the kernel keeps for other tasks (RT throttling, `sched_rt_runtime_us` of
+/// `sched_rt_period_us`: 5 % by default), which a saturated RT thread always waits.
+fn disturbed_share(realtime: bool) -> f64 {
+    if !realtime {
+        return DISTURBED;
+    }
+    let read = |f: &str| -> Option<f64> {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    match (read("sched_rt_runtime_us"), read("sched_rt_period_us")) {
+        (Some(r), Some(p)) if r > 0.0 && p > 0.0 => DISTURBED + (1.0 - r / p).max(0.0),
+        _ => DISTURBED,
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
     pub mode: Mode,
@@ -50,7 +70,11 @@ pub struct Sample {
     /// Share of the window the router thread was on its CPU (≈ 1: the router is the limit).
     pub router_busy: f64,
     pub router_wait_ms: f64,
+    /// The router's receive threads (threaded NAPI of its LAN veth) measured.
+    pub router_threads: Vec<i32>,
     pub source_wait_ms: f64,
+    /// Source thread CPU time per frame sent.
+    pub source_ns_per_packet: f64,
     pub sink_wait_ms: f64,
     /// Sink threads' CPU time per packet received.
     pub sink_ns_per_packet: f64,
@@ -223,6 +247,7 @@ fn window_once(
             })
             .sum()
     };
+    let router_tids = router.clone();
     let router = b.router.since(a.router);
     let source = b.source.since(a.source);
     let sinks_st = b.sinks.since(a.sinks);
@@ -233,7 +258,10 @@ fn window_once(
         mix,
         window_s: secs,
         attempts: 1,
-        disturbed: router_wait > DISTURBED * secs,
+        // A thread cannot run longer than the window: when schedstat says it did (seen
+        // in this VM now and then), the window's accounting is not to be trusted either.
+        disturbed: router_wait > disturbed_share(settings.realtime) * secs
+            || router.run_ns as f64 / 1e9 > 1.05 * secs,
         offered_mpps: sent as f64 / secs / 1e6,
         forwarded_mpps: total as f64 / secs / 1e6,
         loss: if sent > 0 {
@@ -248,7 +276,13 @@ fn window_once(
         },
         router_busy: router.run_ns as f64 / 1e9 / secs,
         router_wait_ms: router_wait * 1e3,
+        router_threads: router_tids,
         source_wait_ms: source.wait_ns as f64 / 1e6,
+        source_ns_per_packet: if sent > 0 {
+            source.run_ns as f64 / sent as f64
+        } else {
+            0.0
+        },
         sink_wait_ms: sinks_st.wait_ns as f64 / 1e6,
         sink_ns_per_packet: if total > 0 {
             sinks_st.run_ns as f64 / total as f64

@@ -15,6 +15,7 @@ mod chart;
 pub mod layout;
 mod measure;
 mod modes;
+mod pfpacket;
 mod report;
 mod sys;
 mod topology;
@@ -59,11 +60,13 @@ pub struct Settings {
     pub smoke: bool,
     pub latency: bool,
     pub realtime: bool,
+    pub compare_sources: bool,
+    pub modes: Vec<Mode>,
 }
 
 const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
 [--imix-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] \
-[--cpus SOURCE,ROUTER (0,1)] [--realtime] [--no-latency] [--json PATH] [--svg PATH] [--xwan PATH]";
+[--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--json PATH] [--svg PATH] [--xwan PATH]";
 
 fn parse(args: &[String]) -> Result<Settings> {
     let mut s = Settings {
@@ -82,6 +85,8 @@ fn parse(args: &[String]) -> Result<Settings> {
         smoke: false,
         latency: true,
         realtime: false,
+        compare_sources: false,
+        modes: ALL.to_vec(),
     };
     let list = |v: &str| -> Result<Vec<usize>> {
         if v == "none" {
@@ -124,6 +129,17 @@ fn parse(args: &[String]) -> Result<Settings> {
             }
             "--no-latency" => s.latency = false,
             "--realtime" => s.realtime = true,
+            "--compare-sources" => s.compare_sources = true,
+            "--modes" => {
+                s.modes = val()?
+                    .split(',')
+                    .map(|n| {
+                        ALL.into_iter()
+                            .find(|m| m.name() == n.trim())
+                            .with_context(|| format!("unknown mode {n:?}"))
+                    })
+                    .collect::<Result<_>>()?
+            }
             "--json" => s.json = val()?.into(),
             "--svg" => s.svg = val()?.into(),
             "--xwan" => s.xwan = Some(val()?.into()),
@@ -207,6 +223,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
 pub struct Results {
     pub calibration: Vec<Sample>,
+    pub sources: Vec<report::SourceRun>,
     pub samples: Vec<Sample>,
     pub latency: Vec<report::Latency>,
 }
@@ -220,6 +237,7 @@ fn run_all(
 ) -> Result<Results> {
     let mut out = Results {
         calibration: vec![],
+        sources: vec![],
         samples: vec![],
         latency: vec![],
     };
@@ -241,10 +259,22 @@ fn run_all(
                 work,
                 settings,
             )?;
+            if settings.compare_sources {
+                out.sources.push(report::SourceRun {
+                    source: "xdp-live-frames",
+                    mix,
+                    offered_mpps: s.offered_mpps,
+                    received_mpps: s.forwarded_mpps,
+                    source_ns_per_packet: s.source_ns_per_packet,
+                    source_busy: 0.0,
+                });
+                out.sources
+                    .push(tx_ring(mix, topo, tools, xwan_bin, work, settings)?);
+            }
             out.calibration.push(s);
         }
         for run in 0..settings.runs {
-            for mode in ALL {
+            for mode in settings.modes.iter().copied() {
                 eprintln!(
                     "  {} frames, {rules} rules, run {}/{}: {}",
                     mix.name(),
@@ -264,7 +294,7 @@ fn run_all(
             }
         }
     }
-    if settings.latency {
+    if settings.latency && settings.modes.contains(&Mode::Xwan) {
         out.latency = latency(settings, topo, tools, xwan_bin, work, &out.samples)?;
     }
     Ok(out)
@@ -313,7 +343,7 @@ fn latency(
     let gap_ns = (1e9 / pps) as u64;
     traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, gap_ns)?;
     let mut out = vec![];
-    for mode in ALL {
+    for mode in settings.modes.iter().copied() {
         eprintln!(
             "  latency at {:.3} Mpps offered, {rules} rules: {}",
             pps / 1e6,
@@ -337,4 +367,44 @@ fn latency(
     }
     traffic::set_rate(tools, settings.flows, 0)?;
     Ok(out)
+}
+
+/// The PF_PACKET TX-ring source on the calibration topology (sink on the router's veth).
+fn tx_ring(
+    mix: Mix,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+    settings: &Settings,
+) -> Result<report::SourceRun> {
+    let frames: Vec<Vec<u8>> = (0..settings.flows)
+        .map(|i| traffic::frame(i, mix, topo.lan_mac).0)
+        .collect();
+    let active = modes::setup(Mode::SourceSink, 0, topo, tools, xwan_bin, work)?;
+    for t in topo.router_threads() {
+        sys::pin(t, settings.router_cpu)?;
+    }
+    let lan = topo.rtr.ifindex(&topo.lan_dev)?;
+    let count = |tools: &Ebpf| -> Result<u64> { Ok(traffic::received(tools, lan)?.iter().sum()) };
+    let before = count(tools)?;
+    let run = pfpacket::run(
+        &topo.src,
+        topo.src_ifindex,
+        &frames,
+        settings.source_cpu,
+        settings.realtime,
+        settings.window,
+    );
+    let after = count(tools)?;
+    modes::teardown(Mode::SourceSink, active, topo, tools)?;
+    let run = run?;
+    Ok(report::SourceRun {
+        source: "pf-packet-tx-ring",
+        mix,
+        offered_mpps: run.sent as f64 / run.secs / 1e6,
+        received_mpps: (after - before) as f64 / run.secs / 1e6,
+        source_ns_per_packet: run.stat.run_ns as f64 / run.sent.max(1) as f64,
+        source_busy: run.stat.run_ns as f64 / 1e9 / run.secs,
+    })
 }

@@ -97,6 +97,18 @@ struct Goals {
     xwan_max_rules_vs_min_rules_goal: f64,
 }
 
+/// One traffic-source candidate on the calibration topology (`--compare-sources`).
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceRun {
+    pub source: &'static str,
+    pub mix: Mix,
+    pub offered_mpps: f64,
+    pub received_mpps: f64,
+    pub source_ns_per_packet: f64,
+    /// Share of the window the source thread ran (TX ring only; live frames always ≈ 1).
+    pub source_busy: f64,
+}
+
 #[derive(Serialize)]
 struct ClassInfo {
     name: &'static str,
@@ -123,6 +135,7 @@ struct Json<'a> {
     /// Index = the class index of `class_link`; `link` is where policy modes send it.
     classes: Vec<ClassInfo>,
     calibration: &'a [Sample],
+    sources: &'a [SourceRun],
     summary: &'a [Row],
     goals: Option<Goals>,
     latency: &'a [Latency],
@@ -243,6 +256,16 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             row.wrong_link
         );
     }
+    for c in &r.sources {
+        println!(
+            "source candidate {:<18} {:>4} frames: offered {:.3} Mpps, received {:.3} Mpps, {:.0} ns CPU per frame",
+            c.source,
+            c.mix.name(),
+            c.offered_mpps,
+            c.received_mpps,
+            c.source_ns_per_packet
+        );
+    }
     let goals = goals(&rows);
     if let Some(g) = &goals {
         println!(
@@ -292,6 +315,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             })
             .collect(),
         calibration: &r.calibration,
+        sources: &r.sources,
         summary: &rows,
         goals,
         latency: &r.latency,
