@@ -39,6 +39,10 @@ static LOAD_SINK_CNT: PerCpuArray<SinkCount> = PerCpuArray::with_max_entries(SIN
 static LOAD_SINK_CFG: Array<SinkConfig> = Array::with_max_entries(1, 0);
 #[map(name = "LOAD_LATENCY")]
 static LOAD_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(LAT_BUCKETS, 0);
+/// Index `ifindex & 63`: non-zero = this sink is a dead link (drops everything, counts
+/// nothing, answers no probe): the silent cut of the failover test.
+#[map(name = "LOAD_SINK_DEAD")]
+static LOAD_SINK_DEAD: Array<u32> = Array::with_max_entries(64, 0);
 #[map(name = "LOAD_RDR_CFG")]
 static LOAD_RDR_CFG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
 #[map(name = "LOAD_RDR_DEV")]
@@ -107,6 +111,12 @@ pub fn load_gen(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn load_sink(ctx: XdpContext) -> u32 {
+    if LOAD_SINK_DEAD
+        .get(ctx.ingress_ifindex() as u32 & 63)
+        .is_some_and(|d| *d != 0)
+    {
+        return XDP_DROP;
+    }
     let (start, end) = (ctx.data(), ctx.data_end());
     // Up to the IPv6 flow label / IPv4 protocol; IPv6's next header is at 20.
     if start + 24 > end {

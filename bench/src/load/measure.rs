@@ -148,6 +148,25 @@ pub fn measure(
     Ok(b)
 }
 
+/// Pins the router's receive threads to the router CPU and the sinks' to the source CPU
+/// (both `SCHED_FIFO` 2 with `--realtime`); returns the sink threads.
+pub fn place_threads(topo: &Topology, settings: &Settings) -> Result<Vec<i32>> {
+    for t in topo.router_threads() {
+        pin(t, settings.router_cpu)?;
+        if settings.realtime {
+            realtime(t, 2)?;
+        }
+    }
+    let sinks = topo.sink_threads();
+    for t in &sinks {
+        pin(*t, settings.source_cpu)?;
+        if settings.realtime {
+            realtime(*t, 2)?;
+        }
+    }
+    Ok(sinks)
+}
+
 fn window_once(
     mode: Mode,
     rules: usize,
@@ -166,19 +185,7 @@ fn window_once(
             topo.rtr.name
         );
     }
-    for t in &router {
-        pin(*t, settings.router_cpu)?;
-        if settings.realtime {
-            realtime(*t, 2)?;
-        }
-    }
-    let sinks = topo.sink_threads();
-    for t in &sinks {
-        pin(*t, settings.source_cpu)?;
-        if settings.realtime {
-            realtime(*t, 2)?;
-        }
-    }
+    let sinks = place_threads(topo, settings)?;
     let lan_ifindex = topo.rtr.ifindex(&topo.lan_dev)?;
     let counted = counted_ifindexes(mode, topo, lan_ifindex);
     let mut source = Generator::start(

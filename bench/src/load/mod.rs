@@ -12,6 +12,7 @@
 //! exit, also on error.
 
 mod chart;
+mod failover;
 pub mod layout;
 mod measure;
 mod modes;
@@ -59,6 +60,7 @@ pub struct Settings {
     pub xwan: Option<PathBuf>,
     pub smoke: bool,
     pub latency: bool,
+    pub failover: bool,
     pub realtime: bool,
     pub compare_sources: bool,
     pub modes: Vec<Mode>,
@@ -66,7 +68,7 @@ pub struct Settings {
 
 const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
 [--imix-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] \
-[--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--json PATH] [--svg PATH] [--xwan PATH]";
+[--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
 
 fn parse(args: &[String]) -> Result<Settings> {
     let mut s = Settings {
@@ -84,6 +86,7 @@ fn parse(args: &[String]) -> Result<Settings> {
         xwan: None,
         smoke: false,
         latency: true,
+        failover: true,
         realtime: false,
         compare_sources: false,
         modes: ALL.to_vec(),
@@ -113,6 +116,7 @@ fn parse(args: &[String]) -> Result<Settings> {
                 s.warmup = Duration::from_millis(200);
                 s.retries = 0;
                 s.latency = false;
+                s.failover = false;
             }
             "--runs" => s.runs = val()?.parse().context("--runs")?,
             "--rules" => s.rules = list(val()?)?,
@@ -128,6 +132,7 @@ fn parse(args: &[String]) -> Result<Settings> {
                 (s.source_cpu, s.router_cpu) = (a, b);
             }
             "--no-latency" => s.latency = false,
+            "--no-failover" => s.failover = false,
             "--realtime" => s.realtime = true,
             "--compare-sources" => s.compare_sources = true,
             "--modes" => {
@@ -226,6 +231,7 @@ pub struct Results {
     pub sources: Vec<report::SourceRun>,
     pub samples: Vec<Sample>,
     pub latency: Vec<report::Latency>,
+    pub failover: Vec<failover::Failover>,
 }
 
 fn run_all(
@@ -240,6 +246,7 @@ fn run_all(
         sources: vec![],
         samples: vec![],
         latency: vec![],
+        failover: vec![],
     };
     let mut sweeps: Vec<(Mix, usize)> = settings.rules.iter().map(|r| (Mix::Small, *r)).collect();
     sweeps.extend(settings.imix_rules.iter().map(|r| (Mix::Imix, *r)));
@@ -297,6 +304,23 @@ fn run_all(
     if settings.latency && settings.modes.contains(&Mode::Xwan) {
         out.latency = latency(settings, topo, tools, xwan_bin, work, &out.samples)?;
     }
+    if settings.failover && settings.modes.contains(&Mode::Xwan) {
+        let rules = *settings.rules.iter().max().expect("rule counts");
+        let pps = half_xwan(&out.samples, rules)?;
+        traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, 0)?;
+        for cut in [failover::Cut::Silent, failover::Cut::Carrier] {
+            eprintln!(
+                "  failover at {:.3} Mpps, {rules} rules: {cut:?} cut of link 2",
+                pps / 1e6
+            );
+            let f = failover::run(cut, rules, pps, topo, tools, settings, xwan_bin, work)?;
+            eprintln!(
+                "    SQL flows on the backup link after {:.0} ms, {} packets lost",
+                f.moved_after_ms, f.lost_packets
+            );
+            out.failover.push(f);
+        }
+    }
     Ok(out)
 }
 
@@ -311,7 +335,7 @@ fn one(
     work: &std::path::Path,
     settings: &Settings,
 ) -> Result<Sample> {
-    let active = modes::setup(mode, rules, topo, tools, xwan_bin, work)
+    let active = modes::setup(mode, rules, topo, tools, xwan_bin, work, settings.realtime)
         .with_context(|| format!("setting up mode {}", mode.name()))?;
     let r = measure::measure(mode, rules, mix, topo, tools, settings, settings.window);
     let t = modes::teardown(mode, active, topo, tools);
@@ -331,15 +355,7 @@ fn latency(
     samples: &[Sample],
 ) -> Result<Vec<report::Latency>> {
     let rules = *settings.rules.iter().max().expect("rule counts");
-    let xwan: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.mode == Mode::Xwan && s.rules == rules && s.mix == Mix::Small)
-        .map(|s| s.forwarded_mpps)
-        .collect();
-    let pps = report::median(&xwan) * 1e6 * 0.5;
-    if pps <= 0.0 {
-        bail!("xwan forwarded nothing: no rate for the latency runs");
-    }
+    let pps = half_xwan(samples, rules)?;
     let gap_ns = (1e9 / pps) as u64;
     traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, gap_ns)?;
     let mut out = vec![];
@@ -349,7 +365,7 @@ fn latency(
             pps / 1e6,
             mode.name()
         );
-        let active = modes::setup(mode, rules, topo, tools, xwan_bin, work)?;
+        let active = modes::setup(mode, rules, topo, tools, xwan_bin, work, settings.realtime)?;
         traffic::set_latency(tools, true)?;
         let r = measure::measure(
             mode,
@@ -381,7 +397,15 @@ fn tx_ring(
     let frames: Vec<Vec<u8>> = (0..settings.flows)
         .map(|i| traffic::frame(i, mix, topo.lan_mac).0)
         .collect();
-    let active = modes::setup(Mode::SourceSink, 0, topo, tools, xwan_bin, work)?;
+    let active = modes::setup(
+        Mode::SourceSink,
+        0,
+        topo,
+        tools,
+        xwan_bin,
+        work,
+        settings.realtime,
+    )?;
     for t in topo.router_threads() {
         sys::pin(t, settings.router_cpu)?;
     }
@@ -407,4 +431,18 @@ fn tx_ring(
         source_ns_per_packet: run.stat.run_ns as f64 / run.sent.max(1) as f64,
         source_busy: run.stat.run_ns as f64 / 1e9 / run.secs,
     })
+}
+
+/// Half of xwan's median forwarded rate at `rules` (64-byte frames), in packets/s.
+fn half_xwan(samples: &[Sample], rules: usize) -> Result<f64> {
+    let xwan: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.mode == Mode::Xwan && s.rules == rules && s.mix == Mix::Small)
+        .map(|s| s.forwarded_mpps)
+        .collect();
+    let pps = report::median(&xwan) * 1e6 * 0.5;
+    if pps <= 0.0 {
+        bail!("xwan forwarded nothing at {rules} rules: no rate for the runs at 50 % load");
+    }
+    Ok(pps)
 }

@@ -91,6 +91,7 @@ pub fn setup(
     tools: &mut Ebpf,
     xwan_bin: &Path,
     work: &Path,
+    realtime: bool,
 ) -> Result<Active> {
     let rtr = &topo.rtr;
     let active = match mode {
@@ -160,7 +161,7 @@ pub fn setup(
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
             std::fs::write(&cfg, xwan_config(rules, topo, &dir))?;
-            let agent = Agent::start(xwan_bin, topo, &cfg, &dir)?;
+            let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
             topo.thread_lan()?;
             Active::Xwan(agent)
@@ -289,7 +290,9 @@ pub fn nft_linear(rules: usize) -> String {
     s
 }
 
-/// Mode 1: the agent's configuration (fillers first, real rules last).
+/// Mode 1: the agent's configuration (fillers first, real rules last). Router `Rn` uses
+/// gateway `Gn` on link n with the next link's gateway as backup (probes every 500 ms, 200 ms
+/// retry wait, 3 tries), which the failover test exercises.
 pub fn xwan_config(rules: usize, topo: &Topology, dir: &Path) -> String {
     let mut s = format!(
         "[agent]\nlan_interfaces = [\"{}\"]\nbpffs = \"{}/bpffs\"\ncontrol_socket = \"{}/ctl.sock\"\n",
@@ -302,8 +305,9 @@ pub fn xwan_config(rules: usize, topo: &Topology, dir: &Path) -> String {
         s.push_str(&format!(
             "\n[[link]]\nname = \"L{n}\"\ninterface = \"{dev}\"\nkind = \"ethernet\"\naddress = \"{r4}/30\"\n\n\
              [[gateway]]\nname = \"G{n}\"\nlink = \"L{n}\"\naddress = \"{s4}\"\n\n\
-             [[router]]\nname = \"R{n}\"\ngateways = [\"G{n}\"]\nfrequency = \"1s\"\nwait = \"500ms\"\ntries = 3\non_failure = \"drop\"\n",
+             [[router]]\nname = \"R{n}\"\ngateways = [\"G{n}\"]\nbackups = [\"G{b}\"]\nfrequency = \"500ms\"\nwait = \"200ms\"\ntries = 3\non_failure = \"drop\"\n",
             n = i + 1,
+            b = (i + 1) % LINKS + 1,
             dev = topo.link_devs[i],
         ));
     }
@@ -330,16 +334,24 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(bin: &Path, topo: &Topology, cfg: &Path, dir: &Path) -> Result<Agent> {
+    /// With `realtime`, the agent (all its threads) runs under `SCHED_FIFO` 3, above the
+    /// data-path threads, as the harness's busy RT threads would otherwise starve it and
+    /// delay its reaction to link events.
+    fn start(bin: &Path, topo: &Topology, cfg: &Path, dir: &Path, realtime: bool) -> Result<Agent> {
         use std::os::{fd::AsRawFd, unix::process::CommandExt};
         let netns = std::fs::File::open(format!("/run/netns/{}", topo.rtr.name))?;
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"]).arg(cfg);
         let fd = netns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
+        // SAFETY: setns and sched_setscheduler are async-signal-safe; the fd stays open
+        // until spawn returns.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let p = libc::sched_param { sched_priority: 3 };
+                if realtime && libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -364,16 +376,17 @@ impl Agent {
         rt.block_on(xwan::control::call(&self.dir.join("ctl.sock"), &r))
     }
 
-    /// Waits until every gateway is Active and Ready.
-    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    /// Waits until every gateway is Ready and every main gateway Active.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let t = Instant::now();
         loop {
             if let Ok(Answer::Status(s)) = self.request(Request::Status) {
+                // Each router: its main gateway Active, its backup On standby, both Ready.
                 let rows: Vec<_> = s.routers.iter().flat_map(|r| &r.gateways).collect();
-                if rows.len() == LINKS
-                    && rows
-                        .iter()
-                        .all(|g| g.state == "Active" && g.availability == "Ready")
+                if rows.len() == 2 * LINKS
+                    && rows.iter().all(|g| {
+                        g.availability == "Ready" && (g.role != "Main" || g.state == "Active")
+                    })
                 {
                     return Ok(());
                 }

@@ -30,6 +30,10 @@ pub struct Row {
     pub forwarded_mpps: f64,
     pub runs_mpps: Vec<f64>,
     pub router_ns_per_packet: f64,
+    /// What the router CPU could forward if this mode had it to itself: 1 / ns per packet.
+    /// The fair comparison where the source and sinks, not the router, limit the
+    /// forwarded rate (router busy well below 100 %).
+    pub router_capacity_mpps: f64,
     pub router_busy: f64,
     pub loss: f64,
     /// Windows that stayed disturbed after every retry.
@@ -51,6 +55,8 @@ pub struct Latency {
     pub p90_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    /// Percentiles at this value are "at least": the histogram's last bucket.
+    pub max_us: f64,
 }
 
 impl Latency {
@@ -82,6 +88,7 @@ impl Latency {
             p90_us: pct(0.9),
             p99_us: pct(0.99),
             p999_us: pct(0.999),
+            max_us: (hist.len() as u64 * LAT_BUCKET_NS) as f64 / 1e3,
         }
     }
 }
@@ -95,6 +102,12 @@ struct Goals {
     xwan_vs_bare_xdp_goal: f64,
     xwan_max_rules_vs_min_rules: f64,
     xwan_max_rules_vs_min_rules_goal: f64,
+    /// The same three ratios by router CPU per packet (capacity), which holds also when the
+    /// source or the sinks limit the forwarded rate (see `bare_xdp_router_busy`).
+    xwan_vs_kernel_maps_by_cpu: f64,
+    xwan_vs_bare_xdp_by_cpu: f64,
+    xwan_max_rules_vs_min_rules_by_cpu: f64,
+    bare_xdp_router_busy: f64,
 }
 
 /// One traffic-source candidate on the calibration topology (`--compare-sources`).
@@ -139,6 +152,7 @@ struct Json<'a> {
     summary: &'a [Row],
     goals: Option<Goals>,
     latency: &'a [Latency],
+    failover: &'a [super::failover::Failover],
     samples: &'a [Sample],
 }
 
@@ -174,6 +188,10 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                 router_ns_per_packet: median(
                     &v.iter().map(|s| s.router_ns_per_packet).collect::<Vec<_>>(),
                 ),
+                router_capacity_mpps: {
+                    let ns = median(&v.iter().map(|s| s.router_ns_per_packet).collect::<Vec<_>>());
+                    if ns > 0.0 { 1e3 / ns } else { 0.0 }
+                },
                 router_busy: median(&v.iter().map(|s| s.router_busy).collect::<Vec<_>>()),
                 loss: median(&v.iter().map(|s| s.loss).collect::<Vec<_>>()),
                 disturbed_runs: v.iter().filter(|s| s.disturbed).count(),
@@ -197,7 +215,19 @@ fn goals(rows: &[Row]) -> Option<Goals> {
             .copied()
     };
     let top = xwan(max)?;
+    let mode_at = |m: Mode| {
+        small
+            .iter()
+            .find(|r| r.mode == m && r.rules == max)
+            .copied()
+    };
+    let cap = |r: Option<&Row>| r.map_or(0.0, |r| r.router_capacity_mpps);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     Some(Goals {
+        xwan_vs_kernel_maps_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::KernelMaps))),
+        xwan_vs_bare_xdp_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::BareXdp))),
+        xwan_max_rules_vs_min_rules_by_cpu: ratio(top.router_capacity_mpps, cap(xwan(min))),
+        bare_xdp_router_busy: mode_at(Mode::BareXdp).map_or(0.0, |r| r.router_busy),
         rules: max,
         xwan_vs_kernel_maps: top.vs_kernel_maps,
         xwan_vs_kernel_maps_goal: 3.0,
@@ -223,17 +253,28 @@ fn cpu_model() -> String {
 pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     let rows = rows(&r.samples);
     println!(
-        "\n{:<5} {:>6} {:<14} {:>8} {:>10} {:>6} {:>7} {:>9} {:>8} {:>6}",
-        "mix", "rules", "mode", "Mpps", "ns/packet", "busy", "loss", "×maps", "×bare", "wrong"
+        "\n{:<5} {:>6} {:<14} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6}",
+        "mix",
+        "rules",
+        "mode",
+        "Mpps",
+        "ns/packet",
+        "capacity",
+        "busy",
+        "loss",
+        "×maps",
+        "×bare",
+        "wrong"
     );
     for c in &r.calibration {
         println!(
-            "{:<5} {:>6} {:<14} {:>8.3} {:>10.1} {:>5.0}% {:>6.1}% {:>9} {:>8} {:>6}",
+            "{:<5} {:>6} {:<14} {:>8.3} {:>10.1} {:>9} {:>5.0}% {:>6.1}% {:>9} {:>8} {:>6}",
             c.mix.name(),
             "-",
             "source alone",
             c.forwarded_mpps,
             c.router_ns_per_packet,
+            "",
             c.router_busy * 100.0,
             c.loss * 100.0,
             "",
@@ -243,12 +284,13 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     }
     for row in &rows {
         println!(
-            "{:<5} {:>6} {:<14} {:>8.3} {:>10.1} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6}",
+            "{:<5} {:>6} {:<14} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6}",
             row.mix.name(),
             row.rules,
             row.mode.name(),
             row.forwarded_mpps,
             row.router_ns_per_packet,
+            row.router_capacity_mpps,
             row.router_busy * 100.0,
             row.loss * 100.0,
             row.vs_kernel_maps,
@@ -273,6 +315,15 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
              (goal ≥ 0.75), xwan at max / min rules = {:.2} (goal ≥ 0.9)",
             g.rules, g.xwan_vs_kernel_maps, g.xwan_vs_bare_xdp, g.xwan_max_rules_vs_min_rules
         );
+        println!(
+            "by router CPU per packet: xwan / kernel-maps = {:.2}, xwan / bare-xdp = {:.2}, xwan at \
+             max / min rules = {:.2} (bare-xdp's router was busy {:.0} %: below 100 %, the source \
+             and sinks limit the forwarded rate and the CPU ratios are the fair ones)",
+            g.xwan_vs_kernel_maps_by_cpu,
+            g.xwan_vs_bare_xdp_by_cpu,
+            g.xwan_max_rules_vs_min_rules_by_cpu,
+            g.bare_xdp_router_busy * 100.0
+        );
     }
     if !r.latency.is_empty() {
         println!(
@@ -280,17 +331,34 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             r.latency[0].offered_mpps
         );
         for l in &r.latency {
+            let us = |v: f64| {
+                if v >= l.max_us {
+                    format!("≥ {v:.0} µs")
+                } else {
+                    format!("{v:.0} µs")
+                }
+            };
             println!(
-                "  {:<14} forwarded {:.3} Mpps, loss {:.1} %, p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+                "  {:<14} forwarded {:.3} Mpps, loss {:.1} %, p50 {}, p90 {}, p99 {}, p99.9 {}",
                 l.mode.name(),
                 l.forwarded_mpps,
                 l.loss * 100.0,
-                l.p50_us,
-                l.p90_us,
-                l.p99_us,
-                l.p999_us
+                us(l.p50_us),
+                us(l.p90_us),
+                us(l.p99_us),
+                us(l.p999_us)
             );
         }
+    }
+    for f in &r.failover {
+        println!(
+            "failover, {:?} cut of link 2 at {:.3} Mpps: SQL flows on the backup link after {:.0} ms, {} packets lost ({:.1} % of those sent meanwhile)",
+            f.cut,
+            f.offered_mpps,
+            f.moved_after_ms,
+            f.lost_packets,
+            f.lost_share * 100.0
+        );
     }
     let json = Json {
         unit: "Mpps forwarded (median of runs); router CPU ns per forwarded packet",
@@ -319,6 +387,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
         summary: &rows,
         goals,
         latency: &r.latency,
+        failover: &r.failover,
         samples: &r.samples,
     };
     for p in [&settings.json, &settings.svg] {
