@@ -194,6 +194,7 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("the load test creates network namespaces and loads eBPF: run it as root");
     }
     let xwan_bin = find_xwan(&settings.xwan)?;
+    sys::remove_stale();
     sys::install_wakeup_signal()?;
     let started = Instant::now();
     let work = std::env::temp_dir().join(format!("xwan-load-{}", std::process::id()));

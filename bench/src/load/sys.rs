@@ -142,6 +142,42 @@ impl Drop for Netns {
     }
 }
 
+/// Removes what an earlier run killed before its cleanup left behind: namespaces
+/// `xload<PID>…` and directories `xwan-load-<PID>` (with the agent's bpffs mount) of processes
+/// that no longer exist.
+pub fn remove_stale() {
+    let alive = |pid: &str| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(rest) = name.strip_prefix("xload") else {
+                continue;
+            };
+            let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if !pid.is_empty() && !alive(&pid) {
+                let _ = Command::new("ip").args(["netns", "del", name]).output();
+            }
+        }
+    }
+    let tmp = std::env::temp_dir();
+    if let Ok(dir) = std::fs::read_dir(&tmp) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("xwan-load-") else {
+                continue;
+            };
+            if pid.chars().all(|c| c.is_ascii_digit()) && !alive(pid) {
+                let bpffs = e.path().join("agent/bpffs");
+                if let Ok(c) = std::ffi::CString::new(bpffs.to_string_lossy().as_bytes()) {
+                    // SAFETY: plain syscall on a valid path.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
 pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
     let out = Command::new(cmd)
         .args(args)
