@@ -1,6 +1,6 @@
 //! The load test's smoke version (`xwan-bench load --smoke`, a second or so per mode): every
-//! mode forwards traffic through the namespace topology, and xwan sends each traffic class
-//! to the link its rule names, nowhere else. A check of behaviour, not of speed: no figure
+//! mode forwards traffic through the namespace topology, over veth and over TUN links, and
+//! xwan sends each traffic class to the link its rule names, nowhere else. A check of behaviour, not of speed: no figure
 //! is compared with a threshold.
 //!
 //! Needs root and the `xwan` binary in the same target directory (`cargo test --workspace
@@ -56,31 +56,38 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
             s["mode"]
         );
     }
-    // xwan: every class arrived, and only on its own link.
+    // xwan, on veth (XDP redirect) and TUN links (TC redirect): every class arrived, and
+    // only on its own link (TUN: the frames still queued on each device).
     let classes = v["classes"].as_array().unwrap();
-    let xwan = samples.iter().find(|s| s["mode"] == "xwan").unwrap();
-    for (i, c) in classes.iter().enumerate() {
-        let link = c["link"].as_u64().unwrap() as usize - 1;
-        let per_link: Vec<u64> = xwan["class_link"][i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n.as_u64().unwrap())
-            .collect();
-        assert!(
-            per_link[link] > 0,
-            "xwan forwarded no {} packets on link {}: {per_link:?}",
-            c["name"],
-            link + 1
-        );
-        for (l, n) in per_link.iter().enumerate() {
+    let xwan: Vec<_> = samples.iter().filter(|s| s["mode"] == "xwan").collect();
+    let links: Vec<&str> = xwan.iter().map(|s| s["links"].as_str().unwrap()).collect();
+    assert_eq!(links, ["veth", "tun"], "xwan samples");
+    for s in xwan {
+        for (i, c) in classes.iter().enumerate() {
+            let link = c["link"].as_u64().unwrap() as usize - 1;
+            let per_link: Vec<u64> = s["class_link"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap())
+                .collect();
             assert!(
-                l == link || *n == 0,
-                "xwan sent {n} {} packets to link {} instead of link {}",
+                per_link[link] > 0,
+                "xwan ({} links) forwarded no {} packets on link {}: {per_link:?}",
+                s["links"],
                 c["name"],
-                l + 1,
                 link + 1
             );
+            for (l, n) in per_link.iter().enumerate() {
+                assert!(
+                    l == link || *n == 0,
+                    "xwan ({} links) sent {n} {} packets to link {} instead of link {}",
+                    s["links"],
+                    c["name"],
+                    l + 1,
+                    link + 1
+                );
+            }
         }
     }
     // No namespace of this run is left behind.

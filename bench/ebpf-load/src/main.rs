@@ -7,6 +7,8 @@
 //!   them; everything else (ARP, ICMP: the agent's probes must be answered) goes to the kernel.
 //! * `load_pass`: lets a veth accept XDP-redirected frames (router LAN in kernel modes).
 //! * `load_redirect`: the upper bound, a redirect to one next hop with no parsing at all.
+//! * `load_tc_redirect`: the same bound for L3 (TUN) links, from TC ingress, as native
+//!   `XDP_REDIRECT` into an L3 device delivers nothing.
 //!
 //! Layouts: `bench/src/load/layout.rs`.
 #![no_std]
@@ -20,10 +22,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
-    macros::{map, xdp},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    macros::{classifier, map, xdp},
     maps::{Array, DevMap, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 use layout::*;
 
@@ -45,6 +47,9 @@ static LOAD_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(LAT_BUCKET
 static LOAD_SINK_DEAD: Array<u32> = Array::with_max_entries(64, 0);
 #[map(name = "LOAD_RDR_CFG")]
 static LOAD_RDR_CFG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
+/// Index 0: the TUN device `load_tc_redirect` sends everything to.
+#[map(name = "LOAD_TC_RDR")]
+static LOAD_TC_RDR: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "LOAD_RDR_DEV")]
 static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(1, 0);
 
@@ -190,6 +195,15 @@ pub fn load_redirect(ctx: XdpContext) -> u32 {
     match LOAD_RDR_DEV.redirect(0, 0) {
         Ok(a) => a,
         Err(_) => XDP_ABORTED,
+    }
+}
+
+#[classifier]
+pub fn load_tc_redirect(_ctx: TcContext) -> i32 {
+    match LOAD_TC_RDR.get(0) {
+        // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
+        Some(ifindex) if *ifindex != 0 => unsafe { bpf_redirect(*ifindex, 0) as i32 },
+        _ => 2, // TC_ACT_SHOT
     }
 }
 

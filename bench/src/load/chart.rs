@@ -7,6 +7,7 @@ use super::{
     measure::Sample,
     modes::{ALL, Mode},
     report::Row,
+    topology::Links,
     traffic::Mix,
 };
 
@@ -29,7 +30,10 @@ fn color(m: Mode) -> &'static str {
 }
 
 pub fn svg(rows: &[Row], calibration: &[Sample]) -> String {
-    let rows: Vec<&Row> = rows.iter().filter(|r| r.mix == Mix::Small).collect();
+    let rows: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.mix == Mix::Small && r.links == Links::Veth)
+        .collect();
     let mut rules: Vec<usize> = rows.iter().map(|r| r.rules).collect();
     rules.sort();
     rules.dedup();

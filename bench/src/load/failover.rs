@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::{
     Settings, measure,
     modes::{self, Mode},
-    topology::Topology,
+    topology::{Links, Topology},
     traffic::{self, CLASSES, Generator},
 };
 
@@ -81,6 +81,7 @@ pub fn run(
     let active = modes::setup(
         Mode::Xwan,
         rules,
+        Links::Veth,
         topo,
         tools,
         xwan_bin,

@@ -25,7 +25,7 @@ use super::{
     Settings,
     modes::Mode,
     sys::{SchedStat, pin, realtime},
-    topology::{LINKS, Topology},
+    topology::{LINKS, Links, Topology, drain},
     traffic::{self, CLASSES, Generator, Mix},
 };
 
@@ -54,6 +54,7 @@ fn disturbed_share(realtime: bool) -> f64 {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Sample {
+    pub links: Links,
     pub mode: Mode,
     pub rules: usize,
     pub mix: Mix,
@@ -118,10 +119,12 @@ fn counted_ifindexes(mode: Mode, topo: &Topology, lan_ifindex: u32) -> Vec<u32> 
 
 /// One window, retried while disturbed (at most `settings.retries` more times; the least
 /// disturbed window is kept).
+#[allow(clippy::too_many_arguments)]
 pub fn measure(
     mode: Mode,
     rules: usize,
     mix: Mix,
+    links: Links,
     topo: &Topology,
     tools: &Ebpf,
     settings: &Settings,
@@ -129,7 +132,7 @@ pub fn measure(
 ) -> Result<Sample> {
     let mut best: Option<Sample> = None;
     for attempt in 1..=settings.retries + 1 {
-        let mut s = window_once(mode, rules, mix, topo, tools, settings, window)?;
+        let mut s = window_once(mode, rules, mix, links, topo, tools, settings, window)?;
         s.attempts = attempt;
         let done = !s.disturbed;
         if best
@@ -167,10 +170,12 @@ pub fn place_threads(topo: &Topology, settings: &Settings) -> Result<Vec<i32>> {
     Ok(sinks)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn window_once(
     mode: Mode,
     rules: usize,
     mix: Mix,
+    links: Links,
     topo: &Topology,
     tools: &Ebpf,
     settings: &Settings,
@@ -188,6 +193,13 @@ fn window_once(
     let sinks = place_threads(topo, settings)?;
     let lan_ifindex = topo.rtr.ifindex(&topo.lan_dev)?;
     let counted = counted_ifindexes(mode, topo, lan_ifindex);
+    let tun = links == Links::Tun && mode != Mode::SourceSink;
+    if tun {
+        // Frames an earlier mode left queued must not count as this one's.
+        for f in &topo.tun_files {
+            drain(f);
+        }
+    }
     let mut source = Generator::start(
         tools,
         &topo.src,
@@ -200,10 +212,22 @@ fn window_once(
         Ok(Snapshot {
             at: Instant::now(),
             sent: traffic::sent(tools)?,
-            recv: counted
-                .iter()
-                .map(|i| traffic::received(tools, *i))
-                .collect::<Result<_>>()?,
+            recv: if tun {
+                // Totals only (class unknown): in the last class slot.
+                tun_tx(topo)?
+                    .iter()
+                    .map(|n| {
+                        let mut v = [0u64; 16];
+                        v[15] = *n;
+                        v
+                    })
+                    .collect()
+            } else {
+                counted
+                    .iter()
+                    .map(|i| traffic::received(tools, *i))
+                    .collect::<Result<_>>()?
+            },
             router: sum_stats(&router),
             source: SchedStat::read(g.tid),
             sinks: sum_stats(if mode == Mode::SourceSink {
@@ -240,6 +264,18 @@ fn window_once(
             }
         }
     }
+    if tun {
+        // The frames still queued on each TUN (the kernel keeps up to its queue length).
+        for (l, f) in topo.tun_files.iter().enumerate() {
+            for frame in drain(f) {
+                if let Some(c) = class_of_ip(&frame)
+                    && c < CLASSES.len()
+                {
+                    class_link[c][l] += 1;
+                }
+            }
+        }
+    }
     let wrong_link = if mode == Mode::SourceSink {
         0
     } else {
@@ -260,6 +296,7 @@ fn window_once(
     let sinks_st = b.sinks.since(a.sinks);
     let router_wait = router.wait_ns as f64 / 1e9;
     Ok(Sample {
+        links,
         mode,
         rules,
         mix,
@@ -300,4 +337,34 @@ fn window_once(
         class_link,
         wrong_link,
     })
+}
+
+/// Packets the router handed to each TUN link (sent to its reader, queued or dropped when
+/// the queue was full): the kernel's counters, via `ip -s -j link`.
+fn tun_tx(topo: &Topology) -> Result<Vec<u64>> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &topo.rtr.name, "-s", "-j", "link", "show"])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    topo.tun_devs
+        .iter()
+        .map(|d| {
+            let dev = v
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["ifname"] == d.as_str()))
+                .ok_or_else(|| anyhow::anyhow!("no statistics for {d}"))?;
+            let tx = &dev["stats64"]["tx"];
+            Ok(tx["packets"].as_u64().unwrap_or(0) + tx["dropped"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// The class a generated IP packet carries (IPv4 ID / IPv6 flow label, low 4 bits), for
+/// TCP and UDP only.
+fn class_of_ip(p: &[u8]) -> Option<usize> {
+    match p.first()? >> 4 {
+        4 if p.len() >= 20 && matches!(p[9], 6 | 17) => Some((p[5] & 15) as usize),
+        6 if p.len() >= 40 && matches!(p[6], 6 | 17) => Some((p[3] & 15) as usize),
+        _ => None,
+    }
 }

@@ -4,9 +4,10 @@
 //! For each frame mix and rule count, every mode ([`modes`]) is measured once per round,
 //! rounds repeated `--runs` times, so slow drift of this shared machine hits every mode
 //! alike; each mode's figure is the median of its runs. Results: a table on stdout, JSON and
-//! an SVG chart (throughput against rule count per mode). `--smoke` is the short version the
-//! test suite runs: every mode once, one rule count, and it fails when a mode forwards
-//! nothing or xwan sends a class to the wrong link.
+//! an SVG chart (throughput against rule count per mode). The TUN variant (links are TUN
+//! devices: xwan's TC redirect path) runs at `--tun-rules`. `--smoke` is the short version
+//! the test suite runs: every mode once at 100 rules over veth and over TUN links, and it fails
+//! when a mode forwards nothing or xwan sends a class to the wrong link.
 //!
 //! Needs root. Everything it creates (namespaces, the agent, its bpffs mount) is removed on
 //! exit, also on error.
@@ -49,6 +50,7 @@ pub struct Settings {
     pub runs: usize,
     pub rules: Vec<usize>,
     pub imix_rules: Vec<usize>,
+    pub tun_rules: Vec<usize>,
     pub window: Duration,
     pub warmup: Duration,
     pub retries: usize,
@@ -67,7 +69,7 @@ pub struct Settings {
 }
 
 const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
-[--imix-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] \
+[--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] \
 [--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
 
 fn parse(args: &[String]) -> Result<Settings> {
@@ -75,6 +77,7 @@ fn parse(args: &[String]) -> Result<Settings> {
         runs: 3,
         rules: vec![10, 100, 1000],
         imix_rules: vec![1000],
+        tun_rules: vec![1000],
         window: Duration::from_secs(2),
         warmup: Duration::from_millis(400),
         retries: 3,
@@ -112,6 +115,7 @@ fn parse(args: &[String]) -> Result<Settings> {
                 s.runs = 1;
                 s.rules = vec![100];
                 s.imix_rules = vec![];
+                s.tun_rules = vec![100];
                 s.window = Duration::from_millis(700);
                 s.warmup = Duration::from_millis(200);
                 s.retries = 0;
@@ -121,6 +125,7 @@ fn parse(args: &[String]) -> Result<Settings> {
             "--runs" => s.runs = val()?.parse().context("--runs")?,
             "--rules" => s.rules = list(val()?)?,
             "--imix-rules" => s.imix_rules = list(val()?)?,
+            "--tun-rules" => s.tun_rules = list(val()?)?,
             "--window" => s.window = Duration::from_secs_f64(val()?.parse().context("--window")?),
             "--retries" => s.retries = val()?.parse().context("--retries")?,
             "--flows" => s.flows = val()?.parse().context("--flows")?,
@@ -207,6 +212,11 @@ pub fn main(args: &[String]) -> Result<()> {
             .try_into()?;
         p.load().with_context(|| format!("verifying {name}"))?;
     }
+    let p: &mut aya::programs::SchedClassifier = tools
+        .program_mut("load_tc_redirect")
+        .context("load_tc_redirect missing")?
+        .try_into()?;
+    p.load().context("verifying load_tc_redirect")?;
     let mut topo = topology::Topology::new(&mut tools)?;
     let result = run_all(&settings, &topo, &mut tools, &xwan_bin, &work);
     topo.detach(&mut tools);
@@ -249,18 +259,39 @@ fn run_all(
         latency: vec![],
         failover: vec![],
     };
-    let mut sweeps: Vec<(Mix, usize)> = settings.rules.iter().map(|r| (Mix::Small, *r)).collect();
-    sweeps.extend(settings.imix_rules.iter().map(|r| (Mix::Imix, *r)));
+    use topology::Links;
+    let mut sweeps: Vec<(Links, Mix, usize)> = settings
+        .rules
+        .iter()
+        .map(|r| (Links::Veth, Mix::Small, *r))
+        .collect();
+    sweeps.extend(
+        settings
+            .imix_rules
+            .iter()
+            .map(|r| (Links::Veth, Mix::Imix, *r)),
+    );
+    sweeps.extend(
+        settings
+            .tun_rules
+            .iter()
+            .map(|r| (Links::Tun, Mix::Small, *r)),
+    );
     let mut current_mix = None;
-    for (mix, rules) in sweeps {
+    let mut calibrated = vec![];
+    for (links, mix, rules) in sweeps {
         if current_mix != Some(mix) {
             traffic::program(tools, settings.flows, mix, topo.lan_mac, 0)?;
             current_mix = Some(mix);
+        }
+        if !calibrated.contains(&mix) {
+            calibrated.push(mix);
             // The source alone (sink on the router's veth): what the generator can offer.
             let s = one(
                 Mode::SourceSink,
                 0,
                 mix,
+                Links::Veth,
                 topo,
                 tools,
                 xwan_bin,
@@ -284,13 +315,16 @@ fn run_all(
         for run in 0..settings.runs {
             for mode in settings.modes.iter().copied() {
                 eprintln!(
-                    "  {} frames, {rules} rules, run {}/{}: {}",
+                    "  {} links, {} frames, {rules} rules, run {}/{}: {}",
+                    links.name(),
                     mix.name(),
                     run + 1,
                     settings.runs,
                     mode.name()
                 );
-                let s = one(mode, rules, mix, topo, tools, xwan_bin, work, settings)?;
+                let s = one(
+                    mode, rules, mix, links, topo, tools, xwan_bin, work, settings,
+                )?;
                 eprintln!(
                     "    {:.3} Mpps forwarded, {:.0} ns/packet router CPU, busy {:.0} %, loss {:.1} %",
                     s.forwarded_mpps,
@@ -330,15 +364,34 @@ fn one(
     mode: Mode,
     rules: usize,
     mix: Mix,
+    links: topology::Links,
     topo: &topology::Topology,
     tools: &mut Ebpf,
     xwan_bin: &std::path::Path,
     work: &std::path::Path,
     settings: &Settings,
 ) -> Result<Sample> {
-    let active = modes::setup(mode, rules, topo, tools, xwan_bin, work, settings.realtime)
-        .with_context(|| format!("setting up mode {}", mode.name()))?;
-    let r = measure::measure(mode, rules, mix, topo, tools, settings, settings.window);
+    let active = modes::setup(
+        mode,
+        rules,
+        links,
+        topo,
+        tools,
+        xwan_bin,
+        work,
+        settings.realtime,
+    )
+    .with_context(|| format!("setting up mode {} ({} links)", mode.name(), links.name()))?;
+    let r = measure::measure(
+        mode,
+        rules,
+        mix,
+        links,
+        topo,
+        tools,
+        settings,
+        settings.window,
+    );
     let t = modes::teardown(mode, active, topo, tools);
     let s = r.with_context(|| format!("measuring mode {}", mode.name()))?;
     t.with_context(|| format!("tearing down mode {}", mode.name()))?;
@@ -366,12 +419,22 @@ fn latency(
             pps / 1e6,
             mode.name()
         );
-        let active = modes::setup(mode, rules, topo, tools, xwan_bin, work, settings.realtime)?;
+        let active = modes::setup(
+            mode,
+            rules,
+            topology::Links::Veth,
+            topo,
+            tools,
+            xwan_bin,
+            work,
+            settings.realtime,
+        )?;
         traffic::set_latency(tools, true)?;
         let r = measure::measure(
             mode,
             rules,
             Mix::Small,
+            topology::Links::Veth,
             topo,
             tools,
             settings,
@@ -401,6 +464,7 @@ fn tx_ring(
     let active = modes::setup(
         Mode::SourceSink,
         0,
+        topology::Links::Veth,
         topo,
         tools,
         xwan_bin,
@@ -438,7 +502,12 @@ fn tx_ring(
 fn half_xwan(samples: &[Sample], rules: usize) -> Result<f64> {
     let xwan: Vec<f64> = samples
         .iter()
-        .filter(|s| s.mode == Mode::Xwan && s.rules == rules && s.mix == Mix::Small)
+        .filter(|s| {
+            s.mode == Mode::Xwan
+                && s.rules == rules
+                && s.mix == Mix::Small
+                && s.links == topology::Links::Veth
+        })
         .map(|s| s.forwarded_mpps)
         .collect();
     let pps = report::median(&xwan) * 1e6 * 0.5;

@@ -22,14 +22,16 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     maps::{Array, DevMap},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use serde::Serialize;
 use xwan::control::{Answer, Request};
 
 use super::{
     layout::RedirectConfig,
-    topology::{LINKS, Topology, link_addrs},
+    topology::{LINKS, Links, Topology, link_addrs, tun_addrs},
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -81,12 +83,19 @@ pub enum Active {
         prog: &'static str,
         lan: XdpLinkId,
     },
+    /// Bare redirect for TUN links: XDP pass (veth needs a program) + TC redirect.
+    BareTc {
+        lan: XdpLinkId,
+        tc: SchedClassifierLinkId,
+    },
     Xwan(Agent),
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn setup(
     mode: Mode,
     rules: usize,
+    links: Links,
     topo: &Topology,
     tools: &mut Ebpf,
     xwan_bin: &Path,
@@ -103,7 +112,7 @@ pub fn setup(
             };
             rtr.nft(&script)?;
             for i in 0..LINKS {
-                let (mark, table) = ((i + 1).to_string(), (101 + i).to_string());
+                let (mark, table) = ((i + 1).to_string(), links.table(i).to_string());
                 rtr.ip(&[
                     "rule", "add", "fwmark", &mark, "table", &table, "pref", "100",
                 ])?;
@@ -114,29 +123,45 @@ pub fn setup(
             xdp(tools, "load_pass", topo)?
         }
         Mode::KernelPlain => {
-            let (_, s4, _, s6) = link_addrs(0);
-            rtr.ip(&[
-                "route",
-                "add",
-                "198.18.0.0/15",
-                "via",
-                &s4,
-                "dev",
-                &topo.link_devs[0],
-            ])?;
-            rtr.ip(&[
-                "-6",
-                "route",
-                "add",
-                "2001:db8::/32",
-                "via",
-                &s6,
-                "dev",
-                &topo.link_devs[0],
-            ])?;
+            let (v4, v6): (Vec<String>, Vec<String>) = match links {
+                Links::Veth => {
+                    let (_, s4, _, s6) = link_addrs(0);
+                    let dev = topo.link_devs[0].clone();
+                    (
+                        vec!["via".into(), s4, "dev".into(), dev.clone()],
+                        vec!["via".into(), s6, "dev".into(), dev],
+                    )
+                }
+                Links::Tun => (
+                    vec!["dev".into(), topo.tun_devs[0].clone()],
+                    vec!["dev".into(), topo.tun_devs[0].clone()],
+                ),
+            };
+            let mut a = vec!["route", "add", "198.18.0.0/15"];
+            a.extend(v4.iter().map(String::as_str));
+            rtr.ip(&a)?;
+            let mut a = vec!["-6", "route", "add", "2001:db8::/32"];
+            a.extend(v6.iter().map(String::as_str));
+            rtr.ip(&a)?;
             xdp(tools, "load_pass", topo)?
         }
         Mode::SourceSink => xdp(tools, "load_sink", topo)?,
+        Mode::BareXdp if links == Links::Tun => {
+            let mut cfg: Array<_, u32> =
+                Array::try_from(tools.map_mut("LOAD_TC_RDR").context("LOAD_TC_RDR")?)?;
+            cfg.set(0, topo.tun_ifindex[0], 0)?;
+            let lan = attach(tools, "load_pass", topo)?;
+            let p: &mut SchedClassifier = tools
+                .program_mut("load_tc_redirect")
+                .context("load_tc_redirect missing")?
+                .try_into()?;
+            let dev = topo.lan_dev.clone();
+            let tc = topo.rtr.run(|| {
+                p.attach(&dev, TcAttachType::Ingress)
+                    .with_context(|| format!("attach load_tc_redirect to {dev}"))
+            })?;
+            Active::BareTc { lan, tc }
+        }
         Mode::BareXdp => {
             let mut cfg: Array<_, RedirectConfig> =
                 Array::try_from(tools.map_mut("LOAD_RDR_CFG").context("LOAD_RDR_CFG")?)?;
@@ -160,7 +185,7 @@ pub fn setup(
             let dir = work.join("agent");
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
-            std::fs::write(&cfg, xwan_config(rules, topo, &dir))?;
+            std::fs::write(&cfg, xwan_config(rules, links, topo, &dir))?;
             let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
             topo.thread_lan()?;
@@ -174,6 +199,14 @@ pub fn teardown(mode: Mode, active: Active, topo: &Topology, tools: &mut Ebpf) -
     let rtr = &topo.rtr;
     match active {
         Active::Xdp { prog, lan } => detach(tools, prog, lan)?,
+        Active::BareTc { lan, tc } => {
+            let p: &mut SchedClassifier = tools
+                .program_mut("load_tc_redirect")
+                .context("load_tc_redirect missing")?
+                .try_into()?;
+            p.detach(tc)?;
+            detach(tools, "load_pass", lan)?;
+        }
         Active::Xwan(agent) => agent.stop()?,
     }
     match mode {
@@ -293,7 +326,7 @@ pub fn nft_linear(rules: usize) -> String {
 /// Mode 1: the agent's configuration (fillers first, real rules last). Router `Rn` uses
 /// gateway `Gn` on link n with the next link's gateway as backup (probes every 500 ms, 200 ms
 /// retry wait, 3 tries), which the failover test exercises.
-pub fn xwan_config(rules: usize, topo: &Topology, dir: &Path) -> String {
+pub fn xwan_config(rules: usize, links: Links, topo: &Topology, dir: &Path) -> String {
     let mut s = format!(
         "[agent]\nlan_interfaces = [\"{}\"]\nbpffs = \"{}/bpffs\"\ncontrol_socket = \"{}/ctl.sock\"\n",
         topo.lan_dev,
@@ -301,14 +334,23 @@ pub fn xwan_config(rules: usize, topo: &Topology, dir: &Path) -> String {
         dir.display()
     );
     for i in 0..LINKS {
-        let (r4, s4, _, _) = link_addrs(i);
+        let (r4, s4, dev, kind, check) = match links {
+            Links::Veth => {
+                let (r4, s4, _, _) = link_addrs(i);
+                (r4, s4, &topo.link_devs[i], "ethernet", "")
+            }
+            // Nobody answers probes on the TUN stand-ins: their gateways are not probed.
+            Links::Tun => {
+                let (r4, p4, _) = tun_addrs(i);
+                (r4, p4, &topo.tun_devs[i], "tunnel", "check = []\n")
+            }
+        };
         s.push_str(&format!(
-            "\n[[link]]\nname = \"L{n}\"\ninterface = \"{dev}\"\nkind = \"ethernet\"\naddress = \"{r4}/30\"\n\n\
-             [[gateway]]\nname = \"G{n}\"\nlink = \"L{n}\"\naddress = \"{s4}\"\n\n\
+            "\n[[link]]\nname = \"L{n}\"\ninterface = \"{dev}\"\nkind = \"{kind}\"\naddress = \"{r4}/30\"\n\n\
+             [[gateway]]\nname = \"G{n}\"\nlink = \"L{n}\"\naddress = \"{s4}\"\n{check}\n\
              [[router]]\nname = \"R{n}\"\ngateways = [\"G{n}\"]\nbackups = [\"G{b}\"]\nfrequency = \"500ms\"\nwait = \"200ms\"\ntries = 3\non_failure = \"drop\"\n",
             n = i + 1,
             b = (i + 1) % LINKS + 1,
-            dev = topo.link_devs[i],
         ));
     }
     for i in 0..fillers(rules) {

@@ -9,6 +9,7 @@ use super::{
     layout::LAT_BUCKET_NS,
     measure::Sample,
     modes::{ALL, Mode},
+    topology::Links,
     traffic::{CLASSES, Mix},
 };
 
@@ -24,6 +25,7 @@ pub fn median(v: &[f64]) -> f64 {
 /// One mode at one rule count and frame mix: medians over its runs.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
+    pub links: Links,
     pub mix: Mix,
     pub rules: usize,
     pub mode: Mode,
@@ -157,18 +159,18 @@ struct Json<'a> {
 }
 
 pub fn rows(samples: &[Sample]) -> Vec<Row> {
-    let mut keys: Vec<(Mix, usize)> = vec![];
+    let mut keys: Vec<(Links, Mix, usize)> = vec![];
     for s in samples {
-        if !keys.contains(&(s.mix, s.rules)) {
-            keys.push((s.mix, s.rules));
+        if !keys.contains(&(s.links, s.mix, s.rules)) {
+            keys.push((s.links, s.mix, s.rules));
         }
     }
     let mut out = vec![];
-    for (mix, rules) in keys {
+    for (links, mix, rules) in keys {
         let pick = |m: Mode| -> Vec<&Sample> {
             samples
                 .iter()
-                .filter(|s| s.mix == mix && s.rules == rules && s.mode == m)
+                .filter(|s| s.links == links && s.mix == mix && s.rules == rules && s.mode == m)
                 .collect()
         };
         let mpps = |m: Mode| median(&pick(m).iter().map(|s| s.forwarded_mpps).collect::<Vec<_>>());
@@ -180,6 +182,7 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
             }
             let f = mpps(mode);
             out.push(Row {
+                links,
                 mix,
                 rules,
                 mode,
@@ -205,7 +208,10 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
 }
 
 fn goals(rows: &[Row]) -> Option<Goals> {
-    let small: Vec<&Row> = rows.iter().filter(|r| r.mix == Mix::Small).collect();
+    let small: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.mix == Mix::Small && r.links == Links::Veth)
+        .collect();
     let max = small.iter().map(|r| r.rules).max()?;
     let min = small.iter().map(|r| r.rules).min()?;
     let xwan = |rules| {
@@ -253,7 +259,7 @@ fn cpu_model() -> String {
 pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     let rows = rows(&r.samples);
     println!(
-        "\n{:<5} {:>6} {:<14} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6}",
+        "\n{:<10} {:>6} {:<14} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6}",
         "mix",
         "rules",
         "mode",
@@ -268,8 +274,8 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     );
     for c in &r.calibration {
         println!(
-            "{:<5} {:>6} {:<14} {:>8.3} {:>10.1} {:>9} {:>5.0}% {:>6.1}% {:>9} {:>8} {:>6}",
-            c.mix.name(),
+            "{:<10} {:>6} {:<14} {:>8.3} {:>10.1} {:>9} {:>5.0}% {:>6.1}% {:>9} {:>8} {:>6}",
+            format!("veth/{}", c.mix.name()),
             "-",
             "source alone",
             c.forwarded_mpps,
@@ -284,8 +290,8 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     }
     for row in &rows {
         println!(
-            "{:<5} {:>6} {:<14} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6}",
-            row.mix.name(),
+            "{:<10} {:>6} {:<14} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6}",
+            format!("{}/{}", row.links.name(), row.mix.name()),
             row.rules,
             row.mode.name(),
             row.forwarded_mpps,

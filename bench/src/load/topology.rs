@@ -12,14 +12,22 @@
 //! receive (where all forwarding work happens) on the router CPU, the sinks on the source CPU
 //! (they are cheap; the source runs at the lowest priority there, so sinks never back up).
 //!
+//! The TUN variant (`--links tun`) adds three TUN devices in the router namespace as
+//! stand-ins for routed tunnels (xwan's TC redirect path). Nobody reads them during a
+//! window: the kernel counts what the router handed them (queued, then dropped), and the
+//! harness reads the queued frames afterwards to check each class's link.
+//!
 //! Device names carry a per-process tag so that their NAPI threads (`napi/DEV-ID`) can be
 //! told apart from other tests' interfaces.
 
-use anyhow::{Context, Result};
+use std::{fs::File, os::fd::AsRawFd};
+
+use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
+use serde::Serialize;
 
 use super::sys::{Netns, kthreads};
 
@@ -34,6 +42,42 @@ pub fn link_addrs(i: usize) -> (String, String, String, String) {
 }
 
 pub const LINKS: usize = 3;
+
+/// What the router's three links are.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Links {
+    /// Ethernet next hops (veth), `XDP_REDIRECT` in xwan.
+    Veth,
+    /// L3 tunnel stand-ins (TUN), XDP tags + TC `bpf_redirect` in xwan.
+    Tun,
+}
+
+impl Links {
+    pub fn name(self) -> &'static str {
+        match self {
+            Links::Veth => "veth",
+            Links::Tun => "tun",
+        }
+    }
+
+    /// The routing table of link `i` for the kernel policy modes.
+    pub fn table(self, i: usize) -> usize {
+        match self {
+            Links::Veth => 101 + i,
+            Links::Tun => 111 + i,
+        }
+    }
+}
+
+/// TUN link `i`: router address/30, peer (the gateway), router IPv6.
+pub fn tun_addrs(i: usize) -> (String, String, String) {
+    (
+        format!("172.16.0.{}", 4 * i + 1),
+        format!("172.16.0.{}", 4 * i + 2),
+        format!("fd00:93:{}::1", i + 1),
+    )
+}
 
 pub struct Topology {
     pub src: Netns,
@@ -50,6 +94,10 @@ pub struct Topology {
     pub link_ifindex: [u32; LINKS],
     /// Sink interface indexes (namespace `sink`): the sink's counter slots.
     pub sink_ifindex: [u32; LINKS],
+    /// TUN links (router namespace) and the harness's ends of them.
+    pub tun_devs: [String; LINKS],
+    pub tun_ifindex: [u32; LINKS],
+    pub tun_files: Vec<File>,
     sink_links: Vec<XdpLinkId>,
 }
 
@@ -146,7 +194,7 @@ impl Topology {
                 ])?;
             }
             // One routing table per link for the kernel policy modes (inert without rules).
-            let table = (101 + i).to_string();
+            let table = Links::Veth.table(i).to_string();
             let (_, s4, _, s6) = link_addrs(i);
             rtr.ip(&[
                 "route",
@@ -173,6 +221,43 @@ impl Topology {
             ])?;
         }
         let src_ifindex = src.ifindex(&src_dev)?;
+        let tun_devs = [1, 2, 3].map(|i| format!("xt{tag}{i}"));
+        let tun_files = rtr.run(|| tun_devs.iter().map(|d| tun(d)).collect::<Result<Vec<_>>>())?;
+        let mut tun_ifindex = [0; LINKS];
+        for i in 0..LINKS {
+            let (r4, _, r6) = tun_addrs(i);
+            rtr.ip(&["addr", "add", &format!("{r4}/30"), "dev", &tun_devs[i]])?;
+            rtr.ip(&[
+                "addr",
+                "add",
+                &format!("{r6}/64"),
+                "dev",
+                &tun_devs[i],
+                "nodad",
+            ])?;
+            rtr.ip(&["link", "set", &tun_devs[i], "up"])?;
+            let table = Links::Tun.table(i).to_string();
+            rtr.ip(&[
+                "route",
+                "add",
+                "default",
+                "dev",
+                &tun_devs[i],
+                "table",
+                &table,
+            ])?;
+            rtr.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "dev",
+                &tun_devs[i],
+                "table",
+                &table,
+            ])?;
+            tun_ifindex[i] = rtr.ifindex(&tun_devs[i])?;
+        }
         let mut topo = Topology {
             src,
             rtr,
@@ -186,6 +271,9 @@ impl Topology {
             sink_macs,
             link_ifindex,
             sink_ifindex,
+            tun_devs,
+            tun_ifindex,
+            tun_files,
             sink_links: Vec::new(),
         };
         topo.attach_sinks(tools)?;
@@ -248,6 +336,52 @@ impl Topology {
                 }
             }
         }
+    }
+}
+
+/// A TUN device `name` (no packet-info header, non-blocking) in the calling thread's
+/// namespace; it lives as long as the returned file.
+fn tun(name: &str) -> Result<File> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .context("open /dev/net/tun")?;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: i16,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as i16,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    // SAFETY: ioctl with a properly sized ifreq; fcntl on a valid fd.
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req) != 0 {
+            bail!("TUNSETIFF {name}: {}", std::io::Error::last_os_error());
+        }
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    Ok(f)
+}
+
+/// Reads every frame queued on a TUN device (IP packets, no header).
+pub fn drain(f: &File) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        // SAFETY: reading into a buffer we own.
+        let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return out;
+        }
+        out.push(buf[..n as usize].to_vec());
     }
 }
 
