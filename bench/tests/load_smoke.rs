@@ -6,18 +6,30 @@
 //! Needs root and the `xwan` binary in the same target directory (`cargo test --workspace
 //! --release` builds it for the agent's own tests; alone: `cargo build --release -p xwan`).
 
-use std::process::{Command, Stdio};
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+/// The run's output directory, removed however the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 #[test]
 fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
-    let dir = std::env::temp_dir().join(format!("xwan-load-smoke-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("load.json");
+    let dir = TempDir(std::env::temp_dir().join(format!("xwan-load-smoke-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let json = dir.0.join("load.json");
     let child = Command::new(env!("CARGO_BIN_EXE_xwan-bench"))
         .args(["load", "--smoke", "--json"])
         .arg(&json)
         .arg("--svg")
-        .arg(dir.join("load.svg"))
+        .arg(dir.0.join("load.svg"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -33,7 +45,6 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
     );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 
     let samples = v["samples"].as_array().unwrap();
     let modes: Vec<&str> = samples
