@@ -59,7 +59,7 @@ pub struct Sample {
     pub rules: usize,
     pub mix: Mix,
     pub window_s: f64,
-    /// Windows measured to get this one (1 = undisturbed at once).
+    /// Windows measured for this sample (1 = undisturbed at once).
     pub attempts: usize,
     pub disturbed: bool,
     pub offered_mpps: f64,
@@ -131,13 +131,16 @@ pub fn measure(
     window: Duration,
 ) -> Result<Sample> {
     let mut best: Option<Sample> = None;
-    for attempt in 1..=settings.retries + 1 {
-        let mut s = window_once(mode, rules, mix, links, topo, tools, settings, window)?;
-        s.attempts = attempt;
+    let mut attempts = 0;
+    for _ in 0..=settings.retries {
+        attempts += 1;
+        let s = window_once(mode, rules, mix, links, topo, tools, settings, window)?;
         let done = !s.disturbed;
-        if best
-            .as_ref()
-            .is_none_or(|b| s.router_wait_ms < b.router_wait_ms)
+        // An undisturbed window wins; among disturbed ones, the one that waited least.
+        if done
+            || best
+                .as_ref()
+                .is_none_or(|b| s.router_wait_ms < b.router_wait_ms)
         {
             best = Some(s);
         }
@@ -147,7 +150,7 @@ pub fn measure(
         eprintln!("    disturbed (router waited for its CPU), measuring again");
     }
     let mut b = best.expect("at least one attempt");
-    b.attempts = b.attempts.max(1);
+    b.attempts = attempts;
     Ok(b)
 }
 
