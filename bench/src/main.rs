@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane.
+//! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane; with the first
+//! argument `load`, `cargo xtask load`: the line-rate load test (module [`load`]).
 //!
 //! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
 //! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and
@@ -11,6 +12,8 @@
 //! the process: `xwan_xdp_lan` is attached natively to a veth there so the kernel's XDP
 //! dispatcher already holds it; otherwise every BPF_PROG_TEST_RUN call with `repeat > 1`
 //! swaps it in and out of the dispatcher and waits for an RCU grace period.
+
+mod load;
 
 use std::{net::IpAddr, path::PathBuf, time::Instant};
 
@@ -187,6 +190,10 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("load") {
+        return load::main(&argv[2..]);
+    }
     let a = args()?;
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads eBPF programs: run it as root");

@@ -6,6 +6,7 @@ mod bench;
 mod build;
 mod fmt;
 mod lab;
+mod load;
 mod process;
 mod setup;
 mod test;
@@ -69,6 +70,16 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The line-rate load test (needs root): xwan against kernel policy routing on veth
+    /// namespaces; builds `xwan` and `xwan-bench` (release), then runs `xwan-bench load <args>`.
+    ///
+    /// `cargo xtask load -- --smoke` is the short version the test suite runs;
+    /// `cargo xtask load -- --help` lists the options.
+    Load {
+        /// Arguments for `xwan-bench load`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,6 +91,7 @@ fn main() -> ExitCode {
         Command::Bench { args } => bench::run(&args),
         Command::Fmt => fmt::run(),
         Command::Lab { args } => lab::run(&args),
+        Command::Load { args } => load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
