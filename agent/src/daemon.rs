@@ -528,21 +528,35 @@ impl Daemon {
         }
         let ready = |id: u16| self.is_ready(id);
         let new = planner::router_tables(&self.config, &ready, &self.tables);
-        let flags: Vec<(u16, bool)> = (0..self.config.gateways.len() as u16)
-            .map(|id| (id, ready(id)))
+        // Ready flags of the gateways in the plan, written only where they changed.
+        let flags: Vec<(usize, bool)> = (self.plan.gateways.iter().enumerate())
+            .map(|(i, g)| (i, ready(g.id)))
+            .filter(|&(i, r)| self.plan.gateways[i].ready != r)
             .collect();
-        for (id, r) in flags {
-            if let Err(e) = self.dp.set_gateway_ready(id, r) {
-                error!(gateway = id, "writing the ready flag failed: {e}");
+        for (i, r) in flags {
+            let id = self.plan.gateways[i].id;
+            match self.dp.set_gateway_ready(id, r) {
+                Ok(_) => self.plan.gateways[i].ready = r,
+                Err(e) => error!(gateway = id, "writing the ready flag failed: {e}"),
             }
         }
+        // Only the routers whose table changed are written, in one batch.
+        let changed: Vec<(u16, &RouterTable)> = new
+            .iter()
+            .enumerate()
+            .filter(|(i, (table, _))| self.tables.get(*i) != Some(table))
+            .map(|(i, (table, _))| (i as u16, table))
+            .collect();
+        if let Err(e) = self.dp.set_routers(&changed) {
+            let names: Vec<&str> = changed
+                .iter()
+                .map(|&(i, _)| self.config.routers[i as usize].name.as_str())
+                .collect();
+            error!(routers = ?names, "committing the router tables failed, keeping the previous ones: {e}");
+            self.publish();
+            return;
+        }
         for (i, (table, rows)) in new.into_iter().enumerate() {
-            if self.tables.get(i) != Some(&table)
-                && let Err(e) = self.dp.set_router(i as u16, &table)
-            {
-                error!(router = %self.config.routers[i].name, "committing the router table failed: {e}");
-                continue;
-            }
             if i < self.tables.len() {
                 if let Some(t) = self.plan.routers.get_mut(i) {
                     *t = table.clone();

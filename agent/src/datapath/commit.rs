@@ -17,24 +17,30 @@ use xwan_common::{
     ROUTER_VERSION_MAP, RULES_MAP, RULESET_MAP, RuleBitmap, SLOTS_MAP, SRC4_MAP, SRC6_MAP,
 };
 
-use super::compile::{DSCP_ENTRIES, Image, LpmEntry, PROTO_ENTRIES, compile, slot_table};
+use super::compile::{
+    DSCP_ENTRIES, EMPTY_SLOT_TABLE, Image, LpmEntry, PROTO_ENTRIES, compile, fill_slot_table,
+};
 use super::grace::FlipSeq;
 use super::{Datapath, DatapathError, sys};
 
 /// When each double-buffered structure was last flipped (see [`super::grace`]): its inactive
-/// copy may be rewritten once a grace period covers that flip.
+/// copy may be rewritten once a grace period covers that flip. Also each router's live
+/// version, so that a flip needs no read of `XWAN_RTR_VER` (this agent is its only writer).
 #[derive(Debug)]
 pub(super) struct Flips {
     ruleset: FlipSeq,
     routers: Vec<FlipSeq>,
+    versions: Vec<u32>,
 }
 
 impl Flips {
-    /// Everything flipped at `seq` (after load: a previous agent may just have flipped).
-    pub(super) fn all_at(seq: FlipSeq) -> Flips {
+    /// Everything flipped at `seq` (after load: a previous agent may just have flipped), the
+    /// routers at `versions`.
+    pub(super) fn all_at(seq: FlipSeq, versions: Vec<u32>) -> Flips {
         Flips {
             ruleset: seq,
             routers: vec![seq; MAX_ROUTERS as usize],
+            versions,
         }
     }
 
@@ -114,13 +120,10 @@ impl Datapath {
         let epoch = self.epoch()?;
         let new_epoch = epoch.wrapping_add(1);
         let image = compile(plan, new_epoch & 1)?;
-        let tables: Vec<_> = (0..MAX_ROUTERS as usize)
-            .map(|r| {
-                plan.routers
-                    .get(r)
-                    .map_or_else(|| slot_table(&empty_table()), slot_table)
-            })
-            .collect();
+        let mut tables = vec![EMPTY_SLOT_TABLE; MAX_ROUTERS as usize];
+        for (t, s) in plan.routers.iter().zip(&mut tables) {
+            fill_slot_table(t, s);
+        }
 
         // Inactive copies may still be read until a grace period has passed since the last flip.
         self.wait_grace(self.flips.latest())?;
@@ -201,9 +204,8 @@ impl Datapath {
             }
         }
 
-        for (r, t) in tables.iter().enumerate() {
-            self.write_router_table(r as u16, t)?;
-        }
+        let ids: Vec<u16> = (0..MAX_ROUTERS as u16).collect();
+        self.write_router_tables(&ids, &tables)?;
 
         self.write_image(&image)?;
         let mut ruleset: Array<&mut MapData, u32> =
@@ -258,23 +260,39 @@ impl Datapath {
 
     /// Replaces router `id`'s table (inactive copy, then version flip), without a ruleset change.
     pub fn set_router(&mut self, id: u16, table: &RouterTable) -> Result<(), DatapathError> {
-        if id as u32 >= MAX_ROUTERS {
-            return Err(xwan_common::plan::PlanError(format!(
-                "router id {id} is out of range (< {MAX_ROUTERS})"
-            ))
-            .into());
+        self.set_routers(&[(id, table)])
+    }
+
+    /// Replaces several routers' tables at once (a verdict's fast path): every table goes into
+    /// its router's inactive copy, then every version flips, each an atomic store; two
+    /// `bpf()` calls in all. Nothing is written if one table is invalid.
+    pub fn set_routers(&mut self, tables: &[(u16, &RouterTable)]) -> Result<(), DatapathError> {
+        let mut seen = HashSet::new();
+        for &(id, table) in tables {
+            let invalid = |what: String| Err(xwan_common::plan::PlanError(what).into());
+            if id as u32 >= MAX_ROUTERS {
+                return invalid(format!("router id {id} is out of range (< {MAX_ROUTERS})"));
+            }
+            if !seen.insert(id) {
+                return invalid(format!("router {id} is given twice"));
+            }
+            if !table.slots.is_empty() && table.slots.len() != xwan_common::ROUTER_SLOTS {
+                return invalid(format!(
+                    "router {id}: {} slots, need 0 or {}",
+                    table.slots.len(),
+                    xwan_common::ROUTER_SLOTS
+                ));
+            }
         }
-        if !table.slots.is_empty() && table.slots.len() != xwan_common::ROUTER_SLOTS {
-            return Err(xwan_common::plan::PlanError(format!(
-                "router {id}: {} slots, need 0 or {}",
-                table.slots.len(),
-                xwan_common::ROUTER_SLOTS
-            ))
-            .into());
+        let ids: Vec<u16> = tables.iter().map(|&(id, _)| id).collect();
+        let mut values = vec![EMPTY_SLOT_TABLE; tables.len()];
+        for (&(_, t), s) in tables.iter().zip(&mut values) {
+            fill_slot_table(t, s);
         }
         // Usually covered already: the grace thread started on the previous flip.
-        self.wait_grace(self.flips.routers[id as usize])?;
-        self.write_router_table(id, &slot_table(table))
+        let last = ids.iter().map(|&id| self.flips.routers[id as usize]).max();
+        self.wait_grace(last.unwrap_or(0))?;
+        self.write_router_tables(&ids, &values)
     }
 
     /// Sets gateway `id`'s `ready` flag (used by return routes). Returns `false`, writing
@@ -316,25 +334,48 @@ impl Datapath {
             .map_err(map_err(GATEWAYS_MAP, format!("writing gateway {id}")))
     }
 
-    /// Writes `table` into router `id`'s inactive copy and flips its version. The caller made
-    /// sure a grace period covers the router's previous flip.
-    fn write_router_table(
+    /// Writes `tables[i]` into router `ids[i]`'s inactive copy, then flips their versions. The
+    /// caller made sure a grace period covers the routers' previous flips.
+    fn write_router_tables(
         &mut self,
-        id: u16,
-        table: &xwan_common::SlotTable,
+        ids: &[u16],
+        tables: &[xwan_common::SlotTable],
     ) -> Result<(), DatapathError> {
-        let version = self.router_version(id)?;
-        let next = version.wrapping_add(1);
-        let mut slots: Array<&mut MapData, xwan_common::SlotTable> =
-            Array::try_from(self.map_mut(SLOTS_MAP)?).map_err(map_err(SLOTS_MAP, "opening"))?;
-        slots
-            .set(id as u32 * 2 + (next & 1), table, 0)
-            .map_err(map_err(SLOTS_MAP, format!("writing router {id}'s table")))?;
-        let mut ver: Array<&mut MapData, u32> = Array::try_from(self.map_mut(ROUTER_VERSION_MAP)?)
-            .map_err(map_err(ROUTER_VERSION_MAP, "opening"))?;
-        ver.set(id as u32, next, 0)
-            .map_err(map_err(ROUTER_VERSION_MAP, format!("flipping router {id}")))?;
-        self.flips.routers[id as usize] = self.grace.flipped();
+        let next: Vec<u32> = ids
+            .iter()
+            .map(|&id| self.flips.versions[id as usize].wrapping_add(1))
+            .collect();
+        let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
+        let copies: Vec<u32> = ids
+            .iter()
+            .zip(&next)
+            .map(|(id, v)| id * 2 + (v & 1))
+            .collect();
+        let failed = |map: &'static str, op: &str| {
+            let op = format!("{op} for routers {ids:?}");
+            move |e: std::io::Error| DatapathError::Map {
+                map,
+                op,
+                error: Box::new(aya::maps::MapError::IoError(e)),
+            }
+        };
+        sys::map_update_batch(self.map_fd(SLOTS_MAP)?, &copies, tables)
+            .map_err(failed(SLOTS_MAP, "writing the inactive tables"))?;
+        // The flips: aligned u32 stores, after every table is in place.
+        if let Err(e) = sys::map_update_batch(self.map_fd(ROUTER_VERSION_MAP)?, &ids, &next) {
+            // Some may have flipped: re-read every version so the next write still goes into
+            // an inactive copy.
+            for &id in &ids {
+                self.flips.versions[id as usize] = self.router_version(id as u16)?;
+                self.flips.routers[id as usize] = self.grace.flipped();
+            }
+            return Err(failed(ROUTER_VERSION_MAP, "flipping the versions")(e));
+        }
+        let seq = self.grace.flipped();
+        for (&id, v) in ids.iter().zip(next) {
+            self.flips.routers[id as usize] = seq;
+            self.flips.versions[id as usize] = v;
+        }
         Ok(())
     }
 
@@ -512,15 +553,6 @@ impl Datapath {
                 name: map.into(),
             }),
         }
-    }
-}
-
-fn empty_table() -> RouterTable {
-    RouterTable {
-        slots: vec![],
-        keep: vec![],
-        hash: Default::default(),
-        on_failure_pass: false,
     }
 }
 

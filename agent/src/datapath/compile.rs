@@ -504,20 +504,43 @@ fn port_image(
 /// slots (0 when there are none), flags, keep bits, slots (zero when empty).
 pub fn slot_table(t: &RouterTable) -> Box<SlotTable> {
     let mut s = zeroed_slot_table();
-    if t.slots.len() == ROUTER_SLOTS {
-        s.active = t.active_gateways().len() as u32;
+    fill_slot_table(t, &mut s);
+    s
+}
+
+/// An all-zero table (no gateway: `on_failure` drops).
+pub(crate) const EMPTY_SLOT_TABLE: SlotTable = SlotTable {
+    active: 0,
+    flags: 0,
+    keep: [0; (MAX_GATEWAYS / 64) as usize],
+    slots: [0; ROUTER_SLOTS],
+};
+
+/// Writes `t` into `s` (every field), in place: a verdict converts dozens of tables into one
+/// buffer for a batched map update.
+pub(crate) fn fill_slot_table(t: &RouterTable, s: &mut SlotTable) {
+    let full = t.slots.len() == ROUTER_SLOTS;
+    s.active = if full {
+        t.active_gateways().len() as u32
+    } else {
+        0
+    };
+    if full {
         s.slots.copy_from_slice(&t.slots);
+    } else {
+        s.slots.fill(0);
     }
+    s.flags = 0;
     if t.on_failure_pass {
         s.flags |= TABLE_ON_FAILURE_PASS;
     }
     if t.hash == HashMode::Source {
         s.flags |= TABLE_HASH_SOURCE;
     }
+    s.keep.fill(0);
     for &g in t.keep.iter().filter(|&&g| (g as u32) < MAX_GATEWAYS) {
         s.keep[g as usize / 64] |= 1 << (g % 64);
     }
-    s
 }
 
 #[cfg(test)]

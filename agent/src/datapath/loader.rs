@@ -161,9 +161,13 @@ impl Datapath {
             attachments: Vec::new(),
             clsact: Vec::new(),
             policy: AttachPolicy::default(),
-            flips: Flips::all_at(grace.last()),
+            flips: Flips::all_at(grace.last(), Vec::new()),
             grace,
         };
+        let versions = (0..c::MAX_ROUTERS as u16)
+            .map(|id| dp.router_version(id))
+            .collect::<Result<_, _>>()?;
+        dp.flips = Flips::all_at(dp.grace.last(), versions);
         for name in PROGRAMS {
             dp.load_program(name)?;
         }

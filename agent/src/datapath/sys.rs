@@ -10,6 +10,7 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 pub(super) const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -174,6 +175,34 @@ pub(super) fn map_count(
         first = false;
     }
     Ok(total.min(limit))
+}
+
+/// Writes `values[i]` at `keys[i]` in the map `fd` with one `BPF_MAP_UPDATE_BATCH` call, in
+/// order. `K` and `V` must be the map's key and value types (their sizes are the map's).
+/// On failure the entries before the failing one are written.
+pub(super) fn map_update_batch<K, V>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+        _rest: [0; ATTR_SIZE - 56],
+    };
+    // SAFETY: `count` keys and values of the map's sizes, contiguous, outlive the call; the
+    // kernel only reads them.
+    unsafe { sys_bpf(BPF_MAP_UPDATE_BATCH, &mut attr) }.map(drop)
 }
 
 /// Waits until every BPF program that was running when [`RcuBarrier::wait`] was called has
