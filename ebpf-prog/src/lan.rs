@@ -23,7 +23,7 @@ use crate::{
 /// Router id stored in flow entries of rules that do not route.
 const NO_ROUTER: u16 = 0xffff;
 
-/// Stage 1 (`xwan_xdp_lan`): steps 1–6. `Ok` when the packet goes on to [`decide`], its
+/// Stage 1 (`xwan_xdp_lan`): steps 1–7. `Ok` when the packet goes on to [`decide`], its
 /// parse stored in `XWAN_SCRATCH`; otherwise the reason it is handed to the kernel.
 #[inline(always)]
 pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
@@ -75,7 +75,7 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
     Ok(())
 }
 
-/// Stage 2 (`xwan_xdp_decide`): steps 7–12 on the packet [`parse_stage`] stored. Returns
+/// Stage 2 (`xwan_xdp_decide`): steps 8–12 on the packet [`parse_stage`] stored. Returns
 /// `(xdp action, reason)`.
 ///
 /// Every field comes back from the map as an unknown value to the verifier, which is the
