@@ -58,7 +58,7 @@ enum Command {
     ///
     /// Installs what it needs on first use (QEMU and friends, virtme-ng, the kernel), builds
     /// the test binaries here, boots the kernel with this host's root filesystem read-only
-    /// and runs them inside as root.
+    /// and runs them inside as root (or the command after `--`).
     VmTest(VmTestArgs),
     /// Run setup's checks, then the benchmarks: `cargo run --release -p xwan-bench -- <args>`.
     Bench {
@@ -81,6 +81,10 @@ struct VmTestArgs {
     /// Use KVM instead of emulating the CPU (only where /dev/kvm works).
     #[arg(long)]
     kvm: bool,
+    /// A command to run in the VM (as root) instead of the suite, e.g. `-- uname -r`; its
+    /// exit status is the result.
+    #[arg(last = true)]
+    command: Vec<String>,
 }
 
 impl VmTestArgs {
@@ -89,6 +93,7 @@ impl VmTestArgs {
             timeout: std::time::Duration::from_secs(self.timeout),
             cases: self.cases,
             kvm: self.kvm,
+            command: self.command.clone(),
         }
     }
 }

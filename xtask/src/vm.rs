@@ -78,6 +78,8 @@ pub struct Options {
     pub cases: u32,
     /// Use KVM instead of emulating the CPU (where /dev/kvm works).
     pub kvm: bool,
+    /// Run this command (words split on spaces inside) instead of the suite.
+    pub command: Vec<String>,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_S),
             cases: DEFAULT_CASES,
             kvm: false,
+            command: Vec::new(),
         }
     }
 }
@@ -96,9 +99,13 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let start = Instant::now();
     let vm = ensure()?;
-    let tests = build_tests()?;
+    let tests = if opts.command.is_empty() {
+        build_tests()?
+    } else {
+        vec![opts.command.join(" ")]
+    };
     println!(
-        "vm-test: booting {} ({}) for {} test binaries; limit {}",
+        "vm-test: booting {} ({}) for {} command(s); limit {}",
         vm.kver,
         if opts.kvm { "KVM" } else { "emulated CPU" },
         tests.len(),
@@ -136,6 +143,29 @@ struct Vm {
 fn ensure() -> Result<Vm> {
     packages()?;
     let dir = setup::cache_dir()?.join("vm");
+    // virtme-ng mounts fresh tmpfs over these in the guest: what is there is not seen inside.
+    for (what, path) in [
+        ("the VM cache", dir.as_path()),
+        ("the repository", process::repo_root()),
+    ] {
+        for hidden in [
+            "/var/cache",
+            "/var/tmp",
+            "/var/log",
+            "/run",
+            "/dev",
+            "/proc",
+            "/sys",
+        ] {
+            if path.starts_with(hidden) {
+                bail!(
+                    "{what} is at {}, under {hidden}, which the VM hides behind a tmpfs: \
+                     move it (XDG_CACHE_HOME sets the cache's place)",
+                    path.display()
+                );
+            }
+        }
+    }
     let vng = virtme_ng(&dir)?;
     let (kver, kernel) = kernel(&dir.join("kernel"))?;
     Ok(Vm { vng, kernel, kver })
