@@ -145,7 +145,7 @@ fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
             .map(|(id, n)| (n.clone(), reader.gateway(*id).unwrap_or_default()))
             .collect(),
         reasons: reader.reasons().unwrap_or_default(),
-        flow_entries: Some(reader.flow_count() as u64),
+        flow_entries: reader.flow_count().ok().map(|n| n as u64),
         ..DatapathSnapshot::default()
     };
     s.set_attachments(&labels.attachments);

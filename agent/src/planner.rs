@@ -223,6 +223,12 @@ pub fn plan(
             format!("return route of link '{}'", link.name),
             &link.interface,
         )?;
+        // An Ethernet return gateway whose neighbour is not resolved yet is not in the plan;
+        // until it is, replies over that link follow the kernel's routes (the neighbour
+        // event that resolves it commits a new plan).
+        if !gateways.iter().any(|g| g.id == rr.gateway.0) {
+            continue;
+        }
         links.push(plan::Link {
             ifindex: i.ifindex,
             l2: i.l2,
@@ -340,6 +346,34 @@ mod tests {
         let wan2 = config.gateway_by_name("RemoteTunWAN2").unwrap();
         assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
         assert!(!usable(&config, &f, wan2));
+    }
+
+    #[test]
+    fn a_return_route_waits_for_its_ethernet_neighbour() {
+        const HEADOFFICE: &str = include_str!("../../examples/seed-headoffice.toml");
+        let text = HEADOFFICE.replacen(
+            "interface = \"vti-wan3\"\nkind = \"tunnel\"",
+            "interface = \"vti-wan3\"\nkind = \"ethernet\"",
+            1,
+        );
+        assert_ne!(text, HEADOFFICE);
+        let (config, _) = config::parse(&text, "seed-headoffice.toml").unwrap();
+        let mut f = facts();
+        f.interfaces.get_mut("vti-wan3").unwrap().mac = Some([2, 0, 0, 0, 0, 3]);
+        // No neighbour for the branch's end of WAN3 yet: the plan is valid, without WAN3's
+        // return route.
+        let p = plan(&config, &f, &|_| true, vec![]).unwrap();
+        p.validate().unwrap();
+        assert_eq!(
+            p.links.iter().map(|l| l.ifindex).collect::<Vec<_>>(),
+            vec![10, 11]
+        );
+        let wan3 = config.gateway_by_name("LocalTunWAN3").unwrap();
+        f.neighbours
+            .insert((12, config.gateway(wan3).address), [2, 0, 0, 0, 0, 9]);
+        let p = plan(&config, &f, &|_| true, vec![]).unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.links.len(), 3);
     }
 
     #[test]

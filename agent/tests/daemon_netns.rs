@@ -24,7 +24,7 @@ use support::{
 };
 use xwan::{
     control::{Answer, Request},
-    datapath::Datapath,
+    datapath::{Datapath, TestBpffs},
     status::Status,
 };
 
@@ -138,6 +138,11 @@ fn explain(socket: &Path, dport: u16) -> String {
 fn udp_dport(frame: &[u8]) -> Option<u16> {
     (frame.len() >= 14 + 28 && frame[12..14] == [8, 0] && frame[14 + 9] == 17)
         .then(|| u16::from_be_bytes([frame[14 + 22], frame[14 + 23]]))
+}
+
+fn udp_sport(frame: &[u8]) -> Option<u16> {
+    (frame.len() >= 14 + 28 && frame[12..14] == [8, 0] && frame[14 + 9] == 17)
+        .then(|| u16::from_be_bytes([frame[14 + 20], frame[14 + 21]]))
 }
 
 #[test]
@@ -342,4 +347,95 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         String::from_utf8_lossy(&tc.stdout).trim().is_empty(),
         "TC filter left behind"
     );
+}
+
+/// A WAN interface deleted under the agent and created again (new ifindex, new peer): its
+/// gateway is Unavailable at once and its flows move to the backup; once the interface is
+/// back, the agent re-resolves it (ifindex, neighbour, probe socket) and traffic returns.
+#[test]
+fn interface_removed_and_recreated_is_re_resolved() {
+    let net = TwoWan::new("10.83.0");
+    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
+    let sniff2 = wan2.run(|| packet_socket("p2"));
+    let agent_dir = AgentDir::new("iface");
+    let dir = agent_dir.path().to_path_buf();
+    let cfg = dir.join("xwan.toml");
+    std::fs::write(&cfg, config(&dir)).unwrap();
+    let _agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
+    let socket = agent_dir.socket();
+    let state = |gw: &str| status(&socket).and_then(|s| gateway_state(&s, gw));
+    wait_until("GW1 active", WAIT, || {
+        state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()))
+    });
+    let send = |sport: u16| {
+        lan.run(move || {
+            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 83, 0, 2), sport)).unwrap();
+            s.send_to(
+                b"xwan",
+                SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5001),
+            )
+            .unwrap();
+        })
+    };
+    let from =
+        |sport: u16| move |f: &[u8]| udp_dport(f) == Some(5001) && udp_sport(f) == Some(sport);
+    let sniff1 = wan1.run(|| packet_socket("p1"));
+    send(41001);
+    assert!(
+        wait_for(sniff1.as_raw_fd(), WAIT, from(41001)).is_some(),
+        "the flow did not leave through GW1"
+    );
+
+    // The interface goes away (with its veth peer).
+    let t = Instant::now();
+    rtr.ip(&["link", "del", "w1"]);
+    wait_until("GW1 unavailable and GW2 active", WAIT, || {
+        state("GW1").is_some_and(|g| g.1 == "Unavailable")
+            && state("GW2").is_some_and(|g| g.0 == "Active")
+    });
+    println!(
+        "w1 deleted: GW1 Unavailable, GW2 Active after {:?}",
+        t.elapsed()
+    );
+    // The existing flow and a new one both leave through GW2.
+    for sport in [41001, 41002] {
+        send(sport);
+        assert!(
+            wait_for(sniff2.as_raw_fd(), WAIT, from(sport)).is_some(),
+            "flow from port {sport} did not move to GW2 after w1 was deleted"
+        );
+    }
+
+    // The interface comes back: a new ifindex, a new peer (which needs its own XDP program
+    // for veth to deliver redirected frames), the same name and addresses.
+    let t = Instant::now();
+    rtr.ip(&[
+        "link", "add", "w1", "type", "veth", "peer", "name", "p1", "netns", &wan1.name,
+    ]);
+    rtr.ip(&["addr", "add", "192.0.2.1/30", "dev", "w1"]);
+    wan1.ip(&["addr", "add", "192.0.2.2/30", "dev", "p1"]);
+    rtr.ip(&["link", "set", "w1", "up"]);
+    wan1.ip(&["link", "set", "p1", "up"]);
+    let fs = TestBpffs::new().unwrap();
+    let mut peer = Datapath::load(fs.path()).unwrap();
+    wan1.run(|| peer.attach_pass("p1").unwrap());
+    let sniff1 = wan1.run(|| packet_socket("p1"));
+    wait_until("GW1 active again", Duration::from_secs(10), || {
+        state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()))
+    });
+    println!(
+        "w1 re-created: GW1 Ready and Active after {:?}",
+        t.elapsed()
+    );
+    let why = explain(&socket, 5001);
+    assert!(
+        why.contains("gateway GW1"),
+        "after the interface came back: {why}"
+    );
+    send(41003);
+    assert!(
+        wait_for(sniff1.as_raw_fd(), WAIT, from(41003)).is_some(),
+        "a new flow did not leave through the re-created w1"
+    );
+    peer.detach_all().unwrap();
 }

@@ -461,14 +461,15 @@ fn silent_blackhole_is_detected_and_recovery_follows() {
     for c in &cycles {
         assert_eq!(c.attempts, [1, 2, 3], "three attempts, wait apart");
         // a failing round needs tries × wait at least; the rule is in force when nft returns,
-        // the next round starts within a frequency: + slack for the scheduler
+        // the next round starts within a frequency: + slack for a busy scheduler (the exact
+        // timing is pinned on virtual time in probe::schedule's tests)
         assert!(
             c.detect_before >= Duration::from_millis(299),
             "{:?}",
             c.detect_before
         );
         assert!(
-            c.detect_after <= Duration::from_millis(600),
+            c.detect_after <= Duration::from_millis(1000),
             "{:?}",
             c.detect_after
         );

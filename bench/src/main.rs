@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane.
+//! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane; with the first
+//! argument `load`, `cargo xtask load`: the line-rate load test (module [`load`]).
 //!
 //! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
 //! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and
@@ -11,6 +12,8 @@
 //! the process: `xwan_xdp_lan` is attached natively to a veth there so the kernel's XDP
 //! dispatcher already holds it; otherwise every BPF_PROG_TEST_RUN call with `repeat > 1`
 //! swaps it in and out of the dispatcher and waits for an RCU grace period.
+
+mod load;
 
 use std::{net::IpAddr, path::PathBuf, time::Instant};
 
@@ -187,6 +190,10 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("load") {
+        return load::main(&argv[2..]);
+    }
     let a = args()?;
     if unsafe { libc::geteuid() } != 0 {
         bail!("the benchmark loads eBPF programs: run it as root");
@@ -395,6 +402,17 @@ fn main() -> Result<()> {
     for (rules, gateways) in [(10, 4), (100, 32), (1000, 256)] {
         let (median, p99) = xwan::metrics::bench_scrape(rules, gateways, 500);
         println!("  {rules} rules, {gateways} gateways: median {median:.0} µs, p99 {p99:.0} µs");
+    }
+    // The kernel reads of the same scrape, through the scrape's own map descriptors.
+    println!("\nmetrics scrape, kernel counters read (1,000 rules, 256 gateways, every reason):");
+    for (flows, iterations) in [(0, 200), (10_000, 100), (xwan_common::FLOW_TABLE_SIZE, 10)] {
+        let dir = fs.path().join(format!("scrape{flows}"));
+        std::fs::create_dir_all(&dir)?;
+        let dp = Datapath::load(&dir)?;
+        let (median, p99) =
+            xwan::datapath::bench_counter_reads(&dir, 1000, 256, flows, iterations)?;
+        println!("  {flows} flows in the table: median {median:.0} µs, p99 {p99:.0} µs");
+        drop(dp);
     }
     println!(
         "results written to {} ({:.1} s)",

@@ -5,6 +5,8 @@
 mod bench;
 mod build;
 mod fmt;
+mod lab;
+mod load;
 mod process;
 mod setup;
 mod test;
@@ -68,6 +70,27 @@ enum Command {
     },
     /// Format the workspace: `cargo fmt --all`.
     Fmt,
+    /// The lab (root): the seed scenario in network namespaces with traffic and a live view.
+    ///
+    /// Runs setup's checks, builds `xwan` and `xwan-lab` (release), then `xwan-lab ARGS`:
+    /// no arguments starts the lab (Ctrl-C removes it); `cut WAN2 [--silent|--carrier]`,
+    /// `restore WAN2`, `delay WAN1 80`, `loss WAN1 5`, `metrics` drive a running lab from
+    /// another terminal; `--down` removes a lab, also one whose process was killed.
+    Lab {
+        /// Arguments for the lab binary.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The line-rate load test (needs root): xwan against kernel policy routing on veth
+    /// namespaces; builds `xwan` and `xwan-bench` (release), then runs `xwan-bench load <args>`.
+    ///
+    /// `cargo xtask load -- --smoke` is the short version the test suite runs;
+    /// `cargo xtask load -- --help` lists the options.
+    Load {
+        /// Arguments for `xwan-bench load`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -107,6 +130,8 @@ fn main() -> ExitCode {
         Command::VmTest(a) => vm::run(&a.options()),
         Command::Bench { args } => bench::run(&args),
         Command::Fmt => fmt::run(),
+        Command::Lab { args } => lab::run(&args),
+        Command::Load { args } => load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,7 +27,7 @@ pub fn run(extra_args: &[String], with_vm: bool) -> Result<()> {
     steps.step("setup", setup::ensure)?;
     steps.step("fmt", || {
         process::run(&mut cargo(["fmt", "--all", "--", "--check"]))?;
-        // ebpf-prog is outside the workspace, so `cargo fmt --all` does not see it.
+        // The eBPF crates are outside the workspace, so `cargo fmt --all` does not see them.
         let mut rustfmt = process::command("rustfmt");
         rustfmt
             .args(["--edition", "2024", "--check"])
@@ -66,11 +66,14 @@ pub fn run(extra_args: &[String], with_vm: bool) -> Result<()> {
     Ok(())
 }
 
-/// The eBPF crate's sources, for rustfmt.
+/// The eBPF crates' sources (the product's and the load test's), for rustfmt.
 fn ebpf_sources() -> Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<_> = std::fs::read_dir(process::repo_root().join("ebpf-prog/src"))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()?;
+    let mut files = Vec::new();
+    for dir in ["ebpf-prog/src", "bench/ebpf-load/src"] {
+        for e in std::fs::read_dir(process::repo_root().join(dir))? {
+            files.push(e?.path());
+        }
+    }
     files.retain(|p| p.extension().is_some_and(|e| e == "rs"));
     files.sort();
     Ok(files)

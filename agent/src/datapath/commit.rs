@@ -18,32 +18,32 @@ use xwan_common::{
 };
 
 use super::compile::{DSCP_ENTRIES, Image, LpmEntry, PROTO_ENTRIES, compile, slot_table};
+use super::grace::FlipSeq;
 use super::{Datapath, DatapathError, sys};
 
-/// Which double-buffered structures were flipped since the last RCU grace period: their
-/// inactive copy may still be read by a program that started before the flip.
+/// When each double-buffered structure was last flipped (see [`super::grace`]): its inactive
+/// copy may be rewritten once a grace period covers that flip.
 #[derive(Debug)]
-pub(super) struct Grace {
-    ruleset: bool,
-    routers: Vec<bool>,
+pub(super) struct Flips {
+    ruleset: FlipSeq,
+    routers: Vec<FlipSeq>,
 }
 
-impl Grace {
-    /// Everything possibly in use (after load: a previous agent may just have flipped).
-    pub(super) fn pending() -> Grace {
-        Grace {
-            ruleset: true,
-            routers: vec![true; MAX_ROUTERS as usize],
+impl Flips {
+    /// Everything flipped at `seq` (after load: a previous agent may just have flipped).
+    pub(super) fn all_at(seq: FlipSeq) -> Flips {
+        Flips {
+            ruleset: seq,
+            routers: vec![seq; MAX_ROUTERS as usize],
         }
     }
 
-    fn any(&self) -> bool {
-        self.ruleset || self.routers.iter().any(|&r| r)
-    }
-
-    fn clear(&mut self) {
-        self.ruleset = false;
-        self.routers.iter_mut().for_each(|r| *r = false);
+    /// The latest flip of any structure.
+    fn latest(&self) -> FlipSeq {
+        self.routers
+            .iter()
+            .copied()
+            .fold(self.ruleset, FlipSeq::max)
     }
 }
 
@@ -123,9 +123,7 @@ impl Datapath {
             .collect();
 
         // Inactive copies may still be read until a grace period has passed since the last flip.
-        if self.grace.any() {
-            self.wait_grace()?;
-        }
+        self.wait_grace(self.flips.latest())?;
 
         self.replace_hash(
             IFACES_MAP,
@@ -214,11 +212,11 @@ impl Datapath {
         ruleset
             .set(0, new_epoch, 0)
             .map_err(map_err(RULESET_MAP, "writing the epoch"))?;
-        self.grace.ruleset = true;
+        self.flips.ruleset = self.grace.flipped();
 
         // Break after make: wait until no program can read the old generation, then remove it
         // and the gateways the plan dropped.
-        self.wait_grace()?;
+        self.wait_grace(self.flips.ruleset)?;
         self.clear_generation(image.generation ^ 1)?;
         let keep: HashSet<u16> = plan.gateways.iter().map(|g| g.id).collect();
         let ethernet: HashSet<u16> = plan
@@ -274,9 +272,8 @@ impl Datapath {
             ))
             .into());
         }
-        if self.grace.routers[id as usize] {
-            self.wait_grace()?;
-        }
+        // Usually covered already: the grace thread started on the previous flip.
+        self.wait_grace(self.flips.routers[id as usize])?;
         self.write_router_table(id, &slot_table(table))
     }
 
@@ -304,13 +301,12 @@ impl Datapath {
             .map_err(map_err(ROUTER_VERSION_MAP, format!("reading router {id}")))
     }
 
-    fn wait_grace(&mut self) -> Result<(), DatapathError> {
-        self.barrier.wait().map_err(|error| DatapathError::Sys {
+    /// Returns once a grace period has elapsed since flip `seq`.
+    fn wait_grace(&self, seq: FlipSeq) -> Result<(), DatapathError> {
+        self.grace.wait(seq).map_err(|error| DatapathError::Sys {
             what: "waiting for an RCU grace period (map-of-maps update)".into(),
             error,
-        })?;
-        self.grace.clear();
-        Ok(())
+        })
     }
 
     fn write_gateway(&mut self, id: u16, g: &GatewayInfo) -> Result<(), DatapathError> {
@@ -321,7 +317,7 @@ impl Datapath {
     }
 
     /// Writes `table` into router `id`'s inactive copy and flips its version. The caller made
-    /// sure a grace period passed since the router's previous flip.
+    /// sure a grace period covers the router's previous flip.
     fn write_router_table(
         &mut self,
         id: u16,
@@ -338,7 +334,7 @@ impl Datapath {
             .map_err(map_err(ROUTER_VERSION_MAP, "opening"))?;
         ver.set(id as u32, next, 0)
             .map_err(map_err(ROUTER_VERSION_MAP, format!("flipping router {id}")))?;
-        self.grace.routers[id as usize] = true;
+        self.flips.routers[id as usize] = self.grace.flipped();
         Ok(())
     }
 

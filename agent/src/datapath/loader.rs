@@ -10,8 +10,8 @@ use xwan_common as c;
 use xwan_common::plan::{HashMode, RouterTable};
 
 use super::attach::{AttachPolicy, Attachment};
-use super::commit::Grace;
-use super::sys::RcuBarrier;
+use super::commit::Flips;
+use super::grace::GraceKeeper;
 use super::{DatapathError, bpffs, object::EBPF_OBJECT};
 
 /// Every program of the object, in load order (the second stage before the first, so that
@@ -39,8 +39,8 @@ pub struct Datapath {
     /// Interfaces (ifindex, name) on which we added the clsact qdisc ourselves.
     pub(super) clsact: Vec<(u32, String)>,
     pub(super) policy: AttachPolicy,
-    pub(super) barrier: RcuBarrier,
-    pub(super) grace: Grace,
+    pub(super) grace: GraceKeeper,
+    pub(super) flips: Flips,
 }
 
 /// What a map must look like: kernel type, key and value sizes (from `xwan_common`'s types).
@@ -154,8 +154,10 @@ impl Datapath {
                 pin_dir.display()
             );
         }
-        let barrier = RcuBarrier::new().map_err(|error| DatapathError::Sys {
-            what: "creating the RCU barrier map (BPF_MAP_CREATE of an ARRAY_OF_MAPS)".into(),
+        // A previous agent may have flipped just before it stopped: one flip is pending.
+        let grace = GraceKeeper::new(true).map_err(|error| DatapathError::Sys {
+            what: "starting the RCU grace-period thread (BPF_MAP_CREATE of an ARRAY_OF_MAPS)"
+                .into(),
             error,
         })?;
         let mut dp = Datapath {
@@ -165,9 +167,8 @@ impl Datapath {
             attachments: Vec::new(),
             clsact: Vec::new(),
             policy: AttachPolicy::default(),
-            barrier,
-            // A previous agent may have flipped just before it stopped.
-            grace: Grace::pending(),
+            flips: Flips::all_at(grace.last()),
+            grace,
         };
         for name in PROGRAMS {
             dp.load_program(name)?;

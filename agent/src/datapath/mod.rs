@@ -49,7 +49,8 @@
 //!   overwritten next time). Flow entries carry the epoch, so flows are re-classified.
 //! * **Router tables.** Each router has two slot tables and a version in `XWAN_RTR_VER`; the
 //!   inactive table is written, then the version bumped. Before an inactive table is written
-//!   again, a grace period since that router's last flip is awaited.
+//!   again, a grace period since that router's last flip is awaited; a background thread
+//!   (`grace`) starts one at every flip, so a verdict normally finds it over and never waits.
 //! * **Order** (make before break): interfaces, local addresses, links, config and gateways
 //!   being added or changed → router tables → ruleset flip → grace period → old generation and
 //!   removed gateways deleted.
@@ -65,10 +66,12 @@
 //! order of writes in [`Datapath::apply`] is what makes commits hitless: keep it.
 
 mod attach;
+mod bench;
 mod bpffs;
 mod commit;
 pub mod compile;
 mod counters;
+mod grace;
 mod loader;
 mod object;
 mod sys;
@@ -81,6 +84,7 @@ pub use attach::{
     AttachPolicy, AttachReport, CLSACT_HANDLE, CLSACT_PRIORITY, LINKS_DIR, TcAttachMode, TcPolicy,
     XdpAttachMode, XdpPolicy,
 };
+pub use bench::bench_counter_reads;
 pub use bpffs::{BPF_FS_MAGIC, TestBpffs, ensure_bpffs, is_bpffs};
 pub use compile::{CompileError, Image, compile, slot_table};
 pub use counters::{CounterReader, ReasonCounter};

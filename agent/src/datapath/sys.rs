@@ -1,5 +1,6 @@
 //! The few raw `bpf(2)` and rtnetlink calls aya 0.14 does not offer: deleting a DEVMAP entry,
-//! an RCU grace-period barrier, `BPF_PROG_TEST_RUN`, and removing a clsact qdisc.
+//! an RCU grace-period barrier, counting a hash map's entries in batches,
+//! `BPF_PROG_TEST_RUN`, and removing a clsact qdisc.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -8,6 +9,7 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 pub(super) const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -99,6 +101,79 @@ fn map_update<K, V>(fd: BorrowedFd<'_>, key: &K, value: &V) -> io::Result<()> {
     };
     // SAFETY: key and value outlive the call and have the map's sizes.
     unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+#[repr(C, align(8))]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+    _rest: [u8; ATTR_SIZE - 56],
+}
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call: large enough that a scrape of a full 256k-entry
+/// flow table is a few hundred syscalls, and far above any hash bucket's length (a batch
+/// never splits a bucket; a bucket longer than the batch is `ENOSPC`, retried larger).
+const BATCH: usize = 1024;
+
+/// Counts the entries of the hash map `fd` (key `key_size`, value `value_size` bytes) with
+/// `BPF_MAP_LOOKUP_BATCH`: one syscall per [`BATCH`] entries instead of one per entry.
+///
+/// A snapshot of a table the data plane keeps changing: entries added or evicted during the
+/// walk may or may not be counted. The walk stops after `limit` entries.
+pub(super) fn map_count(
+    fd: BorrowedFd<'_>,
+    key_size: usize,
+    value_size: usize,
+    limit: usize,
+) -> io::Result<usize> {
+    let mut batch = BATCH;
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    // The hash map's batch token is the next bucket's index (a u32); 8 bytes leaves room.
+    let (mut token_in, mut token_out) = (0u64, 0u64);
+    let mut first = true;
+    let mut total = 0usize;
+    while total < limit {
+        keys.resize(batch * key_size, 0u8);
+        values.resize(batch * value_size, 0u8);
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &token_in as *const u64 as u64
+            },
+            out_batch: &mut token_out as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: batch as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            elem_flags: 0,
+            flags: 0,
+            _rest: [0; ATTR_SIZE - 56],
+        };
+        // SAFETY: the buffers hold `count` keys and values of the map's sizes and the tokens
+        // are 8 bytes; all outlive the call. The kernel writes `count` back into `attr`.
+        let rc = unsafe { sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        total += attr.count as usize;
+        match rc {
+            Ok(_) => {}
+            // The last batch: the kernel has reported how many it copied.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && batch < 1 << 16 => {
+                batch *= 4;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        token_in = token_out;
+        first = false;
+    }
+    Ok(total.min(limit))
 }
 
 /// Waits until every BPF program that was running when [`RcuBarrier::wait`] was called has
@@ -244,6 +319,7 @@ mod tests {
     fn attr_layouts() {
         assert_eq!(std::mem::size_of::<MapCreateAttr>(), ATTR_SIZE);
         assert_eq!(std::mem::size_of::<MapElemAttr>(), ATTR_SIZE);
+        assert_eq!(std::mem::size_of::<BatchAttr>(), ATTR_SIZE);
         assert_eq!(std::mem::size_of::<DelQdiscRequest>(), 16 + 20 + 12);
     }
 

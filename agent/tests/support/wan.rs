@@ -109,6 +109,23 @@ impl AgentDir {
 
 impl Drop for AgentDir {
     fn drop(&mut self) {
+        // A failing test shows what the agents said (the directory goes with it).
+        if std::thread::panicking() {
+            let mut logs: Vec<_> = std::fs::read_dir(&self.0)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                .collect();
+            logs.sort();
+            for log in logs {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- last lines of {} ---", log.display());
+                tail.iter().rev().for_each(|l| eprintln!("{l}"));
+            }
+        }
         let c = std::ffi::CString::new(self.0.join("bpffs").to_str().unwrap()).unwrap();
         // SAFETY: plain syscall on a valid path.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };

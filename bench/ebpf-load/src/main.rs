@@ -1,0 +1,218 @@
+//! Load-test tooling for `cargo xtask load` (benchmark equipment, not product):
+//!
+//! * `load_gen`: the traffic source. Run through `BPF_PROG_TEST_RUN` with
+//!   `BPF_F_TEST_XDP_LIVE_FRAMES`, it turns the one frame the kernel hands it into the next
+//!   flow's template and returns `XDP_TX`, so the kernel sends it out of the source veth.
+//! * `load_sink`: on the sinks' veths, counts TCP/UDP packets per (interface, class) and drops
+//!   them; everything else (ARP, ICMP: the agent's probes must be answered) goes to the kernel.
+//! * `load_pass`: lets a veth accept XDP-redirected frames (router LAN in kernel modes).
+//! * `load_redirect`: the upper bound, a redirect to one next hop with no parsing at all.
+//! * `load_tc_redirect`: the same bound for L3 (TUN) links, from TC ingress, as native
+//!   `XDP_REDIRECT` into an L3 device delivers nothing.
+//!
+//! Layouts: `bench/src/load/layout.rs`.
+#![no_std]
+#![no_main]
+
+#[path = "../../src/load/layout.rs"]
+#[allow(dead_code)]
+mod layout;
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    macros::{classifier, map, xdp},
+    maps::{Array, DevMap, PerCpuArray},
+    programs::{TcContext, XdpContext},
+};
+use layout::*;
+
+#[map(name = "LOAD_TEMPLATES")]
+static LOAD_TEMPLATES: Array<Template> = Array::with_max_entries(MAX_TEMPLATES, 0);
+#[map(name = "LOAD_GEN_CFG")]
+static LOAD_GEN_CFG: Array<GenConfig> = Array::with_max_entries(1, 0);
+#[map(name = "LOAD_GEN_STATE")]
+static LOAD_GEN_STATE: PerCpuArray<GenState> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "LOAD_SINK_CNT")]
+static LOAD_SINK_CNT: PerCpuArray<SinkCount> = PerCpuArray::with_max_entries(SINK_SLOTS, 0);
+#[map(name = "LOAD_SINK_CFG")]
+static LOAD_SINK_CFG: Array<SinkConfig> = Array::with_max_entries(1, 0);
+#[map(name = "LOAD_LATENCY")]
+static LOAD_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(LAT_BUCKETS, 0);
+/// Index `ifindex & 63`: non-zero = this sink is a dead link (drops everything, counts
+/// nothing, answers no probe): the silent cut of the failover test.
+#[map(name = "LOAD_SINK_DEAD")]
+static LOAD_SINK_DEAD: Array<u32> = Array::with_max_entries(64, 0);
+#[map(name = "LOAD_RDR_CFG")]
+static LOAD_RDR_CFG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
+/// Index 0: the TUN device `load_tc_redirect` sends everything to.
+#[map(name = "LOAD_TC_RDR")]
+static LOAD_TC_RDR: Array<u32> = Array::with_max_entries(1, 0);
+#[map(name = "LOAD_RDR_DEV")]
+static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(1, 0);
+
+#[xdp]
+pub fn load_gen(ctx: XdpContext) -> u32 {
+    let Some(cfg) = LOAD_GEN_CFG.get(0) else {
+        return XDP_ABORTED;
+    };
+    let Some(st) = LOAD_GEN_STATE.get_ptr_mut(0) else {
+        return XDP_ABORTED;
+    };
+    // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
+    let st = unsafe { &mut *st };
+    st.runs += 1;
+    let now = if cfg.gap_ns != 0 {
+        // SAFETY: plain helper call.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now < st.next_ns {
+            return XDP_DROP;
+        }
+        // Never burst to catch up after a pause (the thread was preempted): restart the pace.
+        st.next_ns = if st.next_ns + 1_000_000 < now {
+            now + cfg.gap_ns
+        } else {
+            st.next_ns + cfg.gap_ns
+        };
+        now
+    } else {
+        0
+    };
+    let templates = cfg.templates as u64;
+    if templates == 0 {
+        return XDP_ABORTED;
+    }
+    let i = (st.sent % templates) as u32;
+    st.sent += 1;
+    let Some(t) = LOAD_TEMPLATES.get(i) else {
+        return XDP_ABORTED;
+    };
+    // 1..=TEMPLATE_BYTES by construction (mask, then + 1), in a form the verifier follows.
+    let len = ((t.len.wrapping_sub(1)) as usize & (TEMPLATE_BYTES - 1)) + 1;
+    let cur = ctx.data_end() - ctx.data();
+    // SAFETY (helpers below): plain helper calls on our own context and map value.
+    if len != cur && unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - cur as i32) } != 0 {
+        return XDP_ABORTED;
+    }
+    let src = t.data.as_ptr() as *mut c_void;
+    if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, len as u32) } != 0 {
+        return XDP_ABORTED;
+    }
+    if t.ts_off != 0 {
+        let mut ts = if now != 0 {
+            now
+        } else {
+            unsafe { bpf_ktime_get_ns() }
+        };
+        let p = &mut ts as *mut u64 as *mut c_void;
+        if unsafe { bpf_xdp_store_bytes(ctx.ctx, t.ts_off, p, 8) } != 0 {
+            return XDP_ABORTED;
+        }
+    }
+    XDP_TX
+}
+
+#[xdp]
+pub fn load_sink(ctx: XdpContext) -> u32 {
+    if LOAD_SINK_DEAD
+        .get(ctx.ingress_ifindex() as u32 & 63)
+        .is_some_and(|d| *d != 0)
+    {
+        return XDP_DROP;
+    }
+    let (start, end) = (ctx.data(), ctx.data_end());
+    // Up to the IPv6 flow label / IPv4 protocol; IPv6's next header is at 20.
+    if start + 24 > end {
+        return XDP_PASS;
+    }
+    let b = start as *const u8;
+    // SAFETY: 24 bytes checked above.
+    let (class, ts_off) = unsafe {
+        // Only TCP and UDP are the generator's: the rest (ARP, ICMP, the router's own MLD
+        // reports...) goes to the kernel uncounted.
+        match (*b.add(12), *b.add(13)) {
+            (0x08, 0x00) => match *b.add(23) {
+                6 => (*b.add(19), 54),
+                17 => (*b.add(19), 42),
+                _ => return XDP_PASS,
+            },
+            (0x86, 0xdd) => match *b.add(20) {
+                6 | 17 => (*b.add(17), 0),
+                _ => return XDP_PASS,
+            },
+            _ => return XDP_PASS,
+        }
+    };
+    let len = (end - start) as u64;
+    let slot = (ctx.ingress_ifindex() as u32 & 63) * MAX_CLASSES + (class as u32 & 15);
+    if let Some(c) = LOAD_SINK_CNT.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+    if ts_off != 0
+        && let Some(cfg) = LOAD_SINK_CFG.get(0)
+        && cfg.latency != 0
+        && start + ts_off + 8 <= end
+    {
+        // SAFETY: 8 bytes at ts_off checked above.
+        let sent = unsafe { ((start + ts_off) as *const u64).read_unaligned() };
+        let now = unsafe { bpf_ktime_get_ns() };
+        if sent != 0 && sent <= now {
+            let bucket = ((now - sent) / LAT_BUCKET_NS).min(LAT_BUCKETS as u64 - 1) as u32;
+            if let Some(h) = LOAD_LATENCY.get_ptr_mut(bucket) {
+                // SAFETY: per-CPU slot.
+                unsafe { *h += 1 };
+            }
+        }
+    }
+    XDP_DROP
+}
+
+#[xdp]
+pub fn load_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}
+
+#[xdp]
+pub fn load_redirect(ctx: XdpContext) -> u32 {
+    let Some(cfg) = LOAD_RDR_CFG.get(0) else {
+        return XDP_ABORTED;
+    };
+    let start = ctx.data();
+    if start + 12 > ctx.data_end() {
+        return XDP_PASS;
+    }
+    // SAFETY: 12 bytes checked above.
+    unsafe {
+        (start as *mut [u8; 6]).write_unaligned(cfg.dmac);
+        ((start + 6) as *mut [u8; 6]).write_unaligned(cfg.smac);
+    }
+    match LOAD_RDR_DEV.redirect(0, 0) {
+        Ok(a) => a,
+        Err(_) => XDP_ABORTED,
+    }
+}
+
+#[classifier]
+pub fn load_tc_redirect(_ctx: TcContext) -> i32 {
+    match LOAD_TC_RDR.get(0) {
+        // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
+        Some(ifindex) if *ifindex != 0 => unsafe { bpf_redirect(*ifindex, 0) as i32 },
+        _ => 2, // TC_ACT_SHOT
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,518 @@
+//! `cargo xtask load`: the line-rate load test of xwan against the kernel's own policy
+//! routing, on a topology of network namespaces it creates (see [`topology`]).
+//!
+//! For each frame mix and rule count, every mode ([`modes`]) is measured once per round,
+//! rounds repeated `--runs` times, so slow drift of this shared machine hits every mode
+//! alike; each mode's figure is the median of its runs. Results: a table on stdout, JSON and
+//! an SVG chart (throughput against rule count per mode). The TUN variant (links are TUN
+//! devices: xwan's TC redirect path) runs at `--tun-rules`. `--smoke` is the short version
+//! the test suite runs: every mode once at 100 rules over veth and over TUN links, and it fails
+//! when a mode forwards nothing or xwan sends a class to the wrong link.
+//!
+//! Needs root. Everything it creates (namespaces, the agent, its bpffs mount) is removed on
+//! exit, also on error.
+
+mod chart;
+mod failover;
+pub mod layout;
+mod measure;
+mod modes;
+mod pfpacket;
+mod report;
+mod sys;
+mod topology;
+mod traffic;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::{Ebpf, programs::Xdp};
+
+use measure::Sample;
+use modes::{ALL, Mode};
+use traffic::Mix;
+
+// SAFETY (Pod): plain #[repr(C)] data without padding-sensitive invariants.
+unsafe impl aya::Pod for layout::Template {}
+unsafe impl aya::Pod for layout::GenConfig {}
+unsafe impl aya::Pod for layout::GenState {}
+unsafe impl aya::Pod for layout::SinkCount {}
+unsafe impl aya::Pod for layout::SinkConfig {}
+unsafe impl aya::Pod for layout::RedirectConfig {}
+
+/// The load-test tooling object, built by `bench/build.rs`.
+static TOOLS: &[u8] = aya::include_bytes_aligned!(env!("XWAN_LOAD_EBPF_OBJECT"));
+
+pub struct Settings {
+    pub runs: usize,
+    pub rules: Vec<usize>,
+    pub imix_rules: Vec<usize>,
+    pub tun_rules: Vec<usize>,
+    pub window: Duration,
+    pub warmup: Duration,
+    pub retries: usize,
+    pub flows: usize,
+    pub source_cpu: usize,
+    pub router_cpu: usize,
+    pub json: PathBuf,
+    pub svg: PathBuf,
+    pub xwan: Option<PathBuf>,
+    pub smoke: bool,
+    pub latency: bool,
+    pub failover: bool,
+    pub realtime: bool,
+    pub compare_sources: bool,
+    pub modes: Vec<Mode>,
+}
+
+const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
+[--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] \
+[--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
+
+fn parse(args: &[String]) -> Result<Settings> {
+    let mut s = Settings {
+        runs: 3,
+        rules: vec![10, 100, 1000],
+        imix_rules: vec![1000],
+        tun_rules: vec![1000],
+        window: Duration::from_secs(2),
+        warmup: Duration::from_millis(400),
+        retries: 3,
+        flows: 4096,
+        source_cpu: 0,
+        router_cpu: 1,
+        json: PathBuf::from("target/bench/load.json"),
+        svg: PathBuf::from("target/bench/load.svg"),
+        xwan: None,
+        smoke: false,
+        latency: true,
+        failover: true,
+        realtime: false,
+        compare_sources: false,
+        modes: ALL.to_vec(),
+    };
+    let list = |v: &str| -> Result<Vec<usize>> {
+        if v == "none" {
+            return Ok(vec![]);
+        }
+        v.split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<usize>()
+                    .with_context(|| format!("bad number {x:?}"))
+            })
+            .collect()
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--smoke" => {
+                s.smoke = true;
+                s.runs = 1;
+                s.rules = vec![100];
+                s.imix_rules = vec![];
+                s.tun_rules = vec![100];
+                s.window = Duration::from_millis(700);
+                s.warmup = Duration::from_millis(200);
+                s.retries = 0;
+                s.latency = false;
+                s.failover = false;
+            }
+            "--runs" => s.runs = val()?.parse().context("--runs")?,
+            "--rules" => s.rules = list(val()?)?,
+            "--imix-rules" => s.imix_rules = list(val()?)?,
+            "--tun-rules" => s.tun_rules = list(val()?)?,
+            "--window" => s.window = Duration::from_secs_f64(val()?.parse().context("--window")?),
+            "--retries" => s.retries = val()?.parse().context("--retries")?,
+            "--flows" => s.flows = val()?.parse().context("--flows")?,
+            "--cpus" => {
+                let v = list(val()?)?;
+                let [a, b] = v[..] else {
+                    bail!("--cpus wants SOURCE,ROUTER");
+                };
+                (s.source_cpu, s.router_cpu) = (a, b);
+            }
+            "--no-latency" => s.latency = false,
+            "--no-failover" => s.failover = false,
+            "--realtime" => s.realtime = true,
+            "--compare-sources" => s.compare_sources = true,
+            "--modes" => {
+                s.modes = val()?
+                    .split(',')
+                    .map(|n| {
+                        ALL.into_iter()
+                            .find(|m| m.name() == n.trim())
+                            .with_context(|| format!("unknown mode {n:?}"))
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--json" => s.json = val()?.into(),
+            "--svg" => s.svg = val()?.into(),
+            "--xwan" => s.xwan = Some(val()?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if s.runs == 0 || s.rules.is_empty() || s.rules.iter().any(|r| *r < modes::REAL_RULES) {
+        bail!(
+            "--runs must be ≥ 1 and every rule count ≥ {}",
+            modes::REAL_RULES
+        );
+    }
+    if s.source_cpu == s.router_cpu {
+        bail!("the source and the router need different CPUs (--cpus)");
+    }
+    Ok(s)
+}
+
+/// The `xwan` binary: `--xwan`, or next to this one (`target/release/`), or one level up
+/// (when this is a test binary in `target/release/deps/`).
+fn find_xwan(explicit: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.clone());
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join("xwan");
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "cannot find the xwan binary next to {}: build it (`cargo build --release -p xwan`) or \
+         pass --xwan PATH",
+        exe.display()
+    )
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let settings = parse(args)?;
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the load test creates network namespaces and loads eBPF: run it as root");
+    }
+    let xwan_bin = find_xwan(&settings.xwan)?;
+    sys::remove_stale();
+    sys::install_wakeup_signal()?;
+    let started = Instant::now();
+    let work = std::env::temp_dir().join(format!("xwan-load-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let mut tools = Ebpf::load(TOOLS).context("loading the load-test eBPF programs")?;
+    for name in ["load_gen", "load_sink", "load_pass", "load_redirect"] {
+        let p: &mut Xdp = tools
+            .program_mut(name)
+            .with_context(|| format!("{name} missing"))?
+            .try_into()?;
+        p.load().with_context(|| format!("verifying {name}"))?;
+    }
+    let p: &mut aya::programs::SchedClassifier = tools
+        .program_mut("load_tc_redirect")
+        .context("load_tc_redirect missing")?
+        .try_into()?;
+    p.load().context("verifying load_tc_redirect")?;
+    let mut topo = topology::Topology::new(&mut tools)?;
+    let result = run_all(&settings, &topo, &mut tools, &xwan_bin, &work);
+    topo.detach(&mut tools);
+    drop(topo);
+    let _ = std::fs::remove_dir_all(&work);
+    let report = result?;
+    report::write(&settings, &report)?;
+    println!(
+        "results written to {} and {} ({:.0} s)",
+        settings.json.display(),
+        settings.svg.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if settings.smoke {
+        report::smoke_check(&report)?;
+        println!("smoke: every mode forwarded, xwan sent every class to its link");
+    }
+    Ok(())
+}
+
+pub struct Results {
+    pub calibration: Vec<Sample>,
+    pub sources: Vec<report::SourceRun>,
+    pub samples: Vec<Sample>,
+    pub latency: Vec<report::Latency>,
+    pub failover: Vec<failover::Failover>,
+}
+
+fn run_all(
+    settings: &Settings,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+) -> Result<Results> {
+    let mut out = Results {
+        calibration: vec![],
+        sources: vec![],
+        samples: vec![],
+        latency: vec![],
+        failover: vec![],
+    };
+    use topology::Links;
+    let mut sweeps: Vec<(Links, Mix, usize)> = settings
+        .rules
+        .iter()
+        .map(|r| (Links::Veth, Mix::Small, *r))
+        .collect();
+    sweeps.extend(
+        settings
+            .imix_rules
+            .iter()
+            .map(|r| (Links::Veth, Mix::Imix, *r)),
+    );
+    sweeps.extend(
+        settings
+            .tun_rules
+            .iter()
+            .map(|r| (Links::Tun, Mix::Small, *r)),
+    );
+    let mut current_mix = None;
+    let mut calibrated = vec![];
+    for (links, mix, rules) in sweeps {
+        if current_mix != Some(mix) {
+            traffic::program(tools, settings.flows, mix, topo.lan_mac, 0)?;
+            current_mix = Some(mix);
+        }
+        if !calibrated.contains(&mix) {
+            calibrated.push(mix);
+            // The source alone (sink on the router's veth): what the generator can offer.
+            let s = one(
+                Mode::SourceSink,
+                0,
+                mix,
+                Links::Veth,
+                topo,
+                tools,
+                xwan_bin,
+                work,
+                settings,
+            )?;
+            if settings.compare_sources {
+                out.sources.push(report::SourceRun {
+                    source: "xdp-live-frames",
+                    mix,
+                    offered_mpps: s.offered_mpps,
+                    received_mpps: s.forwarded_mpps,
+                    source_ns_per_packet: s.source_ns_per_packet,
+                    source_busy: 0.0,
+                });
+                out.sources
+                    .push(tx_ring(mix, topo, tools, xwan_bin, work, settings)?);
+            }
+            out.calibration.push(s);
+        }
+        for run in 0..settings.runs {
+            for mode in settings.modes.iter().copied() {
+                eprintln!(
+                    "  {} links, {} frames, {rules} rules, run {}/{}: {}",
+                    links.name(),
+                    mix.name(),
+                    run + 1,
+                    settings.runs,
+                    mode.name()
+                );
+                let s = one(
+                    mode, rules, mix, links, topo, tools, xwan_bin, work, settings,
+                )?;
+                eprintln!(
+                    "    {:.3} Mpps forwarded, {:.0} ns/packet router CPU, busy {:.0} %, loss {:.1} %",
+                    s.forwarded_mpps,
+                    s.router_ns_per_packet,
+                    s.router_busy * 100.0,
+                    s.loss * 100.0
+                );
+                out.samples.push(s);
+            }
+        }
+    }
+    if settings.latency && settings.modes.contains(&Mode::Xwan) {
+        out.latency = latency(settings, topo, tools, xwan_bin, work, &out.samples)?;
+    }
+    if settings.failover && settings.modes.contains(&Mode::Xwan) {
+        let rules = *settings.rules.iter().max().expect("rule counts");
+        let pps = half_xwan(&out.samples, rules)?;
+        traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, 0)?;
+        for cut in [failover::Cut::Silent, failover::Cut::Carrier] {
+            eprintln!(
+                "  failover at {:.3} Mpps, {rules} rules: {cut:?} cut of link 2",
+                pps / 1e6
+            );
+            let f = failover::run(cut, rules, pps, topo, tools, settings, xwan_bin, work)?;
+            eprintln!(
+                "    SQL flows on the backup link after {:.0} ms, {} packets lost",
+                f.moved_after_ms, f.lost_packets
+            );
+            out.failover.push(f);
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one(
+    mode: Mode,
+    rules: usize,
+    mix: Mix,
+    links: topology::Links,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+    settings: &Settings,
+) -> Result<Sample> {
+    let active = modes::setup(
+        mode,
+        rules,
+        links,
+        topo,
+        tools,
+        xwan_bin,
+        work,
+        settings.realtime,
+    )
+    .with_context(|| format!("setting up mode {} ({} links)", mode.name(), links.name()))?;
+    let r = measure::measure(
+        mode,
+        rules,
+        mix,
+        links,
+        topo,
+        tools,
+        settings,
+        settings.window,
+    );
+    let t = modes::teardown(mode, active, topo, tools);
+    let s = r.with_context(|| format!("measuring mode {}", mode.name()))?;
+    t.with_context(|| format!("tearing down mode {}", mode.name()))?;
+    Ok(s)
+}
+
+/// Latency at half of xwan's median throughput at the largest rule count (64-byte frames),
+/// every mode at that offered rate.
+fn latency(
+    settings: &Settings,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+    samples: &[Sample],
+) -> Result<Vec<report::Latency>> {
+    let rules = *settings.rules.iter().max().expect("rule counts");
+    let pps = half_xwan(samples, rules)?;
+    let gap_ns = (1e9 / pps) as u64;
+    traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, gap_ns)?;
+    let mut out = vec![];
+    for mode in settings.modes.iter().copied() {
+        eprintln!(
+            "  latency at {:.3} Mpps offered, {rules} rules: {}",
+            pps / 1e6,
+            mode.name()
+        );
+        let active = modes::setup(
+            mode,
+            rules,
+            topology::Links::Veth,
+            topo,
+            tools,
+            xwan_bin,
+            work,
+            settings.realtime,
+        )?;
+        traffic::set_latency(tools, true)?;
+        let r = measure::measure(
+            mode,
+            rules,
+            Mix::Small,
+            topology::Links::Veth,
+            topo,
+            tools,
+            settings,
+            settings.window,
+        );
+        let hist = traffic::latency_histogram(tools);
+        traffic::set_latency(tools, false)?;
+        modes::teardown(mode, active, topo, tools)?;
+        out.push(report::Latency::new(r?, &hist?, pps / 1e6));
+    }
+    traffic::set_rate(tools, settings.flows, 0)?;
+    Ok(out)
+}
+
+/// The PF_PACKET TX-ring source on the calibration topology (sink on the router's veth).
+fn tx_ring(
+    mix: Mix,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+    settings: &Settings,
+) -> Result<report::SourceRun> {
+    let frames: Vec<Vec<u8>> = (0..settings.flows)
+        .map(|i| traffic::frame(i, mix, topo.lan_mac).0)
+        .collect();
+    let active = modes::setup(
+        Mode::SourceSink,
+        0,
+        topology::Links::Veth,
+        topo,
+        tools,
+        xwan_bin,
+        work,
+        settings.realtime,
+    )?;
+    for t in topo.router_threads() {
+        sys::pin(t, settings.router_cpu)?;
+    }
+    let lan = topo.rtr.ifindex(&topo.lan_dev)?;
+    let count = |tools: &Ebpf| -> Result<u64> { Ok(traffic::received(tools, lan)?.iter().sum()) };
+    let before = count(tools)?;
+    let run = pfpacket::run(
+        &topo.src,
+        topo.src_ifindex,
+        &frames,
+        settings.source_cpu,
+        settings.realtime,
+        settings.window,
+    );
+    let after = count(tools)?;
+    modes::teardown(Mode::SourceSink, active, topo, tools)?;
+    let run = run?;
+    Ok(report::SourceRun {
+        source: "pf-packet-tx-ring",
+        mix,
+        offered_mpps: run.sent as f64 / run.secs / 1e6,
+        received_mpps: (after - before) as f64 / run.secs / 1e6,
+        source_ns_per_packet: run.stat.run_ns as f64 / run.sent.max(1) as f64,
+        source_busy: run.stat.run_ns as f64 / 1e9 / run.secs,
+    })
+}
+
+/// Half of xwan's median forwarded rate at `rules` (64-byte frames), in packets/s.
+fn half_xwan(samples: &[Sample], rules: usize) -> Result<f64> {
+    let xwan: Vec<f64> = samples
+        .iter()
+        .filter(|s| {
+            s.mode == Mode::Xwan
+                && s.rules == rules
+                && s.mix == Mix::Small
+                && s.links == topology::Links::Veth
+        })
+        .map(|s| s.forwarded_mpps)
+        .collect();
+    let pps = report::median(&xwan) * 1e6 * 0.5;
+    if pps <= 0.0 {
+        bail!("xwan forwarded nothing at {rules} rules: no rate for the runs at 50 % load");
+    }
+    Ok(pps)
+}

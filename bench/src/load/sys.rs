@@ -1,0 +1,380 @@
+//! The operating-system pieces of the load test: network namespaces (created with unique
+//! names, deleted on drop), threads moved into them, CPU pinning, per-thread scheduler
+//! statistics, kernel threads found by name, and `BPF_PROG_TEST_RUN` in live-frames mode.
+
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsRawFd, BorrowedFd},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// A network namespace `/run/netns/NAME`, deleted on drop (also on panic or error).
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Result<Netns> {
+        // A namespace left by a killed earlier run of the same pid is ours to replace.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `ip -n NAME ARGS...`.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut v = vec!["-n", &self.name];
+        v.extend_from_slice(args);
+        run("ip", &v)
+    }
+
+    /// `ip -n NAME ARGS...`, ignoring failure (teardown of what may not exist).
+    pub fn ip_quiet(&self, args: &[&str]) {
+        let _ = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output();
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`: also mounts a sysfs of its own,
+    /// which is what `/sys/class/net/DEV/...` writes need).
+    pub fn exec(&self, cmd: &[&str]) -> Result<()> {
+        let mut v = vec!["netns", "exec", &self.name];
+        v.extend_from_slice(cmd);
+        run("ip", &v)
+    }
+
+    /// `nft -f -` inside the namespace, with `script` on stdin.
+    pub fn nft(&self, script: &str) -> Result<()> {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("run `nft` (package nftables)")?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "nft in namespace {} failed: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn file(&self) -> Result<File> {
+        File::open(format!("/run/netns/{}", self.name))
+            .with_context(|| format!("open namespace {}", self.name))
+    }
+
+    /// Moves the calling thread into this namespace.
+    pub fn enter(&self) -> Result<()> {
+        let f = self.file()?;
+        // SAFETY: setns on a valid namespace fd affects only the calling thread.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            bail!("setns {}: {}", self.name, io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a thread of its own inside this namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.enter()?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Interface index of `dev` in this namespace.
+    pub fn ifindex(&self, dev: &str) -> Result<u32> {
+        let c = std::ffi::CString::new(dev)?;
+        let i = self.run(|| {
+            // SAFETY: valid C string.
+            Ok(unsafe { libc::if_nametoindex(c.as_ptr()) })
+        })?;
+        if i == 0 {
+            bail!("no interface {dev} in namespace {}", self.name);
+        }
+        Ok(i)
+    }
+
+    /// MAC address of `dev` in this namespace.
+    pub fn mac(&self, dev: &str) -> Result<[u8; 6]> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-br", "link", "show", dev])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mac = text
+            .split_whitespace()
+            .nth(2)
+            .with_context(|| format!("no MAC for {dev} in `ip -br link`: {text}"))?;
+        let v = mac
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16))
+            .collect::<Result<Vec<u8>, _>>()?;
+        v.try_into()
+            .map_err(|_| anyhow::anyhow!("bad MAC {mac} for {dev}"))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Removes what an earlier run killed before its cleanup left behind: namespaces
+/// `xload<PID>…` and directories `xwan-load-<PID>` (with the agent's bpffs mount) of processes
+/// that no longer exist.
+pub fn remove_stale() {
+    let alive = |pid: &str| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            let Some(rest) = name.strip_prefix("xload") else {
+                continue;
+            };
+            let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if !pid.is_empty() && !alive(&pid) {
+                let _ = Command::new("ip").args(["netns", "del", name]).output();
+            }
+        }
+    }
+    let tmp = std::env::temp_dir();
+    if let Ok(dir) = std::fs::read_dir(&tmp) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("xwan-load-") else {
+                continue;
+            };
+            if pid.chars().all(|c| c.is_ascii_digit()) && !alive(pid) {
+                let bpffs = e.path().join("agent/bpffs");
+                if let Ok(c) = std::ffi::CString::new(bpffs.to_string_lossy().as_bytes()) {
+                    // SAFETY: plain syscall on a valid path.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("run `{cmd}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The calling thread's id.
+pub fn gettid() -> i32 {
+    // SAFETY: plain syscall.
+    unsafe { libc::gettid() }
+}
+
+/// Pins thread (or process) `tid` to `cpu`.
+pub fn pin(tid: i32, cpu: usize) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "pinning thread {tid} to CPU {cpu}: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Sets the nice value of thread `tid` (Linux: per thread).
+pub fn nice(tid: i32, value: i32) {
+    // SAFETY: plain syscall.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, value) };
+}
+
+/// Puts thread `tid` under `SCHED_FIFO` at `prio` (`--realtime`).
+pub fn realtime(tid: i32, prio: i32) -> Result<()> {
+    let p = libc::sched_param {
+        sched_priority: prio,
+    };
+    // SAFETY: plain syscall with a valid sched_param.
+    if unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &p) } != 0 {
+        bail!(
+            "SCHED_FIFO for thread {tid}: {}",
+            io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// `/proc/TID/schedstat`: ns spent on a CPU, ns spent waiting for one.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct SchedStat {
+    pub run_ns: u64,
+    pub wait_ns: u64,
+}
+
+impl SchedStat {
+    pub fn read(tid: i32) -> SchedStat {
+        let s = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).unwrap_or_default();
+        let mut it = s.split_whitespace().map(|v| v.parse::<u64>().unwrap_or(0));
+        SchedStat {
+            run_ns: it.next().unwrap_or(0),
+            wait_ns: it.next().unwrap_or(0),
+        }
+    }
+
+    pub fn since(self, earlier: SchedStat) -> SchedStat {
+        SchedStat {
+            run_ns: self.run_ns.saturating_sub(earlier.run_ns),
+            wait_ns: self.wait_ns.saturating_sub(earlier.wait_ns),
+        }
+    }
+}
+
+/// Kernel threads whose name starts with `prefix` (e.g. `napi/DEV-`: threaded NAPI).
+pub fn kthreads(prefix: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            && comm.trim_end().starts_with(prefix)
+        {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+extern "C" fn on_wakeup(_: libc::c_int) {}
+
+/// A no-op handler for `SIGUSR1` without `SA_RESTART`: signalling a thread interrupts its
+/// long `BPF_PROG_TEST_RUN` call (the kernel checks for pending signals between batches).
+pub fn install_wakeup_signal() -> Result<()> {
+    // SAFETY: a zeroed sigaction with a valid handler and an empty mask.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_wakeup as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+            bail!("sigaction(SIGUSR1): {}", io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+const ATTR_SIZE: usize = 128;
+
+#[repr(C, align(8))]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: [u8; ATTR_SIZE - 76],
+}
+
+/// `struct xdp_md`.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// Runs XDP program `prog` `repeat` times in live-frames mode: each run gets a fresh copy of
+/// `frame` (from a page pool) arriving on `ifindex` (calling thread's namespace), and what it
+/// returns is carried out for real (`XDP_TX` sends the frame out of `ifindex`). Returns
+/// early with `Interrupted` when the thread is signalled.
+pub fn xdp_live(prog: BorrowedFd<'_>, frame: &[u8], ifindex: u32, repeat: u32) -> io::Result<()> {
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex: ifindex,
+        ..XdpMd::default()
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        retval: 0,
+        data_size_in: frame.len() as u32,
+        data_size_out: 0,
+        data_in: frame.as_ptr() as u64,
+        data_out: 0,
+        repeat,
+        duration: 0,
+        ctx_size_in: size_of::<XdpMd>() as u32,
+        ctx_size_out: 0,
+        ctx_in: &ctx as *const XdpMd as u64,
+        ctx_out: 0,
+        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
+        cpu: 0,
+        // NAPI's budget: a flush never fills more than a quarter of the peer's 256-slot ring.
+        batch_size: 64,
+        _pad: [0; ATTR_SIZE - 76],
+    };
+    // SAFETY: attr is a zero-padded `test` member whose pointers outlive the call; live mode
+    // writes nothing back into user memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestRunAttr,
+            size_of::<TestRunAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! What the source sends and how: traffic classes, one frame template per flow, the
+//! generator thread (`load_gen` in `BPF_PROG_TEST_RUN` live-frames mode), and the counters
+//! the generator and the sinks keep.
+//!
+//! Each frame carries its class in the low 4 bits of the IPv4 identification / IPv6 flow
+//! label, so a sink can tell which class arrived on which link without any lookup. L4
+//! checksums are computed over a zero payload; the send time the generator writes into IPv4
+//! payloads makes them stale, which no forwarding path checks (IPv4 UDP carries none).
+
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf,
+    maps::{Array, PerCpuArray},
+};
+use serde::Serialize;
+
+use super::{
+    layout::*,
+    sys::{Netns, gettid, nice, pin, realtime, xdp_live},
+};
+
+/// A traffic class: what the rules tell apart, and the link policy routing must pick.
+pub struct Class {
+    pub id: u8,
+    /// Shown in the JSON's `classes`.
+    pub name: &'static str,
+    pub v6: bool,
+    pub proto: u8,
+    /// Destination ports the class's flows use (VoIP: a range start, see `dport`).
+    pub dports: &'static [u16],
+    pub dscp: u8,
+    /// Link index (0-based) the policy sends this class to.
+    pub link: usize,
+    /// Share of the flows, in twentieths.
+    pub weight: usize,
+}
+
+pub const EF: u8 = 46;
+
+pub const CLASSES: [Class; 6] = [
+    Class {
+        id: 0,
+        name: "http-v4",
+        v6: false,
+        proto: 6,
+        dports: &[80, 443],
+        dscp: 0,
+        link: 0,
+        weight: 6,
+    },
+    Class {
+        id: 1,
+        name: "sql-v4",
+        v6: false,
+        proto: 17,
+        dports: &[1433, 3306],
+        dscp: 0,
+        link: 1,
+        weight: 4,
+    },
+    Class {
+        id: 2,
+        name: "voip-v4",
+        v6: false,
+        proto: 17,
+        dports: &[16384],
+        dscp: EF,
+        link: 2,
+        weight: 3,
+    },
+    Class {
+        id: 3,
+        name: "http-v6",
+        v6: true,
+        proto: 6,
+        dports: &[443],
+        dscp: 0,
+        link: 0,
+        weight: 3,
+    },
+    Class {
+        id: 4,
+        name: "sql-v6",
+        v6: true,
+        proto: 17,
+        dports: &[3306],
+        dscp: 0,
+        link: 1,
+        weight: 2,
+    },
+    Class {
+        id: 5,
+        name: "voip-v6",
+        v6: true,
+        proto: 17,
+        dports: &[16384],
+        dscp: EF,
+        link: 2,
+        weight: 2,
+    },
+];
+
+/// Frame sizes: all 64 bytes, or the simple IMIX 64/576/1500 in the proportions 7:4:1.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    #[serde(rename = "64")]
+    Small,
+    Imix,
+}
+
+impl Mix {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Small => "64",
+            Mix::Imix => "imix",
+        }
+    }
+
+    fn len(self, flow: usize) -> usize {
+        match self {
+            Mix::Small => 64,
+            Mix::Imix => match flow % 12 {
+                0..7 => 64,
+                7..11 => 576,
+                _ => 1500,
+            },
+        }
+    }
+}
+
+/// The class of flow `i`: classes interleaved in proportion to their weights.
+pub fn class_of(i: usize) -> &'static Class {
+    let mut k = i % 20;
+    for c in &CLASSES {
+        if k < c.weight {
+            return c;
+        }
+        k -= c.weight;
+    }
+    unreachable!("weights sum to 20")
+}
+
+/// Flow `i`'s frame to the router's LAN MAC, and where its send time goes (0 = nowhere).
+pub fn frame(i: usize, mix: Mix, lan_mac: [u8; 6]) -> (Vec<u8>, u32) {
+    let c = class_of(i);
+    let l3 = if c.v6 { 40 } else { 20 };
+    let l4len = if c.proto == 6 { 20 } else { 8 };
+    // IPv6 + TCP headers alone take 74 bytes: those "64-byte" frames are 74.
+    let len = mix.len(i).max(14 + l3 + l4len);
+    let sport = 1024 + (i * 7919 % 60000) as u16;
+    let dport = if c.dports == [16384] {
+        16384 + (i % 1000) as u16
+    } else {
+        c.dports[i / 20 % c.dports.len()]
+    };
+    let mut f = lan_mac.to_vec();
+    f.extend_from_slice(&[0x02, 0x10, 0xad, 0, 0, 1]);
+    let payload = len - 14 - l3 - l4len;
+    let mut l4 = vec![0u8; l4len + payload];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    if c.proto == 6 {
+        l4[4..8].copy_from_slice(&(i as u32).to_be_bytes());
+        l4[12] = 5 << 4;
+        l4[13] = 0x10; // ACK
+        l4[14..16].copy_from_slice(&65535u16.to_be_bytes());
+    } else {
+        l4[4..6].copy_from_slice(&((l4len + payload) as u16).to_be_bytes());
+    }
+    let (src, dst): (Vec<u8>, Vec<u8>) = if c.v6 {
+        let mut s = vec![0xfd, 0, 0, 0x92, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        s[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+        let mut d = vec![
+            0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        d[12..16].copy_from_slice(&((i * 7) as u32).to_be_bytes());
+        (s, d)
+    } else {
+        let d = (i * 7) as u32;
+        (
+            vec![10, 91, (i >> 8) as u8, i as u8],
+            vec![198, 18, (d >> 8) as u8, d as u8],
+        )
+    };
+    // The pseudo-header sum for the L4 checksum.
+    let mut pseudo = src.clone();
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, c.proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    if c.v6 || c.proto == 6 {
+        let mut all = pseudo;
+        all.extend_from_slice(&l4);
+        let sum = checksum(&all);
+        let at = if c.proto == 6 { 16 } else { 6 };
+        l4[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    if c.v6 {
+        f.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let first = (6u32 << 28) | ((c.dscp as u32) << 22) | c.id as u32;
+        f.extend_from_slice(&first.to_be_bytes());
+        f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[c.proto, 64]);
+    } else {
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
+        let mut h = vec![0x45, c.dscp << 2];
+        h.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+        h.extend_from_slice(&(c.id as u16).to_be_bytes());
+        h.extend_from_slice(&[0x40, 0, 64, c.proto, 0, 0]);
+        h.extend_from_slice(&src);
+        h.extend_from_slice(&dst);
+        let sum = checksum(&h);
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend(h);
+    }
+    if c.v6 {
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+    }
+    f.extend(l4);
+    debug_assert_eq!(f.len(), len);
+    let ts_off = if !c.v6 && payload >= 8 {
+        (14 + 20 + l4len) as u32
+    } else {
+        0
+    };
+    (f, ts_off)
+}
+
+/// The Internet checksum of `b`.
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for ch in b.chunks(2) {
+        let w = if ch.len() == 2 {
+            u16::from_be_bytes([ch[0], ch[1]])
+        } else {
+            u16::from_be_bytes([ch[0], 0])
+        };
+        sum += w as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Writes `flows` templates and the generator's settings into the maps.
+pub fn program(
+    tools: &mut Ebpf,
+    flows: usize,
+    mix: Mix,
+    lan_mac: [u8; 6],
+    gap_ns: u64,
+) -> Result<()> {
+    if flows == 0 || flows > MAX_TEMPLATES as usize {
+        bail!("--flows must be 1..={MAX_TEMPLATES}");
+    }
+    let mut t: Array<_, Template> =
+        Array::try_from(tools.map_mut("LOAD_TEMPLATES").context("LOAD_TEMPLATES")?)?;
+    for i in 0..flows {
+        let (f, ts_off) = frame(i, mix, lan_mac);
+        let mut v = Template {
+            len: f.len() as u32,
+            ts_off,
+            data: [0; TEMPLATE_BYTES],
+        };
+        v.data[..f.len()].copy_from_slice(&f);
+        t.set(i as u32, v, 0)?;
+    }
+    set_rate(tools, flows, gap_ns)
+}
+
+/// Changes the generator's pace (takes effect at once, also while it runs).
+pub fn set_rate(tools: &mut Ebpf, flows: usize, gap_ns: u64) -> Result<()> {
+    let mut c: Array<_, GenConfig> =
+        Array::try_from(tools.map_mut("LOAD_GEN_CFG").context("LOAD_GEN_CFG")?)?;
+    c.set(
+        0,
+        GenConfig {
+            templates: flows as u32,
+            _pad: 0,
+            gap_ns,
+        },
+        0,
+    )?;
+    Ok(())
+}
+
+/// Turns the sinks' latency histogram on or off and clears it.
+pub fn set_latency(tools: &mut Ebpf, on: bool) -> Result<()> {
+    let mut c: Array<_, SinkConfig> =
+        Array::try_from(tools.map_mut("LOAD_SINK_CFG").context("LOAD_SINK_CFG")?)?;
+    c.set(0, SinkConfig { latency: on as u32 }, 0)?;
+    let mut h: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(tools.map_mut("LOAD_LATENCY").context("LOAD_LATENCY")?)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    for b in 0..LAT_BUCKETS {
+        h.set(b, aya::maps::PerCpuValues::try_from(vec![0u64; cpus])?, 0)?;
+    }
+    Ok(())
+}
+
+/// The sinks' latency histogram (summed over CPUs), one count per [`LAT_BUCKET_NS`].
+pub fn latency_histogram(tools: &Ebpf) -> Result<Vec<u64>> {
+    let h: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(tools.map("LOAD_LATENCY").context("LOAD_LATENCY")?)?;
+    (0..LAT_BUCKETS)
+        .map(|b| Ok(h.get(&b, 0)?.iter().sum()))
+        .collect()
+}
+
+/// Frames sent so far (all CPUs).
+pub fn sent(tools: &Ebpf) -> Result<u64> {
+    let s: PerCpuArray<_, GenState> =
+        PerCpuArray::try_from(tools.map("LOAD_GEN_STATE").context("LOAD_GEN_STATE")?)?;
+    Ok(s.get(&0, 0)?.iter().map(|v| v.sent).sum())
+}
+
+/// Packets per class counted by the sink program on interface `ifindex` (its namespace).
+pub fn received(tools: &Ebpf, ifindex: u32) -> Result<[u64; MAX_CLASSES as usize]> {
+    let m: PerCpuArray<_, SinkCount> =
+        PerCpuArray::try_from(tools.map("LOAD_SINK_CNT").context("LOAD_SINK_CNT")?)?;
+    let mut out = [0; MAX_CLASSES as usize];
+    for (c, o) in out.iter_mut().enumerate() {
+        let slot = (ifindex & 63) * MAX_CLASSES + c as u32;
+        *o = m.get(&slot, 0)?.iter().map(|v| v.packets).sum();
+    }
+    Ok(out)
+}
+
+/// The traffic source: a thread in the source namespace, pinned to one CPU below the sinks'
+/// priority, running `load_gen` in one long live-frames call until stopped.
+pub struct Generator {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<Result<()>>>,
+    /// The thread's id (for its schedstat).
+    pub tid: i32,
+}
+
+impl Generator {
+    pub fn start(
+        tools: &Ebpf,
+        src: &Netns,
+        ifindex: u32,
+        first_len: usize,
+        cpu: usize,
+        rt: bool,
+    ) -> Result<Generator> {
+        let prog: &aya::programs::Xdp = tools
+            .program("load_gen")
+            .context("load_gen missing")?
+            .try_into()?;
+        let fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
+        let ns = Netns {
+            name: src.name.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let stop2 = stop.clone();
+        let handle = std::thread::spawn(move || -> Result<()> {
+            // Borrowed name only: this copy must not delete the namespace on drop.
+            let ns = std::mem::ManuallyDrop::new(ns);
+            let setup = (|| {
+                ns.enter()?;
+                let tid = gettid();
+                pin(tid, cpu)?;
+                nice(tid, 19);
+                if rt {
+                    realtime(tid, 1)?;
+                }
+                Ok::<_, anyhow::Error>(tid)
+            })();
+            let tid = match setup {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = tx.send(0);
+                    return Err(e);
+                }
+            };
+            let _ = tx.send(tid);
+            let frame = vec![0u8; first_len];
+            while !stop2.load(Ordering::Relaxed) {
+                match xdp_live(fd.as_fd(), &frame, ifindex, u32::MAX) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    Err(e) => return Err(e).context("BPF_PROG_TEST_RUN (live frames) of load_gen"),
+                }
+            }
+            Ok(())
+        });
+        let tid = rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0);
+        let mut g = Generator {
+            stop,
+            handle: Some(handle),
+            tid,
+        };
+        if tid == 0 {
+            return Err(g
+                .finish()
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("generator did not start")));
+        }
+        Ok(g)
+    }
+
+    /// Whether the thread still runs (it ends on an error).
+    pub fn running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// Stops the thread (signals it out of its test run) and returns its error, if any.
+    pub fn finish(&mut self) -> Result<()> {
+        use std::os::unix::thread::JoinHandleExt;
+        let Some(h) = self.handle.take() else {
+            return Ok(());
+        };
+        self.stop.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        while !h.is_finished() {
+            // SAFETY: the thread has not been joined, so its pthread_t is valid.
+            unsafe { libc::pthread_kill(h.as_pthread_t(), libc::SIGUSR1) };
+            std::thread::sleep(Duration::from_millis(2));
+            if t.elapsed() > Duration::from_secs(10) {
+                bail!("the generator thread does not stop");
+            }
+        }
+        h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}

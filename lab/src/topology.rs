@@ -1,0 +1,298 @@
+//! The lab's network: the two sites of the seed scenario (DESIGN.md §1), each in its own
+//! network namespace, joined by three WAN links with the seed's VTI addressing.
+//!
+//! ```text
+//!  lan                 branch                               headoffice            servers
+//!  eth0 10.1.0.11-14 ─ lan0 10.1.0.1                        lan0 10.2.0.1 ─ eth0 10.2.0.10 HTTP/FTP
+//!                      wan1 172.16.1.1 ══ wire (TUN) ══ wan1 172.16.1.2          10.2.0.20 SQL
+//!                      wan2 172.16.1.5 ══ wire (TUN) ══ wan2 172.16.1.6          10.2.0.30 VoIP
+//!                      wan3 172.16.1.9 ─── veth ─────── wan3 172.16.1.10
+//! ```
+//!
+//! WAN1 and WAN2 are L3 tunnel stand-ins (TUN devices joined by a user-space [`Wire`]), WAN3
+//! an Ethernet next hop (veth), so both data-plane paths run. Kernel routes send each site's
+//! traffic for the other over WAN1; xwan's rules (branch) and return routes (head office)
+//! override them. Dropping a [`Topology`] stops the wires and deletes every namespace.
+//!
+//! What a reader may change: addresses and names here are what the generated agent
+//! configurations ([`crate::config`]) and the traffic ([`crate::traffic`]) use; change them
+//! together.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    netns::{self, Feature, Netns},
+    wire::{Wire, WireControl},
+};
+
+/// How a WAN link is built.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Medium {
+    /// TUN devices joined by a user-space wire: an L3 tunnel (VTI stand-in).
+    Tun,
+    /// A veth pair: an Ethernet next hop.
+    Veth,
+}
+
+/// One of the three WAN links.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LinkSpec {
+    /// Seed name: WAN1..WAN3.
+    pub name: &'static str,
+    /// Interface name on both sites.
+    pub ifname: &'static str,
+    pub medium: Medium,
+    pub branch: Ipv4Addr,
+    pub headoffice: Ipv4Addr,
+}
+
+pub const LINKS: [LinkSpec; 3] = [
+    LinkSpec {
+        name: "WAN1",
+        ifname: "wan1",
+        medium: Medium::Tun,
+        branch: Ipv4Addr::new(172, 16, 1, 1),
+        headoffice: Ipv4Addr::new(172, 16, 1, 2),
+    },
+    LinkSpec {
+        name: "WAN2",
+        ifname: "wan2",
+        medium: Medium::Tun,
+        branch: Ipv4Addr::new(172, 16, 1, 5),
+        headoffice: Ipv4Addr::new(172, 16, 1, 6),
+    },
+    LinkSpec {
+        name: "WAN3",
+        ifname: "wan3",
+        medium: Medium::Veth,
+        branch: Ipv4Addr::new(172, 16, 1, 9),
+        headoffice: Ipv4Addr::new(172, 16, 1, 10),
+    },
+];
+
+/// Index of a link in [`LINKS`] by its name (case-insensitive: `wan2` works).
+pub fn link_index(name: &str) -> Result<usize> {
+    LINKS
+        .iter()
+        .position(|l| l.name.eq_ignore_ascii_case(name))
+        .with_context(|| format!("unknown link '{name}': the lab has WAN1, WAN2 and WAN3"))
+}
+
+/// The LAN-facing interface of both sites.
+pub const LAN_IF: &str = "lan0";
+/// Client workstations.
+pub const CLIENTS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(10, 1, 0, 11),
+    Ipv4Addr::new(10, 1, 0, 12),
+    Ipv4Addr::new(10, 1, 0, 13),
+    Ipv4Addr::new(10, 1, 0, 14),
+];
+pub const BRANCH_LAN: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+pub const HEADOFFICE_LAN: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+/// The HTTP and FTP host.
+pub const WEB_HOST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 10);
+pub const SQL_HOST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 20);
+pub const VOIP_HOST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 30);
+
+/// The four namespaces and the wires. Field order is drop order: wires first.
+pub struct Topology {
+    /// One per TUN link (`None` for veth links), indexed like [`LINKS`].
+    wires: [Option<Wire>; 3],
+    pub lan: Netns,
+    pub branch: Netns,
+    pub headoffice: Netns,
+    pub servers: Netns,
+}
+
+impl Topology {
+    /// Builds the lab with namespaces named `PREFIX{lan,branch,ho,srv}`.
+    pub fn build(prefix: &str) -> Result<Topology> {
+        let lan = Netns::create(&format!("{prefix}lan"))?;
+        let branch = Netns::create(&format!("{prefix}branch"))?;
+        let headoffice = Netns::create(&format!("{prefix}ho"))?;
+        let servers = Netns::create(&format!("{prefix}srv"))?;
+
+        // Sites: a veth to each LAN.
+        for (site, host, gw, hosts) in [
+            (&branch, &lan, BRANCH_LAN, &CLIENTS[..]),
+            (
+                &headoffice,
+                &servers,
+                HEADOFFICE_LAN,
+                &[WEB_HOST, SQL_HOST, VOIP_HOST][..],
+            ),
+        ] {
+            site.ip(&[
+                "link",
+                "add",
+                LAN_IF,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                host.name(),
+            ])?;
+            site.ip(&["addr", "add", &format!("{gw}/24"), "dev", LAN_IF])?;
+            site.ip(&["link", "set", LAN_IF, "up"])?;
+            for h in hosts {
+                host.ip(&["addr", "add", &format!("{h}/24"), "dev", "eth0"])?;
+            }
+            host.ip(&["link", "set", "eth0", "up"])?;
+            host.run(|| netns::set_feature("eth0", Feature::TxChecksum, false))?;
+            host.ip(&["route", "add", "default", "via", &gw.to_string()])?;
+        }
+
+        let mut wires = [None, None, None];
+        for (i, l) in LINKS.iter().enumerate() {
+            match l.medium {
+                Medium::Tun => {
+                    let a = branch.run(|| netns::tun(l.ifname))?;
+                    let b = headoffice.run(|| netns::tun(l.ifname))?;
+                    wires[i] = Some(Wire::start(l.name, a, b)?);
+                }
+                Medium::Veth => {
+                    // Distinct interface indexes on the two ends: the kernel reports a veth's
+                    // carrier change at once only when its index differs from its peer's
+                    // (otherwise the event may wait up to a second in the link watcher).
+                    let (a, b) = (format!("{}", 100 + i), format!("{}", 200 + i));
+                    branch.ip(&[
+                        "link",
+                        "add",
+                        l.ifname,
+                        "index",
+                        &a,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        l.ifname,
+                        "index",
+                        &b,
+                        "netns",
+                        headoffice.name(),
+                    ])?;
+                }
+            }
+            for (site, addr) in [(&branch, l.branch), (&headoffice, l.headoffice)] {
+                site.ip(&["addr", "add", &format!("{addr}/30"), "dev", l.ifname])?;
+                site.ip(&["link", "set", l.ifname, "up"])?;
+                if l.medium == Medium::Veth {
+                    site.run(|| netns::set_feature(l.ifname, Feature::Gro, true))?;
+                }
+            }
+        }
+
+        for site in [&branch, &headoffice] {
+            site.sysctl("net.ipv4.ip_forward", "1")?;
+            // Replies and moved flows arrive on links the kernel's own route does not use.
+            for iface in ["all", "default", LAN_IF, "wan1", "wan2", "wan3"] {
+                site.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
+            }
+        }
+        branch.ip(&["route", "add", "10.2.0.0/24", "via", "172.16.1.2"])?;
+        headoffice.ip(&["route", "add", "10.1.0.0/24", "via", "172.16.1.1"])?;
+
+        Ok(Topology {
+            wires,
+            lan,
+            branch,
+            headoffice,
+            servers,
+        })
+    }
+
+    /// The wire of a TUN link.
+    pub fn wire(&self, link: usize) -> Result<&WireControl> {
+        match &self.wires[link] {
+            Some(w) => Ok(&w.control),
+            None => bail!(
+                "{} is a veth link: it has no wire (cut it by carrier, or silently with \
+                 nftables: `cut {} --silent`)",
+                LINKS[link].name,
+                LINKS[link].name
+            ),
+        }
+    }
+
+    /// Cuts a link silently: packets vanish, carrier stays up (only probes can tell). TUN
+    /// links: the wire drops everything; veth links: nftables drop everything arriving on
+    /// either end.
+    pub fn cut_silently(&self, link: usize) -> Result<()> {
+        let l = &LINKS[link];
+        match l.medium {
+            Medium::Tun => self.wire(link)?.set_cut(true),
+            Medium::Veth => {
+                for site in [&self.branch, &self.headoffice] {
+                    let rules = format!(
+                        "table netdev xwanlab_cut {{\n  chain in {{\n    type filter hook \
+                         ingress device {} priority 0; policy drop;\n  }}\n}}\n",
+                        l.ifname
+                    );
+                    site.exec("nft", &["-f", "-"], &rules)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a veth link's carrier away (the head office's end goes down, so the branch's
+    /// end loses carrier).
+    pub fn cut_carrier(&self, link: usize) -> Result<()> {
+        let l = &LINKS[link];
+        if l.medium != Medium::Veth {
+            bail!(
+                "{} is a TUN link: it has no carrier to lose; cut it silently instead",
+                l.name
+            );
+        }
+        self.headoffice.ip(&["link", "set", l.ifname, "down"])
+    }
+
+    /// Undoes [`Self::cut_silently`] and [`Self::cut_carrier`].
+    pub fn restore(&self, link: usize) -> Result<()> {
+        let l = &LINKS[link];
+        match l.medium {
+            Medium::Tun => self.wire(link)?.set_cut(false),
+            Medium::Veth => {
+                for site in [&self.branch, &self.headoffice] {
+                    if site
+                        .exec("nft", &["list", "tables"], "")?
+                        .contains("xwanlab_cut")
+                    {
+                        site.exec("nft", &["delete", "table", "netdev", "xwanlab_cut"], "")?;
+                    }
+                }
+                self.headoffice.ip(&["link", "set", l.ifname, "up"])?;
+                // GRO (and with it the veth's NAPI) must be on again after the device came up.
+                self.headoffice
+                    .run(|| netns::set_feature(l.ifname, Feature::Gro, true))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a link is cut, and how ("silently", "carrier"), for the live view.
+    pub fn cut_state(&self, link: usize) -> Option<&'static str> {
+        let l = &LINKS[link];
+        match l.medium {
+            Medium::Tun => self.wire(link).ok()?.is_cut().then_some("cut silently"),
+            Medium::Veth => {
+                let up =
+                    netns::run(&["ip", "-n", self.headoffice.name(), "link", "show", l.ifname])
+                        .is_ok_and(|s| s.contains(",UP"));
+                if !up {
+                    return Some("carrier lost");
+                }
+                self.branch
+                    .exec("nft", &["list", "tables"], "")
+                    .ok()?
+                    .contains("xwanlab_cut")
+                    .then_some("cut silently")
+            }
+        }
+    }
+}

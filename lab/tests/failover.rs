@@ -1,0 +1,394 @@
+//! Tests 2 to 4 of the lab, under steady traffic of every class, with fast probes (every
+//! 200 ms, retried after 100 ms, 3 tries):
+//!
+//! 2. WAN2 silently blackholed: production flows move within frequency + tries × wait (+ one
+//!    table commit); 1,200 new SQL connections split 83/17 over WAN1/WAN3 (±4 points); HTTP
+//!    and VoIP lose nothing.
+//! 3. WAN1 also dead: HTTP is dropped (and counted as such), production is all on WAN3.
+//! 4. Recovery: with `failback = new-connections` existing flows stay where they are and new
+//!    ones go to the main gateway again; with `all` existing flows move back at once.
+//!
+//! The scenario is a sequence (3 builds on 2), so 2–4 share one lab; `failback = all` needs
+//! its own. Each step prints the measured detection and convergence times.
+
+mod support;
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use support::{logs, wait_until};
+use xwan_lab::{
+    agent::metric,
+    config::{Failback, Timing},
+    lab::{Lab, gateway_state},
+    observe::FlowKey,
+    topology::CLIENTS,
+    traffic::{Client, FlowStats, Traffic, sql_burst},
+};
+
+const WAN1: usize = 0;
+const WAN2: usize = 1;
+const WAN3: usize = 2;
+/// What may come on top of frequency + tries × wait: one commit of the router tables (a few
+/// ms) and a busy scheduler on a loaded 2-core machine (the probe schedule itself is pinned
+/// exactly on virtual time in the agent's unit tests). Measured times are printed.
+const COMMIT: Duration = Duration::from_millis(500);
+/// How long a TCP session may take to follow a move: its lost segments are retransmitted
+/// after exponentially growing timeouts (200 ms, 400 ms, 800 ms…).
+const TCP_FOLLOW: Duration = Duration::from_secs(5);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn unavailable(lab: &Lab, router: &str, gw: &str) -> bool {
+    lab.branch
+        .status()
+        .and_then(|s| gateway_state(&s, router, gw))
+        .is_some_and(|(_, a)| a == "Unavailable")
+}
+
+fn active(lab: &Lab, router: &str, gw: &str) -> bool {
+    lab.branch
+        .status()
+        .and_then(|s| gateway_state(&s, router, gw))
+        .is_some_and(|(s, a)| s == "Active" && a == "Ready")
+}
+
+/// Links that carried the current connection of `st` since `t`.
+fn links_since(lab: &Lab, st: &FlowStats, t: Instant) -> Vec<usize> {
+    st.key()
+        .and_then(|k| lab.observer.flow(&k))
+        .map(|f| f.links_since(t))
+        .unwrap_or_default()
+}
+
+/// A burst of `per_client` new SQL connections from each workstation, and per link how many
+/// of them crossed it first. A connection whose 5-tuple an earlier one already used (the
+/// kernel reuses a port freed without TIME_WAIT, e.g. a connection that never got an answer)
+/// is the same flow to the data plane, which keeps it on its gateway: those are left out
+/// and counted apart. Returns (per link, reused, failed).
+fn burst(lab: &Lab, per_client: usize) -> ([usize; 3], usize, usize) {
+    let known: HashSet<FlowKey> = lab.observer.flows().into_keys().collect();
+    let (keys, failed) = sql_burst(lab.topo.lan.name(), &CLIENTS, per_client);
+    let flows = lab.observer.flows();
+    let mut n = [0; 3];
+    let mut reused = 0;
+    for k in &keys {
+        if known.contains(k) {
+            reused += 1;
+        } else if let Some(f) = flows.get(k).filter(|f| f.forward.iter().sum::<u64>() > 0) {
+            n[f.first_link] += 1;
+        }
+    }
+    (n, reused, failed)
+}
+
+/// How long after `cut` the branch still sent new production connections (SQL flows it
+/// had not sent before) into TUN link `link`: zero if none.
+fn still_sent_into(lab: &Lab, link: usize, cut: Instant) -> Duration {
+    lab.observer
+        .flows()
+        .values()
+        .filter(|f| f.class == xwan_lab::observe::Class::Sql)
+        .filter_map(|f| f.steered_first[link])
+        .filter(|&t| t >= cut)
+        .max()
+        .map_or(Duration::ZERO, |t| t - cut)
+}
+
+/// When the first production connection (SQL) opened after `t` arrived through one of
+/// `links`.
+fn new_sql_on(lab: &Lab, links: &[usize], t: Instant) -> Option<Instant> {
+    lab.observer
+        .flows()
+        .values()
+        .filter(|f| f.class == xwan_lab::observe::Class::Sql && links.contains(&f.first_link))
+        .filter_map(|f| f.first_on[f.first_link])
+        .filter(|&x| x >= t)
+        .min()
+}
+
+/// When the session's current connection first crossed a link other than `old`.
+fn left(lab: &Lab, st: &FlowStats, old: usize, t: Instant) -> Option<Instant> {
+    let f = lab.observer.flow(&st.key()?)?;
+    (0..3)
+        .filter(|&l| l != old)
+        .filter_map(|l| f.first_on[l])
+        .filter(|&x| x >= t)
+        .min()
+}
+
+/// Every request answered and not one packet lost on the WAN, either way (the taps count
+/// what the client and the server sent, and what arrived over the links). Call once the
+/// traffic stopped.
+fn assert_no_loss(label: &str, flows: &[Arc<FlowStats>], lab: &Lab) {
+    std::thread::sleep(ms(300));
+    for st in flows {
+        let (sent, answered, errors, retrans) = (
+            st.sent.load(Ordering::Relaxed),
+            st.answered.load(Ordering::Relaxed),
+            st.errors.load(Ordering::Relaxed),
+            st.retransmits.load(Ordering::Relaxed),
+        );
+        let seen = lab.observer.flow(&st.key().unwrap()).unwrap();
+        let lost = seen.lost();
+        println!(
+            "{label}: {}: {sent} requests/packets, {answered} answered, {errors} errors; WAN \
+             packets {} out / {} back, lost {lost:?} (TCP retransmissions {retrans})",
+            st.label, seen.sent_forward, seen.sent_replies
+        );
+        assert!(answered > 0, "{}: no answer at all", st.label);
+        assert!(
+            seen.sent_forward > 0 && seen.sent_replies > 0,
+            "{}: taps saw nothing",
+            st.label
+        );
+        assert_eq!(errors, 0, "{}: failed requests", st.label);
+        assert_eq!(
+            sent, answered,
+            "{}: unanswered requests or packets",
+            st.label
+        );
+        assert_eq!(lost, (0, 0), "{}: packets lost on the WAN", st.label);
+    }
+}
+
+#[test]
+fn blackholes_fail_over_then_recover_for_new_connections() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let lan = lab.topo.lan.name().to_owned();
+    let bound = Timing::FAST.detection_bound() + COMMIT;
+
+    // Production: long SQL sessions, and a client opening a connection per query.
+    let mut production = Traffic::new(&lan);
+    let sessions: Vec<_> = (0..4)
+        .map(|i| production.start(Client::SqlSession, CLIENTS[i], ms(50)))
+        .collect();
+    production.start(Client::SqlConnections, CLIENTS[1], ms(20));
+    // Convergence is measured on new connections opened every 5 ms, whatever happens to
+    // earlier ones.
+    production.start(Client::SqlOpener, CLIENTS[2], ms(5));
+    // HTTP and VoIP, which must not notice WAN2's failure.
+    let mut bystanders = Traffic::new(&lan);
+    bystanders.start(Client::Http, CLIENTS[0], ms(20));
+    bystanders.start(Client::Ftp, CLIENTS[0], ms(50));
+    for call in 0..3 {
+        bystanders.start(Client::Voip(call), CLIENTS[3], ms(20));
+    }
+    std::thread::sleep(ms(500));
+    let t = Instant::now();
+    for st in &sessions {
+        wait_until("SQL sessions on WAN2", ms(2000), || {
+            links_since(&lab, st, t - ms(300)) == vec![WAN2]
+        });
+    }
+
+    // ---- 2. WAN2 silently blackholed.
+    let cut = Instant::now();
+    lab.topo.cut_silently(WAN2).unwrap();
+    let detected = wait_until("RemoteTunWAN2 Unavailable", bound, || {
+        unavailable(&lab, "ProductionRouter", "RemoteTunWAN2")
+    });
+    wait_until("a new SQL connection over WAN1 or WAN3", bound, || {
+        new_sql_on(&lab, &[WAN1, WAN3], cut).is_some()
+    });
+    // New connections are opened every 5 ms: once none went into WAN2 for 200 ms, the last
+    // one that did marks the move.
+    std::thread::sleep(ms(200));
+    let moved = still_sent_into(&lab, WAN2, cut);
+    assert!(
+        moved <= bound,
+        "production moved {moved:?} after the cut, bound {bound:?}"
+    );
+    println!(
+        "WAN2 blackholed: detected (Unavailable in status) after {detected:?}; the last new \
+         production connection sent into WAN2 {moved:?} after the cut, then WAN1/WAN3 \
+         (bound {bound:?} = 200 ms + 3 × 100 ms + {COMMIT:?})"
+    );
+    let mut followed = Vec::new();
+    for st in &sessions {
+        wait_until("an SQL session to follow", bound + TCP_FOLLOW, || {
+            left(&lab, st, WAN2, cut).is_some()
+        });
+        followed.push(left(&lab, st, WAN2, cut).unwrap() - cut);
+    }
+    println!(
+        "existing SQL sessions carried over WAN1/WAN3 {followed:?} after the cut (their lost \
+         segments wait for TCP's retransmission timer)"
+    );
+
+    let mark = Instant::now();
+    let (n, reused, failed) = burst(&lab, 300);
+    let total = n[WAN1] + n[WAN3];
+    let share = 100.0 * n[WAN1] as f64 / total as f64;
+    println!(
+        "1200 new SQL connections in {:?} ({failed} failed, {reused} reusing an earlier \
+         5-tuple): WAN1 {} ({share:.1} %), WAN2 {}, WAN3 {} ({:.1} %); expected 83.3/16.7",
+        mark.elapsed(),
+        n[WAN1],
+        n[WAN2],
+        n[WAN3],
+        100.0 - share
+    );
+    assert_eq!(failed, 0, "SQL connections failed\n{}", logs(&lab));
+    assert!(total >= 1000, "only {total} connections seen on the links");
+    assert_eq!(n[WAN2], 0, "new connections still sent into the dead WAN2");
+    assert!(
+        (share - 100.0 * 50.0 / 60.0).abs() <= 4.0,
+        "WAN1 share {share:.1} % is not 83.3 ± 4"
+    );
+    bystanders.stop();
+    assert_no_loss("during WAN2's failure", &bystanders.flows, &lab);
+
+    // ---- 3. WAN1 also dead: HTTP dropped (counted), production all on WAN3.
+    let dropped = |lab: &Lab| {
+        metric(
+            &lab.topo.branch,
+            r#"xwan_datapath_packets_total{reason="drop_no_gateway"}"#,
+        )
+        .unwrap()
+        .unwrap_or(0.0)
+    };
+    let drops_before = dropped(&lab);
+    let cut1 = Instant::now();
+    lab.topo.cut_silently(WAN1).unwrap();
+    let detected = wait_until("RemoteTunWAN1 Unavailable", bound, || {
+        unavailable(&lab, "HTTPRouter", "RemoteTunWAN1")
+    });
+    std::thread::sleep(ms(200));
+    let moved = still_sent_into(&lab, WAN1, cut1);
+    assert!(
+        moved <= bound,
+        "production moved {moved:?} after the cut, bound {bound:?}"
+    );
+    println!(
+        "WAN1 blackholed too: detected after {detected:?}; the last new production \
+         connection sent into WAN1 {moved:?} after the cut, then all on WAN3"
+    );
+    std::thread::sleep(COMMIT);
+    let mut http = Traffic::new(&lan);
+    let h = http.start(Client::Http, CLIENTS[0], ms(100));
+    let counted = wait_until("HTTP counted as dropped", ms(3000), || {
+        dropped(&lab) > drops_before
+    });
+    http.stop();
+    let http_links = h
+        .key()
+        .and_then(|k| lab.observer.flow(&k))
+        .map(|f| f.forward_links());
+    println!(
+        "HTTP with WAN1 dead: {} answers, drop_no_gateway {} → {} (counted after {counted:?}), \
+         links used {http_links:?}",
+        h.answered.load(Ordering::Relaxed),
+        drops_before,
+        dropped(&lab)
+    );
+    assert_eq!(h.answered.load(Ordering::Relaxed), 0, "HTTP got through");
+    assert!(
+        http_links.is_none_or(|l| l.is_empty()),
+        "HTTP left the branch"
+    );
+    let (n, reused, failed) = burst(&lab, 50);
+    println!("200 new SQL connections ({failed} failed, {reused} reused 5-tuples): per link {n:?}");
+    assert_eq!(failed, 0, "SQL connections failed\n{}", logs(&lab));
+    assert_eq!(n, [0, 0, 200 - reused], "production not all on WAN3");
+    let t = Instant::now();
+    for st in &sessions {
+        wait_until("SQL sessions on WAN3 only", TCP_FOLLOW, || {
+            links_since(&lab, st, t) == vec![WAN3]
+        });
+    }
+
+    // ---- 4. Recovery, failback = new-connections.
+    let restored = Instant::now();
+    lab.topo.restore(WAN1).unwrap();
+    lab.topo.restore(WAN2).unwrap();
+    let back = wait_until("RemoteTunWAN2 Active again", bound, || {
+        active(&lab, "ProductionRouter", "RemoteTunWAN2")
+            && active(&lab, "HTTPRouter", "RemoteTunWAN1")
+    });
+    println!("WAN1 and WAN2 restored: Active again after {back:?}");
+    std::thread::sleep(ms(500));
+    let since = restored + back;
+    let stay: BTreeMap<_, _> = sessions
+        .iter()
+        .map(|st| (st.label.clone(), links_since(&lab, st, since)))
+        .collect();
+    println!("existing SQL sessions since recovery: {stay:?}");
+    for (label, links) in &stay {
+        assert_eq!(links, &vec![WAN3], "{label}: an existing flow moved back");
+    }
+    let (n, reused, failed) = burst(&lab, 25);
+    println!("100 new SQL connections after recovery ({reused} reused 5-tuples): per link {n:?}");
+    assert_eq!(failed, 0);
+    assert_eq!(
+        n,
+        [0, 100 - reused, 0],
+        "new connections not on the main gateway"
+    );
+    production.stop();
+}
+
+#[test]
+fn failback_all_moves_existing_flows_back_at_once() {
+    let (_one, lab) = support::lab(Failback::All);
+    let lan = lab.topo.lan.name().to_owned();
+    let bound = Timing::FAST.detection_bound() + COMMIT;
+    let mut production = Traffic::new(&lan);
+    let sessions: Vec<_> = (0..4)
+        .map(|i| production.start(Client::SqlSession, CLIENTS[i], ms(50)))
+        .collect();
+    std::thread::sleep(ms(500));
+
+    let cut = Instant::now();
+    lab.topo.cut_silently(WAN2).unwrap();
+    let detected = wait_until("RemoteTunWAN2 Unavailable", bound, || {
+        unavailable(&lab, "ProductionRouter", "RemoteTunWAN2")
+    });
+    for st in &sessions {
+        wait_until("SQL sessions to leave WAN2", bound + TCP_FOLLOW, || {
+            links_since(&lab, st, cut + detected)
+                .iter()
+                .any(|&l| l != WAN2)
+        });
+    }
+    println!("WAN2 blackholed: detected after {detected:?}; every session moved");
+
+    let restored = Instant::now();
+    lab.topo.restore(WAN2).unwrap();
+    let back = wait_until("RemoteTunWAN2 Active again", bound, || {
+        active(&lab, "ProductionRouter", "RemoteTunWAN2")
+    });
+    let mut moved = Vec::new();
+    for st in &sessions {
+        wait_until("SQL sessions back on WAN2", ms(2000), || {
+            links_since(&lab, st, restored).contains(&WAN2)
+        });
+        moved.push(restored.elapsed());
+    }
+    println!(
+        "WAN2 restored: Active after {back:?}; existing sessions back on WAN2 {moved:?} after \
+         the restore"
+    );
+    // Then only WAN2.
+    std::thread::sleep(ms(200));
+    let t = Instant::now();
+    std::thread::sleep(ms(500));
+    for st in &sessions {
+        assert_eq!(
+            links_since(&lab, st, t),
+            vec![WAN2],
+            "{}: not only on WAN2\n{}",
+            st.label,
+            logs(&lab)
+        );
+    }
+    production.stop();
+    for st in &sessions {
+        assert!(st.answered.load(Ordering::Relaxed) > 0);
+    }
+}

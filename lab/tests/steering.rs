@@ -1,0 +1,132 @@
+//! Test 1 of the lab: all links up, the seed scenario steers each class through its router's
+//! main gateway — HTTP and FTP over WAN1, SQL over WAN2, VoIP over WAN3 arriving with DSCP 18
+//! — and the head office's return routes send every reply back over the link its connection
+//! came in on (its kernel's own route to the branch is WAN1).
+
+mod support;
+
+use std::time::Duration;
+
+use xwan_lab::{
+    config::Failback,
+    observe::Class,
+    topology::{CLIENTS, LINKS},
+    traffic::{Client, Traffic},
+};
+
+#[test]
+fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let mut traffic = Traffic::new(lab.topo.lan.name());
+    let ms = Duration::from_millis;
+    traffic.start(Client::Http, CLIENTS[0], ms(50));
+    traffic.start(Client::Ftp, CLIENTS[1], ms(50));
+    traffic.start(Client::SqlSession, CLIENTS[2], ms(50));
+    traffic.start(Client::SqlConnections, CLIENTS[2], ms(50));
+    for call in 0..3 {
+        traffic.start(Client::Voip(call), CLIENTS[3], ms(20));
+    }
+    traffic.start(Client::Sip, CLIENTS[3], ms(100));
+    std::thread::sleep(Duration::from_millis(1500));
+    traffic.stop();
+    // Closing handshakes still in flight.
+    std::thread::sleep(Duration::from_millis(300));
+
+    let flows = lab.observer.flows();
+    for st in &traffic.flows {
+        let key = st.key().expect("the client made a connection");
+        let answered = st.answered.load(std::sync::atomic::Ordering::Relaxed);
+        let errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = flows.get(&key).unwrap_or_else(|| {
+            panic!(
+                "{}: no packet seen on any link\n{}",
+                st.label,
+                support::logs(&lab)
+            )
+        });
+        let want = match st.class {
+            Class::Http | Class::Ftp => 0,
+            Class::Sql => 1,
+            _ => 2,
+        };
+        let names = |v: Vec<usize>| v.iter().map(|&l| LINKS[l].name).collect::<Vec<_>>();
+        println!(
+            "{}: {answered} answers, {errors} errors; forward over {:?}, replies over {:?}, DSCP bits {:#x}, lost (out, back) {:?}",
+            st.label,
+            names(seen.forward_links()),
+            names(seen.reply_links()),
+            seen.dscp,
+            seen.lost()
+        );
+        assert!(
+            answered > 0 && errors == 0,
+            "{}: {answered} answers, {errors} errors",
+            st.label
+        );
+        assert_eq!(
+            seen.forward_links(),
+            vec![want],
+            "{}: forward links",
+            st.label
+        );
+        assert_eq!(
+            seen.reply_links(),
+            vec![want],
+            "{}: reply links (return route)",
+            st.label
+        );
+        let dscp = if st.class == Class::Voip { 1 << 18 } else { 1 };
+        assert_eq!(seen.dscp, dscp, "{}: DSCP on arrival", st.label);
+        assert!(
+            seen.sent_forward > 0 && seen.sent_replies > 0,
+            "{}: taps saw nothing",
+            st.label
+        );
+        assert_eq!(seen.lost(), (0, 0), "{}: packets lost on the WAN", st.label);
+        if st.class == Class::Voip {
+            assert_eq!(st.lost(), 0, "{}: VoIP packets not echoed", st.label);
+        }
+    }
+}
+
+/// The wire's impairments are real: a delay on WAN1 shows in the probes' round-trip time,
+/// random loss on WAN2 in their loss ratio (what `xwan status` reports for each gateway).
+#[test]
+fn wire_delay_and_loss_show_in_the_gateways_probes() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let gateway = |name: &str| {
+        lab.branch.status().and_then(|s| {
+            s.routers
+                .iter()
+                .flat_map(|r| r.gateways.iter())
+                .find(|g| g.name == name)
+                .cloned()
+        })
+    };
+    let rtt = |name: &str| gateway(name).and_then(|g| g.rtt_ms).unwrap_or(0.0);
+    let before = rtt("RemoteTunWAN1");
+    lab.topo
+        .wire(0)
+        .unwrap()
+        .set_delay(Duration::from_millis(40));
+    let took = support::wait_until(
+        "RemoteTunWAN1's RTT to reach 80 ms",
+        Duration::from_secs(5),
+        || rtt("RemoteTunWAN1") >= 80.0,
+    );
+    println!(
+        "WAN1 delayed 40 ms each way: probe RTT {before:.2} ms → {:.2} ms (after {took:?})",
+        rtt("RemoteTunWAN1")
+    );
+    lab.topo.wire(1).unwrap().set_loss(50.0);
+    let took = support::wait_until(
+        "RemoteTunWAN2's probe loss",
+        Duration::from_secs(10),
+        || gateway("RemoteTunWAN2").is_some_and(|g| g.loss_pct > 0.0),
+    );
+    println!(
+        "WAN2 dropping 50 %: probe loss {:.0} % after {took:?}",
+        gateway("RemoteTunWAN2").unwrap().loss_pct
+    );
+    assert!(lab.topo.wire(2).is_err(), "WAN3 (veth) has no wire");
+}
