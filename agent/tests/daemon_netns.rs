@@ -364,7 +364,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     let _agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
     let socket = agent_dir.socket();
     let state = |gw: &str| status(&socket).and_then(|s| gateway_state(&s, gw));
-    wait_until("GW1 active", WAIT, || {
+    wait_until("GW1 active", wait(), || {
         state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()))
     });
     let send = |sport: u16| {
@@ -382,14 +382,14 @@ fn interface_removed_and_recreated_is_re_resolved() {
     let sniff1 = wan1.run(|| packet_socket("p1"));
     send(41001);
     assert!(
-        wait_for(sniff1.as_raw_fd(), WAIT, from(41001)).is_some(),
+        wait_for(sniff1.as_raw_fd(), wait(), from(41001)).is_some(),
         "the flow did not leave through GW1"
     );
 
     // The interface goes away (with its veth peer).
     let t = Instant::now();
     rtr.ip(&["link", "del", "w1"]);
-    wait_until("GW1 unavailable and GW2 active", WAIT, || {
+    wait_until("GW1 unavailable and GW2 active", wait(), || {
         state("GW1").is_some_and(|g| g.1 == "Unavailable")
             && state("GW2").is_some_and(|g| g.0 == "Active")
     });
@@ -401,7 +401,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     for sport in [41001, 41002] {
         send(sport);
         assert!(
-            wait_for(sniff2.as_raw_fd(), WAIT, from(sport)).is_some(),
+            wait_for(sniff2.as_raw_fd(), wait(), from(sport)).is_some(),
             "flow from port {sport} did not move to GW2 after w1 was deleted"
         );
     }
@@ -434,7 +434,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     );
     send(41003);
     assert!(
-        wait_for(sniff1.as_raw_fd(), WAIT, from(41003)).is_some(),
+        wait_for(sniff1.as_raw_fd(), wait(), from(41003)).is_some(),
         "a new flow did not leave through the re-created w1"
     );
     peer.detach_all().unwrap();
