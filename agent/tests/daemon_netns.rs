@@ -28,7 +28,12 @@ use xwan::{
     status::Status,
 };
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Bound of every wait: 5 s, or `XWAN_TEST_WAIT_SECS` (the Linux 6.1 VM suite's emulated CPU
+/// needs longer).
+fn wait() -> Duration {
+    let secs = std::env::var("XWAN_TEST_WAIT_SECS").ok();
+    Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(5))
+}
 
 fn config(dir: &Path) -> String {
     format!(
@@ -98,7 +103,7 @@ fn metric(ns: &Netns, series: &str) -> Option<f64> {
     let body = ns.run(|| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect("127.0.0.1:9464").ok()?;
-        s.set_read_timeout(Some(WAIT)).ok()?;
+        s.set_read_timeout(Some(wait())).ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
             .ok()?;
         let mut body = String::new();
@@ -183,12 +188,27 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         out
     };
 
-    let ready = wait_until("GW1 active", WAIT, || {
+    let ready = wait_until("GW1 active", wait(), || {
         status(&agent_dir.socket())
             .and_then(|s| gateway_state(&s, "GW1"))
             .is_some_and(|st| st == ("Active".into(), "Ready".into()))
     });
     println!("GW1 Ready and Active {ready:?} after the control socket answered");
+    // `xwan status` names each attachment's mode, and says why where it is a fallback: the
+    // LAN's TC program runs on tcx, or on clsact only with the reason (a kernel without tcx,
+    // such as the 6.1 of the VM suite).
+    let s = status(&agent_dir.socket()).expect("status");
+    let lan_attachment = s
+        .attachments
+        .iter()
+        .find(|a| a.starts_with("l0 "))
+        .expect("l0");
+    assert!(
+        lan_attachment.contains("TC ingress xwan_tc_steer tcx")
+            || lan_attachment
+                .contains("TC ingress xwan_tc_steer clsact (fallback: tcx: not in this kernel"),
+        "{lan_attachment}"
+    );
 
     let send = |sport: u16| {
         lan.run(move || {
@@ -214,7 +234,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     assert!(explain(&agent_dir.socket(), 5002).contains("no rule matches"));
     send(40001);
     assert!(
-        wait_for(sniff1.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
+        wait_for(sniff1.as_raw_fd(), wait(), |f| udp_dport(f) == Some(5001)).is_some(),
         "UDP/5001 did not leave through GW1\n{}",
         log()
     );
@@ -238,7 +258,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         wan1,
         "add rule inet blackhole in icmp type echo-request drop",
     );
-    wait_until("GW2 to take over", WAIT, || {
+    wait_until("GW2 to take over", wait(), || {
         status(&agent_dir.socket()).is_some_and(|s| {
             gateway_state(&s, "GW1").is_some_and(|g| g.1 == "Unavailable")
                 && gateway_state(&s, "GW2").is_some_and(|g| g.0 == "Active")
@@ -259,7 +279,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     assert!(metric(rtr, r#"xwan_gateway_packets_total{gateway="GW1"}"#) >= Some(1.0));
     send(40002);
     assert!(
-        wait_for(sniff2.as_raw_fd(), WAIT, |f| udp_dport(f) == Some(5001)).is_some(),
+        wait_for(sniff2.as_raw_fd(), wait(), |f| udp_dport(f) == Some(5001)).is_some(),
         "a new flow did not move to GW2\n{}",
         log()
     );
@@ -276,7 +296,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         )
         .unwrap();
     });
-    wait_until("the blocked packet to be counted", WAIT, || {
+    wait_until("the blocked packet to be counted", wait(), || {
         dropped(rtr) > before
     });
     assert_eq!(
@@ -287,7 +307,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     // Carrier loss on WAN2: Unavailable without waiting for probes.
     let t = Instant::now();
     wan2.ip(&["link", "set", "p2", "down"]);
-    wait_until("GW2 unavailable on carrier loss", WAIT, || {
+    wait_until("GW2 unavailable on carrier loss", wait(), || {
         status(&agent_dir.socket())
             .and_then(|s| gateway_state(&s, "GW2"))
             .is_some_and(|g| g.1 == "Unavailable")
@@ -297,7 +317,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     // Stop: no program on the LAN interface, no pin left.
     let answer = request(&agent_dir.socket(), Request::Stop).unwrap();
     assert_eq!(answer, Answer::Stopping);
-    agent.wait_exit(WAIT);
+    agent.wait_exit(wait());
     // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
     let pins: Vec<_> = std::fs::read_dir(dir.join("bpffs"))
         .map(|d| {
@@ -344,7 +364,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     let _agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
     let socket = agent_dir.socket();
     let state = |gw: &str| status(&socket).and_then(|s| gateway_state(&s, gw));
-    wait_until("GW1 active", WAIT, || {
+    wait_until("GW1 active", wait(), || {
         state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()))
     });
     let send = |sport: u16| {
@@ -362,14 +382,14 @@ fn interface_removed_and_recreated_is_re_resolved() {
     let sniff1 = wan1.run(|| packet_socket("p1"));
     send(41001);
     assert!(
-        wait_for(sniff1.as_raw_fd(), WAIT, from(41001)).is_some(),
+        wait_for(sniff1.as_raw_fd(), wait(), from(41001)).is_some(),
         "the flow did not leave through GW1"
     );
 
     // The interface goes away (with its veth peer).
     let t = Instant::now();
     rtr.ip(&["link", "del", "w1"]);
-    wait_until("GW1 unavailable and GW2 active", WAIT, || {
+    wait_until("GW1 unavailable and GW2 active", wait(), || {
         state("GW1").is_some_and(|g| g.1 == "Unavailable")
             && state("GW2").is_some_and(|g| g.0 == "Active")
     });
@@ -381,7 +401,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     for sport in [41001, 41002] {
         send(sport);
         assert!(
-            wait_for(sniff2.as_raw_fd(), WAIT, from(sport)).is_some(),
+            wait_for(sniff2.as_raw_fd(), wait(), from(sport)).is_some(),
             "flow from port {sport} did not move to GW2 after w1 was deleted"
         );
     }
@@ -414,7 +434,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     );
     send(41003);
     assert!(
-        wait_for(sniff1.as_raw_fd(), WAIT, from(41003)).is_some(),
+        wait_for(sniff1.as_raw_fd(), wait(), from(41003)).is_some(),
         "a new flow did not leave through the re-created w1"
     );
     peer.detach_all().unwrap();

@@ -68,11 +68,27 @@ pub const LINKS_MAP: &str = "XWAN_LINKS";
 pub const RULE_COUNTERS_MAP: &str = "XWAN_RULE_CNT";
 pub const GATEWAY_COUNTERS_MAP: &str = "XWAN_GW_CNT";
 pub const REASON_COUNTERS_MAP: &str = "XWAN_REASON_CNT";
+/// Per-CPU, one [`ParsedPacket`]: what [`PROG_XDP_LAN`] parsed, for [`PROG_XDP_DECIDE`].
+pub const SCRATCH_MAP: &str = "XWAN_SCRATCH";
+/// `PROG_ARRAY`: [`PROG_XDP_LAN`] tail-calls [`JUMP_DECIDE`] in it.
+pub const JUMP_MAP: &str = "XWAN_JUMP";
+/// Index of [`PROG_XDP_DECIDE`] in [`JUMP_MAP`].
+pub const JUMP_DECIDE: u32 = 0;
+/// Entries of [`JUMP_MAP`].
+pub const JUMP_SLOTS: u32 = 1;
 
 // ---- program names -------------------------------------------------------------------------
 
-/// XDP on LAN interfaces: parse, classify, steer.
+/// XDP on LAN interfaces, first stage: parse, hand the kernel what is not for xwan, then
+/// tail-call [`PROG_XDP_DECIDE`] with the parsed packet in [`SCRATCH_MAP`].
+///
+/// Two programs, not one: each is verified on its own, so the parse's paths (VLAN depth ×
+/// address family × IPv6 extension headers) do not multiply the decision's. As one program
+/// Linux 6.1's verifier gave up on it (over a million instructions processed).
 pub const PROG_XDP_LAN: &str = "xwan_xdp_lan";
+/// XDP, second stage of [`PROG_XDP_LAN`] (reached only by tail call): flow table,
+/// classification, gateway choice, rewrite, steering.
+pub const PROG_XDP_DECIDE: &str = "xwan_xdp_decide";
 /// TC ingress on LAN interfaces: redirect packets XDP tagged for an L3 tunnel.
 pub const PROG_TC_STEER: &str = "xwan_tc_steer";
 /// TC ingress on link interfaces: learn return flows.
@@ -87,7 +103,8 @@ pub const PROG_XDP_PASS: &str = "xwan_xdp_pass";
 /// Why a packet was handed to the kernel, dropped, or steered. Index into
 /// [`REASON_COUNTERS_MAP`].
 pub mod reason {
-    /// Ingress interface has no [`super::IfaceInfo`]: xwan is not configured there.
+    /// Ingress interface has no [`super::IfaceInfo`]: xwan is not configured there (or the
+    /// second stage of the LAN program is missing from [`super::JUMP_MAP`]).
     pub const PASS_NOT_CONFIGURED: u32 = 0;
     /// Not IPv4/IPv6 (ARP, LLDP, ...), or more VLAN tags than parsed.
     pub const PASS_NOT_IP: u32 = 1;
@@ -356,6 +373,29 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// A parsed packet, handed from [`PROG_XDP_LAN`] to [`PROG_XDP_DECIDE`] through the per-CPU
+/// [`SCRATCH_MAP`] (both run on one CPU without preemption, one packet at a time).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ParsedPacket {
+    /// Raw network-order address words, IPv4 in word 0.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Offset of the IP header (14, 18 or 22).
+    pub l3: u16,
+    pub sport: u16,
+    pub dport: u16,
+    /// VLAN tags between the MACs and the IP EtherType (0 to 2).
+    pub tags: u8,
+    /// 1: IPv6, 0: IPv4.
+    pub v6: u8,
+    pub proto: u8,
+    pub dscp: u8,
+    pub ttl: u8,
+    /// 1: `sport`/`dport` were read (TCP, UDP, SCTP, not a non-first fragment).
+    pub has_ports: u8,
+}
+
 /// Written by XDP in front of a packet bound for an L3 tunnel; read by TC ingress.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -385,4 +425,5 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for XdpMeta {}
+    unsafe impl aya::Pod for ParsedPacket {}
 }

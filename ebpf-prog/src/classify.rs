@@ -89,17 +89,11 @@ fn lpm6(
     g: u8,
     addr: &[u32; 4],
 ) -> Option<&'static RuleBitmap> {
-    let mut data = [0u8; 20];
-    data[0] = g;
-    let mut i = 0;
-    while i < 4 {
-        let w = addr[i].to_ne_bytes();
-        data[4 + i * 4] = w[0];
-        data[5 + i * 4] = w[1];
-        data[6 + i * 4] = w[2];
-        data[7 + i * 4] = w[3];
-        i += 1;
-    }
+    // Built from words: byte stores with three zero bytes after `g` become a `memset` call,
+    // which Linux 6.1's verifier cannot follow with its precision tracking (see lan.rs).
+    let words: [u32; 5] = [g as u32, addr[0], addr[1], addr[2], addr[3]];
+    // SAFETY: [u32; 5] and [u8; 20] have the same size; little-endian puts `g` first (bpfel).
+    let data = unsafe { core::mem::transmute::<[u32; 5], [u8; 20]>(words) };
     let key = Key::new(160, data);
     // SAFETY: as in lpm4.
     map.get(&key).map(|v| unsafe { &*(v as *const RuleBitmap) })

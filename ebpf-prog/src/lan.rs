@@ -1,5 +1,6 @@
-//! `xwan_xdp_lan`: steps 1–12 of the specification in `xwan_common::model`.
-//! Returns `(xdp action, reason)`; the caller counts the reason.
+//! `xwan_xdp_lan` and `xwan_xdp_decide`: steps 1–12 of the specification in
+//! `xwan_common::model`, split in two programs joined by a tail call ([`parse_stage`] then
+//! [`decide`]); the callers count the reason.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
@@ -9,8 +10,8 @@ use aya_ebpf::{
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
     FLOW_REFRESH_NS, FlowKey, FlowValue, GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, MAX_RULES,
-    ROUTER_SLOTS, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta, csum, hash,
-    reason,
+    ParsedPacket, ROUTER_SLOTS, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta,
+    csum, hash, reason,
 };
 
 use crate::{
@@ -22,37 +23,87 @@ use crate::{
 /// Router id stored in flow entries of rules that do not route.
 const NO_ROUTER: u16 = 0xffff;
 
-pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
+/// Stage 1 (`xwan_xdp_lan`): steps 1–7. `Ok` when the packet goes on to [`decide`], its
+/// parse stored in `XWAN_SCRATCH`; otherwise the reason it is handed to the kernel.
+#[inline(always)]
+pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
     let start = ctx.data();
     let end = ctx.data_end();
     let ifindex = ctx.ingress_ifindex() as u32;
 
     // SAFETY (all HashMap::get below): values are plain data owned by the map.
     let Some(iface) = (unsafe { XWAN_IFACES.get(ifindex) }) else {
-        return (XDP_PASS, reason::PASS_NOT_CONFIGURED);
+        return Err(reason::PASS_NOT_CONFIGURED);
     };
     // One bounds check for the whole Ethernet header; the destination MAC is its start.
     let Some(eth) = load::<[u8; 14]>(start, end, 0) else {
-        return (XDP_PASS, reason::PASS_MALFORMED);
+        return Err(reason::PASS_MALFORMED);
     };
     if eth[..6] != iface.mac {
-        return (XDP_PASS, reason::PASS_NOT_FOR_US);
+        return Err(reason::PASS_NOT_FOR_US);
     }
-    let p = match parse_eth(start, end) {
-        Ok(p) => p,
-        Err(r) => return (XDP_PASS, r),
-    };
-    let family = if p.v6 { 6 } else { 4 };
+    let p = parse_eth(start, end)?;
     if unsafe {
         XWAN_LOCAL.get(AddrKey {
-            family: family as u32,
+            family: if p.v6 { 6 } else { 4 },
             addr: p.dst,
         })
     }
     .is_some()
     {
-        return (XDP_PASS, reason::PASS_LOCAL);
+        return Err(reason::PASS_LOCAL);
     }
+    let Some(out) = XWAN_SCRATCH.get_ptr_mut(0) else {
+        return Err(reason::PASS_NOT_CONFIGURED);
+    };
+    // SAFETY: this CPU's slot; nothing else runs on this CPU until `decide` has read it.
+    unsafe {
+        *out = ParsedPacket {
+            src: p.src,
+            dst: p.dst,
+            l3: p.l3 as u16,
+            sport: p.sport,
+            dport: p.dport,
+            tags: p.tags as u8,
+            v6: p.v6 as u8,
+            proto: p.proto,
+            dscp: p.dscp,
+            ttl: p.ttl,
+            has_ports: p.has_ports as u8,
+        };
+    }
+    Ok(())
+}
+
+/// Stage 2 (`xwan_xdp_decide`): steps 8–12 on the packet [`parse_stage`] stored. Returns
+/// `(xdp action, reason)`.
+///
+/// Every field comes back from the map as an unknown value to the verifier, which is the
+/// point: this program is verified once, not once per parse path.
+#[inline(always)]
+pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let Some(s) = XWAN_SCRATCH.get(0) else {
+        return (XDP_PASS, reason::PASS_NOT_CONFIGURED);
+    };
+    let p = Pkt {
+        // 14, 18 or 22. The mask bounds every copy LLVM keeps of it: older verifiers (6.1)
+        // do not carry a later `l3 > 22` check over to a reload of the spilled value, and a
+        // packet offset that may reach 64 KiB is never granted a range.
+        l3: (s.l3 & 0x1f) as usize,
+        tags: (s.tags & 3) as usize,
+        v6: s.v6 != 0,
+        proto: s.proto,
+        // Six bits on the wire; the mask keeps a lookup index in its generation.
+        dscp: s.dscp & 0x3f,
+        ttl: s.ttl,
+        has_ports: s.has_ports != 0,
+        sport: s.sport,
+        dport: s.dport,
+        src: s.src,
+        dst: s.dst,
+    };
+    let family = if p.v6 { 6 } else { 4 };
 
     let mut key = FlowKey {
         src: p.src,
@@ -92,18 +143,19 @@ pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     let entry = XWAN_FLOWS.get_ptr_mut(key);
-    // A copy: the entry may be rewritten by another CPU meanwhile.
-    let old: Option<FlowValue> = entry.map(|e| unsafe { *e });
-    let live = match old {
-        Some(f) => {
-            if flow_idle_ns == 0 || now.saturating_sub(f.last_seen_ns) <= flow_idle_ns {
-                Some(f)
-            } else {
-                None
-            }
-        }
-        None => None,
+    // A copy: the entry may be rewritten by another CPU meanwhile. A zero value stands for
+    // "no entry" rather than an `Option`: LLVM spills the undefined payload of a `None`, a
+    // read of an uninitialised register that Linux 6.1's verifier rejects.
+    let (found, old) = match entry {
+        Some(e) => (true, unsafe { *e }),
+        None => (false, flow_value(0, 0, 0, 0, 0)),
     };
+    let live =
+        if found && (flow_idle_ns == 0 || now.saturating_sub(old.last_seen_ns) <= flow_idle_ns) {
+            Some(old)
+        } else {
+            None
+        };
     let (rule, from_flow) = match live {
         Some(f) if f.epoch == epoch => (f.rule as u32, true),
         _ => match classify(&p, generation, ifindex) {
@@ -145,24 +197,13 @@ pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
         _ => (XDP_PASS, reason::PASS_NO_MATCH),
     };
 
-    let value = FlowValue {
-        last_seen_ns: now,
-        epoch,
-        rule: rule as u16,
-        router,
-        gateway: gateway.unwrap_or(0),
-        _pad: [0; 3],
-    };
-    let write = match old {
-        None => true,
-        Some(f) => {
-            f.epoch != value.epoch
-                || f.rule != value.rule
-                || f.router != value.router
-                || f.gateway != value.gateway
-                || now.saturating_sub(f.last_seen_ns) >= FLOW_REFRESH_NS
-        }
-    };
+    let value = flow_value(now, epoch, rule as u16, router, gateway.unwrap_or(0));
+    let write = !found
+        || old.epoch != value.epoch
+        || old.rule != value.rule
+        || old.router != value.router
+        || old.gateway != value.gateway
+        || now.saturating_sub(old.last_seen_ns) >= FLOW_REFRESH_NS;
     if write {
         match entry {
             // SAFETY: points into the LRU map's value; a torn read elsewhere is harmless.
@@ -184,6 +225,22 @@ pub fn lan(ctx: &XdpContext, len: u64) -> (u32, u32) {
         }
         None => outcome,
     }
+}
+
+/// A `FlowValue` built from three words. A struct literal makes LLVM zero the 6-byte padding
+/// with a call to `memset` (a BPF-to-BPF call), and Linux 6.1's verifier, unable to track
+/// precision back through a call, then marks every scalar precise and stops pruning: the
+/// program no longer verifies. Little-endian layout, as on `bpfel`.
+#[inline(always)]
+fn flow_value(now: u64, epoch: u32, rule: u16, router: u16, gateway: u16) -> FlowValue {
+    const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
+    let words: [u64; 3] = [
+        now,
+        epoch as u64 | (rule as u64) << 32 | (router as u64) << 48,
+        gateway as u64,
+    ];
+    // SAFETY: FlowValue is #[repr(C)] plain integers: u64, u32, u16 × 3, then 6 pad bytes.
+    unsafe { core::mem::transmute::<[u64; 3], FlowValue>(words) }
 }
 
 enum Choice {

@@ -1,7 +1,8 @@
 //! xwan's kernel programs. What they must do is specified in `xwan_common::model`; the
 //! layouts they share with user space are in `xwan_common::maps`.
 //!
-//! * `xwan_xdp_lan` (XDP, LAN interfaces): classify and steer ([`lan`]).
+//! * `xwan_xdp_lan` (XDP, LAN interfaces): parse, then tail-call `xwan_xdp_decide` to
+//!   classify and steer ([`lan`]). Two programs so that each passes the verifier alone.
 //! * `xwan_tc_steer` (TC ingress, LAN interfaces): redirect packets XDP tagged for an L3
 //!   tunnel; native `XDP_REDIRECT` into an L3 device delivers nothing, `bpf_redirect` from TC
 //!   does.
@@ -25,7 +26,9 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use xwan_common::{FLOW_REFRESH_NS, FlowKey, LINK_L2, ReturnValue, XDP_META_MAGIC, XdpMeta};
+use xwan_common::{
+    FLOW_REFRESH_NS, FlowKey, JUMP_DECIDE, LINK_L2, ReturnValue, XDP_META_MAGIC, XdpMeta, reason,
+};
 
 use crate::{
     maps::*,
@@ -35,7 +38,22 @@ use crate::{
 #[xdp]
 pub fn xwan_xdp_lan(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
-    let (action, why) = lan::lan(&ctx, len);
+    let why = match lan::parse_stage(&ctx) {
+        Ok(()) => {
+            // SAFETY: jumps to our own second stage; returns only if its slot is empty.
+            unsafe { XWAN_JUMP.tail_call(&ctx, JUMP_DECIDE) };
+            reason::PASS_NOT_CONFIGURED
+        }
+        Err(why) => why,
+    };
+    count(&XWAN_REASON_CNT, why, len);
+    XDP_PASS
+}
+
+#[xdp]
+pub fn xwan_xdp_decide(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let (action, why) = lan::decide(&ctx, len);
     count(&XWAN_REASON_CNT, why, len);
     action
 }

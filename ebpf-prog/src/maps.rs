@@ -4,13 +4,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use xwan_common::{
     AddrKey, BITMAP_WORDS, Config, Counter, FLOW_TABLE_SIZE, FlowKey, FlowValue, GatewayInfo,
-    IfaceInfo, IfaceRuleKey, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES,
+    IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES,
     MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES,
-    PortTable, ReturnValue, RuleAction, RuleBitmap, SlotTable, reason,
+    ParsedPacket, PortTable, ReturnValue, RuleAction, RuleBitmap, SlotTable, reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
@@ -91,6 +91,17 @@ pub static XWAN_GW_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS,
 
 #[map(name = "XWAN_REASON_CNT")]
 pub static XWAN_REASON_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(reason::COUNT, 0);
+
+/// `xwan_xdp_lan` → `xwan_xdp_decide`. Pinned like the other maps: a restarted agent's
+/// programs replace the entry, and the running first stage keeps reaching a second stage
+/// while no agent runs.
+#[map(name = "XWAN_JUMP")]
+pub static XWAN_JUMP: ProgramArray = ProgramArray::pinned(JUMP_SLOTS, 0);
+
+/// The packet `xwan_xdp_lan` parsed, for `xwan_xdp_decide`. Pinned so that a first stage
+/// from the previous agent and a second stage from this one share it during a restart.
+#[map(name = "XWAN_SCRATCH")]
+pub static XWAN_SCRATCH: PerCpuArray<ParsedPacket> = PerCpuArray::pinned(1, 0);
 
 /// Adds one packet of `len` bytes to a per-CPU counter.
 #[inline(always)]

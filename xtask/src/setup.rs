@@ -387,7 +387,7 @@ fn not_on_path(path: &Path) -> String {
 }
 
 /// Where setup keeps its files: `$XDG_CACHE_HOME/xwan` or `~/.cache/xwan`.
-fn cache_dir() -> Result<PathBuf> {
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
         _ => home()?.join(".cache"),
@@ -546,7 +546,7 @@ fn packages() -> Result<()> {
 }
 
 /// `apt-get -q`, non-interactive (CI runs it without stdin).
-fn apt_get() -> Command {
+pub(crate) fn apt_get() -> Command {
     let mut cmd = command("apt-get");
     cmd.arg("-q")
         .env("DEBIAN_FRONTEND", "noninteractive")

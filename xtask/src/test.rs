@@ -4,17 +4,19 @@
 //! `cargo clippy --workspace --all-targets -- -D warnings`, and
 //! `cargo test --workspace --release [extra args]` (without `--workspace` when the extra
 //! arguments select packages with `-p`). Release, because the model-vs-kernel
-//! property tests push 100k+ packets through BPF_PROG_TEST_RUN. Must run as root: the tests
-//! load eBPF programs and create network namespaces.
+//! property tests push 100k+ packets through BPF_PROG_TEST_RUN. Then the data-plane tests
+//! again on Linux 6.1 in a VM ([`vm`], `cargo xtask vm-test`), unless `--no-vm` or the extra
+//! arguments select a subset. Must run as root: the tests load eBPF programs and create
+//! network namespaces.
 
 use anyhow::{Result, bail};
 
 use crate::{
     process::{self, Steps, cargo, is_root},
-    setup,
+    setup, vm,
 };
 
-pub fn run(extra_args: &[String]) -> Result<()> {
+pub fn run(extra_args: &[String], with_vm: bool) -> Result<()> {
     if !is_root() {
         bail!(
             "the test suite loads eBPF programs and creates network namespaces: run as root \
@@ -50,6 +52,16 @@ pub fn run(extra_args: &[String]) -> Result<()> {
         }
         process::run(test.arg("--release").args(extra_args))
     })?;
+    if !with_vm {
+        println!("vm-test: left out (--no-vm); the Linux 6.1 suite did not run");
+    } else if !extra_args.is_empty() {
+        println!(
+            "vm-test: left out because test arguments select a subset; run `cargo xtask vm-test`"
+        );
+    } else {
+        // A VM that cannot be set up fails the run: the 6.1 suite is part of the contract.
+        steps.step("vm-test (Linux 6.1)", || vm::run(&vm::Options::default()))?;
+    }
     steps.summary();
     Ok(())
 }

@@ -162,6 +162,9 @@ impl fmt::Display for AttachReport {
         if self.xdp.is_none() && self.tc.is_none() {
             f.write_str(" nothing attached")?;
         }
+        if !self.fallbacks.is_empty() {
+            write!(f, " (fallback: {})", self.fallbacks.join("; "))?;
+        }
         Ok(())
     }
 }
@@ -265,6 +268,43 @@ pub(super) fn ifindex(ifname: &str) -> Result<u32, DatapathError> {
 }
 
 /// A hint for common attach errors.
+/// Why TC ingress uses clsact where the policy prefers tcx and the kernel has none.
+const NO_TCX: &str = "tcx: not in this kernel (Linux 6.6 added it), clsact qdisc used";
+
+/// Whether the kernel has tcx, asked of the kernel rather than guessed from its version: a
+/// `BPF_LINK_CREATE` of `prog` (a TC program) as `BPF_TCX_INGRESS` on ifindex 0 fails with
+/// `ENODEV` where tcx exists and `EINVAL` where the attach type is unknown (before 6.6).
+/// Nothing is attached either way.
+pub(super) fn kernel_has_tcx(prog: BorrowedFd<'_>) -> bool {
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_TCX_INGRESS: u32 = 46;
+    #[repr(C, align(8))]
+    struct LinkCreateAttr {
+        prog_fd: u32,
+        target_ifindex: u32,
+        attach_type: u32,
+        flags: u32,
+        _rest: [u8; sys::ATTR_SIZE - 16],
+    }
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: 0,
+        attach_type: BPF_TCX_INGRESS,
+        flags: 0,
+        _rest: [0; sys::ATTR_SIZE - 16],
+    };
+    // SAFETY: a zero-padded BPF_LINK_CREATE attribute without pointers.
+    match unsafe { sys::sys_bpf(BPF_LINK_CREATE, &mut attr) } {
+        // Cannot happen on ifindex 0; a link fd would be closed here.
+        Ok(fd) => {
+            // SAFETY: the kernel just returned this fd to us.
+            drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            true
+        }
+        Err(e) => e.raw_os_error() != Some(libc::EINVAL),
+    }
+}
+
 fn hint(e: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -592,6 +632,19 @@ impl Datapath {
                 Mode::Xdp(m) => r.xdp = Some((a.program, m)),
                 Mode::Tc(m) => r.tc = Some((a.program, m)),
             }
+            // Why a preferred mode is not in use, for status (attach time also logs the error).
+            match a.mode {
+                Mode::Xdp(XdpAttachMode::Generic) if self.policy.xdp == XdpPolicy::Auto => r
+                    .fallbacks
+                    .push("native XDP unavailable on this interface, generic XDP used".into()),
+                Mode::Tc(TcAttachMode::Clsact)
+                    if self.policy.tc == TcPolicy::Auto
+                        && !self.has_tcx(a.program).unwrap_or(true) =>
+                {
+                    r.fallbacks.push(NO_TCX.into())
+                }
+                _ => {}
+            }
         }
         r
     }
@@ -625,6 +678,12 @@ impl Datapath {
             what: "XDP program",
             name: program.into(),
         })
+    }
+
+    /// [`kernel_has_tcx`], probed with the loaded TC program `program`.
+    fn has_tcx(&self, program: &'static str) -> Result<bool, DatapathError> {
+        let fd = self.program_fd(program)?;
+        Ok(kernel_has_tcx(fd))
     }
 
     fn tc_program(&mut self, program: &'static str) -> Result<&mut SchedClassifier, DatapathError> {
@@ -933,10 +992,15 @@ impl Datapath {
             return Ok(m);
         }
         let modes: &[TcAttachMode] = match self.policy.tc {
+            TcPolicy::Auto if !self.has_tcx(program)? => &[TcAttachMode::Clsact],
             TcPolicy::Auto => &[TcAttachMode::Tcx, TcAttachMode::Clsact],
             TcPolicy::Tcx => &[TcAttachMode::Tcx],
             TcPolicy::Clsact => &[TcAttachMode::Clsact],
         };
+        if self.policy.tc == TcPolicy::Auto && modes == [TcAttachMode::Clsact] {
+            log::info!("{program} on '{ifname}': {NO_TCX}");
+            fallbacks.push(NO_TCX.into());
+        }
         if let Some(m) = self.adopt_tc(program, ifname, ifindex, modes)? {
             return Ok(m);
         }
@@ -1438,31 +1502,41 @@ mod tests {
             dp.attach_lan("xa").unwrap();
             dp.attach_pass("xb").unwrap();
             let first = xdp_prog("xa").expect("XDP on xa");
+            // tcx where the kernel has it; before Linux 6.6, clsact.
+            let tcx = kernel_has_tcx(dp.program_fd(PROG_TC_STEER).unwrap());
+            let tc_mode = if tcx {
+                TcAttachMode::Tcx
+            } else {
+                TcAttachMode::Clsact
+            };
             drop(dp);
             assert_eq!(xdp_prog("xa"), Some(first), "dropping keeps it attached");
-            assert_eq!(
-                entries(&fs),
-                [
-                    "xa:xwan_tc_steer",
-                    "xa:xwan_tc_steer:mode",
-                    "xa:xwan_xdp_lan",
-                    "xa:xwan_xdp_lan:mode",
-                    "xb:xwan_xdp_pass",
-                    "xb:xwan_xdp_pass:mode"
-                ]
-            );
+            let mut expected = vec![
+                "xa:xwan_tc_steer",
+                "xa:xwan_tc_steer:mode",
+                "xa:xwan_xdp_lan",
+                "xa:xwan_xdp_lan:mode",
+                "xb:xwan_xdp_pass",
+                "xb:xwan_xdp_pass:mode",
+            ];
+            if !tcx {
+                // A clsact filter has no link to pin, only its mode record; the qdisc we added
+                // is recorded instead.
+                expected[0] = "xa:clsact";
+            }
+            assert_eq!(entries(&fs), expected);
 
             // A new datapath replaces the program in place and reports the recorded modes.
             let mut dp = Datapath::load(fs.path()).unwrap();
             let r = dp.attach_lan("xa").unwrap();
             assert_eq!(r.xdp, Some((PROG_XDP_LAN, XdpAttachMode::Native)));
-            assert_eq!(r.tc, Some((PROG_TC_STEER, TcAttachMode::Tcx)));
+            assert_eq!(r.tc, Some((PROG_TC_STEER, tc_mode)));
             let second = xdp_prog("xa").expect("XDP on xa");
             assert_ne!(second, first, "program replaced");
             // xb is not configured any more.
             dp.detach_unclaimed().unwrap();
             assert_eq!(xdp_prog("xb"), None);
-            assert_eq!(entries(&fs).len(), 4);
+            assert_eq!(entries(&fs).len(), expected.len() - 2);
             drop(dp);
 
             // The interface is recreated: the defunct links are replaced by fresh ones.

@@ -14,8 +14,10 @@ use super::commit::Flips;
 use super::grace::GraceKeeper;
 use super::{DatapathError, bpffs, object::EBPF_OBJECT};
 
-/// Every program of the object, in load order.
-pub const PROGRAMS: [&str; 5] = [
+/// Every program of the object, in load order (the second stage before the first, so that
+/// [`c::JUMP_MAP`] is filled before anything can reach it).
+pub const PROGRAMS: [&str; 6] = [
+    c::PROG_XDP_DECIDE,
     c::PROG_XDP_LAN,
     c::PROG_XDP_BASELINE,
     c::PROG_XDP_PASS,
@@ -60,7 +62,7 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 24] = [
+const MAPS: [MapSpec; 26] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
     spec::<u32, c::Config>(c::CONFIG_MAP, MapType::Array),
@@ -90,6 +92,8 @@ const MAPS: [MapSpec; 24] = [
     spec::<u32, c::Counter>(c::RULE_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::GATEWAY_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::REASON_COUNTERS_MAP, MapType::PerCpuArray),
+    spec::<u32, c::ParsedPacket>(c::SCRATCH_MAP, MapType::PerCpuArray),
+    spec::<u32, u32>(c::JUMP_MAP, MapType::ProgramArray),
 ];
 
 /// The `MapData` inside the map kinds the object uses.
@@ -100,7 +104,8 @@ pub(super) fn map_data(m: &Map) -> Option<&MapData> {
         | Map::LpmTrie(d)
         | Map::LruHashMap(d)
         | Map::PerCpuArray(d)
-        | Map::DevMap(d) => Some(d),
+        | Map::DevMap(d)
+        | Map::ProgramArray(d) => Some(d),
         _ => None,
     }
 }
@@ -108,7 +113,8 @@ pub(super) fn map_data(m: &Map) -> Option<&MapData> {
 impl Datapath {
     /// Loads the embedded eBPF object with every map pinned in `pin_dir` (made sure to be on a
     /// bpffs, mounting one if needed): maps already pinned there are adopted with their
-    /// contents, the others created and pinned. Then verifies and loads all five programs.
+    /// contents, the others created and pinned. Then verifies and loads all the programs and
+    /// points the LAN program's tail call at its second stage.
     ///
     /// Errors name the map or program concerned; a program the verifier rejects comes with the
     /// verifier's log.
@@ -171,7 +177,41 @@ impl Datapath {
         for name in PROGRAMS {
             dp.load_program(name)?;
         }
+        dp.fill_jump_table()?;
         Ok(dp)
+    }
+
+    /// `XWAN_JUMP[JUMP_DECIDE]` = this object's `xwan_xdp_decide`. On an adopted table this
+    /// replaces the previous agent's second stage in one map update.
+    fn fill_jump_table(&mut self) -> Result<(), DatapathError> {
+        let fd = {
+            let p = self
+                .ebpf
+                .program(c::PROG_XDP_DECIDE)
+                .ok_or(DatapathError::Missing {
+                    what: "program",
+                    name: c::PROG_XDP_DECIDE.into(),
+                })?;
+            p.fd()
+                .map_err(|error| DatapathError::ProgramLoad {
+                    program: c::PROG_XDP_DECIDE,
+                    error: Box::new(error),
+                })?
+                .try_clone()
+                .map_err(|error| DatapathError::Sys {
+                    what: format!("duplicating {}'s file descriptor", c::PROG_XDP_DECIDE),
+                    error,
+                })?
+        };
+        let map_err = |op: &str, error: aya::maps::MapError| DatapathError::Map {
+            map: c::JUMP_MAP,
+            op: op.into(),
+            error: Box::new(error),
+        };
+        let mut jump = aya::maps::ProgramArray::try_from(self.map_mut(c::JUMP_MAP)?)
+            .map_err(|e| map_err("opening", e))?;
+        jump.set(c::JUMP_DECIDE, &fd, 0)
+            .map_err(|e| map_err("pointing the LAN program's tail call at xwan_xdp_decide", e))
     }
 
     fn load_program(&mut self, name: &'static str) -> Result<(), DatapathError> {
@@ -195,7 +235,15 @@ impl Datapath {
             program: name,
             error: Box::new(error),
         })?;
-        log::debug!("loaded program {name}");
+        let insns = self
+            .ebpf
+            .program(name)
+            .and_then(|p| p.info().ok())
+            .and_then(|i| i.verified_instruction_count());
+        match insns {
+            Some(n) => log::debug!("loaded program {name} (verifier processed {n} instructions)"),
+            None => log::debug!("loaded program {name}"),
+        }
         Ok(())
     }
 
@@ -382,6 +430,32 @@ mod tests {
         );
         assert!(msg.contains(&expected), "{msg}");
         assert!(msg.contains("rm "), "{msg}");
+    }
+
+    /// Each program alone must stay well inside the verifier's budget (1M instructions
+    /// processed) on the running kernel; the VM suite runs this on Linux 6.1, whose verifier
+    /// explores more paths than current ones.
+    #[test]
+    fn every_program_passes_the_verifier_with_headroom() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let fs = super::super::TestBpffs::new().unwrap();
+        let dp = Datapath::load(fs.path()).unwrap();
+        for name in PROGRAMS {
+            let info = dp.ebpf.program(name).unwrap().info().unwrap();
+            // None before Linux 5.16, which does not report the count.
+            let Some(n) = info.verified_instruction_count() else {
+                continue;
+            };
+            println!("{name}: verifier processed {n} instructions");
+            assert!(
+                n < 500_000,
+                "{name}: the verifier processed {n} instructions, over half its limit"
+            );
+        }
     }
 
     #[test]

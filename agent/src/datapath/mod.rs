@@ -17,7 +17,8 @@
 //! 1. [`Datapath::load`] makes sure the pin directory is on a bpffs ([`ensure_bpffs`]),
 //!    creates or **adopts** the pinned maps (a restarted agent keeps flows, return routes,
 //!    counters and the committed ruleset), checks adopted maps still have this build's layout,
-//!    and loads (verifies) all five programs.
+//!    loads (verifies) all six programs, and points `xwan_xdp_lan`'s tail call at its second
+//!    stage `xwan_xdp_decide` (`XWAN_JUMP`).
 //! 2. [`Datapath::attach_lan`], [`Datapath::attach_link`], [`Datapath::attach_pass`] attach
 //!    them, falling back from native to generic XDP and from tcx to clsact; the
 //!    [`AttachReport`] says which mode is in use. bpf_links (XDP, tcx) are pinned under

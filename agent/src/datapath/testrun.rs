@@ -266,6 +266,7 @@ mod privileged {
     };
     use xwan_common::{DST4_MAP, IFBM_MAP, PROG_XDP_LAN, SRC4_MAP, reason};
 
+    use super::super::attach::kernel_has_tcx;
     use super::super::{
         AttachPolicy, Datapath, TcAttachMode, TcPolicy, TestBpffs, XdpAttachMode, XdpPolicy,
     };
@@ -433,7 +434,7 @@ mod privileged {
             // A restarted agent adopts the pinned maps and their state.
             drop(dp);
             let dp = load(&fs);
-            assert_eq!(dp.adopted_maps().len(), 24);
+            assert_eq!(dp.adopted_maps().len(), 26);
             assert_eq!(dp.epoch().unwrap(), 2);
             let run = dp
                 .xdp_test_run(PROG_XDP_LAN, &udp4([0; 6], 1234, 54), 1, 1)
@@ -542,15 +543,36 @@ mod privileged {
                 "interface 'nonexistent0' not found"
             );
 
+            // tcx where the kernel has it (Linux 6.6+, asked of the kernel), else clsact,
+            // with the reason in the report (and so in the log and in `xwan status`).
+            let tcx = kernel_has_tcx(dp.program_fd(xwan_common::PROG_TC_STEER).unwrap());
+            let tc_mode = if tcx {
+                TcAttachMode::Tcx
+            } else {
+                TcAttachMode::Clsact
+            };
             let r = dp.attach_lan("xa").unwrap();
             eprintln!("{r}");
             assert_eq!(r.xdp, Some((PROG_XDP_LAN, XdpAttachMode::Native)));
-            assert_eq!(r.tc, Some((xwan_common::PROG_TC_STEER, TcAttachMode::Tcx)));
+            assert_eq!(r.tc, Some((xwan_common::PROG_TC_STEER, tc_mode)));
+            assert_eq!(
+                r.to_string().contains("tcx: not in this kernel"),
+                !tcx,
+                "{r}"
+            );
             assert_eq!(dp.attach_lan("xa").unwrap().xdp, r.xdp, "idempotent");
             let p = dp.attach_pass("xb").unwrap();
             assert_eq!(p.xdp.unwrap().1, XdpAttachMode::Native);
             let l = dp.attach_link("xb").unwrap();
-            assert_eq!(l.tc.unwrap().1, TcAttachMode::Tcx);
+            assert_eq!(l.tc.unwrap().1, tc_mode);
+            let status = dp.attachments();
+            assert_eq!(
+                status
+                    .iter()
+                    .all(|a| a.to_string().contains("tcx: not in this kernel")),
+                !tcx,
+                "{status:?}"
+            );
             assert!(
                 output("ip", "link show xa").contains("xdp"),
                 "{}",
@@ -561,6 +583,15 @@ mod privileged {
             dp.detach_all().unwrap();
             assert!(!output("ip", "link show xa").contains("xdp"));
             assert!(!output("ip", "link show xb").contains("xdp"));
+
+            // The probe agrees with a real tcx attachment.
+            dp.set_attach_policy(AttachPolicy {
+                xdp: XdpPolicy::Auto,
+                tc: TcPolicy::Tcx,
+            });
+            let forced = dp.attach_link("xb");
+            assert_eq!(forced.is_ok(), tcx, "{forced:?}");
+            dp.detach_all().unwrap();
 
             // Forced fallbacks: lo has no native XDP; clsact via netlink.
             dp.set_attach_policy(AttachPolicy {

@@ -8,6 +8,9 @@
 //!
 //! # `xwan_xdp_lan` (XDP on a LAN interface)
 //!
+//! In the kernel, steps 1–7 run in `xwan_xdp_lan` and the rest in `xwan_xdp_decide`, which it
+//! tail-calls; the model is one function, as the behaviour is one.
+//!
 //! Every packet ends in exactly one reason (`crate::reason`), counted with its ingress length.
 //! "Pass" = `XDP_PASS` with the frame untouched unless stated.
 //!
