@@ -40,7 +40,7 @@ use tracing::{error, info, warn};
 use xwan_common::plan::{Plan, RouterTable};
 
 use crate::{
-    config::{self, Config, GatewayId, Monitor as MonitorConfig},
+    config::{self, Config, GatewayId, IpsecTunnel, Link, Monitor as MonitorConfig, Owner},
     control::{self, Answer, Request},
     datapath::{self, CounterReader, Datapath},
     health::{Availability, Reason, Stats},
@@ -49,7 +49,8 @@ use crate::{
     planner::{self, Facts},
     probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
     router::{GatewayState, GatewayStatus, Role},
-    status::{GatewayRow, RouterStatus, Status},
+    status::{GatewayRow, IpsecLinkRow, RouterStatus, SaRow, Status},
+    xfrm::{self, LinkSas, SaInfo, XfrmEvent, XfrmSocket},
 };
 
 /// A gateway's probing, as far as a reload must restart it when it changes.
@@ -118,6 +119,36 @@ struct Daemon {
     metrics: Arc<Metrics>,
     /// Names a scrape gives the data plane's counters, refreshed with every plan.
     labels: Arc<Mutex<Labels>>,
+    /// Every SA of the namespace, as of the last XFRM event (or start).
+    sas: Vec<SaInfo>,
+    /// Per IPsec link name: when a new SA last replaced one of it.
+    last_rekey: HashMap<String, SystemTime>,
+    /// The IPsec links, for metric scrapes.
+    ipsec_links: Arc<Mutex<Vec<(String, IpsecTunnel)>>>,
+}
+
+/// The IPsec links of `config`: (name, tunnel).
+fn ipsec_links(config: &Config) -> Vec<(String, IpsecTunnel)> {
+    config
+        .links
+        .iter()
+        .filter_map(|l| Some((l.name.clone(), l.ipsec.clone()?)))
+        .collect()
+}
+
+/// Reads every SA (for a scrape or a resync); an error is logged and reads as none.
+fn dump_sas() -> Vec<SaInfo> {
+    match XfrmSocket::open().and_then(|mut s| s.sas()) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("reading the XFRM SAs failed: {e}");
+            vec![]
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    unix(Some(SystemTime::now())).unwrap_or(0)
 }
 
 /// What a metrics scrape needs to name the kernel's counters.
@@ -195,6 +226,23 @@ pub async fn run(path: &Path) -> Result<()> {
     }
     let nl = Netlink::new()?;
     let mut kernel_events = netlink::subscribe()?;
+    let mut xfrm_events = xfrm::subscribe()?;
+    let ipsec = Arc::new(Mutex::new(ipsec_links(&config)));
+    {
+        let ipsec = ipsec.clone();
+        metrics.set_xfrm_source(Arc::new(move || {
+            let links = ipsec.lock().map(|l| l.clone()).unwrap_or_default();
+            let sas = if links.is_empty() { vec![] } else { dump_sas() };
+            metrics::XfrmSnapshot {
+                links: links
+                    .iter()
+                    .map(|(n, t)| (n.clone(), LinkSas::of(t, &sas)))
+                    .collect(),
+                errors: xfrm::stats::read().unwrap_or_default(),
+                now_unix: now_unix(),
+            }
+        }));
+    }
     let (events_tx, mut events_rx) = mpsc::channel(1024);
     let mut d = Daemon {
         path: path.to_path_buf(),
@@ -211,7 +259,11 @@ pub async fn run(path: &Path) -> Result<()> {
         starting: None,
         metrics: metrics.clone(),
         labels: labels.clone(),
+        sas: vec![],
+        last_rekey: HashMap::new(),
+        ipsec_links: ipsec,
     };
+    d.setup_ipsec().await?;
     d.refresh_facts().await?;
     d.attach()?;
     if let Err(e) = d.dp.detach_unclaimed() {
@@ -253,6 +305,7 @@ pub async fn run(path: &Path) -> Result<()> {
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
                 if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => d.on_kernel_event(ev).await,
+            Some(ev) = xfrm_events.next() => d.on_xfrm_event(ev),
             Ok((mut stream, _)) = listener.accept() => {
                 let req = control::read_request(&mut stream).await;
                 let (answer, stop) = match req {
@@ -270,7 +323,7 @@ pub async fn run(path: &Path) -> Result<()> {
                 };
                 let _ = control::write_answer(&mut stream, &answer).await;
                 if stop {
-                    return d.stop();
+                    return d.stop().await;
                 }
             }
             _ = hup.recv() => {
@@ -292,6 +345,152 @@ fn unix(t: Option<SystemTime>) -> Option<u64> {
 }
 
 impl Daemon {
+    /// Creates (or adopts) the tunnel interfaces xwan owns and installs manual SAs; then reads
+    /// every SA. Errors name the link and say what to do.
+    async fn setup_ipsec(&mut self) -> Result<()> {
+        let links: Vec<Link> = self.config.links.clone();
+        for l in &links {
+            let Some(t) = &l.ipsec else { continue };
+            if t.owner == Owner::Xwan {
+                let address = l
+                    .address
+                    .context("an xwan-owned tunnel link has an address (validated)")?;
+                let spec =
+                    netlink::tunnel::TunnelSpec::new(&l.name, &l.interface, t, address, l.mtu);
+                let done = self.nl.ensure_tunnel(&spec).await?;
+                info!(link = %l.name, interface = %l.interface, kind = t.device.kind(), id = t.device.id(), ?done, "tunnel interface ready");
+            }
+            if let Some(m) = &t.manual_sa {
+                let keys = xfrm::keys::load(&l.name, m)?;
+                let mut sock = XfrmSocket::open()?;
+                xfrm::install_manual(&mut sock, &l.name, t, m, keys)?;
+            }
+        }
+        if let Ok(mut i) = self.ipsec_links.lock() {
+            *i = ipsec_links(&self.config);
+        }
+        self.resync_sas();
+        Ok(())
+    }
+
+    /// Re-reads every SA; notes rekeys (a new SPI where the link already had an SA).
+    fn resync_sas(&mut self) {
+        let new = dump_sas();
+        for l in &self.config.links {
+            let Some(t) = &l.ipsec else { continue };
+            let (old, now) = (LinkSas::of(t, &self.sas), LinkSas::of(t, &new));
+            let rekeyed = [(&old.inbound, &now.inbound), (&old.outbound, &now.outbound)]
+                .iter()
+                .any(|(o, n)| !o.is_empty() && n.iter().any(|s| !o.iter().any(|x| x.spi == s.spi)));
+            if rekeyed {
+                info!(link = %l.name, "IPsec SA rekeyed");
+                self.last_rekey.insert(l.name.clone(), SystemTime::now());
+            }
+            if old.usable() != now.usable() {
+                match now.missing() {
+                    None => info!(link = %l.name, "IPsec SA pair present"),
+                    Some(m) => {
+                        warn!(link = %l.name, missing = m, "IPsec link has no usable SA pair")
+                    }
+                }
+            }
+        }
+        self.sas = new;
+    }
+
+    /// A link's state for its gateways: interface up, and for IPsec links an SA pair.
+    fn link_state(&self, link: &Link) -> LinkState {
+        let up = self
+            .facts
+            .interfaces
+            .get(&link.interface)
+            .is_some_and(|i| i.is_up());
+        if !up {
+            LinkState::Down
+        } else if link
+            .ipsec
+            .as_ref()
+            .is_some_and(|t| !LinkSas::of(t, &self.sas).usable())
+        {
+            LinkState::NoSa
+        } else {
+            LinkState::Up
+        }
+    }
+
+    /// Tells every probe task whose link state changed.
+    fn push_link_states(&self) {
+        for (name, t) in &self.probes {
+            let Some(id) = self.gateway_id(name) else {
+                continue;
+            };
+            let link = self.config.link(self.config.gateway(id).link);
+            let state = self.link_state(link);
+            if *t.link.borrow() != state {
+                info!(gateway = %name, interface = %link.interface, ?state, "link state");
+                let _ = t.link.send(state);
+            }
+        }
+    }
+
+    fn on_xfrm_event(&mut self, ev: XfrmEvent) {
+        match &ev {
+            XfrmEvent::SaAdded(s) | XfrmEvent::SaRemoved(s) | XfrmEvent::SaSoftExpired(s) => {
+                info!(event = ?std::mem::discriminant(&ev), spi = format_args!("{:#010x}", s.spi), src = %s.src, dst = %s.dst, "XFRM SA event")
+            }
+            XfrmEvent::Acquire => info!("XFRM acquire: traffic matched a policy without SA"),
+            XfrmEvent::SaFlushed | XfrmEvent::Policies => {}
+        }
+        if matches!(ev, XfrmEvent::Policies | XfrmEvent::Acquire) {
+            return;
+        }
+        self.resync_sas();
+        self.push_link_states();
+    }
+
+    fn ipsec_rows(&self) -> Vec<IpsecLinkRow> {
+        let now = now_unix();
+        self.config
+            .links
+            .iter()
+            .filter_map(|l| {
+                let t = l.ipsec.as_ref()?;
+                let sas = LinkSas::of(t, &self.sas);
+                let row = |dir: &str, s: &SaInfo| SaRow {
+                    direction: dir.to_owned(),
+                    spi: format!("{:#010x}", s.spi),
+                    algorithms: s.algorithms.clone(),
+                    bytes: s.bytes,
+                    packets: s.packets,
+                    age_s: (s.add_time > 0).then(|| now.saturating_sub(s.add_time)),
+                    lifetime_left_s: s.lifetime_left(now),
+                };
+                Some(IpsecLinkRow {
+                    link: l.name.clone(),
+                    interface: l.interface.clone(),
+                    device: match t.device {
+                        config::TunnelDevice::Vti { key } => format!("vti key {key}"),
+                        config::TunnelDevice::Xfrm { if_id } => format!("xfrm if_id {if_id}"),
+                    },
+                    sa_source: if t.manual_sa.is_some() {
+                        "manual"
+                    } else {
+                        "ike"
+                    }
+                    .into(),
+                    usable: sas.usable(),
+                    sas: sas
+                        .inbound
+                        .iter()
+                        .map(|s| row("in", s))
+                        .chain(sas.outbound.iter().map(|s| row("out", s)))
+                        .collect(),
+                    last_rekey_unix: unix(self.last_rekey.get(&l.name).copied()),
+                })
+            })
+            .collect()
+    }
+
     fn gateway_id(&self, name: &str) -> Option<GatewayId> {
         self.config.gateway_by_name(name)
     }
@@ -377,13 +576,7 @@ impl Daemon {
                 MonitorConfig::Icmp => Monitor::Icmp(IcmpProber::new(binding)),
                 MonitorConfig::Tcp(port) => Monitor::Tcp(TcpProber::new(binding, port.get())),
             };
-            let up = self
-                .facts
-                .interfaces
-                .get(&link.interface)
-                .is_some_and(|i| i.is_up());
-            let (link_tx, link_rx) =
-                watch::channel(if up { LinkState::Up } else { LinkState::Down });
+            let (link_tx, link_rx) = watch::channel(self.link_state(link));
             let (tx, mut rx) = mpsc::channel(64);
             let params = planner::health_params(&self.config, id);
             let probe = tokio::spawn(run_gateway(params, prober, g.check.clone(), link_rx, tx));
@@ -583,19 +776,7 @@ impl Daemon {
         let replan = match &ev {
             Event::Link(i) => {
                 let old = self.facts.interfaces.insert(i.name.clone(), i.clone());
-                for (name, t) in &self.probes {
-                    if t.signature.interface == i.name {
-                        let state = if i.is_up() {
-                            LinkState::Up
-                        } else {
-                            LinkState::Down
-                        };
-                        if *t.link.borrow() != state {
-                            info!(gateway = %name, interface = %i.name, ?state, "link state");
-                            let _ = t.link.send(state);
-                        }
-                    }
-                }
+                self.push_link_states();
                 // Index, MAC or MTU changes reach the maps only through a new plan.
                 old.is_none_or(|o| {
                     (o.ifindex, o.mac, o.mtu, o.is_up()) != (i.ifindex, i.mac, i.mtu, i.is_up())
@@ -603,11 +784,7 @@ impl Daemon {
             }
             Event::LinkRemoved { name, .. } => {
                 self.facts.interfaces.remove(name);
-                for t in self.probes.values() {
-                    if &t.signature.interface == name {
-                        let _ = t.link.send(LinkState::Down);
-                    }
-                }
+                self.push_link_states();
                 true
             }
             Event::Neighbour { ifindex, ip, mac } => {
@@ -681,11 +858,11 @@ impl Daemon {
             })
             .collect();
         self.rows = vec![vec![]; self.tables.len()];
-        if let Err(e) = self
-            .refresh_facts()
-            .await
-            .and_then(|()| self.apply_reloaded(&old_lan, &old_links))
-        {
+        let mut r = self.setup_ipsec().await;
+        if r.is_ok() {
+            r = self.refresh_facts().await;
+        }
+        if let Err(e) = r.and_then(|()| self.apply_reloaded(&old_lan, &old_links)) {
             // Roll back: the running configuration stays.
             self.config = previous;
             self.refresh_facts().await.ok();
@@ -753,6 +930,7 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .collect(),
             routers,
+            ipsec: self.ipsec_rows(),
         }
     }
 
@@ -785,10 +963,35 @@ impl Daemon {
         }
     }
 
-    /// `xwan stop`: detach everything, remove the pins and the socket.
-    fn stop(mut self) -> Result<()> {
+    /// `xwan stop`: detach everything, remove the pins and the socket; remove the manual SAs
+    /// and policies and the tunnel interfaces xwan created.
+    async fn stop(mut self) -> Result<()> {
         info!("stopping: detaching programs and removing pinned maps and links");
         self.probes.clear();
+        for l in &self.config.links {
+            let Some(t) = &l.ipsec else { continue };
+            if let Some(m) = &t.manual_sa {
+                match XfrmSocket::open() {
+                    Ok(mut sock) => {
+                        xfrm::remove_manual(&mut sock, &l.name, t, m);
+                    }
+                    Err(e) => warn!(link = %l.name, "removing the manual SAs failed: {e}"),
+                }
+            }
+            if t.owner == Owner::Xwan {
+                match self.nl.remove_tunnel(&l.name, &l.interface).await {
+                    Ok(true) => {
+                        info!(link = %l.name, interface = %l.interface, "tunnel interface removed")
+                    }
+                    Ok(false) => {
+                        info!(link = %l.name, interface = %l.interface, "tunnel interface not created by xwan: left in place")
+                    }
+                    Err(e) => {
+                        warn!(link = %l.name, interface = %l.interface, "removing the tunnel interface failed: {e}")
+                    }
+                }
+            }
+        }
         self.dp.detach_all()?;
         let pins = self.dp.pin_dir().to_path_buf();
         let socket = self.config.agent.control_socket.clone();
