@@ -215,13 +215,14 @@ pub enum TunnelError {
         interface: String,
         differences: Vec<String>,
     },
-    #[error("link '{link}': {what} {interface} failed: {source}{hint}")]
+    #[error("link '{link}': {what} {interface} failed: {error}{hint}")]
     Netlink {
         link: String,
         interface: String,
         what: &'static str,
         hint: &'static str,
-        source: NetlinkError,
+        /// The kernel's answer (shown in the message, printed once).
+        error: String,
     },
 }
 
@@ -249,7 +250,7 @@ impl Netlink {
                 interface: spec.interface.clone(),
                 what,
                 hint,
-                source: NetlinkError::Request { what, source: e },
+                error: e.to_string(),
             }
         };
         let existing = self
@@ -295,7 +296,7 @@ impl Netlink {
                 interface: spec.interface.clone(),
                 what: "finding",
                 hint: "; it vanished right after being created",
-                source: NetlinkError::Socket(std::io::Error::from_raw_os_error(libc::ENODEV)),
+                error: "no such device".to_owned(),
             })?;
         let index = msg.header.index;
         let addr = spec.address;

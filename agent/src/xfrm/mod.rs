@@ -75,17 +75,19 @@ impl LinkSas {
 
 /// Why installing manual SAs failed (never contains key material).
 #[derive(Debug, thiserror::Error)]
-#[error("link '{link}': installing {what} failed: {source}{hint}")]
+#[error("link '{link}': installing {what} failed: {error}{hint}")]
 pub struct InstallError {
     pub link: String,
     pub what: String,
     pub hint: &'static str,
-    pub source: XfrmError,
+    /// Shown in the message (not as a separate cause, so it is printed once).
+    pub error: XfrmError,
 }
 
 fn hint(e: &XfrmError) -> &'static str {
     match e.errno() {
-        Some(libc::EPROTONOSUPPORT) | Some(libc::ENOPROTOOPT) | Some(libc::ENOENT) => {
+        // ENOSYS: no ESP type registered (xfrm_user's "Requested type not found").
+        Some(libc::ENOSYS | libc::EPROTONOSUPPORT | libc::ENOPROTOOPT | libc::ENOENT) => {
             "; the kernel lacks ESP or the algorithm (modprobe esp4 / esp6 and the crypto \
              modules, e.g. aes, gcm)"
         }
@@ -128,11 +130,11 @@ pub fn install_manual(
     m: &ManualSa,
     keys: LinkKeys,
 ) -> Result<(), InstallError> {
-    let err = |what: String, source: XfrmError| InstallError {
+    let err = |what: String, error: XfrmError| InstallError {
         link: name.to_owned(),
         what,
-        hint: hint(&source),
-        source,
+        hint: hint(&error),
+        error,
     };
     for (dir, spec) in manual_sas(link, m, keys) {
         let add = || spec.add_message();

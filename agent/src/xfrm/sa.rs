@@ -72,7 +72,8 @@ impl Direction {
 
     /// The direction of `sa` on `link`, if it is one of the link's SAs.
     pub fn of(sa: &SaInfo, link: &IpsecTunnel) -> Option<Direction> {
-        if sa.proto != IPPROTO_ESP {
+        // SPI 0: a larval state the kernel holds while an acquire waits for an SA; no SA.
+        if sa.proto != IPPROTO_ESP || sa.spi == 0 {
             return None;
         }
         let dir = if sa.src == link.local && sa.dst == link.remote {
@@ -542,6 +543,15 @@ mod tests {
         };
         assert_eq!(Direction::of(&sa, &link), Some(Direction::In));
         assert_eq!(sa.lifetime_left(1000), Some(2700));
+        let larval = SaInfo {
+            spi: 0,
+            ..sa.clone()
+        };
+        assert_eq!(
+            Direction::of(&larval, &link),
+            None,
+            "an acquire's larval state is no SA"
+        );
         (sa.src, sa.dst) = (link.local, link.remote);
         assert_eq!(
             Direction::of(&sa, &link),
