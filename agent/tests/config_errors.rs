@@ -1514,6 +1514,37 @@ manual_sa = { spi_in = 0x3000, spi_out = 0x3001, cipher = "aes128", key_fle = "/
     )
 );
 
+/// The IPsec examples are the seed scenario with VTIs xwan creates: same routers, gateways,
+/// rules; each branch link's SPIs are the head office's, swapped.
+#[test]
+fn ipsec_examples_mirror_each_other() {
+    let (b, _) = load_example("ipsec/branch-manual-keys.toml");
+    let (h, _) = load_example("ipsec/headoffice-manual-keys.toml");
+    let (seed, _) = load_example("seed-branch.toml");
+    assert_eq!(
+        (&b.routers, &b.rules, &b.gateways),
+        (&seed.routers, &seed.rules, &seed.gateways)
+    );
+    for (lb, lh) in b.links.iter().zip(&h.links) {
+        let (tb, th) = (lb.ipsec.as_ref().unwrap(), lh.ipsec.as_ref().unwrap());
+        assert_eq!(
+            (tb.local, tb.remote, tb.device),
+            (th.remote, th.local, th.device)
+        );
+        let (mb, mh) = (
+            tb.manual_sa.as_ref().unwrap(),
+            th.manual_sa.as_ref().unwrap(),
+        );
+        assert_eq!((mb.spi_in, mb.spi_out), (mh.spi_out, mh.spi_in));
+    }
+    let (s, _) = load_example("ipsec/branch-strongswan.toml");
+    assert!(
+        s.links
+            .iter()
+            .all(|l| l.ipsec.as_ref().is_some_and(|t| t.manual_sa.is_none()))
+    );
+}
+
 #[test]
 fn ipsec_links_resolve_and_describe() {
     let text = base(
@@ -1579,7 +1610,15 @@ fn load_example(name: &str) -> (Config, Vec<Warning>) {
 
 #[test]
 fn examples_validate_without_errors_or_warnings() {
-    for name in ["seed-branch.toml", "seed-headoffice.toml", "minimal.toml"] {
+    for name in [
+        "seed-branch.toml",
+        "seed-headoffice.toml",
+        "minimal.toml",
+        "ipsec/branch-strongswan.toml",
+        "ipsec/headoffice-strongswan.toml",
+        "ipsec/branch-manual-keys.toml",
+        "ipsec/headoffice-manual-keys.toml",
+    ] {
         let (_, warnings) = load_example(name);
         let shown: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         assert!(shown.is_empty(), "{name}: {shown:#?}");
