@@ -869,7 +869,56 @@ impl Daemon {
             self.apply("reload rollback").ok();
             return Err(e);
         }
+        self.remove_stale_ipsec(&previous).await;
         self.dp.epoch().map_err(Into::into)
+    }
+
+    /// After a reload: removes the manual SAs and policies, and the tunnel interfaces xwan
+    /// created, that the new configuration no longer has.
+    async fn remove_stale_ipsec(&self, previous: &Config) {
+        let now: Vec<xfrm::Installed> = self
+            .config
+            .links
+            .iter()
+            .filter_map(|l| {
+                let t = l.ipsec.as_ref()?;
+                Some(xfrm::installed(t, t.manual_sa.as_ref()?))
+            })
+            .flatten()
+            .collect();
+        for l in &previous.links {
+            let Some(t) = &l.ipsec else { continue };
+            if let Some(m) = &t.manual_sa {
+                let stale: Vec<_> = xfrm::installed(t, m)
+                    .into_iter()
+                    .filter(|o| !now.contains(o))
+                    .collect();
+                if !stale.is_empty() {
+                    match XfrmSocket::open() {
+                        Ok(mut sock) => {
+                            let n = xfrm::remove(&mut sock, &l.name, &stale);
+                            info!(link = %l.name, removed = n, "manual SAs and policies no longer configured removed");
+                        }
+                        Err(e) => warn!(link = %l.name, "removing stale SAs failed: {e}"),
+                    }
+                }
+            }
+            let kept = self.config.links.iter().any(|n| {
+                n.interface == l.interface
+                    && n.ipsec.as_ref().is_some_and(|t| t.owner == Owner::Xwan)
+            });
+            if t.owner == Owner::Xwan && !kept {
+                match self.nl.remove_tunnel(&l.name, &l.interface).await {
+                    Ok(true) => {
+                        info!(link = %l.name, interface = %l.interface, "tunnel interface no longer configured removed")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(link = %l.name, "removing tunnel interface {} failed: {e}", l.interface)
+                    }
+                }
+            }
+        }
     }
 
     fn apply_reloaded(&mut self, old_lan: &[String], old_links: &[String]) -> Result<()> {

@@ -139,6 +139,12 @@ fn policies_events_acquire_and_manual_sas() {
                     assert_eq!(sas.outbound[0].spi, 0xa000_0001);
                     assert_eq!(sas.inbound[0].algorithms, "aes128gcm16");
                     assert!(!format!("{sas:?}").contains("5ec7"));
+                    // Installing the same again (a restart, a reload) keeps them as they are.
+                    let keys = xfrm::keys::parse(&format!("in = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n"), &manual.algorithms).unwrap();
+                    xfrm::install_manual(&mut sock, "TunWAN1", &l, &manual, keys).unwrap();
+                    let again = LinkSas::of(&l, &sock.sas().unwrap());
+                    assert_eq!((again.inbound.len(), again.outbound.len()), (1, 1));
+                    assert_eq!(again.outbound[0].add_time, sas.outbound[0].add_time, "not replaced");
                     // 2 SAs + 3 policies.
                     assert_eq!(xfrm::remove_manual(&mut sock, "TunWAN1", &l, &manual), 5);
                     let ev = wait_event(&mut events, |e| matches!(e, XfrmEvent::SaRemoved(_))).await;
@@ -315,6 +321,45 @@ fn manual_keys_are_checked_and_never_shown() {
             assert!(!text.contains(k), "key material in {what}:\n{text}");
         }
     };
+
+    // `xwan check` reads the key file too (problems are warnings there); never prints keys.
+    let check = |what: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert_secret(what, &text);
+        text
+    };
+    let text = check("xwan check");
+    assert!(
+        text.contains("is accessible to group or other (mode 0644)"),
+        "{text}"
+    );
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &keys,
+        format!("in = 0x{KEY_IN}\nout = 0x{}\n", &KEY_OUT[..32]),
+    )
+    .unwrap();
+    let text = check("xwan check with a short key");
+    assert!(
+        text.contains("key 'out' is 16 bytes but aes128gcm16 needs 20 bytes (16-byte key + 4-byte salt): write 40 hex digits"),
+        "{text}"
+    );
+    std::fs::write(
+        &keys,
+        format!("# TunWAN1\nin = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     // Readable by others: refused before anything is installed.
     let mut agent = Agent::start(&ns, &cfg, &log);

@@ -6,7 +6,7 @@
 //! alias `xwan:<link name>`; one that existed before (alias unset or different) is adopted
 //! when identical, used, and left in place on stop. An existing interface of the same name
 //! that differs (kind, endpoints, key / if_id) is an error listing every difference: xwan never
-//! rewrites an interface it did not create.
+//! rewrites an interface it did not create (one it created is recreated with the new values).
 //!
 //! # What a reader may change
 //!
@@ -257,6 +257,22 @@ impl Netlink {
             .link_message(&spec.interface)
             .await
             .map_err(fail("reading", ""))?;
+        let existing = match existing {
+            // xwan's own interface with other parameters (the configuration changed): recreate.
+            Some(msg)
+                if alias_of(&msg) == Some(spec.alias().as_str())
+                    && !spec.differences(&msg).is_empty() =>
+            {
+                self.handle
+                    .link()
+                    .del(msg.header.index)
+                    .execute()
+                    .await
+                    .map_err(fail("deleting the outdated", ""))?;
+                None
+            }
+            other => other,
+        };
         let ensured = match existing {
             Some(msg) => {
                 let differences = spec.differences(&msg);

@@ -129,6 +129,25 @@ impl XfrmSocket {
         self.request(msg, flags).map(drop)
     }
 
+    /// The SA `spi` towards `dst` with this mark (if any): its header and attributes, key
+    /// material included (for [`super::sa::SaSpec::same_as`] only; never kept or shown).
+    pub fn get_sa(
+        &mut self,
+        del_message: XfrmMessage,
+    ) -> Result<Option<(netlink_packet_xfrm::UserSaInfo, Vec<XfrmAttrs>)>, XfrmError> {
+        let XfrmMessage::DeleteSa(m) = del_message else {
+            return Err(XfrmError::Decode("get_sa needs an SA id message".into()));
+        };
+        match self.request(XfrmMessage::GetSa(m), NLM_F_REQUEST) {
+            Ok(msgs) => Ok(msgs.into_iter().find_map(|m| match m {
+                XfrmMessage::AddSa(s) | XfrmMessage::UpdateSa(s) => Some((s.user_sa_info, s.nlas)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ESRCH) || e.errno() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every SA of the namespace (keys are dropped while parsing).
     pub fn sas(&mut self) -> Result<Vec<SaInfo>, XfrmError> {
         let msgs = self.request(

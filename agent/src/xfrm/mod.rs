@@ -122,7 +122,8 @@ pub fn manual_sas(link: &IpsecTunnel, m: &ManualSa, keys: LinkKeys) -> [(Directi
 }
 
 /// Installs the link's manual SAs and its policies. An SA that exists already (an earlier
-/// run) is replaced, since its keys may have changed; an existing policy is updated.
+/// run, a reload) is kept when it is identical, keys included, so traffic does not stop, and
+/// replaced otherwise; an existing policy is updated.
 pub fn install_manual(
     sock: &mut XfrmSocket,
     name: &str,
@@ -141,6 +142,18 @@ pub fn install_manual(
         match sock.execute(add()) {
             Ok(()) => {}
             Err(e) if e.errno() == Some(libc::EEXIST) => {
+                let existing = sock
+                    .get_sa(spec.del_message())
+                    .map_err(|e| err(describe_sa(dir, &spec), e))?;
+                if existing.is_some_and(|(info, nlas)| spec.same_as(&info, nlas)) {
+                    info!(
+                        link = name,
+                        spi = format_args!("{:#010x}", spec.spi),
+                        dir = dir.as_str(),
+                        "manual SA already installed"
+                    );
+                    continue;
+                }
                 sock.execute(spec.del_message())
                     .and_then(|()| sock.execute(add()))
                     .map_err(|e| err(describe_sa(dir, &spec), e))?;
@@ -166,28 +179,81 @@ pub fn install_manual(
     Ok(())
 }
 
+/// One kernel object xwan installs for a manual link, identified as the kernel does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Installed {
+    Sa {
+        src: IpAddr,
+        dst: IpAddr,
+        spi: u32,
+        device: crate::config::TunnelDevice,
+    },
+    Policy(PolicySpec),
+}
+
+impl Installed {
+    fn del_message(&self) -> netlink_packet_xfrm::XfrmMessage {
+        match self {
+            Installed::Sa {
+                src,
+                dst,
+                spi,
+                device,
+            } => sa::del_sa_message(*src, *dst, *spi, device),
+            Installed::Policy(p) => p.del_message(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Installed::Sa { spi, .. } => format!("SA {spi:#010x}"),
+            Installed::Policy(p) => format!("policy (dir {})", p.dir),
+        }
+    }
+}
+
+/// What xwan installs for a manual link: its two SAs and three policies.
+pub fn installed(link: &IpsecTunnel, m: &ManualSa) -> Vec<Installed> {
+    let mut v: Vec<Installed> = [(Direction::Out, m.spi_out), (Direction::In, m.spi_in)]
+        .into_iter()
+        .map(|(dir, spi)| {
+            let (src, dst): (IpAddr, IpAddr) = match dir {
+                Direction::Out => (link.local, link.remote),
+                Direction::In => (link.remote, link.local),
+            };
+            Installed::Sa {
+                src,
+                dst,
+                spi,
+                device: link.device,
+            }
+        })
+        .collect();
+    v.extend(
+        PolicySpec::for_link(link)
+            .into_iter()
+            .map(Installed::Policy),
+    );
+    v
+}
+
+/// Deletes `objects`; what is already gone is skipped. Returns how many it deleted.
+pub fn remove(sock: &mut XfrmSocket, name: &str, objects: &[Installed]) -> usize {
+    let mut removed = 0;
+    for o in objects {
+        match sock.execute(o.del_message()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.errno() == Some(libc::ENOENT) || e.errno() == Some(libc::ESRCH) => {}
+            Err(e) => warn!(link = name, "removing {} failed: {e}", o.describe()),
+        }
+    }
+    removed
+}
+
 /// Removes the link's manual SAs and policies; what is already gone is skipped. Returns how
 /// many objects it deleted.
 pub fn remove_manual(sock: &mut XfrmSocket, name: &str, link: &IpsecTunnel, m: &ManualSa) -> usize {
-    let mut removed = 0;
-    let mut del = |msg, what: String| match sock.execute(msg) {
-        Ok(()) => removed += 1,
-        Err(e) if e.errno() == Some(libc::ENOENT) || e.errno() == Some(libc::ESRCH) => {}
-        Err(e) => warn!(link = name, "removing {what} failed: {e}"),
-    };
-    for (dir, spi) in [(Direction::Out, m.spi_out), (Direction::In, m.spi_in)] {
-        let (src, dst): (IpAddr, IpAddr) = match dir {
-            Direction::Out => (link.local, link.remote),
-            Direction::In => (link.remote, link.local),
-        };
-        del(
-            sa::del_sa_message(src, dst, spi, &link.device),
-            format!("SA {spi:#010x}"),
-        );
-    }
-    for p in PolicySpec::for_link(link) {
-        del(p.del_message(), format!("policy (dir {})", p.dir));
-    }
+    let removed = remove(sock, name, &installed(link, m));
     info!(link = name, removed, "manual SAs and policies removed");
     removed
 }

@@ -196,6 +196,44 @@ impl SaSpec {
         })
     }
 
+    /// Whether the kernel's SA (`info`, `nlas` from XFRM_MSG_GETSA) is this one: endpoints,
+    /// mode, mark / if_id, algorithms and keys. Wipes the key bytes of `nlas` when done.
+    pub fn same_as(&self, info: &UserSaInfo, mut nlas: Vec<XfrmAttrs>) -> bool {
+        let XfrmMessage::AddSa(want) = self.add_message() else {
+            unreachable!("add_message builds NEWSA")
+        };
+        let mut want_nlas = want.nlas;
+        let keyed = |a: &XfrmAttrs| {
+            matches!(
+                a,
+                XfrmAttrs::EncryptionAlgAead(_)
+                    | XfrmAttrs::EncryptionAlg(_)
+                    | XfrmAttrs::AuthenticationAlgTrunc(_)
+                    | XfrmAttrs::Mark(_)
+                    | XfrmAttrs::IfId(_)
+            )
+        };
+        let same = address(info.family, &info.saddr) == Some(self.src)
+            && info.mode == want.user_sa_info.mode
+            && info.reqid == want.user_sa_info.reqid
+            && want_nlas.iter().all(|w| nlas.contains(w))
+            && nlas.iter().filter(|a| keyed(a)).count() == want_nlas.len();
+        for a in nlas.iter_mut().chain(want_nlas.iter_mut()) {
+            let key = match a {
+                XfrmAttrs::EncryptionAlgAead(x) => &mut x.alg_key,
+                XfrmAttrs::EncryptionAlg(x) => &mut x.alg_key,
+                XfrmAttrs::AuthenticationAlgTrunc(x) => &mut x.alg_key,
+                XfrmAttrs::AuthenticationAlg(x) => &mut x.alg_key,
+                _ => continue,
+            };
+            for b in key.iter_mut() {
+                // SAFETY: a valid &mut u8; volatile so the wipe is not optimised away.
+                unsafe { std::ptr::write_volatile(b, 0) };
+            }
+        }
+        same
+    }
+
     /// XFRM_MSG_DELSA for this SA.
     pub fn del_message(&self) -> XfrmMessage {
         del_sa_message(self.src, self.dst, self.spi, &self.device)
@@ -485,6 +523,31 @@ mod tests {
         assert_eq!(Direction::of(&info, &link), Some(Direction::Out));
         assert_eq!(Direction::of(&info, &vti(102)), None);
         assert!(!format!("{info:?}").contains("7, 7, 7"));
+    }
+
+    #[test]
+    fn an_existing_sa_is_kept_only_with_the_same_keys() {
+        let link = vti(101);
+        let alg = SaAlgorithms::Aead(Aead::Aes128Gcm16);
+        let sa = SaSpec::new(&link, Direction::Out, 0x1001, alg, keys(7, 20));
+        let kernel = |k: u8| {
+            let XfrmMessage::AddSa(m) = roundtrip(
+                &SaSpec::new(&link, Direction::Out, 0x1001, alg, keys(k, 20)).add_message(),
+            ) else {
+                panic!()
+            };
+            m
+        };
+        let same = kernel(7);
+        assert!(sa.same_as(&same.user_sa_info, same.nlas));
+        let other = kernel(8);
+        assert!(
+            !sa.same_as(&other.user_sa_info, other.nlas),
+            "new keys: replace it"
+        );
+        let mut unmarked = kernel(7);
+        unmarked.nlas.retain(|a| !matches!(a, XfrmAttrs::Mark(_)));
+        assert!(!sa.same_as(&unmarked.user_sa_info, unmarked.nlas));
     }
 
     #[test]
