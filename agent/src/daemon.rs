@@ -188,6 +188,12 @@ pub async fn run(path: &Path) -> Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
+    // Key files first: a refused one stops the start before anything is set up.
+    for l in &config.links {
+        if let Some(m) = l.ipsec.as_ref().and_then(|t| t.manual_sa.as_ref()) {
+            xfrm::keys::load(&l.name, m)?;
+        }
+    }
     if let Some(at) = datapath::ensure_bpffs(&config.agent.bpffs).with_context(|| {
         format!(
             "preparing the bpf filesystem at {}",

@@ -32,7 +32,9 @@ use xwan::{
     xfrm::{self, LinkSas, PolicySpec, XfrmEvent, XfrmSocket, keys::LinkKeys},
 };
 
-const WAIT: Duration = Duration::from_secs(5);
+/// Bound of every wait: generous, as the VM emulates its CPU (waits poll, so the host's runs
+/// take what they take).
+const WAIT: Duration = Duration::from_secs(60);
 /// Key material of the tests: must never appear in any output.
 const KEY_IN: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
 const KEY_OUT: &str = "0dd5a1700dd5a1700dd5a1700dd5a1700dd5a170";
@@ -401,7 +403,44 @@ fn manual_keys_are_checked_and_never_shown() {
             "{json}"
         );
         assert_secret("the status", &json);
-        assert_secret("the metrics", &scrape(&ns));
+        let body = scrape(&ns);
+        assert!(
+            body.contains("xwan_ipsec_link_usable{link=\"TunWAN1\"} 1"),
+            "{body}"
+        );
+        assert_secret("the metrics", &body);
+        // With the pair up, probing decides (nothing answers behind this TUN: not `no SA`).
+        let reason = || status(&socket).map(|s| s.routers[0].gateways[0].reason.clone());
+        wait_until("a verdict other than no SA", WAIT, || {
+            reason().is_some_and(|r| r != "no SA")
+        });
+        // Deleting one SA (as a peer's DELETE or an expiry would): Unavailable at once.
+        let t = Instant::now();
+        ns.ip(&[
+            "xfrm",
+            "state",
+            "delete",
+            "src",
+            "192.0.2.1",
+            "dst",
+            "192.0.2.2",
+            "proto",
+            "esp",
+            "spi",
+            "0xa0000001",
+            "mark",
+            "101",
+        ]);
+        wait_until("no SA after the deletion", WAIT, || {
+            reason().as_deref() == Some("no SA")
+        });
+        println!(
+            "gateway Unavailable (no SA) {:?} after the SA was deleted",
+            t.elapsed()
+        );
+        let s = status(&socket).unwrap();
+        assert_eq!(s.routers[0].gateways[0].availability, "Unavailable");
+        assert!(!s.ipsec[0].usable);
         stop(&socket, &mut agent);
         let left = ns.run(|| XfrmSocket::open().unwrap().sas().unwrap());
         assert!(left.is_empty(), "xwan stop left SAs: {left:?}");
