@@ -442,7 +442,12 @@ impl Daemon {
     fn on_xfrm_event(&mut self, ev: XfrmEvent) {
         match &ev {
             XfrmEvent::SaAdded(s) | XfrmEvent::SaRemoved(s) | XfrmEvent::SaSoftExpired(s) => {
-                info!(event = ?std::mem::discriminant(&ev), spi = format_args!("{:#010x}", s.spi), src = %s.src, dst = %s.dst, "XFRM SA event")
+                let event = match ev {
+                    XfrmEvent::SaAdded(_) => "added",
+                    XfrmEvent::SaRemoved(_) => "removed",
+                    _ => "soft lifetime reached",
+                };
+                info!(event, spi = format_args!("{:#010x}", s.spi), src = %s.src, dst = %s.dst, "XFRM SA event")
             }
             XfrmEvent::Acquire => info!("XFRM acquire: traffic matched a policy without SA"),
             XfrmEvent::SaFlushed | XfrmEvent::Policies => {}

@@ -219,4 +219,52 @@ router ProductionRouter
 ";
         assert_eq!(text, expected);
     }
+
+    #[test]
+    fn renders_ipsec_links_and_their_sas() {
+        let sa = |dir: &str, spi: &str| SaRow {
+            direction: dir.into(),
+            spi: spi.into(),
+            algorithms: "aes256gcm16".into(),
+            bytes: 123_456,
+            packets: 789,
+            age_s: Some(600),
+            lifetime_left_s: Some(3000),
+        };
+        let s = Status {
+            config: "x.toml".into(),
+            epoch: 1,
+            attachments: vec![],
+            routers: vec![],
+            ipsec: vec![
+                IpsecLinkRow {
+                    link: "TunWAN1".into(),
+                    interface: "vti-wan1".into(),
+                    device: "vti key 101".into(),
+                    sa_source: "ike".into(),
+                    usable: true,
+                    sas: vec![sa("in", "0xc1a2b3c4"), sa("out", "0x0d1e2f30")],
+                    last_rekey_unix: Some(1_000),
+                },
+                IpsecLinkRow {
+                    link: "TunWAN2".into(),
+                    interface: "vti-wan2".into(),
+                    device: "vti key 102".into(),
+                    sa_source: "manual".into(),
+                    usable: false,
+                    sas: vec![],
+                    last_rekey_unix: None,
+                },
+            ],
+        };
+        let expected = "config x.toml  ruleset epoch 1
+
+ipsec
+  TunWAN1 on vti-wan1 (vti key 101, ike SAs): SA pair up, last rekey 1m 30s ago
+    in  spi 0xc1a2b3c4 aes256gcm16            123456 bytes        789 packets  age 10m  lifetime left 50m
+    out spi 0x0d1e2f30 aes256gcm16            123456 bytes        789 packets  age 10m  lifetime left 50m
+  TunWAN2 on vti-wan2 (vti key 102, manual SAs): no usable SA pair, last rekey -
+";
+        assert_eq!(render(&s, 1_090), expected);
+    }
 }
