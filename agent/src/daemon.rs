@@ -7,6 +7,11 @@
 //! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
 //! did not change, so flows whose decision is unchanged stay where they are.
 //!
+//! IPsec links ([`xfrm`]): at start and on reload the tunnel interfaces xwan owns are created
+//! or adopted and manual SAs installed (key files are checked before anything else); XFRM
+//! events, and a re-read every 10 s, keep each link's SA pair known, and a link without one
+//! gives its gateways the link state `NoSa` (Unavailable, reason `no SA`).
+//!
 //! # Restart and stop
 //!
 //! SIGTERM / SIGINT exit without detaching anything: the programs stay attached (pinned links)
@@ -19,7 +24,8 @@
 //! maps keep the previous agent's ruleset, router tables and ready flags (verdicts, kernel
 //! events and reloads meanwhile only update what the first plan will be made of). That plan
 //! starts from the router tables read back from the maps, so slots stay in place. `xwan stop`
-//! detaches everything and removes every pin (maps and links) and the qdiscs xwan added.
+//! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
+//! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
 use std::{
     collections::HashMap,
@@ -126,6 +132,9 @@ struct Daemon {
     /// The IPsec links, for metric scrapes.
     ipsec_links: Arc<Mutex<Vec<(String, IpsecTunnel)>>>,
 }
+
+/// How often the SAs are re-read besides on XFRM events.
+const SA_RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The IPsec links of `config`: (name, tunnel).
 fn ipsec_links(config: &Config) -> Vec<(String, IpsecTunnel)> {
@@ -302,6 +311,9 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     info!(config = %d.path.display(), "xwan running");
+    // SA events drive the `no SA` verdicts; this periodic re-read also catches what a lost
+    // event (netlink buffer overrun) would hide.
+    let mut sa_resync = tokio::time::interval(SA_RESYNC);
     loop {
         tokio::select! {
             Some((gw, ev)) = events_rx.recv() => {
@@ -312,6 +324,10 @@ pub async fn run(path: &Path) -> Result<()> {
                 if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => d.on_kernel_event(ev).await,
             Some(ev) = xfrm_events.next() => d.on_xfrm_event(ev),
+            _ = sa_resync.tick(), if d.config.links.iter().any(|l| l.ipsec.is_some()) => {
+                d.resync_sas();
+                d.push_link_states();
+            }
             Ok((mut stream, _)) = listener.accept() => {
                 let req = control::read_request(&mut stream).await;
                 let (answer, stop) = match req {
