@@ -7,6 +7,11 @@
 //! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
 //! did not change, so flows whose decision is unchanged stay where they are.
 //!
+//! IPsec links ([`xfrm`]): at start and on reload the tunnel interfaces xwan owns are created
+//! or adopted and manual SAs installed (key files are checked before anything else); XFRM
+//! events, and a re-read every 10 s, keep each link's SA pair known, and a link without one
+//! gives its gateways the link state `NoSa` (Unavailable, reason `no SA`).
+//!
 //! # Restart and stop
 //!
 //! SIGTERM / SIGINT exit without detaching anything: the programs stay attached (pinned links)
@@ -19,7 +24,8 @@
 //! maps keep the previous agent's ruleset, router tables and ready flags (verdicts, kernel
 //! events and reloads meanwhile only update what the first plan will be made of). That plan
 //! starts from the router tables read back from the maps, so slots stay in place. `xwan stop`
-//! detaches everything and removes every pin (maps and links) and the qdiscs xwan added.
+//! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
+//! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
 use std::{
     collections::HashMap,
@@ -40,7 +46,7 @@ use tracing::{error, info, warn};
 use xwan_common::plan::{Plan, RouterTable};
 
 use crate::{
-    config::{self, Config, GatewayId, Monitor as MonitorConfig},
+    config::{self, Config, GatewayId, IpsecTunnel, Link, Monitor as MonitorConfig, Owner},
     control::{self, Answer, Request},
     datapath::{self, CounterReader, Datapath},
     health::{Availability, Reason, Stats},
@@ -49,7 +55,8 @@ use crate::{
     planner::{self, Facts},
     probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
     router::{GatewayState, GatewayStatus, Role},
-    status::{GatewayRow, RouterStatus, Status},
+    status::{GatewayRow, IpsecLinkRow, RouterStatus, SaRow, Status},
+    xfrm::{self, LinkSas, SaInfo, XfrmEvent, XfrmSocket},
 };
 
 /// A gateway's probing, as far as a reload must restart it when it changes.
@@ -118,6 +125,39 @@ struct Daemon {
     metrics: Arc<Metrics>,
     /// Names a scrape gives the data plane's counters, refreshed with every plan.
     labels: Arc<Mutex<Labels>>,
+    /// Every SA of the namespace, as of the last XFRM event (or start).
+    sas: Vec<SaInfo>,
+    /// Per IPsec link name: when a new SA last replaced one of it.
+    last_rekey: HashMap<String, SystemTime>,
+    /// The IPsec links, for metric scrapes.
+    ipsec_links: Arc<Mutex<Vec<(String, IpsecTunnel)>>>,
+}
+
+/// How often the SAs are re-read besides on XFRM events.
+const SA_RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The IPsec links of `config`: (name, tunnel).
+fn ipsec_links(config: &Config) -> Vec<(String, IpsecTunnel)> {
+    config
+        .links
+        .iter()
+        .filter_map(|l| Some((l.name.clone(), l.ipsec.clone()?)))
+        .collect()
+}
+
+/// Reads every SA (for a scrape or a resync); an error is logged and reads as none.
+fn dump_sas() -> Vec<SaInfo> {
+    match XfrmSocket::open().and_then(|mut s| s.sas()) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!("reading the XFRM SAs failed: {e}");
+            vec![]
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    unix(Some(SystemTime::now())).unwrap_or(0)
 }
 
 /// What a metrics scrape needs to name the kernel's counters.
@@ -157,6 +197,12 @@ pub async fn run(path: &Path) -> Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
+    // Key files first: a refused one stops the start before anything is set up.
+    for l in &config.links {
+        if let Some(m) = l.ipsec.as_ref().and_then(|t| t.manual_sa.as_ref()) {
+            xfrm::keys::load(&l.name, m)?;
+        }
+    }
     if let Some(at) = datapath::ensure_bpffs(&config.agent.bpffs).with_context(|| {
         format!(
             "preparing the bpf filesystem at {}",
@@ -195,6 +241,23 @@ pub async fn run(path: &Path) -> Result<()> {
     }
     let nl = Netlink::new()?;
     let mut kernel_events = netlink::subscribe()?;
+    let mut xfrm_events = xfrm::subscribe()?;
+    let ipsec = Arc::new(Mutex::new(ipsec_links(&config)));
+    {
+        let ipsec = ipsec.clone();
+        metrics.set_xfrm_source(Arc::new(move || {
+            let links = ipsec.lock().map(|l| l.clone()).unwrap_or_default();
+            let sas = if links.is_empty() { vec![] } else { dump_sas() };
+            metrics::XfrmSnapshot {
+                links: links
+                    .iter()
+                    .map(|(n, t)| (n.clone(), LinkSas::of(t, &sas)))
+                    .collect(),
+                errors: xfrm::stats::read().unwrap_or_default(),
+                now_unix: now_unix(),
+            }
+        }));
+    }
     let (events_tx, mut events_rx) = mpsc::channel(1024);
     let mut d = Daemon {
         path: path.to_path_buf(),
@@ -211,7 +274,11 @@ pub async fn run(path: &Path) -> Result<()> {
         starting: None,
         metrics: metrics.clone(),
         labels: labels.clone(),
+        sas: vec![],
+        last_rekey: HashMap::new(),
+        ipsec_links: ipsec,
     };
+    d.setup_ipsec().await?;
     d.refresh_facts().await?;
     d.attach()?;
     if let Err(e) = d.dp.detach_unclaimed() {
@@ -244,6 +311,9 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     info!(config = %d.path.display(), "xwan running");
+    // SA events drive the `no SA` verdicts; this periodic re-read also catches what a lost
+    // event (netlink buffer overrun) would hide.
+    let mut sa_resync = tokio::time::interval(SA_RESYNC);
     loop {
         tokio::select! {
             Some((gw, ev)) = events_rx.recv() => {
@@ -253,6 +323,11 @@ pub async fn run(path: &Path) -> Result<()> {
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
                 if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => d.on_kernel_event(ev).await,
+            Some(ev) = xfrm_events.next() => d.on_xfrm_event(ev),
+            _ = sa_resync.tick(), if d.config.links.iter().any(|l| l.ipsec.is_some()) => {
+                d.resync_sas();
+                d.push_link_states();
+            }
             Ok((mut stream, _)) = listener.accept() => {
                 let req = control::read_request(&mut stream).await;
                 let (answer, stop) = match req {
@@ -270,7 +345,7 @@ pub async fn run(path: &Path) -> Result<()> {
                 };
                 let _ = control::write_answer(&mut stream, &answer).await;
                 if stop {
-                    return d.stop();
+                    return d.stop().await;
                 }
             }
             _ = hup.recv() => {
@@ -292,6 +367,157 @@ fn unix(t: Option<SystemTime>) -> Option<u64> {
 }
 
 impl Daemon {
+    /// Creates (or adopts) the tunnel interfaces xwan owns and installs manual SAs; then reads
+    /// every SA. Errors name the link and say what to do.
+    async fn setup_ipsec(&mut self) -> Result<()> {
+        let links: Vec<Link> = self.config.links.clone();
+        for l in &links {
+            let Some(t) = &l.ipsec else { continue };
+            if t.owner == Owner::Xwan {
+                let address = l
+                    .address
+                    .context("an xwan-owned tunnel link has an address (validated)")?;
+                let spec =
+                    netlink::tunnel::TunnelSpec::new(&l.name, &l.interface, t, address, l.mtu);
+                let done = self.nl.ensure_tunnel(&spec).await?;
+                info!(link = %l.name, interface = %l.interface, kind = t.device.kind(), id = t.device.id(), ?done, "tunnel interface ready");
+            }
+            if let Some(m) = &t.manual_sa {
+                let keys = xfrm::keys::load(&l.name, m)?;
+                let mut sock = XfrmSocket::open()?;
+                xfrm::install_manual(&mut sock, &l.name, t, m, keys)?;
+            }
+        }
+        if let Ok(mut i) = self.ipsec_links.lock() {
+            *i = ipsec_links(&self.config);
+        }
+        self.resync_sas();
+        Ok(())
+    }
+
+    /// Re-reads every SA; notes rekeys (a new SPI where the link already had an SA).
+    fn resync_sas(&mut self) {
+        let new = dump_sas();
+        for l in &self.config.links {
+            let Some(t) = &l.ipsec else { continue };
+            let (old, now) = (LinkSas::of(t, &self.sas), LinkSas::of(t, &new));
+            let rekeyed = [(&old.inbound, &now.inbound), (&old.outbound, &now.outbound)]
+                .iter()
+                .any(|(o, n)| !o.is_empty() && n.iter().any(|s| !o.iter().any(|x| x.spi == s.spi)));
+            if rekeyed {
+                info!(link = %l.name, "IPsec SA rekeyed");
+                self.last_rekey.insert(l.name.clone(), SystemTime::now());
+            }
+            if old.usable() != now.usable() {
+                match now.missing() {
+                    None => info!(link = %l.name, "IPsec SA pair present"),
+                    Some(m) => {
+                        warn!(link = %l.name, missing = m, "IPsec link has no usable SA pair")
+                    }
+                }
+            }
+        }
+        self.sas = new;
+    }
+
+    /// A link's state for its gateways: interface up, and for IPsec links an SA pair.
+    fn link_state(&self, link: &Link) -> LinkState {
+        let up = self
+            .facts
+            .interfaces
+            .get(&link.interface)
+            .is_some_and(|i| i.is_up());
+        if !up {
+            LinkState::Down
+        } else if link
+            .ipsec
+            .as_ref()
+            .is_some_and(|t| !LinkSas::of(t, &self.sas).usable())
+        {
+            LinkState::NoSa
+        } else {
+            LinkState::Up
+        }
+    }
+
+    /// Tells every probe task whose link state changed.
+    fn push_link_states(&self) {
+        for (name, t) in &self.probes {
+            let Some(id) = self.gateway_id(name) else {
+                continue;
+            };
+            let link = self.config.link(self.config.gateway(id).link);
+            let state = self.link_state(link);
+            if *t.link.borrow() != state {
+                info!(gateway = %name, interface = %link.interface, ?state, "link state");
+                let _ = t.link.send(state);
+            }
+        }
+    }
+
+    fn on_xfrm_event(&mut self, ev: XfrmEvent) {
+        match &ev {
+            XfrmEvent::SaAdded(s) | XfrmEvent::SaRemoved(s) | XfrmEvent::SaSoftExpired(s) => {
+                let event = match ev {
+                    XfrmEvent::SaAdded(_) => "added",
+                    XfrmEvent::SaRemoved(_) => "removed",
+                    _ => "soft lifetime reached",
+                };
+                info!(event, spi = format_args!("{:#010x}", s.spi), src = %s.src, dst = %s.dst, "XFRM SA event")
+            }
+            XfrmEvent::Acquire => info!("XFRM acquire: traffic matched a policy without SA"),
+            XfrmEvent::SaFlushed | XfrmEvent::Policies => {}
+        }
+        if matches!(ev, XfrmEvent::Policies | XfrmEvent::Acquire) {
+            return;
+        }
+        self.resync_sas();
+        self.push_link_states();
+    }
+
+    fn ipsec_rows(&self) -> Vec<IpsecLinkRow> {
+        let now = now_unix();
+        self.config
+            .links
+            .iter()
+            .filter_map(|l| {
+                let t = l.ipsec.as_ref()?;
+                let sas = LinkSas::of(t, &self.sas);
+                let row = |dir: &str, s: &SaInfo| SaRow {
+                    direction: dir.to_owned(),
+                    spi: format!("{:#010x}", s.spi),
+                    algorithms: s.algorithms.clone(),
+                    bytes: s.bytes,
+                    packets: s.packets,
+                    age_s: (s.add_time > 0).then(|| now.saturating_sub(s.add_time)),
+                    lifetime_left_s: s.lifetime_left(now),
+                };
+                Some(IpsecLinkRow {
+                    link: l.name.clone(),
+                    interface: l.interface.clone(),
+                    device: match t.device {
+                        config::TunnelDevice::Vti { key } => format!("vti key {key}"),
+                        config::TunnelDevice::Xfrm { if_id } => format!("xfrm if_id {if_id}"),
+                    },
+                    sa_source: if t.manual_sa.is_some() {
+                        "manual"
+                    } else {
+                        "ike"
+                    }
+                    .into(),
+                    usable: sas.usable(),
+                    sas: sas
+                        .inbound
+                        .iter()
+                        .map(|s| row("in", s))
+                        .chain(sas.outbound.iter().map(|s| row("out", s)))
+                        .collect(),
+                    last_rekey_unix: unix(self.last_rekey.get(&l.name).copied()),
+                })
+            })
+            .collect()
+    }
+
     fn gateway_id(&self, name: &str) -> Option<GatewayId> {
         self.config.gateway_by_name(name)
     }
@@ -377,13 +603,7 @@ impl Daemon {
                 MonitorConfig::Icmp => Monitor::Icmp(IcmpProber::new(binding)),
                 MonitorConfig::Tcp(port) => Monitor::Tcp(TcpProber::new(binding, port.get())),
             };
-            let up = self
-                .facts
-                .interfaces
-                .get(&link.interface)
-                .is_some_and(|i| i.is_up());
-            let (link_tx, link_rx) =
-                watch::channel(if up { LinkState::Up } else { LinkState::Down });
+            let (link_tx, link_rx) = watch::channel(self.link_state(link));
             let (tx, mut rx) = mpsc::channel(64);
             let params = planner::health_params(&self.config, id);
             let probe = tokio::spawn(run_gateway(params, prober, g.check.clone(), link_rx, tx));
@@ -597,19 +817,7 @@ impl Daemon {
         let replan = match &ev {
             Event::Link(i) => {
                 let old = self.facts.interfaces.insert(i.name.clone(), i.clone());
-                for (name, t) in &self.probes {
-                    if t.signature.interface == i.name {
-                        let state = if i.is_up() {
-                            LinkState::Up
-                        } else {
-                            LinkState::Down
-                        };
-                        if *t.link.borrow() != state {
-                            info!(gateway = %name, interface = %i.name, ?state, "link state");
-                            let _ = t.link.send(state);
-                        }
-                    }
-                }
+                self.push_link_states();
                 // Index, MAC or MTU changes reach the maps only through a new plan.
                 old.is_none_or(|o| {
                     (o.ifindex, o.mac, o.mtu, o.is_up()) != (i.ifindex, i.mac, i.mtu, i.is_up())
@@ -617,11 +825,7 @@ impl Daemon {
             }
             Event::LinkRemoved { name, .. } => {
                 self.facts.interfaces.remove(name);
-                for t in self.probes.values() {
-                    if &t.signature.interface == name {
-                        let _ = t.link.send(LinkState::Down);
-                    }
-                }
+                self.push_link_states();
                 true
             }
             Event::Neighbour { ifindex, ip, mac } => {
@@ -695,18 +899,67 @@ impl Daemon {
             })
             .collect();
         self.rows = vec![vec![]; self.tables.len()];
-        if let Err(e) = self
-            .refresh_facts()
-            .await
-            .and_then(|()| self.apply_reloaded(&old_lan, &old_links))
-        {
+        let mut r = self.setup_ipsec().await;
+        if r.is_ok() {
+            r = self.refresh_facts().await;
+        }
+        if let Err(e) = r.and_then(|()| self.apply_reloaded(&old_lan, &old_links)) {
             // Roll back: the running configuration stays.
             self.config = previous;
             self.refresh_facts().await.ok();
             self.apply("reload rollback").ok();
             return Err(e);
         }
+        self.remove_stale_ipsec(&previous).await;
         self.dp.epoch().map_err(Into::into)
+    }
+
+    /// After a reload: removes the manual SAs and policies, and the tunnel interfaces xwan
+    /// created, that the new configuration no longer has.
+    async fn remove_stale_ipsec(&self, previous: &Config) {
+        let now: Vec<xfrm::Installed> = self
+            .config
+            .links
+            .iter()
+            .filter_map(|l| {
+                let t = l.ipsec.as_ref()?;
+                Some(xfrm::installed(t, t.manual_sa.as_ref()?))
+            })
+            .flatten()
+            .collect();
+        for l in &previous.links {
+            let Some(t) = &l.ipsec else { continue };
+            if let Some(m) = &t.manual_sa {
+                let stale: Vec<_> = xfrm::installed(t, m)
+                    .into_iter()
+                    .filter(|o| !now.contains(o))
+                    .collect();
+                if !stale.is_empty() {
+                    match XfrmSocket::open() {
+                        Ok(mut sock) => {
+                            let n = xfrm::remove(&mut sock, &l.name, &stale);
+                            info!(link = %l.name, removed = n, "manual SAs and policies no longer configured removed");
+                        }
+                        Err(e) => warn!(link = %l.name, "removing stale SAs failed: {e}"),
+                    }
+                }
+            }
+            let kept = self.config.links.iter().any(|n| {
+                n.interface == l.interface
+                    && n.ipsec.as_ref().is_some_and(|t| t.owner == Owner::Xwan)
+            });
+            if t.owner == Owner::Xwan && !kept {
+                match self.nl.remove_tunnel(&l.name, &l.interface).await {
+                    Ok(true) => {
+                        info!(link = %l.name, interface = %l.interface, "tunnel interface no longer configured removed")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        warn!(link = %l.name, "removing tunnel interface {} failed: {e}", l.interface)
+                    }
+                }
+            }
+        }
     }
 
     fn apply_reloaded(&mut self, old_lan: &[String], old_links: &[String]) -> Result<()> {
@@ -767,6 +1020,7 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .collect(),
             routers,
+            ipsec: self.ipsec_rows(),
         }
     }
 
@@ -799,10 +1053,35 @@ impl Daemon {
         }
     }
 
-    /// `xwan stop`: detach everything, remove the pins and the socket.
-    fn stop(mut self) -> Result<()> {
+    /// `xwan stop`: detach everything, remove the pins and the socket; remove the manual SAs
+    /// and policies and the tunnel interfaces xwan created.
+    async fn stop(mut self) -> Result<()> {
         info!("stopping: detaching programs and removing pinned maps and links");
         self.probes.clear();
+        for l in &self.config.links {
+            let Some(t) = &l.ipsec else { continue };
+            if let Some(m) = &t.manual_sa {
+                match XfrmSocket::open() {
+                    Ok(mut sock) => {
+                        xfrm::remove_manual(&mut sock, &l.name, t, m);
+                    }
+                    Err(e) => warn!(link = %l.name, "removing the manual SAs failed: {e}"),
+                }
+            }
+            if t.owner == Owner::Xwan {
+                match self.nl.remove_tunnel(&l.name, &l.interface).await {
+                    Ok(true) => {
+                        info!(link = %l.name, interface = %l.interface, "tunnel interface removed")
+                    }
+                    Ok(false) => {
+                        info!(link = %l.name, interface = %l.interface, "tunnel interface not created by xwan: left in place")
+                    }
+                    Err(e) => {
+                        warn!(link = %l.name, interface = %l.interface, "removing the tunnel interface failed: {e}")
+                    }
+                }
+            }
+        }
         self.dp.detach_all()?;
         let pins = self.dp.pin_dir().to_path_buf();
         let socket = self.config.agent.control_socket.clone();

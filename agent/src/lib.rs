@@ -5,7 +5,9 @@
 //! * [`router`]: per router, the active gateway set and its weighted slot table;
 //! * [`health`]: per gateway, the Ready/Unavailable state machine fed by probes and links;
 //! * [`probe`]: ICMP/ICMPv6 echo and TCP connect probes bound to a link;
-//! * [`netlink`]: interfaces, addresses, neighbours and link events from rtnetlink;
+//! * [`netlink`]: interfaces, addresses, neighbours and link events from rtnetlink; the
+//!   tunnel interfaces xwan owns;
+//! * [`xfrm`]: IPsec SAs and policies per tunnel link (read, watched, manual keys);
 //! * [`planner`]: config + kernel facts + router tables → the data plane's plan;
 //! * [`datapath`]: load, attach, pin, program the maps, read counters;
 //! * [`metrics`]: the Prometheus registry and its HTTP endpoint;
@@ -24,3 +26,4 @@ pub mod planner;
 pub mod probe;
 pub mod router;
 pub mod status;
+pub mod xfrm;

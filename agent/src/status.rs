@@ -14,6 +14,40 @@ pub struct Status {
     /// How each interface is attached (XDP native/generic, TC tcx/clsact).
     pub attachments: Vec<String>,
     pub routers: Vec<RouterStatus>,
+    /// IPsec tunnel links and their SAs (none without `vti` / `xfrm` links).
+    #[serde(default)]
+    pub ipsec: Vec<IpsecLinkRow>,
+}
+
+/// One IPsec link: its device and SAs. No key material: only SPIs and algorithm names.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IpsecLinkRow {
+    pub link: String,
+    pub interface: String,
+    /// "vti key 101" or "xfrm if_id 5".
+    pub device: String,
+    /// "manual" (xwan installs them) or "ike" (read from an IKE daemon's).
+    pub sa_source: String,
+    /// An SA in each direction.
+    pub usable: bool,
+    /// Newest first within each direction.
+    pub sas: Vec<SaRow>,
+    /// When a new SA last replaced one of this link (seen by this agent), Unix seconds.
+    pub last_rekey_unix: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SaRow {
+    /// "in" or "out".
+    pub direction: String,
+    /// Hexadecimal, e.g. "0xa0000001".
+    pub spi: String,
+    pub algorithms: String,
+    pub bytes: u64,
+    pub packets: u64,
+    pub age_s: Option<u64>,
+    /// Before the hard lifetime ends; `None` without one.
+    pub lifetime_left_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -97,6 +131,43 @@ pub fn render(s: &Status, now_unix: u64) -> String {
             );
         }
     }
+    if !s.ipsec.is_empty() {
+        let _ = writeln!(out, "\nipsec");
+    }
+    let secs = |v: Option<u64>| {
+        v.map_or("-".to_owned(), |v| {
+            humantime::format_duration(std::time::Duration::from_secs(v)).to_string()
+        })
+    };
+    for l in &s.ipsec {
+        let _ = writeln!(
+            out,
+            "  {} on {} ({}, {} SAs): {}, last rekey {}",
+            l.link,
+            l.interface,
+            l.device,
+            l.sa_source,
+            if l.usable {
+                "SA pair up"
+            } else {
+                "no usable SA pair"
+            },
+            ago(l.last_rekey_unix)
+        );
+        for sa in &l.sas {
+            let _ = writeln!(
+                out,
+                "    {:<3} spi {} {:<16} {:>12} bytes {:>10} packets  age {}  lifetime left {}",
+                sa.direction,
+                sa.spi,
+                sa.algorithms,
+                sa.bytes,
+                sa.packets,
+                secs(sa.age_s),
+                secs(sa.lifetime_left_s)
+            );
+        }
+    }
     out
 }
 
@@ -135,6 +206,7 @@ mod tests {
                     row("RemoteTunWAN1", "Active", true, "Backup", 83.3),
                 ],
             }],
+            ipsec: vec![],
         };
         let text = render(&s, 1_090);
         let expected = "config /etc/xwan/xwan.toml  ruleset epoch 7
@@ -146,5 +218,53 @@ router ProductionRouter
   RemoteTunWAN1    Active       1m 30s ago       Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn renders_ipsec_links_and_their_sas() {
+        let sa = |dir: &str, spi: &str| SaRow {
+            direction: dir.into(),
+            spi: spi.into(),
+            algorithms: "aes256gcm16".into(),
+            bytes: 123_456,
+            packets: 789,
+            age_s: Some(600),
+            lifetime_left_s: Some(3000),
+        };
+        let s = Status {
+            config: "x.toml".into(),
+            epoch: 1,
+            attachments: vec![],
+            routers: vec![],
+            ipsec: vec![
+                IpsecLinkRow {
+                    link: "TunWAN1".into(),
+                    interface: "vti-wan1".into(),
+                    device: "vti key 101".into(),
+                    sa_source: "ike".into(),
+                    usable: true,
+                    sas: vec![sa("in", "0xc1a2b3c4"), sa("out", "0x0d1e2f30")],
+                    last_rekey_unix: Some(1_000),
+                },
+                IpsecLinkRow {
+                    link: "TunWAN2".into(),
+                    interface: "vti-wan2".into(),
+                    device: "vti key 102".into(),
+                    sa_source: "manual".into(),
+                    usable: false,
+                    sas: vec![],
+                    last_rekey_unix: None,
+                },
+            ],
+        };
+        let expected = "config x.toml  ruleset epoch 1
+
+ipsec
+  TunWAN1 on vti-wan1 (vti key 101, ike SAs): SA pair up, last rekey 1m 30s ago
+    in  spi 0xc1a2b3c4 aes256gcm16            123456 bytes        789 packets  age 10m  lifetime left 50m
+    out spi 0x0d1e2f30 aes256gcm16            123456 bytes        789 packets  age 10m  lifetime left 50m
+  TunWAN2 on vti-wan2 (vti key 102, manual SAs): no usable SA pair, last rekey -
+";
+        assert_eq!(render(&s, 1_090), expected);
     }
 }

@@ -266,7 +266,7 @@ address = "172.16.1.1/30"
     concat!(
         "test.toml:4:1: link #1: field 'name': required field is missing; add name = \"...\" to this [[link]]\n",
         "test.toml:4:1: link #1: field 'interface': required field is missing; add interface = \"tun0\"\n",
-        "test.toml:4:1: link #1: field 'kind': required field is missing; add kind = \"tunnel\" or \"ethernet\"",
+        "test.toml:4:1: link #1: field 'kind': required field is missing; add kind = \"tunnel\", \"ethernet\", \"vti\" or \"xfrm\"",
     )
 );
 
@@ -477,12 +477,12 @@ invalid!(
 [[link]]
 name = "WAN2"
 interface = "tun2"
-kind = "vti"
+kind = "gre"
 mtu = 40
 "#
     ),
     concat!(
-        "test.toml:23:8: link 'WAN2': field 'kind': unknown value 'vti'; use \"tunnel\" or \"ethernet\"\n",
+        "test.toml:23:8: link 'WAN2': field 'kind': unknown value 'gre'; use \"tunnel\" or \"ethernet\" or \"vti\" or \"xfrm\"\n",
         "test.toml:24:7: link 'WAN2': field 'mtu': 40 is out of range; mtu must be between 68 and 65535; remove mtu to use the interface's own",
     )
 );
@@ -1360,6 +1360,242 @@ router = "R2"
     )
 );
 
+// ---- IPsec tunnel links ----------------------------------------------------------------------
+
+invalid!(
+    vti_link_needs_endpoints_and_key,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "vti2"
+kind = "vti"
+address = "172.16.1.5/30"
+"#
+    ),
+    concat!(
+        "test.toml:20:1: link 'WAN2': field 'local': required field is missing; add local = \"192.0.2.1\"\n",
+        "test.toml:20:1: link 'WAN2': field 'remote': required field is missing; add remote = \"192.0.2.2\"\n",
+        "test.toml:20:1: link 'WAN2': field 'key': required field is missing; add key = 101",
+    )
+);
+
+invalid!(
+    vti_link_field_errors,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "vti2"
+kind = "vti"
+local = "192.0.2.1"
+remote = "2001:db8::2"
+key = 0
+if_id = 4
+owner = "strongswan"
+"#
+    ),
+    concat!(
+        "test.toml:25:10: link 'WAN2': field 'remote': 2001:db8::2 is IPv6 but local 192.0.2.1 is IPv4; both ends of the underlay must be of one family\n",
+        "test.toml:26:7: link 'WAN2': field 'key': 0 is out of range; key must be between 1 and 4294967295; it is the xfrm mark or if_id of the link's SAs and policies\n",
+        "test.toml:27:9: link 'WAN2': field 'if_id': a vti link has no if_id; write key = 4 instead\n",
+        "test.toml:28:9: link 'WAN2': field 'owner': unknown value 'strongswan'; use \"xwan\" or \"external\"",
+    )
+);
+
+invalid!(
+    xfrm_link_endpoint_errors,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "ipsec2"
+kind = "xfrm"
+address = "172.16.1.5/30"
+local = "192.0.2.300"
+remote = "0.0.0.0"
+key = 7
+"#
+    ),
+    concat!(
+        "test.toml:20:1: link 'WAN2': field 'if_id': required field is missing; add if_id = 101\n",
+        "test.toml:25:9: link 'WAN2': field 'local': '192.0.2.300' is not an IP address; write the underlay address, e.g. \"192.0.2.1\"\n",
+        "test.toml:26:10: link 'WAN2': field 'remote': 0.0.0.0 cannot be a tunnel endpoint; use the unicast address of the underlay\n",
+        "test.toml:27:7: link 'WAN2': field 'key': an xfrm link has no key; write if_id = 7 instead",
+    )
+);
+
+invalid!(
+    ipsec_fields_on_a_plain_tunnel,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "tun2"
+kind = "tunnel"
+remote = "192.0.2.2"
+manual_sa = { spi_in = 4096 }
+"#
+    ),
+    concat!(
+        "test.toml:24:10: link 'WAN2': field 'remote': only IPsec tunnel links have remote; set kind = \"vti\" or \"xfrm\", or remove it\n",
+        "test.toml:25:13: link 'WAN2': field 'manual_sa': only IPsec tunnel links have manual_sa; set kind = \"vti\" or \"xfrm\", or remove it",
+    )
+);
+
+invalid!(
+    two_ipsec_links_with_one_key,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "vti2"
+kind = "vti"
+address = "172.16.1.5/30"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+key = 101
+
+[[link]]
+name = "WAN3"
+interface = "vti3"
+kind = "vti"
+address = "172.16.1.9/30"
+local = "198.51.100.1"
+remote = "198.51.100.2"
+key = 101
+"#
+    ),
+    "test.toml:36:7: link 'WAN3': field 'key': 101 is already the key or if_id of link 'WAN2'; each IPsec link needs its own (it selects the link's SAs and policies)"
+);
+
+invalid!(
+    manual_sa_errors,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "vti2"
+kind = "vti"
+address = "172.16.1.5/30"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+key = 102
+manual_sa = { spi_in = 100, spi_out = 0x1000, aead = "aes128gcm", key_file = "keys/wan2" }
+
+[[link]]
+name = "WAN3"
+interface = "vti3"
+kind = "vti"
+address = "172.16.1.9/30"
+local = "198.51.100.1"
+remote = "198.51.100.2"
+key = 103
+manual_sa = { spi_in = 0x2000, spi_out = 0x2000, aead = "aes128gcm16", cipher = "aes128", key_file = "/k" }
+
+[[link]]
+name = "WAN4"
+interface = "vti4"
+kind = "vti"
+address = "172.16.1.13/30"
+local = "203.0.113.1"
+remote = "203.0.113.2"
+key = 104
+manual_sa = { spi_in = 0x3000, spi_out = 0x3001, cipher = "aes128", key_fle = "/k" }
+"#
+    ),
+    concat!(
+        "test.toml:28:24: link 'WAN2': field 'manual_sa.spi_in': 100 is out of range; spi_in must be between 256 and 4294967295 (SPIs 1 to 255 are reserved by RFC 4303)\n",
+        "test.toml:28:54: link 'WAN2': field 'manual_sa.aead': unknown value 'aes128gcm'; did you mean \"aes128gcm16\"? (use \"aes128gcm16\" or \"aes192gcm16\" or \"aes256gcm16\" or \"chacha20poly1305\")\n",
+        "test.toml:28:78: link 'WAN2': field 'manual_sa.key_file': 'keys/wan2' is a relative path; write the absolute path of the key file\n",
+        "test.toml:38:42: link 'WAN3': field 'manual_sa.spi_out': 0x2000 is also spi_in; each direction needs its own SPI\n",
+        "test.toml:38:81: link 'WAN3': field 'manual_sa.aead': aead and cipher/auth exclude each other; keep aead = \"aes128gcm16\" alone, or cipher and auth without aead\n",
+        "test.toml:48:69: link 'WAN4': field 'manual_sa.key_fle': unknown field; did you mean 'key_file'?",
+    )
+);
+
+/// The IPsec examples are the seed scenario with VTIs xwan creates: same routers, gateways,
+/// rules; each branch link's SPIs are the head office's, swapped.
+#[test]
+fn ipsec_examples_mirror_each_other() {
+    let (b, _) = load_example("ipsec/branch-manual-keys.toml");
+    let (h, _) = load_example("ipsec/headoffice-manual-keys.toml");
+    let (seed, _) = load_example("seed-branch.toml");
+    assert_eq!(
+        (&b.routers, &b.rules, &b.gateways),
+        (&seed.routers, &seed.rules, &seed.gateways)
+    );
+    for (lb, lh) in b.links.iter().zip(&h.links) {
+        let (tb, th) = (lb.ipsec.as_ref().unwrap(), lh.ipsec.as_ref().unwrap());
+        assert_eq!(
+            (tb.local, tb.remote, tb.device),
+            (th.remote, th.local, th.device)
+        );
+        let (mb, mh) = (
+            tb.manual_sa.as_ref().unwrap(),
+            th.manual_sa.as_ref().unwrap(),
+        );
+        assert_eq!((mb.spi_in, mb.spi_out), (mh.spi_out, mh.spi_in));
+    }
+    let (s, _) = load_example("ipsec/branch-strongswan.toml");
+    assert!(
+        s.links
+            .iter()
+            .all(|l| l.ipsec.as_ref().is_some_and(|t| t.manual_sa.is_none()))
+    );
+}
+
+#[test]
+fn ipsec_links_resolve_and_describe() {
+    let text = base(
+        r#"
+[[link]]
+name = "TunWAN2"
+interface = "vti2"
+kind = "vti"
+address = "172.16.1.5/30"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+key = 102
+mtu = 1400
+manual_sa = { spi_in = 0xb0000002, spi_out = 0xa0000002, cipher = "aes256", auth = "sha256", key_file = "/etc/xwan/keys/wan2.keys" }
+
+[[link]]
+name = "TunWAN3"
+interface = "ipsec3"
+kind = "xfrm"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+if_id = 3
+owner = "external"
+"#,
+    );
+    let (c, _) = config::parse(&text, "test.toml").unwrap();
+    let t = c.links[1].ipsec.as_ref().unwrap();
+    assert_eq!(c.links[1].kind, LinkKind::Tunnel);
+    assert_eq!(t.device, config::TunnelDevice::Vti { key: nz(102) });
+    let m = t.manual_sa.as_ref().unwrap();
+    assert_eq!((m.spi_in, m.spi_out), (0xb000_0002, 0xa000_0002));
+    assert_eq!(
+        m.algorithms,
+        config::SaAlgorithms::CipherAuth {
+            cipher: config::Cipher::Aes256Cbc,
+            auth: config::Auth::Sha256
+        }
+    );
+    let x = c.links[2].ipsec.as_ref().unwrap();
+    assert_eq!(x.device, config::TunnelDevice::Xfrm { if_id: nz(3) });
+    assert_eq!(x.owner, config::Owner::External);
+    assert!(x.manual_sa.is_none());
+    let d = c.describe();
+    for want in [
+        "  TunWAN2: tunnel on vti2, address 172.16.1.5/30, mtu 1400\n    vti 192.0.2.1 -> 192.0.2.2, key 102, created by xwan\n    manual SAs: spi in 0xb0000002, out 0xa0000002, aes256-sha256, keys in /etc/xwan/keys/wan2.keys\n",
+        "  TunWAN3: tunnel on ipsec3, mtu of the interface\n    xfrm 2001:db8::1 -> 2001:db8::2, if_id 3, owned by another program, read only\n    SAs: negotiated by an IKE daemon, read only\n",
+    ] {
+        assert!(d.contains(want), "{want}\nnot in\n{d}");
+    }
+}
+
 // ---- examples ------------------------------------------------------------------------------
 
 fn example(name: &str) -> PathBuf {
@@ -1374,7 +1610,15 @@ fn load_example(name: &str) -> (Config, Vec<Warning>) {
 
 #[test]
 fn examples_validate_without_errors_or_warnings() {
-    for name in ["seed-branch.toml", "seed-headoffice.toml", "minimal.toml"] {
+    for name in [
+        "seed-branch.toml",
+        "seed-headoffice.toml",
+        "minimal.toml",
+        "ipsec/branch-strongswan.toml",
+        "ipsec/headoffice-strongswan.toml",
+        "ipsec/branch-manual-keys.toml",
+        "ipsec/headoffice-manual-keys.toml",
+    ] {
         let (_, warnings) = load_example(name);
         let shown: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         assert!(shown.is_empty(), "{name}: {shown:#?}");

@@ -118,6 +118,215 @@ pub struct Link {
     pub address: Option<InterfaceAddr>,
     /// `None`: the interface's own MTU.
     pub mtu: Option<u32>,
+    /// `kind = "vti"` or `"xfrm"`: a route-based IPsec tunnel whose SAs the agent watches
+    /// (and, when it owns them, creates).
+    pub ipsec: Option<IpsecTunnel>,
+}
+
+/// A route-based IPsec tunnel link (`kind = "vti"` or `"xfrm"`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct IpsecTunnel {
+    pub device: TunnelDevice,
+    /// Underlay addresses: outer source and destination of the ESP packets (same family).
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub owner: Owner,
+    /// `None`: an IKE daemon (strongSwan) owns the SAs; the agent only reads them.
+    pub manual_sa: Option<ManualSa>,
+}
+
+/// The kernel device of an IPsec tunnel link.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TunnelDevice {
+    /// `ip link add … type vti key K`: ikey = okey = K, which is also the xfrm mark of the
+    /// link's SAs and policies.
+    Vti { key: NonZeroU32 },
+    /// `ip link add … type xfrm if_id N`: SAs and policies carry the same if_id.
+    Xfrm { if_id: NonZeroU32 },
+}
+
+impl TunnelDevice {
+    /// The xfrm mark (VTI) or if_id (xfrm interface) that ties SAs and policies to the link.
+    pub fn id(&self) -> u32 {
+        match self {
+            TunnelDevice::Vti { key } => key.get(),
+            TunnelDevice::Xfrm { if_id } => if_id.get(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TunnelDevice::Vti { .. } => "vti",
+            TunnelDevice::Xfrm { .. } => "xfrm",
+        }
+    }
+}
+
+/// Who owns a tunnel interface.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Owner {
+    /// The agent creates it (or adopts an identical one) and removes it on `xwan stop`.
+    Xwan,
+    /// Something else creates it; the agent only reads it.
+    External,
+}
+
+/// Statically keyed SAs (one per direction) and their policies, installed by the agent.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ManualSa {
+    /// SPI of the SA remote → local (what the peer calls its outbound SPI).
+    pub spi_in: u32,
+    /// SPI of the SA local → remote.
+    pub spi_out: u32,
+    pub algorithms: SaAlgorithms,
+    /// Root-only file with the key material (see `xfrm::keys`).
+    pub key_file: PathBuf,
+}
+
+/// ESP transforms of a manual SA.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SaAlgorithms {
+    Aead(Aead),
+    CipherAuth { cipher: Cipher, auth: Auth },
+}
+
+/// AEAD transforms, by their strongSwan proposal names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Aead {
+    Aes128Gcm16,
+    Aes192Gcm16,
+    Aes256Gcm16,
+    ChaCha20Poly1305,
+}
+
+/// Ciphers (used with an [`Auth`]), by their strongSwan proposal names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Cipher {
+    Aes128Cbc,
+    Aes192Cbc,
+    Aes256Cbc,
+}
+
+/// Integrity algorithms (HMAC, truncated as RFC 4868 / 2404 say).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Auth {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl Aead {
+    pub const ALL: [(&str, Aead); 4] = [
+        ("aes128gcm16", Aead::Aes128Gcm16),
+        ("aes192gcm16", Aead::Aes192Gcm16),
+        ("aes256gcm16", Aead::Aes256Gcm16),
+        ("chacha20poly1305", Aead::ChaCha20Poly1305),
+    ];
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .expect("listed")
+            .0
+    }
+    /// The kernel's algorithm name.
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            Aead::ChaCha20Poly1305 => "rfc7539esp(chacha20,poly1305)",
+            _ => "rfc4106(gcm(aes))",
+        }
+    }
+    /// Key length in bytes, salt included (4 bytes for GCM and ChaCha20-Poly1305).
+    pub fn key_len(self) -> usize {
+        match self {
+            Aead::Aes128Gcm16 => 20,
+            Aead::Aes192Gcm16 => 28,
+            Aead::Aes256Gcm16 | Aead::ChaCha20Poly1305 => 36,
+        }
+    }
+    /// ICV length in bits.
+    pub fn icv_bits(self) -> u32 {
+        128
+    }
+}
+
+impl Cipher {
+    pub const ALL: [(&str, Cipher); 3] = [
+        ("aes128", Cipher::Aes128Cbc),
+        ("aes192", Cipher::Aes192Cbc),
+        ("aes256", Cipher::Aes256Cbc),
+    ];
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .expect("listed")
+            .0
+    }
+    pub fn kernel_name(self) -> &'static str {
+        "cbc(aes)"
+    }
+    pub fn key_len(self) -> usize {
+        match self {
+            Cipher::Aes128Cbc => 16,
+            Cipher::Aes192Cbc => 24,
+            Cipher::Aes256Cbc => 32,
+        }
+    }
+}
+
+impl Auth {
+    pub const ALL: [(&str, Auth); 4] = [
+        ("sha1", Auth::Sha1),
+        ("sha256", Auth::Sha256),
+        ("sha384", Auth::Sha384),
+        ("sha512", Auth::Sha512),
+    ];
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .expect("listed")
+            .0
+    }
+    pub fn kernel_name(self) -> &'static str {
+        match self {
+            Auth::Sha1 => "hmac(sha1)",
+            Auth::Sha256 => "hmac(sha256)",
+            Auth::Sha384 => "hmac(sha384)",
+            Auth::Sha512 => "hmac(sha512)",
+        }
+    }
+    pub fn key_len(self) -> usize {
+        match self {
+            Auth::Sha1 => 20,
+            Auth::Sha256 => 32,
+            Auth::Sha384 => 48,
+            Auth::Sha512 => 64,
+        }
+    }
+    /// Truncated ICV length in bits.
+    pub fn trunc_bits(self) -> u32 {
+        match self {
+            Auth::Sha1 => 96,
+            Auth::Sha256 => 128,
+            Auth::Sha384 => 192,
+            Auth::Sha512 => 256,
+        }
+    }
+}
+
+impl SaAlgorithms {
+    /// As shown in status and `xwan check`: "aes128gcm16" or "aes256-sha256".
+    pub fn name(&self) -> String {
+        match self {
+            SaAlgorithms::Aead(a) => a.name().to_owned(),
+            SaAlgorithms::CipherAuth { cipher, auth } => {
+                format!("{}-{}", cipher.name(), auth.name())
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

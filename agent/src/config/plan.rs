@@ -72,6 +72,35 @@ impl Config {
                 Some(m) => writeln!(s, ", mtu {m}")?,
                 None => writeln!(s, ", mtu of the interface")?,
             }
+            if let Some(t) = &l.ipsec {
+                let id = match t.device {
+                    TunnelDevice::Vti { key } => format!("key {key}"),
+                    TunnelDevice::Xfrm { if_id } => format!("if_id {if_id}"),
+                };
+                let owner = match t.owner {
+                    Owner::Xwan => "created by xwan",
+                    Owner::External => "owned by another program, read only",
+                };
+                writeln!(
+                    s,
+                    "    {} {} -> {}, {id}, {owner}",
+                    t.device.kind(),
+                    t.local,
+                    t.remote
+                )?;
+                match &t.manual_sa {
+                    // The key file's path is shown, never its content.
+                    Some(m) => writeln!(
+                        s,
+                        "    manual SAs: spi in {:#010x}, out {:#010x}, {}, keys in {}",
+                        m.spi_in,
+                        m.spi_out,
+                        m.algorithms.name(),
+                        m.key_file.display()
+                    )?,
+                    None => writeln!(s, "    SAs: negotiated by an IKE daemon, read only")?,
+                }
+            }
         }
 
         writeln!(s, "gateways ({})", self.gateways.len())?;

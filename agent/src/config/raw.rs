@@ -40,6 +40,28 @@ pub struct RawLink {
     pub kind: Option<Str>,
     pub address: Option<Str>,
     pub mtu: Option<Spanned<Int>>,
+    /// Tunnel links (`kind = "vti"` / `"xfrm"`): underlay addresses.
+    pub local: Option<Str>,
+    pub remote: Option<Str>,
+    /// VTI ikey/okey (= xfrm mark).
+    pub key: Option<Spanned<Int>>,
+    /// xfrm interface id.
+    pub if_id: Option<Spanned<Int>>,
+    /// `"xwan"` (default) or `"external"`.
+    pub owner: Option<Str>,
+    pub manual_sa: Option<Spanned<RawManualSa>>,
+}
+
+/// A link's `manual_sa = { ... }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawManualSa {
+    pub spi_in: Option<Spanned<Int>>,
+    pub spi_out: Option<Spanned<Int>>,
+    pub aead: Option<Str>,
+    pub cipher: Option<Str>,
+    pub auth: Option<Str>,
+    pub key_file: Option<Str>,
 }
 
 /// `[[gateway]]`

@@ -22,6 +22,8 @@
 //! * **Link down** (carrier loss or admin down): Unavailable at once, reason `link down`;
 //!   probe results are ignored until the link is up. **Link up**: reason `link up`, still
 //!   Unavailable; probing decides (`recover` answers → Ready, `tries` failures → `timeout`).
+//! * **No SA** (IPsec links: no SA in one direction): the same as link down, reason `no SA`;
+//!   when the pair is back, the same as link up.
 //! * **SLA** ([`Sla`], optional): over the last `window` attempts, the mean RTT of the answered
 //!   ones, the jitter (mean absolute difference of consecutive answered RTTs) and the loss are
 //!   compared with the thresholds (strictly greater = breach). A Ready gateway beyond its SLA
@@ -194,6 +196,8 @@ pub enum Reason {
     Sla(SlaBreach),
     /// Carrier loss or admin down on the link's interface.
     LinkDown,
+    /// An IPsec link without a usable SA pair (deleted, expired, never negotiated).
+    NoSa,
     /// The link came back; waiting for probes to decide.
     LinkUp,
 }
@@ -208,6 +212,7 @@ impl Reason {
             Reason::Failed(c) => c.code(),
             Reason::Sla(_) => "sla",
             Reason::LinkDown => "link down",
+            Reason::NoSa => "no SA",
             Reason::LinkUp => "link up",
         }
     }
@@ -458,6 +463,15 @@ impl GatewayHealth {
         self.go(now, Availability::Unavailable, Reason::LinkDown)
     }
 
+    /// The link's IPsec SA pair is gone: Unavailable at once, like [`Self::on_link_down`],
+    /// with reason `no SA`. [`Self::on_link_up`] ends it.
+    pub fn on_sa_lost(&mut self, now: Instant) -> Option<Transition> {
+        self.link_up = false;
+        self.fail_streak = 0;
+        self.ok_streak = 0;
+        self.go(now, Availability::Unavailable, Reason::NoSa)
+    }
+
     /// The link is up again: probing decides (an unmonitored gateway is Ready at once).
     pub fn on_link_up(&mut self, now: Instant) -> Option<Transition> {
         if self.link_up {
@@ -478,7 +492,11 @@ impl GatewayHealth {
         self.state == Availability::Unavailable
             && matches!(
                 self.reason,
-                Reason::NotYetProbed | Reason::Failed(_) | Reason::LinkDown | Reason::LinkUp
+                Reason::NotYetProbed
+                    | Reason::Failed(_)
+                    | Reason::LinkDown
+                    | Reason::NoSa
+                    | Reason::LinkUp
             )
     }
 

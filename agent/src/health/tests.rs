@@ -329,3 +329,25 @@ fn transitions_display_one_line() {
     );
     t.log("HTTPRouter", "RemoteTunWAN1");
 }
+
+#[test]
+fn sa_loss_is_immediate_and_ignores_answers_until_the_pair_is_back() {
+    let c = Clock(Instant::now());
+    let mut h = GatewayHealth::new(params(3, 2), c.at(0));
+    ready(&mut h, c.at(0));
+    let t = h.on_sa_lost(c.at(5)).unwrap();
+    assert_eq!((t.to, t.reason), (Availability::Unavailable, Reason::NoSa));
+    assert_eq!(t.reason.to_string(), "no SA");
+    assert_eq!(h.on_sa_lost(c.at(6)), None, "idempotent");
+    assert_eq!(h.on_success(c.at(7), ms(1)), None);
+    assert!(!h.is_ready());
+    let t = h.on_link_up(c.at(10)).unwrap();
+    assert_eq!((t.previous, t.reason), (Reason::NoSa, Reason::LinkUp));
+    h.on_success(c.at(11), ms(1));
+    let t = h.on_success(c.at(12), ms(1)).unwrap();
+    assert_eq!(
+        t.to,
+        Availability::Ready,
+        "recover = 2 answers after the SA is back"
+    );
+}

@@ -38,6 +38,7 @@ mod histogram;
 mod http;
 #[cfg(test)]
 mod tests;
+mod xfrm;
 
 use std::{
     collections::BTreeMap,
@@ -62,6 +63,7 @@ use crate::{
 
 pub use bench::{bench_fixture, bench_gateway_name, bench_rule_name, bench_scrape};
 pub use http::{CONTENT_TYPE, DEFAULT_LISTEN, DatapathSource, serve, serve_on};
+pub use xfrm::{XfrmSnapshot, XfrmSource};
 
 use collector::{DatapathCollector, StateCollector};
 use histogram::Histogram;
@@ -335,6 +337,7 @@ impl Shared {
 pub struct Metrics {
     registry: Registry,
     shared: Arc<Shared>,
+    xfrm: Arc<xfrm::XfrmSlot>,
     /// Size of the last exposition, to allocate the next one at once.
     last_len: AtomicUsize,
 }
@@ -362,9 +365,12 @@ impl Metrics {
         );
         registry.register_collector(Box::new(StateCollector(shared.clone())));
         registry.register_collector(Box::new(DatapathCollector(shared.clone())));
+        let xfrm = Arc::new(xfrm::XfrmSlot::default());
+        registry.register_collector(Box::new(xfrm::XfrmCollector(xfrm.clone())));
         Metrics {
             registry,
             shared,
+            xfrm,
             last_len: AtomicUsize::new(0),
         }
     }

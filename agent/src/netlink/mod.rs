@@ -3,7 +3,10 @@
 //! it reacts to (link up/down, neighbour changes, addresses). Everything here works in the
 //! calling thread's network namespace.
 //!
-//! Read-only: creating tunnel interfaces belongs to the IPsec work, not here.
+//! Read-only, except [`tunnel`]: the tunnel interfaces xwan owns (VTI / xfrm), which it
+//! creates, adopts and removes.
+
+pub mod tunnel;
 
 use std::{io, net::IpAddr};
 

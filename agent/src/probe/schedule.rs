@@ -56,6 +56,8 @@ use crate::health::{Availability, GatewayHealth, HealthParams, Stats, Transition
 pub enum LinkState {
     Up,
     Down,
+    /// Up, but an IPsec link without a usable SA pair: treated as down, reason `no SA`.
+    NoSa,
 }
 
 /// What the per-gateway task reports.
@@ -148,7 +150,7 @@ impl<P: Prober> Runner<P> {
         }
         let mut next_round = start;
         loop {
-            if self.link_state == LinkState::Down {
+            if self.link_state != LinkState::Up {
                 if let Wake::Link(s) = self.wait(None).await? {
                     self.set_link(s).await?;
                     next_round = Instant::now();
@@ -237,6 +239,7 @@ impl<P: Prober> Runner<P> {
         let at = now();
         let t = match state {
             LinkState::Down => self.health.on_link_down(at),
+            LinkState::NoSa => self.health.on_sa_lost(at),
             LinkState::Up => self.health.on_link_up(at),
         };
         self.emit_transition(t).await

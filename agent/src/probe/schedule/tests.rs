@@ -286,6 +286,34 @@ async fn link_down_is_immediate_and_pauses_probing() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn losing_the_sa_pair_is_like_carrier_loss() {
+    let o = run(
+        defaults(1),
+        vec![A],
+        |_, _| Reply::After(ms(10)),
+        &[
+            (20.5, LinkState::NoSa),
+            (40.0, LinkState::Down),
+            (50.5, LinkState::Up),
+        ],
+        70.0,
+    )
+    .await;
+    assert_eq!(
+        o.transitions(),
+        vec![
+            (s(0.010), Ready, "answering"),
+            (s(20.5), Unavailable, "no SA"),
+            (s(40.0), Unavailable, "link down"),
+            (s(50.5), Unavailable, "link up"),
+            (s(50.510), Ready, "answering"),
+        ]
+    );
+    // no probes without an SA pair (nothing could pass), a round at once when it is back
+    assert_eq!(o.calls, [0.0, 15.0, 50.5, 65.5].map(s));
+}
+
+#[tokio::test(start_paused = true)]
 async fn link_down_aborts_a_round_in_progress() {
     let o = run(
         defaults(1),

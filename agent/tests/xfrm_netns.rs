@@ -1,0 +1,534 @@
+//! IPsec over XFRM netlink in private network namespaces: what a kernel without ESP (the
+//! development kernel) can show, and more where ESP exists (the Debian 6.1 VM):
+//!
+//! * a link's policies are installed, read back with their mark and template, updated,
+//!   announced as events, and deleted; traffic matching them without an SA raises an acquire;
+//! * manual SAs: installed and matched to their link (ESP present), or refused with an error
+//!   naming the link and the missing kernel support (ESP absent); removed again;
+//! * the agent: a VTI link without SAs keeps its gateway Unavailable (`no SA`), status and
+//!   metrics say so; a key file readable by others is refused; key material appears in no
+//!   log, status or metrics output; `xwan stop` leaves an external interface in place.
+//!
+//! Needs root. Namespaces, agents and files are removed even when a test fails.
+
+mod support;
+
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    os::{fd::AsRawFd, unix::fs::PermissionsExt},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use support::{
+    netns::{Netns, tun},
+    wan::{Agent, AgentDir, request, status, wait_until},
+};
+use xwan::{
+    config::{Aead, IpsecTunnel, ManualSa, Owner, SaAlgorithms, TunnelDevice},
+    control::{Answer, Request},
+    xfrm::{self, LinkSas, PolicySpec, XfrmEvent, XfrmSocket, keys::LinkKeys},
+};
+
+/// Bound of every wait: generous, as the VM emulates its CPU (waits poll, so the host's runs
+/// take what they take).
+const WAIT: Duration = Duration::from_secs(60);
+/// Key material of the tests: must never appear in any output.
+const KEY_IN: &str = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+const KEY_OUT: &str = "0dd5a1700dd5a1700dd5a1700dd5a1700dd5a170";
+
+fn link(key: u32) -> IpsecTunnel {
+    IpsecTunnel {
+        device: TunnelDevice::Vti {
+            key: NonZeroU32::new(key).unwrap(),
+        },
+        local: "192.0.2.1".parse().unwrap(),
+        remote: "192.0.2.2".parse().unwrap(),
+        owner: Owner::External,
+        manual_sa: None,
+    }
+}
+
+/// The next event satisfying `f`, within WAIT.
+async fn wait_event(
+    rx: &mut futures::channel::mpsc::UnboundedReceiver<XfrmEvent>,
+    f: impl Fn(&XfrmEvent) -> bool,
+) -> Option<XfrmEvent> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.next()).await {
+            Ok(Some(e)) if f(&e) => return Some(e),
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[test]
+fn policies_events_acquire_and_manual_sas() {
+    let ns = Netns::new("xfrm");
+    let _t0 = ns.run(|| tun("t0"));
+    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "t0"]);
+    ns.ip(&["link", "set", "t0", "up"]);
+    ns.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut events = xfrm::subscribe().unwrap();
+            let mut sock = XfrmSocket::open().unwrap();
+            let l = link(101);
+            assert!(sock.policies().unwrap().is_empty());
+
+            // Install the link's out/in/fwd policies; each is announced.
+            for p in PolicySpec::for_link(&l) {
+                sock.execute(p.add_message(false)).unwrap();
+            }
+            assert!(wait_event(&mut events, |e| *e == XfrmEvent::Policies).await.is_some());
+            let mut got = sock.policies().unwrap();
+            got.sort_by_key(|p| p.dir);
+            assert_eq!(got.len(), 3, "{got:?}");
+            let (a, b): (IpAddr, IpAddr) = (l.local, l.remote);
+            for (p, dir) in got.iter().zip([0u8, 1, 2]) {
+                assert_eq!((p.dir, p.mark, p.if_id), (dir, Some(101), None), "{p:?}");
+                // out: local -> remote; in and fwd: remote -> local.
+                let want = if dir == 1 { (Some(a), Some(b)) } else { (Some(b), Some(a)) };
+                assert_eq!(p.template, Some(want), "{p:?}");
+            }
+            // A second add is refused (EEXIST); an update is accepted.
+            let out = &PolicySpec::for_link(&l)[0];
+            assert_eq!(sock.execute(out.add_message(false)).unwrap_err().errno(), Some(libc::EEXIST));
+            sock.execute(out.add_message(true)).unwrap();
+
+            // Traffic carrying the link's mark matches the out policy but has no SA: the
+            // kernel asks for one (what strongSwan's trap policies wait for).
+            let udp = std::net::UdpSocket::bind("10.99.0.1:0").unwrap();
+            let mark: libc::c_int = 101;
+            // SAFETY: setsockopt with a valid int on our socket.
+            let rc = unsafe {
+                libc::setsockopt(udp.as_raw_fd(), libc::SOL_SOCKET, libc::SO_MARK,
+                    &mark as *const _ as *const libc::c_void, std::mem::size_of::<libc::c_int>() as u32)
+            };
+            assert_eq!(rc, 0);
+            let sent = udp.send_to(b"x", "10.99.0.2:9");
+            println!("send through the policy without SA: {sent:?}");
+            assert!(
+                wait_event(&mut events, |e| *e == XfrmEvent::Acquire).await.is_some(),
+                "no acquire event"
+            );
+
+            // Manual SAs: installed where the kernel has ESP, refused with a clear error where not.
+            let dir = std::env::temp_dir().join(format!("xwan-xfrm-test-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let manual = ManualSa {
+                spi_in: 0xb000_0001,
+                spi_out: 0xa000_0001,
+                algorithms: SaAlgorithms::Aead(Aead::Aes128Gcm16),
+                key_file: dir.join("k"),
+            };
+            let keys: LinkKeys = xfrm::keys::parse(
+                &format!("in = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n"),
+                &manual.algorithms,
+            )
+            .unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            match xfrm::install_manual(&mut sock, "TunWAN1", &l, &manual, keys) {
+                Ok(()) => {
+                    let ev = wait_event(&mut events, |e| matches!(e, XfrmEvent::SaAdded(_))).await;
+                    assert!(ev.is_some(), "no new-SA event");
+                    let sas = LinkSas::of(&l, &sock.sas().unwrap());
+                    assert!(sas.usable(), "{sas:?}");
+                    assert_eq!(sas.outbound[0].spi, 0xa000_0001);
+                    assert_eq!(sas.inbound[0].algorithms, "aes128gcm16");
+                    assert!(!format!("{sas:?}").contains("5ec7"));
+                    // Installing the same again (a restart, a reload) keeps them as they are.
+                    let keys = xfrm::keys::parse(&format!("in = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n"), &manual.algorithms).unwrap();
+                    xfrm::install_manual(&mut sock, "TunWAN1", &l, &manual, keys).unwrap();
+                    let again = LinkSas::of(&l, &sock.sas().unwrap());
+                    assert_eq!((again.inbound.len(), again.outbound.len()), (1, 1));
+                    assert_eq!(again.outbound[0].add_time, sas.outbound[0].add_time, "not replaced");
+                    // 2 SAs + 3 policies.
+                    assert_eq!(xfrm::remove_manual(&mut sock, "TunWAN1", &l, &manual), 5);
+                    let ev = wait_event(&mut events, |e| matches!(e, XfrmEvent::SaRemoved(_))).await;
+                    assert!(ev.is_some(), "no deleted-SA event");
+                    assert!(!LinkSas::of(&l, &sock.sas().unwrap()).usable());
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    println!("manual SA refused here: {msg}");
+                    assert!(
+                        msg.starts_with("link 'TunWAN1': installing its outbound SA (spi 0xa0000001, 192.0.2.1 -> 192.0.2.2) failed: the kernel refused it"),
+                        "{msg}"
+                    );
+                    assert!(msg.ends_with("; the kernel lacks ESP or the algorithm (modprobe esp4 / esp6 and the crypto modules, e.g. aes, gcm)"), "{msg}");
+                    assert!(!msg.contains("5ec7") && !msg.contains("0dd5"), "{msg}");
+                    // Only the acquire's larval state (SPI 0), which is no SA of the link.
+                    let sas = sock.sas().unwrap();
+                    assert!(sas.iter().all(|s| s.spi == 0), "{sas:?}");
+                    assert!(LinkSas::of(&l, &sas).outbound.is_empty());
+                    // The policies (installed above) are still removed, and nothing else.
+                    assert_eq!(xfrm::remove_manual(&mut sock, "TunWAN1", &l, &manual), 3);
+                }
+            }
+            assert!(sock.policies().unwrap().is_empty());
+        });
+    });
+}
+
+fn agent_config(dir: &Path, manual: Option<&Path>, owner: &str) -> String {
+    let manual = manual.map_or(String::new(), |k| {
+        format!(
+            "manual_sa = {{ spi_in = 0xb0000001, spi_out = 0xa0000001, aead = \"aes128gcm16\", key_file = \"{}\" }}",
+            k.display()
+        )
+    });
+    format!(
+        r#"
+[agent]
+lan_interfaces = ["l0"]
+bpffs = "{dir}/bpffs"
+control_socket = "{dir}/ctl.sock"
+
+[[link]]
+name = "TunWAN1"
+interface = "vti1"
+kind = "vti"
+owner = "{owner}"
+address = "172.16.1.1/30"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+key = 101
+{manual}
+
+[[gateway]]
+name = "RemoteTunWAN1"
+link = "TunWAN1"
+address = "172.16.1.2"
+check = ["172.16.1.2"]
+
+[[router]]
+name = "R"
+gateways = ["RemoteTunWAN1"]
+frequency = "200ms"
+wait = "100ms"
+on_failure = "drop"
+
+[[rule]]
+name = "all"
+action = "route"
+router = "R"
+"#,
+        dir = dir.display()
+    )
+}
+
+/// A router namespace: a LAN veth (l0) and a TUN device standing in for the VTI `vti1`.
+fn router_ns(tag: &str) -> (Netns, std::fs::File) {
+    let ns = Netns::new(tag);
+    ns.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
+    let t = ns.run(|| tun("vti1"));
+    ns.ip(&["addr", "add", "172.16.1.1/30", "dev", "vti1"]);
+    for d in ["l0", "h0", "vti1"] {
+        ns.ip(&["link", "set", d, "up"]);
+    }
+    (ns, t)
+}
+
+fn scrape(ns: &Netns) -> String {
+    ns.run(|| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").ok()?;
+        s.set_read_timeout(Some(WAIT)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        Some(body)
+    })
+    .unwrap_or_default()
+}
+
+fn stop(socket: &Path, agent: &mut Agent) {
+    assert!(matches!(
+        request(socket, Request::Stop),
+        Ok(Answer::Stopping)
+    ));
+    agent.wait_exit(WAIT);
+}
+
+#[test]
+fn agent_without_sa_keeps_the_gateway_unavailable() {
+    let (ns, _tun) = router_ns("sa");
+    let dir = AgentDir::new("xfrm-nosa");
+    let cfg = dir.path().join("xwan.toml");
+    std::fs::write(&cfg, agent_config(dir.path(), None, "external")).unwrap();
+    let mut agent = Agent::start(&ns, &cfg, &dir.path().join("agent.log"));
+    let socket = dir.socket();
+    let t = Instant::now();
+    wait_until("the gateway's verdict: no SA", WAIT, || {
+        status(&socket).is_some_and(|s| {
+            s.routers[0]
+                .gateways
+                .first()
+                .is_some_and(|g| g.availability == "Unavailable" && g.reason == "no SA")
+        })
+    });
+    println!("Unavailable (no SA) {:?} after start", t.elapsed());
+    let s = status(&socket).unwrap();
+    let row = &s.ipsec[0];
+    assert_eq!(
+        (
+            row.link.as_str(),
+            row.device.as_str(),
+            row.sa_source.as_str(),
+            row.usable
+        ),
+        ("TunWAN1", "vti key 101", "ike", false)
+    );
+    assert!(row.sas.is_empty());
+    let body = scrape(&ns);
+    for want in [
+        "xwan_ipsec_link_usable{link=\"TunWAN1\"} 0",
+        "xwan_ipsec_sa_count{link=\"TunWAN1\",direction=\"in\"} 0",
+        "# TYPE xwan_xfrm_errors counter",
+    ] {
+        assert!(body.contains(want), "{want} not in\n{body}");
+    }
+    // Probes would pass (nothing answers here, but the reason must stay `no SA`, not timeout).
+    std::thread::sleep(Duration::from_millis(1000));
+    let g = &status(&socket).unwrap().routers[0].gateways[0];
+    assert_eq!(g.reason, "no SA");
+    stop(&socket, &mut agent);
+    // External interface: left in place.
+    ns.ip(&["link", "show", "vti1"]);
+}
+
+#[test]
+fn manual_keys_are_checked_and_never_shown() {
+    let (ns, _tun) = router_ns("key");
+    let dir = AgentDir::new("xfrm-keys");
+    let keys = dir.path().join("wan1.keys");
+    std::fs::write(
+        &keys,
+        format!("# TunWAN1\nin = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = dir.path().join("xwan.toml");
+    std::fs::write(&cfg, agent_config(dir.path(), Some(&keys), "external")).unwrap();
+    let log = dir.path().join("agent.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let assert_secret = |what: &str, text: &str| {
+        for k in [KEY_IN, KEY_OUT, &KEY_IN[..8], &KEY_OUT[..8]] {
+            assert!(!text.contains(k), "key material in {what}:\n{text}");
+        }
+    };
+
+    // `xwan check` reads the key file too (problems are warnings there); never prints keys.
+    let check = |what: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{text}");
+        assert_secret(what, &text);
+        text
+    };
+    let text = check("xwan check");
+    assert!(
+        text.contains("is accessible to group or other (mode 0644)"),
+        "{text}"
+    );
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        &keys,
+        format!("in = 0x{KEY_IN}\nout = 0x{}\n", &KEY_OUT[..32]),
+    )
+    .unwrap();
+    let text = check("xwan check with a short key");
+    assert!(
+        text.contains("key 'out' is 16 bytes but aes128gcm16 needs 20 bytes (16-byte key + 4-byte salt): write 40 hex digits"),
+        "{text}"
+    );
+    std::fs::write(
+        &keys,
+        format!("# TunWAN1\nin = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    // Readable by others: refused before anything is installed.
+    let mut agent = Agent::start(&ns, &cfg, &log);
+    agent.wait_exit(WAIT);
+    let text = read_log();
+    assert!(
+        text.contains(&format!(
+            "link 'TunWAN1': field 'manual_sa.key_file': {}: is accessible to group or other (mode 0644)",
+            keys.display()
+        )),
+        "{text}"
+    );
+    assert_secret("the log", &text);
+
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut agent = Agent::start(&ns, &cfg, &log);
+    let socket = dir.socket();
+    let deadline = Instant::now() + WAIT;
+    let up = loop {
+        if agent.0.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if status(&socket).is_some_and(|s| s.ipsec.first().is_some_and(|r| r.usable)) {
+            break true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent neither up nor exited:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if up {
+        // A kernel with ESP: the SAs are there, shown without their keys.
+        let s = status(&socket).unwrap();
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(
+            json.contains("0xa0000001") && json.contains("aes128gcm16"),
+            "{json}"
+        );
+        assert_secret("the status", &json);
+        let body = scrape(&ns);
+        assert!(
+            body.contains("xwan_ipsec_link_usable{link=\"TunWAN1\"} 1"),
+            "{body}"
+        );
+        assert_secret("the metrics", &body);
+        // With the pair up, probing decides (nothing answers behind this TUN: not `no SA`).
+        let reason = || status(&socket).map(|s| s.routers[0].gateways[0].reason.clone());
+        wait_until("a verdict other than no SA", WAIT, || {
+            reason().is_some_and(|r| r != "no SA")
+        });
+        // Deleting one SA (as a peer's DELETE or an expiry would): Unavailable at once.
+        let t = Instant::now();
+        ns.ip(&[
+            "xfrm",
+            "state",
+            "delete",
+            "src",
+            "192.0.2.1",
+            "dst",
+            "192.0.2.2",
+            "proto",
+            "esp",
+            "spi",
+            "0xa0000001",
+            "mark",
+            "101",
+        ]);
+        wait_until("no SA after the deletion", WAIT, || {
+            reason().as_deref() == Some("no SA")
+        });
+        println!(
+            "gateway Unavailable (no SA) {:?} after the SA was deleted",
+            t.elapsed()
+        );
+        let s = status(&socket).unwrap();
+        assert_eq!(s.routers[0].gateways[0].availability, "Unavailable");
+        assert!(!s.ipsec[0].usable);
+        stop(&socket, &mut agent);
+        let left = ns.run(|| XfrmSocket::open().unwrap().sas().unwrap());
+        assert!(left.is_empty(), "xwan stop left SAs: {left:?}");
+        assert!(
+            ns.run(|| XfrmSocket::open().unwrap().policies().unwrap())
+                .is_empty()
+        );
+    } else {
+        // No ESP in this kernel: a clear error naming the link.
+        let text = read_log();
+        assert!(
+            text.contains("link 'TunWAN1': installing its outbound SA (spi 0xa0000001, 192.0.2.1 -> 192.0.2.2) failed"),
+            "{text}"
+        );
+        println!("{}", text.lines().last().unwrap_or(""));
+    }
+    assert_secret("the log", &read_log());
+}
+
+#[test]
+fn owned_vti_is_created_or_refused_with_what_differs() {
+    let ns = Netns::new("own");
+    ns.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
+    for d in ["l0", "h0"] {
+        ns.ip(&["link", "set", d, "up"]);
+    }
+    let dir = AgentDir::new("xfrm-own");
+    let cfg = dir.path().join("xwan.toml");
+    std::fs::write(&cfg, agent_config(dir.path(), None, "xwan")).unwrap();
+    let log = dir.path().join("agent.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let mut agent = Agent::start(&ns, &cfg, &log);
+    let socket = dir.socket();
+    let deadline = Instant::now() + WAIT;
+    let up = loop {
+        if agent.0.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if status(&socket).is_some() {
+            break true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent neither up nor exited:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if up {
+        // A kernel with ip_vti: created with xwan's alias, removed by `xwan stop`.
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "-d", "link", "show", "vti1"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("alias xwan:TunWAN1") && text.contains("vti"),
+            "{text}"
+        );
+        stop(&socket, &mut agent);
+        let gone = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "link", "show", "vti1"])
+            .output()
+            .unwrap();
+        assert!(!gone.status.success(), "xwan stop left vti1");
+    } else {
+        let text = read_log();
+        assert!(
+            text.contains("link 'TunWAN1': creating vti1 failed: ")
+                && text.contains("; does the kernel have ip_vti (modprobe ip_vti)?"),
+            "{text}"
+        );
+        println!("{}", text.trim_end().lines().last().unwrap_or(""));
+    }
+
+    // An interface of that name that is not the declared VTI: refused, saying what differs.
+    let _tun = ns.run(|| tun("vti1"));
+    let mut agent = Agent::start(&ns, &cfg, &log);
+    agent.wait_exit(WAIT);
+    let text = read_log();
+    assert!(
+        text.contains(
+            "link 'TunWAN1': interface vti1 exists but differs: it is tun, not vti; delete it \
+             (ip link del vti1), rename the link's interface, or set owner = \"external\" to \
+             only use it"
+        ),
+        "{text}"
+    );
+    ns.ip(&["link", "show", "vti1"]);
+}
