@@ -43,16 +43,6 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
         return Err(reason::PASS_NOT_FOR_US);
     }
     let p = parse_eth(start, end)?;
-    if unsafe {
-        XWAN_LOCAL.get(AddrKey {
-            family: if p.v6 { 6 } else { 4 },
-            addr: p.dst,
-        })
-    }
-    .is_some()
-    {
-        return Err(reason::PASS_LOCAL);
-    }
     let Some(out) = XWAN_SCRATCH.get_ptr_mut(0) else {
         return Err(reason::PASS_NOT_CONFIGURED);
     };
@@ -121,7 +111,18 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         None => (0, 0),
     };
 
-    // Return route: replies leave through the link their connection arrived on.
+    let local = AddrKey {
+        family: family as u32,
+        addr: p.dst,
+    };
+    // SAFETY: plain data owned by the map.
+    let is_local = || unsafe { XWAN_LOCAL.get(local) }.is_some();
+    // Return route: replies leave through the link their connection arrived on. Local
+    // destinations first: a return entry learned from a spoofed source must not divert
+    // traffic for the router itself.
+    if config_flags & CONFIG_RETURN_ROUTES != 0 && is_local() {
+        return (XDP_PASS, reason::PASS_LOCAL);
+    }
     if config_flags & CONFIG_RETURN_ROUTES != 0
         && let Some(r) = unsafe { XWAN_RETURN.get(key) }
     {
@@ -158,10 +159,17 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         };
     let (rule, from_flow) = match live {
         Some(f) if f.epoch == epoch => (f.rule as u32, true),
-        _ => match classify(&p, generation, ifindex) {
-            Some(r) => (r, false),
-            None => return (XDP_PASS, reason::PASS_NO_MATCH),
-        },
+        _ => {
+            // Local delivery is decided here, not per packet: no flow is ever created for
+            // a local destination, and an address change commits a new epoch.
+            if is_local() {
+                return (XDP_PASS, reason::PASS_LOCAL);
+            }
+            match classify(&p, generation, ifindex) {
+                Some(r) => (r, false),
+                None => return (XDP_PASS, reason::PASS_NO_MATCH),
+            }
+        }
     };
     let Some(action) = XWAN_RULES.get(generation * MAX_RULES as u32 + rule) else {
         return (XDP_PASS, reason::PASS_NO_MATCH);

@@ -40,7 +40,11 @@
 //!    Still on an extension header after 6 → `PASS_MALFORMED`. The protocol is the last
 //!    Next Header. Ports as for IPv4 (TCP/UDP/SCTP, not a non-first fragment, 4 bytes present).
 //!    A packet without ports has ports 0 in its flow key.
-//! 7. Destination is in `Plan::local_addrs` → pass, `PASS_LOCAL`.
+//! 7. Return routes on (the plan has links) and the destination is in `Plan::local_addrs` →
+//!    pass, `PASS_LOCAL`: a return entry learned from a spoofed source must not divert traffic
+//!    for the router itself. Otherwise local delivery is decided with classification (step
+//!    9), so a flow hit never looks at the local addresses: no flow is created for a local
+//!    destination, and a change of the local addresses commits a new epoch.
 //! 8. **Return route.** Key = the packet's flow key with `ifindex` 0. If a return entry exists
 //!    and its gateway exists and is `ready` → *forward* (step 11) through it with no DSCP
 //!    change, success reason `STEER_RETURN`, no rule counted. Otherwise continue. A plan
@@ -48,8 +52,9 @@
 //! 9. **Flow / classification.** `epoch` = the current ruleset epoch. Flow key = the packet's
 //!    5-tuple, family and ingress ifindex. A flow entry is *live* when present and
 //!    (`flow_idle_ns` = 0 or `now - last_seen ≤ flow_idle_ns`). If live and its epoch =
-//!    `epoch`, the rule is the entry's (`from_flow`); otherwise the packet is classified: the
-//!    first rule whose every non-empty criterion holds — source/destination in one of the
+//!    `epoch`, the rule is the entry's (`from_flow`); otherwise the packet is classified: a
+//!    destination in `Plan::local_addrs` → pass, `PASS_LOCAL`; else the first rule whose every
+//!    non-empty criterion holds — source/destination in one of the
 //!    networks (same family), protocol listed, DSCP listed, ingress ifindex listed, source /
 //!    destination port inside a range (a packet without ports never satisfies a port
 //!    criterion). No rule → pass, `PASS_NO_MATCH` (no flow entry written).

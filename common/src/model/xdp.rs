@@ -144,7 +144,8 @@ impl Model {
             Err(reason) => return pass(reason),
         };
         // 7.
-        if self.plan.local_addrs.contains(&p.dst) {
+        let local = self.plan.local_addrs.contains(&p.dst);
+        if !self.plan.links.is_empty() && local {
             return pass(PASS_LOCAL);
         }
         // 8. Return route.
@@ -167,6 +168,10 @@ impl Model {
         let from_flow = live
             .filter(|e| e.epoch == self.epoch && (e.rule as usize) < self.plan.rules.len())
             .map(|e| e.rule as usize);
+        // 9. Local delivery, only where a packet is classified (see the spec).
+        if from_flow.is_none() && local {
+            return pass(PASS_LOCAL);
+        }
         let Some(rule_idx) = from_flow.or_else(|| self.classify(&p, ifindex)) else {
             return pass(PASS_NO_MATCH);
         };
