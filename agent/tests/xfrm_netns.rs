@@ -7,7 +7,10 @@
 //!   naming the link and the missing kernel support (ESP absent); removed again;
 //! * the agent: a VTI link without SAs keeps its gateway Unavailable (`no SA`), status and
 //!   metrics say so; a key file readable by others is refused; key material appears in no
-//!   log, status or metrics output; `xwan stop` leaves an external interface in place.
+//!   log, status or metrics output; `xwan stop` leaves an external interface in place;
+//! * with a peer namespace answering through ESP (kernels with ip_vti): a manual-key link's
+//!   gateway is Ready, Unavailable (`no SA`) when one SA is deleted, Ready again once it is
+//!   back (the times are printed).
 //!
 //! Needs root. Namespaces, agents and files are removed even when a test fails.
 
@@ -531,4 +534,220 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
         "{text}"
     );
     ns.ip(&["link", "show", "vti1"]);
+}
+
+/// `ip -n NS ARGS...`: whether it succeeded, and its stderr.
+fn try_ip(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns.name])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `ip xfrm state add` of one ESP SA as the agent installs it for link key 101.
+fn esp_sa(src: &str, dst: &str, spi: &str, key: &str) -> Vec<String> {
+    [
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        src,
+        "dst",
+        dst,
+        "proto",
+        "esp",
+        "spi",
+        spi,
+        "reqid",
+        "101",
+        "mode",
+        "tunnel",
+        "mark",
+        "101",
+        "aead",
+        "rfc4106(gcm(aes))",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("0x{key}"), "128".to_owned()])
+    .collect()
+}
+
+#[test]
+fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
+    // The peer: its own VTI and the mirror image of the agent's SAs, over a veth underlay.
+    let router = Netns::new("rsa");
+    let peer = Netns::new("psa");
+    router.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
+    router.ip(&[
+        "link", "add", "w0", "type", "veth", "peer", "name", "w1", "netns", &peer.name,
+    ]);
+    router.ip(&["addr", "add", "192.0.2.1/24", "dev", "w0"]);
+    peer.ip(&["addr", "add", "192.0.2.2/24", "dev", "w1"]);
+    for d in ["l0", "h0", "w0"] {
+        router.ip(&["link", "set", d, "up"]);
+    }
+    peer.ip(&["link", "set", "w1", "up"]);
+    let (has_vti, err) = try_ip(
+        &peer,
+        &[
+            "link",
+            "add",
+            "vti1",
+            "type",
+            "vti",
+            "local",
+            "192.0.2.2",
+            "remote",
+            "192.0.2.1",
+            "key",
+            "101",
+        ],
+    );
+    let dir = AgentDir::new("xfrm-loss");
+    let keys = dir.path().join("wan1.keys");
+    std::fs::write(&keys, format!("in = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n")).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = dir.path().join("xwan.toml");
+    std::fs::write(&cfg, agent_config(dir.path(), Some(&keys), "xwan")).unwrap();
+    let log = dir.path().join("agent.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if !has_vti {
+        // No ip_vti (the development kernel): the agent refuses to start, saying why.
+        println!(
+            "no VTI in this kernel ({}): refusal checked only",
+            err.trim()
+        );
+        let mut agent = Agent::start(&router, &cfg, &log);
+        agent.wait_exit(WAIT);
+        let text = read_log();
+        assert!(
+            text.contains("link 'TunWAN1': creating vti1 failed: ")
+                && text.contains("; does the kernel have ip_vti (modprobe ip_vti)?"),
+            "{text}"
+        );
+        return;
+    }
+    peer.ip(&["addr", "add", "172.16.1.2/30", "dev", "vti1"]);
+    peer.ip(&["link", "set", "vti1", "up"]);
+    let sa = |ns: &Netns, src, dst, spi, key| {
+        let args = esp_sa(src, dst, spi, key);
+        ns.ip(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    };
+    sa(&peer, "192.0.2.2", "192.0.2.1", "0xb0000001", KEY_IN);
+    sa(&peer, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
+    for (dir, src, dst) in [
+        ("out", "192.0.2.2", "192.0.2.1"),
+        ("in", "192.0.2.1", "192.0.2.2"),
+    ] {
+        peer.ip(&[
+            "xfrm",
+            "policy",
+            "add",
+            "src",
+            "0.0.0.0/0",
+            "dst",
+            "0.0.0.0/0",
+            "dir",
+            dir,
+            "mark",
+            "101",
+            "tmpl",
+            "src",
+            src,
+            "dst",
+            dst,
+            "proto",
+            "esp",
+            "reqid",
+            "101",
+            "mode",
+            "tunnel",
+        ]);
+    }
+
+    let mut agent = Agent::start(&router, &cfg, &log);
+    let socket = dir.socket();
+    let gateway = || {
+        status(&socket).map(|s| {
+            let g = &s.routers[0].gateways[0];
+            (g.availability.clone(), g.reason.clone())
+        })
+    };
+    let ready = |what: &str| {
+        let took = wait_until(what, WAIT, || gateway().is_some_and(|(a, _)| a == "Ready"));
+        assert!(
+            status(&socket).unwrap().ipsec[0].usable,
+            "Ready without a usable SA pair"
+        );
+        took
+    };
+    // Packets through the link's SA of `direction` (status counters).
+    let packets = |direction: &str| {
+        status(&socket)
+            .and_then(|s| {
+                s.ipsec[0]
+                    .sas
+                    .iter()
+                    .find(|r| r.direction == direction)
+                    .map(|r| r.packets)
+            })
+            .unwrap_or(0)
+    };
+    // Probes answered by the peer through ESP: the gateway becomes Ready.
+    let took = ready("the gateway Ready through the tunnel");
+    println!("gateway Ready {took:?} after the agent started");
+    assert!(
+        packets("out") > 0 && packets("in") > 0,
+        "Ready without ESP traffic"
+    );
+
+    // One SA gone (a peer's DELETE, an expiry, an operator): Unavailable, `no SA`.
+    let t = Instant::now();
+    router.ip(&[
+        "xfrm",
+        "state",
+        "delete",
+        "src",
+        "192.0.2.1",
+        "dst",
+        "192.0.2.2",
+        "proto",
+        "esp",
+        "spi",
+        "0xa0000001",
+        "mark",
+        "101",
+    ]);
+    wait_until("Unavailable (no SA) after deleting the SA", WAIT, || {
+        gateway().is_some_and(|(a, r)| a == "Unavailable" && r == "no SA")
+    });
+    println!(
+        "gateway Unavailable (no SA) {:?} after the SA was deleted",
+        t.elapsed()
+    );
+    assert!(!status(&socket).unwrap().ipsec[0].usable);
+
+    // The SA back (as IKE would install it): probes pass again, Ready.
+    let t = Instant::now();
+    sa(&router, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
+    ready("the gateway Ready again after re-adding the SA");
+    println!("gateway Ready {:?} after the SA was re-added", t.elapsed());
+    // Probes go through the new SA and their answers come back.
+    let answered = packets("in");
+    wait_until("probes through the re-added SA, answered", WAIT, || {
+        packets("out") > 0 && packets("in") > answered
+    });
+    assert!(
+        !read_log().contains(KEY_OUT) && !read_log().contains(&KEY_OUT[..8]),
+        "key material in the log"
+    );
+    stop(&socket, &mut agent);
+    let (gone, _) = try_ip(&router, &["link", "show", "vti1"]);
+    assert!(!gone, "xwan stop left vti1");
 }

@@ -64,7 +64,8 @@ impl TunnelSpec {
     }
 
     /// RTM_NEWLINK as `ip link add NAME type vti local L remote R key K` (ikey = okey = K),
-    /// or `type xfrm if_id N`; with the MTU and the ownership alias.
+    /// or `type xfrm if_id N`; with the MTU and the ownership alias (which Linux ignores on
+    /// creation: [`Netlink::ensure_tunnel`] sets it again right after).
     pub fn new_link_message(&self) -> LinkMessage {
         let (kind, data) = match self.device {
             TunnelDevice::Vti { key } => (
@@ -315,6 +316,22 @@ impl Netlink {
                 error: "no such device".to_owned(),
             })?;
         let index = msg.header.index;
+        let mut set = LinkUnspec::new_with_index(index).up();
+        if ensured == Ensured::Created {
+            // Linux ignores IFLA_IFALIAS in a creating RTM_NEWLINK (seen on 6.1): without this
+            // the interface would not be recognised as xwan's, and `xwan stop` would leave it.
+            // Set before anything else can fail, so an error below still leaves it ours.
+            set = set.alias(spec.alias());
+        }
+        if let Some(m) = spec.mtu {
+            set = set.mtu(m);
+        }
+        self.handle
+            .link()
+            .set(set.build())
+            .execute()
+            .await
+            .map_err(fail("bringing up", ""))?;
         let addr = spec.address;
         match self
             .handle
@@ -327,16 +344,6 @@ impl Netlink {
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
             Err(e) => return Err(fail("assigning the address to", "")(e)),
         }
-        let mut set = LinkUnspec::new_with_index(index).up();
-        if let Some(m) = spec.mtu {
-            set = set.mtu(m);
-        }
-        self.handle
-            .link()
-            .set(set.build())
-            .execute()
-            .await
-            .map_err(fail("bringing up", ""))?;
         Ok(ensured)
     }
 
