@@ -8,6 +8,50 @@ use xwan_common::{FLOWS_MAP, FlowKey, FlowValue};
 
 use super::{CounterReader, DatapathError};
 
+/// Inserts synthetic flows `ids` (one distinct IPv4 5-tuple each) into the flow table pinned
+/// under `pin_dir`: the benchmark's and the occupancy tests' fixture.
+pub(crate) fn fill_flow_table(
+    pin_dir: &std::path::Path,
+    ids: std::ops::Range<u32>,
+) -> Result<(), DatapathError> {
+    let opened = |e| DatapathError::Map {
+        map: FLOWS_MAP,
+        op: "opening its pin".into(),
+        error: Box::new(e),
+    };
+    let pin = MapData::from_pin(pin_dir.join(FLOWS_MAP)).map_err(opened)?;
+    let mut table: HashMap<MapData, FlowKey, FlowValue> =
+        HashMap::try_from(Map::from_map_data(pin).map_err(opened)?).map_err(opened)?;
+    let value = FlowValue {
+        last_seen_ns: 1,
+        epoch: 1,
+        rule: 0,
+        router: 0,
+        gateway: 0,
+        _pad: [0; 3],
+    };
+    for i in ids {
+        let key = FlowKey {
+            src: [i, 0, 0, 0],
+            dst: [0x0a00_0001, 0, 0, 0],
+            sport: i as u16,
+            dport: 443,
+            proto: 6,
+            family: 4,
+            _pad: 0,
+            ifindex: 1,
+        };
+        table
+            .insert(key, value, 0)
+            .map_err(|e| DatapathError::Map {
+                map: FLOWS_MAP,
+                op: format!("inserting benchmark flow {i}"),
+                error: Box::new(e),
+            })?;
+    }
+    Ok(())
+}
+
 /// Fills the flow table pinned under `pin_dir` with `flows` entries, then times
 /// `iterations` reads of what a scrape reads through a [`CounterReader`]: `rules` rule
 /// counters, `gateways` gateway counters, every reason and the flow-table occupancy.
@@ -19,41 +63,7 @@ pub fn bench_counter_reads(
     flows: u32,
     iterations: usize,
 ) -> Result<(f64, f64), DatapathError> {
-    let opened = |e| DatapathError::Map {
-        map: FLOWS_MAP,
-        op: "opening its pin".into(),
-        error: Box::new(e),
-    };
-    let pin = MapData::from_pin(pin_dir.join(FLOWS_MAP)).map_err(opened)?;
-    let mut table: HashMap<MapData, FlowKey, FlowValue> =
-        HashMap::try_from(Map::from_map_data(pin).map_err(opened)?).map_err(opened)?;
-    for i in 0..flows {
-        let key = FlowKey {
-            src: [i, 0, 0, 0],
-            dst: [0x0a00_0001, 0, 0, 0],
-            sport: i as u16,
-            dport: 443,
-            proto: 6,
-            family: 4,
-            _pad: 0,
-            ifindex: 1,
-        };
-        let value = FlowValue {
-            last_seen_ns: 1,
-            epoch: 1,
-            rule: 0,
-            router: 0,
-            gateway: 0,
-            _pad: [0; 3],
-        };
-        table
-            .insert(key, value, 0)
-            .map_err(|e| DatapathError::Map {
-                map: FLOWS_MAP,
-                op: format!("inserting benchmark flow {i}"),
-                error: Box::new(e),
-            })?;
-    }
+    fill_flow_table(pin_dir, 0..flows)?;
     let reader = CounterReader::open(pin_dir)?;
     let mut us: Vec<f64> = Vec::with_capacity(iterations.max(1));
     for _ in 0..iterations.max(1) {

@@ -234,29 +234,7 @@ mod privileged {
     use xwan_common::{FLOW_TABLE_SIZE, FLOWS_MAP, FlowKey, FlowValue};
 
     use super::CounterReader;
-    use crate::datapath::{Datapath, TestBpffs};
-
-    fn key(i: u32) -> FlowKey {
-        FlowKey {
-            src: [i, 0, 0, 0],
-            dst: [0x0a00_0001, 0, 0, 0],
-            sport: (i % 65_536) as u16,
-            dport: 443,
-            proto: 6,
-            family: 4,
-            _pad: 0,
-            ifindex: 1,
-        }
-    }
-
-    const VALUE: FlowValue = FlowValue {
-        last_seen_ns: 1,
-        epoch: 1,
-        rule: 0,
-        router: 0,
-        gateway: 0,
-        _pad: [0; 3],
-    };
+    use crate::datapath::{Datapath, TestBpffs, bench::fill_flow_table};
 
     /// The batched count agrees with a walk of the keys (one syscall per entry) on a table
     /// at rest: empty, one entry, a few batches' worth, and full (262,144 entries: the count
@@ -272,14 +250,12 @@ mod privileged {
         let dp = Datapath::load(fs.path()).unwrap();
         let reader = CounterReader::open(fs.path()).unwrap();
         let pin = MapData::from_pin(fs.path().join(FLOWS_MAP)).unwrap();
-        let mut flows: HashMap<MapData, FlowKey, FlowValue> =
+        let flows: HashMap<MapData, FlowKey, FlowValue> =
             HashMap::try_from(Map::from_map_data(pin).unwrap()).unwrap();
         let mut inserted = 0u32;
         for target in [0, 1, 3_000, FLOW_TABLE_SIZE] {
-            while inserted < target {
-                flows.insert(key(inserted), VALUE, 0).unwrap();
-                inserted += 1;
-            }
+            fill_flow_table(fs.path(), inserted..target).unwrap();
+            inserted = target;
             let t = Instant::now();
             let batched = dp.flow_count().unwrap();
             let batched_took = t.elapsed();
