@@ -161,8 +161,9 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         Some(f) if f.epoch == epoch => (f.rule as u32, true),
         _ => {
             // Local delivery is decided here, not per packet: no flow is ever created for
-            // a local destination, and an address change commits a new epoch.
-            if is_local() {
+            // a local destination, and an address change commits a new epoch. (With return
+            // routes on, it was decided above.)
+            if config_flags & CONFIG_RETURN_ROUTES == 0 && is_local() {
                 return (XDP_PASS, reason::PASS_LOCAL);
             }
             match classify(&p, generation, ifindex) {
