@@ -735,6 +735,19 @@ impl Datapath {
         remove_entry(&self.mode_record(ifname, program));
     }
 
+    /// Whether our program replaced the pinned link's in place; if not, the stale pin is
+    /// dropped (see [`Self::drop_stale`]) and the caller attaches afresh.
+    fn replaced_or_stale(&self, ifname: &str, program: &str, r: Result<(), String>) -> bool {
+        r.map_err(|e| {
+            self.drop_stale(
+                ifname,
+                program,
+                &format!("replacing its program failed: {e}"),
+            )
+        })
+        .is_ok()
+    }
+
     /// Adopts the XDP link a previous agent pinned for `program` on `ifname`: our program
     /// replaces its program in place (`BPF_LINK_UPDATE`). `None`: nothing adoptable, attach
     /// afresh.
@@ -776,17 +789,9 @@ impl Datapath {
                     .and_then(|id| p.take_link(id))
                     .map_err(|e| chain(&e))
             });
-        match replaced {
-            // Dropping our handle closes its fd; the pin keeps the link.
-            Ok(link) => drop(link),
-            Err(e) => {
-                self.drop_stale(
-                    ifname,
-                    program,
-                    &format!("replacing its program failed: {e}"),
-                );
-                return Ok(None);
-            }
+        // Dropping our handle closes its fd; the pin keeps the link.
+        if !self.replaced_or_stale(ifname, program, replaced.map(drop)) {
+            return Ok(None);
         }
         self.log_adopted(ifname, program, mode.to_string() + " XDP", old, &pin);
         self.push(
@@ -824,16 +829,8 @@ impl Datapath {
                         .and_then(|id| p.take_link(id))
                         .map_err(|e| chain(&e))
                 });
-            match replaced {
-                Ok(link) => drop(link),
-                Err(e) => {
-                    self.drop_stale(
-                        ifname,
-                        program,
-                        &format!("replacing its program failed: {e}"),
-                    );
-                    return Ok(None);
-                }
+            if !self.replaced_or_stale(ifname, program, replaced.map(drop)) {
+                return Ok(None);
             }
             self.log_adopted(ifname, program, "tcx".into(), old, &pin);
             self.push(
