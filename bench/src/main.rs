@@ -34,6 +34,8 @@ struct Args {
     runs: usize,
     repeat: u32,
     json: PathBuf,
+    /// Only the agent-side benchmarks (recompute, verdict to commit, scrape).
+    agent_only: bool,
 }
 
 fn args() -> Result<Args> {
@@ -41,6 +43,7 @@ fn args() -> Result<Args> {
         runs: 7,
         repeat: 1_000_000,
         json: PathBuf::from("target/bench/datapath.json"),
+        agent_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -49,8 +52,12 @@ fn args() -> Result<Args> {
             "--runs" => a.runs = val()?.parse().context("--runs")?,
             "--repeat" => a.repeat = val()?.parse().context("--repeat")?,
             "--json" => a.json = val()?.into(),
+            "--agent-only" => a.agent_only = true,
             "-h" | "--help" => {
-                println!("usage: xwan-bench [--runs N (7)] [--repeat N (1000000)] [--json PATH]");
+                println!(
+                    "usage: xwan-bench [--runs N (7)] [--repeat N (1000000)] [--json PATH] \
+                     [--agent-only (skip the data-plane cases)]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (try --help)"),
@@ -201,6 +208,16 @@ fn main() -> Result<()> {
     let started = Instant::now();
     private_netns()?;
     let fs = TestBpffs::new().context("mount a private bpffs")?;
+    if !a.agent_only {
+        datapath_cases(&a, &fs)?;
+    }
+    agent_cases(&fs)?;
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// BPF_PROG_TEST_RUN cases of the data plane: printed, and written to `a.json`.
+fn datapath_cases(a: &Args, fs: &TestBpffs) -> Result<()> {
     let mut cases = Vec::new();
     let families: [(&str, IpAddr, IpAddr); 2] = [
         ("ipv4", "10.0.0.5".parse()?, "172.16.0.0".parse()?),
@@ -331,6 +348,12 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&a.json, json).with_context(|| format!("writing {}", a.json.display()))?;
+    println!("results written to {}", a.json.display());
+    Ok(())
+}
+
+/// The agent side: router recompute, verdict to committed tables, metrics scrape.
+fn agent_cases(fs: &TestBpffs) -> Result<()> {
     // The agent side of a failover: from one gateway verdict to every router's new table (the
     // map writes come on top: one update and an RCU grace period per changed router).
     println!("\nrouter tables recomputed after one gateway verdict (2000 iterations):");
@@ -423,11 +446,6 @@ fn main() -> Result<()> {
         println!("  {flows} flows in the table: median {median:.0} µs, p99 {p99:.0} µs");
         drop(dp);
     }
-    println!(
-        "results written to {} ({:.1} s)",
-        a.json.display(),
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 
