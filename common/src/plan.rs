@@ -226,8 +226,6 @@ impl RouterTable {
 
     /// Distinct gateways present in the slots.
     pub fn active_gateways(&self) -> Vec<u16> {
-        // A bit per possible id: a verdict converts dozens of 4096-slot tables, and sorting
-        // each was most of the commit's time.
         let mut seen = vec![0u64; (u16::MAX as usize + 1) / 64];
         for &g in &self.slots {
             seen[g as usize / 64] |= 1 << (g % 64);
@@ -383,3 +381,21 @@ impl fmt::Display for PlanError {
 }
 
 impl std::error::Error for PlanError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn active_gateways_are_distinct_and_sorted() {
+        let mut t = RouterTable::single(5);
+        assert_eq!(t.active_gateways(), [5]);
+        t.slots.clear();
+        assert!(t.active_gateways().is_empty());
+        // Interleaved ids across several bitset words and lanes, the last id of the range,
+        // and ids beyond it (which a valid plan never holds, but must still be reported).
+        let ids = [3u16, 700, 64, 3, 1023, 65_535, 1024, 64];
+        t.slots = (0..ROUTER_SLOTS).map(|i| ids[i * 7 % ids.len()]).collect();
+        assert_eq!(t.active_gateways(), [3, 64, 700, 1023, 1024, 65_535]);
+    }
+}

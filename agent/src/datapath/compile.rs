@@ -520,11 +520,7 @@ pub(crate) const EMPTY_SLOT_TABLE: SlotTable = SlotTable {
 /// buffer for a batched map update.
 pub(crate) fn fill_slot_table(t: &RouterTable, s: &mut SlotTable) {
     let full = t.slots.len() == ROUTER_SLOTS;
-    s.active = if full {
-        t.active_gateways().len() as u32
-    } else {
-        0
-    };
+    s.active = crate::router::slots::distinct(&t.slots) as u32;
     if full {
         s.slots.copy_from_slice(&t.slots);
     } else {

@@ -10,7 +10,7 @@ use xwan_common as c;
 use xwan_common::plan::{HashMode, RouterTable};
 
 use super::attach::{AttachPolicy, Attachment};
-use super::commit::Flips;
+use super::commit::{Flips, SlotBuffer};
 use super::grace::GraceKeeper;
 use super::{DatapathError, bpffs, object::EBPF_OBJECT};
 
@@ -41,6 +41,7 @@ pub struct Datapath {
     pub(super) policy: AttachPolicy,
     pub(super) grace: GraceKeeper,
     pub(super) flips: Flips,
+    pub(super) slot_buf: SlotBuffer,
 }
 
 /// What a map must look like: kernel type, key and value sizes (from `xwan_common`'s types).
@@ -168,6 +169,7 @@ impl Datapath {
             clsact: Vec::new(),
             policy: AttachPolicy::default(),
             flips: Flips::all_at(grace.last(), Vec::new()),
+            slot_buf: SlotBuffer::default(),
             grace,
         };
         let versions = (0..c::MAX_ROUTERS as u16)

@@ -23,7 +23,7 @@
 
 mod active;
 pub mod bench;
-mod slots;
+pub(crate) mod slots;
 
 #[cfg(test)]
 mod tests;
