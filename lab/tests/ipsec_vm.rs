@@ -136,6 +136,14 @@ fn sql_links(lab: &Lab, keys: &[FlowKey], known: &HashSet<FlowKey>) -> Vec<Vec<u
         .collect()
 }
 
+/// The branch's outbound SA of WAN2 exists.
+fn wan2_out_sa_present(lab: &Lab) -> bool {
+    let (_, b, h) = UNDERLAYS[WAN2];
+    let sas = ipsec::sas(&lab.topo.branch).unwrap_or_else(|e| panic!("{e:#}"));
+    sas.iter()
+        .any(|s| s.src == IpAddr::from(b) && s.dst == IpAddr::from(h))
+}
+
 fn gateway(lab: &Lab, gw: &str) -> Option<(String, String, String)> {
     let s = lab.branch.status()?;
     let (state, availability) = gateway_state(&s, ROUTER, gw)?;
@@ -277,17 +285,24 @@ fn each_class_crosses_its_links_sas(lab: &Lab) {
 
 fn esp_dropped_on_wan2_moves_production(lab: &Lab) {
     let bound = TIMING.detection_bound();
+    // Measured from the start of the cut: `nft` runs once per site (a process start takes a
+    // good part of a second under emulation), and the branch's rule alone already fails its
+    // probes.
+    let cut = Instant::now();
     lab.topo.cut_silently(WAN2).unwrap();
-    let detected = wait(
+    let applied = cut.elapsed();
+    wait(
         "RemoteTunWAN2 Unavailable after ESP is dropped",
         bound + SLACK,
         lab,
         || gateway(lab, GW2).is_some_and(|(_, a, _)| a == "Unavailable"),
     );
+    let detected = cut.elapsed();
     let (_, _, reason) = gateway(lab, GW2).unwrap();
     println!(
-        "ESP dropped on WAN2's underlay: RemoteTunWAN2 Unavailable ({reason}) after {detected:?} \
-         (probe bound {bound:?})"
+        "ESP dropped on WAN2's underlay: RemoteTunWAN2 Unavailable ({reason}) {detected:?} after \
+         the cut began (nftables rules on both sites in place after {applied:?}; probe bound \
+         {bound:?})"
     );
     assert_ne!(
         reason, "no SA",
@@ -341,17 +356,38 @@ fn esp_dropped_on_wan2_moves_production(lab: &Lab) {
 
 fn sa_deleted_on_wan2_is_seen_at_once_and_traffic_returns(lab: &Lab) {
     let ike = lab.ike.as_ref().expect("an IPsec lab has charons");
-    let t = Instant::now();
-    ike.terminate().unwrap();
-    let swanctl = t.elapsed();
-    let lost = wait("RemoteTunWAN2 Unavailable (no SA)", WAIT, lab, || {
-        gateway(lab, GW2).is_some_and(|(_, a, _)| a == "Unavailable")
+    // A watcher notes when the branch's outbound WAN2 SA disappears and when the branch
+    // reports its gateway Unavailable, while swanctl runs (it returns after both).
+    let (gone, down) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let (mut gone, mut down) = (None, None);
+            let t = Instant::now();
+            while (gone.is_none() || down.is_none()) && t.elapsed() < WAIT {
+                if gone.is_none() && !wan2_out_sa_present(lab) {
+                    gone = Some(Instant::now());
+                }
+                if down.is_none() && gateway(lab, GW2).is_some_and(|(_, a, _)| a == "Unavailable") {
+                    down = Some(Instant::now());
+                }
+            }
+            (gone, down)
+        });
+        ike.terminate().unwrap();
+        watcher.join().unwrap()
     });
+    let (Some(gone), Some(down)) = (gone, down) else {
+        panic!(
+            "within {WAIT:?} after swanctl --terminate: SA gone {gone:?}, gateway Unavailable \
+             {down:?}\n{}",
+            support::logs(lab)
+        );
+    };
     let (_, _, reason) = gateway(lab, GW2).unwrap();
     println!(
-        "WAN2's CHILD_SA closed by swanctl --terminate (returned after {swanctl:?}): \
-         RemoteTunWAN2 Unavailable ({reason}) {:?} after swanctl returned",
-        lost.saturating_sub(swanctl)
+        "WAN2's CHILD_SA closed by swanctl --terminate: RemoteTunWAN2 Unavailable ({reason}) \
+         {:?} after its SA disappeared (each watched every few ms; probes every {:?})",
+        down.saturating_duration_since(gone),
+        TIMING.frequency
     );
     assert_eq!(
         reason, "no SA",
@@ -384,8 +420,8 @@ fn sa_deleted_on_wan2_is_seen_at_once_and_traffic_returns(lab: &Lab) {
         || gateway(lab, GW2).is_some_and(|(s, a, _)| a == "Ready" && s == "Active"),
     );
     println!(
-        "WAN2's CHILD_SA re-established in {initiated:?}; RemoteTunWAN2 Ready and Active {:?} later",
-        ready.saturating_sub(initiated)
+        "WAN2's CHILD_SA re-established by swanctl --initiate in {initiated:?}; RemoteTunWAN2 \
+         Ready and Active {ready:?} after it returned"
     );
     let since = Instant::now();
     let known: HashSet<FlowKey> = lab.observer.flows().into_keys().collect();
