@@ -1058,6 +1058,9 @@ impl Daemon {
     async fn stop(mut self) -> Result<()> {
         info!("stopping: detaching programs and removing pinned maps and links");
         self.probes.clear();
+        // Programs first: detaching from a tunnel interface removed below would fail (and
+        // leave the pins behind).
+        self.dp.detach_all()?;
         for l in &self.config.links {
             let Some(t) = &l.ipsec else { continue };
             if let Some(m) = &t.manual_sa {
@@ -1082,7 +1085,6 @@ impl Daemon {
                 }
             }
         }
-        self.dp.detach_all()?;
         let pins = self.dp.pin_dir().to_path_buf();
         let socket = self.config.agent.control_socket.clone();
         drop(self.dp);

@@ -18,11 +18,12 @@ mod maps;
 mod parse;
 
 use aya_ebpf::{
+    bindings::bpf_hdr_start_off::BPF_HDR_START_NET,
     bindings::{
         TC_ACT_OK,
         xdp_action::{XDP_DROP, XDP_PASS},
     },
-    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_skb_load_bytes_relative},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -32,7 +33,7 @@ use xwan_common::{
 
 use crate::{
     maps::*,
-    parse::{parse_eth, parse_ip},
+    parse::{load, parse_eth, parse_ip},
 };
 
 #[xdp]
@@ -85,6 +86,38 @@ pub fn xwan_tc_return(ctx: TcContext) -> i32 {
     TC_ACT_OK
 }
 
+/// Bytes `learn_return` needs linear: Ethernet with VLAN tags, an IPv6 header with extension
+/// headers (or IPv4 with options) and the ports.
+const RETURN_PULL_LEN: u32 = 192;
+
+/// Where the IP header starts in what tc sees of a packet arriving on an L3 link: at 0, but
+/// behind a link header after xfrm decapsulation (VTI, xfrm interface), where the kernel
+/// rebuilt the underlay's header in front of the inner packet (14 bytes over Ethernet) and tc
+/// ingress shows it. Found by comparing with the network header's first bytes.
+#[inline(always)]
+fn l3_offset(ctx: &TcContext, start: usize, end: usize) -> Option<usize> {
+    let mut net = [0u8; 4];
+    // SAFETY: reads 4 bytes into a stack buffer of 4 bytes.
+    let r = unsafe {
+        bpf_skb_load_bytes_relative(
+            ctx.skb.skb as *const _,
+            0,
+            net.as_mut_ptr() as *mut _,
+            4,
+            BPF_HDR_START_NET,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    [0, ETH_HLEN]
+        .into_iter()
+        .find(|&off| load::<[u8; 4]>(start, end, off) == Some(net))
+}
+
+/// An Ethernet header's length: the underlay header xfrm decapsulation leaves in front.
+const ETH_HLEN: usize = 14;
+
 #[inline(always)]
 fn learn_return(ctx: &TcContext) {
     // SAFETY: reading a field of the context.
@@ -93,11 +126,20 @@ fn learn_return(ctx: &TcContext) {
     let Some(link) = (unsafe { XWAN_LINKS.get(ifindex) }) else {
         return;
     };
+    // A packet decrypted from ESP (a VTI's ingress) is usually not linear: the headers the
+    // parser reads may lie in fragments, beyond `data_end`. Pull them into the linear area.
+    let want = ctx.len().min(RETURN_PULL_LEN);
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
     let (start, end) = (ctx.data(), ctx.data_end());
     let parsed = if link.flags & LINK_L2 != 0 {
         parse_eth(start, end)
     } else {
-        parse_ip(start, end, 0)
+        let Some(l3) = l3_offset(ctx, start, end) else {
+            return;
+        };
+        parse_ip(start, end, l3)
     };
     let Ok(p) = parsed else {
         return;

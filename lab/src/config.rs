@@ -1,26 +1,37 @@
 //! The agents' configurations, generated from the seed scenario's own files
-//! (`examples/seed-branch.toml`, `examples/seed-headoffice.toml`, compiled in) so the lab runs
-//! exactly the reference routers and rules. Only what the lab must change is changed:
+//! (`examples/seed-branch.toml`, `examples/seed-headoffice.toml`; with real IPsec
+//! `examples/ipsec/*-manual-keys.toml`; compiled in) so the lab runs exactly the reference
+//! routers and rules. Only what the lab must change is changed:
 //!
 //! * `[agent]`: the bpffs pin directory and control socket under the agent's lab directory
 //!   (each agent runs in its own network namespace, so both keep the default metrics address);
-//! * links: the lab's interface names (`vti-wanN` → `wanN`), and WAN3 becomes an Ethernet
-//!   link (a veth with a next hop) so both data-plane paths run;
+//! * links: the lab's interface names (`vti-wanN` → `wanN`); with stand-ins WAN3 becomes an
+//!   Ethernet link (a veth with a next hop) so both data-plane paths run; with real IPsec the
+//!   key files are the lab's ([`key_file`]) and WAN2 loses its `manual_sa`: strongSwan keys it
+//!   ([`crate::ipsec::IKE_LINK`]);
 //! * routers: the probe timing (the seed keeps the 15 s default; the lab and tests probe
 //!   faster) and, if asked, the failback policy.
 //!
 //! What a reader may change: [`Options`] (add knobs tests need); keep the seed the source of
 //! truth for routers and rules.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use toml::{Table, Value};
 
-use crate::topology::{LINKS, Medium};
+use crate::{
+    ipsec::IKE_LINK,
+    topology::{LINKS, Medium, Tunnels},
+};
 
 const SEED_BRANCH: &str = include_str!("../../examples/seed-branch.toml");
 const SEED_HEADOFFICE: &str = include_str!("../../examples/seed-headoffice.toml");
+const IPSEC_BRANCH: &str = include_str!("../../examples/ipsec/branch-manual-keys.toml");
+const IPSEC_HEADOFFICE: &str = include_str!("../../examples/ipsec/headoffice-manual-keys.toml");
 
 /// Router probe timing.
 #[derive(Clone, Copy, Debug)]
@@ -63,19 +74,26 @@ pub enum Failback {
 pub struct Options {
     pub timing: Timing,
     pub failback: Failback,
+    pub tunnels: Tunnels,
 }
 
 /// The branch agent's configuration as a TOML table (tests edit it, e.g. to change a rule,
 /// then [`render`] it).
 pub fn branch(dir: &Path, opts: &Options) -> Result<Table> {
-    let mut t = seed(SEED_BRANCH, "seed-branch.toml")?;
+    let mut t = match opts.tunnels {
+        Tunnels::StandIn => seed(SEED_BRANCH, "seed-branch.toml")?,
+        Tunnels::Ipsec => seed(IPSEC_BRANCH, "ipsec/branch-manual-keys.toml")?,
+    };
     adapt(&mut t, dir, opts)?;
     Ok(t)
 }
 
 /// The head office agent's configuration.
 pub fn headoffice(dir: &Path, opts: &Options) -> Result<Table> {
-    let mut t = seed(SEED_HEADOFFICE, "seed-headoffice.toml")?;
+    let mut t = match opts.tunnels {
+        Tunnels::StandIn => seed(SEED_HEADOFFICE, "seed-headoffice.toml")?,
+        Tunnels::Ipsec => seed(IPSEC_HEADOFFICE, "ipsec/headoffice-manual-keys.toml")?,
+    };
     adapt(&mut t, dir, opts)?;
     Ok(t)
 }
@@ -106,14 +124,30 @@ fn adapt(t: &mut Table, dir: &Path, opts: &Options) -> Result<()> {
         let iface = link
             .get("interface")
             .and_then(Value::as_str)
-            .context("seed link without interface")?;
-        let spec = LINKS
+            .context("seed link without interface")?
+            .to_owned();
+        let i = LINKS
             .iter()
-            .find(|l| iface == format!("vti-{}", l.ifname))
+            .position(|l| iface == format!("vti-{}", l.ifname))
             .with_context(|| format!("seed link interface '{iface}' has no lab link"))?;
+        let spec = &LINKS[i];
         link.insert("interface".into(), Value::String(spec.ifname.into()));
-        if spec.medium == Medium::Veth {
-            link.insert("kind".into(), Value::String("ethernet".into()));
+        match opts.tunnels {
+            Tunnels::StandIn if spec.medium == Medium::Veth => {
+                link.insert("kind".into(), Value::String("ethernet".into()));
+            }
+            Tunnels::StandIn => {}
+            Tunnels::Ipsec if i == IKE_LINK => {
+                link.remove("manual_sa");
+            }
+            Tunnels::Ipsec => {
+                let manual = link
+                    .get_mut("manual_sa")
+                    .and_then(Value::as_table_mut)
+                    .with_context(|| format!("ipsec example link '{iface}' has no manual_sa"))?;
+                let file = key_file(dir, spec.name);
+                manual.insert("key_file".into(), Value::String(file.display().to_string()));
+            }
         }
     }
     if t.contains_key("router") {
@@ -130,6 +164,11 @@ fn adapt(t: &mut Table, dir: &Path, opts: &Options) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where an agent's key file for link `name` (WAN1..WAN3) lives in its lab directory.
+pub fn key_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.keys"))
 }
 
 fn table<'a>(t: &'a mut Table, key: &str) -> Result<&'a mut Table> {
@@ -156,6 +195,7 @@ mod tests {
     const OPTS: Options = Options {
         timing: Timing::FAST,
         failback: Failback::All,
+        tunnels: Tunnels::StandIn,
     };
 
     /// The generated files are valid for the agent, keep the seed's routers, rules and
@@ -202,5 +242,38 @@ mod tests {
         let (ho_seed, _) = parse(SEED_HEADOFFICE, "seed-headoffice.toml").unwrap();
         assert_eq!(ho.return_routes, ho_seed.return_routes);
         assert!(ho.routers.is_empty() && ho.rules.is_empty());
+    }
+
+    /// With real IPsec: the manual-key examples with the lab's interfaces and key files, the
+    /// underlay addresses the topology builds, and WAN2 left to strongSwan.
+    #[test]
+    fn ipsec_configurations_key_wan1_and_wan3_and_leave_wan2_to_ike() {
+        use crate::topology::UNDERLAYS;
+        let opts = Options {
+            tunnels: Tunnels::Ipsec,
+            ..OPTS
+        };
+        let dir = Path::new("/tmp/xwan-lab/branch");
+        let (b, _) = parse(&render(&branch(dir, &opts).unwrap()), "branch.toml")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let (h, _) = parse(
+            &render(&headoffice(Path::new("/tmp/xwan-lab/ho"), &opts).unwrap()),
+            "headoffice.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let (seed, _) = parse(SEED_BRANCH, "seed-branch.toml").unwrap();
+        assert_eq!(b.rules, seed.rules);
+        for (i, (l, ho)) in b.links.iter().zip(&h.links).enumerate() {
+            let (t, ht) = (l.ipsec.as_ref().unwrap(), ho.ipsec.as_ref().unwrap());
+            assert_eq!(l.interface, LINKS[i].ifname);
+            let (_, under_b, under_h) = UNDERLAYS[i];
+            assert_eq!((t.local, t.remote), (under_b.into(), under_h.into()));
+            assert_eq!((ht.local, ht.remote), (under_h.into(), under_b.into()));
+            match &t.manual_sa {
+                None => assert_eq!(i, IKE_LINK),
+                Some(m) => assert_eq!(m.key_file, key_file(dir, LINKS[i].name)),
+            }
+            assert_eq!(ht.manual_sa.is_none(), i == IKE_LINK);
+        }
     }
 }

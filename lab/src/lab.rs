@@ -21,13 +21,16 @@ use xwan::{
 use crate::{
     agent::{Agent, AgentDir},
     config::{self, Options},
+    ipsec::{self, Ike, Secrets},
     observe::Observer,
-    topology::{LINKS, Medium, Topology},
+    topology::{LINKS, Medium, Topology, Tunnels},
     traffic::Servers,
 };
 
-/// How long the agents get to come up and see every gateway Ready.
+/// How long the agents get to come up and see every gateway Ready (real IPsec runs in an
+/// emulated VM: longer).
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const READY_TIMEOUT_IPSEC: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the lab lives: namespace name prefix and state directory.
@@ -56,6 +59,10 @@ impl Place {
 pub struct Lab {
     pub branch: Agent,
     pub headoffice: Agent,
+    /// The charons keying WAN2 (real IPsec only).
+    pub ike: Option<Ike>,
+    /// Key material of the real tunnels (none with stand-ins).
+    pub secrets: Secrets,
     pub observer: Observer,
     _servers: Servers,
     pub branch_dir: AgentDir,
@@ -81,7 +88,7 @@ impl Lab {
     pub fn start(xwan: &Path, place: &Place, opts: &Options) -> Result<Lab> {
         std::fs::create_dir_all(&place.dir)
             .with_context(|| format!("creating {}", place.dir.display()))?;
-        let topo = Topology::build(&place.prefix)?;
+        let topo = Topology::build(&place.prefix, opts.tunnels)?;
         let branch_dir = AgentDir::create(place.dir.join("branch"))?;
         let headoffice_dir = AgentDir::create(place.dir.join("headoffice"))?;
         write_config(&branch_dir, &config::branch(branch_dir.path(), opts)?)?;
@@ -89,18 +96,45 @@ impl Lab {
             &headoffice_dir,
             &config::headoffice(headoffice_dir.path(), opts)?,
         )?;
+        let mut secrets = Secrets::default();
+        let ike = match opts.tunnels {
+            Tunnels::StandIn => None,
+            Tunnels::Ipsec => {
+                ipsec::write_keys(branch_dir.path(), headoffice_dir.path(), &mut secrets)?;
+                let ike = Ike::start(
+                    &topo.branch,
+                    &topo.headoffice,
+                    &place.dir.join("ike"),
+                    &mut secrets,
+                )?;
+                Some(ike)
+            }
+        };
         let servers = Servers::start(topo.servers.name())?;
-        let observer = Observer::start(
-            topo.lan.name(),
-            topo.branch.name(),
-            topo.headoffice.name(),
-            topo.servers.name(),
-        )?;
         let headoffice = Agent::start(xwan, &topo.headoffice, &headoffice_dir, "agent.log")?;
-        let branch = Agent::start(xwan, &topo.branch, &branch_dir, "agent.log")?;
+        let mut branch = Agent::start(xwan, &topo.branch, &branch_dir, "agent.log")?;
+        if opts.tunnels == Tunnels::Ipsec {
+            // The agents create the VTIs; the kernel's routes and the taps need them.
+            let t = Instant::now();
+            while !vtis_exist(&topo) {
+                branch.check_running()?;
+                if t.elapsed() > READY_TIMEOUT_IPSEC {
+                    bail!(
+                        "the agents created no VTIs within {READY_TIMEOUT_IPSEC:?}\n---- branch \
+                         log\n{}",
+                        branch.log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            topo.route_sites()?;
+        }
+        let observer = Observer::start(&topo)?;
         let mut lab = Lab {
             branch,
             headoffice,
+            ike,
+            secrets,
             observer,
             _servers: servers,
             branch_dir,
@@ -119,6 +153,10 @@ impl Lab {
     /// route over WAN3 needs the branch's MAC address).
     pub fn wait_ready(&mut self) -> Result<Duration> {
         let t = Instant::now();
+        let timeout = match self.topo.tunnels {
+            Tunnels::StandIn => READY_TIMEOUT,
+            Tunnels::Ipsec => READY_TIMEOUT_IPSEC,
+        };
         loop {
             self.branch.check_running()?;
             self.headoffice.check_running()?;
@@ -127,9 +165,9 @@ impl Lab {
             if branch_ready && ho_ready && self.neighbours_resolved() {
                 return Ok(t.elapsed());
             }
-            if t.elapsed() > READY_TIMEOUT {
+            if t.elapsed() > timeout {
                 bail!(
-                    "the lab was not ready after {READY_TIMEOUT:?} (branch gateways all Ready: \
+                    "the lab was not ready after {timeout:?} (branch gateways all Ready: \
                      {branch_ready}, head office committed: {ho_ready})\n---- branch log\n{}\n\
                      ---- head office log\n{}",
                     self.branch.log(),
@@ -141,7 +179,11 @@ impl Lab {
     }
 
     fn neighbours_resolved(&self) -> bool {
-        LINKS.iter().filter(|l| l.medium == Medium::Veth).all(|l| {
+        let veths = LINKS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.topo.medium(*i) == Medium::Veth);
+        veths.map(|(_, l)| l).all(|l| {
             [
                 (&self.topo.branch, l.headoffice),
                 (&self.topo.headoffice, l.branch),
@@ -196,6 +238,15 @@ impl Drop for Lab {
             }
         }
     }
+}
+
+/// Every link's interface exists on both sites.
+fn vtis_exist(topo: &Topology) -> bool {
+    [&topo.branch, &topo.headoffice].iter().all(|site| {
+        LINKS.iter().all(|l| {
+            crate::netns::run(&["ip", "-n", site.name(), "link", "show", l.ifname]).is_ok()
+        })
+    })
 }
 
 fn write_config(dir: &AgentDir, t: &toml::Table) -> Result<()> {

@@ -11,6 +11,7 @@
 //! * [`config`] generates both agents' configurations from `examples/seed-*.toml`;
 //!   [`agent`] runs `xwan run` inside a namespace.
 //! * [`traffic`] has the servers and clients; [`observe`] the per-link taps.
+//! * [`ipsec`] keys the real tunnels of the VM lab (manual keys, strongSwan) and reads SAs;
 //! * [`lab`] ties them into a [`lab::Lab`] that cleans everything up on drop;
 //!   [`control`] lets a second terminal drive a running lab, and removes a killed one.
 //!
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod config;
 pub mod control;
+pub mod ipsec;
 pub mod lab;
 pub mod netns;
 pub mod observe;

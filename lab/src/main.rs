@@ -21,7 +21,7 @@ use xwan_lab::{
     lab::{Lab, Place},
     netns,
     observe::{Class, LinkCounters},
-    topology::{CLIENTS, LINKS, Medium, link_index},
+    topology::{CLIENTS, LINKS, Medium, Tunnels, link_index},
     traffic::{Client, Traffic},
 };
 
@@ -158,6 +158,7 @@ fn run(duration: Option<Duration>) -> Result<()> {
     let opts = Options {
         timing: Timing::INTERACTIVE,
         failback: Failback::NewConnections,
+        tunnels: Tunnels::StandIn,
     };
     println!("starting the lab (namespaces {PREFIX}*, state in {STATE_DIR}) ...");
     let lab = Lab::start(&xwan, &place, &opts)?;
@@ -332,9 +333,10 @@ fn render(
                 impair += &format!(" {}%loss", w.loss());
             }
         }
-        let medium = match l.medium {
+        let medium = match lab.topo.medium(i) {
             Medium::Tun => "TUN",
             Medium::Veth => "veth",
+            Medium::Vti => "VTI",
         };
         let _ = write!(
             s,

@@ -2,10 +2,11 @@
 //! The head office's end of a link sees the branch's traffic (forward), the branch's end sees
 //! the replies; each end counts only what arrives (not what its own kernel sends), so every
 //! packet is counted once, on the link it really crossed, with the DSCP it arrived with.
-//! On the branch's end of the TUN links a tap also sees what the branch sends into the link
-//! (`xwan_tc_steer`'s redirect goes through the device's transmit path; `XDP_REDIRECT`
-//! into a veth does not, so this is for TUN links only): when the data plane stopped
-//! choosing a dead link is measured there, not from what a cut link no longer delivers.
+//! On the branch's end of the TUN and VTI links a tap also sees what the branch sends into the
+//! link (`xwan_tc_steer`'s redirect goes through the device's transmit path; `XDP_REDIRECT`
+//! into a veth does not, so this is for tunnel links only): when the data plane stopped
+//! choosing a dead link is measured there, not from what a cut link no longer delivers. On a
+//! VTI the taps see the inner packets (the tunnel's side of ESP).
 //! Two more taps count what the clients and the servers send (their interface's outgoing
 //! packets), so a flow's loss across the WAN is exact: sent minus arrived, per direction,
 //! whatever TCP's retransmissions hide.
@@ -33,7 +34,7 @@ use anyhow::{Result, bail};
 
 use crate::{
     netns,
-    topology::{LINKS, Medium},
+    topology::{LINKS, Medium, Topology},
 };
 
 /// Traffic classes of the seed scenario, by port.
@@ -183,8 +184,9 @@ pub struct Observer {
 
 impl Observer {
     /// Taps every link at both ends, and the clients' and servers' interfaces (`eth0`).
-    /// Arguments are namespace names.
-    pub fn start(lan: &str, branch: &str, headoffice: &str, servers: &str) -> Result<Observer> {
+    pub fn start(topo: &Topology) -> Result<Observer> {
+        let (lan, branch) = (topo.lan.name(), topo.branch.name());
+        let (headoffice, servers) = (topo.headoffice.name(), topo.servers.name());
         let shared = Arc::new(Shared::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut taps = Vec::new();
@@ -195,7 +197,9 @@ impl Observer {
         for (link, l) in LINKS.iter().enumerate() {
             places.push((headoffice, l.ifname, Tap::Forward(link)));
             places.push((branch, l.ifname, Tap::Reply(link)));
-            if l.medium == Medium::Tun {
+            // A VTI, like a TUN device, passes what is redirected into it through its transmit
+            // path (a veth does not).
+            if topo.medium(link) != Medium::Veth {
                 places.push((branch, l.ifname, Tap::Steered(link)));
             }
         }

@@ -9,10 +9,15 @@
 //!                      wan3 172.16.1.9 ─── veth ─────── wan3 172.16.1.10
 //! ```
 //!
-//! WAN1 and WAN2 are L3 tunnel stand-ins (TUN devices joined by a user-space [`Wire`]), WAN3
-//! an Ethernet next hop (veth), so both data-plane paths run. Kernel routes send each site's
-//! traffic for the other over WAN1; xwan's rules (branch) and return routes (head office)
-//! override them. Dropping a [`Topology`] stops the wires and deletes every namespace.
+//! With [`Tunnels::StandIn`] (any kernel) WAN1 and WAN2 are L3 tunnel stand-ins (TUN devices
+//! joined by a user-space [`Wire`]), WAN3 an Ethernet next hop (veth), so both data-plane
+//! paths run. With [`Tunnels::Ipsec`] (a kernel with ip_vti and ESP: the Linux 6.1 VM) every
+//! link is a real VTI, which the agents create, over an underlay veth of its own ([`UNDERLAYS`],
+//! the addresses of `examples/ipsec/`); [`crate::ipsec`] keys it.
+//!
+//! Kernel routes send each site's traffic for the other over WAN1; xwan's rules (branch) and
+//! return routes (head office) override them. Dropping a [`Topology`] stops the wires and
+//! deletes every namespace.
 //!
 //! What a reader may change: addresses and names here are what the generated agent
 //! configurations ([`crate::config`]) and the traffic ([`crate::traffic`]) use; change them
@@ -34,7 +39,39 @@ pub enum Medium {
     Tun,
     /// A veth pair: an Ethernet next hop.
     Veth,
+    /// A VTI (created by the agent) with ESP over an underlay veth.
+    Vti,
 }
+
+/// What the three WAN links are made of.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Tunnels {
+    /// TUN stand-ins and a veth, as [`LINKS`] says: runs on any kernel.
+    #[default]
+    StandIn,
+    /// VTIs with ESP over underlay veths: needs ip_vti and esp4 (the Linux 6.1 VM).
+    Ipsec,
+}
+
+/// Underlay of each link with [`Tunnels::Ipsec`]: interface name on both sites, branch and
+/// head-office address (a /30), as in `examples/ipsec/*.toml`.
+pub const UNDERLAYS: [(&str, Ipv4Addr, Ipv4Addr); 3] = [
+    (
+        "ul1",
+        Ipv4Addr::new(192, 0, 2, 1),
+        Ipv4Addr::new(192, 0, 2, 2),
+    ),
+    (
+        "ul2",
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(198, 51, 100, 2),
+    ),
+    (
+        "ul3",
+        Ipv4Addr::new(203, 0, 113, 1),
+        Ipv4Addr::new(203, 0, 113, 2),
+    ),
+];
 
 /// One of the three WAN links.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -100,6 +137,7 @@ pub const VOIP_HOST: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 30);
 pub struct Topology {
     /// One per TUN link (`None` for veth links), indexed like [`LINKS`].
     wires: [Option<Wire>; 3],
+    pub tunnels: Tunnels,
     pub lan: Netns,
     pub branch: Netns,
     pub headoffice: Netns,
@@ -107,8 +145,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the lab with namespaces named `PREFIX{lan,branch,ho,srv}`.
-    pub fn build(prefix: &str) -> Result<Topology> {
+    /// Builds the lab with namespaces named `PREFIX{lan,branch,ho,srv}`. With
+    /// [`Tunnels::Ipsec`] the VTIs are the agents' to create: call [`Self::route_sites`] once
+    /// they exist.
+    pub fn build(prefix: &str, tunnels: Tunnels) -> Result<Topology> {
         let lan = Netns::create(&format!("{prefix}lan"))?;
         let branch = Netns::create(&format!("{prefix}branch"))?;
         let headoffice = Netns::create(&format!("{prefix}ho"))?;
@@ -148,7 +188,32 @@ impl Topology {
 
         let mut wires = [None, None, None];
         for (i, l) in LINKS.iter().enumerate() {
-            match l.medium {
+            let medium = match tunnels {
+                Tunnels::StandIn => l.medium,
+                Tunnels::Ipsec => Medium::Vti,
+            };
+            match medium {
+                Medium::Vti => {
+                    // The underlay only: the agents create the VTI on top.
+                    let (ul, b, h) = UNDERLAYS[i];
+                    branch.ip(&[
+                        "link",
+                        "add",
+                        ul,
+                        "type",
+                        "veth",
+                        "peer",
+                        "name",
+                        ul,
+                        "netns",
+                        headoffice.name(),
+                    ])?;
+                    for (site, addr) in [(&branch, b), (&headoffice, h)] {
+                        site.ip(&["addr", "add", &format!("{addr}/30"), "dev", ul])?;
+                        site.ip(&["link", "set", ul, "up"])?;
+                    }
+                    continue;
+                }
                 Medium::Tun => {
                     let a = branch.run(|| netns::tun(l.ifname))?;
                     let b = headoffice.run(|| netns::tun(l.ifname))?;
@@ -188,21 +253,45 @@ impl Topology {
 
         for site in [&branch, &headoffice] {
             site.sysctl("net.ipv4.ip_forward", "1")?;
-            // Replies and moved flows arrive on links the kernel's own route does not use.
-            for iface in ["all", "default", LAN_IF, "wan1", "wan2", "wan3"] {
+            // Replies and moved flows arrive on links the kernel's own route does not use
+            // (`default`: the VTIs the agents create later inherit it).
+            for iface in ["all", "default", LAN_IF] {
                 site.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
             }
         }
-        branch.ip(&["route", "add", "10.2.0.0/24", "via", "172.16.1.2"])?;
-        headoffice.ip(&["route", "add", "10.1.0.0/24", "via", "172.16.1.1"])?;
-
-        Ok(Topology {
+        let topo = Topology {
             wires,
+            tunnels,
             lan,
             branch,
             headoffice,
             servers,
-        })
+        };
+        if tunnels == Tunnels::StandIn {
+            topo.route_sites()?;
+        }
+        Ok(topo)
+    }
+
+    /// How link `link` is built.
+    pub fn medium(&self, link: usize) -> Medium {
+        match self.tunnels {
+            Tunnels::StandIn => LINKS[link].medium,
+            Tunnels::Ipsec => Medium::Vti,
+        }
+    }
+
+    /// The kernel's own routes between the sites, over WAN1 (once its interfaces exist).
+    pub fn route_sites(&self) -> Result<()> {
+        for iface in LINKS.map(|l| l.ifname) {
+            for site in [&self.branch, &self.headoffice] {
+                site.sysctl(&format!("net.ipv4.conf.{iface}.rp_filter"), "0")?;
+            }
+        }
+        self.branch
+            .ip(&["route", "add", "10.2.0.0/24", "via", "172.16.1.2"])?;
+        self.headoffice
+            .ip(&["route", "add", "10.1.0.0/24", "via", "172.16.1.1"])
     }
 
     /// The wire of a TUN link.
@@ -220,21 +309,24 @@ impl Topology {
 
     /// Cuts a link silently: packets vanish, carrier stays up (only probes can tell). TUN
     /// links: the wire drops everything; veth links: nftables drop everything arriving on
-    /// either end.
+    /// either end; VTI links: nftables drop the ESP arriving on either end of the underlay
+    /// (IKE still passes, so only the tunnel's traffic dies).
     pub fn cut_silently(&self, link: usize) -> Result<()> {
-        let l = &LINKS[link];
-        match l.medium {
-            Medium::Tun => self.wire(link)?.set_cut(true),
-            Medium::Veth => {
-                for site in [&self.branch, &self.headoffice] {
-                    let rules = format!(
-                        "table netdev xwanlab_cut {{\n  chain in {{\n    type filter hook \
-                         ingress device {} priority 0; policy drop;\n  }}\n}}\n",
-                        l.ifname
-                    );
-                    site.exec("nft", &["-f", "-"], &rules)?;
-                }
+        let (device, what) = match self.medium(link) {
+            Medium::Tun => {
+                self.wire(link)?.set_cut(true);
+                return Ok(());
             }
+            Medium::Veth => (LINKS[link].ifname, ""),
+            Medium::Vti => (UNDERLAYS[link].0, "ip protocol esp drop"),
+        };
+        let policy = if what.is_empty() { "drop" } else { "accept" };
+        let rules = format!(
+            "table netdev {CUT_TABLE} {{\n  chain in {{\n    type filter hook ingress device \
+             {device} priority 0; policy {policy};\n    {what}\n  }}\n}}\n"
+        );
+        for site in [&self.branch, &self.headoffice] {
+            site.exec("nft", &["-f", "-"], &rules)?;
         }
         Ok(())
     }
@@ -243,9 +335,9 @@ impl Topology {
     /// end loses carrier).
     pub fn cut_carrier(&self, link: usize) -> Result<()> {
         let l = &LINKS[link];
-        if l.medium != Medium::Veth {
+        if self.medium(link) != Medium::Veth {
             bail!(
-                "{} is a TUN link: it has no carrier to lose; cut it silently instead",
+                "{} is a tunnel link: it has no carrier to lose; cut it silently instead",
                 l.name
             );
         }
@@ -255,22 +347,23 @@ impl Topology {
     /// Undoes [`Self::cut_silently`] and [`Self::cut_carrier`].
     pub fn restore(&self, link: usize) -> Result<()> {
         let l = &LINKS[link];
-        match l.medium {
-            Medium::Tun => self.wire(link)?.set_cut(false),
-            Medium::Veth => {
-                for site in [&self.branch, &self.headoffice] {
-                    if site
-                        .exec("nft", &["list", "tables"], "")?
-                        .contains("xwanlab_cut")
-                    {
-                        site.exec("nft", &["delete", "table", "netdev", "xwanlab_cut"], "")?;
-                    }
-                }
-                self.headoffice.ip(&["link", "set", l.ifname, "up"])?;
-                // GRO (and with it the veth's NAPI) must be on again after the device came up.
-                self.headoffice
-                    .run(|| netns::set_feature(l.ifname, Feature::Gro, true))?;
+        if self.medium(link) == Medium::Tun {
+            self.wire(link)?.set_cut(false);
+            return Ok(());
+        }
+        for site in [&self.branch, &self.headoffice] {
+            if site
+                .exec("nft", &["list", "tables"], "")?
+                .contains(CUT_TABLE)
+            {
+                site.exec("nft", &["delete", "table", "netdev", CUT_TABLE], "")?;
             }
+        }
+        if self.medium(link) == Medium::Veth {
+            self.headoffice.ip(&["link", "set", l.ifname, "up"])?;
+            // GRO (and with it the veth's NAPI) must be on again after the device came up.
+            self.headoffice
+                .run(|| netns::set_feature(l.ifname, Feature::Gro, true))?;
         }
         Ok(())
     }
@@ -278,21 +371,23 @@ impl Topology {
     /// Whether a link is cut, and how ("silently", "carrier"), for the live view.
     pub fn cut_state(&self, link: usize) -> Option<&'static str> {
         let l = &LINKS[link];
-        match l.medium {
-            Medium::Tun => self.wire(link).ok()?.is_cut().then_some("cut silently"),
-            Medium::Veth => {
-                let up =
-                    netns::run(&["ip", "-n", self.headoffice.name(), "link", "show", l.ifname])
-                        .is_ok_and(|s| s.contains(",UP"));
-                if !up {
-                    return Some("carrier lost");
-                }
-                self.branch
-                    .exec("nft", &["list", "tables"], "")
-                    .ok()?
-                    .contains("xwanlab_cut")
-                    .then_some("cut silently")
+        if self.medium(link) == Medium::Tun {
+            return self.wire(link).ok()?.is_cut().then_some("cut silently");
+        }
+        if self.medium(link) == Medium::Veth {
+            let up = netns::run(&["ip", "-n", self.headoffice.name(), "link", "show", l.ifname])
+                .is_ok_and(|s| s.contains(",UP"));
+            if !up {
+                return Some("carrier lost");
             }
         }
+        self.branch
+            .exec("nft", &["list", "tables"], "")
+            .ok()?
+            .contains(CUT_TABLE)
+            .then_some("cut silently")
     }
 }
+
+/// The nftables table of a silent cut (one cut link at a time).
+const CUT_TABLE: &str = "xwanlab_cut";

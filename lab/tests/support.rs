@@ -12,6 +12,7 @@ use xwan_lab::{
     agent::locate_xwan,
     config::{Failback, Options, Timing},
     lab::{Lab, Place},
+    topology::Tunnels,
 };
 
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -19,14 +20,19 @@ static ONE_LAB: Mutex<()> = Mutex::new(());
 /// A lab with the seed configuration and fast probes, and the guard that keeps other tests
 /// of this binary from running meanwhile (drop the lab first: declare it after the guard).
 pub fn lab(failback: Failback) -> (MutexGuard<'static, ()>, Lab) {
-    let guard = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
-    let xwan = locate_xwan().unwrap();
-    let opts = Options {
+    lab_with(&Options {
         timing: Timing::FAST,
         failback,
-    };
+        tunnels: Tunnels::StandIn,
+    })
+}
+
+/// A lab with these options, and the guard (as [`lab`]).
+pub fn lab_with(opts: &Options) -> (MutexGuard<'static, ()>, Lab) {
+    let guard = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let xwan = locate_xwan().unwrap();
     let t = Instant::now();
-    let lab = Lab::start(&xwan, &Place::unique(), &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let lab = Lab::start(&xwan, &Place::unique(), opts).unwrap_or_else(|e| panic!("{e:#}"));
     println!("lab ready after {:?}", t.elapsed());
     (guard, lab)
 }

@@ -58,6 +58,8 @@ nightly` plus rust-src and bpf-linker 0.13.0, which needs a nightly whose LLVM m
 pub fn run() -> Result<()> {
     let start = Instant::now();
     ensure()?;
+    // What `cargo xtask vm-test` (part of `cargo xtask test`) boots and runs: QEMU, strongSwan.
+    crate::vm::packages().context("VM packages")?;
     println!(
         "setup: everything is ready ({})",
         format_duration(start.elapsed())
