@@ -258,7 +258,9 @@ fn execute(lab: &Lab, line: &str) -> Result<String> {
             let i = link_index(link)?;
             match *how {
                 "carrier" => lab.topo.cut_carrier(i)?,
-                _ => lab.topo.cut_silently(i)?,
+                _ => {
+                    lab.topo.cut_silently(i)?;
+                }
             }
             Ok(format!("{} cut ({how})", LINKS[i].name))
         }

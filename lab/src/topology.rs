@@ -24,6 +24,7 @@
 //! together.
 
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
@@ -310,12 +311,13 @@ impl Topology {
     /// Cuts a link silently: packets vanish, carrier stays up (only probes can tell). TUN
     /// links: the wire drops everything; veth links: nftables drop everything arriving on
     /// either end; VTI links: nftables drop the ESP arriving on either end of the underlay
-    /// (IKE still passes, so only the tunnel's traffic dies).
-    pub fn cut_silently(&self, link: usize) -> Result<()> {
+    /// (IKE still passes, so only the tunnel's traffic dies). Returns when the first cut was
+    /// in place (nftables: the branch's rules; the branch's probes already fail from then on).
+    pub fn cut_silently(&self, link: usize) -> Result<Instant> {
         let (device, what) = match self.medium(link) {
             Medium::Tun => {
                 self.wire(link)?.set_cut(true);
-                return Ok(());
+                return Ok(Instant::now());
             }
             Medium::Veth => (LINKS[link].ifname, ""),
             Medium::Vti => (UNDERLAYS[link].0, "ip protocol esp drop"),
@@ -325,10 +327,10 @@ impl Topology {
             "table netdev {CUT_TABLE} {{\n  chain in {{\n    type filter hook ingress device \
              {device} priority 0; policy {policy};\n    {what}\n  }}\n}}\n"
         );
-        for site in [&self.branch, &self.headoffice] {
-            site.exec("nft", &["-f", "-"], &rules)?;
-        }
-        Ok(())
+        self.branch.exec("nft", &["-f", "-"], &rules)?;
+        let first = Instant::now();
+        self.headoffice.exec("nft", &["-f", "-"], &rules)?;
+        Ok(first)
     }
 
     /// Takes a veth link's carrier away (the head office's end goes down, so the branch's

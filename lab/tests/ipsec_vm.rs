@@ -285,11 +285,12 @@ fn each_class_crosses_its_links_sas(lab: &Lab) {
 
 fn esp_dropped_on_wan2_moves_production(lab: &Lab) {
     let bound = TIMING.detection_bound();
-    // Measured from the start of the cut: `nft` runs once per site (a process start takes a
-    // good part of a second under emulation), and the branch's rule alone already fails its
-    // probes.
+    // `nft` runs once per site (a process start takes a good part of a second under
+    // emulation), and the branch's rule alone already fails its probes: the detection time
+    // lies between the time from the branch's rule being in place (a lower bound: it took
+    // effect while `nft` was finishing) and the time from the start of the cut.
     let cut = Instant::now();
-    lab.topo.cut_silently(WAN2).unwrap();
+    let branch_in = lab.topo.cut_silently(WAN2).unwrap();
     let applied = cut.elapsed();
     wait(
         "RemoteTunWAN2 Unavailable after ESP is dropped",
@@ -298,11 +299,12 @@ fn esp_dropped_on_wan2_moves_production(lab: &Lab) {
         || gateway(lab, GW2).is_some_and(|(_, a, _)| a == "Unavailable"),
     );
     let detected = cut.elapsed();
+    let after_branch = branch_in.elapsed();
     let (_, _, reason) = gateway(lab, GW2).unwrap();
     println!(
-        "ESP dropped on WAN2's underlay: RemoteTunWAN2 Unavailable ({reason}) {detected:?} after \
-         the cut began (nftables rules on both sites in place after {applied:?}; probe bound \
-         {bound:?})"
+        "ESP dropped on WAN2's underlay: RemoteTunWAN2 Unavailable ({reason}) between \
+         {after_branch:?} (from the branch's rule in place) and {detected:?} (from the start of \
+         the cut); both sites' rules in place after {applied:?}; probe bound {bound:?}"
     );
     assert_ne!(
         reason, "no SA",
