@@ -34,21 +34,9 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
 
     let flows = lab.observer.flows();
     for st in &traffic.flows {
-        let key = st.key().expect("the client made a connection");
         let answered = st.answered.load(std::sync::atomic::Ordering::Relaxed);
         let errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
-        let seen = flows.get(&key).unwrap_or_else(|| {
-            panic!(
-                "{}: no packet seen on any link\n{}",
-                st.label,
-                support::logs(&lab)
-            )
-        });
-        let want = match st.class {
-            Class::Http | Class::Ftp => 0,
-            Class::Sql => 1,
-            _ => 2,
-        };
+        let seen = support::seen(&lab, &flows, st);
         let names = |v: Vec<usize>| v.iter().map(|&l| LINKS[l].name).collect::<Vec<_>>();
         println!(
             "{}: {answered} answers, {errors} errors; forward over {:?}, replies over {:?}, DSCP bits {:#x}, lost (out, back) {:?}",
@@ -58,25 +46,7 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
             seen.dscp,
             seen.lost()
         );
-        assert!(
-            answered > 0 && errors == 0,
-            "{}: {answered} answers, {errors} errors",
-            st.label
-        );
-        assert_eq!(
-            seen.forward_links(),
-            vec![want],
-            "{}: forward links",
-            st.label
-        );
-        assert_eq!(
-            seen.reply_links(),
-            vec![want],
-            "{}: reply links (return route)",
-            st.label
-        );
-        let dscp = if st.class == Class::Voip { 1 << 18 } else { 1 };
-        assert_eq!(seen.dscp, dscp, "{}: DSCP on arrival", st.label);
+        support::assert_main_link_both_ways(&lab, st, seen);
         assert!(
             seen.sent_forward > 0 && seen.sent_replies > 0,
             "{}: taps saw nothing",

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
+    collections::HashMap,
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -12,7 +13,9 @@ use xwan_lab::{
     agent::locate_xwan,
     config::{Failback, Options, Timing},
     lab::{Lab, Place},
+    observe::{Class, FlowKey, FlowSeen},
     topology::Tunnels,
+    traffic::FlowStats,
 };
 
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -60,4 +63,51 @@ pub fn logs(lab: &Lab) -> String {
         lab.branch.log(),
         lab.headoffice.log()
     )
+}
+
+/// The link the seed scenario steers `class` to while every link is up: HTTP and FTP WAN1,
+/// SQL WAN2, VoIP and SIP WAN3.
+pub fn main_link(class: Class) -> usize {
+    match class {
+        Class::Http | Class::Ftp => 0,
+        Class::Sql => 1,
+        _ => 2,
+    }
+}
+
+/// What the observer saw of a client's flow; fails with the agents' logs when it saw nothing.
+pub fn seen<'a>(lab: &Lab, flows: &'a HashMap<FlowKey, FlowSeen>, st: &FlowStats) -> &'a FlowSeen {
+    let key = st.key().expect("the client made a connection");
+    flows
+        .get(&key)
+        .unwrap_or_else(|| panic!("{}: no packet seen on any link\n{}", st.label, logs(lab)))
+}
+
+/// A client's flow as the seed scenario wants it with every link up: answered without
+/// errors, carried both ways over its class's main link (replies by the head office's
+/// return routes), VoIP arriving with DSCP 18 (imposed by the branch), the rest with 0.
+pub fn assert_main_link_both_ways(lab: &Lab, st: &FlowStats, seen: &FlowSeen) {
+    let answered = st.answered.load(std::sync::atomic::Ordering::Relaxed);
+    let errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        answered > 0 && errors == 0,
+        "{}: {answered} answers, {errors} errors",
+        st.label
+    );
+    let want = main_link(st.class);
+    assert_eq!(
+        seen.forward_links(),
+        vec![want],
+        "{}: forward links",
+        st.label
+    );
+    assert_eq!(
+        seen.reply_links(),
+        vec![want],
+        "{}: reply links (return route)\n{}",
+        st.label,
+        logs(lab)
+    );
+    let dscp = if st.class == Class::Voip { 1 << 18 } else { 1 };
+    assert_eq!(seen.dscp, dscp, "{}: DSCP bits on arrival", st.label);
 }
