@@ -179,6 +179,16 @@ fn policies_events_acquire_and_manual_sas() {
 }
 
 fn agent_config(dir: &Path, manual: Option<&Path>, owner: &str) -> String {
+    agent_config_for(
+        dir,
+        manual,
+        owner,
+        "interface = \"vti1\"\nkind = \"vti\"\nkey = 101",
+    )
+}
+
+/// [`agent_config`] with TunWAN1's device given as TOML lines (interface, kind, key/if_id).
+fn agent_config_for(dir: &Path, manual: Option<&Path>, owner: &str, device: &str) -> String {
     let manual = manual.map_or(String::new(), |k| {
         format!(
             "manual_sa = {{ spi_in = 0xb0000001, spi_out = 0xa0000001, aead = \"aes128gcm16\", key_file = \"{}\" }}",
@@ -194,13 +204,11 @@ control_socket = "{dir}/ctl.sock"
 
 [[link]]
 name = "TunWAN1"
-interface = "vti1"
-kind = "vti"
+{device}
 owner = "{owner}"
 address = "172.16.1.1/30"
 local = "192.0.2.1"
 remote = "192.0.2.2"
-key = 101
 {manual}
 
 [[gateway]]
@@ -476,23 +484,8 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
     let log = dir.path().join("agent.log");
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let mut agent = Agent::start(&ns, &cfg, &log);
     let socket = dir.socket();
-    let deadline = Instant::now() + WAIT;
-    let up = loop {
-        if agent.0.try_wait().unwrap().is_some() {
-            break false;
-        }
-        if status(&socket).is_some() {
-            break true;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent neither up nor exited:\n{}",
-            read_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut agent, up) = start_up_or_exit(&ns, &cfg, &log, &socket);
     if up {
         // A kernel with ip_vti: created with xwan's alias, removed by `xwan stop`.
         let out = std::process::Command::new("ip")
@@ -534,6 +527,85 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
         "{text}"
     );
     ns.ip(&["link", "show", "vti1"]);
+}
+
+/// Starts an agent; returns it and whether it came up (`false`: it exited).
+fn start_up_or_exit(ns: &Netns, cfg: &Path, log: &Path, socket: &Path) -> (Agent, bool) {
+    let mut agent = Agent::start(ns, cfg, log);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if agent.0.try_wait().unwrap().is_some() {
+            return (agent, false);
+        }
+        if status(socket).is_some() {
+            return (agent, true);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "agent neither up nor exited:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An owned xfrm interface (`kind = "xfrm"`, no underlying device): created with its if_id
+/// and xwan's alias where the kernel has xfrm interfaces (the 6.1 VM), removed by `xwan
+/// stop`; elsewhere the agent refuses to start and says which module is missing.
+#[test]
+fn owned_xfrm_interface_is_created_and_removed() {
+    let ns = Netns::new("ownx");
+    ns.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
+    for d in ["l0", "h0"] {
+        ns.ip(&["link", "set", d, "up"]);
+    }
+    let dir = AgentDir::new("xfrm-ownx");
+    let cfg = dir.path().join("xwan.toml");
+    let device = "interface = \"ipsec1\"\nkind = \"xfrm\"\nif_id = 101";
+    std::fs::write(&cfg, agent_config_for(dir.path(), None, "xwan", device)).unwrap();
+    let log = dir.path().join("agent.log");
+    let socket = dir.socket();
+    let (mut agent, up) = start_up_or_exit(&ns, &cfg, &log, &socket);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    if !up {
+        assert!(
+            text.contains("link 'TunWAN1': creating ipsec1 failed: ")
+                && text
+                    .contains("; does the kernel have xfrm interfaces (modprobe xfrm_interface)?"),
+            "{text}"
+        );
+        println!("{}", text.trim_end().lines().last().unwrap_or(""));
+        return;
+    }
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "-d", "link", "show", "ipsec1"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("alias xwan:TunWAN1") && shown.contains("xfrm if_id 0x65"),
+        "{shown}"
+    );
+    // Its gateway waits for an SA pair like a VTI's does; the status names the device.
+    wait_until("the gateway's verdict: no SA", WAIT, || {
+        status(&socket).is_some_and(|s| {
+            s.routers[0]
+                .gateways
+                .first()
+                .is_some_and(|g| g.availability == "Unavailable" && g.reason == "no SA")
+        })
+    });
+    let s = status(&socket).unwrap();
+    assert_eq!(
+        (s.ipsec[0].device.as_str(), s.ipsec[0].usable),
+        ("xfrm if_id 101", false)
+    );
+    stop(&socket, &mut agent);
+    let gone = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "link", "show", "ipsec1"])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "xwan stop left ipsec1");
 }
 
 /// `ip -n NS ARGS...`: whether it succeeded, and its stderr.
