@@ -276,14 +276,7 @@ fn agent_without_sa_keeps_the_gateway_unavailable() {
     let mut agent = Agent::start(&ns, &cfg, &dir.path().join("agent.log"));
     let socket = dir.socket();
     let t = Instant::now();
-    wait_until("the gateway's verdict: no SA", WAIT, || {
-        status(&socket).is_some_and(|s| {
-            s.routers[0]
-                .gateways
-                .first()
-                .is_some_and(|g| g.availability == "Unavailable" && g.reason == "no SA")
-        })
-    });
+    wait_no_sa(&socket);
     println!("Unavailable (no SA) {:?} after start", t.elapsed());
     let s = status(&socket).unwrap();
     let row = &s.ipsec[0];
@@ -473,11 +466,7 @@ fn manual_keys_are_checked_and_never_shown() {
 
 #[test]
 fn owned_vti_is_created_or_refused_with_what_differs() {
-    let ns = Netns::new("own");
-    ns.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
-    for d in ["l0", "h0"] {
-        ns.ip(&["link", "set", d, "up"]);
-    }
+    let ns = lan_ns("own");
     let dir = AgentDir::new("xfrm-own");
     let cfg = dir.path().join("xwan.toml");
     std::fs::write(&cfg, agent_config(dir.path(), None, "xwan")).unwrap();
@@ -488,21 +477,13 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
     let (mut agent, up) = start_up_or_exit(&ns, &cfg, &log, &socket);
     if up {
         // A kernel with ip_vti: created with xwan's alias, removed by `xwan stop`.
-        let out = std::process::Command::new("ip")
-            .args(["-n", &ns.name, "-d", "link", "show", "vti1"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = link_details(&ns, "vti1").expect("vti1 created");
         assert!(
             text.contains("alias xwan:TunWAN1") && text.contains("vti"),
             "{text}"
         );
         stop(&socket, &mut agent);
-        let gone = std::process::Command::new("ip")
-            .args(["-n", &ns.name, "link", "show", "vti1"])
-            .output()
-            .unwrap();
-        assert!(!gone.status.success(), "xwan stop left vti1");
+        assert!(link_details(&ns, "vti1").is_none(), "xwan stop left vti1");
     } else {
         let text = read_log();
         assert!(
@@ -527,6 +508,39 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
         "{text}"
     );
     ns.ip(&["link", "show", "vti1"]);
+}
+
+/// A namespace with only a LAN veth (l0, peer h0), both up.
+fn lan_ns(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
+    for d in ["l0", "h0"] {
+        ns.ip(&["link", "set", d, "up"]);
+    }
+    ns
+}
+
+/// `ip -d link show DEV` in `ns`; `None` when there is no such interface.
+fn link_details(ns: &Netns, dev: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &ns.name, "-d", "link", "show", dev])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until the (only) router's first gateway is Unavailable with reason `no SA`.
+fn wait_no_sa(socket: &Path) {
+    wait_until("the gateway's verdict: no SA", WAIT, || {
+        status(socket).is_some_and(|s| {
+            s.routers[0]
+                .gateways
+                .first()
+                .is_some_and(|g| g.availability == "Unavailable" && g.reason == "no SA")
+        })
+    });
 }
 
 /// Starts an agent; returns it and whether it came up (`false`: it exited).
@@ -554,11 +568,7 @@ fn start_up_or_exit(ns: &Netns, cfg: &Path, log: &Path, socket: &Path) -> (Agent
 /// stop`; elsewhere the agent refuses to start and says which module is missing.
 #[test]
 fn owned_xfrm_interface_is_created_and_removed() {
-    let ns = Netns::new("ownx");
-    ns.ip(&["link", "add", "l0", "type", "veth", "peer", "name", "h0"]);
-    for d in ["l0", "h0"] {
-        ns.ip(&["link", "set", d, "up"]);
-    }
+    let ns = lan_ns("ownx");
     let dir = AgentDir::new("xfrm-ownx");
     let cfg = dir.path().join("xwan.toml");
     let device = "interface = \"ipsec1\"\nkind = \"xfrm\"\nif_id = 101";
@@ -577,35 +587,23 @@ fn owned_xfrm_interface_is_created_and_removed() {
         println!("{}", text.trim_end().lines().last().unwrap_or(""));
         return;
     }
-    let out = std::process::Command::new("ip")
-        .args(["-n", &ns.name, "-d", "link", "show", "ipsec1"])
-        .output()
-        .unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
+    let shown = link_details(&ns, "ipsec1").expect("ipsec1 created");
     assert!(
         shown.contains("alias xwan:TunWAN1") && shown.contains("xfrm if_id 0x65"),
         "{shown}"
     );
     // Its gateway waits for an SA pair like a VTI's does; the status names the device.
-    wait_until("the gateway's verdict: no SA", WAIT, || {
-        status(&socket).is_some_and(|s| {
-            s.routers[0]
-                .gateways
-                .first()
-                .is_some_and(|g| g.availability == "Unavailable" && g.reason == "no SA")
-        })
-    });
+    wait_no_sa(&socket);
     let s = status(&socket).unwrap();
     assert_eq!(
         (s.ipsec[0].device.as_str(), s.ipsec[0].usable),
         ("xfrm if_id 101", false)
     );
     stop(&socket, &mut agent);
-    let gone = std::process::Command::new("ip")
-        .args(["-n", &ns.name, "link", "show", "ipsec1"])
-        .output()
-        .unwrap();
-    assert!(!gone.status.success(), "xwan stop left ipsec1");
+    assert!(
+        link_details(&ns, "ipsec1").is_none(),
+        "xwan stop left ipsec1"
+    );
 }
 
 /// `ip -n NS ARGS...`: whether it succeeded, and its stderr.
