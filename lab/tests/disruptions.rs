@@ -44,51 +44,6 @@ fn links(lab: &Lab, st: &FlowStats, since: Option<Instant>) -> Vec<usize> {
     }
 }
 
-/// Every request answered, every VoIP packet echoed, not one packet lost on the WAN either
-/// way (the taps count what the client and the server sent and what arrived over the
-/// links). Call once the traffic stopped.
-fn assert_no_loss(what: &str, flows: &[Arc<FlowStats>], lab: &Lab) {
-    std::thread::sleep(ms(300));
-    for st in flows {
-        let (sent, answered, errors, retrans) = (
-            st.sent.load(Ordering::Relaxed),
-            st.answered.load(Ordering::Relaxed),
-            st.errors.load(Ordering::Relaxed),
-            st.retransmits.load(Ordering::Relaxed),
-        );
-        let seen = lab.observer.flow(&st.key().unwrap()).unwrap();
-        let lost = seen.lost();
-        println!(
-            "{what}: {}: {sent} requests/packets, {answered} answered, {errors} errors; WAN \
-             packets {} out / {} back over {:?}, lost {lost:?} (TCP retransmissions {retrans})",
-            st.label,
-            seen.sent_forward,
-            seen.sent_replies,
-            seen.forward_links()
-        );
-        assert!(answered > 0, "{}: nothing answered", st.label);
-        assert!(
-            seen.sent_forward > 0 && seen.sent_replies > 0,
-            "{}: taps saw nothing",
-            st.label
-        );
-        assert_eq!(
-            (sent, errors),
-            (answered, 0),
-            "{}: unanswered\n{}",
-            st.label,
-            logs(lab)
-        );
-        assert_eq!(
-            lost,
-            (0, 0),
-            "{}: packets lost on the WAN\n{}",
-            st.label,
-            logs(lab)
-        );
-    }
-}
-
 /// HTTP, FTP, SQL and four VoIP calls.
 fn steady(lab: &Lab) -> Traffic {
     let mut t = Traffic::new(lab.topo.lan.name());
@@ -230,7 +185,7 @@ fn branch_agent_restart_under_traffic_loses_nothing() {
         "the new agent did not adopt the pinned data plane\n{}",
         lab.branch.log()
     );
-    assert_no_loss("across the restart", &traffic.flows, &lab);
+    support::assert_no_loss("across the restart", &traffic.flows, &lab);
     for st in &traffic.flows {
         assert_eq!(
             links(&lab, st, None).len(),
@@ -321,5 +276,5 @@ fn reload_moves_only_the_changed_flows_and_a_broken_config_changes_nothing() {
             assert_eq!(&links(&lab, st, None), before, "{}: moved", st.label);
         }
     }
-    assert_no_loss("across both reloads", &traffic.flows, &lab);
+    support::assert_no_loss("across both reloads", &traffic.flows, &lab);
 }

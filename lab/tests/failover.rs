@@ -15,7 +15,7 @@ mod support;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    sync::{Arc, atomic::Ordering},
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -122,41 +122,6 @@ fn left(lab: &Lab, st: &FlowStats, old: usize, t: Instant) -> Option<Instant> {
         .min()
 }
 
-/// Every request answered and not one packet lost on the WAN, either way (the taps count
-/// what the client and the server sent, and what arrived over the links). Call once the
-/// traffic stopped.
-fn assert_no_loss(label: &str, flows: &[Arc<FlowStats>], lab: &Lab) {
-    std::thread::sleep(ms(300));
-    for st in flows {
-        let (sent, answered, errors, retrans) = (
-            st.sent.load(Ordering::Relaxed),
-            st.answered.load(Ordering::Relaxed),
-            st.errors.load(Ordering::Relaxed),
-            st.retransmits.load(Ordering::Relaxed),
-        );
-        let seen = lab.observer.flow(&st.key().unwrap()).unwrap();
-        let lost = seen.lost();
-        println!(
-            "{label}: {}: {sent} requests/packets, {answered} answered, {errors} errors; WAN \
-             packets {} out / {} back, lost {lost:?} (TCP retransmissions {retrans})",
-            st.label, seen.sent_forward, seen.sent_replies
-        );
-        assert!(answered > 0, "{}: no answer at all", st.label);
-        assert!(
-            seen.sent_forward > 0 && seen.sent_replies > 0,
-            "{}: taps saw nothing",
-            st.label
-        );
-        assert_eq!(errors, 0, "{}: failed requests", st.label);
-        assert_eq!(
-            sent, answered,
-            "{}: unanswered requests or packets",
-            st.label
-        );
-        assert_eq!(lost, (0, 0), "{}: packets lost on the WAN", st.label);
-    }
-}
-
 #[test]
 fn blackholes_fail_over_then_recover_for_new_connections() {
     let (_one, lab) = support::lab(Failback::NewConnections);
@@ -242,7 +207,7 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
         "WAN1 share {share:.1} % is not 83.3 ± 4"
     );
     bystanders.stop();
-    assert_no_loss("during WAN2's failure", &bystanders.flows, &lab);
+    support::assert_no_loss("during WAN2's failure", &bystanders.flows, &lab);
 
     // ---- 3. WAN1 also dead: HTTP dropped (counted), production all on WAN3.
     let dropped = |lab: &Lab| {

@@ -5,6 +5,8 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
+    sync::atomic::Ordering::Relaxed,
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -110,4 +112,49 @@ pub fn assert_main_link_both_ways(lab: &Lab, st: &FlowStats, seen: &FlowSeen) {
     );
     let dscp = if st.class == Class::Voip { 1 << 18 } else { 1 };
     assert_eq!(seen.dscp, dscp, "{}: DSCP bits on arrival", st.label);
+}
+
+/// Every request answered, every VoIP packet echoed, not one packet lost on the WAN either
+/// way (the taps count what the client and the server sent and what arrived over the
+/// links). Call once the traffic stopped.
+pub fn assert_no_loss(what: &str, flows: &[Arc<FlowStats>], lab: &Lab) {
+    std::thread::sleep(Duration::from_millis(300));
+    for st in flows {
+        let (sent, answered, errors, retrans) = (
+            st.sent.load(Relaxed),
+            st.answered.load(Relaxed),
+            st.errors.load(Relaxed),
+            st.retransmits.load(Relaxed),
+        );
+        let seen = lab.observer.flow(&st.key().unwrap()).unwrap();
+        let lost = seen.lost();
+        println!(
+            "{what}: {}: {sent} requests/packets, {answered} answered, {errors} errors; WAN \
+             packets {} out / {} back over {:?}, lost {lost:?} (TCP retransmissions {retrans})",
+            st.label,
+            seen.sent_forward,
+            seen.sent_replies,
+            seen.forward_links()
+        );
+        assert!(answered > 0, "{}: nothing answered", st.label);
+        assert!(
+            seen.sent_forward > 0 && seen.sent_replies > 0,
+            "{}: taps saw nothing",
+            st.label
+        );
+        assert_eq!(
+            (sent, errors),
+            (answered, 0),
+            "{}: unanswered\n{}",
+            st.label,
+            logs(lab)
+        );
+        assert_eq!(
+            lost,
+            (0, 0),
+            "{}: packets lost on the WAN\n{}",
+            st.label,
+            logs(lab)
+        );
+    }
 }
