@@ -420,21 +420,7 @@ fn manual_keys_are_checked_and_never_shown() {
         });
         // Deleting one SA (as a peer's DELETE or an expiry would): Unavailable at once.
         let t = Instant::now();
-        ns.ip(&[
-            "xfrm",
-            "state",
-            "delete",
-            "src",
-            "192.0.2.1",
-            "dst",
-            "192.0.2.2",
-            "proto",
-            "esp",
-            "spi",
-            "0xa0000001",
-            "mark",
-            "101",
-        ]);
+        delete_outbound_sa(&ns);
         wait_until("no SA after the deletion", WAIT, || {
             reason().as_deref() == Some("no SA")
         });
@@ -508,6 +494,26 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
         "{text}"
     );
     ns.ip(&["link", "show", "vti1"]);
+}
+
+/// Deletes TunWAN1's outbound SA (SPI 0xa0000001, mark 101), as a peer's DELETE, an expiry
+/// or an operator would.
+fn delete_outbound_sa(ns: &Netns) {
+    ns.ip(&[
+        "xfrm",
+        "state",
+        "delete",
+        "src",
+        "192.0.2.1",
+        "dst",
+        "192.0.2.2",
+        "proto",
+        "esp",
+        "spi",
+        "0xa0000001",
+        "mark",
+        "101",
+    ]);
 }
 
 /// A namespace with only a LAN veth (l0, peer h0), both up.
@@ -779,21 +785,7 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
 
     // One SA gone (a peer's DELETE, an expiry, an operator): Unavailable, `no SA`.
     let t = Instant::now();
-    router.ip(&[
-        "xfrm",
-        "state",
-        "delete",
-        "src",
-        "192.0.2.1",
-        "dst",
-        "192.0.2.2",
-        "proto",
-        "esp",
-        "spi",
-        "0xa0000001",
-        "mark",
-        "101",
-    ]);
+    delete_outbound_sa(&router);
     wait_until("Unavailable (no SA) after deleting the SA", WAIT, || {
         gateway().is_some_and(|(a, r)| a == "Unavailable" && r == "no SA")
     });
