@@ -39,8 +39,9 @@ use crate::process::{self, cargo, command, format_duration, is_root, output, whi
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM major versions bpf-linker 0.13.0 has a cargo feature for (`llvm-21` … `llvm-23`).
 const BPF_LINKER_LLVM_MAJORS: RangeInclusive<u32> = 21..=23;
-/// Debian packages the tests need (ip, tc; nft).
-const REQUIRED_PACKAGES: &[&str] = &["iproute2", "nftables"];
+/// Debian packages the tests need (ip, tc; nft; ping, which a probe test uses to wait for
+/// IPv6 without the code under test; sysctl, for the load test's namespaces).
+const REQUIRED_PACKAGES: &[&str] = &["iproute2", "nftables", "iputils-ping", "procps"];
 /// Debian packages that help diagnose the data plane (bpftool) or that tests use when present
 /// (prometheus: promtool and the server, for the metrics tests, which skip without them).
 const OPTIONAL_PACKAGES: &[&str] = &["bpftool", "prometheus"];
@@ -572,15 +573,22 @@ fn commands_without_dpkg() -> Result<()> {
                 .iter()
                 .any(|dir| process::is_executable(&Path::new(dir).join(program)))
     };
-    let missing: Vec<&str> = [("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables")]
-        .into_iter()
-        .filter(|(program, _)| !find(program))
-        .map(|(program, _)| program)
-        .collect();
+    let missing: Vec<&str> = [
+        ("ip", "iproute2"),
+        ("tc", "iproute2"),
+        ("nft", "nftables"),
+        ("ping", "iputils-ping"),
+        ("sysctl", "procps"),
+    ]
+    .into_iter()
+    .filter(|(program, _)| !find(program))
+    .map(|(program, _)| program)
+    .collect();
     if !missing.is_empty() {
         bail!(
             "commands {} not found and there is no dpkg-query to install packages with: \
-             install iproute2 and nftables with the system's package manager",
+             install iproute2, nftables, iputils-ping and procps with the system's package \
+             manager",
             missing.join(", ")
         );
     }
@@ -590,6 +598,6 @@ fn commands_without_dpkg() -> Result<()> {
     if !find("promtool") {
         warn("optional promtool (Prometheus; the metrics tests skip their checks) not found");
     }
-    println!("ok: ip, tc, nft (no dpkg-query: checked the commands)");
+    println!("ok: ip, tc, nft, ping, sysctl (no dpkg-query: checked the commands)");
     Ok(())
 }
