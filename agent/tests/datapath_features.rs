@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, time::Duration};
 
 use support::{
     frames::{self, Ext, V4, V6},
@@ -14,7 +14,7 @@ use support::{
     plans::{HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, ports, tunnel_gateway, weighted},
 };
 use xwan_common::{
-    XDP_META_MAGIC, XdpMeta, csum,
+    FLOW_REFRESH_NS, XDP_META_MAGIC, XdpMeta, csum,
     model::XdpAction,
     plan::{Action, HashMode, Iface, Plan, RouterTable, Rule},
     reason,
@@ -472,4 +472,37 @@ fn many_prefixes_and_rules_classify_like_the_model() {
         let f = frame4(&udp4(&dst), 5, 1000 + i as u16 + 3, &[]);
         assert_eq!(h.check(&f).rule, Some(i as usize));
     }
+}
+
+/// Flow hits are answered from the per-CPU flow cache, but only while the flow table would
+/// give the same answer: an idle flow is still decided anew, and a busy flow's table entry is
+/// still refreshed once a second (the agent and the LRU see it as live).
+#[test]
+fn flow_cache_keeps_idle_expiry_and_table_refresh() {
+    const IDLE_MS: u64 = 1_500;
+    let mut p = plan();
+    p.flow_idle_ns = IDLE_MS * 1_000_000;
+    let mut h = Harness::new(p);
+    let f = frame4(&udp4("203.0.113.9"), 40001, 5001, &[]);
+    let last_seen = |h: &Harness| {
+        let flows = h.dp.flows().unwrap();
+        assert_eq!(flows.len(), 1, "one flow in the table: {flows:?}");
+        flows[0].1.last_seen_ns
+    };
+    assert_eq!(h.check(&f).reason, reason::STEER_CLASSIFIED);
+    let first = last_seen(&h);
+    // Hits for 1.2 s, every 100 ms: never idle, always the flow's decision.
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(h.check(&f).reason, reason::STEER_FLOW);
+    }
+    let refreshed = last_seen(&h);
+    assert!(
+        refreshed >= first + FLOW_REFRESH_NS,
+        "flow entry not refreshed while its hits came from the cache: {first} → {refreshed}"
+    );
+    // Idle for longer than the timeout: decided anew (the model agrees, see `check`).
+    std::thread::sleep(Duration::from_millis(IDLE_MS + 200));
+    assert_eq!(h.check(&f).reason, reason::STEER_CLASSIFIED);
+    assert_eq!(h.check(&f).reason, reason::STEER_FLOW);
 }

@@ -35,6 +35,11 @@ pub const MAX_PORT_CLASSES: u32 = 4096;
 pub const FLOW_TABLE_SIZE: u32 = 262_144;
 /// A flow entry's `last_seen_ns` is rewritten at most this often (no per-packet writes).
 pub const FLOW_REFRESH_NS: u64 = 1_000_000_000;
+/// Sets of the per-CPU flow cache ([`FLOW_CACHE_MAP`]), a power of two; each set has
+/// [`FLOW_CACHE_WAYS`] entries. 8,192 × 2 × 64 bytes = 1 MiB per CPU.
+pub const FLOW_CACHE_SETS: u32 = 8192;
+/// Entries per flow-cache set.
+pub const FLOW_CACHE_WAYS: u32 = 2;
 /// Per-CPU counter slots for rules (the agent assigns stable slots across reloads).
 pub const MAX_RULE_COUNTERS: u32 = MAX_RULES as u32;
 /// IPv6 extension headers walked before giving up (the packet then goes to the kernel).
@@ -63,6 +68,9 @@ pub const SLOTS_MAP: &str = "XWAN_SLOTS";
 pub const GATEWAYS_MAP: &str = "XWAN_GATEWAYS";
 pub const DEVMAP_MAP: &str = "XWAN_DEVMAP";
 pub const FLOWS_MAP: &str = "XWAN_FLOWS";
+/// Per-CPU array of [`FlowCacheEntry`], `FLOW_CACHE_SETS × FLOW_CACHE_WAYS`: the flow
+/// table's hits without its hash. Not pinned: a new program starts with an empty cache.
+pub const FLOW_CACHE_MAP: &str = "XWAN_FLOW_CACHE";
 pub const RETURN_MAP: &str = "XWAN_RETURN";
 pub const LINKS_MAP: &str = "XWAN_LINKS";
 pub const RULE_COUNTERS_MAP: &str = "XWAN_RULE_CNT";
@@ -86,7 +94,7 @@ pub const JUMP_SLOTS: u32 = 1;
 /// address family × IPv6 extension headers) do not multiply the decision's. As one program
 /// Linux 6.1's verifier gave up on it (over a million instructions processed).
 pub const PROG_XDP_LAN: &str = "xwan_xdp_lan";
-/// XDP, second stage of [`PROG_XDP_LAN`] (reached only by tail call): flow table,
+/// XDP, second stage of [`PROG_XDP_LAN`] (reached only by tail call): flow cache, flow table,
 /// classification, gateway choice, rewrite, steering.
 pub const PROG_XDP_DECIDE: &str = "xwan_xdp_decide";
 /// TC ingress on LAN interfaces: redirect packets XDP tagged for an L3 tunnel.
@@ -316,7 +324,7 @@ pub struct AddrKey {
 /// Flow identity. For [`FLOWS_MAP`] `ifindex` is the ingress interface; for [`RETURN_MAP`]
 /// it is 0 and the tuple is the reply's (source = the LAN host that answers).
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct FlowKey {
     pub src: [u32; 4],
     pub dst: [u32; 4],
@@ -340,6 +348,34 @@ pub struct FlowValue {
     pub gateway: u16,
     pub _pad: [u16; 3],
 }
+
+/// A copy of one [`FLOWS_MAP`] entry in this CPU's flow cache ([`FLOW_CACHE_MAP`]), so that
+/// a flow's next packets skip the LRU hash table (hashing a 44-byte key and walking a bucket
+/// cost more than the rest of a flow hit). The flow table stays the truth: an entry is used
+/// only while it provably says what the table would, that is while
+/// * `epoch` is the current ruleset epoch (a commit invalidates every entry),
+/// * for a routing rule, the router's table version is still `router_version` (a gateway
+///   verdict or weight change invalidates the router's entries),
+/// * `last_seen_ns` is younger than [`FLOW_REFRESH_NS`] (the table's own copy is then not
+///   due a rewrite) and than the idle timeout.
+///
+/// Otherwise the packet takes the flow-table path, which refills the entry. An all-zero
+/// entry is empty: no key has family 0. 64 bytes, one cache line.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct FlowCacheEntry {
+    pub key: FlowKey,
+    /// `ROUTER_VERSION_MAP[router]` when the gateway was chosen (0 for other actions).
+    pub router_version: u32,
+    /// The flow table entry's `last_seen_ns` as this CPU last read or wrote it.
+    pub last_seen_ns: u64,
+    pub epoch: u32,
+    pub rule: u16,
+    pub gateway: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
+const _: () = assert!(FLOW_CACHE_SETS.is_power_of_two());
 
 /// A learned return route.
 #[repr(C)]
@@ -421,6 +457,7 @@ mod pod {
     unsafe impl aya::Pod for AddrKey {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
+    unsafe impl aya::Pod for FlowCacheEntry {}
     unsafe impl aya::Pod for ReturnValue {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counter {}

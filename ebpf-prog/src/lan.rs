@@ -1,6 +1,10 @@
 //! `xwan_xdp_lan` and `xwan_xdp_decide`: steps 1–12 of the specification in
 //! `xwan_common::model`, split in two programs joined by a tail call ([`parse_stage`] then
 //! [`decide`]); the callers count the reason.
+//!
+//! A flow's packets after its first are answered from a per-CPU flow cache ([`from_cache`])
+//! while its entry provably agrees with the flow table; the flow-table path refills it. The
+//! cache is invisible in behaviour (the model has none): it only saves the LRU hash lookup.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
@@ -9,9 +13,9 @@ use aya_ebpf::{
 };
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
-    FLOW_REFRESH_NS, FlowKey, FlowValue, GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, MAX_RULES,
-    ParsedPacket, ROUTER_SLOTS, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta,
-    csum, hash, reason,
+    FLOW_CACHE_WAYS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
+    GW_KIND_NONE, GW_KIND_TUNNEL, MAX_RULES, ParsedPacket, ROUTER_SLOTS, RuleAction,
+    TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta, csum, hash, reason,
 };
 
 use crate::{
@@ -143,6 +147,12 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let generation = epoch & 1;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
+    let set = hash::flow_cache_index(&key);
+    let cached = from_cache(ctx, &p, &key, set, epoch, now, flow_idle_ns, len);
+    if cached.0 != MISS {
+        return cached;
+    }
+
     let entry = XWAN_FLOWS.get_ptr_mut(key);
     // A copy: the entry may be rewritten by another CPU meanwhile. A zero value stands for
     // "no entry" rather than an `Option`: LLVM spills the undefined payload of a `None`, a
@@ -179,31 +189,29 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
 
     let mut router = NO_ROUTER;
     let mut gateway: Option<u16> = None;
-    let outcome = match action.kind {
-        ACTION_BLOCK => (XDP_DROP, reason::DROP_RULE),
-        ACTION_PASS => {
-            if action.dscp != DSCP_KEEP {
-                rewrite_l3(ctx, p.l3, p.v6, action.dscp, false);
+    let mut router_version = 0;
+    let outcome = if action.kind == ACTION_ROUTE {
+        router = action.router;
+        // Read once: the table chosen from and the version the cache records must agree.
+        let Some(version) = XWAN_RTR_VER.get(router as u32) else {
+            return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
+        };
+        router_version = *version;
+        match choose_gateway(&p, &key, router, router_version, live) {
+            Choice::Gateway(gw) => gateway = Some(gw),
+            Choice::NoneActive(pass) => {
+                // No flow write: the next packet is decided anew when gateways return.
+                return if pass {
+                    (XDP_PASS, reason::PASS_NO_GATEWAY)
+                } else {
+                    (XDP_DROP, reason::DROP_NO_GATEWAY)
+                };
             }
-            (XDP_PASS, reason::PASS_RULE)
+            Choice::Unknown => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
         }
-        ACTION_ROUTE => {
-            router = action.router;
-            match choose_gateway(&p, &key, router, live) {
-                Choice::Gateway(gw) => gateway = Some(gw),
-                Choice::NoneActive(pass) => {
-                    // No flow write: the next packet is decided anew when gateways return.
-                    return if pass {
-                        (XDP_PASS, reason::PASS_NO_GATEWAY)
-                    } else {
-                        (XDP_DROP, reason::DROP_NO_GATEWAY)
-                    };
-                }
-                Choice::Unknown => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
-            }
-            (XDP_PASS, reason::PASS_GATEWAY_ERROR) // replaced below once the flow is recorded
-        }
-        _ => (XDP_PASS, reason::PASS_NO_MATCH),
+        (XDP_PASS, reason::PASS_GATEWAY_ERROR) // replaced below once the flow is recorded
+    } else {
+        settle(ctx, &p, action)
     };
 
     let value = flow_value(now, epoch, rule as u16, router, gateway.unwrap_or(0));
@@ -213,14 +221,29 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         || old.router != value.router
         || old.gateway != value.gateway
         || now.saturating_sub(old.last_seen_ns) >= FLOW_REFRESH_NS;
-    if write {
+    let recorded = if write {
         match entry {
             // SAFETY: points into the LRU map's value; a torn read elsewhere is harmless.
-            Some(e) => unsafe { *e = value },
-            None => {
-                let _ = XWAN_FLOWS.insert(key, value, 0);
+            Some(e) => {
+                unsafe { *e = value };
+                true
             }
+            None => XWAN_FLOWS.insert(key, value, 0).is_ok(),
         }
+    } else {
+        true
+    };
+    if recorded {
+        let seen = if write { now } else { old.last_seen_ns };
+        fill_cache(
+            &key,
+            set,
+            router_version,
+            seen,
+            epoch,
+            rule as u16,
+            value.gateway,
+        );
     }
 
     match gateway {
@@ -252,6 +275,145 @@ fn flow_value(now: u64, epoch: u32, rule: u16, router: u16, gateway: u16) -> Flo
     unsafe { core::mem::transmute::<[u64; 3], FlowValue>(words) }
 }
 
+/// The XDP action [`from_cache`] returns when the flow cache cannot answer (no XDP action
+/// is this large).
+const MISS: u32 = u32::MAX;
+
+/// Answers a packet from this CPU's flow cache (see [`FlowCacheEntry`] for when an entry
+/// may be trusted): the same verdict, reason, counters and rewrite as the flow-table path
+/// would give, without its hash lookup. `(MISS, _)` when the entry is absent or stale.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn from_cache(
+    ctx: &XdpContext,
+    p: &Pkt,
+    key: &FlowKey,
+    set: u32,
+    epoch: u32,
+    now: u64,
+    idle_ns: u64,
+    len: u64,
+) -> (u32, u32) {
+    let miss = (MISS, 0);
+    let Some(e) = cached_entry(key, set) else {
+        return miss;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; nothing else writes it meanwhile.
+    let c = unsafe { &*e };
+    let age = now.saturating_sub(c.last_seen_ns);
+    if c.epoch != epoch || age >= FLOW_REFRESH_NS || (idle_ns != 0 && age > idle_ns) {
+        return miss;
+    }
+    let Some(action) = XWAN_RULES.get((epoch & 1) * MAX_RULES as u32 + c.rule as u32) else {
+        return miss;
+    };
+    if action.kind == ACTION_ROUTE {
+        match XWAN_RTR_VER.get(action.router as u32) {
+            Some(v) if *v == c.router_version => {}
+            _ => return miss,
+        }
+    }
+    count(&XWAN_RULE_CNT, action.counter as u32, len);
+    if action.kind == ACTION_ROUTE {
+        forward(
+            ctx,
+            p,
+            c.gateway as u32,
+            action.dscp,
+            reason::STEER_FLOW,
+            len,
+        )
+    } else {
+        settle(ctx, p, action)
+    }
+}
+
+/// The outcome of a rule that does not route (block, pass, or an unknown kind).
+#[inline(always)]
+fn settle(ctx: &XdpContext, p: &Pkt, action: &RuleAction) -> (u32, u32) {
+    match action.kind {
+        ACTION_BLOCK => (XDP_DROP, reason::DROP_RULE),
+        ACTION_PASS => {
+            if action.dscp != DSCP_KEEP {
+                rewrite_l3(ctx, p.l3, p.v6, action.dscp, false);
+            }
+            (XDP_PASS, reason::PASS_RULE)
+        }
+        _ => (XDP_PASS, reason::PASS_NO_MATCH),
+    }
+}
+
+/// The way of `set` holding `key`, if any.
+#[inline(always)]
+fn cached_entry(key: &FlowKey, set: u32) -> Option<*mut FlowCacheEntry> {
+    for way in 0..FLOW_CACHE_WAYS {
+        let e = XWAN_FLOW_CACHE.get_ptr_mut(set + way)?;
+        // SAFETY: this CPU's slot, plain data.
+        if same_key(unsafe { &(*e).key }, key) {
+            return Some(e);
+        }
+    }
+    None
+}
+
+const _: () = assert!(FLOW_CACHE_WAYS == 2, "fill_cache picks between two ways");
+
+/// Records a flow's decision in this CPU's cache: in the way already holding the key, else
+/// in the way seen least recently (an empty way has `last_seen_ns` 0).
+#[inline(always)]
+fn fill_cache(
+    key: &FlowKey,
+    set: u32,
+    router_version: u32,
+    last_seen_ns: u64,
+    epoch: u32,
+    rule: u16,
+    gateway: u16,
+) {
+    let (Some(a), Some(b)) = (
+        XWAN_FLOW_CACHE.get_ptr_mut(set),
+        XWAN_FLOW_CACHE.get_ptr_mut(set + 1),
+    ) else {
+        return;
+    };
+    // SAFETY: this CPU's slots of a per-CPU array; nothing else touches them meanwhile.
+    unsafe {
+        let e = if same_key(&(*a).key, key) {
+            a
+        } else if same_key(&(*b).key, key) || (*b).last_seen_ns < (*a).last_seen_ns {
+            b
+        } else {
+            a
+        };
+        // Field by field: a struct store may become a `memcpy` call (see `flow_value`).
+        (*e).key = *key;
+        (*e).router_version = router_version;
+        (*e).last_seen_ns = last_seen_ns;
+        (*e).epoch = epoch;
+        (*e).rule = rule;
+        (*e).gateway = gateway;
+    }
+}
+
+/// `a == b`, word by word without branches (a derived `==` compares field by field).
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    const WORDS: usize = core::mem::size_of::<FlowKey>() / 4;
+    const _: () = assert!(WORDS * 4 == core::mem::size_of::<FlowKey>());
+    // SAFETY: FlowKey is #[repr(C)], 4-aligned, made of integers with explicit padding.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const FlowKey as *const [u32; WORDS]),
+            &*(b as *const FlowKey as *const [u32; WORDS]),
+        )
+    };
+    let mut diff = 0;
+    for i in 0..WORDS {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
+}
+
 enum Choice {
     Gateway(u16),
     /// No active gateway: `true` = hand to the kernel, `false` = drop.
@@ -261,11 +423,14 @@ enum Choice {
 }
 
 #[inline(always)]
-fn choose_gateway(p: &Pkt, key: &FlowKey, router: u16, live: Option<FlowValue>) -> Choice {
-    let Some(version) = XWAN_RTR_VER.get(router as u32) else {
-        return Choice::Unknown;
-    };
-    let Some(table) = XWAN_SLOTS.get(router as u32 * 2 + (*version & 1)) else {
+fn choose_gateway(
+    p: &Pkt,
+    key: &FlowKey,
+    router: u16,
+    version: u32,
+    live: Option<FlowValue>,
+) -> Choice {
+    let Some(table) = XWAN_SLOTS.get(router as u32 * 2 + (version & 1)) else {
         return Choice::Unknown;
     };
     if let Some(f) = live

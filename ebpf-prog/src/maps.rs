@@ -7,10 +7,11 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use xwan_common::{
-    AddrKey, BITMAP_WORDS, Config, Counter, FLOW_TABLE_SIZE, FlowKey, FlowValue, GatewayInfo,
-    IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES,
-    MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES,
-    ParsedPacket, PortTable, ReturnValue, RuleAction, RuleBitmap, SlotTable, reason,
+    AddrKey, BITMAP_WORDS, Config, Counter, FLOW_CACHE_SETS, FLOW_CACHE_WAYS, FLOW_TABLE_SIZE,
+    FlowCacheEntry, FlowKey, FlowValue, GatewayInfo, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo,
+    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES,
+    MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES, ParsedPacket, PortTable, ReturnValue, RuleAction,
+    RuleBitmap, SlotTable, reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
@@ -76,6 +77,12 @@ pub static XWAN_DEVMAP: DevMap = DevMap::pinned(MAX_GATEWAYS, 0);
 
 #[map(name = "XWAN_FLOWS")]
 pub static XWAN_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(FLOW_TABLE_SIZE, 0);
+
+/// Not pinned: entries are only valid against the epoch and router versions they were
+/// filled under, and a new program starting empty is always right.
+#[map(name = "XWAN_FLOW_CACHE")]
+pub static XWAN_FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::with_max_entries(FLOW_CACHE_SETS * FLOW_CACHE_WAYS, 0);
 
 #[map(name = "XWAN_RETURN")]
 pub static XWAN_RETURN: LruHashMap<FlowKey, ReturnValue> = LruHashMap::pinned(FLOW_TABLE_SIZE, 0);

@@ -63,7 +63,7 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 26] = [
+const MAPS: [MapSpec; 27] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
     spec::<u32, c::Config>(c::CONFIG_MAP, MapType::Array),
@@ -88,6 +88,7 @@ const MAPS: [MapSpec; 26] = [
         value: None,
     },
     spec::<c::FlowKey, c::FlowValue>(c::FLOWS_MAP, MapType::LruHash),
+    spec::<u32, c::FlowCacheEntry>(c::FLOW_CACHE_MAP, MapType::PerCpuArray),
     spec::<c::FlowKey, c::ReturnValue>(c::RETURN_MAP, MapType::LruHash),
     spec::<u32, c::LinkInfo>(c::LINKS_MAP, MapType::Hash),
     spec::<u32, c::Counter>(c::RULE_COUNTERS_MAP, MapType::PerCpuArray),
