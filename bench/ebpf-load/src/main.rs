@@ -7,6 +7,8 @@
 //!   them; everything else (ARP, ICMP: the agent's probes must be answered) goes to the kernel.
 //! * `load_pass`: lets a veth accept XDP-redirected frames (router LAN in kernel modes).
 //! * `load_redirect`: the upper bound, a redirect to one next hop with no parsing at all.
+//! * `load_redirect_class`: the same bound with the policy's fan-out: each frame goes to its
+//!   class's link, read from the marker the generator wrote into it (one byte, no parsing).
 //! * `load_tc_redirect`: the same bound for L3 (TUN) links, from TC ingress, as native
 //!   `XDP_REDIRECT` into an L3 device delivers nothing.
 //!
@@ -46,12 +48,15 @@ static LOAD_LATENCY: PerCpuArray<u64> = PerCpuArray::with_max_entries(LAT_BUCKET
 #[map(name = "LOAD_SINK_DEAD")]
 static LOAD_SINK_DEAD: Array<u32> = Array::with_max_entries(64, 0);
 #[map(name = "LOAD_RDR_CFG")]
-static LOAD_RDR_CFG: Array<RedirectConfig> = Array::with_max_entries(1, 0);
+static LOAD_RDR_CFG: Array<RedirectConfig> = Array::with_max_entries(RDR_LINKS, 0);
+/// Index: class id (the frame's marker) → link index for `load_redirect_class`.
+#[map(name = "LOAD_CLASS_LINK")]
+static LOAD_CLASS_LINK: Array<u32> = Array::with_max_entries(16, 0);
 /// Index 0: the TUN device `load_tc_redirect` sends everything to.
 #[map(name = "LOAD_TC_RDR")]
 static LOAD_TC_RDR: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "LOAD_RDR_DEV")]
-static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(1, 0);
+static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(RDR_LINKS, 0);
 
 #[xdp]
 pub fn load_gen(ctx: XdpContext) -> u32 {
@@ -180,7 +185,34 @@ pub fn load_pass(_ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn load_redirect(ctx: XdpContext) -> u32 {
-    let Some(cfg) = LOAD_RDR_CFG.get(0) else {
+    redirect_to(&ctx, 0)
+}
+
+#[xdp]
+pub fn load_redirect_class(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + 18 > ctx.data_end() {
+        return XDP_PASS;
+    }
+    // SAFETY: 18 bytes checked above. The class is the low nibble of the IPv4 ID's second
+    // byte (frame offset 19) or of the IPv6 flow label's last byte (offset 17).
+    let class = unsafe {
+        match *((start + 12) as *const u8) {
+            0x08 if start + 20 <= ctx.data_end() => *((start + 19) as *const u8) & 15,
+            0x86 => *((start + 17) as *const u8) & 15,
+            _ => return XDP_PASS,
+        }
+    };
+    match LOAD_CLASS_LINK.get(class as u32) {
+        Some(link) => redirect_to(&ctx, *link),
+        None => XDP_PASS,
+    }
+}
+
+/// Rewrites the MACs for link `link` and redirects the frame there.
+#[inline(always)]
+fn redirect_to(ctx: &XdpContext, link: u32) -> u32 {
+    let Some(cfg) = LOAD_RDR_CFG.get(link) else {
         return XDP_ABORTED;
     };
     let start = ctx.data();
@@ -192,7 +224,7 @@ pub fn load_redirect(ctx: XdpContext) -> u32 {
         (start as *mut [u8; 6]).write_unaligned(cfg.dmac);
         ((start + 6) as *mut [u8; 6]).write_unaligned(cfg.smac);
     }
-    match LOAD_RDR_DEV.redirect(0, 0) {
+    match LOAD_RDR_DEV.redirect(link, 0) {
         Ok(a) => a,
         Err(_) => XDP_ABORTED,
     }

@@ -25,6 +25,7 @@ fn color(m: Mode) -> &'static str {
         Mode::KernelLinear => "#9467bd",
         Mode::KernelPlain => "#2ca02c",
         Mode::BareXdp => "#7f7f7f",
+        Mode::BareXdp3 => "#bcbd22",
         Mode::SourceSink => "#000000",
     }
 }

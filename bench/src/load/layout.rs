@@ -66,7 +66,10 @@ pub struct SinkConfig {
     pub latency: u32,
 }
 
-/// The bare redirect program's next hop (array index 0).
+/// Links the bare redirect programs know (array and DEVMAP size).
+pub const RDR_LINKS: u32 = 3;
+
+/// A bare redirect program's next hop on one link (array index = link index).
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
 pub struct RedirectConfig {

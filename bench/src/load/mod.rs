@@ -205,7 +205,13 @@ pub fn main(args: &[String]) -> Result<()> {
     let work = std::env::temp_dir().join(format!("xwan-load-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut tools = Ebpf::load(TOOLS).context("loading the load-test eBPF programs")?;
-    for name in ["load_gen", "load_sink", "load_pass", "load_redirect"] {
+    for name in [
+        "load_gen",
+        "load_sink",
+        "load_pass",
+        "load_redirect",
+        "load_redirect_class",
+    ] {
         let p: &mut Xdp = tools
             .program_mut(name)
             .with_context(|| format!("{name} missing"))?
@@ -314,6 +320,9 @@ fn run_all(
         }
         for run in 0..settings.runs {
             for mode in settings.modes.iter().copied() {
+                if !mode.runs_on(links) {
+                    continue;
+                }
                 eprintln!(
                     "  {} links, {} frames, {rules} rules, run {}/{}: {}",
                     links.name(),

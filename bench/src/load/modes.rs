@@ -7,6 +7,9 @@
 //! 4. `kernel-plain`: plain forwarding with one route, no policy (the kernel's best case).
 //! 5. `bare-xdp`: an XDP program that rewrites the MACs and redirects everything to link 1
 //!    (the upper bound of any XDP router on this machine).
+//! 6. `bare-xdp-3`: the same, each frame to its class's link (read from the generator's
+//!    marker, no parsing): the bound for the same work as the policy modes, whose frames
+//!    fan out over three links (each link's receiver must be woken, per batch). veth only.
 //!
 //! Policy modes put N − 3 filler rules first (distinct destinations and ports no traffic
 //! uses), then the three real rules (HTTP → link 1, SQL → link 2, VoIP by DSCP EF → link 3),
@@ -30,8 +33,9 @@ use serde::Serialize;
 use xwan::control::{Answer, Request};
 
 use super::{
-    layout::RedirectConfig,
+    layout::{RDR_LINKS, RedirectConfig},
     topology::{LINKS, Links, Topology, link_addrs, tun_addrs},
+    traffic::CLASSES,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -42,18 +46,25 @@ pub enum Mode {
     KernelLinear,
     KernelPlain,
     BareXdp,
+    BareXdp3,
     /// Calibration, not a router: the sink program on the router's LAN veth, so the source
     /// alone (and one sink's cost per packet) is measured.
     SourceSink,
 }
 
-pub const ALL: [Mode; 5] = [
+pub const ALL: [Mode; 6] = [
     Mode::KernelMaps,
     Mode::Xwan,
     Mode::KernelLinear,
     Mode::KernelPlain,
     Mode::BareXdp,
+    Mode::BareXdp3,
 ];
+
+const _: () = assert!(
+    LINKS as u32 == RDR_LINKS,
+    "the bare redirect maps hold every link"
+);
 
 /// The real rules (HTTP, SQL, VoIP) that come after the fillers.
 pub const REAL_RULES: usize = 3;
@@ -66,13 +77,22 @@ impl Mode {
             Mode::KernelLinear => "kernel-linear",
             Mode::KernelPlain => "kernel-plain",
             Mode::BareXdp => "bare-xdp",
+            Mode::BareXdp3 => "bare-xdp-3",
             Mode::SourceSink => "source-sink",
         }
     }
 
     /// Whether the mode steers classes to different links (the others use link 1 only).
     pub fn steers(self) -> bool {
-        matches!(self, Mode::Xwan | Mode::KernelMaps | Mode::KernelLinear)
+        matches!(
+            self,
+            Mode::Xwan | Mode::KernelMaps | Mode::KernelLinear | Mode::BareXdp3
+        )
+    }
+
+    /// Whether the mode exists for these links (`bare-xdp-3` has no TUN variant).
+    pub fn runs_on(self, links: Links) -> bool {
+        !(self == Mode::BareXdp3 && links == Links::Tun)
     }
 }
 
@@ -162,24 +182,42 @@ pub fn setup(
             })?;
             Active::BareTc { lan, tc }
         }
-        Mode::BareXdp => {
-            let mut cfg: Array<_, RedirectConfig> =
-                Array::try_from(tools.map_mut("LOAD_RDR_CFG").context("LOAD_RDR_CFG")?)?;
-            cfg.set(
-                0,
-                RedirectConfig {
-                    dmac: topo.sink_macs[0],
-                    smac: topo.link_macs[0],
-                },
-                0,
-            )?;
+        Mode::BareXdp | Mode::BareXdp3 => {
+            {
+                let mut cfg: Array<_, RedirectConfig> =
+                    Array::try_from(tools.map_mut("LOAD_RDR_CFG").context("LOAD_RDR_CFG")?)?;
+                for l in 0..LINKS {
+                    let hop = RedirectConfig {
+                        dmac: topo.sink_macs[l],
+                        smac: topo.link_macs[l],
+                    };
+                    cfg.set(l as u32, hop, 0)?;
+                }
+            }
+            {
+                let mut classes: Array<_, u32> = Array::try_from(
+                    tools
+                        .map_mut("LOAD_CLASS_LINK")
+                        .context("LOAD_CLASS_LINK")?,
+                )?;
+                for c in &CLASSES {
+                    classes.set(c.id as u32, c.link as u32, 0)?;
+                }
+            }
             let mut dev = DevMap::try_from(tools.map_mut("LOAD_RDR_DEV").context("LOAD_RDR_DEV")?)?;
-            // The kernel resolves the ifindex in the caller's namespace.
-            let ifindex = topo.link_ifindex[0];
-            topo.rtr
-                .run(|| Ok(dev.set(0, ifindex, None, 0)?))
-                .context("DEVMAP entry for link 1")?;
-            xdp(tools, "load_redirect", topo)?
+            for l in 0..LINKS {
+                // The kernel resolves the ifindex in the caller's namespace.
+                let ifindex = topo.link_ifindex[l];
+                topo.rtr
+                    .run(|| Ok(dev.set(l as u32, ifindex, None, 0)?))
+                    .with_context(|| format!("DEVMAP entry for link {}", l + 1))?;
+            }
+            let prog = if mode == Mode::BareXdp {
+                "load_redirect"
+            } else {
+                "load_redirect_class"
+            };
+            xdp(tools, prog, topo)?
         }
         Mode::Xwan => {
             let dir = work.join("agent");

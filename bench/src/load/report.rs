@@ -110,6 +110,9 @@ struct Goals {
     xwan_vs_bare_xdp_by_cpu: f64,
     xwan_max_rules_vs_min_rules_by_cpu: f64,
     bare_xdp_router_busy: f64,
+    /// Against `bare-xdp-3` (the bare redirect with the policy's fan-out over three links),
+    /// by router CPU per packet: the bound for the same work.
+    xwan_vs_bare_xdp_3_by_cpu: f64,
 }
 
 /// One traffic-source candidate on the calibration topology (`--compare-sources`).
@@ -234,6 +237,7 @@ fn goals(rows: &[Row]) -> Option<Goals> {
         xwan_vs_bare_xdp_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::BareXdp))),
         xwan_max_rules_vs_min_rules_by_cpu: ratio(top.router_capacity_mpps, cap(xwan(min))),
         bare_xdp_router_busy: mode_at(Mode::BareXdp).map_or(0.0, |r| r.router_busy),
+        xwan_vs_bare_xdp_3_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::BareXdp3))),
         rules: max,
         xwan_vs_kernel_maps: top.vs_kernel_maps,
         xwan_vs_kernel_maps_goal: 3.0,
@@ -329,6 +333,11 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             g.xwan_vs_bare_xdp_by_cpu,
             g.xwan_max_rules_vs_min_rules_by_cpu,
             g.bare_xdp_router_busy * 100.0
+        );
+        println!(
+            "by router CPU per packet against bare-xdp-3 (the same fan-out over three links): \
+             xwan / bare-xdp-3 = {:.2}",
+            g.xwan_vs_bare_xdp_3_by_cpu
         );
     }
     if !r.latency.is_empty() {
