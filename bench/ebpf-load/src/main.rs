@@ -89,7 +89,7 @@ pub fn load_gen(ctx: XdpContext) -> u32 {
     if templates == 0 {
         return XDP_ABORTED;
     }
-    let i = (st.sent % templates) as u32;
+    let i = ((st.sent / cfg.train.max(1) as u64) % templates) as u32;
     st.sent += 1;
     let Some(t) = LOAD_TEMPLATES.get(i) else {
         return XDP_ABORTED;

@@ -77,7 +77,7 @@ pub fn run(
     xwan_bin: &std::path::Path,
     work: &std::path::Path,
 ) -> Result<Failover> {
-    traffic::set_rate(tools, settings.flows, (1e9 / pps) as u64)?;
+    traffic::set_rate(tools, settings.flows, settings.train, (1e9 / pps) as u64)?;
     let active = modes::setup(
         Mode::Xwan,
         rules,
@@ -141,6 +141,6 @@ pub fn run(
         .sink
         .ip(&["link", "set", &topo.sink_devs[CUT_LINK], "up"]);
     modes::teardown(Mode::Xwan, active, topo, tools)?;
-    traffic::set_rate(tools, settings.flows, 0)?;
+    traffic::set_rate(tools, settings.flows, settings.train, 0)?;
     result
 }

@@ -33,7 +33,8 @@ pub struct Template {
 pub struct GenConfig {
     /// How many templates are in use (1..=MAX_TEMPLATES).
     pub templates: u32,
-    pub _pad: u32,
+    /// Frames each flow sends in a row (1 = every frame is the next flow's).
+    pub train: u32,
     /// Rate limit: at least this many ns between two frames sent (0 = as fast as possible).
     pub gap_ns: u64,
 }

@@ -55,6 +55,7 @@ pub struct Settings {
     pub warmup: Duration,
     pub retries: usize,
     pub flows: usize,
+    pub train: u32,
     pub source_cpu: usize,
     pub router_cpu: usize,
     pub json: PathBuf,
@@ -69,7 +70,7 @@ pub struct Settings {
 }
 
 const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
-[--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] \
+[--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] [--train N (1)] \
 [--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
 
 fn parse(args: &[String]) -> Result<Settings> {
@@ -82,6 +83,7 @@ fn parse(args: &[String]) -> Result<Settings> {
         warmup: Duration::from_millis(400),
         retries: 3,
         flows: 4096,
+        train: 1,
         source_cpu: 0,
         router_cpu: 1,
         json: PathBuf::from("target/bench/load.json"),
@@ -129,6 +131,7 @@ fn parse(args: &[String]) -> Result<Settings> {
             "--window" => s.window = Duration::from_secs_f64(val()?.parse().context("--window")?),
             "--retries" => s.retries = val()?.parse().context("--retries")?,
             "--flows" => s.flows = val()?.parse().context("--flows")?,
+            "--train" => s.train = val()?.parse().context("--train")?,
             "--cpus" => {
                 let v = list(val()?)?;
                 let [a, b] = v[..] else {
@@ -159,6 +162,9 @@ fn parse(args: &[String]) -> Result<Settings> {
             }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if s.train == 0 {
+        bail!("--train must be at least 1 (frames each flow sends in a row)");
     }
     if s.runs == 0 || s.rules.is_empty() || s.rules.iter().any(|r| *r < modes::REAL_RULES) {
         bail!(
@@ -287,7 +293,7 @@ fn run_all(
     let mut calibrated = vec![];
     for (links, mix, rules) in sweeps {
         if current_mix != Some(mix) {
-            traffic::program(tools, settings.flows, mix, topo.lan_mac, 0)?;
+            traffic::program(tools, settings.flows, settings.train, mix, topo.lan_mac, 0)?;
             current_mix = Some(mix);
         }
         if !calibrated.contains(&mix) {
@@ -351,7 +357,14 @@ fn run_all(
     if settings.failover && settings.modes.contains(&Mode::Xwan) {
         let rules = *settings.rules.iter().max().expect("rule counts");
         let pps = half_xwan(&out.samples, rules)?;
-        traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, 0)?;
+        traffic::program(
+            tools,
+            settings.flows,
+            settings.train,
+            Mix::Small,
+            topo.lan_mac,
+            0,
+        )?;
         for cut in [failover::Cut::Silent, failover::Cut::Carrier] {
             eprintln!(
                 "  failover at {:.3} Mpps, {rules} rules: {cut:?} cut of link 2",
@@ -420,7 +433,14 @@ fn latency(
     let rules = *settings.rules.iter().max().expect("rule counts");
     let pps = half_xwan(samples, rules)?;
     let gap_ns = (1e9 / pps) as u64;
-    traffic::program(tools, settings.flows, Mix::Small, topo.lan_mac, gap_ns)?;
+    traffic::program(
+        tools,
+        settings.flows,
+        settings.train,
+        Mix::Small,
+        topo.lan_mac,
+        gap_ns,
+    )?;
     let mut out = vec![];
     for mode in settings.modes.iter().copied() {
         eprintln!(
@@ -454,7 +474,7 @@ fn latency(
         modes::teardown(mode, active, topo, tools)?;
         out.push(report::Latency::new(r?, &hist?, pps / 1e6));
     }
-    traffic::set_rate(tools, settings.flows, 0)?;
+    traffic::set_rate(tools, settings.flows, settings.train, 0)?;
     Ok(out)
 }
 

@@ -150,6 +150,8 @@ struct Json<'a> {
     runs: usize,
     window_s: f64,
     flows: usize,
+    /// Frames each flow sends in a row (`--train`; 1 = no two frames of a flow in a row).
+    train: u32,
     /// Index = the class index of `class_link`; `link` is where policy modes send it.
     classes: Vec<ClassInfo>,
     calibration: &'a [Sample],
@@ -389,6 +391,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
         runs: settings.runs,
         window_s: settings.window.as_secs_f64(),
         flows: settings.flows,
+        train: settings.train,
         classes: CLASSES
             .iter()
             .map(|c| ClassInfo {

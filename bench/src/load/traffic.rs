@@ -255,10 +255,12 @@ fn checksum(b: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Writes `flows` templates and the generator's settings into the maps.
+/// Writes `flows` templates and the generator's settings into the maps; each flow sends
+/// `train` frames in a row before the next one's.
 pub fn program(
     tools: &mut Ebpf,
     flows: usize,
+    train: u32,
     mix: Mix,
     lan_mac: [u8; 6],
     gap_ns: u64,
@@ -278,18 +280,18 @@ pub fn program(
         v.data[..f.len()].copy_from_slice(&f);
         t.set(i as u32, v, 0)?;
     }
-    set_rate(tools, flows, gap_ns)
+    set_rate(tools, flows, train, gap_ns)
 }
 
 /// Changes the generator's pace (takes effect at once, also while it runs).
-pub fn set_rate(tools: &mut Ebpf, flows: usize, gap_ns: u64) -> Result<()> {
+pub fn set_rate(tools: &mut Ebpf, flows: usize, train: u32, gap_ns: u64) -> Result<()> {
     let mut c: Array<_, GenConfig> =
         Array::try_from(tools.map_mut("LOAD_GEN_CFG").context("LOAD_GEN_CFG")?)?;
     c.set(
         0,
         GenConfig {
             templates: flows as u32,
-            _pad: 0,
+            train: train.max(1),
             gap_ns,
         },
         0,
