@@ -2,7 +2,7 @@
 //! argument `load`, `cargo xtask load`: the line-rate load test (module [`load`]).
 //!
 //! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
-//! `--repeat` repeats) for: the parse-only baseline program, a flow-table hit, and
+//! `--repeat` repeats) for: the parse-only baseline program, a flow hit, and
 //! classification misses (on port, on address) with 10 / 100 / 1,000 rules, each for IPv4 and
 //! IPv6; ratios to the baseline; writes the results as JSON; then the agent-side cost of a
 //! failover (every router's table recomputed after one verdict) and of a metrics scrape. A
@@ -252,11 +252,12 @@ fn datapath_cases(a: &Args, fs: &TestBpffs) -> Result<()> {
                     ns: baseline[fi],
                     runs,
                 });
-                // Flow-table hit: rule 0's packet, steered through an Ethernet gateway.
+                // Flow hit: rule 0's packet, steered through an Ethernet gateway; after the first
+                // repeat it is answered from the per-CPU flow cache.
                 let f = frame(*src, *dst, 1000, 255);
                 let runs = measure(&dp, PROG_XDP_LAN, &f, a.runs, a.repeat, 250, XDP_REDIRECT)?;
                 cases.push(Case {
-                    name: "flow-table hit".into(),
+                    name: "flow hit (flow cache)".into(),
                     family,
                     rules,
                     ns: median(&runs),
