@@ -27,10 +27,11 @@ use crate::{
 /// Router id stored in flow entries of rules that do not route.
 const NO_ROUTER: u16 = 0xffff;
 
-/// Stage 1 (`xwan_xdp_lan`): steps 1–7. `Ok` when the packet goes on to [`decide`], its
-/// parse stored in `XWAN_SCRATCH`; otherwise the reason it is handed to the kernel.
+/// Stage 1 (`xwan_xdp_lan`): steps 1–7. `Ok` with the parse when the packet goes on (to
+/// [`first_stage_hit`], then [`hand_over`] and [`decide`]); otherwise the reason it is handed
+/// to the kernel.
 #[inline(always)]
-pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
+pub fn parse_stage(ctx: &XdpContext) -> Result<Pkt, u32> {
     let start = ctx.data();
     let end = ctx.data_end();
     let ifindex = ctx.ingress_ifindex() as u32;
@@ -46,9 +47,14 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
     if eth[..6] != iface.mac {
         return Err(reason::PASS_NOT_FOR_US);
     }
-    let p = parse_eth(start, end)?;
+    parse_eth(start, end)
+}
+
+/// Stores `p` in `XWAN_SCRATCH` for [`decide`]; `false` when the map is missing.
+#[inline(always)]
+pub fn hand_over(p: &Pkt) -> bool {
     let Some(out) = XWAN_SCRATCH.get_ptr_mut(0) else {
-        return Err(reason::PASS_NOT_CONFIGURED);
+        return false;
     };
     // SAFETY: this CPU's slot; nothing else runs on this CPU until `decide` has read it.
     unsafe {
@@ -66,7 +72,39 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<(), u32> {
             has_ports: p.has_ports as u8,
         };
     }
-    Ok(())
+    true
+}
+
+/// A flow's packet answered in the first stage from the flow cache, which saves the hand-over
+/// and the tail call: `(xdp action, reason)`, or `(MISS, _)`. Never with return routes on:
+/// their checks come before the flow table (in [`decide`], which then asks the cache).
+#[inline(always)]
+pub fn first_stage_hit(ctx: &XdpContext, p: &Pkt, len: u64) -> (u32, u32) {
+    let (Some(c), Some(epoch)) = (XWAN_CONFIG.get(0), XWAN_RULESET.get(0)) else {
+        return (MISS, 0);
+    };
+    if c.flags & CONFIG_RETURN_ROUTES != 0 {
+        return (MISS, 0);
+    }
+    let key = flow_key(p, ctx.ingress_ifindex() as u32);
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let set = hash::flow_cache_index(&key);
+    from_cache(ctx, p, &key, set, *epoch, now, c.flow_idle_ns, len)
+}
+
+/// The flow table's key of `p` arriving on `ifindex` (0 for the return-route table).
+#[inline(always)]
+fn flow_key(p: &Pkt, ifindex: u32) -> FlowKey {
+    FlowKey {
+        src: p.src,
+        dst: p.dst,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        family: if p.v6 { 6 } else { 4 },
+        _pad: 0,
+        ifindex,
+    }
 }
 
 /// Stage 2 (`xwan_xdp_decide`): steps 8–12 on the packet [`parse_stage`] stored. Returns
@@ -98,17 +136,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         dst: s.dst,
     };
     let family = if p.v6 { 6 } else { 4 };
-
-    let mut key = FlowKey {
-        src: p.src,
-        dst: p.dst,
-        sport: p.sport,
-        dport: p.dport,
-        proto: p.proto,
-        family,
-        _pad: 0,
-        ifindex: 0,
-    };
+    let mut key = flow_key(&p, 0);
 
     let (flow_idle_ns, config_flags) = match XWAN_CONFIG.get(0) {
         Some(c) => (c.flow_idle_ns, c.flags),
@@ -148,9 +176,12 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
     let set = hash::flow_cache_index(&key);
-    let cached = from_cache(ctx, &p, &key, set, epoch, now, flow_idle_ns, len);
-    if cached.0 != MISS {
-        return cached;
+    // Without return routes the first stage has asked the cache already.
+    if config_flags & CONFIG_RETURN_ROUTES != 0 {
+        let cached = from_cache(ctx, &p, &key, set, epoch, now, flow_idle_ns, len);
+        if cached.0 != MISS {
+            return cached;
+        }
     }
 
     let entry = XWAN_FLOWS.get_ptr_mut(key);
@@ -277,7 +308,7 @@ fn flow_value(now: u64, epoch: u32, rule: u16, router: u16, gateway: u16) -> Flo
 
 /// The XDP action [`from_cache`] returns when the flow cache cannot answer (no XDP action
 /// is this large).
-const MISS: u32 = u32::MAX;
+pub const MISS: u32 = u32::MAX;
 
 /// Answers a packet from this CPU's flow cache (see [`FlowCacheEntry`] for when an entry
 /// may be trusted): the same verdict, reason, counters and rewrite as the flow-table path

@@ -40,9 +40,16 @@ use crate::{
 pub fn xwan_xdp_lan(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let why = match lan::parse_stage(&ctx) {
-        Ok(()) => {
-            // SAFETY: jumps to our own second stage; returns only if its slot is empty.
-            unsafe { XWAN_JUMP.tail_call(&ctx, JUMP_DECIDE) };
+        Ok(p) => {
+            let (action, why) = lan::first_stage_hit(&ctx, &p, len);
+            if action != lan::MISS {
+                count(&XWAN_REASON_CNT, why, len);
+                return action;
+            }
+            if lan::hand_over(&p) {
+                // SAFETY: jumps to our own second stage; returns only if its slot is empty.
+                unsafe { XWAN_JUMP.tail_call(&ctx, JUMP_DECIDE) };
+            }
             reason::PASS_NOT_CONFIGURED
         }
         Err(why) => why,
