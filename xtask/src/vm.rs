@@ -118,7 +118,7 @@ pub fn run(opts: &Options) -> Result<()> {
     let tests = if opts.command.is_empty() {
         build_tests()?
     } else {
-        vec![opts.command.join(" ")]
+        vec![guest_command(&opts.command)?]
     };
     println!(
         "vm-test: booting {} ({}) for {} command(s); limit {}",
@@ -478,6 +478,26 @@ fn build_tests() -> Result<Vec<String>> {
         lines.push(line);
     }
     Ok(lines)
+}
+
+/// `command` as the guest runs it: the guest's working directory is /tmp, so a program given
+/// as a path relative to ours (`target/release/deps/...`) is made absolute.
+fn guest_command(command: &[String]) -> Result<String> {
+    let mut words = command.to_vec();
+    if let Some(program) = words.first_mut()
+        && program.contains('/')
+        && !program.starts_with('/')
+    {
+        let abs = std::env::current_dir()?.join(&*program);
+        if !abs.exists() {
+            bail!(
+                "{program}: no such file (relative to {})",
+                std::env::current_dir()?.display()
+            );
+        }
+        *program = abs.display().to_string();
+    }
+    Ok(words.join(" "))
 }
 
 /// The string value of `"key":"..."` in one line of cargo's JSON (paths here need no
