@@ -427,7 +427,9 @@ pub fn sas(ns: &Netns) -> Result<Vec<SaInfo>> {
     })
 }
 
-/// ESP SAs of each link in namespace `ns`: [link][0] branch → head office, [link][1] back.
+/// Keyed ESP SAs of each link in namespace `ns`: [link][0] branch → head office, [link][1]
+/// back. Larval states do not count: an acquire's (SPI 0) nor an SPI charon allocated for a
+/// CHILD_SA still being negotiated (no algorithms yet).
 pub fn sa_counts(ns: &Netns) -> Result<[[usize; 2]; 3]> {
     let sas = sas(ns)?;
     Ok(std::array::from_fn(|l| {
@@ -435,6 +437,7 @@ pub fn sa_counts(ns: &Netns) -> Result<[[usize; 2]; 3]> {
         let count = |src: Ipv4Addr, dst: Ipv4Addr| {
             sas.iter()
                 .filter(|s| s.proto == libc::IPPROTO_ESP as u8)
+                .filter(|s| s.spi != 0 && s.algorithms != "none")
                 .filter(|s| s.src == IpAddr::from(src) && s.dst == IpAddr::from(dst))
                 .count()
         };
