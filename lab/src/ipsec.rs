@@ -113,8 +113,9 @@ pub struct Ike {
     pub keying: Keying,
     pub branch: Charon,
     pub headoffice: Charon,
-    /// From starting to load the initiating side's connections until every IKE-keyed link
-    /// had an SA each way on both sites.
+    /// How long IKE took to key every IKE-keyed link both ways on both sites: from starting
+    /// the branch's charon ([`Keying::Strongswan`]), or the branch's `swanctl --initiate`
+    /// ([`Keying::Mixed`]).
     pub bring_up: Duration,
 }
 

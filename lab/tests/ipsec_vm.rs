@@ -70,6 +70,7 @@ const NO_SA_TRANSITIONS: &str = r#"xwan_gateway_transitions_total{router="Produc
 #[ignore = "needs ESP/VTI (Linux 6.1 VM): run by cargo xtask vm-test"]
 fn seed_scenario_over_vtis_and_esp() {
     assert_eq!(IKE_LINK, WAN2);
+    let started = Instant::now();
     let (_one, mut lab) = support::lab_with(&Options {
         timing: TIMING,
         failback: Failback::NewConnections,
@@ -83,11 +84,13 @@ fn seed_scenario_over_vtis_and_esp() {
     shown += &status_text(&lab);
     stop_leaves_nothing_behind(&mut lab);
     assert_no_secrets(&lab, shown);
+    println!("test done after {:?} (lab included)", started.elapsed());
 }
 
 #[test]
 #[ignore = "needs ESP/VTI (Linux 6.1 VM): run by cargo xtask vm-test"]
 fn seed_scenario_keyed_by_the_shipped_strongswan_pair() {
+    let started = Instant::now();
     let (_one, mut lab) = support::lab_with(&Options {
         timing: TIMING,
         failback: Failback::NewConnections,
@@ -107,6 +110,7 @@ fn seed_scenario_keyed_by_the_shipped_strongswan_pair() {
     shown += &status_text(&lab);
     stop_leaves_nothing_behind(&mut lab);
     assert_no_secrets(&lab, shown);
+    println!("test done after {:?} (lab included)", started.elapsed());
 }
 
 // ------------------------------------------------------------------------------ counters
