@@ -1,14 +1,16 @@
 //! The agents' configurations, generated from the seed scenario's own files
 //! (`examples/seed-branch.toml`, `examples/seed-headoffice.toml`; with real IPsec
-//! `examples/ipsec/*-manual-keys.toml`; compiled in) so the lab runs exactly the reference
+//! `examples/ipsec/*-manual-keys.toml`, or `examples/ipsec/*-strongswan.toml` when strongSwan
+//! keys every link ([`Keying::Strongswan`]); compiled in) so the lab runs exactly the reference
 //! routers and rules. Only what the lab must change is changed:
 //!
 //! * `[agent]`: the bpffs pin directory and control socket under the agent's lab directory
 //!   (each agent runs in its own network namespace, so both keep the default metrics address);
 //! * links: the lab's interface names (`vti-wanN` → `wanN`); with stand-ins WAN3 becomes an
-//!   Ethernet link (a veth with a next hop) so both data-plane paths run; with real IPsec the
-//!   key files are the lab's ([`key_file`]) and WAN2 loses its `manual_sa`: strongSwan keys it
-//!   ([`crate::ipsec::IKE_LINK`]);
+//!   Ethernet link (a veth with a next hop) so both data-plane paths run; with manual keys
+//!   ([`Keying::Mixed`]) the key files are the lab's ([`key_file`]) and WAN2 loses its
+//!   `manual_sa`: strongSwan keys it ([`crate::ipsec::IKE_LINK`]); the strongSwan examples
+//!   need nothing more;
 //! * routers: the probe timing (the seed keeps the 15 s default; the lab and tests probe
 //!   faster) and, if asked, the failback policy.
 //!
@@ -23,15 +25,14 @@ use std::{
 use anyhow::{Context, Result};
 use toml::{Table, Value};
 
-use crate::{
-    ipsec::IKE_LINK,
-    topology::{LINKS, Medium, Tunnels},
-};
+use crate::topology::{Keying, LINKS, Medium, Tunnels};
 
 const SEED_BRANCH: &str = include_str!("../../examples/seed-branch.toml");
 const SEED_HEADOFFICE: &str = include_str!("../../examples/seed-headoffice.toml");
 const IPSEC_BRANCH: &str = include_str!("../../examples/ipsec/branch-manual-keys.toml");
 const IPSEC_HEADOFFICE: &str = include_str!("../../examples/ipsec/headoffice-manual-keys.toml");
+const IKE_BRANCH: &str = include_str!("../../examples/ipsec/branch-strongswan.toml");
+const IKE_HEADOFFICE: &str = include_str!("../../examples/ipsec/headoffice-strongswan.toml");
 
 /// Router probe timing.
 #[derive(Clone, Copy, Debug)]
@@ -82,7 +83,8 @@ pub struct Options {
 pub fn branch(dir: &Path, opts: &Options) -> Result<Table> {
     let mut t = match opts.tunnels {
         Tunnels::StandIn => seed(SEED_BRANCH, "seed-branch.toml")?,
-        Tunnels::Ipsec => seed(IPSEC_BRANCH, "ipsec/branch-manual-keys.toml")?,
+        Tunnels::Ipsec(Keying::Mixed) => seed(IPSEC_BRANCH, "ipsec/branch-manual-keys.toml")?,
+        Tunnels::Ipsec(Keying::Strongswan) => seed(IKE_BRANCH, "ipsec/branch-strongswan.toml")?,
     };
     adapt(&mut t, dir, opts)?;
     Ok(t)
@@ -92,7 +94,12 @@ pub fn branch(dir: &Path, opts: &Options) -> Result<Table> {
 pub fn headoffice(dir: &Path, opts: &Options) -> Result<Table> {
     let mut t = match opts.tunnels {
         Tunnels::StandIn => seed(SEED_HEADOFFICE, "seed-headoffice.toml")?,
-        Tunnels::Ipsec => seed(IPSEC_HEADOFFICE, "ipsec/headoffice-manual-keys.toml")?,
+        Tunnels::Ipsec(Keying::Mixed) => {
+            seed(IPSEC_HEADOFFICE, "ipsec/headoffice-manual-keys.toml")?
+        }
+        Tunnels::Ipsec(Keying::Strongswan) => {
+            seed(IKE_HEADOFFICE, "ipsec/headoffice-strongswan.toml")?
+        }
     };
     adapt(&mut t, dir, opts)?;
     Ok(t)
@@ -137,10 +144,11 @@ fn adapt(t: &mut Table, dir: &Path, opts: &Options) -> Result<()> {
                 link.insert("kind".into(), Value::String("ethernet".into()));
             }
             Tunnels::StandIn => {}
-            Tunnels::Ipsec if i == IKE_LINK => {
+            Tunnels::Ipsec(keying) if keying.by_ike(i) => {
+                // The strongSwan examples have none: removing it is a no-op there.
                 link.remove("manual_sa");
             }
-            Tunnels::Ipsec => {
+            Tunnels::Ipsec(_) => {
                 let manual = link
                     .get_mut("manual_sa")
                     .and_then(Value::as_table_mut)
@@ -248,9 +256,9 @@ mod tests {
     /// underlay addresses the topology builds, and WAN2 left to strongSwan.
     #[test]
     fn ipsec_configurations_key_wan1_and_wan3_and_leave_wan2_to_ike() {
-        use crate::topology::UNDERLAYS;
+        use crate::{ipsec::IKE_LINK, topology::UNDERLAYS};
         let opts = Options {
-            tunnels: Tunnels::Ipsec,
+            tunnels: Tunnels::Ipsec(Keying::Mixed),
             ..OPTS
         };
         let dir = Path::new("/tmp/xwan-lab/branch");
@@ -274,6 +282,43 @@ mod tests {
                 Some(m) => assert_eq!(m.key_file, key_file(dir, LINKS[i].name)),
             }
             assert_eq!(ht.manual_sa.is_none(), i == IKE_LINK);
+        }
+    }
+
+    /// With strongSwan keying every link: the strongSwan examples with the lab's interfaces,
+    /// the topology's underlay addresses and keys 101..103, and no manual SA anywhere.
+    #[test]
+    fn strongswan_configurations_leave_every_link_to_ike() {
+        use crate::{ipsec::vti_key, topology::UNDERLAYS};
+        let opts = Options {
+            tunnels: Tunnels::Ipsec(Keying::Strongswan),
+            ..OPTS
+        };
+        let (b, _) = parse(
+            &render(&branch(Path::new("/tmp/xwan-lab/branch"), &opts).unwrap()),
+            "branch.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let (h, _) = parse(
+            &render(&headoffice(Path::new("/tmp/xwan-lab/ho"), &opts).unwrap()),
+            "headoffice.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let (seed, _) = parse(SEED_BRANCH, "seed-branch.toml").unwrap();
+        let (ho_seed, _) = parse(SEED_HEADOFFICE, "seed-headoffice.toml").unwrap();
+        assert_eq!(b.rules, seed.rules);
+        assert_eq!(h.return_routes, ho_seed.return_routes);
+        for (i, (l, ho)) in b.links.iter().zip(&h.links).enumerate() {
+            let (t, ht) = (l.ipsec.as_ref().unwrap(), ho.ipsec.as_ref().unwrap());
+            assert_eq!(
+                (l.interface.as_str(), ho.interface.as_str()),
+                (LINKS[i].ifname, LINKS[i].ifname)
+            );
+            let (_, under_b, under_h) = UNDERLAYS[i];
+            assert_eq!((t.local, t.remote), (under_b.into(), under_h.into()));
+            assert_eq!((ht.local, ht.remote), (under_h.into(), under_b.into()));
+            assert!(t.manual_sa.is_none() && ht.manual_sa.is_none());
+            assert_eq!((t.device.id(), ht.device.id()), (vti_key(i), vti_key(i)));
         }
     }
 }

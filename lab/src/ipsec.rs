@@ -1,21 +1,28 @@
-//! What keys the lab's real tunnels ([`crate::topology::Tunnels::Ipsec`]): random manual keys
-//! for WAN1 and WAN3, whose SAs the agents install, and strongSwan for WAN2 ([`IKE_LINK`]):
-//! one charon per site negotiating IKEv2 with a random pre-shared key, its CHILD_SA marked
-//! with the link's VTI key. Also reads every SA of a namespace with its byte and packet
-//! counters, over XFRM netlink (the agent's own reader).
+//! What keys the lab's real tunnels ([`crate::topology::Tunnels::Ipsec`]), as its [`Keying`]
+//! says, and reads every SA of a namespace with its byte and packet counters, over XFRM
+//! netlink (the agent's own reader).
+//!
+//! * [`Keying::Mixed`]: random manual keys for WAN1 and WAN3, whose SAs the agents install,
+//!   and strongSwan for WAN2 ([`IKE_LINK`]) with a configuration the lab writes (IKEv2, a
+//!   random pre-shared key, the CHILD_SA marked with the link's VTI key), initiated by the
+//!   branch when the test says so.
+//! * [`Keying::Strongswan`]: strongSwan keys all three links with the shipped pair,
+//!   `examples/ipsec/strongswan/{headoffice,branch}.swanctl.conf`, loaded byte for byte but for
+//!   their three `secret = "CHANGE-ME-wanN"` lines ([`shipped_swanctl`]): the head office
+//!   traps, the branch starts every connection on load and restarts a CHILD_SA its peer closes.
 //!
 //! Each charon runs in its site's namespace with a private `/run` (two charons would share
 //! its pid file otherwise), its own `strongswan.conf`, vici socket and log in the lab's
 //! directory; killed (and waited for) on drop. Key material lives in [`Secrets`], whose
 //! `Debug` does not show it, and in root-only files; tests assert it appears in no output.
 //!
-//! What a reader may change: the IKE and ESP proposals (keep them what the examples use),
-//! which link is IKE-keyed (then `config` follows).
+//! What a reader may change: the IKE and ESP proposals of the mixed keying (keep them what
+//! the examples use), which link is IKE-keyed there (then `config` follows).
 
 use std::{
     fmt,
     io::Write as _,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -28,19 +35,26 @@ use xwan::xfrm::{SaInfo, XfrmSocket, client::PolicyInfo};
 use crate::{
     config::key_file,
     netns::Netns,
-    topology::{LINKS, UNDERLAYS},
+    topology::{Keying, LINKS, UNDERLAYS},
 };
 
-/// The link strongSwan keys (WAN2); the agents key the others.
+/// The link strongSwan keys with [`Keying::Mixed`] (WAN2); the agents key the others.
 pub const IKE_LINK: usize = 1;
 /// The VTI key (= xfrm mark) of link `i`, as in `examples/ipsec/`.
 pub fn vti_key(link: usize) -> u32 {
     101 + link as u32
 }
 
+/// The IKE connection and CHILD_SA of link `link` (`wan1`..`wan3`), on both sites, as in the
+/// shipped pair (the mixed keying's `wan2` too).
+pub fn connection(link: usize) -> String {
+    format!("wan{}", link + 1)
+}
+
 const CHARON: &str = "/usr/lib/ipsec/charon";
-/// The IKE connection and CHILD_SA name, on both sites.
-const CONNECTION: &str = "wan2";
+const SHIPPED_BRANCH: &str = include_str!("../../examples/ipsec/strongswan/branch.swanctl.conf");
+const SHIPPED_HEADOFFICE: &str =
+    include_str!("../../examples/ipsec/strongswan/headoffice.swanctl.conf");
 /// charon under an emulated CPU: MODP-2048 takes seconds, an exchange may be retransmitted.
 const IKE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -66,11 +80,17 @@ impl fmt::Debug for Secrets {
     }
 }
 
-/// Writes both agents' key files (mode 0600) for the manual-key links: fresh random AES-256-GCM
-/// keys, the branch's `out` being the head office's `in` and vice versa.
-pub fn write_keys(branch_dir: &Path, headoffice_dir: &Path, secrets: &mut Secrets) -> Result<()> {
+/// Writes both agents' key files (mode 0600) for the manual-key links (none with
+/// [`Keying::Strongswan`]): fresh random AES-256-GCM keys, the branch's `out` being the head
+/// office's `in` and vice versa.
+pub fn write_keys(
+    keying: Keying,
+    branch_dir: &Path,
+    headoffice_dir: &Path,
+    secrets: &mut Secrets,
+) -> Result<()> {
     for (i, l) in LINKS.iter().enumerate() {
-        if i == IKE_LINK {
+        if keying.by_ike(i) {
             continue;
         }
         // aes256gcm16: a 32-byte key and a 4-byte salt.
@@ -88,58 +108,155 @@ pub fn write_keys(branch_dir: &Path, headoffice_dir: &Path, secrets: &mut Secret
     Ok(())
 }
 
-/// The two charons keying WAN2.
+/// The two charons keying the IKE links.
 pub struct Ike {
+    pub keying: Keying,
     pub branch: Charon,
     pub headoffice: Charon,
+    /// How long IKE took to key every IKE-keyed link both ways on both sites: from starting
+    /// the branch's charon ([`Keying::Strongswan`]), or the branch's `swanctl --initiate`
+    /// ([`Keying::Mixed`]).
+    pub bring_up: Duration,
 }
 
 impl Ike {
-    /// Starts a charon in each site, loads the connection, and has the branch initiate it;
-    /// returns once the CHILD_SA is installed on both sides.
+    /// Starts a charon in each site with its configuration and returns once every IKE-keyed
+    /// link has an SA each way on both sites. [`Keying::Mixed`]: the lab's WAN2 connection,
+    /// which the branch then initiates with swanctl. [`Keying::Strongswan`]: the shipped pair,
+    /// the head office's first (it traps and answers), then the branch's, which starts every
+    /// connection on its own when loaded.
     pub fn start(
+        keying: Keying,
         branch: &Netns,
         headoffice: &Netns,
         dir: &Path,
         secrets: &mut Secrets,
     ) -> Result<Ike> {
-        let psk = random_hex(32)?;
-        let (_, b, h) = UNDERLAYS[IKE_LINK];
-        let branch = Charon::start(
-            branch,
-            &dir.join("branch"),
-            (b, "branch"),
-            (h, "headoffice"),
-            &psk,
-        )?;
-        let headoffice = Charon::start(
-            headoffice,
-            &dir.join("headoffice"),
-            (h, "headoffice"),
-            (b, "branch"),
-            &psk,
-        )?;
-        secrets.0.push(psk);
-        let ike = Ike { branch, headoffice };
-        ike.initiate()?;
-        Ok(ike)
+        match keying {
+            Keying::Mixed => {
+                let psk = random_hex(32)?;
+                let (_, b, h) = UNDERLAYS[IKE_LINK];
+                let branch_conf = mixed_swanctl((b, "branch"), (h, "headoffice"), &psk);
+                let headoffice_conf = mixed_swanctl((h, "headoffice"), (b, "branch"), &psk);
+                secrets.0.push(psk);
+                let mut ike = Ike {
+                    keying,
+                    branch: Charon::start(branch, &dir.join("branch"), &branch_conf)?,
+                    headoffice: Charon::start(
+                        headoffice,
+                        &dir.join("headoffice"),
+                        &headoffice_conf,
+                    )?,
+                    bring_up: Duration::ZERO,
+                };
+                let t = Instant::now();
+                ike.initiate()?;
+                ike.bring_up = t.elapsed();
+                Ok(ike)
+            }
+            Keying::Strongswan => {
+                let psks = [random_hex(32)?, random_hex(32)?, random_hex(32)?];
+                let headoffice_conf = shipped_swanctl(SHIPPED_HEADOFFICE, &psks)?;
+                let branch_conf = shipped_swanctl(SHIPPED_BRANCH, &psks)?;
+                secrets.0.extend(psks);
+                let ho_charon =
+                    Charon::start(headoffice, &dir.join("headoffice"), &headoffice_conf)?;
+                let t = Instant::now();
+                let branch_charon = Charon::start(branch, &dir.join("branch"), &branch_conf)?;
+                let mut ike = Ike {
+                    keying,
+                    branch: branch_charon,
+                    headoffice: ho_charon,
+                    bring_up: Duration::ZERO,
+                };
+                loop {
+                    let counts = [sa_counts(branch)?, sa_counts(headoffice)?];
+                    if counts.iter().flatten().flatten().all(|&n| n > 0) {
+                        break;
+                    }
+                    if t.elapsed() > IKE_TIMEOUT {
+                        bail!(
+                            "the shipped strongSwan pair installed no SA pair on every link \
+                             within {IKE_TIMEOUT:?} (ESP SAs per link, branch→head office and \
+                             back, on the branch and the head office: {counts:?})\n---- branch \
+                             charon\n{}\n---- head office charon\n{}",
+                            ike.branch.log(),
+                            ike.headoffice.log()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                ike.bring_up = t.elapsed();
+                Ok(ike)
+            }
+        }
     }
 
-    /// The branch (re)initiates the CHILD_SA (and the IKE_SA if there is none).
+    /// The branch (re)initiates WAN2's CHILD_SA (and the IKE_SA if there is none); with the
+    /// mixed keying, where nothing starts it by itself.
     pub fn initiate(&self) -> Result<()> {
-        let timeout = IKE_TIMEOUT.as_secs().to_string();
-        self.branch
-            .swanctl(&["--initiate", "--child", CONNECTION, "--timeout", &timeout])
-            .map(drop)
+        self.branch.initiate_child(&connection(IKE_LINK))
     }
 
-    /// The branch closes the CHILD_SA (a DELETE to the head office): both sides remove its
+    /// The branch closes WAN2's CHILD_SA (a DELETE to the head office): both sides remove its
     /// SAs and policies; the IKE_SA stays.
     pub fn terminate(&self) -> Result<()> {
-        self.branch
-            .swanctl(&["--terminate", "--child", CONNECTION, "--timeout", "30"])
-            .map(drop)
+        self.branch.terminate_child(&connection(IKE_LINK))
     }
+}
+
+/// The lab's own configuration for WAN2 under [`Keying::Mixed`]: as the shipped pair's `wan2`,
+/// without their automatic starts and restarts (start/close/dpd actions): the test decides
+/// when the SA goes and comes back.
+fn mixed_swanctl(
+    (local, local_id): (Ipv4Addr, &str),
+    (remote, remote_id): (Ipv4Addr, &str),
+    psk: &str,
+) -> String {
+    let key = vti_key(IKE_LINK);
+    let conn = connection(IKE_LINK);
+    format!(
+        "connections {{\n  {conn} {{\n    version = 2\n    local_addrs = {local}\n    \
+         remote_addrs = {remote}\n    proposals = aes256-sha256-modp2048\n    local {{\n      \
+         auth = psk\n      id = {local_id}-{conn}\n    }}\n    remote {{\n      auth = psk\n      \
+         id = {remote_id}-{conn}\n    }}\n    children {{\n      {conn} {{\n        \
+         mode = tunnel\n        local_ts = 0.0.0.0/0\n        remote_ts = 0.0.0.0/0\n        \
+         esp_proposals = aes256gcm16\n        mark_in = {key}\n        mark_out = {key}\n      \
+         }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-{conn} {{\n    id-a = {local_id}-{conn}\n    \
+         id-b = {remote_id}-{conn}\n    secret = 0x{psk}\n  }}\n}}\n"
+    )
+}
+
+/// A shipped `swanctl.conf` (`shipped`) with its three `secret = "CHANGE-ME-wanN"` lines
+/// replaced by `secret = 0x<psks[N-1]>` (same indentation); every other byte as shipped.
+pub fn shipped_swanctl(shipped: &str, psks: &[String; 3]) -> Result<String> {
+    let mut replaced = [false; 3];
+    let mut out = String::with_capacity(shipped.len() + 3 * 64);
+    for line in shipped.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let indent = &body[..body.len() - body.trim_start().len()];
+        let link = (0..3).find(|&i| body.trim() == format!("secret = \"CHANGE-ME-wan{}\"", i + 1));
+        match link {
+            Some(i) if !replaced[i] => {
+                replaced[i] = true;
+                out.push_str(&format!("{indent}secret = 0x{}", psks[i]));
+                out.push_str(&line[body.len()..]);
+            }
+            Some(i) => bail!(
+                "the shipped swanctl.conf has two `secret = \"CHANGE-ME-wan{}\"` lines",
+                i + 1
+            ),
+            None => out.push_str(line),
+        }
+    }
+    if let Some(i) = replaced.iter().position(|r| !r) {
+        bail!(
+            "the shipped swanctl.conf has no `secret = \"CHANGE-ME-wan{}\"` line for the lab to \
+             replace (examples/ipsec/strongswan/)",
+            i + 1
+        );
+    }
+    Ok(out)
 }
 
 /// One charon process in a site's namespace.
@@ -149,13 +266,9 @@ pub struct Charon {
 }
 
 impl Charon {
-    fn start(
-        ns: &Netns,
-        dir: &Path,
-        (local, local_id): (Ipv4Addr, &str),
-        (remote, remote_id): (Ipv4Addr, &str),
-        psk: &str,
-    ) -> Result<Charon> {
+    /// Starts charon in `ns` with the lab's `strongswan.conf` (no routes, the lab's vici
+    /// socket and log), and loads `swanctl` (the text of a `swanctl.conf`).
+    fn start(ns: &Netns, dir: &Path, swanctl: &str) -> Result<Charon> {
         if !Path::new(CHARON).is_file() {
             bail!(
                 "strongSwan's charon is not installed ({CHARON}): `cargo xtask setup` as root \
@@ -163,7 +276,6 @@ impl Charon {
             );
         }
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let key = vti_key(IKE_LINK);
         // The VTIs carry the traffic: no routes of charon's (table 220).
         write_private(
             &dir.join("strongswan.conf"),
@@ -177,21 +289,7 @@ impl Charon {
                 log = dir.join("charon.log").display(),
             ),
         )?;
-        // As examples/ipsec/strongswan/*.swanctl.conf's wan2, without their automatic restarts
-        // (start/close/dpd actions): the test decides when the SA goes and comes back.
-        write_private(
-            &dir.join("swanctl.conf"),
-            &format!(
-                "connections {{\n  {CONNECTION} {{\n    version = 2\n    local_addrs = {local}\n    \
-                 remote_addrs = {remote}\n    proposals = aes256-sha256-modp2048\n    local {{\n      \
-                 auth = psk\n      id = {local_id}-{CONNECTION}\n    }}\n    remote {{\n      auth = psk\n      \
-                 id = {remote_id}-{CONNECTION}\n    }}\n    children {{\n      {CONNECTION} {{\n        \
-                 mode = tunnel\n        local_ts = 0.0.0.0/0\n        remote_ts = 0.0.0.0/0\n        \
-                 esp_proposals = aes256gcm16\n        mark_in = {key}\n        mark_out = {key}\n      \
-                 }}\n    }}\n  }}\n}}\nsecrets {{\n  ike-{CONNECTION} {{\n    id-a = {local_id}-{CONNECTION}\n    \
-                 id-b = {remote_id}-{CONNECTION}\n    secret = 0x{psk}\n  }}\n}}\n"
-            ),
-        )?;
+        write_private(&dir.join("swanctl.conf"), swanctl)?;
         let out = std::fs::File::create(dir.join("charon.out"))?;
         // `ip netns exec` gives charon a mount namespace of its own: a private /run there.
         let child = Command::new("ip")
@@ -230,6 +328,20 @@ impl Charon {
             &file.display().to_string(),
         ])?;
         Ok(charon)
+    }
+
+    /// Initiates CHILD_SA `child` (and its IKE_SA if there is none); returns once it is up.
+    pub fn initiate_child(&self, child: &str) -> Result<()> {
+        let timeout = IKE_TIMEOUT.as_secs().to_string();
+        self.swanctl(&["--initiate", "--child", child, "--timeout", &timeout])
+            .map(drop)
+    }
+
+    /// Closes CHILD_SA `child` (a DELETE to the peer): both sides remove its SAs and
+    /// policies; the IKE_SA stays. Returns once the peer answered.
+    pub fn terminate_child(&self, child: &str) -> Result<()> {
+        self.swanctl(&["--terminate", "--child", child, "--timeout", "30"])
+            .map(drop)
     }
 
     /// `swanctl ARGS` against this charon; its output (kept in `swanctl.out` too).
@@ -316,6 +428,24 @@ pub fn sas(ns: &Netns) -> Result<Vec<SaInfo>> {
     })
 }
 
+/// Keyed ESP SAs of each link in namespace `ns`: [link][0] branch → head office, [link][1]
+/// back. Larval states do not count: an acquire's (SPI 0) nor an SPI charon allocated for a
+/// CHILD_SA still being negotiated (no algorithms yet).
+pub fn sa_counts(ns: &Netns) -> Result<[[usize; 2]; 3]> {
+    let sas = sas(ns)?;
+    Ok(std::array::from_fn(|l| {
+        let (_, b, h) = UNDERLAYS[l];
+        let count = |src: Ipv4Addr, dst: Ipv4Addr| {
+            sas.iter()
+                .filter(|s| s.proto == libc::IPPROTO_ESP as u8)
+                .filter(|s| s.spi != 0 && s.algorithms != "none")
+                .filter(|s| s.src == IpAddr::from(src) && s.dst == IpAddr::from(dst))
+                .count()
+        };
+        [count(b, h), count(h, b)]
+    }))
+}
+
 /// Every xfrm policy of namespace `ns`.
 pub fn policies(ns: &Netns) -> Result<Vec<PolicyInfo>> {
     ns.run(|| {
@@ -343,4 +473,69 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lab loads the shipped pair as shipped: the only lines that differ are the three
+    /// placeholder secrets, each replaced by its link's PSK (the same on both sites).
+    #[test]
+    fn shipped_pair_differs_only_in_its_three_secrets() {
+        let psks = ["aa".repeat(32), "bb".repeat(32), "cc".repeat(32)];
+        for shipped in [SHIPPED_BRANCH, SHIPPED_HEADOFFICE] {
+            let loaded = shipped_swanctl(shipped, &psks).unwrap();
+            let (a, b): (Vec<&str>, Vec<&str>) = (
+                shipped.split_inclusive('\n').collect(),
+                loaded.split_inclusive('\n').collect(),
+            );
+            assert_eq!(a.len(), b.len());
+            let changed: Vec<(&str, &str)> = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| x != y)
+                .map(|(x, y)| (*x, *y))
+                .collect();
+            assert_eq!(changed.len(), 3, "{changed:#?}");
+            for (i, (was, now)) in changed.iter().enumerate() {
+                let indent = &was[..was.len() - was.trim_start().len()];
+                assert_eq!(
+                    *was,
+                    format!("{indent}secret = \"CHANGE-ME-wan{}\"\n", i + 1)
+                );
+                assert_eq!(*now, format!("{indent}secret = 0x{}\n", psks[i]));
+            }
+            assert!(!loaded.contains("CHANGE-ME"));
+        }
+    }
+
+    /// A shipped file that lost a placeholder (or repeats one) is an error naming it, not a
+    /// charon that fails to authenticate later.
+    #[test]
+    fn shipped_pair_without_its_placeholders_is_refused() {
+        let psks = [String::new(), String::new(), String::new()];
+        let missing = SHIPPED_BRANCH.replace("CHANGE-ME-wan3", "x");
+        let e = shipped_swanctl(&missing, &psks).unwrap_err().to_string();
+        assert!(e.contains("CHANGE-ME-wan3"), "{e}");
+        let twice = format!("{SHIPPED_BRANCH}secret = \"CHANGE-ME-wan1\"\n");
+        let e = shipped_swanctl(&twice, &psks).unwrap_err().to_string();
+        assert!(e.contains("two") && e.contains("CHANGE-ME-wan1"), "{e}");
+    }
+
+    /// The shipped pair names its connections as [`connection`] does and marks each with its
+    /// link's VTI key.
+    #[test]
+    fn shipped_pair_names_and_marks_each_link() {
+        for shipped in [SHIPPED_BRANCH, SHIPPED_HEADOFFICE] {
+            for l in 0..3 {
+                let conn = connection(l);
+                assert!(shipped.contains(&format!("    {conn} {{")), "{conn}");
+                let key = vti_key(l);
+                for m in ["mark_in", "mark_out"] {
+                    assert!(shipped.contains(&format!("{m} = {key}\n")), "{m} = {key}");
+                }
+            }
+        }
+    }
 }

@@ -59,7 +59,7 @@ impl Place {
 pub struct Lab {
     pub branch: Agent,
     pub headoffice: Agent,
-    /// The charons keying WAN2 (real IPsec only).
+    /// The charons keying the IKE links (real IPsec only).
     pub ike: Option<Ike>,
     /// Key material of the real tunnels (none with stand-ins).
     pub secrets: Secrets,
@@ -99,9 +99,15 @@ impl Lab {
         let mut secrets = Secrets::default();
         let ike = match opts.tunnels {
             Tunnels::StandIn => None,
-            Tunnels::Ipsec => {
-                ipsec::write_keys(branch_dir.path(), headoffice_dir.path(), &mut secrets)?;
+            Tunnels::Ipsec(keying) => {
+                ipsec::write_keys(
+                    keying,
+                    branch_dir.path(),
+                    headoffice_dir.path(),
+                    &mut secrets,
+                )?;
                 let ike = Ike::start(
+                    keying,
                     &topo.branch,
                     &topo.headoffice,
                     &place.dir.join("ike"),
@@ -113,7 +119,7 @@ impl Lab {
         let servers = Servers::start(topo.servers.name())?;
         let headoffice = Agent::start(xwan, &topo.headoffice, &headoffice_dir, "agent.log")?;
         let mut branch = Agent::start(xwan, &topo.branch, &branch_dir, "agent.log")?;
-        if opts.tunnels == Tunnels::Ipsec {
+        if opts.tunnels.is_ipsec() {
             // The agents create the VTIs; the kernel's routes and the taps need them.
             let t = Instant::now();
             while !vtis_exist(&topo) {
@@ -155,7 +161,7 @@ impl Lab {
         let t = Instant::now();
         let timeout = match self.topo.tunnels {
             Tunnels::StandIn => READY_TIMEOUT,
-            Tunnels::Ipsec => READY_TIMEOUT_IPSEC,
+            Tunnels::Ipsec(_) => READY_TIMEOUT_IPSEC,
         };
         loop {
             self.branch.check_running()?;

@@ -13,7 +13,7 @@
 //! joined by a user-space [`Wire`]), WAN3 an Ethernet next hop (veth), so both data-plane
 //! paths run. With [`Tunnels::Ipsec`] (a kernel with ip_vti and ESP: the Linux 6.1 VM) every
 //! link is a real VTI, which the agents create, over an underlay veth of its own ([`UNDERLAYS`],
-//! the addresses of `examples/ipsec/`); [`crate::ipsec`] keys it.
+//! the addresses of `examples/ipsec/`); [`crate::ipsec`] keys it as its [`Keying`] says.
 //!
 //! Kernel routes send each site's traffic for the other over WAN1; xwan's rules (branch) and
 //! return routes (head office) override them. Dropping a [`Topology`] stops the wires and
@@ -51,7 +51,34 @@ pub enum Tunnels {
     #[default]
     StandIn,
     /// VTIs with ESP over underlay veths: needs ip_vti and esp4 (the Linux 6.1 VM).
-    Ipsec,
+    Ipsec(Keying),
+}
+
+impl Tunnels {
+    pub fn is_ipsec(self) -> bool {
+        matches!(self, Tunnels::Ipsec(_))
+    }
+}
+
+/// Who keys the real tunnels ([`Tunnels::Ipsec`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Keying {
+    /// The agents install manual keys for WAN1 and WAN3 (`examples/ipsec/*-manual-keys.toml`);
+    /// strongSwan keys WAN2 ([`crate::ipsec::IKE_LINK`]) with a configuration the lab writes.
+    Mixed,
+    /// strongSwan keys all three links with the shipped pair
+    /// (`examples/ipsec/strongswan/*.swanctl.conf`, `examples/ipsec/*-strongswan.toml`).
+    Strongswan,
+}
+
+impl Keying {
+    /// Whether strongSwan keys link `link` (else the agents do, with manual keys).
+    pub fn by_ike(self, link: usize) -> bool {
+        match self {
+            Keying::Mixed => link == crate::ipsec::IKE_LINK,
+            Keying::Strongswan => true,
+        }
+    }
 }
 
 /// Underlay of each link with [`Tunnels::Ipsec`]: interface name on both sites, branch and
@@ -191,7 +218,7 @@ impl Topology {
         for (i, l) in LINKS.iter().enumerate() {
             let medium = match tunnels {
                 Tunnels::StandIn => l.medium,
-                Tunnels::Ipsec => Medium::Vti,
+                Tunnels::Ipsec(_) => Medium::Vti,
             };
             match medium {
                 Medium::Vti => {
@@ -278,7 +305,7 @@ impl Topology {
     pub fn medium(&self, link: usize) -> Medium {
         match self.tunnels {
             Tunnels::StandIn => LINKS[link].medium,
-            Tunnels::Ipsec => Medium::Vti,
+            Tunnels::Ipsec(_) => Medium::Vti,
         }
     }
 
@@ -333,6 +360,27 @@ impl Topology {
         Ok(first)
     }
 
+    /// Drops every IKEv2 CREATE_CHILD_SA message (requests and responses, either way) on a
+    /// VTI link's underlay until [`Self::restore`]: a CHILD_SA closed meanwhile stays closed
+    /// (its peers' retransmissions re-create it once restored), while the IKE_SA, its DELETEs
+    /// (INFORMATIONAL exchanges) and ESP still pass. The exchange type is in the clear: byte 18
+    /// of the IKE header, which follows the UDP header on port 500 and a 4-byte zero non-ESP
+    /// marker on port 4500 (where MOBIKE peers move after IKE_AUTH).
+    pub fn hold_child_sa_creation(&self, link: usize) -> Result<()> {
+        if self.medium(link) != Medium::Vti {
+            bail!("{} is not an IPsec link: it has no IKE", LINKS[link].name);
+        }
+        let device = UNDERLAYS[link].0;
+        let rules = format!(
+            "table netdev {CUT_TABLE} {{\n  chain in {{\n    type filter hook ingress device \
+             {device} priority 0; policy accept;\n    udp dport 500 @th,208,8 {CREATE_CHILD_SA} \
+             drop\n    udp dport 4500 @th,64,32 0 @th,240,8 {CREATE_CHILD_SA} drop\n  }}\n}}\n"
+        );
+        self.branch.exec("nft", &["-f", "-"], &rules)?;
+        self.headoffice.exec("nft", &["-f", "-"], &rules)?;
+        Ok(())
+    }
+
     /// Takes a veth link's carrier away (the head office's end goes down, so the branch's
     /// end loses carrier).
     pub fn cut_carrier(&self, link: usize) -> Result<()> {
@@ -346,7 +394,8 @@ impl Topology {
         self.headoffice.ip(&["link", "set", l.ifname, "down"])
     }
 
-    /// Undoes [`Self::cut_silently`] and [`Self::cut_carrier`].
+    /// Undoes [`Self::cut_silently`], [`Self::cut_carrier`] and
+    /// [`Self::hold_child_sa_creation`].
     pub fn restore(&self, link: usize) -> Result<()> {
         let l = &LINKS[link];
         if self.medium(link) == Medium::Tun {
@@ -391,5 +440,7 @@ impl Topology {
     }
 }
 
-/// The nftables table of a silent cut (one cut link at a time).
+/// The nftables table of a silent cut or held IKE exchanges (one link at a time).
 const CUT_TABLE: &str = "xwanlab_cut";
+/// IKEv2's exchange type of CHILD_SA creation and rekeying (RFC 7296 §3.1).
+const CREATE_CHILD_SA: u8 = 36;

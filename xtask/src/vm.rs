@@ -64,9 +64,10 @@ const SUITE: &[(&str, &str, &[&str])] = &[
     // probed through ESP turning Unavailable when an SA is deleted and Ready once it is back
     // (the times are printed). One at a time: each starts an agent.
     ("xfrm_netns", "test", &["--test-threads=1", "--show-output"]),
-    // The seed scenario's lab on real VTIs and ESP (manual keys and strongSwan IKEv2): which
-    // link's SAs each class crosses, ESP dropped, an SA deleted, `xwan stop` (ignored on the
-    // host; the times are printed).
+    // The seed scenario's lab on real VTIs and ESP, twice (ignored on the host; the times are
+    // printed): manual keys and a lab-written strongSwan WAN2 (which link's SAs each class
+    // crosses, ESP dropped, an SA deleted, `xwan stop`), then all three links keyed by the
+    // shipped swanctl.conf pair (SAs brought up and re-created by charon alone).
     ("ipsec_vm", "test", &["--ignored", "--show-output"]),
     // Not daemon_netns (run it with `cargo xtask vm-test -- <its binary>`; XWAN_TEST_WAIT_SECS
     // stretches its waits): it passed twice on 6.1, then once lost the frame redirected to
