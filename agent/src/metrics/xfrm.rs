@@ -170,6 +170,7 @@ mod tests {
             mark: Some((101, u32::MAX)),
             if_id: None,
             algorithms: "aes128gcm16".into(),
+            keyed: true,
             bytes: 1000,
             packets: 10,
             add_time,

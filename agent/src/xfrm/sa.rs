@@ -72,8 +72,10 @@ impl Direction {
 
     /// The direction of `sa` on `link`, if it is one of the link's SAs.
     pub fn of(sa: &SaInfo, link: &IpsecTunnel) -> Option<Direction> {
-        // SPI 0: a larval state the kernel holds while an acquire waits for an SA; no SA.
-        if sa.proto != IPPROTO_ESP || sa.spi == 0 {
+        // SPI 0: a larval state the kernel holds while an acquire waits for an SA; an SPI
+        // without a cipher: one an IKE daemon reserved for a CHILD_SA still being negotiated.
+        // Neither is an SA yet.
+        if sa.proto != IPPROTO_ESP || sa.spi == 0 || !sa.keyed {
             return None;
         }
         let dir = if sa.src == link.local && sa.dst == link.remote {
@@ -357,6 +359,10 @@ pub struct SaInfo {
     pub if_id: Option<u32>,
     /// As strongSwan names them: "aes128gcm16", "aes256-sha256"; else the kernel's names.
     pub algorithms: String,
+    /// It has a cipher (AEAD or encryption algorithm). An IKE daemon reserves an inbound SPI
+    /// (XFRM_MSG_ALLOCSPI) before it negotiates a CHILD_SA: the kernel then lists a larval
+    /// state with that SPI and no algorithms, which carries no traffic.
+    pub keyed: bool,
     pub bytes: u64,
     pub packets: u64,
     /// Unix seconds when it was added; 0 if unknown.
@@ -387,6 +393,7 @@ impl SaInfo {
                 _ => {}
             }
         }
+        let keyed = aead.is_some() || enc.is_some();
         let algorithms = algorithm_name(aead, enc, auth.as_deref());
         Some(SaInfo {
             src: ip(&info.saddr)?,
@@ -397,6 +404,7 @@ impl SaInfo {
             mark: mark.filter(|(v, m)| *v != 0 || *m != 0),
             if_id: if_id.filter(|i| *i != 0),
             algorithms,
+            keyed,
             bytes: info.lifetime_cur.bytes,
             packets: info.lifetime_cur.packets,
             add_time: info.lifetime_cur.add_time,
@@ -596,7 +604,8 @@ mod tests {
             reqid: 1,
             mark: None,
             if_id: None,
-            algorithms: String::new(),
+            algorithms: "aes256gcm16".into(),
+            keyed: true,
             bytes: 0,
             packets: 0,
             add_time: 100,
@@ -614,6 +623,16 @@ mod tests {
             Direction::of(&larval, &link),
             None,
             "an acquire's larval state is no SA"
+        );
+        let reserved = SaInfo {
+            algorithms: "none".into(),
+            keyed: false,
+            ..sa.clone()
+        };
+        assert_eq!(
+            Direction::of(&reserved, &link),
+            None,
+            "an SPI reserved for a CHILD_SA being negotiated is no SA"
         );
         (sa.src, sa.dst) = (link.local, link.remote);
         assert_eq!(
