@@ -206,6 +206,29 @@ mod tests {
         tunnels: Tunnels::StandIn,
     };
 
+    /// The branch and head-office configurations of the IPsec lab keyed by `keying`, parsed.
+    fn ipsec_configs(keying: Keying) -> (xwan::config::Config, xwan::config::Config) {
+        let opts = Options {
+            tunnels: Tunnels::Ipsec(keying),
+            ..OPTS
+        };
+        let site = |table: Result<Table>, file| {
+            parse(&render(&table.unwrap()), file)
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .0
+        };
+        (
+            site(
+                branch(Path::new("/tmp/xwan-lab/branch"), &opts),
+                "branch.toml",
+            ),
+            site(
+                headoffice(Path::new("/tmp/xwan-lab/ho"), &opts),
+                "headoffice.toml",
+            ),
+        )
+    }
+
     /// The generated files are valid for the agent, keep the seed's routers, rules and
     /// return routes, and carry the lab's changes.
     #[test]
@@ -257,18 +280,8 @@ mod tests {
     #[test]
     fn ipsec_configurations_key_wan1_and_wan3_and_leave_wan2_to_ike() {
         use crate::{ipsec::IKE_LINK, topology::UNDERLAYS};
-        let opts = Options {
-            tunnels: Tunnels::Ipsec(Keying::Mixed),
-            ..OPTS
-        };
         let dir = Path::new("/tmp/xwan-lab/branch");
-        let (b, _) = parse(&render(&branch(dir, &opts).unwrap()), "branch.toml")
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let (h, _) = parse(
-            &render(&headoffice(Path::new("/tmp/xwan-lab/ho"), &opts).unwrap()),
-            "headoffice.toml",
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
+        let (b, h) = ipsec_configs(Keying::Mixed);
         let (seed, _) = parse(SEED_BRANCH, "seed-branch.toml").unwrap();
         assert_eq!(b.rules, seed.rules);
         for (i, (l, ho)) in b.links.iter().zip(&h.links).enumerate() {
@@ -290,20 +303,7 @@ mod tests {
     #[test]
     fn strongswan_configurations_leave_every_link_to_ike() {
         use crate::{ipsec::vti_key, topology::UNDERLAYS};
-        let opts = Options {
-            tunnels: Tunnels::Ipsec(Keying::Strongswan),
-            ..OPTS
-        };
-        let (b, _) = parse(
-            &render(&branch(Path::new("/tmp/xwan-lab/branch"), &opts).unwrap()),
-            "branch.toml",
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
-        let (h, _) = parse(
-            &render(&headoffice(Path::new("/tmp/xwan-lab/ho"), &opts).unwrap()),
-            "headoffice.toml",
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
+        let (b, h) = ipsec_configs(Keying::Strongswan);
         let (seed, _) = parse(SEED_BRANCH, "seed-branch.toml").unwrap();
         let (ho_seed, _) = parse(SEED_HEADOFFICE, "seed-headoffice.toml").unwrap();
         assert_eq!(b.rules, seed.rules);

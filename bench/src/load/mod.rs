@@ -357,14 +357,7 @@ fn run_all(
     if settings.failover && settings.modes.contains(&Mode::Xwan) {
         let rules = *settings.rules.iter().max().expect("rule counts");
         let pps = half_xwan(&out.samples, rules)?;
-        traffic::program(
-            tools,
-            settings.flows,
-            settings.train,
-            Mix::Small,
-            topo.lan_mac,
-            0,
-        )?;
+        small_frames(tools, settings, topo, 0)?;
         for cut in [failover::Cut::Silent, failover::Cut::Carrier] {
             eprintln!(
                 "  failover at {:.3} Mpps, {rules} rules: {cut:?} cut of link 2",
@@ -433,14 +426,7 @@ fn latency(
     let rules = *settings.rules.iter().max().expect("rule counts");
     let pps = half_xwan(samples, rules)?;
     let gap_ns = (1e9 / pps) as u64;
-    traffic::program(
-        tools,
-        settings.flows,
-        settings.train,
-        Mix::Small,
-        topo.lan_mac,
-        gap_ns,
-    )?;
+    small_frames(tools, settings, topo, gap_ns)?;
     let mut out = vec![];
     for mode in settings.modes.iter().copied() {
         eprintln!(
@@ -544,4 +530,21 @@ fn half_xwan(samples: &[Sample], rules: usize) -> Result<f64> {
         bail!("xwan forwarded nothing at {rules} rules: no rate for the runs at 50 % load");
     }
     Ok(pps)
+}
+
+/// The generator programmed with 64-byte frames of the settings' flows, `gap_ns` apart.
+fn small_frames(
+    tools: &mut Ebpf,
+    settings: &Settings,
+    topo: &topology::Topology,
+    gap_ns: u64,
+) -> Result<()> {
+    traffic::program(
+        tools,
+        settings.flows,
+        settings.train,
+        Mix::Small,
+        topo.lan_mac,
+        gap_ns,
+    )
 }
