@@ -21,6 +21,7 @@ use support::{
 };
 use xwan::datapath::{Datapath, TestBpffs};
 use xwan_common::{
+    IFACE_ARRAY_SIZE,
     plan::{Action, Gateway, GatewayKind, Iface, Link, Plan, RouterTable, Rule},
     reason,
 };
@@ -53,8 +54,11 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     let wan = Netns::new("wan");
 
     // LAN host 10.77.0.2 — router l0 10.77.0.1; router w0 192.0.2.1 — WAN peer p0 192.0.2.2.
+    // An ifindex above IFACE_ARRAY_SIZE: the LAN program finds l0 in the hash, not the
+    // array (the other datapath tests run on lo, ifindex 1).
     router.ip(&[
-        "link", "add", "l0", "type", "veth", "peer", "name", "h0", "netns", &lan.name,
+        "link", "add", "l0", "index", "100000", "type", "veth", "peer", "name", "h0", "netns",
+        &lan.name,
     ]);
     router.ip(&[
         "link", "add", "w0", "type", "veth", "peer", "name", "p0", "netns", &wan.name,
@@ -67,6 +71,7 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
         ns.ip(&["link", "set", dev, "up"]);
     }
     lan.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    assert!(router.ifindex("l0") >= IFACE_ARRAY_SIZE);
     let tun_dev = router.run(|| tun("t0"));
     router.ip(&["addr", "add", "172.16.1.1/30", "dev", "t0"]);
     router.ip(&["link", "set", "t0", "up"]);

@@ -24,6 +24,9 @@ pub const MAX_GATEWAYS: u32 = 1024;
 pub const ROUTER_SLOTS: usize = 4096;
 /// Interfaces the LAN program may be attached to, and links the return program watches.
 pub const MAX_IFACES: u32 = 256;
+/// Interfaces whose ifindex is below this are looked up in [`IFACE_ARRAY_MAP`]; the others
+/// (rare: ifindexes grow as interfaces come and go) in [`IFACES_MAP`]. 64 K × 8 bytes.
+pub const IFACE_ARRAY_SIZE: u32 = 65_536;
 /// Local (router-owned) addresses.
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
 /// Prefix entries per LPM trie (both generations together).
@@ -49,7 +52,11 @@ pub const MAX_VLAN_TAGS: usize = 2;
 
 // ---- map names (also the pin names under bpffs) --------------------------------------------
 
+/// Hash of every configured LAN interface (the truth; first stages of older agents read it).
 pub const IFACES_MAP: &str = "XWAN_IFACES";
+/// Array indexed by ifindex with a copy of [`IFACES_MAP`]'s entries below
+/// [`IFACE_ARRAY_SIZE`]: the per-packet interface lookup is then one load instead of a hash.
+pub const IFACE_ARRAY_MAP: &str = "XWAN_IFACE_ARR";
 pub const LOCAL_MAP: &str = "XWAN_LOCAL";
 pub const CONFIG_MAP: &str = "XWAN_CONFIG";
 pub const RULESET_MAP: &str = "XWAN_RULESET";
@@ -291,12 +298,15 @@ pub const GW_KIND_TUNNEL: u32 = 1;
 /// Ethernet next hop: MAC rewrite and `XDP_REDIRECT` through [`DEVMAP_MAP`].
 pub const GW_KIND_ETHERNET: u32 = 2;
 
-/// An interface the LAN program runs on. [`IFACES_MAP`] key: ifindex.
+/// An interface the LAN program runs on. [`IFACES_MAP`] key: ifindex; also
+/// [`IFACE_ARRAY_MAP`] index: ifindex, when below [`IFACE_ARRAY_SIZE`].
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct IfaceInfo {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// 1 in a configured interface's entry: the array has an entry for every index.
+    pub configured: u8,
+    pub _pad: u8,
 }
 
 /// A link the return program watches. [`LINKS_MAP`] key: ifindex.

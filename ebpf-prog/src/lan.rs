@@ -14,8 +14,9 @@ use aya_ebpf::{
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
     FLOW_CACHE_WAYS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
-    GW_KIND_NONE, GW_KIND_TUNNEL, MAX_RULES, ParsedPacket, ROUTER_SLOTS, RuleAction,
-    TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta, csum, hash, reason,
+    GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, MAX_RULES, ParsedPacket,
+    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta,
+    csum, hash, reason,
 };
 
 use crate::{
@@ -36,8 +37,7 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<Pkt, u32> {
     let end = ctx.data_end();
     let ifindex = ctx.ingress_ifindex() as u32;
 
-    // SAFETY (all HashMap::get below): values are plain data owned by the map.
-    let Some(iface) = (unsafe { XWAN_IFACES.get(ifindex) }) else {
+    let Some(iface) = iface(ifindex) else {
         return Err(reason::PASS_NOT_CONFIGURED);
     };
     // One bounds check for the whole Ethernet header; the destination MAC is its start.
@@ -48,6 +48,18 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<Pkt, u32> {
         return Err(reason::PASS_NOT_FOR_US);
     }
     parse_eth(start, end)
+}
+
+/// The LAN interface `ifindex`, if xwan runs there: an array load for the usual small
+/// ifindexes, a hash lookup for the others.
+#[inline(always)]
+fn iface(ifindex: u32) -> Option<&'static IfaceInfo> {
+    if ifindex < IFACE_ARRAY_SIZE {
+        XWAN_IFACE_ARR.get(ifindex).filter(|i| i.configured != 0)
+    } else {
+        // SAFETY: values are plain data owned by the map.
+        unsafe { XWAN_IFACES.get(ifindex) }
+    }
 }
 
 /// Stores `p` in `XWAN_SCRATCH` for [`decide`]; `false` when the map is missing.

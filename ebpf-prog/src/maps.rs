@@ -8,16 +8,20 @@ use aya_ebpf::{
 };
 use xwan_common::{
     AddrKey, BITMAP_WORDS, Config, Counter, FLOW_CACHE_SETS, FLOW_CACHE_WAYS, FLOW_TABLE_SIZE,
-    FlowCacheEntry, FlowKey, FlowValue, GatewayInfo, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo,
-    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES,
-    MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES, ParsedPacket, PortTable, ReturnValue, RuleAction,
-    RuleBitmap, SlotTable, reason,
+    FlowCacheEntry, FlowKey, FlowValue, GatewayInfo, IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey,
+    JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS,
+    MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES, ParsedPacket,
+    PortTable, ReturnValue, RuleAction, RuleBitmap, SlotTable, reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
 
 #[map(name = "XWAN_IFACES")]
 pub static XWAN_IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
+
+/// Index: ifindex, below `IFACE_ARRAY_SIZE` (copies of `XWAN_IFACES`' entries).
+#[map(name = "XWAN_IFACE_ARR")]
+pub static XWAN_IFACE_ARR: Array<IfaceInfo> = Array::pinned(IFACE_ARRAY_SIZE, 0);
 
 #[map(name = "XWAN_LOCAL")]
 pub static XWAN_LOCAL: HashMap<AddrKey, u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);

@@ -12,10 +12,11 @@ use xwan_common::SlotTable;
 use xwan_common::plan::{GatewayKind, Plan, RouterTable};
 use xwan_common::{
     AddrKey, CONFIG_MAP, Config, DEVMAP_MAP, DSCP_MAP, DST4_MAP, DST6_MAP, GATEWAYS_MAP,
-    GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo, IFACES_MAP, IFBM_MAP, IfaceInfo,
-    IfaceRuleKey, LINK_L2, LINKS_MAP, LOCAL_MAP, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS,
-    MAX_PORT_CLASSES, MAX_ROUTERS, MAX_RULES, PORTBM_MAP, PORTMAP_MAP, PROTO_MAP,
-    ROUTER_VERSION_MAP, RULES_MAP, RULESET_MAP, RuleBitmap, SLOTS_MAP, SRC4_MAP, SRC6_MAP,
+    GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo, IFACE_ARRAY_MAP, IFACE_ARRAY_SIZE,
+    IFACES_MAP, IFBM_MAP, IfaceInfo, IfaceRuleKey, LINK_L2, LINKS_MAP, LOCAL_MAP, LinkInfo,
+    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_PORT_CLASSES, MAX_ROUTERS, MAX_RULES, PORTBM_MAP,
+    PORTMAP_MAP, PROTO_MAP, ROUTER_VERSION_MAP, RULES_MAP, RULESET_MAP, RuleBitmap, SLOTS_MAP,
+    SRC4_MAP, SRC6_MAP,
 };
 
 use super::compile::{
@@ -143,21 +144,20 @@ impl Datapath {
         // Inactive copies may still be read until a grace period has passed since the last flip.
         self.wait_grace(self.flips.latest())?;
 
-        self.replace_hash(
-            IFACES_MAP,
-            plan.ifaces
-                .iter()
-                .map(|i| {
-                    (
-                        i.ifindex,
-                        IfaceInfo {
-                            mac: i.mac,
-                            _pad: [0; 2],
-                        },
-                    )
-                })
-                .collect(),
-        )?;
+        let ifaces: Vec<(u32, IfaceInfo)> = plan
+            .ifaces
+            .iter()
+            .map(|i| {
+                let info = IfaceInfo {
+                    mac: i.mac,
+                    configured: 1,
+                    _pad: 0,
+                };
+                (i.ifindex, info)
+            })
+            .collect();
+        let gone = self.replace_hash(IFACES_MAP, ifaces.clone())?;
+        self.write_iface_array(&ifaces, &gone)?;
         self.replace_hash(
             LOCAL_MAP,
             plan.local_addrs
@@ -408,11 +408,35 @@ impl Datapath {
     }
 
     /// Makes a hash map hold exactly `entries`: inserts/overwrites them, then removes other keys.
+    /// Copies the interfaces below [`IFACE_ARRAY_SIZE`] into [`IFACE_ARRAY_MAP`] and clears
+    /// the entries of those that left (`gone`, as [`Self::replace_hash`] removed them from
+    /// [`IFACES_MAP`]). New entries first, so that no kept interface ever reads as absent.
+    fn write_iface_array(
+        &mut self,
+        ifaces: &[(u32, IfaceInfo)],
+        gone: &[u32],
+    ) -> Result<(), DatapathError> {
+        let mut m: Array<&mut MapData, IfaceInfo> = Array::try_from(self.map_mut(IFACE_ARRAY_MAP)?)
+            .map_err(map_err(IFACE_ARRAY_MAP, "opening"))?;
+        for (ifindex, info) in ifaces.iter().filter(|(i, _)| *i < IFACE_ARRAY_SIZE) {
+            m.set(*ifindex, info, 0)
+                .map_err(map_err(IFACE_ARRAY_MAP, format!("writing entry {ifindex}")))?;
+        }
+        for ifindex in gone.iter().filter(|i| **i < IFACE_ARRAY_SIZE) {
+            m.set(*ifindex, IfaceInfo::default(), 0).map_err(map_err(
+                IFACE_ARRAY_MAP,
+                format!("clearing entry {ifindex}"),
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Makes hash map `name` hold exactly `entries`; returns the keys it removed.
     fn replace_hash<K: Pod + Eq + Hash, V: Pod>(
         &mut self,
         name: &'static str,
         entries: Vec<(K, V)>,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Vec<K>, DatapathError> {
         let mut m: HashMap<&mut MapData, K, V> =
             HashMap::try_from(self.map_mut(name)?).map_err(map_err(name, "opening"))?;
         let wanted: HashSet<K> = entries.iter().map(|(k, _)| *k).collect();
@@ -431,7 +455,7 @@ impl Datapath {
             m.remove(k)
                 .map_err(map_err(name, "removing a stale entry"))?;
         }
-        Ok(())
+        Ok(stale)
     }
 
     /// Writes every classifier map's generation `image.generation` (not read by any packet).

@@ -63,8 +63,9 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 27] = [
+const MAPS: [MapSpec; 28] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
+    spec::<u32, c::IfaceInfo>(c::IFACE_ARRAY_MAP, MapType::Array),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
     spec::<u32, c::Config>(c::CONFIG_MAP, MapType::Array),
     spec::<u32, u32>(c::RULESET_MAP, MapType::Array),
