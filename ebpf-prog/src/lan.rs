@@ -4,7 +4,8 @@
 //!
 //! A flow's packets after its first are answered from a per-CPU flow cache ([`from_cache`])
 //! while its entry provably agrees with the flow table; the flow-table path refills it. The
-//! cache is invisible in behaviour (the model has none): it only saves the LRU hash lookup.
+//! cache is invisible in behaviour (the model has none): it saves the LRU hash lookup and,
+//! answered in the first stage ([`first_stage_hit`]), the hand-over and the tail call.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
