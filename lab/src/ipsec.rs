@@ -430,19 +430,33 @@ pub fn sas(ns: &Netns) -> Result<Vec<SaInfo>> {
 
 /// Keyed ESP SAs of each link in namespace `ns`: [link][0] branch → head office, [link][1]
 /// back. Larval states do not count: an acquire's (SPI 0) nor an SPI charon allocated for a
-/// CHILD_SA still being negotiated (no algorithms yet).
+/// CHILD_SA still being negotiated ([`SaInfo::keyed`], as the agent decides).
 pub fn sa_counts(ns: &Netns) -> Result<[[usize; 2]; 3]> {
+    per_link(ns, |s| usize::from(s.spi != 0 && s.keyed))
+}
+
+/// Packets through each link's ESP SAs as namespace `ns` counts them, laid out as
+/// [`sa_counts`] (a site's outbound SA for one direction, its inbound SA for the other).
+pub fn sa_packets(ns: &Netns) -> Result<[[u64; 2]; 3]> {
+    per_link(ns, |s| s.packets)
+}
+
+/// The sum of `value` over the ESP SAs of `ns` between each link's underlay addresses:
+/// [link][0] branch → head office, [link][1] back.
+fn per_link<T: Copy + Default + std::ops::Add<Output = T>>(
+    ns: &Netns,
+    value: impl Fn(&SaInfo) -> T,
+) -> Result<[[T; 2]; 3]> {
     let sas = sas(ns)?;
     Ok(std::array::from_fn(|l| {
         let (_, b, h) = UNDERLAYS[l];
-        let count = |src: Ipv4Addr, dst: Ipv4Addr| {
+        let sum = |src: Ipv4Addr, dst: Ipv4Addr| {
             sas.iter()
                 .filter(|s| s.proto == libc::IPPROTO_ESP as u8)
-                .filter(|s| s.spi != 0 && s.algorithms != "none")
                 .filter(|s| s.src == IpAddr::from(src) && s.dst == IpAddr::from(dst))
-                .count()
+                .fold(T::default(), |acc, s| acc + value(s))
         };
-        [count(b, h), count(h, b)]
+        [sum(b, h), sum(h, b)]
     }))
 }
 

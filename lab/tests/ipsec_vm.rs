@@ -120,18 +120,7 @@ fn seed_scenario_keyed_by_the_shipped_strongswan_pair() {
 type SaPackets = [[u64; 2]; 3];
 
 fn sa_packets(ns: &Netns) -> SaPackets {
-    let sas = ipsec::sas(ns).unwrap_or_else(|e| panic!("{e:#}"));
-    std::array::from_fn(|l| {
-        let (_, b, h) = UNDERLAYS[l];
-        let (b, h) = (IpAddr::from(b), IpAddr::from(h));
-        let count = |src, dst| {
-            sas.iter()
-                .filter(|s| s.proto == libc::IPPROTO_ESP as u8 && s.src == src && s.dst == dst)
-                .map(|s| s.packets)
-                .sum()
-        };
-        [count(b, h), count(h, b)]
-    })
+    ipsec::sa_packets(ns).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Both sites' counters: (branch, head office).
