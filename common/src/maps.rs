@@ -38,11 +38,18 @@ pub const MAX_PORT_CLASSES: u32 = 4096;
 pub const FLOW_TABLE_SIZE: u32 = 262_144;
 /// A flow entry's `last_seen_ns` is rewritten at most this often (no per-packet writes).
 pub const FLOW_REFRESH_NS: u64 = 1_000_000_000;
-/// Sets of the per-CPU flow cache ([`FLOW_CACHE_MAP`]), a power of two; each set has
-/// [`FLOW_CACHE_WAYS`] entries. 8,192 × 2 × 64 bytes = 1 MiB per CPU.
-pub const FLOW_CACHE_SETS: u32 = 8192;
-/// Entries per flow-cache set.
-pub const FLOW_CACHE_WAYS: u32 = 2;
+/// Entries per bank of the per-CPU flow cache ([`FLOW_CACHE_MAP`]), a power of two.
+/// 2 × 8,192 × 64 bytes = 1 MiB per CPU.
+pub const FLOW_CACHE_BANK_ENTRIES: u32 = 8192;
+/// Banks of the flow cache: a key may sit in one entry of each, at independent hash
+/// indices (a skewed-associative cache, see [`crate::hash::flow_cache_slots`]).
+pub const FLOW_CACHE_BANKS: u32 = 2;
+/// Flow-cache entries per map element ([`FlowCacheBlock`]): 512 × 64 bytes = 32 KiB, the
+/// largest per-CPU value the kernel allows.
+pub const FLOW_CACHE_BLOCK_ENTRIES: u32 = 512;
+/// Elements of [`FLOW_CACHE_MAP`].
+pub const FLOW_CACHE_BLOCKS: u32 =
+    FLOW_CACHE_BANKS * FLOW_CACHE_BANK_ENTRIES / FLOW_CACHE_BLOCK_ENTRIES;
 /// Per-CPU counter slots for rules (the agent assigns stable slots across reloads).
 pub const MAX_RULE_COUNTERS: u32 = MAX_RULES as u32;
 /// IPv6 extension headers walked before giving up (the packet then goes to the kernel).
@@ -75,8 +82,9 @@ pub const SLOTS_MAP: &str = "XWAN_SLOTS";
 pub const GATEWAYS_MAP: &str = "XWAN_GATEWAYS";
 pub const DEVMAP_MAP: &str = "XWAN_DEVMAP";
 pub const FLOWS_MAP: &str = "XWAN_FLOWS";
-/// Per-CPU array of [`FlowCacheEntry`], `FLOW_CACHE_SETS × FLOW_CACHE_WAYS`: the flow
-/// table's hits without its hash. Not pinned: a new program starts with an empty cache.
+/// Per-CPU array of [`FlowCacheBlock`] holding `FLOW_CACHE_BANKS × FLOW_CACHE_BANK_ENTRIES`
+/// entries: the flow table's hits without its hash. Not pinned: a new program starts with an
+/// empty cache.
 pub const FLOW_CACHE_MAP: &str = "XWAN_FLOW_CACHE";
 pub const RETURN_MAP: &str = "XWAN_RETURN";
 pub const LINKS_MAP: &str = "XWAN_LINKS";
@@ -385,7 +393,21 @@ pub struct FlowCacheEntry {
 }
 
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
-const _: () = assert!(FLOW_CACHE_SETS.is_power_of_two());
+const _: () = assert!(FLOW_CACHE_BANK_ENTRIES.is_power_of_two());
+
+/// One element of [`FLOW_CACHE_MAP`]: entry `slot` is `entries[slot % 512]` of block
+/// `slot / 512`. Few large elements rather than one per entry: a per-CPU array finds an
+/// element's memory through a table of pointers, one per element, and with an element per
+/// entry that table (128 KiB) cost a second cache miss per lookup; 32 pointers stay hot.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FlowCacheBlock {
+    pub entries: [FlowCacheEntry; FLOW_CACHE_BLOCK_ENTRIES as usize],
+}
+
+const _: () = assert!(core::mem::size_of::<FlowCacheBlock>() <= 32 * 1024);
+const _: () = assert!(FLOW_CACHE_BLOCK_ENTRIES.is_power_of_two());
+const _: () = assert!(FLOW_CACHE_BANK_ENTRIES.is_multiple_of(FLOW_CACHE_BLOCK_ENTRIES));
 
 /// A learned return route.
 #[repr(C)]
@@ -468,6 +490,7 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowValue {}
     unsafe impl aya::Pod for FlowCacheEntry {}
+    unsafe impl aya::Pod for FlowCacheBlock {}
     unsafe impl aya::Pod for ReturnValue {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counter {}

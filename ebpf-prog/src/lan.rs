@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
-    FLOW_CACHE_WAYS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
+    FLOW_CACHE_BANKS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
     GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, MAX_RULES, ParsedPacket,
     ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta,
     csum, hash, reason,
@@ -101,8 +101,8 @@ pub fn first_stage_hit(ctx: &XdpContext, p: &Pkt, len: u64) -> (u32, u32) {
     }
     let key = flow_key(p, ctx.ingress_ifindex() as u32);
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let set = hash::flow_cache_index(&key);
-    from_cache(ctx, p, &key, set, *epoch, now, c.flow_idle_ns, len)
+    let slots = hash::flow_cache_slots(&key);
+    from_cache(ctx, p, &key, slots, *epoch, now, c.flow_idle_ns, len)
 }
 
 /// The flow table's key of `p` arriving on `ifindex` (0 for the return-route table).
@@ -188,10 +188,10 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let generation = epoch & 1;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
-    let set = hash::flow_cache_index(&key);
+    let slots = hash::flow_cache_slots(&key);
     // Without return routes the first stage has asked the cache already.
     if config_flags & CONFIG_RETURN_ROUTES != 0 {
-        let cached = from_cache(ctx, &p, &key, set, epoch, now, flow_idle_ns, len);
+        let cached = from_cache(ctx, &p, &key, slots, epoch, now, flow_idle_ns, len);
         if cached.0 != MISS {
             return cached;
         }
@@ -281,7 +281,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         let seen = if write { now } else { old.last_seen_ns };
         fill_cache(
             &key,
-            set,
+            slots,
             router_version,
             seen,
             epoch,
@@ -332,14 +332,14 @@ fn from_cache(
     ctx: &XdpContext,
     p: &Pkt,
     key: &FlowKey,
-    set: u32,
+    slots: Slots,
     epoch: u32,
     now: u64,
     idle_ns: u64,
     len: u64,
 ) -> (u32, u32) {
     let miss = (MISS, 0);
-    let Some(e) = cached_entry(key, set) else {
+    let Some(e) = cached_entry(key, slots) else {
         return miss;
     };
     // SAFETY: this CPU's slot of a per-CPU array; nothing else writes it meanwhile.
@@ -387,11 +387,14 @@ fn settle(ctx: &XdpContext, p: &Pkt, action: &RuleAction) -> (u32, u32) {
     }
 }
 
-/// The way of `set` holding `key`, if any.
+/// The flow cache entries that may hold a key, one per bank ([`hash::flow_cache_slots`]).
+type Slots = [u32; FLOW_CACHE_BANKS as usize];
+
+/// The entry of `slots` holding `key`, if any.
 #[inline(always)]
-fn cached_entry(key: &FlowKey, set: u32) -> Option<*mut FlowCacheEntry> {
-    for way in 0..FLOW_CACHE_WAYS {
-        let e = XWAN_FLOW_CACHE.get_ptr_mut(set + way)?;
+fn cached_entry(key: &FlowKey, slots: Slots) -> Option<*mut FlowCacheEntry> {
+    for slot in slots {
+        let e = flow_cache_entry(slot)?;
         // SAFETY: this CPU's slot, plain data.
         if same_key(unsafe { &(*e).key }, key) {
             return Some(e);
@@ -400,24 +403,24 @@ fn cached_entry(key: &FlowKey, set: u32) -> Option<*mut FlowCacheEntry> {
     None
 }
 
-const _: () = assert!(FLOW_CACHE_WAYS == 2, "fill_cache picks between two ways");
+const _: () = assert!(
+    FLOW_CACHE_BANKS == 2,
+    "fill_cache picks between two entries"
+);
 
-/// Records a flow's decision in this CPU's cache: in the way already holding the key, else
-/// in the way seen least recently (an empty way has `last_seen_ns` 0).
+/// Records a flow's decision in this CPU's cache: in the entry already holding the key,
+/// else in the one seen least recently (an empty entry has `last_seen_ns` 0).
 #[inline(always)]
 fn fill_cache(
     key: &FlowKey,
-    set: u32,
+    slots: Slots,
     router_version: u32,
     last_seen_ns: u64,
     epoch: u32,
     rule: u16,
     gateway: u16,
 ) {
-    let (Some(a), Some(b)) = (
-        XWAN_FLOW_CACHE.get_ptr_mut(set),
-        XWAN_FLOW_CACHE.get_ptr_mut(set + 1),
-    ) else {
+    let (Some(a), Some(b)) = (flow_cache_entry(slots[0]), flow_cache_entry(slots[1])) else {
         return;
     };
     // SAFETY: this CPU's slots of a per-CPU array; nothing else touches them meanwhile.

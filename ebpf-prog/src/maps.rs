@@ -7,11 +7,12 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use xwan_common::{
-    AddrKey, BITMAP_WORDS, Config, Counter, FLOW_CACHE_SETS, FLOW_CACHE_WAYS, FLOW_TABLE_SIZE,
-    FlowCacheEntry, FlowKey, FlowValue, GatewayInfo, IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey,
-    JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS,
-    MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS, MAX_RULE_COUNTERS, MAX_RULES, ParsedPacket,
-    PortTable, ReturnValue, RuleAction, RuleBitmap, SlotTable, reason,
+    AddrKey, BITMAP_WORDS, Config, Counter, FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_BLOCKS,
+    FLOW_TABLE_SIZE, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue, GatewayInfo,
+    IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data,
+    MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS,
+    MAX_RULE_COUNTERS, MAX_RULES, ParsedPacket, PortTable, ReturnValue, RuleAction, RuleBitmap,
+    SlotTable, reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
@@ -85,8 +86,17 @@ pub static XWAN_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(FLOW_
 /// Not pinned: entries are only valid against the epoch and router versions they were
 /// filled under, and a new program starting empty is always right.
 #[map(name = "XWAN_FLOW_CACHE")]
-pub static XWAN_FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
-    PerCpuArray::with_max_entries(FLOW_CACHE_SETS * FLOW_CACHE_WAYS, 0);
+pub static XWAN_FLOW_CACHE: PerCpuArray<FlowCacheBlock> =
+    PerCpuArray::with_max_entries(FLOW_CACHE_BLOCKS, 0);
+
+/// This CPU's flow-cache entry `slot` (see [`FlowCacheBlock`]).
+#[inline(always)]
+pub fn flow_cache_entry(slot: u32) -> Option<*mut FlowCacheEntry> {
+    let block = XWAN_FLOW_CACHE.get_ptr_mut(slot / FLOW_CACHE_BLOCK_ENTRIES)?;
+    let i = (slot % FLOW_CACHE_BLOCK_ENTRIES) as usize;
+    // SAFETY: `i` is below the block's length; the pointer stays inside the map value.
+    Some(unsafe { (&raw mut (*block).entries).cast::<FlowCacheEntry>().add(i) })
+}
 
 #[map(name = "XWAN_RETURN")]
 pub static XWAN_RETURN: LruHashMap<FlowKey, ReturnValue> = LruHashMap::pinned(FLOW_TABLE_SIZE, 0);

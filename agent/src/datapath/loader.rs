@@ -89,7 +89,7 @@ const MAPS: [MapSpec; 28] = [
         value: None,
     },
     spec::<c::FlowKey, c::FlowValue>(c::FLOWS_MAP, MapType::LruHash),
-    spec::<u32, c::FlowCacheEntry>(c::FLOW_CACHE_MAP, MapType::PerCpuArray),
+    spec::<u32, c::FlowCacheBlock>(c::FLOW_CACHE_MAP, MapType::PerCpuArray),
     spec::<c::FlowKey, c::ReturnValue>(c::RETURN_MAP, MapType::LruHash),
     spec::<u32, c::LinkInfo>(c::LINKS_MAP, MapType::Hash),
     spec::<u32, c::Counter>(c::RULE_COUNTERS_MAP, MapType::PerCpuArray),
