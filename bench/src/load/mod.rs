@@ -427,39 +427,55 @@ fn latency(
     let pps = half_xwan(samples, rules)?;
     let gap_ns = (1e9 / pps) as u64;
     small_frames(tools, settings, topo, gap_ns)?;
-    let mut out = vec![];
-    for mode in settings.modes.iter().copied() {
-        eprintln!(
-            "  latency at {:.3} Mpps offered, {rules} rules: {}",
-            pps / 1e6,
-            mode.name()
-        );
-        let active = modes::setup(
-            mode,
-            rules,
-            topology::Links::Veth,
-            topo,
-            tools,
-            xwan_bin,
-            work,
-            settings.realtime,
-        )?;
-        traffic::set_latency(tools, true)?;
-        let r = measure::measure(
-            mode,
-            rules,
-            Mix::Small,
-            topology::Links::Veth,
-            topo,
-            tools,
-            settings,
-            settings.window,
-        );
-        let hist = traffic::latency_histogram(tools);
-        traffic::set_latency(tools, false)?;
-        modes::teardown(mode, active, topo, tools)?;
-        out.push(report::Latency::new(r?, &hist?, pps / 1e6));
+    // Per mode: its runs and their summed histogram. Rounds interleave the modes, as above.
+    let mut per_mode: Vec<(Mode, Vec<Sample>, Vec<u64>)> = settings
+        .modes
+        .iter()
+        .map(|&m| (m, vec![], vec![]))
+        .collect();
+    for run in 1..=settings.runs {
+        for (mode, runs, hist) in per_mode.iter_mut() {
+            let mode = *mode;
+            eprintln!(
+                "  latency at {:.3} Mpps offered, {rules} rules, run {run}/{}: {}",
+                pps / 1e6,
+                settings.runs,
+                mode.name()
+            );
+            let active = modes::setup(
+                mode,
+                rules,
+                topology::Links::Veth,
+                topo,
+                tools,
+                xwan_bin,
+                work,
+                settings.realtime,
+            )?;
+            traffic::set_latency(tools, true)?;
+            let r = measure::measure(
+                mode,
+                rules,
+                Mix::Small,
+                topology::Links::Veth,
+                topo,
+                tools,
+                settings,
+                settings.window,
+            );
+            let h = traffic::latency_histogram(tools);
+            traffic::set_latency(tools, false)?;
+            modes::teardown(mode, active, topo, tools)?;
+            runs.push(r?);
+            let h = h?;
+            hist.resize(h.len(), 0);
+            hist.iter_mut().zip(h).for_each(|(sum, n)| *sum += n);
+        }
     }
+    let out = per_mode
+        .iter()
+        .map(|(_, runs, hist)| report::Latency::new(runs, hist, pps / 1e6))
+        .collect();
     traffic::set_rate(tools, settings.flows, settings.train, 0)?;
     Ok(out)
 }
