@@ -5,7 +5,9 @@
 //! rounds repeated `--runs` times, so slow drift of this shared machine hits every mode
 //! alike; each mode's figure is the median of its runs. Results: a table on stdout, JSON and
 //! an SVG chart (throughput against rule count per mode). The TUN variant (links are TUN
-//! devices: xwan's TC redirect path) runs at `--tun-rules`. `--smoke` is the short version
+//! devices: xwan's TC redirect path) runs at `--tun-rules`. Then every mode at the same
+//! offered rate (half of xwan's), in `--runs` rounds as well: latency percentiles and the
+//! router's CPU per packet at equal load. `--smoke` is the short version
 //! the test suite runs: every mode once at 100 rules over veth and over TUN links, and it fails
 //! when a mode forwards nothing or xwan sends a class to the wrong link.
 //!
