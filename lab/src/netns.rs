@@ -1,193 +1,25 @@
-//! Named network namespaces (`/run/netns/NAME`, as `ip netns` makes them): created by the
-//! lab, deleted on drop. Code runs inside a namespace on a thread of its own: `setns`
-//! changes only the calling thread, and processes spawned from that thread inherit it.
+//! The lab's namespace primitives: the shared ones of `xwan-testkit` (see there), plus
+//! what only the lab needs: its own message for a namespace that already exists, and the
+//! ethtool offload switches its veths want.
 //!
-//! What a reader may change: nothing here knows the lab's topology; keep it that way.
+//! What a reader may change: nothing here knows the lab's topology; keep it that way. A
+//! helper that the load test or the agent's tests could use belongs in `xwan-testkit`.
 
-use std::{
-    fs::File,
-    io,
-    os::fd::AsRawFd,
-    process::{Command, Stdio},
-};
+use std::io;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+pub use xwan_testkit::{Netns, delete, enter_by_name, list, run, set_nonblocking, tun};
 
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates namespace `name` with `lo` up. Fails if it exists (a lab already running, or
-    /// one that was killed: `cargo xtask lab --down` removes it).
-    pub fn create(name: &str) -> Result<Netns> {
-        if std::path::Path::new("/run/netns").join(name).exists() {
-            bail!(
-                "network namespace '{name}' already exists: another lab is running or one was \
-                 killed; remove it with `cargo xtask lab --down`"
-            );
-        }
-        run(&["ip", "netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_owned(),
-        };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `ip -n NAME ARGS...`.
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend_from_slice(args);
-        run(&v).map(drop)
-    }
-
-    /// `ip netns exec NAME PROGRAM ARGS...` (for tools that only act on their own namespace,
-    /// such as `nft`), returning stdout. Feeds `stdin` to the program.
-    pub fn exec(&self, program: &str, args: &[&str], stdin: &str) -> Result<String> {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("running {program} in namespace {}", self.name))?;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(stdin.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "`{program} {}` in namespace {} failed: {}",
-                args.join(" "),
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The namespace's file, for `setns`.
-    pub fn file(&self) -> Result<File> {
-        File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("opening network namespace {}", self.name))
-    }
-
-    /// Moves the calling thread into this namespace.
-    pub fn enter(&self) -> Result<()> {
-        enter_by_name(&self.name)
-    }
-
-    /// Runs `f` on a scoped thread whose network namespace is this one.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                self.enter()?;
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-
-    /// Writes a sysctl of this namespace (`/proc/sys/net/...` is per namespace).
-    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        self.run(|| {
-            std::fs::write(&path, value)
-                .with_context(|| format!("sysctl {key}={value} in {}", self.name))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = delete(&self.name);
-    }
-}
-
-/// Moves the calling thread into namespace `name` (for threads that outlive a borrow of
-/// the [`Netns`]).
-pub fn enter_by_name(name: &str) -> Result<()> {
-    let f = File::open(format!("/run/netns/{name}"))
-        .with_context(|| format!("opening network namespace {name}"))?;
-    // SAFETY: setns on a valid namespace fd affects only the calling thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {name}: {}", io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Deletes namespace `name` (its interfaces go with it).
-pub fn delete(name: &str) -> Result<()> {
-    run(&["ip", "netns", "del", name]).map(drop)
-}
-
-/// Names of the namespaces starting with `prefix`.
-pub fn list(prefix: &str) -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else {
-        return Vec::new();
-    };
-    let mut v: Vec<String> = dir
-        .flatten()
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with(prefix))
-        .collect();
-    v.sort();
-    v
-}
-
-/// Runs a command, failing with its stderr.
-pub fn run(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running `{}`", args[0]))?;
-    if !out.status.success() {
+/// Creates namespace `name` with `lo` up. Fails if it exists (a lab already running, or
+/// one that was killed: `cargo xtask lab --down` removes it).
+pub fn create(name: &str) -> Result<Netns> {
+    if std::path::Path::new("/run/netns").join(name).exists() {
         bail!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            "network namespace '{name}' already exists: another lab is running or one was \
+             killed; remove it with `cargo xtask lab --down`"
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A TUN device (no packet-info header, non-blocking) created in the calling thread's
-/// namespace.
-pub fn tun(name: &str) -> Result<File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .context("opening /dev/net/tun")?;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        flags: i16,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReq {
-        name: [0; 16],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as i16,
-        _pad: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    // SAFETY: ioctl with a properly sized ifreq.
-    if unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req) } != 0 {
-        bail!("TUNSETIFF {name}: {}", io::Error::last_os_error());
-    }
-    set_nonblocking(f.as_raw_fd());
-    Ok(f)
+    Netns::create(name)
 }
 
 /// An offload feature [`set_feature`] switches (legacy ethtool ioctl commands).
@@ -244,12 +76,4 @@ pub fn set_feature(ifname: &str, feature: Feature, on: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-pub fn set_nonblocking(fd: i32) {
-    // SAFETY: fcntl on a valid fd.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
 }

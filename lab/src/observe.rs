@@ -327,7 +327,7 @@ fn tap(ifname: &str) -> Result<OwnedFd> {
     if r != 0 {
         bail!("binding a tap to {ifname}: {}", io::Error::last_os_error());
     }
-    netns::set_nonblocking(fd.as_raw_fd());
+    netns::set_nonblocking(fd.as_raw_fd())?;
     Ok(fd)
 }
 

@@ -177,10 +177,10 @@ impl Topology {
     /// [`Tunnels::Ipsec`] the VTIs are the agents' to create: call [`Self::route_sites`] once
     /// they exist.
     pub fn build(prefix: &str, tunnels: Tunnels) -> Result<Topology> {
-        let lan = Netns::create(&format!("{prefix}lan"))?;
-        let branch = Netns::create(&format!("{prefix}branch"))?;
-        let headoffice = Netns::create(&format!("{prefix}ho"))?;
-        let servers = Netns::create(&format!("{prefix}srv"))?;
+        let lan = netns::create(&format!("{prefix}lan"))?;
+        let branch = netns::create(&format!("{prefix}branch"))?;
+        let headoffice = netns::create(&format!("{prefix}ho"))?;
+        let servers = netns::create(&format!("{prefix}srv"))?;
 
         // Sites: a veth to each LAN.
         for (site, host, gw, hosts) in [
