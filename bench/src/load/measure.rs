@@ -190,7 +190,7 @@ fn window_once(
             "no NAPI thread for {} in namespace {}: threaded NAPI is off (the harness turns it on \
              after attaching XDP; is the kernel older than 5.12?)",
             topo.lan_dev,
-            topo.rtr.name
+            topo.rtr.name()
         );
     }
     let sinks = place_threads(topo, settings)?;
@@ -346,7 +346,7 @@ fn window_once(
 /// the queue was full): the kernel's counters, via `ip -s -j link`.
 fn tun_tx(topo: &Topology) -> Result<Vec<u64>> {
     let out = std::process::Command::new("ip")
-        .args(["-n", &topo.rtr.name, "-s", "-j", "link", "show"])
+        .args(["-n", topo.rtr.name(), "-s", "-j", "link", "show"])
         .output()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     topo.tun_devs

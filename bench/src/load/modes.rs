@@ -130,7 +130,7 @@ pub fn setup(
             } else {
                 nft_linear(rules)
             };
-            rtr.nft(&script)?;
+            rtr.exec("nft", &["-f", "-"], &script)?;
             for i in 0..LINKS {
                 let (mark, table) = ((i + 1).to_string(), links.table(i).to_string());
                 rtr.ip(&[
@@ -249,7 +249,7 @@ pub fn teardown(mode: Mode, active: Active, topo: &Topology, tools: &mut Ebpf) -
     }
     match mode {
         Mode::KernelMaps | Mode::KernelLinear => {
-            rtr.nft("delete table inet xload\n")?;
+            rtr.exec("nft", &["delete", "table", "inet", "xload"], "")?;
             for i in 0..LINKS {
                 let mark = (i + 1).to_string();
                 rtr.ip_quiet(&["rule", "del", "fwmark", &mark]);
@@ -419,7 +419,7 @@ impl Agent {
     /// delay its reaction to link events.
     fn start(bin: &Path, topo: &Topology, cfg: &Path, dir: &Path, realtime: bool) -> Result<Agent> {
         use std::os::{fd::AsRawFd, unix::process::CommandExt};
-        let netns = std::fs::File::open(format!("/run/netns/{}", topo.rtr.name))?;
+        let netns = std::fs::File::open(format!("/run/netns/{}", topo.rtr.name()))?;
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"]).arg(cfg);
         let fd = netns.as_raw_fd();

@@ -10,7 +10,9 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use super::sys::{Netns, SchedStat, gettid, nice, pin, realtime};
+use xwan_testkit::Netns;
+
+use super::sys::{SchedStat, gettid, nice, pin, realtime};
 
 const PACKET_VERSION: i32 = 10;
 const PACKET_TX_RING: i32 = 13;

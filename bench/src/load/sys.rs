@@ -1,146 +1,15 @@
-//! The operating-system pieces of the load test: network namespaces (created with unique
-//! names, deleted on drop), threads moved into them, CPU pinning, per-thread scheduler
-//! statistics, kernel threads found by name, and `BPF_PROG_TEST_RUN` in live-frames mode.
+//! The operating-system pieces of the load test that only it needs: removal of what a
+//! killed earlier run left behind, CPU pinning, per-thread scheduler statistics, kernel
+//! threads found by name, and `BPF_PROG_TEST_RUN` in live-frames mode. Network namespaces
+//! and TUN devices come from `xwan-testkit`.
 
 use std::{
-    fs::File,
     io,
     os::fd::{AsRawFd, BorrowedFd},
     process::Command,
 };
 
-use anyhow::{Context, Result, bail};
-
-/// A network namespace `/run/netns/NAME`, deleted on drop (also on panic or error).
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: String) -> Result<Netns> {
-        // A namespace left by a killed earlier run of the same pid is ours to replace.
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name])?;
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// `ip -n NAME ARGS...`.
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut v = vec!["-n", &self.name];
-        v.extend_from_slice(args);
-        run("ip", &v)
-    }
-
-    /// `ip -n NAME ARGS...`, ignoring failure (teardown of what may not exist).
-    pub fn ip_quiet(&self, args: &[&str]) {
-        let _ = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output();
-    }
-
-    /// Runs a command inside the namespace (`ip netns exec`: also mounts a sysfs of its own,
-    /// which is what `/sys/class/net/DEV/...` writes need).
-    pub fn exec(&self, cmd: &[&str]) -> Result<()> {
-        let mut v = vec!["netns", "exec", &self.name];
-        v.extend_from_slice(cmd);
-        run("ip", &v)
-    }
-
-    /// `nft -f -` inside the namespace, with `script` on stdin.
-    pub fn nft(&self, script: &str) -> Result<()> {
-        use std::io::Write;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("run `nft` (package nftables)")?;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(script.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "nft in namespace {} failed: {}",
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
-    fn file(&self) -> Result<File> {
-        File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("open namespace {}", self.name))
-    }
-
-    /// Moves the calling thread into this namespace.
-    pub fn enter(&self) -> Result<()> {
-        let f = self.file()?;
-        // SAFETY: setns on a valid namespace fd affects only the calling thread.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns {}: {}", self.name, io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    /// Runs `f` on a thread of its own inside this namespace.
-    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                self.enter()?;
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-
-    /// Interface index of `dev` in this namespace.
-    pub fn ifindex(&self, dev: &str) -> Result<u32> {
-        let c = std::ffi::CString::new(dev)?;
-        let i = self.run(|| {
-            // SAFETY: valid C string.
-            Ok(unsafe { libc::if_nametoindex(c.as_ptr()) })
-        })?;
-        if i == 0 {
-            bail!("no interface {dev} in namespace {}", self.name);
-        }
-        Ok(i)
-    }
-
-    /// MAC address of `dev` in this namespace.
-    pub fn mac(&self, dev: &str) -> Result<[u8; 6]> {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-br", "link", "show", dev])
-            .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mac = text
-            .split_whitespace()
-            .nth(2)
-            .with_context(|| format!("no MAC for {dev} in `ip -br link`: {text}"))?;
-        let v = mac
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16))
-            .collect::<Result<Vec<u8>, _>>()?;
-        v.try_into()
-            .map_err(|_| anyhow::anyhow!("bad MAC {mac} for {dev}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
+use anyhow::{Result, bail};
 
 /// Removes what an earlier run killed before its cleanup left behind: namespaces
 /// `xload<PID>…` and directories `xwan-load-<PID>` (with the agent's bpffs mount) of processes
@@ -176,21 +45,6 @@ pub fn remove_stale() {
             }
         }
     }
-}
-
-pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .with_context(|| format!("run `{cmd}`"))?;
-    if !out.status.success() {
-        bail!(
-            "`{cmd} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// The calling thread's id.

@@ -22,14 +22,16 @@
 
 use std::{fs::File, os::fd::AsRawFd};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use aya::{
     Ebpf,
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use serde::Serialize;
 
-use super::sys::{Netns, kthreads};
+use xwan_testkit::{Netns, tun};
+
+use super::sys::kthreads;
 
 /// Link `i` (0-based): router address, sink address, router IPv6, sink IPv6.
 pub fn link_addrs(i: usize) -> (String, String, String, String) {
@@ -105,15 +107,16 @@ impl Topology {
     pub fn new(tools: &mut Ebpf) -> Result<Topology> {
         let pid = std::process::id();
         let tag = base36(pid % 36u32.pow(4));
-        let src = Netns::new(format!("xload{pid}src"))?;
-        let rtr = Netns::new(format!("xload{pid}rtr"))?;
-        let sink = Netns::new(format!("xload{pid}snk"))?;
+        let src = Netns::replace(&format!("xload{pid}src"))?;
+        let rtr = Netns::replace(&format!("xload{pid}rtr"))?;
+        let sink = Netns::replace(&format!("xload{pid}snk"))?;
         let src_dev = format!("xs{tag}");
         let lan_dev = format!("xl{tag}");
         let link_devs = [1, 2, 3].map(|i| format!("xw{tag}{i}"));
         let sink_devs = [1, 2, 3].map(|i| format!("xk{tag}{i}"));
+        let rtr_name = rtr.name();
         src.ip(&[
-            "link", "add", &src_dev, "type", "veth", "peer", "name", &lan_dev, "netns", &rtr.name,
+            "link", "add", &src_dev, "type", "veth", "peer", "name", &lan_dev, "netns", rtr_name,
         ])?;
         for i in 0..LINKS {
             rtr.ip(&[
@@ -126,7 +129,7 @@ impl Topology {
                 "name",
                 &sink_devs[i],
                 "netns",
-                &sink.name,
+                sink.name(),
             ])?;
         }
         src.ip(&["addr", "add", "10.90.0.2/24", "dev", &src_dev])?;
@@ -165,7 +168,7 @@ impl Topology {
             ("net.ipv4.conf.all.rp_filter", "0"),
             ("net.ipv4.conf.default.rp_filter", "0"),
         ] {
-            rtr.exec(&["sysctl", "-q", "-w", &format!("{k}={v}")])?;
+            rtr.exec("sysctl", &["-q", "-w", &format!("{k}={v}")], "")?;
         }
         let lan_mac = rtr.mac(&lan_dev)?;
         let mut link_macs = [[0; 6]; LINKS];
@@ -296,8 +299,11 @@ impl Topology {
         })?;
         self.sink_links = links;
         for d in &self.sink_devs {
-            self.sink
-                .exec(&["sh", "-c", &format!("echo 1 > /sys/class/net/{d}/threaded")])?;
+            self.sink.exec(
+                "sh",
+                &["-c", &format!("echo 1 > /sys/class/net/{d}/threaded")],
+                "",
+            )?;
         }
         Ok(())
     }
@@ -305,11 +311,8 @@ impl Topology {
     /// Turns on threaded NAPI for the router's LAN veth (again after each XDP attach: veth
     /// re-creates its NAPI when its program changes).
     pub fn thread_lan(&self) -> Result<()> {
-        self.rtr.exec(&[
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{}/threaded", self.lan_dev),
-        ])
+        let write = format!("echo 1 > /sys/class/net/{}/threaded", self.lan_dev);
+        self.rtr.exec("sh", &["-c", &write], "").map(drop)
     }
 
     /// The router's receive thread(s) for its LAN veth.
@@ -337,38 +340,6 @@ impl Topology {
             }
         }
     }
-}
-
-/// A TUN device `name` (no packet-info header, non-blocking) in the calling thread's
-/// namespace; it lives as long as the returned file.
-fn tun(name: &str) -> Result<File> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .context("open /dev/net/tun")?;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        flags: i16,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReq {
-        name: [0; 16],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as i16,
-        _pad: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    // SAFETY: ioctl with a properly sized ifreq; fcntl on a valid fd.
-    unsafe {
-        if libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req) != 0 {
-            bail!("TUNSETIFF {name}: {}", std::io::Error::last_os_error());
-        }
-        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
-    Ok(f)
 }
 
 /// Reads every frame queued on a TUN device (IP packets, no header).

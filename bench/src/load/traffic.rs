@@ -24,10 +24,11 @@ use aya::{
     maps::{Array, PerCpuArray},
 };
 use serde::Serialize;
+use xwan_testkit::{Netns, enter_by_name};
 
 use super::{
     layout::*,
-    sys::{Netns, gettid, nice, pin, realtime, xdp_live},
+    sys::{gettid, nice, pin, realtime, xdp_live},
 };
 
 /// A traffic class: what the rules tell apart, and the link policy routing must pick.
@@ -364,17 +365,14 @@ impl Generator {
             .context("load_gen missing")?
             .try_into()?;
         let fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
-        let ns = Netns {
-            name: src.name.clone(),
-        };
+        // The thread outlives this borrow of `src`, so it enters by name.
+        let ns = src.name().to_owned();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let stop2 = stop.clone();
         let handle = std::thread::spawn(move || -> Result<()> {
-            // Borrowed name only: this copy must not delete the namespace on drop.
-            let ns = std::mem::ManuallyDrop::new(ns);
             let setup = (|| {
-                ns.enter()?;
+                enter_by_name(&ns)?;
                 let tid = gettid();
                 pin(tid, cpu)?;
                 nice(tid, 19);
