@@ -1,6 +1,9 @@
-//! Network namespaces for tests: created with unique names, never connected to the root
-//! namespace, deleted on drop (also when the test panics). Code runs inside a namespace on
-//! a thread of its own (`setns` changes only the calling thread).
+//! Network namespaces for tests: the panicking face of `xwan-testkit`'s (created with
+//! unique names `xwt<pid>-<n><tag>`, never connected to the root namespace, deleted on drop,
+//! also when the test panics), plus the packet capture the data-plane tests read frames with.
+//!
+//! What a reader may change: keep the wrappers thin; behaviour belongs in `xwan-testkit`,
+//! where the lab and the load test share it.
 
 #![allow(dead_code)]
 
@@ -8,139 +11,61 @@ use std::{
     fs::File,
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+use xwan_testkit::set_nonblocking;
+
+/// A test fails at the first helper that does; `{:#}` keeps the whole error chain.
+fn ok<T>(r: anyhow::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:#}"))
+}
 
 pub struct Netns {
+    /// A copy of `inner`'s name, so that tests can borrow it as `&ns.name` in command lines.
     pub name: String,
+    inner: xwan_testkit::Netns,
 }
 
 impl Netns {
     /// A new namespace named `xwt<pid>-<n><tag>`, with `lo` up.
     pub fn new(tag: &str) -> Netns {
-        let name = format!(
-            "xwt{}-{}{tag}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        let inner = ok(xwan_testkit::Netns::unique("xwt", tag));
+        Netns {
+            name: inner.name().to_owned(),
+            inner,
+        }
     }
 
-    /// `ip -n NAME ARGS...`, panicking with the command's stderr on failure.
+    /// `ip -n NAME ARGS...`.
     pub fn ip(&self, args: &[&str]) {
-        let mut v = vec!["ip", "-n", &self.name];
-        v.extend_from_slice(args);
-        run(&v);
+        ok(self.inner.ip(args))
     }
 
     /// Runs `f` on a thread whose network namespace is this one.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                self.enter();
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
+        ok(self.inner.run(|| Ok(f())))
     }
 
     /// Moves the calling thread into this namespace.
     pub fn enter(&self) {
-        let f = File::open(format!("/run/netns/{}", self.name)).expect("open netns");
-        // SAFETY: setns on a valid namespace fd affects only the calling thread.
-        let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {}: {}", self.name, io::Error::last_os_error());
+        ok(self.inner.enter())
     }
 
     /// MAC address of an interface in this namespace.
     pub fn mac(&self, ifname: &str) -> [u8; 6] {
-        let out = output(&["ip", "-n", &self.name, "-br", "link", "show", ifname]);
-        let mac = out.split_whitespace().nth(2).expect("mac in `ip -br link`");
-        let v: Vec<u8> = mac
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect();
-        v.try_into().unwrap()
+        ok(self.inner.mac(ifname))
     }
 
     pub fn ifindex(&self, ifname: &str) -> u32 {
-        let name = ifname.to_string();
-        self.run(move || {
-            let c = std::ffi::CString::new(name).unwrap();
-            // SAFETY: valid C string.
-            unsafe { libc::if_nametoindex(c.as_ptr()) }
-        })
+        ok(self.inner.ifindex(ifname))
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "`{}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn output(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("run command");
-    assert!(
-        out.status.success(),
-        "`{}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A TUN device (no packet-info header) created in the calling thread's namespace.
+/// A TUN device (no packet-info header, non-blocking) created in the calling thread's
+/// namespace.
 pub fn tun(name: &str) -> File {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")
-        .expect("open /dev/net/tun");
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        flags: i16,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReq {
-        name: [0; 16],
-        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as i16,
-        _pad: [0; 22],
-    };
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    // SAFETY: ioctl with a properly sized ifreq.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), TUNSETIFF, &mut req) };
-    assert_eq!(r, 0, "TUNSETIFF {name}: {}", io::Error::last_os_error());
-    set_nonblocking(f.as_raw_fd());
-    f
+    ok(xwan_testkit::tun(name))
 }
 
 /// A raw AF_PACKET socket receiving every frame of `ifname` (calling thread's namespace).
@@ -172,16 +97,8 @@ pub fn packet_socket(ifname: &str) -> OwnedFd {
         "bind AF_PACKET to {ifname}: {}",
         io::Error::last_os_error()
     );
-    set_nonblocking(fd.as_raw_fd());
+    set_nonblocking(fd.as_raw_fd()).unwrap();
     fd
-}
-
-fn set_nonblocking(fd: i32) {
-    // SAFETY: fcntl on a valid fd.
-    unsafe {
-        let fl = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-    }
 }
 
 /// Reads packets from `fd` until `want` accepts one or `timeout` passes.
