@@ -256,6 +256,8 @@ pub struct Results {
     pub sources: Vec<report::SourceRun>,
     pub samples: Vec<Sample>,
     pub latency: Vec<report::Latency>,
+    /// Over TUN links, every mode at the same offered rate.
+    pub equal_load_tun: Vec<report::EqualLoad>,
     pub failover: Vec<failover::Failover>,
 }
 
@@ -271,6 +273,7 @@ fn run_all(
         sources: vec![],
         samples: vec![],
         latency: vec![],
+        equal_load_tun: vec![],
         failover: vec![],
     };
     use topology::Links;
@@ -355,10 +358,14 @@ fn run_all(
     }
     if settings.latency && settings.modes.contains(&Mode::Xwan) {
         out.latency = latency(settings, topo, tools, xwan_bin, work, &out.samples)?;
+        if !settings.tun_rules.is_empty() {
+            out.equal_load_tun =
+                equal_load_tun(settings, topo, tools, xwan_bin, work, &out.samples)?;
+        }
     }
     if settings.failover && settings.modes.contains(&Mode::Xwan) {
         let rules = *settings.rules.iter().max().expect("rule counts");
-        let pps = half_xwan(&out.samples, rules)?;
+        let pps = half_xwan(&out.samples, rules, topology::Links::Veth)?;
         small_frames(tools, settings, topo, 0)?;
         for cut in [failover::Cut::Silent, failover::Cut::Carrier] {
             eprintln!(
@@ -415,8 +422,8 @@ fn one(
     Ok(s)
 }
 
-/// Latency at half of xwan's median throughput at the largest rule count (64-byte frames),
-/// every mode at that offered rate.
+/// Latency at half of xwan's median throughput at the largest rule count (64-byte frames,
+/// veth links), every mode at that offered rate.
 fn latency(
     settings: &Settings,
     topo: &topology::Topology,
@@ -426,20 +433,87 @@ fn latency(
     samples: &[Sample],
 ) -> Result<Vec<report::Latency>> {
     let rules = *settings.rules.iter().max().expect("rule counts");
-    let pps = half_xwan(samples, rules)?;
+    let pps = half_xwan(samples, rules, topology::Links::Veth)?;
+    let runs = equal_load(
+        settings,
+        topo,
+        tools,
+        xwan_bin,
+        work,
+        topology::Links::Veth,
+        rules,
+        pps,
+    )?;
+    Ok(runs
+        .iter()
+        .map(|(_, runs, hist)| report::Latency::new(runs, hist, pps / 1e6))
+        .collect())
+}
+
+/// The router's CPU per packet over TUN links with every mode offered half of xwan's median
+/// throughput there. At full rate the router's veth drops the source's surplus: the source
+/// then returns those frames' pages to the page pool while the router returns the pages of
+/// the frames TUN dropped, and the pool's lock (its slow path took a fifth of xwan's router
+/// time in `perf`) charges a slower router more. At a rate every mode carries, it does not.
+fn equal_load_tun(
+    settings: &Settings,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+    samples: &[Sample],
+) -> Result<Vec<report::EqualLoad>> {
+    let rules = *settings.tun_rules.iter().max().expect("TUN rule counts");
+    let pps = half_xwan(samples, rules, topology::Links::Tun)?;
+    let runs = equal_load(
+        settings,
+        topo,
+        tools,
+        xwan_bin,
+        work,
+        topology::Links::Tun,
+        rules,
+        pps,
+    )?;
+    Ok(runs
+        .iter()
+        .map(|(_, runs, _)| report::EqualLoad::new(runs, pps / 1e6))
+        .collect())
+}
+
+/// A mode, its runs at one offered rate and the sum of their latency histograms (empty over
+/// TUN links, where nothing stamps or reads the frames).
+type ModeRuns = (Mode, Vec<Sample>, Vec<u64>);
+
+/// Every mode that runs on `links` offered `pps` 64-byte frames per second at `rules`, in
+/// `--runs` rounds that interleave the modes, as the throughput rounds do. Per mode: its
+/// runs and, over veth links, the sum of their latency histograms.
+#[allow(clippy::too_many_arguments)]
+fn equal_load(
+    settings: &Settings,
+    topo: &topology::Topology,
+    tools: &mut Ebpf,
+    xwan_bin: &std::path::Path,
+    work: &std::path::Path,
+    links: topology::Links,
+    rules: usize,
+    pps: f64,
+) -> Result<Vec<ModeRuns>> {
     let gap_ns = (1e9 / pps) as u64;
     small_frames(tools, settings, topo, gap_ns)?;
-    // Per mode: its runs and their summed histogram. Rounds interleave the modes, as above.
-    let mut per_mode: Vec<(Mode, Vec<Sample>, Vec<u64>)> = settings
+    let stamped = links == topology::Links::Veth;
+    let mut per_mode: Vec<ModeRuns> = settings
         .modes
         .iter()
+        .filter(|m| m.runs_on(links))
         .map(|&m| (m, vec![], vec![]))
         .collect();
     for run in 1..=settings.runs {
         for (mode, runs, hist) in per_mode.iter_mut() {
             let mode = *mode;
             eprintln!(
-                "  latency at {:.3} Mpps offered, {rules} rules, run {run}/{}: {}",
+                "  {} links at {:.3} Mpps offered, {rules} rules, run {run}/{}: {}",
+                links.name(),
                 pps / 1e6,
                 settings.runs,
                 mode.name()
@@ -447,39 +521,54 @@ fn latency(
             let active = modes::setup(
                 mode,
                 rules,
-                topology::Links::Veth,
+                links,
                 topo,
                 tools,
                 xwan_bin,
                 work,
                 settings.realtime,
             )?;
-            traffic::set_latency(tools, true)?;
+            if stamped {
+                traffic::set_latency(tools, true)?;
+            }
             let r = measure::measure(
                 mode,
                 rules,
                 Mix::Small,
-                topology::Links::Veth,
+                links,
                 topo,
                 tools,
                 settings,
                 settings.window,
             );
-            let h = traffic::latency_histogram(tools);
-            traffic::set_latency(tools, false)?;
+            let h = if stamped {
+                let h = traffic::latency_histogram(tools);
+                traffic::set_latency(tools, false)?;
+                Some(h)
+            } else {
+                None
+            };
             modes::teardown(mode, active, topo, tools)?;
-            runs.push(r?);
-            let h = h?;
-            hist.resize(h.len(), 0);
-            hist.iter_mut().zip(h).for_each(|(sum, n)| *sum += n);
+            let r = r?;
+            eprintln!(
+                "    {:.3} Mpps forwarded, {:.0} ns/packet router CPU, busy {:.0} %, loss {:.1} %, \
+                 per link {:?}",
+                r.forwarded_mpps,
+                r.router_ns_per_packet,
+                r.router_busy * 100.0,
+                r.loss * 100.0,
+                r.per_link
+            );
+            runs.push(r);
+            if let Some(h) = h {
+                let h = h?;
+                hist.resize(h.len(), 0);
+                hist.iter_mut().zip(h).for_each(|(sum, n)| *sum += n);
+            }
         }
     }
-    let out = per_mode
-        .iter()
-        .map(|(_, runs, hist)| report::Latency::new(runs, hist, pps / 1e6))
-        .collect();
     traffic::set_rate(tools, settings.flows, settings.train, 0)?;
-    Ok(out)
+    Ok(per_mode)
 }
 
 /// The PF_PACKET TX-ring source on the calibration topology (sink on the router's veth).
@@ -532,20 +621,21 @@ fn tx_ring(
 }
 
 /// Half of xwan's median forwarded rate at `rules` (64-byte frames), in packets/s.
-fn half_xwan(samples: &[Sample], rules: usize) -> Result<f64> {
+fn half_xwan(samples: &[Sample], rules: usize, links: topology::Links) -> Result<f64> {
     let xwan: Vec<f64> = samples
         .iter()
         .filter(|s| {
-            s.mode == Mode::Xwan
-                && s.rules == rules
-                && s.mix == Mix::Small
-                && s.links == topology::Links::Veth
+            s.mode == Mode::Xwan && s.rules == rules && s.mix == Mix::Small && s.links == links
         })
         .map(|s| s.forwarded_mpps)
         .collect();
     let pps = report::median(&xwan) * 1e6 * 0.5;
     if pps <= 0.0 {
-        bail!("xwan forwarded nothing at {rules} rules: no rate for the runs at 50 % load");
+        bail!(
+            "xwan forwarded nothing at {rules} rules over {} links: no rate for the runs at 50 % \
+             load",
+            links.name()
+        );
     }
     Ok(pps)
 }

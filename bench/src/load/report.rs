@@ -103,6 +103,32 @@ impl Latency {
     }
 }
 
+/// One mode over TUN links at an offered rate every mode shares (medians over its runs).
+#[derive(Clone, Debug, Serialize)]
+pub struct EqualLoad {
+    pub mode: Mode,
+    pub rules: usize,
+    pub offered_mpps: f64,
+    pub forwarded_mpps: f64,
+    pub loss: f64,
+    pub router_ns_per_packet: f64,
+}
+
+impl EqualLoad {
+    /// From a mode's runs at one offered rate (non-empty).
+    pub fn new(runs: &[Sample], offered_mpps: f64) -> EqualLoad {
+        let med = |f: fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        EqualLoad {
+            mode: runs[0].mode,
+            rules: runs[0].rules,
+            offered_mpps,
+            forwarded_mpps: med(|s| s.forwarded_mpps),
+            loss: med(|s| s.loss),
+            router_ns_per_packet: med(|s| s.router_ns_per_packet),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Goals {
     rules: usize,
@@ -128,6 +154,11 @@ struct Goals {
     equal_load_mpps: f64,
     xwan_vs_bare_xdp_by_cpu_at_equal_load: f64,
     xwan_vs_bare_xdp_3_by_cpu_at_equal_load: f64,
+    /// The same over TUN links (the bare mode is XDP pass + TC redirect there), and against
+    /// kernel policy routing with maps; 0 without those runs.
+    tun_equal_load_mpps: f64,
+    tun_xwan_vs_kernel_maps_by_cpu_at_equal_load: f64,
+    tun_xwan_vs_bare_by_cpu_at_equal_load: f64,
 }
 
 /// One traffic-source candidate on the calibration topology (`--compare-sources`).
@@ -174,6 +205,7 @@ struct Json<'a> {
     summary: &'a [Row],
     goals: Option<Goals>,
     latency: &'a [Latency],
+    equal_load_tun: &'a [EqualLoad],
     failover: &'a [super::failover::Failover],
     samples: &'a [Sample],
 }
@@ -227,7 +259,7 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
     out
 }
 
-fn goals(rows: &[Row], latency: &[Latency]) -> Option<Goals> {
+fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> {
     let small: Vec<&Row> = rows
         .iter()
         .filter(|r| r.mix == Mix::Small && r.links == Links::Veth)
@@ -256,7 +288,18 @@ fn goals(rows: &[Row], latency: &[Latency]) -> Option<Goals> {
             .map_or(0.0, |l| l.router_ns_per_packet)
     };
     let xwan_equal_load_ns = equal_load_ns(Mode::Xwan);
+    let tun_ns = |m: Mode| {
+        tun.iter()
+            .find(|l| l.mode == m)
+            .map_or(0.0, |l| l.router_ns_per_packet)
+    };
     Some(Goals {
+        tun_equal_load_mpps: tun.first().map_or(0.0, |l| l.offered_mpps),
+        tun_xwan_vs_kernel_maps_by_cpu_at_equal_load: ratio(
+            tun_ns(Mode::KernelMaps),
+            tun_ns(Mode::Xwan),
+        ),
+        tun_xwan_vs_bare_by_cpu_at_equal_load: ratio(tun_ns(Mode::BareXdp), tun_ns(Mode::Xwan)),
         equal_load_mpps: latency.first().map_or(0.0, |l| l.offered_mpps),
         xwan_vs_bare_xdp_by_cpu_at_equal_load: ratio(
             equal_load_ns(Mode::BareXdp),
@@ -351,7 +394,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             c.source_ns_per_packet
         );
     }
-    let goals = goals(&rows, &r.latency);
+    let goals = goals(&rows, &r.latency, &r.equal_load_tun);
     if let Some(g) = &goals {
         println!(
             "\ngoals at {} rules: xwan / kernel-maps = {:.2} (goal ≥ 3), xwan / bare-xdp = {:.2} \
@@ -380,6 +423,30 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
                 g.equal_load_mpps,
                 g.xwan_vs_bare_xdp_by_cpu_at_equal_load,
                 g.xwan_vs_bare_xdp_3_by_cpu_at_equal_load
+            );
+        }
+        if g.tun_equal_load_mpps > 0.0 {
+            println!(
+                "TUN links, by router CPU per packet at equal load ({:.3} Mpps offered to every \
+                 mode): xwan / kernel-maps = {:.2}, xwan / bare (XDP pass + TC redirect) = {:.2}",
+                g.tun_equal_load_mpps,
+                g.tun_xwan_vs_kernel_maps_by_cpu_at_equal_load,
+                g.tun_xwan_vs_bare_by_cpu_at_equal_load
+            );
+        }
+    }
+    if !r.equal_load_tun.is_empty() {
+        println!(
+            "\nTUN links at {:.3} Mpps offered:",
+            r.equal_load_tun[0].offered_mpps
+        );
+        for l in &r.equal_load_tun {
+            println!(
+                "  {:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet",
+                l.mode.name(),
+                l.forwarded_mpps,
+                l.loss * 100.0,
+                l.router_ns_per_packet
             );
         }
     }
@@ -448,6 +515,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
         summary: &rows,
         goals,
         latency: &r.latency,
+        equal_load_tun: &r.equal_load_tun,
         failover: &r.failover,
         samples: &r.samples,
     };
