@@ -357,11 +357,8 @@ fn run_all(
         }
     }
     if settings.latency && settings.modes.contains(&Mode::Xwan) {
-        out.latency = latency(settings, topo, tools, xwan_bin, work, &out.samples)?;
-        if !settings.tun_rules.is_empty() {
-            out.equal_load_tun =
-                equal_load_tun(settings, topo, tools, xwan_bin, work, &out.samples)?;
-        }
+        (out.latency, out.equal_load_tun) =
+            equal_loads(settings, topo, tools, xwan_bin, work, &out.samples)?;
     }
     if settings.failover && settings.modes.contains(&Mode::Xwan) {
         let rules = *settings.rules.iter().max().expect("rule counts");
@@ -422,63 +419,39 @@ fn one(
     Ok(s)
 }
 
-/// Latency at half of xwan's median throughput at the largest rule count (64-byte frames,
-/// veth links), every mode at that offered rate.
-fn latency(
+/// Every mode at half of xwan's median throughput, at the largest rule count, 64-byte
+/// frames: over veth links for latency and the router's CPU per packet at equal load; over
+/// TUN links (with `--tun-rules`) for the latter. At full rate over TUN links the router's
+/// veth drops the source's surplus: the source then returns those frames' pages to the page
+/// pool while the router returns the pages of the frames TUN dropped, and the pool's lock
+/// (its slow path took a fifth of xwan's router time in `perf`) charges a slower router
+/// more. At a rate every mode carries, it does not.
+fn equal_loads(
     settings: &Settings,
     topo: &topology::Topology,
     tools: &mut Ebpf,
     xwan_bin: &std::path::Path,
     work: &std::path::Path,
     samples: &[Sample],
-) -> Result<Vec<report::Latency>> {
-    let rules = *settings.rules.iter().max().expect("rule counts");
-    let pps = half_xwan(samples, rules, topology::Links::Veth)?;
-    let runs = equal_load(
-        settings,
-        topo,
-        tools,
-        xwan_bin,
-        work,
-        topology::Links::Veth,
-        rules,
-        pps,
-    )?;
-    Ok(runs
-        .iter()
-        .map(|(_, runs, hist)| report::Latency::new(runs, hist, pps / 1e6))
-        .collect())
-}
-
-/// The router's CPU per packet over TUN links with every mode offered half of xwan's median
-/// throughput there. At full rate the router's veth drops the source's surplus: the source
-/// then returns those frames' pages to the page pool while the router returns the pages of
-/// the frames TUN dropped, and the pool's lock (its slow path took a fifth of xwan's router
-/// time in `perf`) charges a slower router more. At a rate every mode carries, it does not.
-fn equal_load_tun(
-    settings: &Settings,
-    topo: &topology::Topology,
-    tools: &mut Ebpf,
-    xwan_bin: &std::path::Path,
-    work: &std::path::Path,
-    samples: &[Sample],
-) -> Result<Vec<report::EqualLoad>> {
-    let rules = *settings.tun_rules.iter().max().expect("TUN rule counts");
-    let pps = half_xwan(samples, rules, topology::Links::Tun)?;
-    let runs = equal_load(
-        settings,
-        topo,
-        tools,
-        xwan_bin,
-        work,
-        topology::Links::Tun,
-        rules,
-        pps,
-    )?;
-    Ok(runs
-        .iter()
-        .map(|(_, runs, _)| report::EqualLoad::new(runs, pps / 1e6))
-        .collect())
+) -> Result<(Vec<report::Latency>, Vec<report::EqualLoad>)> {
+    let (mut latency, mut tun) = (vec![], vec![]);
+    for (links, rules) in [
+        (topology::Links::Veth, &settings.rules),
+        (topology::Links::Tun, &settings.tun_rules),
+    ] {
+        let Some(&rules) = rules.iter().max() else {
+            continue;
+        };
+        let pps = half_xwan(samples, rules, links)?;
+        let runs = equal_load(settings, topo, tools, xwan_bin, work, links, rules, pps)?;
+        for (_, runs, hist) in &runs {
+            match links {
+                topology::Links::Veth => latency.push(report::Latency::new(runs, hist, pps / 1e6)),
+                topology::Links::Tun => tun.push(report::EqualLoad::new(runs, pps / 1e6)),
+            }
+        }
+    }
+    Ok((latency, tun))
 }
 
 /// A mode, its runs at one offered rate and the sum of their latency histograms (empty over
