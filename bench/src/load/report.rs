@@ -47,14 +47,8 @@ pub struct Row {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Latency {
-    pub mode: Mode,
-    pub rules: usize,
-    pub offered_mpps: f64,
-    pub forwarded_mpps: f64,
-    pub loss: f64,
-    /// The router thread's CPU time per forwarded packet at this offered rate: every mode
-    /// carrying the same load, none saturated (unless it cannot carry it).
-    pub router_ns_per_packet: f64,
+    #[serde(flatten)]
+    pub load: EqualLoad,
     pub samples: u64,
     pub p50_us: f64,
     pub p90_us: f64,
@@ -64,12 +58,49 @@ pub struct Latency {
     pub max_us: f64,
 }
 
+/// One mode at an offered rate every mode shares: medians over its runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct EqualLoad {
+    pub mode: Mode,
+    pub rules: usize,
+    pub offered_mpps: f64,
+    pub forwarded_mpps: f64,
+    pub loss: f64,
+    /// The router thread's CPU time per forwarded packet at this offered rate: every mode
+    /// carrying the same load, none saturated (unless it cannot carry it).
+    pub router_ns_per_packet: f64,
+}
+
+impl EqualLoad {
+    /// From a mode's runs at one offered rate (non-empty).
+    pub fn new(runs: &[Sample], offered_mpps: f64) -> EqualLoad {
+        let med = |f: fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        EqualLoad {
+            mode: runs[0].mode,
+            rules: runs[0].rules,
+            offered_mpps,
+            forwarded_mpps: med(|s| s.forwarded_mpps),
+            loss: med(|s| s.loss),
+            router_ns_per_packet: med(|s| s.router_ns_per_packet),
+        }
+    }
+
+    /// The mode, what it forwarded and what that cost the router, for the table on stdout.
+    fn line(&self) -> String {
+        format!(
+            "{:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet",
+            self.mode.name(),
+            self.forwarded_mpps,
+            self.loss * 100.0,
+            self.router_ns_per_packet
+        )
+    }
+}
+
 impl Latency {
     /// From a mode's runs at one offered rate (non-empty) and their summed histogram:
     /// percentiles over every packet, the rest medians over the runs.
     pub fn new(runs: &[Sample], hist: &[u64], offered_mpps: f64) -> Latency {
-        let s = &runs[0];
-        let med = |f: fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
         let total: u64 = hist.iter().sum();
         let pct = |p: f64| -> f64 {
             if total == 0 {
@@ -87,44 +118,13 @@ impl Latency {
             (hist.len() as u64 * LAT_BUCKET_NS) as f64 / 1e3
         };
         Latency {
-            mode: s.mode,
-            rules: s.rules,
-            offered_mpps,
-            forwarded_mpps: med(|s| s.forwarded_mpps),
-            loss: med(|s| s.loss),
-            router_ns_per_packet: med(|s| s.router_ns_per_packet),
+            load: EqualLoad::new(runs, offered_mpps),
             samples: total,
             p50_us: pct(0.5),
             p90_us: pct(0.9),
             p99_us: pct(0.99),
             p999_us: pct(0.999),
             max_us: (hist.len() as u64 * LAT_BUCKET_NS) as f64 / 1e3,
-        }
-    }
-}
-
-/// One mode over TUN links at an offered rate every mode shares (medians over its runs).
-#[derive(Clone, Debug, Serialize)]
-pub struct EqualLoad {
-    pub mode: Mode,
-    pub rules: usize,
-    pub offered_mpps: f64,
-    pub forwarded_mpps: f64,
-    pub loss: f64,
-    pub router_ns_per_packet: f64,
-}
-
-impl EqualLoad {
-    /// From a mode's runs at one offered rate (non-empty).
-    pub fn new(runs: &[Sample], offered_mpps: f64) -> EqualLoad {
-        let med = |f: fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-        EqualLoad {
-            mode: runs[0].mode,
-            rules: runs[0].rules,
-            offered_mpps,
-            forwarded_mpps: med(|s| s.forwarded_mpps),
-            loss: med(|s| s.loss),
-            router_ns_per_packet: med(|s| s.router_ns_per_packet),
         }
     }
 }
@@ -284,8 +284,8 @@ fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> 
     let equal_load_ns = |m: Mode| {
         latency
             .iter()
-            .find(|l| l.mode == m && l.rules == max)
-            .map_or(0.0, |l| l.router_ns_per_packet)
+            .find(|l| l.load.mode == m && l.load.rules == max)
+            .map_or(0.0, |l| l.load.router_ns_per_packet)
     };
     let xwan_equal_load_ns = equal_load_ns(Mode::Xwan);
     let tun_ns = |m: Mode| {
@@ -300,7 +300,7 @@ fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> 
             tun_ns(Mode::Xwan),
         ),
         tun_xwan_vs_bare_by_cpu_at_equal_load: ratio(tun_ns(Mode::BareXdp), tun_ns(Mode::Xwan)),
-        equal_load_mpps: latency.first().map_or(0.0, |l| l.offered_mpps),
+        equal_load_mpps: latency.first().map_or(0.0, |l| l.load.offered_mpps),
         xwan_vs_bare_xdp_by_cpu_at_equal_load: ratio(
             equal_load_ns(Mode::BareXdp),
             xwan_equal_load_ns,
@@ -441,19 +441,13 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             r.equal_load_tun[0].offered_mpps
         );
         for l in &r.equal_load_tun {
-            println!(
-                "  {:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet",
-                l.mode.name(),
-                l.forwarded_mpps,
-                l.loss * 100.0,
-                l.router_ns_per_packet
-            );
+            println!("  {}", l.line());
         }
     }
     if !r.latency.is_empty() {
         println!(
             "\nlatency (source → sink, one-way, IPv4) at {:.3} Mpps offered:",
-            r.latency[0].offered_mpps
+            r.latency[0].load.offered_mpps
         );
         for l in &r.latency {
             let us = |v: f64| {
@@ -464,12 +458,8 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
                 }
             };
             println!(
-                "  {:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet, p50 {}, \
-                 p90 {}, p99 {}, p99.9 {}",
-                l.mode.name(),
-                l.forwarded_mpps,
-                l.loss * 100.0,
-                l.router_ns_per_packet,
+                "  {}, p50 {}, p90 {}, p99 {}, p99.9 {}",
+                l.load.line(),
                 us(l.p50_us),
                 us(l.p90_us),
                 us(l.p99_us),
