@@ -18,10 +18,10 @@
 //!   `lib/` on `LD_LIBRARY_PATH` (what `rustup run nightly` does during the eBPF build), so a
 //!   missing binary, another version, or a binary whose libLLVM does not load is caught;
 //!   installed with `cargo install` against the nightly's own libLLVM (see [`install_bpf_linker`]);
-//! * Debian packages iproute2, nftables (required), bpftool (optional, diagnostics) and
-//!   prometheus (optional: promtool and prometheus check examples/prometheus and the metrics
-//!   exposition; those tests skip without them): `dpkg-query -W`; installed with `apt-get` when
-//!   running as root.
+//! * Debian packages iproute2, nftables, iputils-ping, procps (required), bpftool (optional,
+//!   diagnostics) and prometheus (optional: promtool and prometheus check examples/prometheus
+//!   and the metrics exposition; those tests skip without them): `dpkg-query -W`; installed
+//!   with `apt-get` when running as root.
 
 use std::{
     fs,
@@ -464,7 +464,7 @@ fn find_libllvm(dir: &Path) -> Result<String> {
     }
 }
 
-/// Debian packages: iproute2 and nftables are required, bpftool and prometheus are optional.
+/// Debian packages: [`REQUIRED_PACKAGES`] and [`OPTIONAL_PACKAGES`].
 fn packages() -> Result<()> {
     if which("dpkg-query").is_none() {
         return commands_without_dpkg();
