@@ -10,14 +10,14 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use support::{
     frames::{self, Ext, V4, V6},
-    harness::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT, meta_bytes},
+    harness::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     plans::{HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, ports, tunnel_gateway, weighted},
 };
 use xwan_common::{
-    FLOW_REFRESH_NS, XDP_META_MAGIC, XdpMeta, csum,
+    FLOW_REFRESH_NS, csum,
     model::XdpAction,
     plan::{Action, HashMode, Iface, Plan, RouterTable, Rule},
-    reason,
+    reason, tunnel_tag,
 };
 
 const TUN_IFINDEX: u32 = 1001;
@@ -108,7 +108,7 @@ fn assert_ipv4_checksum(frame: &[u8]) {
 }
 
 #[test]
-fn tunnel_gateway_gets_metadata_ttl_decrement_and_vlan_strip() {
+fn tunnel_gateway_gets_its_tag_ttl_decrement_and_vlan_strip() {
     let mut h = Harness::new(plan());
     for (sport, vlans) in [
         (40000, &[][..]),
@@ -130,12 +130,18 @@ fn tunnel_gateway_gets_metadata_ttl_decrement_and_vlan_strip() {
         );
         let k = h.kernel(&f);
         assert_eq!(k.action, XDP_PASS);
+        assert!(
+            k.meta.is_empty(),
+            "no XDP metadata: not every kernel allows it"
+        );
         assert_eq!(
-            k.meta,
-            meta_bytes(XdpMeta {
-                magic: XDP_META_MAGIC,
-                ifindex: TUN_IFINDEX
-            })
+            k.frame[6..12],
+            tunnel_tag(TUN_IFINDEX),
+            "the tunnel in the source MAC"
+        );
+        assert!(
+            h.tc_steers(&k.frame),
+            "xwan_tc_steer redirects what XDP tagged"
         );
         assert_eq!(
             k.frame.len(),
@@ -143,7 +149,7 @@ fn tunnel_gateway_gets_metadata_ttl_decrement_and_vlan_strip() {
             "VLAN tags removed"
         );
         assert_eq!(&k.frame[12..14], &frames::ETH_P_IP.to_be_bytes());
-        assert_eq!(&k.frame[..12], &f[..12], "MACs kept for a tunnel");
+        assert_eq!(&k.frame[..6], &f[..6], "destination MAC kept for a tunnel");
         assert_eq!(k.frame[14 + 8], 63, "TTL decremented");
         assert_ipv4_checksum(&k.frame);
     }
@@ -344,7 +350,7 @@ fn kernel_gateway(h: &Harness, f: &[u8]) -> u16 {
     let k = h.kernel(f);
     match k.action {
         XDP_REDIRECT => 1,
-        XDP_PASS if !k.meta.is_empty() => 0,
+        XDP_PASS if h.tc_steers(&k.frame) => 0,
         a => panic!("flow not steered (action {a})"),
     }
 }

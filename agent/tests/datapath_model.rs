@@ -1,7 +1,8 @@
 //! The real `xwan_xdp_lan` (BPF_PROG_TEST_RUN) against the reference model on generated
 //! packets: valid ones, truncated at every offset, bad IHL, odd IPv6 extension-header
-//! chains, VLAN stacks, fragments, wrong MACs. Verdict, reason, rewritten bytes and XDP
-//! metadata (which identify the gateway) must be equal for every packet.
+//! chains, VLAN stacks, fragments, wrong MACs, forged tunnel tags. Verdict, reason, rewritten
+//! bytes (which identify the gateway: MACs or tunnel tag) and whether `xwan_tc_steer` then
+//! redirects must be equal for every packet.
 //!
 //! Needs root (loads eBPF). `XWAN_PROPTEST_CASES` overrides the number of packets.
 
@@ -12,6 +13,8 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
+
+use xwan_common::tunnel_tag;
 
 use proptest::{
     prelude::*,
@@ -26,6 +29,7 @@ use support::{
 #[derive(Clone, Debug)]
 struct Spec {
     dst_mac: [u8; 6],
+    src_mac: [u8; 6],
     vlans: Vec<u16>,
     ethertype_override: Option<u16>,
     src: IpAddr,
@@ -116,6 +120,16 @@ fn spec() -> impl Strategy<Value = Spec> {
             1 => Just(vec![0x8100, 0x8100, 0x8100]),
         ],
         prop_oneof![19 => Just(None), 1 => Just(Some(frames::ETH_P_ARP))],
+        // A LAN host forging the tunnel tag (or nearly) must not reach a tunnel.
+        prop_oneof![
+            38 => Just(HOST_MAC),
+            1 => any::<u32>().prop_map(tunnel_tag),
+            1 => any::<u32>().prop_map(|i| {
+                let mut m = tunnel_tag(i);
+                m[1] ^= 0x80;
+                m
+            }),
+        ],
     );
     let addrs = any::<bool>().prop_flat_map(|v6| {
         if v6 {
@@ -153,13 +167,14 @@ fn spec() -> impl Strategy<Value = Spec> {
     let replay = prop_oneof![4 => Just(None), 1 => any::<usize>().prop_map(Some)];
     (l2, addrs, l4, shape, replay).prop_map(
         |(
-            (dst_mac, vlans, ethertype_override),
+            (dst_mac, vlans, ethertype_override, src_mac),
             (src, dst),
             (proto, sport, dport, tos, ttl),
             (v4_options, frag, exts, payload, mutation),
             replay,
         )| Spec {
             dst_mac,
+            src_mac,
             vlans,
             ethertype_override,
             src,
@@ -205,7 +220,7 @@ fn build(s: &Spec) -> Vec<u8> {
     };
     let mut f = frames::eth(
         s.dst_mac,
-        HOST_MAC,
+        s.src_mac,
         &s.vlans,
         s.ethertype_override.unwrap_or(ethertype),
         &ip,
@@ -284,6 +299,7 @@ fn kernel_matches_model_on_generated_packets() {
         DROP_NO_GATEWAY,
         STEER_FLOW,
         STEER_CLASSIFIED,
+        DROP_FORGED_TAG,
     ] {
         if cases() >= 10_000 {
             assert!(
@@ -316,6 +332,7 @@ fn kernel_matches_model_on_every_truncation() {
 fn build_simple(v6: bool, vlans: &[u16], proto: u8, dport: u16, v4_options: usize) -> Vec<u8> {
     let s = Spec {
         dst_mac: LAN_MAC,
+        src_mac: HOST_MAC,
         vlans: vlans.to_vec(),
         ethertype_override: None,
         src: if v6 {

@@ -2,7 +2,8 @@
 //! through a router namespace running xwan; packets must leave through the TUN device
 //! (tunnel gateway, XDP → TC `bpf_redirect`) or the WAN veth (Ethernet gateway, MAC rewrite
 //! and `XDP_REDIRECT`) as the rules say, and a reply to a connection that arrived over the
-//! tunnel must go back out through that link's return gateway.
+//! tunnel must go back out through that link's return gateway. A frame forging the tunnel
+//! hand-off's tag is dropped, not steered.
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
@@ -23,7 +24,7 @@ use xwan::datapath::{Datapath, TestBpffs};
 use xwan_common::{
     IFACE_ARRAY_SIZE,
     plan::{Action, Gateway, GatewayKind, Iface, Link, Plan, RouterTable, Rule},
-    reason,
+    reason, tunnel_tag,
 };
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -170,7 +171,26 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     .expect("the reply did not leave through the return gateway");
     assert_eq!(udp_of(&frame[14..]), Some((peer, 7000, 63)));
 
+    // A LAN host forging the tunnel tag (the source MAC xwan_tc_steer trusts) for traffic no
+    // rule steers: dropped in XDP, so it never reaches the tunnel unclassified.
+    let mut forged = router.mac("l0").to_vec();
+    forged.extend_from_slice(&tunnel_tag(router.ifindex("t0")));
+    forged.extend_from_slice(&frames::ETH_P_IP.to_be_bytes());
+    forged.extend(
+        V4::new(Ipv4Addr::new(10, 77, 0, 2), far, 17)
+            .packet(&frames::l4(17, 40009, 5009, b"forged")),
+    );
+    let raw = lan.run(|| packet_socket("h0"));
+    // SAFETY: sending a buffer we own on a bound packet socket.
+    let n = unsafe { libc::send(raw.as_raw_fd(), forged.as_ptr().cast(), forged.len(), 0) };
+    assert_eq!(n, forged.len() as isize, "send the forged frame");
+    let leaked = wait_for(tun_dev.as_raw_fd(), Duration::from_millis(500), |p| {
+        udp_of(p).is_some_and(|u| u.1 == 5009)
+    });
+    assert_eq!(leaked, None, "a forged tag reached the tunnel");
+
     let reasons = dp.reason_counters().unwrap();
+    assert_eq!(reasons[reason::DROP_FORGED_TAG as usize].packets, 1);
     assert!(reasons[reason::STEER_CLASSIFIED as usize].packets >= 2);
     assert_eq!(reasons[reason::STEER_RETURN as usize].packets, 1);
     let gws = dp.gateway_counters().unwrap();

@@ -148,7 +148,7 @@ pub mod reason {
     pub const PASS_TOO_BIG: u32 = 8;
     /// Router with no active gateway and `on_failure = default-route`.
     pub const PASS_NO_GATEWAY: u32 = 9;
-    /// The chosen gateway's entry is unusable (not programmed) or XDP metadata failed.
+    /// The chosen gateway's entry is unusable (not programmed), or its rewrite failed.
     pub const PASS_GATEWAY_ERROR: u32 = 10;
     /// A rule with action `block` matched.
     pub const DROP_RULE: u32 = 11;
@@ -160,8 +160,11 @@ pub mod reason {
     pub const STEER_CLASSIFIED: u32 = 14;
     /// Steered back through the link its connection arrived on (return route).
     pub const STEER_RETURN: u32 = 15;
+    /// The frame arrived with a source MAC carrying [`super::TUNNEL_TAG_PREFIX`]: only xwan
+    /// may write it, so it is forged (or looped back) and would bypass classification.
+    pub const DROP_FORGED_TAG: u32 = 16;
     /// Number of reasons.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Metric label for each reason, indexed by code.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -181,6 +184,7 @@ pub mod reason {
         "steer_flow",
         "steer_classified",
         "steer_return",
+        "drop_forged_tag",
     ];
 }
 
@@ -464,15 +468,44 @@ pub struct ParsedPacket {
     pub has_ports: u8,
 }
 
-/// Written by XDP in front of a packet bound for an L3 tunnel; read by TC ingress.
-#[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct XdpMeta {
-    pub magic: u32,
-    pub ifindex: u32,
+/// How `xwan_xdp_decide` tells `xwan_tc_steer` which L3 tunnel a packet goes to: the
+/// tunnel's ifindex in the frame's source MAC, behind this prefix. An L3 device discards the
+/// Ethernet header, so nothing downstream reads it; and unlike XDP metadata
+/// (`bpf_xdp_adjust_meta`) it needs no helper, driver support or kernel version: it works
+/// wherever XDP_PASS does.
+///
+/// `0x03` has the group bit set: no station sends from a group address (IEEE 802 source
+/// addresses are individual), so a real frame never carries the prefix, and the LAN program
+/// drops any frame that arrives with it ([`reason::DROP_FORGED_TAG`]): only xwan's own
+/// decision reaches `xwan_tc_steer` with a tag.
+pub const TUNNEL_TAG_PREFIX: [u8; 2] = [0x03, 0x78]; // group + local, 'x'
+
+/// The source MAC that hands a packet to the tunnel with `ifindex` (big endian after the
+/// prefix).
+#[inline(always)]
+pub const fn tunnel_tag(ifindex: u32) -> [u8; 6] {
+    let i = ifindex.to_be_bytes();
+    [
+        TUNNEL_TAG_PREFIX[0],
+        TUNNEL_TAG_PREFIX[1],
+        i[0],
+        i[1],
+        i[2],
+        i[3],
+    ]
 }
 
-pub const XDP_META_MAGIC: u32 = 0x7857_414e; // "xWAN"
+/// The tunnel ifindex a source MAC hands its packet to, if it is a [`tunnel_tag`].
+#[inline(always)]
+pub const fn tunnel_tag_ifindex(src_mac: [u8; 6]) -> Option<u32> {
+    if src_mac[0] == TUNNEL_TAG_PREFIX[0] && src_mac[1] == TUNNEL_TAG_PREFIX[1] {
+        Some(u32::from_be_bytes([
+            src_mac[2], src_mac[3], src_mac[4], src_mac[5],
+        ]))
+    } else {
+        None
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -494,6 +527,5 @@ mod pod {
     unsafe impl aya::Pod for ReturnValue {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counter {}
-    unsafe impl aya::Pod for XdpMeta {}
     unsafe impl aya::Pod for ParsedPacket {}
 }

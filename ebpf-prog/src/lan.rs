@@ -9,15 +9,15 @@
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
     FLOW_CACHE_BANKS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
     GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, MAX_RULES, ParsedPacket,
-    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, XDP_META_MAGIC, XdpMeta,
-    csum, hash, reason,
+    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum,
+    hash, reason, tunnel_tag,
 };
 
 use crate::{
@@ -45,6 +45,9 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<Pkt, u32> {
     let Some(eth) = load::<[u8; 14]>(start, end, 0) else {
         return Err(reason::PASS_MALFORMED);
     };
+    if eth[6..8] == TUNNEL_TAG_PREFIX {
+        return Err(reason::DROP_FORGED_TAG);
+    }
     if eth[..6] != iface.mac {
         return Err(reason::PASS_NOT_FOR_US);
     }
@@ -534,21 +537,14 @@ fn forward(ctx: &XdpContext, p: &Pkt, gw: u32, dscp: u8, ok: u32, len: u64) -> (
         };
     }
     if g.kind == GW_KIND_TUNNEL {
-        let size = core::mem::size_of::<XdpMeta>() as i32;
-        if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
+        // The hand-off to `xwan_tc_steer`: the tunnel in the source MAC, which the L3 device
+        // discards (see `TUNNEL_TAG_PREFIX`).
+        let start = ctx.data();
+        if start + 12 > ctx.data_end() {
             return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
         }
-        let meta = ctx.metadata();
-        if meta + size as usize > ctx.data() {
-            return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
-        }
-        // SAFETY: the metadata area was just reserved and bounds-checked.
-        unsafe {
-            (meta as *mut XdpMeta).write_unaligned(XdpMeta {
-                magic: XDP_META_MAGIC,
-                ifindex: g.ifindex,
-            });
-        }
+        // SAFETY: 12 bytes checked above.
+        unsafe { ((start + 6) as *mut [u8; 6]).write_unaligned(tunnel_tag(g.ifindex)) };
         return (XDP_PASS, ok);
     }
     (XDP_PASS, reason::PASS_GATEWAY_ERROR)

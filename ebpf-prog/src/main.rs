@@ -4,8 +4,8 @@
 //! * `xwan_xdp_lan` (XDP, LAN interfaces): parse, then tail-call `xwan_xdp_decide` to
 //!   classify and steer ([`lan`]). Two programs so that each passes the verifier alone.
 //! * `xwan_tc_steer` (TC ingress, LAN interfaces): redirect packets XDP tagged for an L3
-//!   tunnel; native `XDP_REDIRECT` into an L3 device delivers nothing, `bpf_redirect` from TC
-//!   does.
+//!   tunnel (`xwan_common::TUNNEL_TAG_PREFIX`); native `XDP_REDIRECT` into an L3 device
+//!   delivers nothing, `bpf_redirect` from TC does.
 //! * `xwan_tc_return` (TC ingress, links): learn return routes.
 //! * `xwan_xdp_baseline`: parse only, the benchmark's reference cost.
 //! * `xwan_xdp_pass`: lets a veth peer accept redirected frames.
@@ -28,7 +28,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use xwan_common::{
-    FLOW_REFRESH_NS, FlowKey, JUMP_DECIDE, LINK_L2, ReturnValue, XDP_META_MAGIC, XdpMeta, reason,
+    FLOW_REFRESH_NS, FlowKey, JUMP_DECIDE, LINK_L2, ReturnValue, reason, tunnel_tag_ifindex,
 };
 
 use crate::{
@@ -40,6 +40,10 @@ use crate::{
 pub fn xwan_xdp_lan(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let why = match lan::parse_stage(&ctx) {
+        Err(reason::DROP_FORGED_TAG) => {
+            count(&XWAN_REASON_CNT, reason::DROP_FORGED_TAG, len);
+            return XDP_DROP;
+        }
         Ok(p) => {
             let (action, why) = lan::first_stage_hit(&ctx, &p, len);
             if action != lan::MISS {
@@ -68,23 +72,15 @@ pub fn xwan_xdp_decide(ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn xwan_tc_steer(ctx: TcContext) -> i32 {
-    // SAFETY: reading fields of the context the kernel hands us.
-    let (meta, data) = unsafe {
-        (
-            (*ctx.skb.skb).data_meta as usize,
-            (*ctx.skb.skb).data as usize,
-        )
+    // TC ingress sees the frame from its Ethernet header: the source MAC is at 6.
+    let Some(src) = load::<[u8; 6]>(ctx.data(), ctx.data_end(), 6) else {
+        return TC_ACT_OK;
     };
-    if meta + core::mem::size_of::<XdpMeta>() > data {
-        return TC_ACT_OK;
+    match tunnel_tag_ifindex(src) {
+        // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
+        Some(ifindex) => unsafe { bpf_redirect(ifindex, 0) as i32 },
+        None => TC_ACT_OK,
     }
-    // SAFETY: the metadata area is bounds-checked above.
-    let m = unsafe { (meta as *const XdpMeta).read_unaligned() };
-    if m.magic != XDP_META_MAGIC {
-        return TC_ACT_OK;
-    }
-    // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
-    unsafe { bpf_redirect(m.ifindex, 0) as i32 }
 }
 
 #[classifier]

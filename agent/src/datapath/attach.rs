@@ -36,7 +36,7 @@
 //! allows is detached and replaced by a fresh one (with a short window without a program).
 //! Each program is replaced on its own: on a LAN interface the new `xwan_tc_steer` runs for a
 //! few milliseconds behind the old `xwan_xdp_lan`, which is fine as both share the maps and
-//! the `XdpMeta` layout of one build. [`Datapath::detach_unclaimed`] detaches what a previous
+//! the tunnel tag of one build (`xwan_common::TUNNEL_TAG_PREFIX`). [`Datapath::detach_unclaimed`] detaches what a previous
 //! agent left and the new one did not attach (an interface removed from the configuration).
 //!
 //! # What a reader may change

@@ -7,9 +7,9 @@
 //! `xwan_xdp_lan` (XDP on each LAN interface) classifies transit packets against the ordered
 //! rules with bit-vector lookups ([`compile`] explains the encoding), picks a gateway from the
 //! rule's router table (flow table for stickiness) and either hands the packet to the kernel,
-//! drops it, redirects it to an Ethernet next hop through a DEVMAP, or tags it in XDP metadata
-//! for `xwan_tc_steer` (TC ingress on the same interface), which `bpf_redirect`s it into an L3
-//! tunnel. `xwan_tc_return` (TC ingress on links) learns return routes. The exact semantics
+//! drops it, redirects it to an Ethernet next hop through a DEVMAP, or tags it for
+//! `xwan_tc_steer` (TC ingress on the same interface; the tunnel in the source MAC, see
+//! `xwan_common::TUNNEL_TAG_PREFIX`), which `bpf_redirect`s it into an L3 tunnel. `xwan_tc_return` (TC ingress on links) learns return routes. The exact semantics
 //! live in `xwan_common::model`; layouts in `xwan_common::maps`.
 //!
 //! # Lifecycle
@@ -90,7 +90,7 @@ pub use compile::{CompileError, Image, compile, slot_table};
 pub use counters::{CounterReader, ReasonCounter};
 pub use loader::{Datapath, PROGRAMS};
 pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
-pub use testrun::{SkbRun, XdpRun, skb_test_run, xdp_test_run};
+pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_test_run};
 
 /// Default pin directory of the production agent.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xwan";

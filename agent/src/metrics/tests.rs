@@ -268,6 +268,7 @@ xwan_datapath_packets_total{reason="drop_no_gateway"} 0
 xwan_datapath_packets_total{reason="steer_flow"} 0
 xwan_datapath_packets_total{reason="steer_classified"} 8
 xwan_datapath_packets_total{reason="steer_return"} 0
+xwan_datapath_packets_total{reason="drop_forged_tag"} 0
 # HELP xwan_datapath_bytes Bytes seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded).
 # TYPE xwan_datapath_bytes counter
 # UNIT xwan_datapath_bytes bytes
@@ -287,6 +288,7 @@ xwan_datapath_bytes_total{reason="drop_no_gateway"} 0
 xwan_datapath_bytes_total{reason="steer_flow"} 0
 xwan_datapath_bytes_total{reason="steer_classified"} 12000
 xwan_datapath_bytes_total{reason="steer_return"} 0
+xwan_datapath_bytes_total{reason="drop_forged_tag"} 0
 # HELP xwan_flow_table_entries Entries in the data plane's flow table.
 # TYPE xwan_flow_table_entries gauge
 xwan_flow_table_entries 2
@@ -382,7 +384,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 117);
+    assert_eq!(s.len(), 119);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0

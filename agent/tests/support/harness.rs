@@ -2,9 +2,9 @@
 
 #![allow(dead_code)]
 
-use xwan::datapath::{Datapath, TestBpffs, XdpRun};
+use xwan::datapath::{Datapath, TestBpffs, XdpRun, skb_test_runnable};
 use xwan_common::{
-    PROG_XDP_LAN, XdpMeta,
+    PROG_TC_STEER, PROG_XDP_LAN,
     model::{Model, XdpAction, XdpOutcome},
     plan::{Plan, RouterTable},
     reason,
@@ -13,6 +13,8 @@ use xwan_common::{
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_REDIRECT: u32 = 4;
+pub const TC_ACT_OK: i32 = 0;
+pub const TC_ACT_REDIRECT: i32 = 7;
 
 /// Ingress interface for BPF_PROG_TEST_RUN: it must exist in the test's namespace.
 pub const LO: u32 = 1;
@@ -54,8 +56,23 @@ impl Harness {
             .expect("BPF_PROG_TEST_RUN")
     }
 
-    /// Runs both and asserts they agree on verdict, reason, bytes, metadata and gateway
-    /// counter. Returns the model's outcome.
+    /// Runs `xwan_tc_steer` on `frame` (what XDP passed) in the kernel: the tunnel it
+    /// redirects to is not observable in a test run, only that it redirects.
+    pub fn tc_steers(&self, frame: &[u8]) -> bool {
+        let run = self
+            .dp
+            .skb_test_run(PROG_TC_STEER, frame, LO, 1)
+            .expect("BPF_PROG_TEST_RUN of xwan_tc_steer");
+        match run.retval {
+            TC_ACT_OK => false,
+            TC_ACT_REDIRECT => true,
+            other => panic!("xwan_tc_steer returned {other} for {frame:02x?}"),
+        }
+    }
+
+    /// Runs both and asserts they agree on verdict, reason, bytes, the tunnel hand-off (the
+    /// kernel's `xwan_tc_steer` on what its XDP passed) and gateway counter. Returns the
+    /// model's outcome.
     pub fn check(&mut self, frame: &[u8]) -> XdpOutcome {
         let m = self.model.xdp_lan(LO, frame, now_ns());
         if frame.len() < 14 {
@@ -84,16 +101,21 @@ impl Harness {
             ctx()
         );
         assert_eq!(k.frame, m.frame, "rewritten bytes differ\n{}", ctx());
-        let meta = m.meta.map(meta_bytes).unwrap_or_default();
-        assert_eq!(k.meta, meta, "XDP metadata differs\n{}", ctx());
+        assert!(k.meta.is_empty(), "XDP metadata left\n{}", ctx());
+        // XDP hands off only whole IP headers, which a TC test run always accepts.
+        if k.action == XDP_PASS && skb_test_runnable(&k.frame) {
+            assert_eq!(
+                self.tc_steers(&k.frame),
+                m.handoff.is_some(),
+                "tunnel hand-off differs\n{}",
+                ctx()
+            );
+        }
+        if m.handoff.is_some() {
+            assert!(skb_test_runnable(&k.frame), "hand-off untested\n{}", ctx());
+        }
         m
     }
-}
-
-pub fn meta_bytes(m: XdpMeta) -> Vec<u8> {
-    let mut v = m.magic.to_ne_bytes().to_vec();
-    v.extend_from_slice(&m.ifindex.to_ne_bytes());
-    v
 }
 
 /// CLOCK_MONOTONIC_COARSE in ns, the clock `bpf_ktime_get_coarse_ns` reads.

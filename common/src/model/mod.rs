@@ -16,7 +16,9 @@
 //!
 //! 1. The ingress interface has no `Iface` in the plan → pass, `PASS_NOT_CONFIGURED`.
 //! 2. Frame shorter than 14 bytes → pass, `PASS_MALFORMED`.
-//! 3. Destination MAC ≠ the interface's MAC → pass, `PASS_NOT_FOR_US`.
+//! 3. Source MAC starts with `TUNNEL_TAG_PREFIX` → `XDP_DROP`, `DROP_FORGED_TAG`, whatever
+//!    the rest (only step 11 may write that tag: it is what `xwan_tc_steer` trusts).
+//!    Destination MAC ≠ the interface's MAC → pass, `PASS_NOT_FOR_US`.
 //! 4. EtherType at offset 12. While it is 0x8100 or 0x88a8 and fewer than 2 tags were read:
 //!    4 more bytes must be present (else `PASS_MALFORMED`), the inner EtherType is at tag+2.
 //!    Still a VLAN EtherType after 2 tags, or neither 0x0800 nor 0x86dd → `PASS_NOT_IP`.
@@ -79,9 +81,15 @@
 //!     (the MACs move up, EtherType becomes the IP one), DSCP imposed (step 12), TTL / hop
 //!     limit decremented (IPv4 checksum updated incrementally). Ethernet gateway: destination
 //!     MAC = next hop's, source MAC = egress MAC, `XDP_REDIRECT` through DEVMAP index g.
-//!     Tunnel gateway: `XdpMeta { XDP_META_MAGIC, ifindex }` in front of the frame, `XDP_PASS`.
+//!     Tunnel gateway: destination MAC kept, source MAC = `tunnel_tag(g.ifindex)`, `XDP_PASS`
+//!     (the hand-off to `xwan_tc_steer`; an L3 tunnel discards the Ethernet header).
 //! 12. **DSCP imposition**: IPv4 TOS = `dscp << 2 | (TOS & 3)` with the checksum updated;
 //!     IPv6 traffic class likewise (ECN bits kept). Nothing else changes.
+//!
+//! # `xwan_tc_steer` (TC ingress on a LAN interface)
+//!
+//! A frame whose source MAC is a `tunnel_tag(ifindex)` is redirected to the egress of
+//! `ifindex` (`bpf_redirect`); any other frame continues into the kernel (`TC_ACT_OK`).
 //!
 //! # `xwan_tc_return` (TC ingress on a link)
 //!

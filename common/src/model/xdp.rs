@@ -9,7 +9,8 @@ use crate::hash::{connection_hash, source_hash};
 use crate::plan::{Action, Gateway, GatewayKind, HashMode, Plan, RouterTable, Rule};
 use crate::reason::*;
 use crate::{
-    FLOW_REFRESH_NS, FlowKey, FlowValue, ROUTER_SLOTS, ReturnValue, XDP_META_MAGIC, XdpMeta,
+    FLOW_REFRESH_NS, FlowKey, FlowValue, ROUTER_SLOTS, ReturnValue, TUNNEL_TAG_PREFIX, tunnel_tag,
+    tunnel_tag_ifindex,
 };
 
 /// The program's verdict.
@@ -31,8 +32,9 @@ pub struct XdpOutcome {
     /// The gateway chosen (return route, sticky or hashed), even when forwarding then handed
     /// the packet to the kernel (TTL, MTU, gateway error).
     pub gateway: Option<u16>,
-    /// `Some` only for a successful forward through a tunnel gateway.
-    pub meta: Option<XdpMeta>,
+    /// The tunnel ifindex `xwan_tc_steer` redirects the passed frame to ([`tc_steer`] of
+    /// `frame`): `Some` only for a successful forward through a tunnel gateway.
+    pub handoff: Option<u32>,
     /// The frame after the program (equal to the input when untouched).
     pub frame: Vec<u8>,
 }
@@ -45,6 +47,11 @@ pub struct Model {
     epoch: u32,
     flows: HashMap<FlowKey, FlowValue>,
     returns: HashMap<FlowKey, ReturnValue>,
+}
+
+/// See [`Model::tc_steer`].
+fn tc_steer(frame: &[u8]) -> Option<u32> {
+    tunnel_tag_ifindex(frame.get(6..12)?.try_into().ok()?)
 }
 
 /// The router value of a flow entry whose rule does not route.
@@ -124,7 +131,7 @@ impl Model {
             reason,
             rule: None,
             gateway: None,
-            meta: None,
+            handoff: None,
             frame: frame.to_vec(),
         };
 
@@ -134,6 +141,12 @@ impl Model {
         };
         if frame.len() < 14 {
             return pass(PASS_MALFORMED);
+        }
+        if frame[6..8] == TUNNEL_TAG_PREFIX {
+            return XdpOutcome {
+                action: XdpAction::Drop,
+                ..pass(DROP_FORGED_TAG)
+            };
         }
         if frame[0..6] != iface.mac {
             return pass(PASS_NOT_FOR_US);
@@ -186,7 +199,7 @@ impl Model {
                     reason: DROP_RULE,
                     rule: Some(rule_idx),
                     gateway: None,
-                    meta: None,
+                    handoff: None,
                     frame: frame.to_vec(),
                 };
                 (o, NO_ROUTER, 0)
@@ -201,7 +214,7 @@ impl Model {
                     reason: PASS_RULE,
                     rule: Some(rule_idx),
                     gateway: None,
-                    meta: None,
+                    handoff: None,
                     frame: out,
                 };
                 (o, NO_ROUTER, 0)
@@ -235,7 +248,7 @@ impl Model {
                             reason,
                             rule: Some(rule_idx),
                             gateway: None,
-                            meta: None,
+                            handoff: None,
                             frame: frame.to_vec(),
                         };
                     }
@@ -289,7 +302,7 @@ impl Model {
             reason,
             rule,
             gateway: Some(g),
-            meta: None,
+            handoff: None,
             frame: frame.to_vec(),
         };
         let Some(gw) = self.gateway(g) else {
@@ -312,7 +325,7 @@ impl Model {
         }
         decrement_ttl(&mut out, l3, p.family);
 
-        let (action, meta) = match gw.kind {
+        let (action, handoff) = match gw.kind {
             GatewayKind::Ethernet {
                 next_hop_mac,
                 egress_mac,
@@ -321,22 +334,25 @@ impl Model {
                 out[6..12].copy_from_slice(&egress_mac);
                 (XdpAction::Redirect, None)
             }
-            GatewayKind::Tunnel => (
-                XdpAction::Pass,
-                Some(XdpMeta {
-                    magic: XDP_META_MAGIC,
-                    ifindex: gw.ifindex,
-                }),
-            ),
+            GatewayKind::Tunnel => {
+                out[6..12].copy_from_slice(&tunnel_tag(gw.ifindex));
+                (XdpAction::Pass, tc_steer(&out))
+            }
         };
         XdpOutcome {
             action,
             reason: success,
             rule,
             gateway: Some(g),
-            meta,
+            handoff,
             frame: out,
         }
+    }
+
+    /// `xwan_tc_steer` on a LAN interface: the tunnel ifindex a frame that XDP passed is
+    /// redirected to (`bpf_redirect`), or `None` when it continues into the kernel.
+    pub fn tc_steer(frame: &[u8]) -> Option<u32> {
+        tc_steer(frame)
     }
 
     /// `xwan_tc_return` on link `ifindex`: the reply key learned, or `None` when nothing was
@@ -535,7 +551,7 @@ mod tests {
 
     fn assert_untouched(o: &XdpOutcome, frame: &[u8]) {
         assert_eq!(o.frame, frame);
-        assert_eq!(o.meta, None);
+        assert_eq!(o.handoff, None);
     }
 
     // ---- early reasons -------------------------------------------------------------------
@@ -565,6 +581,56 @@ mod tests {
         // MAC right, IP header missing.
         assert_eq!(m.xdp_lan(LAN, &f[..14], 0).reason, PASS_MALFORMED);
         assert!(m.flows().is_empty());
+    }
+
+    #[test]
+    fn a_forged_tunnel_tag_is_dropped_before_anything_else() {
+        let mut m = Model::new(base_plan(vec![rule(Action::Route(1))]), EPOCH);
+        let ip = tcp4([192, 168, 1, 10], [8, 8, 8, 8], 40000, 443);
+        // Whatever the destination MAC or the rest: a LAN host must not reach a tunnel
+        // without classification by writing the tag xwan_tc_steer trusts.
+        for dst in [LAN_MAC, HOST_MAC, [0xff; 6]] {
+            let f = eth(dst, tunnel_tag(20), &[], ETH_P_IP, &ip.bytes());
+            for g in [&f[..], &f[..14]] {
+                let o = m.xdp_lan(LAN, g, 0);
+                assert_eq!(
+                    (o.action, o.reason, o.rule, o.handoff),
+                    (XdpAction::Drop, DROP_FORGED_TAG, None, None)
+                );
+                assert_eq!(o.frame, g);
+            }
+        }
+        // The prefix alone is enough; one byte off is an ordinary source.
+        let mut other = tunnel_tag(20);
+        other[1] ^= 1;
+        let f = eth(LAN_MAC, other, &[], ETH_P_IP, &ip.bytes());
+        assert_eq!(m.xdp_lan(LAN, &f, 0).reason, STEER_CLASSIFIED);
+        assert!(
+            m.xdp_lan(
+                99,
+                &eth(LAN_MAC, tunnel_tag(20), &[], ETH_P_IP, &ip.bytes()),
+                0
+            )
+            .reason
+                == PASS_NOT_CONFIGURED
+        );
+    }
+
+    #[test]
+    fn tc_steer_follows_the_tag_only() {
+        assert_eq!(
+            Model::tc_steer(&eth(LAN_MAC, tunnel_tag(7), &[], ETH_P_IP, &[0; 20])),
+            Some(7)
+        );
+        assert_eq!(
+            Model::tc_steer(&eth(LAN_MAC, tunnel_tag(u32::MAX), &[], ETH_P_IP, &[])),
+            Some(u32::MAX)
+        );
+        assert_eq!(
+            Model::tc_steer(&eth(LAN_MAC, HOST_MAC, &[], ETH_P_IP, &[0; 20])),
+            None
+        );
+        assert_eq!(Model::tc_steer(&tunnel_tag(7)[..5]), None);
     }
 
     #[test]
@@ -848,7 +914,7 @@ mod tests {
         let f = lan4(&[(0x8100, 42)], &ip);
         let o = m.xdp_lan(LAN, &f, 0);
         assert_eq!(
-            (o.action, o.reason, o.rule, o.gateway, o.meta),
+            (o.action, o.reason, o.rule, o.gateway, o.handoff),
             (XdpAction::Pass, PASS_RULE, Some(0), None, None)
         );
         let mut want_ip = ip.clone();
@@ -887,7 +953,7 @@ mod tests {
         let f = lan4(&[(0x88a8, 7), (0x8100, 42)], &ip);
         let o = m.xdp_lan(LAN, &f, 1_000);
         assert_eq!(
-            (o.action, o.reason, o.rule, o.gateway, o.meta),
+            (o.action, o.reason, o.rule, o.gateway, o.handoff),
             (
                 XdpAction::Redirect,
                 STEER_CLASSIFIED,
@@ -963,30 +1029,27 @@ mod tests {
     }
 
     #[test]
-    fn route_tunnel_meta() {
+    fn route_tunnel_tag() {
         let mut m = Model::new(base_plan(vec![rule(Action::Route(1))]), EPOCH);
         let ip = tcp4([192, 168, 1, 10], [8, 8, 8, 8], 40000, 443);
         let f = lan4(&[(0x8100, 42)], &ip);
         let o = m.xdp_lan(LAN, &f, 0);
         assert_eq!(
-            (o.action, o.reason, o.rule, o.gateway, o.meta),
+            (o.action, o.reason, o.rule, o.gateway, o.handoff),
             (
                 XdpAction::Pass,
                 STEER_CLASSIFIED,
                 Some(0),
                 Some(2),
-                Some(XdpMeta {
-                    magic: XDP_META_MAGIC,
-                    ifindex: 20
-                })
+                Some(20)
             )
         );
         let mut want = ip.clone();
         want.ttl = 63;
-        // MACs are kept (minus the VLAN tag) for a tunnel.
+        // The VLAN tag goes; the source MAC carries the tunnel, the destination is kept.
         assert_eq!(
             o.frame,
-            eth(LAN_MAC, HOST_MAC, &[], ETH_P_IP, &want.bytes())
+            eth(LAN_MAC, tunnel_tag(20), &[], ETH_P_IP, &want.bytes())
         );
         assert_eq!(ipv4_header_sum(&o.frame[14..34]), 0);
     }
@@ -1030,7 +1093,7 @@ mod tests {
         let f = sized(1401, 2);
         let o = m.xdp_lan(LAN, &f, 0);
         assert_eq!(
-            (o.action, o.reason, o.gateway, o.meta),
+            (o.action, o.reason, o.gateway, o.handoff),
             (XdpAction::Pass, PASS_TOO_BIG, Some(2), None)
         );
         assert_untouched(&o, &f);
@@ -1308,7 +1371,7 @@ mod tests {
         );
         let o = m.xdp_lan(LAN, &reply, 600);
         assert_eq!(
-            (o.action, o.reason, o.rule, o.gateway, o.meta),
+            (o.action, o.reason, o.rule, o.gateway, o.handoff),
             (XdpAction::Redirect, STEER_RETURN, None, Some(1), None)
         );
         let mut want = tcp4([192, 168, 1, 10], [8, 8, 8, 8], 40000, 443);
@@ -1356,15 +1419,8 @@ mod tests {
         ip.ttl = 9;
         let o = m.xdp_lan(LAN, &lan4(&[], &ip), 0);
         assert_eq!(
-            (o.action, o.reason, o.meta),
-            (
-                XdpAction::Pass,
-                STEER_RETURN,
-                Some(XdpMeta {
-                    magic: XDP_META_MAGIC,
-                    ifindex: 20
-                })
-            )
+            (o.action, o.reason, o.handoff),
+            (XdpAction::Pass, STEER_RETURN, Some(20))
         );
         ip.payload.resize(1400, 0);
         assert_eq!(m.xdp_lan(LAN, &lan4(&[], &ip), 0).reason, PASS_TOO_BIG);
