@@ -20,9 +20,12 @@ use std::{net::IpAddr, path::PathBuf, time::Instant};
 use anyhow::{Context, Result, bail};
 use xwan::datapath::{Datapath, TestBpffs};
 use xwan_common::{
-    PROG_XDP_BASELINE, PROG_XDP_LAN,
+    PROG_TC_STEER, PROG_XDP_BASELINE, PROG_XDP_LAN,
     plan::{Action, Gateway, GatewayKind, Iface, IpNet, Plan, PortRange, RouterTable, Rule},
 };
+
+/// The tunnel gateway of [`plan`].
+const TUNNEL_GW: u16 = 1;
 
 /// Ingress interface for BPF_PROG_TEST_RUN (loopback exists in every namespace).
 const LO: u32 = 1;
@@ -99,16 +102,26 @@ fn plan(n: usize) -> Plan {
         local_addrs: vec![],
         rules,
         routers: vec![RouterTable::single(0)],
-        gateways: vec![Gateway {
-            id: 0,
-            kind: GatewayKind::Ethernet {
-                next_hop_mac: [0xaa, 0, 0, 0, 0, 1],
-                egress_mac: [0xbb, 0, 0, 0, 0, 1],
+        gateways: vec![
+            Gateway {
+                id: 0,
+                kind: GatewayKind::Ethernet {
+                    next_hop_mac: [0xaa, 0, 0, 0, 0, 1],
+                    egress_mac: [0xbb, 0, 0, 0, 0, 1],
+                },
+                ifindex: LO,
+                mtu: 1500,
+                ready: true,
             },
-            ifindex: LO,
-            mtu: 1500,
-            ready: true,
-        }],
+            // The tunnel case's gateway (router 0 is pointed at it for that case only).
+            Gateway {
+                id: TUNNEL_GW,
+                kind: GatewayKind::Tunnel,
+                ifindex: LO,
+                mtu: 1500,
+                ready: true,
+            },
+        ],
         links: vec![],
         flow_idle_ns: 0,
     }
@@ -190,6 +203,21 @@ fn measure(
     Ok(out)
 }
 
+/// [`measure`] for a TC program that must redirect `f`.
+fn measure_tc(dp: &Datapath, prog: &str, f: &[u8], runs: usize, repeat: u32) -> Result<Vec<f64>> {
+    const TC_ACT_REDIRECT: i32 = 7;
+    let first = dp.skb_test_run(prog, f, LO, 1)?;
+    if first.retval != TC_ACT_REDIRECT {
+        bail!(
+            "{prog}: benchmark packet got {} instead of TC_ACT_REDIRECT: the scenario is wrong",
+            first.retval
+        );
+    }
+    (0..runs)
+        .map(|_| Ok(dp.skb_test_run(prog, f, LO, repeat)?.duration_ns as f64))
+        .collect()
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -263,6 +291,27 @@ fn datapath_cases(a: &Args, fs: &TestBpffs) -> Result<()> {
                     ns: median(&runs),
                     runs,
                 });
+                // The same flow through a tunnel gateway: the source-MAC hand-off instead of
+                // the MAC rewrite and redirect, then xwan_tc_steer's side of it.
+                dp.set_router(0, &RouterTable::single(TUNNEL_GW))?;
+                let runs = measure(&dp, PROG_XDP_LAN, &f, a.runs, a.repeat, 250, XDP_PASS)?;
+                cases.push(Case {
+                    name: "flow hit, tunnel hand-off".into(),
+                    family,
+                    rules,
+                    ns: median(&runs),
+                    runs,
+                });
+                let tagged = dp.xdp_test_run(PROG_XDP_LAN, &f, LO, 1)?.frame;
+                let runs = measure_tc(&dp, PROG_TC_STEER, &tagged, a.runs, a.repeat)?;
+                cases.push(Case {
+                    name: "xwan_tc_steer (redirect)".into(),
+                    family,
+                    rules: 0,
+                    ns: median(&runs),
+                    runs,
+                });
+                dp.set_router(0, &RouterTable::single(0))?;
             }
             // Port miss: source and destination hit rule 0's prefixes, port 9 matches no rule
             // (the array lookups already rule everything out).
