@@ -12,12 +12,14 @@
 //! * [`datapath`]: load, attach, pin, program the maps, read counters;
 //! * [`metrics`]: the Prometheus registry and its HTTP endpoint;
 //! * [`daemon`], [`control`], [`status`], [`explain`]: `xwan run`, its control socket,
-//!   `xwan status`, `xwan explain`.
+//!   `xwan status`, `xwan explain`;
+//! * [`doctor`]: `xwan doctor`, what the kernel and each interface offer, before deploying.
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod doctor;
 pub mod explain;
 pub mod health;
 pub mod metrics;

@@ -67,6 +67,15 @@ enum Command {
         #[arg(long, default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// What this kernel and each configured interface offer, and which fallback xwan uses
+    /// (exit status 1 when xwan cannot run here). Run it as root before deploying.
+    Doctor {
+        /// Also check the configuration's interfaces (LAN and links).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Detach and remove everything the running agent created, and stop it.
     Stop {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -177,6 +186,29 @@ fn main() -> ExitCode {
                 Answer::Explained { text } => text.trim_end().to_string(),
                 other => format!("{other:?}"),
             }))
+        }
+        Command::Doctor { config, json } => {
+            let config = match config.as_deref().map(config::load).transpose() {
+                Ok(c) => c.map(|(c, _)| c),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let report = xwan::doctor::run(config.as_ref());
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.render());
+            }
+            if report.fatal() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Stop { socket } => rt.block_on(ask(&socket, Request::Stop, |a| format!("{a:?}"))),
     }

@@ -59,6 +59,8 @@ const SUITE: &[(&str, &str, &[&str])] = &[
     ("datapath_features", "test", &[]),
     ("datapath_netns", "test", &[]),
     ("datapath_model", "test", &[]),
+    // What `xwan doctor` reports on the oldest supported kernel (clsact, no XDP features).
+    ("doctor_netns", "test", &["--show-output"]),
     // IPsec on a kernel with ESP, ip_vti and xfrm interfaces (autoloaded; the development
     // kernel has none): SAs installed and removed, VTIs created and removed, a gateway
     // probed through ESP turning Unavailable when an SA is deleted and Ready once it is back

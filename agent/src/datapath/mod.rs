@@ -71,6 +71,7 @@ mod bpffs;
 mod commit;
 pub mod compile;
 mod counters;
+pub mod features;
 mod grace;
 mod loader;
 mod object;

@@ -95,6 +95,7 @@ fn test_run(
     ctx_in: &[u8],
     ctx_out: &mut [u8],
     repeat: u32,
+    flags: u32,
 ) -> io::Result<TestRunAttr> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -102,7 +103,11 @@ fn test_run(
         data_size_in: frame.len() as u32,
         data_size_out: out.len() as u32,
         data_in: frame.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
+        data_out: if out.is_empty() {
+            0
+        } else {
+            out.as_mut_ptr() as u64
+        },
         repeat: repeat.max(1),
         duration: 0,
         ctx_size_in: ctx_in.len() as u32,
@@ -118,7 +123,7 @@ fn test_run(
         } else {
             ctx_out.as_mut_ptr() as u64
         },
-        flags: 0,
+        flags,
         cpu: 0,
         batch_size: 0,
         _pad: [0; ATTR_SIZE - 76],
@@ -161,6 +166,7 @@ pub fn xdp_test_run(
         as_bytes(&ctx),
         as_bytes_mut(&mut ctx_out),
         repeat,
+        0,
     )?;
     let size = (attr.data_size_out as usize).min(out.len());
     let meta = (ctx_out.data as usize).min(size);
@@ -170,6 +176,29 @@ pub fn xdp_test_run(
         frame: out[meta..size].to_vec(),
         duration_ns: attr.duration,
     })
+}
+
+/// Runs the XDP program `prog` once in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a
+/// minimal frame arriving on `ingress_ifindex`: the probe of [`super::features`].
+pub(super) fn xdp_live_frames_once(prog: BorrowedFd<'_>, ingress_ifindex: u32) -> io::Result<()> {
+    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+    let frame = [0u8; 64];
+    let ctx = XdpMd {
+        data_end: frame.len() as u32,
+        ingress_ifindex,
+        ..XdpMd::default()
+    };
+    // Live frames return no data and no context.
+    test_run(
+        prog,
+        &frame,
+        &mut [],
+        as_bytes(&ctx),
+        &mut [],
+        1,
+        BPF_F_TEST_XDP_LIVE_FRAMES,
+    )
+    .map(drop)
 }
 
 /// Whether [`skb_test_run`] accepts `frame`: the kernel refuses (EINVAL) a frame with nothing
@@ -198,7 +227,7 @@ pub fn skb_test_run(
         ..SkBuffHead::default()
     };
     let mut out = vec![0u8; frame.len() + OUT_SLACK];
-    let attr = test_run(prog, frame, &mut out, as_bytes(&ctx), &mut [], repeat)?;
+    let attr = test_run(prog, frame, &mut out, as_bytes(&ctx), &mut [], repeat, 0)?;
     let size = (attr.data_size_out as usize).min(out.len());
     out.truncate(size);
     Ok(SkbRun {

@@ -6,6 +6,7 @@
 //! Read-only, except [`tunnel`]: the tunnel interfaces xwan owns (VTI / xfrm), which it
 //! creates, adopts and removes.
 
+pub mod netdev;
 pub mod tunnel;
 
 use std::{io, net::IpAddr};

@@ -27,6 +27,61 @@ use crate::config::{InterfaceAddr, IpsecTunnel, TunnelDevice};
 /// Alias prefix marking interfaces xwan created.
 pub const ALIAS_PREFIX: &str = "xwan:";
 
+/// The `IFLA_LINKINFO` of a tunnel interface: its kind and the kind's settings.
+fn link_info(device: TunnelDevice, local: IpAddr, remote: IpAddr) -> LinkAttribute {
+    let (kind, data) = match device {
+        TunnelDevice::Vti { key } => (
+            InfoKind::Vti,
+            InfoData::Vti(vec![
+                InfoVti::IKey(key.get()),
+                InfoVti::OKey(key.get()),
+                InfoVti::Local(local),
+                InfoVti::Remote(remote),
+            ]),
+        ),
+        TunnelDevice::Xfrm { if_id } => (
+            InfoKind::Xfrm,
+            InfoData::Xfrm(vec![InfoXfrm::IfId(if_id.get())]),
+        ),
+    };
+    LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind), LinkInfo::Data(data)])
+}
+
+/// Whether this kernel can create interfaces of `device`'s kind (VTI: `ip_vti`, xfrm
+/// interface: `xfrm_interface`, loaded on demand where they are modules). One is created in a
+/// private network namespace of a thread of its own, which vanishes with the thread: nothing
+/// is left anywhere. Needs root.
+pub fn kernel_supports(device: TunnelDevice) -> Result<(), NetlinkError> {
+    std::thread::spawn(move || -> Result<(), NetlinkError> {
+        // SAFETY: plain syscall; only this thread moves to the new namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let nl = Netlink::new()?;
+            let (local, remote) = ([192, 0, 2, 1].into(), [192, 0, 2, 2].into());
+            let msg = LinkMessageBuilder::<LinkUnspec>::new()
+                .name("xwanprobe0".to_string())
+                .append_extra_attribute(link_info(device, local, remote))
+                .build();
+            nl.handle
+                .link()
+                .add(msg)
+                .execute()
+                .await
+                .map_err(|source| NetlinkError::Request {
+                    what: "create a probe tunnel interface",
+                    source,
+                })
+        })
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
 /// What xwan wants an owned tunnel interface to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TunnelSpec {
@@ -67,28 +122,10 @@ impl TunnelSpec {
     /// or `type xfrm if_id N`; with the MTU and the ownership alias (which Linux ignores on
     /// creation: [`Netlink::ensure_tunnel`] sets it again right after).
     pub fn new_link_message(&self) -> LinkMessage {
-        let (kind, data) = match self.device {
-            TunnelDevice::Vti { key } => (
-                InfoKind::Vti,
-                InfoData::Vti(vec![
-                    InfoVti::IKey(key.get()),
-                    InfoVti::OKey(key.get()),
-                    InfoVti::Local(self.local),
-                    InfoVti::Remote(self.remote),
-                ]),
-            ),
-            TunnelDevice::Xfrm { if_id } => (
-                InfoKind::Xfrm,
-                InfoData::Xfrm(vec![InfoXfrm::IfId(if_id.get())]),
-            ),
-        };
         let mut b = LinkMessageBuilder::<LinkUnspec>::new()
             .name(self.interface.clone())
             .alias(self.alias())
-            .append_extra_attribute(LinkAttribute::LinkInfo(vec![
-                LinkInfo::Kind(kind),
-                LinkInfo::Data(data),
-            ]));
+            .append_extra_attribute(link_info(self.device, self.local, self.remote));
         if let Some(m) = self.mtu {
             b = b.mtu(m);
         }

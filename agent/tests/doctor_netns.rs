@@ -1,0 +1,184 @@
+//! `xwan doctor` as an operator runs it before deploying: in a namespace holding the
+//! configuration's interfaces, it reports what the kernel offers and, per interface, how xwan
+//! will use it. The trap it exists for: an Ethernet egress that is a veth whose peer cannot
+//! receive XDP frames drops every frame xwan redirects into it, silently.
+//!
+//! Needs root. Namespaces are private to the test and removed even when it fails.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::netns::Netns;
+use xwan::datapath::{Datapath, TestBpffs};
+
+const XWAN: &str = env!("CARGO_BIN_EXE_xwan");
+
+fn config(lan: &str, links: &[(&str, &str, &str)]) -> String {
+    let mut c = format!("[agent]\nlan_interfaces = [\"{lan}\"]\n");
+    for (name, iface, kind) in links {
+        c +=
+            &format!("\n[[link]]\nname = \"{name}\"\ninterface = \"{iface}\"\nkind = \"{kind}\"\n");
+    }
+    c
+}
+
+fn doctor(ns: &Netns, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            XWAN,
+            "--log-format",
+            "text",
+            "doctor",
+        ])
+        .args(args)
+        .output()
+        .expect("run xwan doctor")
+}
+
+fn interface<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["interface"] == name)
+        .unwrap_or_else(|| panic!("no row for {name}: {report:#}"))
+}
+
+fn kernel_check<'a>(report: &'a Value, item: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["item"] == item)
+        .unwrap_or_else(|| panic!("no check {item}: {report:#}"))
+}
+
+#[test]
+fn doctor_reports_the_kernel_and_the_interfaces_traps() {
+    let ns = Netns::new("doc");
+    // LAN l0; Ethernet egress a0 whose peer b0 has no XDP program (the trap); egress c0 whose
+    // peer d0 runs one (fine); TUN t0 as an L3 link.
+    for (a, b) in [("l0", "h0"), ("a0", "b0"), ("c0", "d0")] {
+        ns.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        ns.ip(&["link", "set", a, "up"]);
+        ns.ip(&["link", "set", b, "up"]);
+    }
+    ns.ip(&["tuntap", "add", "t0", "mode", "tun"]);
+    let fs = TestBpffs::new().unwrap();
+    let mut dp = Datapath::load(fs.path()).unwrap();
+    ns.run(|| dp.attach_pass("d0").unwrap());
+
+    let dir = std::env::temp_dir().join(format!("xwan-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("xwan.toml");
+    std::fs::write(
+        &cfg,
+        config(
+            "l0",
+            &[
+                ("Trap", "a0", "ethernet"),
+                ("Fine", "c0", "ethernet"),
+                ("Tun", "t0", "tunnel"),
+                ("Gone", "nosuch0", "ethernet"),
+            ],
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    let out = doctor(&ns, &["--config", cfg, "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&text).expect("--json prints JSON");
+    println!("{r:#}");
+
+    // The kernel: the real programs verify; the hand-off needs nothing optional.
+    assert_eq!(kernel_check(&r, "programs")["status"], "ok");
+    assert_eq!(kernel_check(&r, "tunnel hand-off")["status"], "ok");
+    for item in ["tcx", "XDP metadata", "XDP live frames"] {
+        let s = kernel_check(&r, item)["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            ["ok", "fallback", "absent"].contains(&s.as_str()),
+            "{item}: {s}"
+        );
+    }
+
+    // The interfaces.
+    let lan = interface(&r, "l0");
+    assert_eq!(
+        (lan["role"].as_str(), lan["driver"].as_str()),
+        (Some("lan"), Some("veth"))
+    );
+    assert_eq!(interface(&r, "t0")["status"], "ok");
+    assert_eq!(interface(&r, "nosuch0")["status"], "warning");
+    let trap = interface(&r, "a0");
+    assert_eq!(trap["status"], "warning", "{trap:#}");
+    assert!(
+        trap["detail"].as_str().unwrap().contains("peer"),
+        "the warning says what to do: {trap:#}"
+    );
+    if trap["xdp_features"].is_array() {
+        // The kernel reports XDP features (Linux 6.3+): the veth whose peer runs XDP is
+        // known to accept redirected frames, the other known not to.
+        assert_eq!(lan["status"], "ok", "veth has native XDP: {lan:#}");
+        let fine = interface(&r, "c0");
+        assert_eq!(fine["status"], "ok", "{fine:#}");
+        assert!(
+            fine["xdp_features"]
+                .as_array()
+                .unwrap()
+                .contains(&"ndo-xmit".into())
+        );
+        assert!(
+            !trap["xdp_features"]
+                .as_array()
+                .unwrap()
+                .contains(&"ndo-xmit".into())
+        );
+    } else {
+        // Older kernels do not say: every veth egress gets the warning.
+        assert_eq!(interface(&r, "c0")["status"], "warning");
+    }
+
+    // The table says the same for a human, and the exit status is still success.
+    let out = doctor(&ns, &["--config", cfg]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("WARNING"), "{table}");
+    assert!(table.contains("xwan can run;"), "{table}");
+
+    ns.run(|| dp.detach_all().unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn doctor_fails_where_xwan_cannot_run() {
+    // Without root nothing can be loaded: the one check that makes xwan impossible.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            XWAN,
+            "doctor",
+        ])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("root") && text.contains("FAIL"), "{text}");
+    assert!(text.contains("xwan cannot run here"), "{text}");
+}
