@@ -480,6 +480,10 @@ pub struct ParsedPacket {
 /// decision reaches `xwan_tc_steer` with a tag.
 pub const TUNNEL_TAG_PREFIX: [u8; 2] = [0x03, 0x78]; // group + local, 'x'
 
+/// The tunnel hand-off's name in status, logs and metrics (`handoff` label): the only one,
+/// on every kernel and driver.
+pub const TUNNEL_HANDOFF: &str = "source_mac";
+
 /// The source MAC that hands a packet to the tunnel with `ifindex` (big endian after the
 /// prefix).
 #[inline(always)]

@@ -57,7 +57,7 @@ use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandl
 use aya::programs::xdp::XdpLink;
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, TcError, Xdp, XdpMode};
 use aya::util::KernelVersion;
-use xwan_common::{PROG_TC_RETURN, PROG_TC_STEER, PROG_XDP_LAN, PROG_XDP_PASS};
+use xwan_common::{PROG_TC_RETURN, PROG_TC_STEER, PROG_XDP_LAN, PROG_XDP_PASS, TUNNEL_HANDOFF};
 
 use super::{Datapath, DatapathError, chain, sys};
 
@@ -150,7 +150,7 @@ impl fmt::Display for AttachReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (ifindex {}):", self.ifname, self.ifindex)?;
         if let Some((p, m)) = self.xdp {
-            write!(f, " XDP {p} {m}")?;
+            write!(f, " XDP {p} {m} (tunnel hand-off {TUNNEL_HANDOFF})")?;
         }
         if let Some((p, m)) = self.tc {
             write!(

@@ -441,14 +441,18 @@ fn encode_datapath(dp: &super::DatapathSnapshot, enc: &mut DescriptorEncoder) ->
     family(
         enc,
         "xwan_xdp_attach_mode",
-        "How the XDP program is attached to the interface (1 for the mode in use).",
+        "How the XDP program is attached to the interface (1 for the mode in use), and how it hands tunnel traffic to TC.",
         None,
         MetricType::Gauge,
         |m| {
             for (i, mode) in &dp.xdp_attach {
                 gauge_i64(
                     m,
-                    &[("interface", i.as_str()), ("mode", xdp_label(*mode))],
+                    &[
+                        ("interface", i.as_str()),
+                        ("mode", xdp_label(*mode)),
+                        ("handoff", xwan_common::TUNNEL_HANDOFF),
+                    ],
                     1,
                 )?;
             }

@@ -298,9 +298,9 @@ xwan_flow_table_capacity 262144
 # HELP xwan_return_table_entries Entries in the data plane's return-route table.
 # TYPE xwan_return_table_entries gauge
 xwan_return_table_entries 0
-# HELP xwan_xdp_attach_mode How the XDP program is attached to the interface (1 for the mode in use).
+# HELP xwan_xdp_attach_mode How the XDP program is attached to the interface (1 for the mode in use), and how it hands tunnel traffic to TC.
 # TYPE xwan_xdp_attach_mode gauge
-xwan_xdp_attach_mode{interface="lan0",mode="native"} 1
+xwan_xdp_attach_mode{interface="lan0",mode="native",handoff="source_mac"} 1
 # HELP xwan_tc_attach_mode How the TC ingress program is attached to the interface (1 for the mode in use).
 # TYPE xwan_tc_attach_mode gauge
 xwan_tc_attach_mode{interface="lan0",mode="tcx"} 1
