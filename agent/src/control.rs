@@ -1,5 +1,9 @@
 //! The local control API: one JSON request and one JSON answer per connection, over a Unix
 //! socket that only root can open (mode 0600). Used by `xwan status`, `reload`, `stop`.
+//! The agent's side is [`server`]: it serves every connection in a task of its own, so that
+//! no client can hold up the daemon.
+
+pub mod server;
 
 use std::{
     io,
@@ -51,19 +55,6 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Reads one request from an accepted connection.
-pub async fn read_request(stream: &mut UnixStream) -> io::Result<Request> {
-    let mut line = String::new();
-    BufReader::new(&mut *stream).read_line(&mut line).await?;
-    serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-pub async fn write_answer(stream: &mut UnixStream, answer: &Answer) -> io::Result<()> {
-    let mut v = serde_json::to_vec(answer).map_err(io::Error::other)?;
-    v.push(b'\n');
-    stream.write_all(&v).await
-}
-
 /// Client side: sends `request` to the agent at `path` and returns its answer.
 pub async fn call(path: &PathBuf, request: &Request) -> io::Result<Answer> {
     let mut s = UnixStream::connect(path).await.map_err(|e| {
@@ -77,8 +68,18 @@ pub async fn call(path: &PathBuf, request: &Request) -> io::Result<Answer> {
     })?;
     let mut v = serde_json::to_vec(request).map_err(io::Error::other)?;
     v.push(b'\n');
-    s.write_all(&v).await?;
+    // An agent that refuses the connection (too many clients) answers and closes without
+    // reading: its answer says why, better than the broken pipe.
+    let sent = s.write_all(&v).await;
     let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).await?;
+    let read = BufReader::new(s).read_line(&mut line).await;
+    if line.is_empty() {
+        sent?;
+        read?;
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the agent at {} closed without answering", path.display()),
+        ));
+    }
     serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }

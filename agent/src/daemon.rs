@@ -2,6 +2,12 @@
 //! verdicts, rtnetlink events and control requests arrive here, one at a time, and every
 //! change goes config → plan ([`planner`]) → maps ([`datapath`]).
 //!
+//! The loop never waits for anything outside the agent while it handles a verdict or an
+//! event: control clients are served by [`control::server`] (status from the snapshot
+//! published here after every change, other requests as messages), and what the kernel is
+//! asked after an event (addresses, SAs) is read by reader tasks (`daemon/kernel.rs`). Only a
+//! reload and `xwan stop` await kernel requests in the loop, each within 5 s.
+//!
 //! A probe verdict only rewrites the affected routers' slot tables (the fast path, timed and
 //! logged as `commit_us`); interface, neighbour and configuration changes re-apply the whole
 //! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
@@ -27,6 +33,8 @@
 //! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
 //! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
+mod kernel;
+
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -47,7 +55,10 @@ use xwan_common::plan::{Plan, RouterTable};
 
 use crate::{
     config::{self, Config, GatewayId, IpsecTunnel, Link, Monitor as MonitorConfig, Owner},
-    control::{self, Answer, Request},
+    control::{
+        self, Answer, Request,
+        server::{self, Call, StatusSnapshot},
+    },
     datapath::{self, CounterReader, Datapath},
     health::{Availability, Reason, Stats},
     metrics::{self, DatapathSnapshot, GatewaySnapshot, Metrics},
@@ -56,7 +67,7 @@ use crate::{
     probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
     router::{GatewayState, GatewayStatus, Role},
     status::{GatewayRow, IpsecLinkRow, RouterStatus, SaRow, Status},
-    xfrm::{self, LinkSas, SaInfo, XfrmEvent, XfrmSocket},
+    xfrm::{self, LinkSas, SaInfo, XfrmSocket},
 };
 
 /// A gateway's probing, as far as a reload must restart it when it changes.
@@ -145,17 +156,6 @@ fn ipsec_links(config: &Config) -> Vec<(String, IpsecTunnel)> {
         .collect()
 }
 
-/// Reads every SA (for a scrape or a resync); an error is logged and reads as none.
-fn dump_sas() -> Vec<SaInfo> {
-    match XfrmSocket::open().and_then(|mut s| s.sas()) {
-        Ok(v) => v,
-        Err(e) => {
-            warn!("reading the XFRM SAs failed: {e}");
-            vec![]
-        }
-    }
-}
-
 fn now_unix() -> u64 {
     unix(Some(SystemTime::now())).unwrap_or(0)
 }
@@ -241,13 +241,18 @@ pub async fn run(path: &Path) -> Result<()> {
     }
     let nl = Netlink::new()?;
     let mut kernel_events = netlink::subscribe()?;
-    let mut xfrm_events = xfrm::subscribe()?;
+    let mut addresses = kernel::addresses(nl.clone());
+    let mut sa_reader = kernel::sa_reader(xfrm::subscribe()?);
     let ipsec = Arc::new(Mutex::new(ipsec_links(&config)));
     {
         let ipsec = ipsec.clone();
         metrics.set_xfrm_source(Arc::new(move || {
             let links = ipsec.lock().map(|l| l.clone()).unwrap_or_default();
-            let sas = if links.is_empty() { vec![] } else { dump_sas() };
+            let sas = if links.is_empty() {
+                vec![]
+            } else {
+                kernel::dump_sas()
+            };
             metrics::XfrmSnapshot {
                 links: links
                     .iter()
@@ -301,12 +306,12 @@ pub async fn run(path: &Path) -> Result<()> {
         d.apply("start")?;
     }
 
-    let listener = control::bind(&d.config.agent.control_socket).with_context(|| {
-        format!(
-            "binding the control socket {}",
-            d.config.agent.control_socket.display()
-        )
-    })?;
+    let socket = d.config.agent.control_socket.clone();
+    let listener = control::bind(&socket)
+        .with_context(|| format!("binding the control socket {}", socket.display()))?;
+    let (status, status_rx) = watch::channel(StatusSnapshot::new(d.status()));
+    let (_server, mut calls) =
+        server::spawn(listener, socket, server::Limits::default(), status_rx);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -322,32 +327,23 @@ pub async fn run(path: &Path) -> Result<()> {
             }
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
                 if d.starting.is_some() => d.finish_start(true)?,
-            Some(ev) = kernel_events.next() => d.on_kernel_event(ev).await,
-            Some(ev) = xfrm_events.next() => d.on_xfrm_event(ev),
-            _ = sa_resync.tick(), if d.config.links.iter().any(|l| l.ipsec.is_some()) => {
-                d.resync_sas();
+            Some(ev) = kernel_events.next() => match ev {
+                Event::Addresses => addresses.request(),
+                ev => d.on_kernel_event(ev),
+            },
+            Some(a) = addresses.next() => d.on_addresses(a),
+            Some(sas) = sa_reader.next() => {
+                d.on_sas(sas);
                 d.push_link_states();
             }
-            Ok((mut stream, _)) = listener.accept() => {
-                let req = control::read_request(&mut stream).await;
-                let (answer, stop) = match req {
-                    Ok(Request::Status) => (Answer::Status(d.status()), false),
-                    Ok(Request::Reload) => match d.reload().await {
-                        Ok(epoch) => (Answer::Reloaded { epoch }, false),
-                        Err(e) => (Answer::Error { message: format!("{e:#}") }, false),
-                    },
-                    Ok(Request::Stop) => (Answer::Stopping, true),
-                    Ok(Request::Explain(q)) => match d.explain(&q) {
-                        Ok(text) => (Answer::Explained { text }, false),
-                        Err(message) => (Answer::Error { message }, false),
-                    },
-                    Err(e) => (Answer::Error { message: format!("bad request: {e}") }, false),
-                };
-                let _ = control::write_answer(&mut stream, &answer).await;
-                if stop {
-                    return d.stop().await;
-                }
+            _ = sa_resync.tick(), if d.config.links.iter().any(|l| l.ipsec.is_some()) => {
+                sa_reader.request();
             }
+            Some(call) = calls.recv() => if d.on_call(call).await {
+                // Requests arriving meanwhile are told at once that the agent is stopping.
+                calls.close();
+                return d.stop().await;
+            },
             _ = hup.recv() => {
                 if let Err(e) = d.reload().await {
                     error!("reload rejected, keeping the running configuration: {e:#}");
@@ -356,6 +352,7 @@ pub async fn run(path: &Path) -> Result<()> {
             _ = term.recv() => { info!("SIGTERM: exiting, the data plane keeps forwarding"); break; }
             _ = int.recv() => { info!("SIGINT: exiting, the data plane keeps forwarding"); break; }
         }
+        status.send_replace(StatusSnapshot::new(d.status()));
     }
     let _ = std::fs::remove_file(&d.config.agent.control_socket);
     Ok(())
@@ -379,7 +376,11 @@ impl Daemon {
                     .context("an xwan-owned tunnel link has an address (validated)")?;
                 let spec =
                     netlink::tunnel::TunnelSpec::new(&l.name, &l.interface, t, address, l.mtu);
-                let done = self.nl.ensure_tunnel(&spec).await?;
+                let what = format!(
+                    "link '{}': creating or adopting the tunnel interface {}",
+                    l.name, l.interface
+                );
+                let done = kernel::bounded(what, self.nl.ensure_tunnel(&spec)).await?;
                 info!(link = %l.name, interface = %l.interface, kind = t.device.kind(), id = t.device.id(), ?done, "tunnel interface ready");
             }
             if let Some(m) = &t.manual_sa {
@@ -391,13 +392,12 @@ impl Daemon {
         if let Ok(mut i) = self.ipsec_links.lock() {
             *i = ipsec_links(&self.config);
         }
-        self.resync_sas();
+        self.on_sas(kernel::sas().await);
         Ok(())
     }
 
-    /// Re-reads every SA; notes rekeys (a new SPI where the link already had an SA).
-    fn resync_sas(&mut self) {
-        let new = dump_sas();
+    /// Every SA as just read; notes rekeys (a new SPI where the link already had an SA).
+    fn on_sas(&mut self, new: Vec<SaInfo>) {
         for l in &self.config.links {
             let Some(t) = &l.ipsec else { continue };
             let (old, now) = (LinkSas::of(t, &self.sas), LinkSas::of(t, &new));
@@ -453,26 +453,6 @@ impl Daemon {
                 let _ = t.link.send(state);
             }
         }
-    }
-
-    fn on_xfrm_event(&mut self, ev: XfrmEvent) {
-        match &ev {
-            XfrmEvent::SaAdded(s) | XfrmEvent::SaRemoved(s) | XfrmEvent::SaSoftExpired(s) => {
-                let event = match ev {
-                    XfrmEvent::SaAdded(_) => "added",
-                    XfrmEvent::SaRemoved(_) => "removed",
-                    _ => "soft lifetime reached",
-                };
-                info!(event, spi = format_args!("{:#010x}", s.spi), src = %s.src, dst = %s.dst, "XFRM SA event")
-            }
-            XfrmEvent::Acquire => info!("XFRM acquire: traffic matched a policy without SA"),
-            XfrmEvent::SaFlushed | XfrmEvent::Policies => {}
-        }
-        if matches!(ev, XfrmEvent::Policies | XfrmEvent::Acquire) {
-            return;
-        }
-        self.resync_sas();
-        self.push_link_states();
     }
 
     fn ipsec_rows(&self) -> Vec<IpsecLinkRow> {
@@ -533,20 +513,23 @@ impl Daemon {
     /// Interfaces, addresses, and the neighbours of Ethernet gateways.
     async fn refresh_facts(&mut self) -> Result<()> {
         let mut f = Facts::default();
-        for i in self.nl.interfaces().await? {
+        for i in kernel::bounded("reading the interfaces", self.nl.interfaces()).await? {
             f.interfaces.insert(i.name.clone(), i);
         }
-        f.local_addrs = self
-            .nl
-            .addresses()
+        f.local_addrs = kernel::bounded("reading the addresses", self.nl.addresses())
             .await?
             .into_iter()
             .map(|(_, ip, _)| ip)
             .collect();
         for g in &self.config.gateways {
             let link = self.config.link(g.link);
+            let what = format!(
+                "reading the neighbour {} of gateway '{}'",
+                g.address, g.name
+            );
             if let Some(i) = f.interfaces.get(&link.interface)
-                && let Some(mac) = self.nl.neighbour(i.ifindex, g.address).await?
+                && let Some(mac) =
+                    kernel::bounded(what, self.nl.neighbour(i.ifindex, g.address)).await?
             {
                 f.neighbours.insert((i.ifindex, g.address), mac);
             }
@@ -813,7 +796,19 @@ impl Daemon {
         Ok(epoch)
     }
 
-    async fn on_kernel_event(&mut self, ev: Event) {
+    /// The local addresses as just re-read (after an address event).
+    fn on_addresses(&mut self, addrs: Vec<IpAddr>) {
+        if self.facts.local_addrs == addrs {
+            return;
+        }
+        self.facts.local_addrs = addrs;
+        if let Err(e) = self.apply("addresses changed") {
+            error!("re-planning after an address change failed, keeping the previous plan: {e:#}");
+        }
+    }
+
+    /// A link or neighbour event (address events go to the address reader).
+    fn on_kernel_event(&mut self, ev: Event) {
         let replan = match &ev {
             Event::Link(i) => {
                 let old = self.facts.interfaces.insert(i.name.clone(), i.clone());
@@ -837,16 +832,7 @@ impl Daemon {
                 };
                 relevant && changed
             }
-            Event::Addresses => match self.nl.addresses().await {
-                Ok(a) => {
-                    self.facts.local_addrs = a.into_iter().map(|(_, ip, _)| ip).collect();
-                    true
-                }
-                Err(e) => {
-                    warn!("re-reading addresses failed: {e}");
-                    false
-                }
-            },
+            Event::Addresses => false,
         };
         if replan && let Err(e) = self.apply("kernel event") {
             error!("re-planning after {ev:?} failed, keeping the previous plan: {e:#}");
@@ -949,7 +935,8 @@ impl Daemon {
                     && n.ipsec.as_ref().is_some_and(|t| t.owner == Owner::Xwan)
             });
             if t.owner == Owner::Xwan && !kept {
-                match self.nl.remove_tunnel(&l.name, &l.interface).await {
+                let what = format!("removing the tunnel interface {}", l.interface);
+                match kernel::bounded(what, self.nl.remove_tunnel(&l.name, &l.interface)).await {
                     Ok(true) => {
                         info!(link = %l.name, interface = %l.interface, "tunnel interface no longer configured removed")
                     }
@@ -986,6 +973,30 @@ impl Daemon {
         self.start_probes();
         self.apply("reload")?;
         Ok(())
+    }
+
+    /// Answers a control request (`status` only if the server asks: it answers from the
+    /// published snapshot). True for `stop`, once its answer is written: the loop then stops.
+    async fn on_call(&mut self, call: Call) -> bool {
+        let answer = match &call.request {
+            Request::Status => Answer::Status(self.status()),
+            Request::Reload => match self.reload().await {
+                Ok(epoch) => Answer::Reloaded { epoch },
+                Err(e) => Answer::Error {
+                    message: format!("{e:#}"),
+                },
+            },
+            Request::Explain(q) => match self.explain(q) {
+                Ok(text) => Answer::Explained { text },
+                Err(message) => Answer::Error { message },
+            },
+            Request::Stop => {
+                call.answer_and_wait(Answer::Stopping).await;
+                return true;
+            }
+        };
+        call.answer(answer);
+        false
     }
 
     fn explain(&self, q: &crate::explain::Query) -> Result<String, String> {
@@ -1072,7 +1083,8 @@ impl Daemon {
                 }
             }
             if t.owner == Owner::Xwan {
-                match self.nl.remove_tunnel(&l.name, &l.interface).await {
+                let what = format!("removing the tunnel interface {}", l.interface);
+                match kernel::bounded(what, self.nl.remove_tunnel(&l.name, &l.interface)).await {
                     Ok(true) => {
                         info!(link = %l.name, interface = %l.interface, "tunnel interface removed")
                     }

@@ -50,6 +50,18 @@ pub struct SaRow {
     pub lifetime_left_s: Option<u64>,
 }
 
+impl Status {
+    /// This status `secs` seconds later: SA ages grow and lifetimes shrink (the daemon
+    /// publishes a status when something changes; the control server answers from it).
+    pub fn aged(mut self, secs: u64) -> Status {
+        for sa in self.ipsec.iter_mut().flat_map(|l| &mut l.sas) {
+            sa.age_s = sa.age_s.map(|a| a.saturating_add(secs));
+            sa.lifetime_left_s = sa.lifetime_left_s.map(|l| l.saturating_sub(secs));
+        }
+        self
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RouterStatus {
     pub name: String,
@@ -266,5 +278,42 @@ ipsec
   TunWAN2 on vti-wan2 (vti key 102, manual SAs): no usable SA pair, last rekey -
 ";
         assert_eq!(render(&s, 1_090), expected);
+    }
+
+    #[test]
+    fn an_aged_status_moves_sa_ages_and_lifetimes_only() {
+        let sa = |age, left| SaRow {
+            direction: "in".into(),
+            spi: "0x1".into(),
+            algorithms: "aes256gcm16".into(),
+            bytes: 1,
+            packets: 1,
+            age_s: age,
+            lifetime_left_s: left,
+        };
+        let s = Status {
+            config: "x.toml".into(),
+            epoch: 3,
+            attachments: vec![],
+            routers: vec![RouterStatus {
+                name: "R".into(),
+                gateways: vec![row("G", "Active", true, "Main", 100.0)],
+            }],
+            ipsec: vec![IpsecLinkRow {
+                link: "T".into(),
+                interface: "vti0".into(),
+                device: "vti key 1".into(),
+                sa_source: "manual".into(),
+                usable: true,
+                sas: vec![sa(Some(10), Some(5)), sa(None, None)],
+                last_rekey_unix: None,
+            }],
+        };
+        let aged = s.clone().aged(7);
+        assert_eq!(aged.ipsec[0].sas[0].age_s, Some(17));
+        assert_eq!(aged.ipsec[0].sas[0].lifetime_left_s, Some(0));
+        assert_eq!(aged.ipsec[0].sas[1], s.ipsec[0].sas[1]);
+        assert_eq!(aged.routers, s.routers);
+        assert_eq!(s.clone().aged(0), s);
     }
 }

@@ -20,104 +20,15 @@ use std::{
 
 use support::{
     netns::{Netns, packet_socket, wait_for},
-    wan::{Agent, AgentDir, TwoWan, request, status, wait_until},
+    wan::{
+        Agent, AgentDir, TwoWan, blackhole, config, gateway_state, metric, request, status,
+        udp_dport, udp_sport, wait, wait_until,
+    },
 };
 use xwan::{
     control::{Answer, Request},
     datapath::{Datapath, TestBpffs},
-    status::Status,
 };
-
-/// Bound of every wait: 5 s, or `XWAN_TEST_WAIT_SECS` (the Linux 6.1 VM suite's emulated CPU
-/// needs longer).
-fn wait() -> Duration {
-    let secs = std::env::var("XWAN_TEST_WAIT_SECS").ok();
-    Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(5))
-}
-
-fn config(dir: &Path) -> String {
-    format!(
-        r#"
-[agent]
-lan_interfaces = ["l0"]
-bpffs = "{dir}/bpffs"
-control_socket = "{dir}/ctl.sock"
-
-[[link]]
-name = "WAN1"
-interface = "w1"
-kind = "ethernet"
-address = "192.0.2.1/30"
-
-[[link]]
-name = "WAN2"
-interface = "w2"
-kind = "ethernet"
-address = "192.0.2.5/30"
-
-[[gateway]]
-name = "GW1"
-link = "WAN1"
-address = "192.0.2.2"
-
-[[gateway]]
-name = "GW2"
-link = "WAN2"
-address = "192.0.2.6"
-
-[[router]]
-name = "R"
-gateways = ["GW1"]
-backups = ["GW2"]
-frequency = "200ms"
-wait = "100ms"
-tries = 3
-on_failure = "default-route"
-
-[[rule]]
-name = "udp5001"
-protocol = ["udp"]
-dst_port = ["5001"]
-action = "route"
-router = "R"
-
-[[rule]]
-name = "no5003"
-protocol = ["udp"]
-dst_port = ["5003"]
-action = "block"
-"#,
-        dir = dir.display()
-    )
-}
-
-/// (state, availability) of gateway `gw` in router R.
-fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
-    let r = s.routers.iter().find(|r| r.name == "R")?;
-    let g = r.gateways.iter().find(|g| g.name == gw)?;
-    Some((g.state.clone(), g.availability.clone()))
-}
-
-/// The value of the series `name{labels}` in a scrape of the agent in `ns`.
-fn metric(ns: &Netns, series: &str) -> Option<f64> {
-    let body = ns.run(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").ok()?;
-        s.set_read_timeout(Some(wait())).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        Some(body)
-    })?;
-    assert!(
-        body.contains("application/openmetrics-text"),
-        "{}",
-        &body[..body.len().min(300)]
-    );
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 fn explain(socket: &Path, dport: u16) -> String {
     let q = xwan::explain::Query {
@@ -133,16 +44,6 @@ fn explain(socket: &Path, dport: u16) -> String {
         Ok(Answer::Explained { text }) => text,
         other => panic!("explain: {other:?}"),
     }
-}
-
-fn udp_dport(frame: &[u8]) -> Option<u16> {
-    (frame.len() >= 14 + 28 && frame[12..14] == [8, 0] && frame[14 + 9] == 17)
-        .then(|| u16::from_be_bytes([frame[14 + 22], frame[14 + 23]]))
-}
-
-fn udp_sport(frame: &[u8]) -> Option<u16> {
-    (frame.len() >= 14 + 28 && frame[12..14] == [8, 0] && frame[14 + 9] == 17)
-        .then(|| u16::from_be_bytes([frame[14 + 20], frame[14 + 21]]))
 }
 
 #[test]
@@ -241,23 +142,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
 
     // Silent blackhole on WAN1: the peer drops echo requests.
     let t = Instant::now();
-    let nft = |ns: &Netns, args: &str| {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "nft"])
-            .args(args.split(' '))
-            .status()
-            .unwrap();
-        assert!(st.success(), "nft {args}");
-    };
-    nft(wan1, "add table inet blackhole");
-    nft(
-        wan1,
-        "add chain inet blackhole in { type filter hook input priority 0 ; }",
-    );
-    nft(
-        wan1,
-        "add rule inet blackhole in icmp type echo-request drop",
-    );
+    blackhole(wan1);
     wait_until("GW2 to take over", wait(), || {
         status(&agent_dir.socket()).is_some_and(|s| {
             gateway_state(&s, "GW1").is_some_and(|g| g.1 == "Unavailable")
