@@ -20,9 +20,14 @@ impl Drop for TempDir {
     }
 }
 
-#[test]
-fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
-    let dir = TempDir(std::env::temp_dir().join(format!("xwan-load-smoke-{}", std::process::id())));
+/// Runs `xwan-bench load --smoke` with `args`; returns its JSON report once it has checked
+/// that the run succeeded and left no namespace behind.
+fn smoke(args: &[&str]) -> serde_json::Value {
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "xwan-load-smoke-{}-{}",
+        std::process::id(),
+        args.join("")
+    )));
     std::fs::create_dir_all(&dir.0).unwrap();
     let json = dir.0.join("load.json");
     let child = Command::new(env!("CARGO_BIN_EXE_xwan-bench"))
@@ -30,6 +35,7 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
         .arg(&json)
         .arg("--svg")
         .arg(dir.0.join("load.svg"))
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,25 +47,22 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "xwan-bench load --smoke failed:\n{stdout}\n{stderr}"
+        "xwan-bench load --smoke {args:?} failed:\n{stdout}\n{stderr}"
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let ns = String::from_utf8_lossy(&ns.stdout);
+    assert!(
+        !ns.lines().any(|l| l.starts_with(&prefix)),
+        "namespaces left behind: {ns}"
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
 
+/// Every sample forwarded something, and xwan, on veth (XDP redirect) and TUN links (TC
+/// redirect), delivered every class, and only on its own link (TUN: the frames still queued
+/// on each device).
+fn assert_forwarding_and_steering(v: &serde_json::Value) {
     let samples = v["samples"].as_array().unwrap();
-    let modes: Vec<&str> = samples
-        .iter()
-        .map(|s| s["mode"].as_str().unwrap())
-        .collect();
-    for m in [
-        "xwan",
-        "kernel-maps",
-        "kernel-linear",
-        "kernel-plain",
-        "bare-xdp",
-    ] {
-        assert!(modes.contains(&m), "mode {m} was not measured: {modes:?}");
-    }
     for s in samples {
         assert!(
             s["forwarded_mpps"].as_f64().unwrap() > 0.0,
@@ -67,8 +70,6 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
             s["mode"]
         );
     }
-    // xwan, on veth (XDP redirect) and TUN links (TC redirect): every class arrived, and
-    // only on its own link (TUN: the frames still queued on each device).
     let classes = v["classes"].as_array().unwrap();
     let xwan: Vec<_> = samples.iter().filter(|s| s["mode"] == "xwan").collect();
     let links: Vec<&str> = xwan.iter().map(|s| s["links"].as_str().unwrap()).collect();
@@ -101,11 +102,34 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
             }
         }
     }
-    // No namespace of this run is left behind.
-    let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    let ns = String::from_utf8_lossy(&ns.stdout);
-    assert!(
-        !ns.lines().any(|l| l.starts_with(&prefix)),
-        "namespaces left behind: {ns}"
-    );
+}
+
+#[test]
+fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
+    let v = smoke(&[]);
+    let modes: Vec<&str> = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["mode"].as_str().unwrap())
+        .collect();
+    for m in [
+        "xwan",
+        "kernel-maps",
+        "kernel-linear",
+        "kernel-plain",
+        "bare-xdp",
+    ] {
+        assert!(modes.contains(&m), "mode {m} was not measured: {modes:?}");
+    }
+    assert_forwarding_and_steering(&v);
+}
+
+/// The fallback source (what `--source auto` picks where the kernel refuses live frames)
+/// drives the same topology, whatever this kernel allows.
+#[test]
+fn the_relay_source_drives_the_load_test() {
+    let v = smoke(&["--source", "relay", "--modes", "xwan,kernel-maps"]);
+    assert_eq!(v["source"], "relay", "the JSON names the source");
+    assert_forwarding_and_steering(&v);
 }

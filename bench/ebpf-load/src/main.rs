@@ -3,6 +3,9 @@
 //! * `load_gen`: the traffic source. Run through `BPF_PROG_TEST_RUN` with
 //!   `BPF_F_TEST_XDP_LIVE_FRAMES`, it turns the one frame the kernel hands it into the next
 //!   flow's template and returns `XDP_TX`, so the kernel sends it out of the source veth.
+//! * `load_relay`: the same source where live frames are refused. It runs on the far end of
+//!   a spare veth pair a user-space sender writes into, does to each frame what `load_gen`
+//!   does, and redirects it into the source veth (`bench/src/load/relay.rs`).
 //! * `load_sink`: on the sinks' veths, counts TCP/UDP packets per (interface, class) and drops
 //!   them; everything else (ARP, ICMP: the agent's probes must be answered) goes to the kernel.
 //! * `load_pass`: lets a veth accept XDP-redirected frames (router LAN in kernel modes).
@@ -57,15 +60,34 @@ static LOAD_CLASS_LINK: Array<u32> = Array::with_max_entries(16, 0);
 static LOAD_TC_RDR: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "LOAD_RDR_DEV")]
 static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(RDR_LINKS, 0);
+/// Index 0: the source veth (`xs…`) `load_relay` sends its frames into.
+#[map(name = "LOAD_RELAY_DEV")]
+static LOAD_RELAY_DEV: DevMap = DevMap::with_max_entries(1, 0);
 
 #[xdp]
 pub fn load_gen(ctx: XdpContext) -> u32 {
-    let Some(cfg) = LOAD_GEN_CFG.get(0) else {
-        return XDP_ABORTED;
-    };
-    let Some(st) = LOAD_GEN_STATE.get_ptr_mut(0) else {
-        return XDP_ABORTED;
-    };
+    match next_frame(&ctx) {
+        Ok(()) => XDP_TX,
+        Err(action) => action,
+    }
+}
+
+#[xdp]
+pub fn load_relay(ctx: XdpContext) -> u32 {
+    match next_frame(&ctx) {
+        Ok(()) => LOAD_RELAY_DEV.redirect(0, 0).unwrap_or(XDP_ABORTED),
+        Err(action) => action,
+    }
+}
+
+/// The source's work on one frame, for `load_gen` and `load_relay` alike: keeps the pace
+/// (`Err(XDP_DROP)` while early), counts the frame as sent, copies the next flow's template
+/// into it (`train` frames of a flow in a row) and stamps the send time at `ts_off`. `Ok`:
+/// the frame is ready to go out.
+#[inline(always)]
+fn next_frame(ctx: &XdpContext) -> Result<(), u32> {
+    let cfg = LOAD_GEN_CFG.get(0).ok_or(XDP_ABORTED)?;
+    let st = LOAD_GEN_STATE.get_ptr_mut(0).ok_or(XDP_ABORTED)?;
     // SAFETY: per-CPU slot; only this CPU touches it while the program runs.
     let st = unsafe { &mut *st };
     st.runs += 1;
@@ -73,7 +95,7 @@ pub fn load_gen(ctx: XdpContext) -> u32 {
         // SAFETY: plain helper call.
         let now = unsafe { bpf_ktime_get_ns() };
         if now < st.next_ns {
-            return XDP_DROP;
+            return Err(XDP_DROP);
         }
         // Never burst to catch up after a pause (the thread was preempted): restart the pace.
         st.next_ns = if st.next_ns + 1_000_000 < now {
@@ -87,23 +109,21 @@ pub fn load_gen(ctx: XdpContext) -> u32 {
     };
     let templates = cfg.templates as u64;
     if templates == 0 {
-        return XDP_ABORTED;
+        return Err(XDP_ABORTED);
     }
     let i = ((st.sent / cfg.train.max(1) as u64) % templates) as u32;
     st.sent += 1;
-    let Some(t) = LOAD_TEMPLATES.get(i) else {
-        return XDP_ABORTED;
-    };
+    let t = LOAD_TEMPLATES.get(i).ok_or(XDP_ABORTED)?;
     // 1..=TEMPLATE_BYTES by construction (mask, then + 1), in a form the verifier follows.
     let len = ((t.len.wrapping_sub(1)) as usize & (TEMPLATE_BYTES - 1)) + 1;
     let cur = ctx.data_end() - ctx.data();
     // SAFETY (helpers below): plain helper calls on our own context and map value.
     if len != cur && unsafe { bpf_xdp_adjust_tail(ctx.ctx, len as i32 - cur as i32) } != 0 {
-        return XDP_ABORTED;
+        return Err(XDP_ABORTED);
     }
     let src = t.data.as_ptr() as *mut c_void;
     if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, len as u32) } != 0 {
-        return XDP_ABORTED;
+        return Err(XDP_ABORTED);
     }
     if t.ts_off != 0 {
         let mut ts = if now != 0 {
@@ -113,10 +133,10 @@ pub fn load_gen(ctx: XdpContext) -> u32 {
         };
         let p = &mut ts as *mut u64 as *mut c_void;
         if unsafe { bpf_xdp_store_bytes(ctx.ctx, t.ts_off, p, 8) } != 0 {
-            return XDP_ABORTED;
+            return Err(XDP_ABORTED);
         }
     }
-    XDP_TX
+    Ok(())
 }
 
 #[xdp]

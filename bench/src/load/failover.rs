@@ -1,9 +1,9 @@
 //! Failover under load (xwan only: kernel policy routing has no health checks to fail over
-//! with). At half of xwan's measured rate, link 2 (SQL's) is cut, either *silently* (its
-//! sink drops everything and answers no probe, carrier stays up) or *by carrier* (the sink
-//! veth goes down, so the router's link loses carrier). The harness polls the sinks every
-//! millisecond and reports how long until SQL packets arrive on the backup link (3) and how
-//! many packets were lost between the cut and then.
+//! with). At the equal-load rate (`equal_rate` in `mod.rs`), link 2 (SQL's) is cut, either
+//! *silently* (its sink drops everything and answers no probe, carrier stays up) or *by
+//! carrier* (the sink veth goes down, so the router's link loses carrier). The harness polls
+//! the sinks every millisecond and reports how long until SQL packets arrive on the backup
+//! link (3) and how many packets were lost between the cut and then.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::{
     Settings, measure,
     modes::{self, Mode},
+    source::Generator,
     topology::{Links, Topology},
-    traffic::{self, CLASSES, Generator},
+    traffic::{self, CLASSES, Mix},
 };
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -91,10 +92,10 @@ pub fn run(
     let result = (|| {
         measure::place_threads(topo, settings)?;
         let mut source = Generator::start(
+            settings.source,
             tools,
-            &topo.src,
-            topo.src_ifindex,
-            64,
+            topo,
+            Mix::Small,
             settings.source_cpu,
             settings.realtime,
         )?;

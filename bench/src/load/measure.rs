@@ -10,8 +10,8 @@
 //! process ran there) for more than [`DISTURBED`] of it; such windows are retried.
 //!
 //! Priorities: the sinks share the source's CPU and must never be the bottleneck, so the
-//! generator runs at nice 19 below them. With `--realtime` the router and sink threads run
-//! under `SCHED_FIFO` 2 and the generator under `SCHED_FIFO` 1, so other processes on a
+//! source's threads run at nice 19 below them. With `--realtime` the router and sink threads
+//! run under `SCHED_FIFO` 2 and the source's under `SCHED_FIFO` 1, so other processes on a
 //! shared machine cannot take the CPUs from them (the kernel's RT throttling still leaves
 //! them 5 %).
 
@@ -24,9 +24,10 @@ use serde::Serialize;
 use super::{
     Settings,
     modes::Mode,
+    source::Generator,
     sys::{SchedStat, pin, realtime},
     topology::{LINKS, Links, Topology, drain},
-    traffic::{self, CLASSES, Generator, Mix},
+    traffic::{self, CLASSES, Mix},
 };
 
 /// Share of a window the router thread may wait for its CPU before the window is retried.
@@ -74,7 +75,8 @@ pub struct Sample {
     /// The router's receive threads (threaded NAPI of its LAN veth) measured.
     pub router_threads: Vec<i32>,
     pub source_wait_ms: f64,
-    /// Source thread CPU time per frame sent.
+    /// The source's CPU time per frame sent (its thread; for the relay also the feeder's
+    /// receive thread).
     pub source_ns_per_packet: f64,
     pub sink_wait_ms: f64,
     /// Sink threads' CPU time per packet received.
@@ -204,10 +206,10 @@ fn window_once(
         }
     }
     let mut source = Generator::start(
+        settings.source,
         tools,
-        &topo.src,
-        topo.src_ifindex,
-        64,
+        topo,
+        mix,
         settings.source_cpu,
         settings.realtime,
     )?;
@@ -232,7 +234,7 @@ fn window_once(
                     .collect::<Result<_>>()?
             },
             router: sum_stats(&router),
-            source: SchedStat::read(g.tid),
+            source: g.stat(),
             sinks: sum_stats(if mode == Mode::SourceSink {
                 &router
             } else {

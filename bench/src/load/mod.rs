@@ -6,8 +6,9 @@
 //! alike; each mode's figure is the median of its runs. Results: a table on stdout, JSON and
 //! an SVG chart (throughput against rule count per mode). The TUN variant (links are TUN
 //! devices: xwan's TC redirect path) runs at `--tun-rules`. Then every mode at the same
-//! offered rate (half of xwan's), in `--runs` rounds as well: latency percentiles and the
-//! router's CPU per packet at equal load. `--smoke` is the short version
+//! offered rate ([`equal_rate`]), in `--runs` rounds as well: latency percentiles and the
+//! router's CPU per packet at equal load. The source ([`source`]) is XDP live frames, or the
+//! relay where the kernel refuses them (`--source`). `--smoke` is the short version
 //! the test suite runs: every mode once at 100 rules over veth and over TUN links, and it fails
 //! when a mode forwards nothing or xwan sends a class to the wrong link.
 //!
@@ -20,7 +21,9 @@ pub mod layout;
 mod measure;
 mod modes;
 mod pfpacket;
+mod relay;
 mod report;
+mod source;
 mod sys;
 mod topology;
 mod traffic;
@@ -35,6 +38,7 @@ use aya::{Ebpf, programs::Xdp};
 
 use measure::Sample;
 use modes::{ALL, Mode};
+use source::Source;
 use traffic::Mix;
 
 // SAFETY (Pod): plain #[repr(C)] data without padding-sensitive invariants.
@@ -48,6 +52,7 @@ unsafe impl aya::Pod for layout::RedirectConfig {}
 /// The load-test tooling object, built by `bench/build.rs`.
 static TOOLS: &[u8] = aya::include_bytes_aligned!(env!("XWAN_LOAD_EBPF_OBJECT"));
 
+#[derive(Clone)]
 pub struct Settings {
     pub runs: usize,
     pub rules: Vec<usize>,
@@ -68,12 +73,16 @@ pub struct Settings {
     pub failover: bool,
     pub realtime: bool,
     pub compare_sources: bool,
+    /// `--source`: `None` = auto (live frames where the kernel runs them, else the relay).
+    pub source_asked: Option<Source>,
+    /// The source in use, once chosen (`source::choose`).
+    pub source: Source,
     pub modes: Vec<Mode>,
 }
 
 const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
 [--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] [--train N (1)] \
-[--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
+[--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--source auto|live|relay (auto)] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
 
 fn parse(args: &[String]) -> Result<Settings> {
     let mut s = Settings {
@@ -96,6 +105,8 @@ fn parse(args: &[String]) -> Result<Settings> {
         failover: true,
         realtime: false,
         compare_sources: false,
+        source_asked: None,
+        source: Source::Live,
         modes: ALL.to_vec(),
     };
     let list = |v: &str| -> Result<Vec<usize>> {
@@ -145,6 +156,7 @@ fn parse(args: &[String]) -> Result<Settings> {
             "--no-failover" => s.failover = false,
             "--realtime" => s.realtime = true,
             "--compare-sources" => s.compare_sources = true,
+            "--source" => s.source_asked = Source::parse(val()?)?,
             "--modes" => {
                 s.modes = val()?
                     .split(',')
@@ -201,7 +213,7 @@ fn find_xwan(explicit: &Option<PathBuf>) -> Result<PathBuf> {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
-    let settings = parse(args)?;
+    let mut settings = parse(args)?;
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the load test creates network namespaces and loads eBPF: run it as root");
@@ -215,6 +227,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut tools = Ebpf::load(TOOLS).context("loading the load-test eBPF programs")?;
     for name in [
         "load_gen",
+        "load_relay",
         "load_sink",
         "load_pass",
         "load_redirect",
@@ -232,7 +245,8 @@ pub fn main(args: &[String]) -> Result<()> {
         .try_into()?;
     p.load().context("verifying load_tc_redirect")?;
     let mut topo = topology::Topology::new(&mut tools)?;
-    let result = run_all(&settings, &topo, &mut tools, &xwan_bin, &work);
+    let result = start_source(&mut settings, &mut topo, &mut tools)
+        .and_then(|chosen| run_all(&settings, chosen, &topo, &mut tools, &xwan_bin, &work));
     topo.detach(&mut tools);
     drop(topo);
     let _ = std::fs::remove_dir_all(&work);
@@ -251,7 +265,25 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Chooses the source (`--source`, a probe of live frames) and sets up the relay's feeder
+/// where the run uses or compares it.
+fn start_source(
+    settings: &mut Settings,
+    topo: &mut topology::Topology,
+    tools: &mut Ebpf,
+) -> Result<source::Chosen> {
+    let chosen = source::choose(settings.source_asked, tools, topo)?;
+    if chosen.source == Source::Relay || settings.compare_sources {
+        topo.add_feeder(tools)
+            .context("setting up the relay source's feeder")?;
+    }
+    settings.source = chosen.source;
+    Ok(chosen)
+}
+
 pub struct Results {
+    /// The source the run used, and why.
+    pub source: source::Chosen,
     pub calibration: Vec<Sample>,
     pub sources: Vec<report::SourceRun>,
     pub samples: Vec<Sample>,
@@ -263,12 +295,24 @@ pub struct Results {
 
 fn run_all(
     settings: &Settings,
+    chosen: source::Chosen,
     topo: &topology::Topology,
     tools: &mut Ebpf,
     xwan_bin: &std::path::Path,
     work: &std::path::Path,
 ) -> Result<Results> {
+    eprintln!(
+        "load test: source {} ({}), source CPU {}, router CPU {}, {} s windows, {} run(s)",
+        chosen.source.name(),
+        chosen.reason,
+        settings.source_cpu,
+        settings.router_cpu,
+        settings.window.as_secs_f64(),
+        settings.runs
+    );
+    let live_works = chosen.live_works;
     let mut out = Results {
+        source: chosen,
         calibration: vec![],
         sources: vec![],
         samples: vec![],
@@ -316,14 +360,38 @@ fn run_all(
                 settings,
             )?;
             if settings.compare_sources {
-                out.sources.push(report::SourceRun {
-                    source: "xdp-live-frames",
-                    mix,
-                    offered_mpps: s.offered_mpps,
-                    received_mpps: s.forwarded_mpps,
-                    source_ns_per_packet: s.source_ns_per_packet,
-                    source_busy: 0.0,
-                });
+                for candidate in [Source::Live, Source::Relay] {
+                    if candidate == Source::Live && !live_works {
+                        continue;
+                    }
+                    let c = if candidate == settings.source {
+                        s.clone()
+                    } else {
+                        let other = Settings {
+                            source: candidate,
+                            ..settings.clone()
+                        };
+                        one(
+                            Mode::SourceSink,
+                            0,
+                            mix,
+                            Links::Veth,
+                            topo,
+                            tools,
+                            xwan_bin,
+                            work,
+                            &other,
+                        )?
+                    };
+                    out.sources.push(report::SourceRun {
+                        source: candidate.candidate(),
+                        mix,
+                        offered_mpps: c.offered_mpps,
+                        received_mpps: c.forwarded_mpps,
+                        source_ns_per_packet: c.source_ns_per_packet,
+                        source_busy: c.source_ns_per_packet * c.offered_mpps / 1e3,
+                    });
+                }
                 out.sources
                     .push(tx_ring(mix, topo, tools, xwan_bin, work, settings)?);
             }
@@ -358,11 +426,11 @@ fn run_all(
     }
     if settings.latency && settings.modes.contains(&Mode::Xwan) {
         (out.latency, out.equal_load_tun) =
-            equal_loads(settings, topo, tools, xwan_bin, work, &out.samples)?;
+            equal_loads(settings, topo, tools, xwan_bin, work, &out)?;
     }
     if settings.failover && settings.modes.contains(&Mode::Xwan) {
         let rules = *settings.rules.iter().max().expect("rule counts");
-        let pps = half_xwan(&out.samples, rules, topology::Links::Veth)?;
+        let pps = equal_rate(&out, rules, topology::Links::Veth)?;
         small_frames(tools, settings, topo, 0)?;
         for cut in [failover::Cut::Silent, failover::Cut::Carrier] {
             eprintln!(
@@ -419,9 +487,9 @@ fn one(
     Ok(s)
 }
 
-/// Every mode at half of xwan's median throughput, at the largest rule count, 64-byte
-/// frames: over veth links for latency and the router's CPU per packet at equal load; over
-/// TUN links (with `--tun-rules`) for the latter. At full rate over TUN links the router's
+/// Every mode at [`equal_rate`], at the largest rule count, 64-byte frames: over veth links
+/// for latency and the router's CPU per packet at equal load; over TUN links (with
+/// `--tun-rules`) for the latter. At full rate over TUN links the router's
 /// veth drops the source's surplus: the source then returns those frames' pages to the page
 /// pool while the router returns the pages of the frames TUN dropped, and the pool's lock
 /// (its slow path took a fifth of xwan's router time in `perf`) charges a slower router
@@ -432,7 +500,7 @@ fn equal_loads(
     tools: &mut Ebpf,
     xwan_bin: &std::path::Path,
     work: &std::path::Path,
-    samples: &[Sample],
+    done: &Results,
 ) -> Result<(Vec<report::Latency>, Vec<report::EqualLoad>)> {
     let (mut latency, mut tun) = (vec![], vec![]);
     for (links, rules) in [
@@ -442,7 +510,7 @@ fn equal_loads(
         let Some(&rules) = rules.iter().max() else {
             continue;
         };
-        let pps = half_xwan(samples, rules, links)?;
+        let pps = equal_rate(done, rules, links)?;
         let runs = equal_load(settings, topo, tools, xwan_bin, work, links, rules, pps)?;
         for (_, runs, hist) in &runs {
             match links {
@@ -593,24 +661,38 @@ fn tx_ring(
     })
 }
 
-/// Half of xwan's median forwarded rate at `rules` (64-byte frames), in packets/s.
-fn half_xwan(samples: &[Sample], rules: usize, links: topology::Links) -> Result<f64> {
-    let xwan: Vec<f64> = samples
+/// Share of the source's own rate (the calibration, 64-byte frames) it holds paced while
+/// the sinks share its CPU: the relay sent 96–100 % of the rate asked at 0.30–0.49 of its own.
+const SOURCE_HOLDS: f64 = 0.45;
+
+/// The offered rate of the equal-load and failover runs at `rules` over `links`, in
+/// packets/s: half of xwan's median forwarded rate (64-byte frames), and at most
+/// [`SOURCE_HOLDS`] of the source's own rate. Where the source limits xwan (the relay),
+/// xwan's rate is the source's, and paced it must leave room for the sinks as well; with
+/// live frames half of xwan's rate is the lower one.
+fn equal_rate(done: &Results, rules: usize, links: topology::Links) -> Result<f64> {
+    let xwan: Vec<f64> = done
+        .samples
         .iter()
         .filter(|s| {
             s.mode == Mode::Xwan && s.rules == rules && s.mix == Mix::Small && s.links == links
         })
         .map(|s| s.forwarded_mpps)
         .collect();
-    let pps = report::median(&xwan) * 1e6 * 0.5;
-    if pps <= 0.0 {
+    let half = report::median(&xwan) * 1e6 * 0.5;
+    if half <= 0.0 {
         bail!(
-            "xwan forwarded nothing at {rules} rules over {} links: no rate for the runs at 50 % \
-             load",
+            "xwan forwarded nothing at {rules} rules over {} links: no rate for the equal-load \
+             runs",
             links.name()
         );
     }
-    Ok(pps)
+    let source = done
+        .calibration
+        .iter()
+        .find(|c| c.mix == Mix::Small)
+        .map_or(f64::INFINITY, |c| c.offered_mpps * 1e6 * SOURCE_HOLDS);
+    Ok(half.min(source))
 }
 
 /// The generator programmed with 64-byte frames of the settings' flows, `gap_ns` apart.

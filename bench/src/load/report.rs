@@ -1,5 +1,10 @@
 //! Summaries (medians, ratios, goals), the table on stdout, the JSON file, and the smoke
 //! checks.
+//!
+//! A mode's own maximum measures the router only when the router is the limit. Where the
+//! source (with the sinks, which share its CPU) limits it instead, the row is marked
+//! *source-limited*: its rate is the source's, its cost per packet that of a light load, and
+//! the equal-load rows (every mode offered the same rate) are the comparison to read.
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -9,9 +14,19 @@ use super::{
     layout::LAT_BUCKET_NS,
     measure::Sample,
     modes::{ALL, Mode},
+    source::Source,
     topology::Links,
     traffic::{CLASSES, Mix},
 };
+
+/// A row is source-limited when its router forwarded nearly all it was offered (loss below
+/// this)...
+const SOURCE_LIMITED_LOSS: f64 = 0.05;
+/// ...or its router thread had nothing to do for more than the rest of the window (neither
+/// ran nor waited for its CPU for this share of it).
+const SOURCE_LIMITED_BUSY: f64 = 0.8;
+/// An equal-load run's source must send at least this share of the rate asked of it.
+const SOURCE_HELD: f64 = 0.97;
 
 pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
@@ -38,6 +53,9 @@ pub struct Row {
     pub router_capacity_mpps: f64,
     pub router_busy: f64,
     pub loss: f64,
+    /// The source, not the router, limited this rate (see the module doc): its Mpps and
+    /// ratios by Mpps say nothing about the router; read the equal-load rows.
+    pub source_limited: bool,
     /// Windows that stayed disturbed after every retry.
     pub disturbed_runs: usize,
     pub wrong_link: u64,
@@ -64,6 +82,8 @@ pub struct EqualLoad {
     pub mode: Mode,
     pub rules: usize,
     pub offered_mpps: f64,
+    /// What the source actually sent (below `offered_mpps`: it could not hold the rate).
+    pub sent_mpps: f64,
     pub forwarded_mpps: f64,
     pub loss: f64,
     /// The router thread's CPU time per forwarded packet at this offered rate: every mode
@@ -79,6 +99,7 @@ impl EqualLoad {
             mode: runs[0].mode,
             rules: runs[0].rules,
             offered_mpps,
+            sent_mpps: med(|s| s.offered_mpps),
             forwarded_mpps: med(|s| s.forwarded_mpps),
             loss: med(|s| s.loss),
             router_ns_per_packet: med(|s| s.router_ns_per_packet),
@@ -87,8 +108,13 @@ impl EqualLoad {
 
     /// The mode, what it forwarded and what that cost the router, for the table on stdout.
     fn line(&self) -> String {
+        let short = if self.sent_mpps < SOURCE_HELD * self.offered_mpps {
+            format!(" (the source sent only {:.3} Mpps)", self.sent_mpps)
+        } else {
+            String::new()
+        };
         format!(
-            "{:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet",
+            "{:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet{short}",
             self.mode.name(),
             self.forwarded_mpps,
             self.loss * 100.0,
@@ -152,6 +178,7 @@ struct Goals {
     /// load, and a router's cost per packet falls as its load rises (fuller polls, fewer
     /// wake-ups per packet): a bound measured below saturation is held to a dearer point.
     equal_load_mpps: f64,
+    xwan_vs_kernel_maps_by_cpu_at_equal_load: f64,
     xwan_vs_bare_xdp_by_cpu_at_equal_load: f64,
     xwan_vs_bare_xdp_3_by_cpu_at_equal_load: f64,
     /// The same over TUN links (the bare mode is XDP pass + TC redirect there), and against
@@ -159,6 +186,10 @@ struct Goals {
     tun_equal_load_mpps: f64,
     tun_xwan_vs_kernel_maps_by_cpu_at_equal_load: f64,
     tun_xwan_vs_bare_by_cpu_at_equal_load: f64,
+    /// Modes whose own maximum at `rules` (veth, 64-byte frames) the source limited: the
+    /// ratios by forwarded rate and "at its own load" involving them compare the source with
+    /// itself; the equal-load ratios are the ones to read.
+    source_limited: Vec<&'static str>,
 }
 
 /// One traffic-source candidate on the calibration topology (`--compare-sources`).
@@ -193,6 +224,9 @@ struct Machine {
 struct Json<'a> {
     unit: &'static str,
     machine: Machine,
+    /// The traffic source (`live` or `relay`) and why it was chosen.
+    source: Source,
+    source_reason: &'a str,
     runs: usize,
     window_s: f64,
     flows: usize,
@@ -233,6 +267,13 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                 continue;
             }
             let f = mpps(mode);
+            let busy = median(&v.iter().map(|s| s.router_busy).collect::<Vec<_>>());
+            let loss = median(&v.iter().map(|s| s.loss).collect::<Vec<_>>());
+            let wanted = median(
+                &v.iter()
+                    .map(|s| s.router_busy + s.router_wait_ms / 1e3 / s.window_s)
+                    .collect::<Vec<_>>(),
+            );
             out.push(Row {
                 links,
                 mix,
@@ -247,8 +288,9 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                     let ns = median(&v.iter().map(|s| s.router_ns_per_packet).collect::<Vec<_>>());
                     if ns > 0.0 { 1e3 / ns } else { 0.0 }
                 },
-                router_busy: median(&v.iter().map(|s| s.router_busy).collect::<Vec<_>>()),
-                loss: median(&v.iter().map(|s| s.loss).collect::<Vec<_>>()),
+                router_busy: busy,
+                loss,
+                source_limited: loss < SOURCE_LIMITED_LOSS || wanted < SOURCE_LIMITED_BUSY,
                 disturbed_runs: v.iter().filter(|s| s.disturbed).count(),
                 wrong_link: v.iter().map(|s| s.wrong_link).sum(),
                 vs_kernel_maps: if maps > 0.0 { f / maps } else { 0.0 },
@@ -301,6 +343,10 @@ fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> 
         ),
         tun_xwan_vs_bare_by_cpu_at_equal_load: ratio(tun_ns(Mode::BareXdp), tun_ns(Mode::Xwan)),
         equal_load_mpps: latency.first().map_or(0.0, |l| l.load.offered_mpps),
+        xwan_vs_kernel_maps_by_cpu_at_equal_load: ratio(
+            equal_load_ns(Mode::KernelMaps),
+            xwan_equal_load_ns,
+        ),
         xwan_vs_bare_xdp_by_cpu_at_equal_load: ratio(
             equal_load_ns(Mode::BareXdp),
             xwan_equal_load_ns,
@@ -314,6 +360,11 @@ fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> 
         xwan_max_rules_vs_min_rules_by_cpu: ratio(top.router_capacity_mpps, cap(xwan(min))),
         bare_xdp_router_busy: mode_at(Mode::BareXdp).map_or(0.0, |r| r.router_busy),
         xwan_vs_bare_xdp_3_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::BareXdp3))),
+        source_limited: small
+            .iter()
+            .filter(|r| r.rules == max && r.source_limited)
+            .map(|r| r.mode.name())
+            .collect(),
         rules: max,
         xwan_vs_kernel_maps: top.vs_kernel_maps,
         xwan_vs_kernel_maps_goal: 3.0,
@@ -338,8 +389,9 @@ fn cpu_model() -> String {
 
 pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     let rows = rows(&r.samples);
+    println!("\nsource: {} ({})", r.source.source.name(), r.source.reason);
     println!(
-        "\n{:<10} {:>6} {:<14} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6}",
+        "{:<10} {:>6} {:<14} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6} {:>7}",
         "mix",
         "rules",
         "mode",
@@ -350,7 +402,8 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
         "loss",
         "×maps",
         "×bare",
-        "wrong"
+        "wrong",
+        "limit"
     );
     for c in &r.calibration {
         println!(
@@ -370,7 +423,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     }
     for row in &rows {
         println!(
-            "{:<10} {:>6} {:<14} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6}",
+            "{:<10} {:>6} {:<14} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6} {:>7}",
             format!("{}/{}", row.links.name(), row.mix.name()),
             row.rules,
             row.mode.name(),
@@ -381,7 +434,33 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             row.loss * 100.0,
             row.vs_kernel_maps,
             row.vs_bare_xdp,
-            row.wrong_link
+            row.wrong_link,
+            if row.source_limited { "source" } else { "" }
+        );
+    }
+    let limited: Vec<String> = rows
+        .iter()
+        .filter(|r| r.source_limited)
+        .map(|r| {
+            format!(
+                "{} ({}/{}, {} rules)",
+                r.mode.name(),
+                r.links.name(),
+                r.mix.name(),
+                r.rules
+            )
+        })
+        .collect();
+    if !limited.is_empty() {
+        println!(
+            "limit \"source\": the {} source (with the sinks on its CPU), not the router, set these \
+             modes' own maximum (forwarded ≥ {:.0} % of offered, or router idle > {:.0} %): {}. \
+             Their Mpps is the source's and their ns/packet that of a lighter load; compare them \
+             by router CPU per packet at equal load (below).",
+            r.source.source.name(),
+            (1.0 - SOURCE_LIMITED_LOSS) * 100.0,
+            (1.0 - SOURCE_LIMITED_BUSY) * 100.0,
+            limited.join(", ")
         );
     }
     for c in &r.sources {
@@ -416,11 +495,21 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
              xwan / bare-xdp-3 = {:.2}",
             g.xwan_vs_bare_xdp_3_by_cpu
         );
+        if !g.source_limited.is_empty() {
+            println!(
+                "at {} rules the source limited {}: the ratios above that involve them compare \
+                 the source with itself; read the equal-load ratios",
+                g.rules,
+                g.source_limited.join(", ")
+            );
+        }
         if g.equal_load_mpps > 0.0 {
             println!(
                 "by router CPU per packet at equal load ({:.3} Mpps offered to every mode, the \
-                 latency runs): xwan / bare-xdp = {:.2}, xwan / bare-xdp-3 = {:.2}",
+                 latency runs): xwan / kernel-maps = {:.2}, xwan / bare-xdp = {:.2}, \
+                 xwan / bare-xdp-3 = {:.2}",
                 g.equal_load_mpps,
+                g.xwan_vs_kernel_maps_by_cpu_at_equal_load,
                 g.xwan_vs_bare_xdp_by_cpu_at_equal_load,
                 g.xwan_vs_bare_xdp_3_by_cpu_at_equal_load
             );
@@ -488,6 +577,8 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             source_cpu: settings.source_cpu,
             router_cpu: settings.router_cpu,
         },
+        source: r.source.source,
+        source_reason: &r.source.reason,
         runs: settings.runs,
         window_s: settings.window.as_secs_f64(),
         flows: settings.flows,

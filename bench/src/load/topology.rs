@@ -5,9 +5,11 @@
 //!  (xs)        (xl) ──veth w2──      (k2: 192.0.2.6,  fd00:91:2::2)
 //!                   ──veth w3──      (k3: 192.0.2.10, fd00:91:3::2)
 //! ```
-//! The source sends with `load_gen` (live frames, `XDP_TX` out of `xs`); the router is the
-//! system under test; the sinks count and drop with `load_sink` (ARP/ICMP go to their kernel,
-//! so the agent's probes are answered). Every veth that receives runs threaded NAPI, so its
+//! The source sends with `load_gen` (live frames, `XDP_TX` out of `xs`) or, where the kernel
+//! refuses live frames, through the relay's feeder veth pair (`xf…a` → `xf…b`, in `src`),
+//! whose `load_relay` redirects into `xs` (see `relay`). The router is the system under test;
+//! the sinks count and drop with `load_sink` (ARP/ICMP go to their kernel, so the agent's
+//! probes are answered). Every veth that receives runs threaded NAPI, so its
 //! receive work is a kernel thread the harness can pin and account: the router's LAN
 //! receive (where all forwarding work happens) on the router CPU, the sinks on the source CPU
 //! (they are cheap; the source runs at the lowest priority there, so sinks never back up).
@@ -31,7 +33,7 @@ use serde::Serialize;
 
 use xwan_testkit::{Netns, tun};
 
-use super::sys::kthreads;
+use super::{relay::Feeder, sys::kthreads};
 
 /// Link `i` (0-based): router address, sink address, router IPv6, sink IPv6.
 pub fn link_addrs(i: usize) -> (String, String, String, String) {
@@ -100,7 +102,11 @@ pub struct Topology {
     pub tun_devs: [String; LINKS],
     pub tun_ifindex: [u32; LINKS],
     pub tun_files: Vec<File>,
+    /// The relay source's feeder (`add_feeder`), when the run uses or compares the relay.
+    pub feeder: Option<Feeder>,
     sink_links: Vec<XdpLinkId>,
+    /// The per-process tag in device names.
+    tag: String,
 }
 
 impl Topology {
@@ -277,7 +283,9 @@ impl Topology {
             tun_devs,
             tun_ifindex,
             tun_files,
+            feeder: None,
             sink_links: Vec::new(),
+            tag,
         };
         topo.attach_sinks(tools)?;
         Ok(topo)
@@ -328,8 +336,20 @@ impl Topology {
             .collect()
     }
 
-    /// Detaches the sinks (the namespaces go with `Drop`).
+    /// Adds the relay source's feeder veth pair to the source namespace.
+    pub fn add_feeder(&mut self, tools: &mut Ebpf) -> Result<()> {
+        if self.feeder.is_none() {
+            let name = format!("xf{}", self.tag);
+            self.feeder = Some(Feeder::new(tools, &self.src, &name, self.src_ifindex)?);
+        }
+        Ok(())
+    }
+
+    /// Detaches the sinks and the relay (the namespaces go with `Drop`).
     pub fn detach(&mut self, tools: &mut Ebpf) {
+        if let Some(f) = self.feeder.as_mut() {
+            f.detach(tools);
+        }
         let links = std::mem::take(&mut self.sink_links);
         if let Some(p) = tools.program_mut("load_sink") {
             let p: Result<&mut Xdp, _> = p.try_into();

@@ -1,22 +1,10 @@
-//! What the source sends and how: traffic classes, one frame template per flow, the
-//! generator thread (`load_gen` in `BPF_PROG_TEST_RUN` live-frames mode), and the counters
-//! the generator and the sinks keep.
+//! What the source sends: traffic classes, one frame template per flow, the generator's
+//! settings, and the counters the generator and the sinks keep. How it is sent: `source`.
 //!
 //! Each frame carries its class in the low 4 bits of the IPv4 identification / IPv6 flow
 //! label, so a sink can tell which class arrived on which link without any lookup. L4
 //! checksums are computed over a zero payload; the send time the generator writes into IPv4
 //! payloads makes them stale, which no forwarding path checks (IPv4 UDP carries none).
-
-use std::{
-    os::fd::{AsFd, OwnedFd},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
-    thread::JoinHandle,
-    time::{Duration, Instant},
-};
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -24,12 +12,8 @@ use aya::{
     maps::{Array, PerCpuArray},
 };
 use serde::Serialize;
-use xwan_testkit::{Netns, enter_by_name};
 
-use super::{
-    layout::*,
-    sys::{gettid, nice, pin, realtime, xdp_live},
-};
+use super::layout::*;
 
 /// A traffic class: what the rules tell apart, and the link policy routing must pick.
 pub struct Class {
@@ -126,6 +110,14 @@ impl Mix {
         match self {
             Mix::Small => "64",
             Mix::Imix => "imix",
+        }
+    }
+
+    /// The longest frame of the mix (IPv6/TCP headers alone take 74 bytes).
+    pub fn longest(self) -> usize {
+        match self {
+            Mix::Small => 14 + 40 + 20,
+            Mix::Imix => 1500,
         }
     }
 
@@ -342,105 +334,18 @@ pub fn received(tools: &Ebpf, ifindex: u32) -> Result<[u64; MAX_CLASSES as usize
     Ok(out)
 }
 
-/// The traffic source: a thread in the source namespace, pinned to one CPU below the sinks'
-/// priority, running `load_gen` in one long live-frames call until stopped.
-pub struct Generator {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<Result<()>>>,
-    /// The thread's id (for its schedstat).
-    pub tid: i32,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Generator {
-    pub fn start(
-        tools: &Ebpf,
-        src: &Netns,
-        ifindex: u32,
-        first_len: usize,
-        cpu: usize,
-        rt: bool,
-    ) -> Result<Generator> {
-        let prog: &aya::programs::Xdp = tools
-            .program("load_gen")
-            .context("load_gen missing")?
-            .try_into()?;
-        let fd: OwnedFd = prog.fd()?.as_fd().try_clone_to_owned()?;
-        // The thread outlives this borrow of `src`, so it enters by name.
-        let ns = src.name().to_owned();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel();
-        let stop2 = stop.clone();
-        let handle = std::thread::spawn(move || -> Result<()> {
-            let setup = (|| {
-                enter_by_name(&ns)?;
-                let tid = gettid();
-                pin(tid, cpu)?;
-                nice(tid, 19);
-                if rt {
-                    realtime(tid, 1)?;
-                }
-                Ok::<_, anyhow::Error>(tid)
-            })();
-            let tid = match setup {
-                Ok(t) => t,
-                Err(e) => {
-                    let _ = tx.send(0);
-                    return Err(e);
-                }
-            };
-            let _ = tx.send(tid);
-            let frame = vec![0u8; first_len];
-            while !stop2.load(Ordering::Relaxed) {
-                match xdp_live(fd.as_fd(), &frame, ifindex, u32::MAX) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                    Err(e) => return Err(e).context("BPF_PROG_TEST_RUN (live frames) of load_gen"),
-                }
-            }
-            Ok(())
-        });
-        let tid = rx.recv_timeout(Duration::from_secs(5)).unwrap_or(0);
-        let mut g = Generator {
-            stop,
-            handle: Some(handle),
-            tid,
-        };
-        if tid == 0 {
-            return Err(g
-                .finish()
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("generator did not start")));
+    /// The relay's sender sends frames `Mix::longest` long: no template may be longer.
+    #[test]
+    fn longest_is_the_longest_template() {
+        for mix in [Mix::Small, Mix::Imix] {
+            let longest = (0..MAX_TEMPLATES as usize)
+                .map(|i| frame(i, mix, [2, 0, 0, 0, 0, 1]).0.len())
+                .max();
+            assert_eq!(longest, Some(mix.longest()), "{mix:?}");
         }
-        Ok(g)
-    }
-
-    /// Whether the thread still runs (it ends on an error).
-    pub fn running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
-    /// Stops the thread (signals it out of its test run) and returns its error, if any.
-    pub fn finish(&mut self) -> Result<()> {
-        use std::os::unix::thread::JoinHandleExt;
-        let Some(h) = self.handle.take() else {
-            return Ok(());
-        };
-        self.stop.store(true, Ordering::Relaxed);
-        let t = Instant::now();
-        while !h.is_finished() {
-            // SAFETY: the thread has not been joined, so its pthread_t is valid.
-            unsafe { libc::pthread_kill(h.as_pthread_t(), libc::SIGUSR1) };
-            std::thread::sleep(Duration::from_millis(2));
-            if t.elapsed() > Duration::from_secs(10) {
-                bail!("the generator thread does not stop");
-            }
-        }
-        h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-    }
-}
-
-impl Drop for Generator {
-    fn drop(&mut self) {
-        let _ = self.finish();
     }
 }
