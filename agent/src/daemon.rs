@@ -66,7 +66,7 @@ use crate::{
     planner::{self, Facts},
     probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
     router::{GatewayState, GatewayStatus, Role},
-    status::{GatewayRow, IpsecLinkRow, RouterStatus, SaRow, Status},
+    status::{GatewayRow, IpsecLinkRow, ReturnRouteRow, RouterStatus, SaRow, Status},
     xfrm::{self, LinkSas, SaInfo, XfrmSocket},
 };
 
@@ -1032,6 +1032,26 @@ impl Daemon {
                 .collect(),
             routers,
             ipsec: self.ipsec_rows(),
+            return_routes: self
+                .config
+                .return_routes
+                .iter()
+                .map(|r| {
+                    let g = self.config.gateway(r.gateway);
+                    let v = self.views.get(&g.name).cloned().unwrap_or_default();
+                    ReturnRouteRow {
+                        link: self.config.link(r.link).name.clone(),
+                        gateway: g.name.clone(),
+                        availability: if self.is_ready(r.gateway.0) {
+                            "Ready"
+                        } else {
+                            "Unavailable"
+                        }
+                        .into(),
+                        reason: v.reason,
+                    }
+                })
+                .collect(),
         }
     }
 

@@ -17,6 +17,21 @@ pub struct Status {
     /// IPsec tunnel links and their SAs (none without `vti` / `xfrm` links).
     #[serde(default)]
     pub ipsec: Vec<IpsecLinkRow>,
+    /// The return routes and whether each one's gateway is usable: replies go back through
+    /// a link only while it is (otherwise the kernel routes them).
+    #[serde(default)]
+    pub return_routes: Vec<ReturnRouteRow>,
+}
+
+/// One return route (`[[return_route]]`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReturnRouteRow {
+    pub link: String,
+    pub gateway: String,
+    /// Ready / Unavailable.
+    pub availability: String,
+    /// Why, as for router gateways ("answering", "timeout", "not yet probed"...).
+    pub reason: String,
 }
 
 /// One IPsec link: its device and SAs. No key material: only SPIs and algorithm names.
@@ -143,6 +158,21 @@ pub fn render(s: &Status, now_unix: u64) -> String {
             );
         }
     }
+    if !s.return_routes.is_empty() {
+        let _ = writeln!(out, "\nreturn routes");
+        let _ = writeln!(
+            out,
+            "  {:<16} {:<16} {:<12} REASON",
+            "LINK", "GATEWAY", "AVAILABILITY"
+        );
+        for r in &s.return_routes {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:<16} {:<12} {}",
+                r.link, r.gateway, r.availability, r.reason
+            );
+        }
+    }
     if !s.ipsec.is_empty() {
         let _ = writeln!(out, "\nipsec");
     }
@@ -219,6 +249,7 @@ mod tests {
                 ],
             }],
             ipsec: vec![],
+            return_routes: vec![],
         };
         let text = render(&s, 1_090);
         let expected = "config /etc/xwan/xwan.toml  ruleset epoch 7
@@ -268,8 +299,18 @@ router ProductionRouter
                     last_rekey_unix: None,
                 },
             ],
+            return_routes: vec![ReturnRouteRow {
+                link: "TunWAN1".into(),
+                gateway: "LocalTunWAN1".into(),
+                availability: "Ready".into(),
+                reason: "answering".into(),
+            }],
         };
         let expected = "config x.toml  ruleset epoch 1
+
+return routes
+  LINK             GATEWAY          AVAILABILITY REASON
+  TunWAN1          LocalTunWAN1     Ready        answering
 
 ipsec
   TunWAN1 on vti-wan1 (vti key 101, ike SAs): SA pair up, last rekey 1m 30s ago
@@ -308,6 +349,7 @@ ipsec
                 sas: vec![sa(Some(10), Some(5)), sa(None, None)],
                 last_rekey_unix: None,
             }],
+            return_routes: vec![],
         };
         let aged = s.clone().aged(7);
         assert_eq!(aged.ipsec[0].sas[0].age_s, Some(17));

@@ -154,8 +154,9 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Every gateway of every branch router Ready, both agents committed a plan, and the
-    /// neighbours of the Ethernet link resolved on both sides (the head office's return
+    /// Every gateway of every branch router Ready, both agents committed a plan, every return
+    /// route of the head office Ready, and the neighbours of the Ethernet link resolved on both
+    /// sides (the head office's return
     /// route over WAN3 needs the branch's MAC address).
     pub fn wait_ready(&mut self) -> Result<Duration> {
         let t = Instant::now();
@@ -167,7 +168,10 @@ impl Lab {
             self.branch.check_running()?;
             self.headoffice.check_running()?;
             let branch_ready = self.branch.status().is_some_and(|s| all_ready(&s));
-            let ho_ready = self.headoffice.status().is_some_and(|s| s.epoch > 0);
+            // Return routes work only once their gateways are Ready (first probe verdicts).
+            let ho_ready = self.headoffice.status().is_some_and(|s| {
+                s.epoch > 0 && s.return_routes.iter().all(|r| r.availability == "Ready")
+            });
             if branch_ready && ho_ready && self.neighbours_resolved() {
                 return Ok(t.elapsed());
             }

@@ -433,6 +433,7 @@ mod tests {
             attachments: vec![],
             routers: vec![],
             ipsec: vec![],
+            return_routes: vec![],
         }
     }
 
