@@ -411,7 +411,7 @@ fn if_index(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
-fn missing(interface: &str, role: String, why: &str) -> InterfaceCheck {
+fn not_found(interface: &str, role: String, why: &str) -> InterfaceCheck {
     InterfaceCheck {
         interface: interface.to_string(),
         role,
@@ -431,7 +431,7 @@ fn lan(name: &str) -> InterfaceCheck {
         unreadable,
     }) = facts(name)
     else {
-        return missing(name, role, "xwan run cannot attach to it");
+        return not_found(name, role, "xwan run cannot attach to it");
     };
     let (status, detail) = match (f, unreadable) {
         (Some(f), _) if f.native() => (Status::Ok, "native XDP".to_string()),
@@ -469,7 +469,7 @@ fn link(name: &str, role: String, kind: LinkKind) -> InterfaceCheck {
         ..
     }) = facts(name)
     else {
-        return missing(name, role, "its gateways stay Unavailable until it exists");
+        return not_found(name, role, "its gateways stay Unavailable until it exists");
     };
     let veth = driver.as_deref() == Some("veth");
     let (status, detail) = match (kind, f) {

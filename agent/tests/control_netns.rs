@@ -35,7 +35,7 @@ use std::{
 use support::{
     netns::{Netns, packet_socket, wait_for},
     wan::{
-        Agent, AgentDir, TwoWan, blackhole, clear_blackhole, config, gateway_state, metric,
+        Agent, AgentDir, Roles, TwoWan, blackhole, clear_blackhole, config, gateway_state, metric,
         request, status, udp_dport, udp_sport, wait, wait_until,
     },
 };
@@ -287,7 +287,7 @@ fn misbehaving_control_clients_never_hold_up_probes_or_failover() {
     let agent_dir = AgentDir::new("control");
     let dir = agent_dir.path().to_path_buf();
     let cfg = dir.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir)).unwrap();
+    std::fs::write(&cfg, config(&dir, Roles::MainAndBackup)).unwrap();
     let agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
     let pid = agent.0.id();
     let socket: PathBuf = agent_dir.socket();

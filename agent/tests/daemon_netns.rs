@@ -21,7 +21,7 @@ use std::{
 use support::{
     netns::{Netns, packet_socket, wait_for},
     wan::{
-        Agent, AgentDir, TwoWan, blackhole, config, gateway_state, metric, request, status,
+        Agent, AgentDir, Roles, TwoWan, blackhole, config, gateway_state, metric, request, status,
         udp_dport, udp_sport, wait, wait_until,
     },
 };
@@ -56,7 +56,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     let agent_dir = AgentDir::new("daemon");
     let dir = agent_dir.path().to_path_buf();
     let cfg = dir.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir)).unwrap();
+    std::fs::write(&cfg, config(&dir, Roles::MainAndBackup)).unwrap();
     let mut agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
     // On failure: the agent's log and its data-plane counters (adopted from its pins).
     let log = || {
@@ -245,7 +245,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     let agent_dir = AgentDir::new("iface");
     let dir = agent_dir.path().to_path_buf();
     let cfg = dir.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir)).unwrap();
+    std::fs::write(&cfg, config(&dir, Roles::MainAndBackup)).unwrap();
     let _agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
     let socket = agent_dir.socket();
     let state = |gw: &str| status(&socket).and_then(|s| gateway_state(&s, gw));

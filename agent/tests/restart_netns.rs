@@ -14,7 +14,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::{AsRawFd, OwnedFd},
-    path::Path,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -22,7 +21,7 @@ use std::{
 
 use support::{
     netns::{Netns, packet_socket},
-    wan::{Agent, AgentDir, TwoWan, request, status, wait_until},
+    wan::{Agent, AgentDir, Roles, TwoWan, config, request, status, wait_until},
 };
 use xwan::{
     control::{Answer, Request, call},
@@ -36,55 +35,6 @@ const RATE: u64 = 2500;
 const MIN_PACKETS: u64 = 5000;
 const FLOWS: u16 = 16;
 const MAGIC: &[u8; 4] = b"XWRS";
-
-fn config(dir: &Path) -> String {
-    format!(
-        r#"
-[agent]
-lan_interfaces = ["l0"]
-bpffs = "{dir}/bpffs"
-control_socket = "{dir}/ctl.sock"
-
-[[link]]
-name = "WAN1"
-interface = "w1"
-kind = "ethernet"
-address = "192.0.2.1/30"
-
-[[link]]
-name = "WAN2"
-interface = "w2"
-kind = "ethernet"
-address = "192.0.2.5/30"
-
-[[gateway]]
-name = "GW1"
-link = "WAN1"
-address = "192.0.2.2"
-
-[[gateway]]
-name = "GW2"
-link = "WAN2"
-address = "192.0.2.6"
-
-[[router]]
-name = "R"
-gateways = ["GW1", "GW2"]
-frequency = "200ms"
-wait = "100ms"
-tries = 3
-on_failure = "default-route"
-
-[[rule]]
-name = "udp5001"
-protocol = ["udp"]
-dst_port = ["5001"]
-action = "route"
-router = "R"
-"#,
-        dir = dir.display()
-    )
-}
 
 /// Both gateways of router R are Active and Ready.
 fn both_active(s: &Status) -> bool {
@@ -253,7 +203,7 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
 
     let dir = AgentDir::new("restart");
     let cfg = dir.0.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir.0)).unwrap();
+    std::fs::write(&cfg, config(&dir.0, Roles::BothMain)).unwrap();
     let socket = dir.0.join("ctl.sock");
     let logs = || {
         let mut out = String::new();
@@ -412,7 +362,7 @@ fn reload_under_traffic_moves_only_what_changed() {
     let sniff2 = wan2.run(|| packet_socket("p2"));
     let dir = AgentDir::new("reload");
     let cfg = dir.path().join("xwan.toml");
-    let base = config(dir.path());
+    let base = config(dir.path(), Roles::BothMain);
     std::fs::write(&cfg, &base).unwrap();
     let socket = dir.socket();
     let _agent = Agent::start(rtr, &cfg, &dir.path().join("agent.log"));

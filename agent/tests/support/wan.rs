@@ -28,10 +28,23 @@ pub fn wait() -> Duration {
     Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(5))
 }
 
-/// The agent's configuration for [`TwoWan`], its files under `dir`: router R on GW1 (WAN1, main)
-/// and GW2 (WAN2, backup), probed every 200 ms (wait 100 ms, 3 tries); UDP/5001 goes through R,
+/// How router R of [`config`] uses its two gateways.
+#[derive(Clone, Copy)]
+pub enum Roles {
+    /// GW1 main, GW2 backup.
+    MainAndBackup,
+    /// Both main: new flows are balanced over them.
+    BothMain,
+}
+
+/// The agent's configuration for [`TwoWan`], its files under `dir`: router R on GW1 (WAN1) and
+/// GW2 (WAN2) in `roles`, probed every 200 ms (wait 100 ms, 3 tries); UDP/5001 goes through R,
 /// UDP/5003 is blocked.
-pub fn config(dir: &Path) -> String {
+pub fn config(dir: &Path, roles: Roles) -> String {
+    let gateways = match roles {
+        Roles::MainAndBackup => "gateways = [\"GW1\"]\nbackups = [\"GW2\"]",
+        Roles::BothMain => "gateways = [\"GW1\", \"GW2\"]",
+    };
     format!(
         r#"
 [agent]
@@ -63,8 +76,7 @@ address = "192.0.2.6"
 
 [[router]]
 name = "R"
-gateways = ["GW1"]
-backups = ["GW2"]
+{gateways}
 frequency = "200ms"
 wait = "100ms"
 tries = 3

@@ -49,11 +49,6 @@ pub struct Model {
     returns: HashMap<FlowKey, ReturnValue>,
 }
 
-/// See [`Model::tc_steer`].
-fn tc_steer(frame: &[u8]) -> Option<u32> {
-    tunnel_tag_ifindex(frame.get(6..12)?.try_into().ok()?)
-}
-
 /// The router value of a flow entry whose rule does not route.
 const NO_ROUTER: u16 = 0xffff;
 
@@ -336,7 +331,7 @@ impl Model {
             }
             GatewayKind::Tunnel => {
                 out[6..12].copy_from_slice(&tunnel_tag(gw.ifindex));
-                (XdpAction::Pass, tc_steer(&out))
+                (XdpAction::Pass, Model::tc_steer(&out))
             }
         };
         XdpOutcome {
@@ -352,7 +347,7 @@ impl Model {
     /// `xwan_tc_steer` on a LAN interface: the tunnel ifindex a frame that XDP passed is
     /// redirected to (`bpf_redirect`), or `None` when it continues into the kernel.
     pub fn tc_steer(frame: &[u8]) -> Option<u32> {
-        tc_steer(frame)
+        tunnel_tag_ifindex(frame.get(6..12)?.try_into().ok()?)
     }
 
     /// `xwan_tc_return` on link `ifindex`: the reply key learned, or `None` when nothing was
