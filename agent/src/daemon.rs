@@ -184,6 +184,11 @@ fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
             .iter()
             .map(|(id, n)| (n.clone(), reader.gateway(*id).unwrap_or_default()))
             .collect(),
+        gateway_failures: labels
+            .gateways
+            .iter()
+            .map(|(id, n)| (n.clone(), reader.gateway_failures(*id).unwrap_or_default()))
+            .collect(),
         reasons: reader.reasons().unwrap_or_default(),
         flow_entries: reader.flow_count().ok().map(|n| n as u64),
         ..DatapathSnapshot::default()
@@ -286,6 +291,7 @@ pub async fn run(path: &Path) -> Result<()> {
     d.setup_ipsec().await?;
     d.refresh_facts().await?;
     d.attach()?;
+    d.dp.watch_egress();
     if let Err(e) = d.dp.detach_unclaimed() {
         warn!("detaching what a previous run left attached: {e}");
     }
@@ -1030,6 +1036,7 @@ impl Daemon {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
+            failed_redirects: self.dp.egress_watch().map(|w| w.to_string()),
             routers,
             ipsec: self.ipsec_rows(),
             return_routes: self

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::{Config, LinkKind, TunnelDevice};
-use crate::datapath::{self, Datapath, TestBpffs, features};
+use crate::datapath::{self, Datapath, EgressWatch, TestBpffs, features};
 use crate::netlink::{netdev, tunnel};
 
 /// How a check came out.
@@ -179,25 +179,44 @@ fn kernel_checks(config: Option<&Config>, checks: &mut Vec<Check>) {
     let pin_dir = config.map_or(Path::new(datapath::DEFAULT_PIN_DIR), |c| &c.agent.bpffs);
     checks.push(bpffs(pin_dir));
 
-    // The real programs, verified by this kernel's verifier in a private bpffs.
-    checks.push(match TestBpffs::new() {
-        Err(e) => check(
-            "programs",
-            Status::Fail,
-            format!("cannot mount a private bpf filesystem to load them: {e}"),
-        ),
-        Ok(fs) => match Datapath::load(fs.path()) {
-            Ok(_) => check(
+    // The real programs, verified by this kernel's verifier in a private bpffs; their
+    // tracepoint programs attached there for a moment, as `xwan run` would.
+    let loaded = TestBpffs::new()
+        .map_err(|e| format!("cannot mount a private bpf filesystem to load them: {e}"))
+        .and_then(|fs| {
+            let mut dp = Datapath::load(fs.path()).map_err(|e| e.to_string())?;
+            let watch = dp.watch_egress();
+            let _ = dp.detach_all();
+            Ok(watch)
+        });
+    match loaded {
+        Ok(watch) => {
+            checks.push(check(
                 "programs",
                 Status::Ok,
                 format!(
                     "all {} programs pass this kernel's verifier",
                     datapath::PROGRAMS.len()
                 ),
-            ),
-            Err(e) => check("programs", Status::Fail, e.to_string()),
-        },
-    });
+            ));
+            checks.push(match watch {
+                EgressWatch::Counting => check(
+                    "failed redirects",
+                    Status::Ok,
+                    "a frame an Ethernet egress refuses or drops counts as drop_redirect / \
+                     drop_xmit, not steered (tracepoints xdp:xdp_redirect_err, \
+                     xdp:xdp_devmap_xmit)"
+                        .into(),
+                ),
+                EgressWatch::Unavailable(why) => check(
+                    "failed redirects",
+                    Status::Fallback,
+                    format!("{why}: a frame an Ethernet egress refuses or drops counts as steered"),
+                ),
+            });
+        }
+        Err(e) => checks.push(check("programs", Status::Fail, e)),
+    }
 
     checks.push(check(
         "tunnel hand-off",
@@ -485,14 +504,16 @@ fn link(name: &str, role: String, kind: LinkKind) -> InterfaceCheck {
             Status::Warning,
             if veth {
                 format!(
-                    "XDP_REDIRECT into {name} is dropped silently: a veth accepts redirected \
-                     frames only while its peer runs an XDP program or has GRO on \
-                     (`ethtool -K <peer> gro on`); the drops show only in `ip -s link`"
+                    "XDP_REDIRECT into {name} is dropped: a veth accepts redirected frames \
+                     only while its peer runs an XDP program or has GRO on (`ethtool -K \
+                     <peer> gro on`); xwan counts them as drop_redirect / drop_xmit (see \
+                     `failed redirects`), the kernel only in `ip -s link`"
                 )
             } else {
                 format!(
-                    "XDP_REDIRECT into {name} is dropped silently: its driver cannot transmit \
-                     redirected frames (no ndo-xmit); use another egress or driver"
+                    "XDP_REDIRECT into {name} is dropped: its driver cannot transmit \
+                     redirected frames (no ndo-xmit; counted as drop_redirect); use another \
+                     egress or driver"
                 )
             },
         ),

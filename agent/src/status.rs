@@ -13,6 +13,10 @@ pub struct Status {
     pub epoch: u32,
     /// How each interface is attached (XDP native/generic, TC tcx/clsact).
     pub attachments: Vec<String>,
+    /// Whether a redirect its egress drops counts as `drop_xmit` / `drop_redirect` ("counted")
+    /// or, where the kernel does not allow it, as steered ("not counted: why").
+    #[serde(default)]
+    pub failed_redirects: Option<String>,
     pub routers: Vec<RouterStatus>,
     /// IPsec tunnel links and their SAs (none without `vti` / `xfrm` links).
     #[serde(default)]
@@ -113,6 +117,9 @@ pub fn render(s: &Status, now_unix: u64) -> String {
     let _ = writeln!(out, "config {}  ruleset epoch {}", s.config, s.epoch);
     for a in &s.attachments {
         let _ = writeln!(out, "attached {a}");
+    }
+    if let Some(f) = &s.failed_redirects {
+        let _ = writeln!(out, "failed redirects {f}");
     }
     let ago = |t: Option<u64>| match t {
         Some(t) => format!(
@@ -241,6 +248,7 @@ mod tests {
             config: "/etc/xwan/xwan.toml".into(),
             epoch: 7,
             attachments: vec!["lan0 (ifindex 2): XDP xwan_xdp_lan native".into()],
+            failed_redirects: Some("counted".into()),
             routers: vec![RouterStatus {
                 name: "ProductionRouter".into(),
                 gateways: vec![
@@ -254,6 +262,7 @@ mod tests {
         let text = render(&s, 1_090);
         let expected = "config /etc/xwan/xwan.toml  ruleset epoch 7
 attached lan0 (ifindex 2): XDP xwan_xdp_lan native
+failed redirects counted
 
 router ProductionRouter
   GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS
@@ -278,6 +287,7 @@ router ProductionRouter
             config: "x.toml".into(),
             epoch: 1,
             attachments: vec![],
+            failed_redirects: None,
             routers: vec![],
             ipsec: vec![
                 IpsecLinkRow {
@@ -336,6 +346,7 @@ ipsec
             config: "x.toml".into(),
             epoch: 3,
             attachments: vec![],
+            failed_redirects: None,
             routers: vec![RouterStatus {
                 name: "R".into(),
                 gateways: vec![row("G", "Active", true, "Main", 100.0)],

@@ -3,7 +3,8 @@
 //! (tunnel gateway, XDP → TC `bpf_redirect`) or the WAN veth (Ethernet gateway, MAC rewrite
 //! and `XDP_REDIRECT`) as the rules say, and a reply to a connection that arrived over the
 //! tunnel must go back out through that link's return gateway. A frame forging the tunnel
-//! hand-off's tag is dropped, not steered.
+//! hand-off's tag is dropped, not steered. A redirect the egress does not take (a veth peer
+//! without XDP, an interface down) counts as dropped, not steered.
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
@@ -12,7 +13,7 @@ mod support;
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use support::{
@@ -20,9 +21,9 @@ use support::{
     netns::{Netns, packet_socket, tun, wait_for},
     plans::ports,
 };
-use xwan::datapath::{Datapath, TestBpffs};
+use xwan::datapath::{Datapath, EgressWatch, TRACE_DIR, TestBpffs};
 use xwan_common::{
-    IFACE_ARRAY_SIZE,
+    Counter, IFACE_ARRAY_SIZE,
     plan::{Action, Gateway, GatewayKind, Iface, Link, Plan, RouterTable, Rule},
     reason, tunnel_tag,
 };
@@ -48,77 +49,119 @@ fn udp_of(ip: &[u8]) -> Option<(Ipv4Addr, u16, u8)> {
     Some((dst, dport, ip[8]))
 }
 
+/// LAN host 10.77.0.2 (h0) — router l0 10.77.0.1; router w0 192.0.2.1 — WAN peer p0
+/// 192.0.2.2; a TUN device t0 in the router. Each test gives l0 and w0 ifindexes of its own:
+/// the egress programs of every test's datapath see every test's redirects, and must tell
+/// their own from the others'.
+struct Topology {
+    lan: Netns,
+    router: Netns,
+    wan: Netns,
+    tun: std::fs::File,
+    plan: Plan,
+}
+
+impl Topology {
+    fn new(l0_index: u32) -> Topology {
+        let lan = Netns::new("lan");
+        let router = Netns::new("rtr");
+        let wan = Netns::new("wan");
+        let (l0, w0) = (l0_index.to_string(), (l0_index + 1).to_string());
+        router.ip(&[
+            "link", "add", "l0", "index", &l0, "type", "veth", "peer", "name", "h0", "netns",
+            &lan.name,
+        ]);
+        router.ip(&[
+            "link", "add", "w0", "index", &w0, "type", "veth", "peer", "name", "p0", "netns",
+            &wan.name,
+        ]);
+        router.ip(&["addr", "add", "10.77.0.1/24", "dev", "l0"]);
+        router.ip(&["addr", "add", "192.0.2.1/30", "dev", "w0"]);
+        lan.ip(&["addr", "add", "10.77.0.2/24", "dev", "h0"]);
+        wan.ip(&["addr", "add", "192.0.2.2/30", "dev", "p0"]);
+        for (ns, dev) in [(&router, "l0"), (&router, "w0"), (&lan, "h0"), (&wan, "p0")] {
+            ns.ip(&["link", "set", dev, "up"]);
+        }
+        lan.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+        let tun = router.run(|| tun("t0"));
+        router.ip(&["addr", "add", "172.16.1.1/30", "dev", "t0"]);
+        router.ip(&["link", "set", "t0", "up"]);
+        let plan = Plan {
+            ifaces: vec![Iface {
+                ifindex: router.ifindex("l0"),
+                mac: router.mac("l0"),
+            }],
+            local_addrs: vec![
+                "10.77.0.1".parse().unwrap(),
+                "192.0.2.1".parse().unwrap(),
+                "172.16.1.1".parse().unwrap(),
+            ],
+            rules: vec![udp_rule(5001, 0, 0), udp_rule(5002, 1, 1)],
+            routers: vec![RouterTable::single(0), RouterTable::single(1)],
+            gateways: vec![
+                Gateway {
+                    id: 0,
+                    kind: GatewayKind::Tunnel,
+                    ifindex: router.ifindex("t0"),
+                    mtu: 1500,
+                    ready: true,
+                },
+                Gateway {
+                    id: 1,
+                    kind: GatewayKind::Ethernet {
+                        next_hop_mac: wan.mac("p0"),
+                        egress_mac: router.mac("w0"),
+                    },
+                    ifindex: router.ifindex("w0"),
+                    mtu: 1500,
+                    ready: true,
+                },
+            ],
+            links: vec![Link {
+                ifindex: router.ifindex("t0"),
+                l2: false,
+                return_gateway: 1,
+            }],
+            flow_idle_ns: 0,
+        };
+        Topology {
+            lan,
+            router,
+            wan,
+            tun,
+            plan,
+        }
+    }
+
+    /// Sends one UDP datagram from the LAN host.
+    fn send(&self, dport: u16, sport: u16, dst: Ipv4Addr) {
+        self.lan.run(move || {
+            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), sport)).unwrap();
+            s.send_to(b"xwan", SocketAddrV4::new(dst, dport)).unwrap();
+        })
+    }
+}
+
+const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
 #[test]
 fn packets_leave_through_the_gateway_the_rules_choose() {
-    let lan = Netns::new("lan");
-    let router = Netns::new("rtr");
-    let wan = Netns::new("wan");
-
-    // LAN host 10.77.0.2 — router l0 10.77.0.1; router w0 192.0.2.1 — WAN peer p0 192.0.2.2.
     // An ifindex above IFACE_ARRAY_SIZE: the LAN program finds l0 in the hash, not the
     // array (the other datapath tests run on lo, ifindex 1).
-    router.ip(&[
-        "link", "add", "l0", "index", "100000", "type", "veth", "peer", "name", "h0", "netns",
-        &lan.name,
-    ]);
-    router.ip(&[
-        "link", "add", "w0", "type", "veth", "peer", "name", "p0", "netns", &wan.name,
-    ]);
-    router.ip(&["addr", "add", "10.77.0.1/24", "dev", "l0"]);
-    router.ip(&["addr", "add", "192.0.2.1/30", "dev", "w0"]);
-    lan.ip(&["addr", "add", "10.77.0.2/24", "dev", "h0"]);
-    wan.ip(&["addr", "add", "192.0.2.2/30", "dev", "p0"]);
-    for (ns, dev) in [(&router, "l0"), (&router, "w0"), (&lan, "h0"), (&wan, "p0")] {
-        ns.ip(&["link", "set", dev, "up"]);
-    }
-    lan.ip(&["route", "add", "default", "via", "10.77.0.1"]);
+    let t = Topology::new(100_000);
+    let Topology {
+        lan,
+        router,
+        wan,
+        tun: tun_dev,
+        plan,
+    } = &t;
     assert!(router.ifindex("l0") >= IFACE_ARRAY_SIZE);
-    let tun_dev = router.run(|| tun("t0"));
-    router.ip(&["addr", "add", "172.16.1.1/30", "dev", "t0"]);
-    router.ip(&["link", "set", "t0", "up"]);
 
     let fs = TestBpffs::new().unwrap();
     let mut dp = Datapath::load(fs.path()).unwrap();
-    let plan = Plan {
-        ifaces: vec![Iface {
-            ifindex: router.ifindex("l0"),
-            mac: router.mac("l0"),
-        }],
-        local_addrs: vec![
-            "10.77.0.1".parse().unwrap(),
-            "192.0.2.1".parse().unwrap(),
-            "172.16.1.1".parse().unwrap(),
-        ],
-        rules: vec![udp_rule(5001, 0, 0), udp_rule(5002, 1, 1)],
-        routers: vec![RouterTable::single(0), RouterTable::single(1)],
-        gateways: vec![
-            Gateway {
-                id: 0,
-                kind: GatewayKind::Tunnel,
-                ifindex: router.ifindex("t0"),
-                mtu: 1500,
-                ready: true,
-            },
-            Gateway {
-                id: 1,
-                kind: GatewayKind::Ethernet {
-                    next_hop_mac: wan.mac("p0"),
-                    egress_mac: router.mac("w0"),
-                },
-                ifindex: router.ifindex("w0"),
-                mtu: 1500,
-                ready: true,
-            },
-        ],
-        links: vec![Link {
-            ifindex: router.ifindex("t0"),
-            l2: false,
-            return_gateway: 1,
-        }],
-        flow_idle_ns: 0,
-    };
     let report = router.run(|| {
-        dp.apply(&plan).unwrap();
+        dp.apply(plan).unwrap();
         let r = dp.attach_lan("l0").unwrap();
         dp.attach_link("t0").unwrap();
         r
@@ -129,13 +172,8 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     wan.run(|| dp.attach_pass("p0").unwrap());
     let sniff = wan.run(|| packet_socket("p0"));
 
-    let send = |dport: u16, sport: u16, dst: Ipv4Addr| {
-        lan.run(move || {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 2), sport)).unwrap();
-            s.send_to(b"xwan", SocketAddrV4::new(dst, dport)).unwrap();
-        })
-    };
-    let far = Ipv4Addr::new(198, 51, 100, 10);
+    let send = |dport, sport, dst| t.send(dport, sport, dst);
+    let far = FAR;
 
     // Tunnel gateway: out of t0, TTL decremented.
     send(5001, 40001, far);
@@ -197,4 +235,112 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     assert!(gws[0].packets >= 1 && gws[1].packets >= 2);
 
     router.run(|| dp.detach_all().unwrap());
+}
+
+/// The veth trap: a WAN veth whose peer has no XDP program (nor GRO) takes no frame
+/// redirected into it. Those frames count as dropped (`drop_redirect` or `drop_xmit`, as the
+/// kernel refuses them) and as the gateway's failures, not as steered; so do frames refused
+/// because the egress is down (`drop_redirect`) and frames its driver drops at transmit (the
+/// peer down: `drop_xmit`). Once the peer takes redirects, the same traffic counts as
+/// steered and arrives.
+#[test]
+fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
+    let t = Topology::new(100_010);
+    let (router, wan) = (&t.router, &t.wan);
+    let fs = TestBpffs::new().unwrap();
+    let mut dp = Datapath::load(fs.path()).unwrap();
+    let report = router.run(|| {
+        dp.apply(&t.plan).unwrap();
+        dp.attach_lan("l0").unwrap()
+    });
+    // Only native XDP queues redirected frames for the egress driver (generic XDP hands the
+    // kernel an skb, which a veth delivers).
+    assert!(report.to_string().contains("native"), "{report}");
+    assert_eq!(dp.watch_egress(), EgressWatch::Counting);
+    assert!(fs.path().join(TRACE_DIR).join("xwan_trace_xmit").exists());
+
+    let reasons = |dp: &Datapath| dp.reason_counters().unwrap();
+    let settle = |dp: &Datapath, code: u32, packets: u64| {
+        let deadline = Instant::now() + WAIT;
+        while reasons(dp)[code as usize].packets < packets && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        reasons(dp)
+    };
+    let frame_len = |n: u64| n * (14 + 20 + 8 + 4);
+
+    // The veth trap. Kernels with XDP features (6.3+) refuse the redirect up front, as the
+    // veth does not advertise XDP transmit (`drop_redirect`); older ones queue the frames and
+    // the veth drops them at transmit (`drop_xmit`). Either way: dropped, not steered.
+    for sport in 41_000..41_005 {
+        t.send(5002, sport, FAR);
+    }
+    let failed = |r: &[Counter]| {
+        r[reason::DROP_XMIT as usize].packets + r[reason::DROP_REDIRECT as usize].packets
+    };
+    let deadline = Instant::now() + WAIT;
+    while failed(&reasons(&dp)) < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = reasons(&dp);
+    println!(
+        "veth trap: drop_xmit {}, drop_redirect {}",
+        r[reason::DROP_XMIT as usize].packets,
+        r[reason::DROP_REDIRECT as usize].packets
+    );
+    assert_eq!(failed(&r), 5);
+    let bytes = r[reason::DROP_XMIT as usize].bytes + r[reason::DROP_REDIRECT as usize].bytes;
+    assert_eq!(bytes, frame_len(5));
+    assert_eq!(r[reason::STEER_CLASSIFIED as usize].packets, 0);
+    assert_eq!(r[reason::STEER_FLOW as usize].packets, 0);
+    assert_eq!(dp.gateway_counters().unwrap()[1].packets, 0);
+    assert_eq!(dp.gateway_failures().unwrap()[1].packets, 5);
+    let (xmit, refused) = (
+        r[reason::DROP_XMIT as usize].packets,
+        r[reason::DROP_REDIRECT as usize].packets,
+    );
+
+    // Refused: the egress is down.
+    router.ip(&["link", "set", "w0", "down"]);
+    for sport in 41_010..41_012 {
+        t.send(5002, sport, FAR);
+    }
+    let r = settle(&dp, reason::DROP_REDIRECT, refused + 2);
+    assert_eq!(r[reason::DROP_REDIRECT as usize].packets, refused + 2);
+    assert_eq!(dp.gateway_failures().unwrap()[1].packets, 7);
+    router.ip(&["link", "set", "w0", "up"]);
+
+    // Dropped at transmit: the peer has an XDP program (so the veth advertises XDP
+    // transmit) but is down (so its queue is gone).
+    wan.run(|| dp.attach_pass("p0").unwrap());
+    wan.ip(&["link", "set", "p0", "down"]);
+    for sport in 41_030..41_034 {
+        t.send(5002, sport, FAR);
+    }
+    let r = settle(&dp, reason::DROP_XMIT, xmit + 4);
+    assert_eq!(r[reason::DROP_XMIT as usize].packets, xmit + 4);
+    assert_eq!(r[reason::STEER_CLASSIFIED as usize].packets, 0);
+    assert_eq!(dp.gateway_failures().unwrap()[1].packets, 11);
+    wan.ip(&["link", "set", "p0", "up"]);
+
+    // Taken: the peer has an XDP program and is up.
+    let sniff = wan.run(|| packet_socket("p0"));
+    for sport in 41_020..41_023 {
+        t.send(5002, sport, FAR);
+    }
+    for _ in 0..3 {
+        wait_for(sniff.as_raw_fd(), WAIT, |f| {
+            f.len() > 14 && udp_of(&f[14..]).is_some_and(|u| u.1 == 5002)
+        })
+        .expect("UDP/5002 did not leave once the peer takes redirects");
+    }
+    let r = settle(&dp, reason::STEER_CLASSIFIED, 3);
+    assert_eq!(r[reason::STEER_CLASSIFIED as usize].packets, 3);
+    assert_eq!(r[reason::DROP_XMIT as usize].packets, xmit + 4);
+    assert_eq!(r[reason::DROP_REDIRECT as usize].packets, refused + 2);
+    assert_eq!(dp.gateway_counters().unwrap()[1].packets, 3);
+    assert_eq!(dp.gateway_failures().unwrap()[1].packets, 11);
+
+    router.run(|| dp.detach_all().unwrap());
+    assert!(!fs.path().join(TRACE_DIR).exists(), "tracepoint links left");
 }

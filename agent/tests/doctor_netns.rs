@@ -1,7 +1,8 @@
 //! `xwan doctor` as an operator runs it before deploying: in a namespace holding the
 //! configuration's interfaces, it reports what the kernel offers and, per interface, how xwan
 //! will use it. The trap it exists for: an Ethernet egress that is a veth whose peer cannot
-//! receive XDP frames drops every frame xwan redirects into it, silently.
+//! receive XDP frames drops every frame xwan redirects into it, which only `ip -s link` and
+//! xwan's `drop_redirect` / `drop_xmit` counters show.
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
@@ -105,7 +106,7 @@ fn doctor_reports_the_kernel_and_the_interfaces_traps() {
     // The kernel: the real programs verify; the hand-off needs nothing optional.
     assert_eq!(kernel_check(&r, "programs")["status"], "ok");
     assert_eq!(kernel_check(&r, "tunnel hand-off")["status"], "ok");
-    for item in ["tcx", "XDP metadata", "XDP live frames"] {
+    for item in ["tcx", "XDP metadata", "XDP live frames", "failed redirects"] {
         let s = kernel_check(&r, item)["status"]
             .as_str()
             .unwrap()

@@ -56,6 +56,11 @@ pub const MAX_RULE_COUNTERS: u32 = MAX_RULES as u32;
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 /// VLAN tags parsed (802.1Q / 802.1ad); more go to the kernel.
 pub const MAX_VLAN_TAGS: usize = 2;
+/// Redirects to Ethernet gateways one CPU remembers ([`EgressLog`]), a power of two. A
+/// device's bulk queue holds the frames redirected to it since its last flush, all within
+/// one NAPI poll (64 frames by default, to every egress together): 256 covers a poll of
+/// four times that.
+pub const EGRESS_LOG_SIZE: u32 = 256;
 
 // ---- map names (also the pin names under bpffs) --------------------------------------------
 
@@ -91,6 +96,13 @@ pub const LINKS_MAP: &str = "XWAN_LINKS";
 pub const RULE_COUNTERS_MAP: &str = "XWAN_RULE_CNT";
 pub const GATEWAY_COUNTERS_MAP: &str = "XWAN_GW_CNT";
 pub const REASON_COUNTERS_MAP: &str = "XWAN_REASON_CNT";
+/// Per-CPU [`Counter`] per gateway id: frames steered to the gateway that its egress did not
+/// take (see [`EgressLog`]); [`GATEWAY_COUNTERS_MAP`] no longer counts them.
+pub const GATEWAY_FAILURES_MAP: &str = "XWAN_GW_FAIL";
+/// Per-CPU, one [`EgressLog`]: the redirects whose fate the egress programs learn later.
+/// Pinned, so that the LAN program of a previous agent and the egress programs of this one
+/// share it during a restart.
+pub const EGRESS_LOG_MAP: &str = "XWAN_EGRESS_LOG";
 /// Per-CPU, one [`ParsedPacket`]: what [`PROG_XDP_LAN`] parsed, for [`PROG_XDP_DECIDE`].
 pub const SCRATCH_MAP: &str = "XWAN_SCRATCH";
 /// `PROG_ARRAY`: [`PROG_XDP_LAN`] tail-calls [`JUMP_DECIDE`] in it.
@@ -120,6 +132,79 @@ pub const PROG_TC_RETURN: &str = "xwan_tc_return";
 pub const PROG_XDP_BASELINE: &str = "xwan_xdp_baseline";
 /// XDP that passes everything: attached to a veth peer so it accepts redirected frames.
 pub const PROG_XDP_PASS: &str = "xwan_xdp_pass";
+/// Tracepoint [`tracepoint::DEVMAP_XMIT`]: the egress driver dropped redirected frames.
+pub const PROG_TRACE_XMIT: &str = "xwan_trace_xmit";
+/// Tracepoint [`tracepoint::REDIRECT_ERR`]: the kernel refused a redirect.
+pub const PROG_TRACE_REDIRECT_ERR: &str = "xwan_trace_redirect_err";
+
+// ---- kernel tracepoints the egress programs read ----------------------------------------
+
+/// The kernel's XDP tracepoints that say what became of a redirect, and the fields xwan
+/// reads at fixed offsets of their records. The agent checks each record's format in tracefs
+/// before attaching (the layout is the kernel's, not an ABI) and says so when it differs.
+pub mod tracepoint {
+    /// One field of a tracepoint record: name, byte offset and size, as tracefs' `format`.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub struct Field {
+        pub name: &'static str,
+        pub offset: usize,
+        pub size: usize,
+    }
+
+    /// A tracepoint and the fields xwan's program reads.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub struct Tracepoint {
+        pub category: &'static str,
+        pub name: &'static str,
+        pub fields: &'static [Field],
+    }
+
+    const fn int(name: &'static str, offset: usize) -> Field {
+        Field {
+            name,
+            offset,
+            size: 4,
+        }
+    }
+
+    /// `xdp:xdp_devmap_xmit`: a device's bulk queue of redirected frames was handed to its
+    /// driver; the last `drops` of its `sent + drops` frames were not taken.
+    pub const DEVMAP_XMIT: Tracepoint = Tracepoint {
+        category: "xdp",
+        name: "xdp_devmap_xmit",
+        fields: &[
+            int("from_ifindex", XMIT_FROM),
+            int("to_ifindex", XMIT_TO),
+            int("drops", XMIT_DROPS),
+            int("sent", XMIT_SENT),
+        ],
+    };
+    pub const XMIT_FROM: usize = 8;
+    pub const XMIT_TO: usize = 16;
+    pub const XMIT_DROPS: usize = 20;
+    pub const XMIT_SENT: usize = 24;
+
+    /// `xdp:xdp_redirect_err`: `XDP_REDIRECT` failed right after the program returned (the
+    /// egress is down, the frame exceeds its MTU, or its driver has no XDP transmit).
+    pub const REDIRECT_ERR: Tracepoint = Tracepoint {
+        category: "xdp",
+        name: "xdp_redirect_err",
+        fields: &[
+            int("ifindex", ERR_FROM),
+            int("to_ifindex", ERR_TO),
+            int("map_index", ERR_INDEX),
+        ],
+    };
+    pub const ERR_FROM: usize = 16;
+    pub const ERR_TO: usize = 24;
+    pub const ERR_INDEX: usize = 32;
+
+    /// Every tracepoint xwan attaches to, with its program.
+    pub const ALL: [(Tracepoint, &str); 2] = [
+        (DEVMAP_XMIT, super::PROG_TRACE_XMIT),
+        (REDIRECT_ERR, super::PROG_TRACE_REDIRECT_ERR),
+    ];
+}
 
 // ---- per-CPU counter reasons ----------------------------------------------------------------
 
@@ -163,8 +248,16 @@ pub mod reason {
     /// The frame arrived with a source MAC carrying [`super::TUNNEL_TAG_PREFIX`]: only xwan
     /// may write it, so it is forged (or looped back) and would bypass classification.
     pub const DROP_FORGED_TAG: u32 = 16;
+    /// Steered to an Ethernet gateway, but the kernel refused the redirect (egress down,
+    /// frame above its MTU, driver without XDP transmit). Counted by
+    /// [`super::PROG_TRACE_REDIRECT_ERR`], which takes the packet out of its `steer_*` count.
+    pub const DROP_REDIRECT: u32 = 17;
+    /// Steered to an Ethernet gateway, but its driver dropped the frame at transmit (a veth
+    /// whose peer has neither an XDP program nor GRO, a full TX ring). Counted by
+    /// [`super::PROG_TRACE_XMIT`], which takes the packet out of its `steer_*` count.
+    pub const DROP_XMIT: u32 = 18;
     /// Number of reasons.
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 19;
 
     /// Metric label for each reason, indexed by code.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -185,6 +278,8 @@ pub mod reason {
         "steer_classified",
         "steer_return",
         "drop_forged_tag",
+        "drop_redirect",
+        "drop_xmit",
     ];
 }
 
@@ -445,6 +540,45 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// One redirect to an Ethernet gateway, remembered until the kernel says what became of it.
+/// `ifindex == 0`: the entry is free (its fate is known).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct EgressRecord {
+    /// The LAN interface the frame arrived on.
+    pub from: u32,
+    /// The egress interface (the gateway's).
+    pub ifindex: u32,
+    /// The frame's length as counted.
+    pub bytes: u32,
+    pub gateway: u16,
+    /// The `steer_*` reason it was counted under.
+    pub reason: u8,
+    pub _pad: u8,
+}
+
+/// The last [`EGRESS_LOG_SIZE`] redirects to Ethernet gateways of one CPU ([`EGRESS_LOG_MAP`]).
+///
+/// A redirect only queues the frame: the device takes it (or not) when its bulk queue is
+/// flushed, at the latest at the end of the NAPI poll, on the same CPU, and the kernel's
+/// tracepoints then say how many of the queued frames were dropped (the last ones) or that the
+/// redirect failed outright. `xwan_xdp_decide` writes a record per redirect; the egress
+/// programs find the records of the frames that failed, move them from their `steer_*`
+/// reason and gateway counter to a `drop_*` reason and [`GATEWAY_FAILURES_MAP`], and free
+/// them. So the counters say what left, at the price of a transient: for the moment between
+/// the redirect and the flush a frame counts as steered (user space reads counters as
+/// monotonic, see the agent's counter reader).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EgressLog {
+    /// Records written so far; the next goes to `next % EGRESS_LOG_SIZE`.
+    pub next: u32,
+    /// The egress programs' count of records found, kept here rather than in a register so
+    /// that the verifier does not walk the search once per possible count.
+    pub found: u32,
+    pub records: [EgressRecord; EGRESS_LOG_SIZE as usize],
+}
+
 /// A parsed packet, handed from [`PROG_XDP_LAN`] to [`PROG_XDP_DECIDE`] through the per-CPU
 /// [`SCRATCH_MAP`] (both run on one CPU without preemption, one packet at a time).
 #[repr(C)]
@@ -532,4 +666,6 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for ParsedPacket {}
+    unsafe impl aya::Pod for EgressRecord {}
+    unsafe impl aya::Pod for EgressLog {}
 }

@@ -22,6 +22,7 @@ use xwan_common::{
 
 use crate::{
     classify::classify,
+    egress,
     maps::*,
     parse::{ETH_P_IP, ETH_P_IPV6, Pkt, load, parse_eth},
 };
@@ -57,7 +58,7 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<Pkt, u32> {
 /// The LAN interface `ifindex`, if xwan runs there: an array load for the usual small
 /// ifindexes, a hash lookup for the others.
 #[inline(always)]
-fn iface(ifindex: u32) -> Option<&'static IfaceInfo> {
+pub(crate) fn iface(ifindex: u32) -> Option<&'static IfaceInfo> {
     if ifindex < IFACE_ARRAY_SIZE {
         XWAN_IFACE_ARR.get(ifindex).filter(|i| i.configured != 0)
     } else {
@@ -532,7 +533,10 @@ fn forward(ctx: &XdpContext, p: &Pkt, gw: u32, dscp: u8, ok: u32, len: u64) -> (
             ((start + 6) as *mut [u8; 6]).write_unaligned(g.smac);
         }
         return match XWAN_DEVMAP.redirect(gw, XDP_PASS as u64) {
-            Ok(_) => (XDP_REDIRECT, ok),
+            Ok(_) => {
+                egress::remember(ctx.ingress_ifindex() as u32, g.ifindex, gw, ok, len);
+                (XDP_REDIRECT, ok)
+            }
             Err(_) => (XDP_PASS, reason::PASS_GATEWAY_ERROR),
         };
     }

@@ -9,10 +9,14 @@
 //! * `xwan_tc_return` (TC ingress, links): learn return routes.
 //! * `xwan_xdp_baseline`: parse only, the benchmark's reference cost.
 //! * `xwan_xdp_pass`: lets a veth peer accept redirected frames.
+//! * `xwan_trace_xmit`, `xwan_trace_redirect_err` (tracepoints `xdp:xdp_devmap_xmit`,
+//!   `xdp:xdp_redirect_err`): count the redirects the egress did not take as dropped, not
+//!   steered ([`egress`]).
 #![no_std]
 #![no_main]
 
 mod classify;
+mod egress;
 mod lan;
 mod maps;
 mod parse;
@@ -24,8 +28,8 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
     },
     helpers::{bpf_ktime_get_coarse_ns, bpf_redirect, bpf_skb_load_bytes_relative},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{classifier, tracepoint, xdp},
+    programs::{TcContext, TracePointContext, XdpContext},
 };
 use xwan_common::{
     FLOW_REFRESH_NS, FlowKey, JUMP_DECIDE, LINK_L2, ReturnValue, reason, tunnel_tag_ifindex,
@@ -172,6 +176,18 @@ fn learn_return(ctx: &TcContext) {
         _pad: 0,
     };
     let _ = XWAN_RETURN.insert(key, value, 0);
+}
+
+#[tracepoint]
+pub fn xwan_trace_xmit(ctx: TracePointContext) -> u32 {
+    egress::devmap_xmit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn xwan_trace_redirect_err(ctx: TracePointContext) -> u32 {
+    egress::redirect_err(&ctx);
+    0
 }
 
 #[xdp]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use xwan_common::{
-    AddrKey, BITMAP_WORDS, Config, Counter, FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_BLOCKS,
+    AddrKey, BITMAP_WORDS, Config, Counter, EgressLog, FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_BLOCKS,
     FLOW_TABLE_SIZE, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue, GatewayInfo,
     IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data,
     MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS,
@@ -113,6 +113,12 @@ pub static XWAN_GW_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS,
 #[map(name = "XWAN_REASON_CNT")]
 pub static XWAN_REASON_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(reason::COUNT, 0);
 
+#[map(name = "XWAN_GW_FAIL")]
+pub static XWAN_GW_FAIL: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS, 0);
+
+#[map(name = "XWAN_EGRESS_LOG")]
+pub static XWAN_EGRESS_LOG: PerCpuArray<EgressLog> = PerCpuArray::pinned(1, 0);
+
 /// `xwan_xdp_lan` → `xwan_xdp_decide`. Pinned like the other maps: a restarted agent's
 /// programs replace the entry, and the running first stage keeps reaching a second stage
 /// while no agent runs.
@@ -132,6 +138,18 @@ pub fn count(map: &PerCpuArray<Counter>, index: u32, len: u64) {
         unsafe {
             (*c).packets += 1;
             (*c).bytes += len;
+        }
+    }
+}
+
+/// Takes back one packet of `len` bytes that [`count`] added on this CPU.
+#[inline(always)]
+pub fn uncount(map: &PerCpuArray<Counter>, index: u32, len: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: as in `count`; the packet was counted on this CPU, so this never wraps.
+        unsafe {
+            (*c).packets = (*c).packets.saturating_sub(1);
+            (*c).bytes = (*c).bytes.saturating_sub(len);
         }
     }
 }

@@ -431,6 +431,7 @@ mod tests {
             config: "x.toml".into(),
             epoch,
             attachments: vec![],
+            failed_redirects: None,
             routers: vec![],
             ipsec: vec![],
             return_routes: vec![],

@@ -276,31 +276,9 @@ const NO_TCX: &str = "tcx: not in this kernel (Linux 6.6 added it), clsact qdisc
 /// `ENODEV` where tcx exists and `EINVAL` where the attach type is unknown (before 6.6).
 /// Nothing is attached either way.
 pub(super) fn kernel_has_tcx(prog: BorrowedFd<'_>) -> bool {
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    const BPF_TCX_INGRESS: u32 = 46;
-    #[repr(C, align(8))]
-    struct LinkCreateAttr {
-        prog_fd: u32,
-        target_ifindex: u32,
-        attach_type: u32,
-        flags: u32,
-        _rest: [u8; sys::ATTR_SIZE - 16],
-    }
-    let mut attr = LinkCreateAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_ifindex: 0,
-        attach_type: BPF_TCX_INGRESS,
-        flags: 0,
-        _rest: [0; sys::ATTR_SIZE - 16],
-    };
-    // SAFETY: a zero-padded BPF_LINK_CREATE attribute without pointers.
-    match unsafe { sys::sys_bpf(BPF_LINK_CREATE, &mut attr) } {
-        // Cannot happen on ifindex 0; a link fd would be closed here.
-        Ok(fd) => {
-            // SAFETY: the kernel just returned this fd to us.
-            drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-            true
-        }
+    match sys::link_create(prog, 0, sys::BPF_TCX_INGRESS) {
+        // Cannot happen on ifindex 0; the link is closed here.
+        Ok(_) => true,
         Err(e) => e.raw_os_error() != Some(libc::EINVAL),
     }
 }
@@ -430,7 +408,10 @@ impl Datapath {
     /// in the links directory; removes the clsact qdiscs xwan added, then the links
     /// directory. Continues after an error; returns the first one.
     pub fn detach_all(&mut self) -> Result<(), DatapathError> {
-        let mut result = Ok(());
+        let mut result = self.unwatch_egress().map_err(|error| DatapathError::Sys {
+            what: format!("detaching the tracepoint programs in {}", super::TRACE_DIR),
+            error,
+        });
         while let Some(a) = self.attachments.pop() {
             if let Err(e) = a.detach() {
                 log::warn!("{e}");
@@ -1344,7 +1325,7 @@ fn pinned_link(path: &Path) -> io::Result<Option<LinkFacts>> {
 
 /// Detaches the bpf_link pinned at `path` (`BPF_LINK_DETACH`) and removes the pin; nothing
 /// pinned there is fine.
-fn detach_pin(path: &Path) -> io::Result<()> {
+pub(super) fn detach_pin(path: &Path) -> io::Result<()> {
     match obj_get(path) {
         Ok(fd) => {
             let mut attr = LinkDetachAttr {

@@ -1,9 +1,12 @@
 //! Reading the per-CPU counters (summed over CPUs) and the flow tables' occupancy.
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
+use std::collections::HashMap as StdHashMap;
+use std::sync::Mutex;
+
 use xwan_common::{
     Counter, FLOW_TABLE_SIZE, FLOWS_MAP, FlowKey, FlowValue, GATEWAY_COUNTERS_MAP,
-    REASON_COUNTERS_MAP, RETURN_MAP, RULE_COUNTERS_MAP, ReturnValue, reason,
+    GATEWAY_FAILURES_MAP, REASON_COUNTERS_MAP, RETURN_MAP, RULE_COUNTERS_MAP, ReturnValue, reason,
 };
 
 use super::{Datapath, DatapathError, sys};
@@ -123,6 +126,12 @@ impl Datapath {
         self.percpu_sums(GATEWAY_COUNTERS_MAP)
     }
 
+    /// Packets and bytes steered per gateway id that its egress did not take,
+    /// `MAX_GATEWAYS` entries (see `xwan_common::EgressLog`).
+    pub fn gateway_failures(&self) -> Result<Vec<Counter>, DatapathError> {
+        self.percpu_sums(GATEWAY_FAILURES_MAP)
+    }
+
     /// Packets and bytes per verdict reason, indexed by reason code (`reason::COUNT` entries;
     /// labels in `xwan_common::reason::NAMES`).
     pub fn reason_counters(&self) -> Result<Vec<Counter>, DatapathError> {
@@ -175,11 +184,20 @@ impl Datapath {
 
 /// Reads the counters through the pinned maps, with file descriptors of its own: a metrics
 /// scrape on another thread never waits for the agent's [`Datapath`] (or holds it up).
+///
+/// What it returns never decreases: the egress programs take a failed redirect back out of
+/// its `steer_*` reason and gateway counter (`xwan_common::EgressLog`), so a read between the
+/// redirect and the driver's verdict can be ahead by the frames in flight. The next reads
+/// repeat the highest value seen until the kernel's count passes it; a Prometheus counter
+/// must not go down.
 pub struct CounterReader {
     rules: PerCpuArray<MapData, Counter>,
     gateways: PerCpuArray<MapData, Counter>,
+    failures: PerCpuArray<MapData, Counter>,
     reasons: PerCpuArray<MapData, Counter>,
     flows: MapData,
+    /// The highest value returned per (map, index).
+    high: Mutex<StdHashMap<(&'static str, u32), Counter>>,
 }
 
 impl CounterReader {
@@ -197,25 +215,50 @@ impl CounterReader {
         Ok(CounterReader {
             rules: open(pin_dir, RULE_COUNTERS_MAP, PerCpuArray::try_from)?,
             gateways: open(pin_dir, GATEWAY_COUNTERS_MAP, PerCpuArray::try_from)?,
+            failures: open(pin_dir, GATEWAY_FAILURES_MAP, PerCpuArray::try_from)?,
             reasons: open(pin_dir, REASON_COUNTERS_MAP, PerCpuArray::try_from)?,
             flows: MapData::from_pin(pin_dir.join(FLOWS_MAP))
                 .map_err(map_error(FLOWS_MAP, "opening its pin".into()))?,
+            high: Mutex::default(),
         })
+    }
+
+    /// Entry `index` of the per-CPU counters `m` (map `name`), never below what was returned.
+    fn read(
+        &self,
+        m: &PerCpuArray<MapData, Counter>,
+        name: &'static str,
+        index: u32,
+    ) -> Result<Counter, DatapathError> {
+        let now = entry_sum(m, name, index)?;
+        let mut high = self.high.lock().unwrap_or_else(|e| e.into_inner());
+        let h = high.entry((name, index)).or_default();
+        *h = Counter {
+            packets: h.packets.max(now.packets),
+            bytes: h.bytes.max(now.bytes),
+        };
+        Ok(*h)
     }
 
     /// Counter slot `slot` of the rules.
     pub fn rule(&self, slot: u16) -> Result<Counter, DatapathError> {
-        entry_sum(&self.rules, RULE_COUNTERS_MAP, slot as u32)
+        self.read(&self.rules, RULE_COUNTERS_MAP, slot as u32)
     }
 
+    /// What gateway `id` forwarded.
     pub fn gateway(&self, id: u16) -> Result<Counter, DatapathError> {
-        entry_sum(&self.gateways, GATEWAY_COUNTERS_MAP, id as u32)
+        self.read(&self.gateways, GATEWAY_COUNTERS_MAP, id as u32)
+    }
+
+    /// What was steered to gateway `id` and its egress did not take.
+    pub fn gateway_failures(&self, id: u16) -> Result<Counter, DatapathError> {
+        self.read(&self.failures, GATEWAY_FAILURES_MAP, id as u32)
     }
 
     /// Every reason, indexed by code.
     pub fn reasons(&self) -> Result<Vec<Counter>, DatapathError> {
         (0..reason::COUNT)
-            .map(|r| entry_sum(&self.reasons, REASON_COUNTERS_MAP, r))
+            .map(|r| self.read(&self.reasons, REASON_COUNTERS_MAP, r))
             .collect()
     }
 
@@ -230,11 +273,49 @@ impl CounterReader {
 mod privileged {
     use std::time::Instant;
 
-    use aya::maps::{HashMap, Map, MapData};
-    use xwan_common::{FLOW_TABLE_SIZE, FLOWS_MAP, FlowKey, FlowValue};
+    use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+    use aya::util::nr_cpus;
+    use xwan_common::{
+        Counter, FLOW_TABLE_SIZE, FLOWS_MAP, FlowKey, FlowValue, REASON_COUNTERS_MAP, reason,
+    };
 
     use super::CounterReader;
     use crate::datapath::{Datapath, TestBpffs, bench::fill_flow_table};
+
+    /// A counter the egress programs take a packet back from reads as it was until the
+    /// kernel's count passes it again: what a scrape returns never goes down.
+    #[test]
+    fn reads_never_go_down() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let fs = TestBpffs::new().unwrap();
+        let _dp = Datapath::load(fs.path()).unwrap();
+        let reader = CounterReader::open(fs.path()).unwrap();
+        let pin = MapData::from_pin(fs.path().join(REASON_COUNTERS_MAP)).unwrap();
+        let mut map: PerCpuArray<MapData, Counter> =
+            PerCpuArray::try_from(Map::from_map_data(pin).unwrap()).unwrap();
+        let cpus = nr_cpus().unwrap() as u64;
+        let mut set = |packets: u64| {
+            let each = Counter {
+                packets,
+                bytes: 100 * packets,
+            };
+            let values = PerCpuValues::try_from(vec![each; cpus as usize]).unwrap();
+            map.set(reason::STEER_CLASSIFIED, values, 0).unwrap();
+        };
+        let read = || reader.reasons().unwrap()[reason::STEER_CLASSIFIED as usize];
+        for (kernel, seen) in [(10, 10), (7, 10), (10, 10), (12, 12)] {
+            set(kernel);
+            let want = Counter {
+                packets: seen * cpus,
+                bytes: 100 * seen * cpus,
+            };
+            assert_eq!(read(), want, "kernel at {kernel} per CPU");
+        }
+    }
 
     /// The batched count agrees with a walk of the keys (one syscall per entry) on a table
     /// at rest: empty, one entry, a few batches' worth, and full (262,144 entries: the count

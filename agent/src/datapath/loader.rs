@@ -16,13 +16,15 @@ use super::{DatapathError, bpffs, object::EBPF_OBJECT};
 
 /// Every program of the object, in load order (the second stage before the first, so that
 /// [`c::JUMP_MAP`] is filled before anything can reach it).
-pub const PROGRAMS: [&str; 6] = [
+pub const PROGRAMS: [&str; 8] = [
     c::PROG_XDP_DECIDE,
     c::PROG_XDP_LAN,
     c::PROG_XDP_BASELINE,
     c::PROG_XDP_PASS,
     c::PROG_TC_STEER,
     c::PROG_TC_RETURN,
+    c::PROG_TRACE_XMIT,
+    c::PROG_TRACE_REDIRECT_ERR,
 ];
 
 /// The loaded data plane: maps (pinned), programs (verified), attachments.
@@ -42,6 +44,8 @@ pub struct Datapath {
     pub(super) grace: GraceKeeper,
     pub(super) flips: Flips,
     pub(super) slot_buf: SlotBuffer,
+    /// What [`Datapath::watch_egress`] achieved (`None`: not asked).
+    pub(super) egress: Option<super::EgressWatch>,
 }
 
 /// What a map must look like: kernel type, key and value sizes (from `xwan_common`'s types).
@@ -63,7 +67,7 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 28] = [
+const MAPS: [MapSpec; 30] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
     spec::<u32, c::IfaceInfo>(c::IFACE_ARRAY_MAP, MapType::Array),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
@@ -95,6 +99,8 @@ const MAPS: [MapSpec; 28] = [
     spec::<u32, c::Counter>(c::RULE_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::GATEWAY_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::REASON_COUNTERS_MAP, MapType::PerCpuArray),
+    spec::<u32, c::Counter>(c::GATEWAY_FAILURES_MAP, MapType::PerCpuArray),
+    spec::<u32, c::EgressLog>(c::EGRESS_LOG_MAP, MapType::PerCpuArray),
     spec::<u32, c::ParsedPacket>(c::SCRATCH_MAP, MapType::PerCpuArray),
     spec::<u32, u32>(c::JUMP_MAP, MapType::ProgramArray),
 ];
@@ -172,6 +178,7 @@ impl Datapath {
             policy: AttachPolicy::default(),
             flips: Flips::all_at(grace.last(), Vec::new()),
             slot_buf: SlotBuffer::default(),
+            egress: None,
             grace,
         };
         let versions = (0..c::MAX_ROUTERS as u16)
@@ -222,9 +229,10 @@ impl Datapath {
         let result = match self.ebpf.program_mut(name) {
             Some(Program::Xdp(p)) => p.load(),
             Some(Program::SchedClassifier(p)) => p.load(),
+            Some(Program::TracePoint(p)) => p.load(),
             Some(other) => {
                 return Err(DatapathError::Missing {
-                    what: "XDP or TC program",
+                    what: "XDP, TC or tracepoint program",
                     name: format!("{name} (it is a {:?} program)", other.prog_type()),
                 });
             }

@@ -17,7 +17,7 @@
 //! 1. [`Datapath::load`] makes sure the pin directory is on a bpffs ([`ensure_bpffs`]),
 //!    creates or **adopts** the pinned maps (a restarted agent keeps flows, return routes,
 //!    counters and the committed ruleset), checks adopted maps still have this build's layout,
-//!    loads (verifies) all six programs, and points `xwan_xdp_lan`'s tail call at its second
+//!    loads (verifies) all eight programs, and points `xwan_xdp_lan`'s tail call at its second
 //!    stage `xwan_xdp_decide` (`XWAN_JUMP`).
 //! 2. [`Datapath::attach_lan`], [`Datapath::attach_link`], [`Datapath::attach_pass`] attach
 //!    them, falling back from native to generic XDP and from tcx to clsact; the
@@ -25,6 +25,8 @@
 //!    `<pin dir>/`[`LINKS_DIR`], clsact filters recorded there. What a previous agent left
 //!    attached is **adopted**: the newly loaded program replaces the running one in place
 //!    (`BPF_LINK_UPDATE`, or a cls_bpf filter replace), so forwarding never stops.
+//!    [`Datapath::watch_egress`] attaches the tracepoint programs that count a redirect the
+//!    egress did not take as dropped, not steered, where the kernel allows ([`EgressWatch`]).
 //! 3. [`Datapath::apply`] commits a whole plan; [`Datapath::set_router`] and
 //!    [`Datapath::set_gateway_ready`] change one router table or one gateway's readiness;
 //!    [`Datapath::router_table`] reads one back.
@@ -33,7 +35,7 @@
 //!    forwarding with its maps until the next agent adopts both.
 //!    [`Datapath::detach_unclaimed`] detaches what a previous agent attached and this one did
 //!    not adopt; [`Datapath::detach_interface`] and [`Datapath::detach_all`] (`xwan stop`)
-//!    detach, unpin and remove the qdiscs xwan added. Only XDP attached through netlink
+//!    detach, unpin and remove the qdiscs xwan added (`detach_all` the tracepoint links too). Only XDP attached through netlink
 //!    (kernels before 5.9, which have no XDP bpf_link) is still detached on drop.
 //!
 //! # Commit protocol (double buffering)
@@ -71,6 +73,7 @@ mod bpffs;
 mod commit;
 pub mod compile;
 mod counters;
+mod egress;
 pub mod features;
 mod grace;
 mod loader;
@@ -89,6 +92,7 @@ pub use bench::bench_counter_reads;
 pub use bpffs::{BPF_FS_MAGIC, TestBpffs, ensure_bpffs, is_bpffs};
 pub use compile::{CompileError, Image, compile, slot_table};
 pub use counters::{CounterReader, ReasonCounter};
+pub use egress::{EgressWatch, TRACE_DIR};
 pub use loader::{Datapath, PROGRAMS};
 pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
 pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_test_run};

@@ -11,6 +11,13 @@ const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 pub(super) const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_LINK_CREATE: libc::c_long = 28;
+
+/// `enum bpf_attach_type`: a program on a perf event (tracepoint).
+pub(super) const BPF_PERF_EVENT: u32 = 41;
+/// `enum bpf_attach_type`: tcx on ingress.
+pub(super) const BPF_TCX_INGRESS: u32 = 46;
 
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
@@ -32,6 +39,60 @@ pub(super) unsafe fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<l
     } else {
         Ok(rc)
     }
+}
+
+#[repr(C, align(8))]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    /// `target_fd` or `target_ifindex`, as the attach type says.
+    target: u32,
+    attach_type: u32,
+    flags: u32,
+    _rest: [u8; ATTR_SIZE - 16],
+}
+
+/// Links program `prog` to `target` (a file descriptor or an ifindex, as `attach_type` says)
+/// with `BPF_LINK_CREATE`; the link's descriptor.
+pub(super) fn link_create(
+    prog: BorrowedFd<'_>,
+    target: u32,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target,
+        attach_type,
+        flags: 0,
+        _rest: [0; ATTR_SIZE - 16],
+    };
+    // SAFETY: a zero-padded BPF_LINK_CREATE attribute without pointers.
+    let fd = unsafe { sys_bpf(BPF_LINK_CREATE, &mut attr)? };
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[repr(C, align(8))]
+struct ObjPinAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    _rest: [u8; ATTR_SIZE - 16],
+}
+
+/// Pins the bpf object `fd` at `path` (`BPF_OBJ_PIN`), which must be on a bpffs.
+pub(super) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut attr = ObjPinAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        file_flags: 0,
+        _rest: [0; ATTR_SIZE - 16],
+    };
+    // SAFETY: `c` outlives the call; the kernel only reads the path.
+    unsafe { sys_bpf(BPF_OBJ_PIN, &mut attr)? };
+    Ok(())
 }
 
 #[repr(C, align(8))]

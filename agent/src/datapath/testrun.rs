@@ -478,7 +478,7 @@ mod privileged {
             drop(dp);
             let dp = load(&fs);
             // Every map but the flow cache, which is not pinned.
-            assert_eq!(dp.adopted_maps().len(), 27);
+            assert_eq!(dp.adopted_maps().len(), 29);
             assert_eq!(dp.epoch().unwrap(), 2);
             let run = dp
                 .xdp_test_run(PROG_XDP_LAN, &udp4([0; 6], 1234, 54), 1, 1)

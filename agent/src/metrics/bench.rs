@@ -118,6 +118,9 @@ pub fn bench_fixture(rules: usize, gateways: usize) -> (Metrics, DatapathSnapsho
         gateways: (0..gateways)
             .map(|i| (bench_gateway_name(i), c(i)))
             .collect(),
+        gateway_failures: (0..gateways)
+            .map(|i| (bench_gateway_name(i), c(i)))
+            .collect(),
         reasons: (0..reason::COUNT as usize).map(c).collect(),
         flow_entries: Some(12_345),
         return_entries: Some(678),

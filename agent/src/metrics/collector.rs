@@ -395,10 +395,19 @@ fn encode_datapath(dp: &super::DatapathSnapshot, enc: &mut DescriptorEncoder) ->
     )?;
     traffic(
         enc,
+        "gateway_failed",
+        "gateway",
+        "steered to the gateway that its egress did not take: the driver dropped them or \
+         refused the redirect (data plane, summed over CPUs; not in xwan_gateway_*)",
+        dp.gateway_failures.iter().map(|(n, c)| (n.as_str(), *c)),
+    )?;
+    traffic(
+        enc,
         "datapath",
         "reason",
         "seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: \
-         dropped, steer_*: forwarded)",
+         dropped, steer_*: forwarded; drop_redirect and drop_xmit: steered but not taken by \
+         the egress)",
         dp.reasons
             .iter()
             .take(reason::COUNT as usize)

@@ -143,6 +143,8 @@ pub struct DatapathSnapshot {
     pub rules: Vec<(String, Counter)>,
     /// Per gateway: name and the packets/bytes forwarded through it.
     pub gateways: Vec<(String, Counter)>,
+    /// Per gateway: name and the packets/bytes steered to it that its egress did not take.
+    pub gateway_failures: Vec<(String, Counter)>,
     /// Per verdict reason, indexed by reason code (`xwan_common::reason`), as
     /// `Datapath::reason_counters` returns them; entries beyond `reason::COUNT` are ignored.
     pub reasons: Vec<Counter>,

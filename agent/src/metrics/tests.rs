@@ -110,6 +110,13 @@ fn small() -> Metrics {
                 bytes: 12_000,
             },
         )],
+        gateway_failures: vec![(
+            "ISP1".into(),
+            Counter {
+                packets: 2,
+                bytes: 3_000,
+            },
+        )],
         reasons,
         flow_entries: Some(2),
         return_entries: Some(0),
@@ -250,7 +257,14 @@ xwan_gateway_packets_total{gateway="ISP1"} 8
 # TYPE xwan_gateway_bytes counter
 # UNIT xwan_gateway_bytes bytes
 xwan_gateway_bytes_total{gateway="ISP1"} 12000
-# HELP xwan_datapath_packets Packets seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded).
+# HELP xwan_gateway_failed_packets Packets steered to the gateway that its egress did not take: the driver dropped them or refused the redirect (data plane, summed over CPUs; not in xwan_gateway_*).
+# TYPE xwan_gateway_failed_packets counter
+xwan_gateway_failed_packets_total{gateway="ISP1"} 2
+# HELP xwan_gateway_failed_bytes Bytes steered to the gateway that its egress did not take: the driver dropped them or refused the redirect (data plane, summed over CPUs; not in xwan_gateway_*).
+# TYPE xwan_gateway_failed_bytes counter
+# UNIT xwan_gateway_failed_bytes bytes
+xwan_gateway_failed_bytes_total{gateway="ISP1"} 3000
+# HELP xwan_datapath_packets Packets seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded; drop_redirect and drop_xmit: steered but not taken by the egress).
 # TYPE xwan_datapath_packets counter
 xwan_datapath_packets_total{reason="pass_not_configured"} 0
 xwan_datapath_packets_total{reason="pass_not_ip"} 0
@@ -269,7 +283,9 @@ xwan_datapath_packets_total{reason="steer_flow"} 0
 xwan_datapath_packets_total{reason="steer_classified"} 8
 xwan_datapath_packets_total{reason="steer_return"} 0
 xwan_datapath_packets_total{reason="drop_forged_tag"} 0
-# HELP xwan_datapath_bytes Bytes seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded).
+xwan_datapath_packets_total{reason="drop_redirect"} 0
+xwan_datapath_packets_total{reason="drop_xmit"} 0
+# HELP xwan_datapath_bytes Bytes seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded; drop_redirect and drop_xmit: steered but not taken by the egress).
 # TYPE xwan_datapath_bytes counter
 # UNIT xwan_datapath_bytes bytes
 xwan_datapath_bytes_total{reason="pass_not_configured"} 0
@@ -289,6 +305,8 @@ xwan_datapath_bytes_total{reason="steer_flow"} 0
 xwan_datapath_bytes_total{reason="steer_classified"} 12000
 xwan_datapath_bytes_total{reason="steer_return"} 0
 xwan_datapath_bytes_total{reason="drop_forged_tag"} 0
+xwan_datapath_bytes_total{reason="drop_redirect"} 0
+xwan_datapath_bytes_total{reason="drop_xmit"} 0
 # HELP xwan_flow_table_entries Entries in the data plane's flow table.
 # TYPE xwan_flow_table_entries gauge
 xwan_flow_table_entries 2
@@ -384,7 +402,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 119);
+    assert_eq!(s.len(), 125);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0

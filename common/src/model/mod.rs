@@ -86,6 +86,17 @@
 //! 12. **DSCP imposition**: IPv4 TOS = `dscp << 2 | (TOS & 3)` with the checksum updated;
 //!     IPv6 traffic class likewise (ECN bits kept). Nothing else changes.
 //!
+//! # After `XDP_REDIRECT`: what the egress did with it
+//!
+//! The verdict above is the packet's fate as far as XDP decides it. A redirect only queues
+//! the frame for its egress, which may still refuse it (down, MTU, no XDP transmit) or drop it
+//! at transmit (a veth whose peer has no XDP program, a full ring). Where the kernel lets
+//! `xwan_trace_redirect_err` / `xwan_trace_xmit` run (the agent says whether), such a packet
+//! is moved from its `STEER_*` reason and gateway counter to `DROP_REDIRECT` / `DROP_XMIT`
+//! and the gateway's failures, with the same ingress length (`crate::EgressLog`). That is
+//! the egress driver's doing, not a function of the packet and the plan: the model never
+//! produces these two reasons, and the netns tests check them on real veths.
+//!
 //! # `xwan_tc_steer` (TC ingress on a LAN interface)
 //!
 //! A frame whose source MAC is a `tunnel_tag(ifindex)` is redirected to the egress of
