@@ -57,7 +57,8 @@ const SUITE: &[(&str, &str, &[&str])] = &[
     // Loader, verifier headroom, attach/fallback and test-run unit tests.
     ("xwan", "lib", &["datapath::"]),
     ("datapath_features", "test", &[]),
-    ("datapath_netns", "test", &[]),
+    // Prints which counter the veth trap lands in (drop_xmit here: no XDP features).
+    ("datapath_netns", "test", &["--show-output"]),
     ("datapath_model", "test", &[]),
     // What `xwan doctor` reports on the oldest supported kernel (clsact, no XDP features).
     ("doctor_netns", "test", &["--show-output"]),
