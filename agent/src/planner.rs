@@ -13,7 +13,7 @@ use crate::{
     config::{Config, GatewayId, LinkKind, Router},
     health::{HealthParams, Sla},
     netlink::Interface,
-    router::{self, Failback, LoadBalancing, Member, RouterSpec},
+    router::{self, Member, RouterSpec},
 };
 
 /// What the kernel says, gathered by the daemon.
@@ -67,18 +67,7 @@ pub fn router_spec(r: &Router) -> RouterSpec {
         name: r.name.clone(),
         mains: members(&r.mains),
         backups: members(&r.backups),
-        backup_threshold: r.backup_threshold.get() as usize,
-        activate_all_backups: r.activate_all_backups,
-        load_balancing: match r.load_balancing {
-            crate::config::LoadBalancing::Connection => LoadBalancing::Connection,
-            crate::config::LoadBalancing::Source => LoadBalancing::Source,
-            crate::config::LoadBalancing::None => LoadBalancing::None,
-        },
-        on_failure_pass: matches!(r.on_failure, crate::config::OnFailure::DefaultRoute),
-        failback: match r.failback {
-            crate::config::Failback::NewConnections => Failback::NewConnections,
-            crate::config::Failback::All => Failback::All,
-        },
+        options: r.options,
     }
 }
 

@@ -1660,7 +1660,7 @@ fn seed_branch_resolves_as_designed() {
     let http = c.router(c.router_by_name("HTTPRouter").unwrap());
     assert_eq!(http.mains, [member("RemoteTunWAN1", 1)]);
     assert!(http.backups.is_empty());
-    assert_eq!(http.on_failure, OnFailure::Drop);
+    assert_eq!(http.options.on_failure, OnFailure::Drop);
 
     let prod = c.router(c.router_by_name("ProductionRouter").unwrap());
     assert_eq!(prod.mains, [member("RemoteTunWAN2", 1)]);
@@ -1668,14 +1668,14 @@ fn seed_branch_resolves_as_designed() {
         prod.backups,
         [member("RemoteTunWAN1", 50), member("RemoteTunWAN3", 10)]
     );
-    assert!(prod.activate_all_backups);
-    assert_eq!(prod.on_failure, OnFailure::DefaultRoute);
+    assert!(prod.options.activate_all_backups);
+    assert_eq!(prod.options.on_failure, OnFailure::DefaultRoute);
 
     let voip_id = c.router_by_name("VoIPRouter").unwrap();
     let voip = c.router(voip_id);
     assert_eq!(voip.mains, [member("RemoteTunWAN3", 1)]);
     assert_eq!(voip.backups, [member("RemoteTunWAN2", 1)]);
-    assert!(!voip.activate_all_backups);
+    assert!(!voip.options.activate_all_backups);
 
     let names: Vec<_> = c.rules.iter().map(|r| r.name.as_deref().unwrap()).collect();
     assert_eq!(names, ["HTTP", "FTP", "SQL", "VoIP"]);
@@ -1733,11 +1733,11 @@ fn defaults_follow_design() {
     assert_eq!(r.wait, Duration::from_secs(2));
     assert_eq!(r.tries, nz(3));
     assert_eq!(r.recover, nz(1));
-    assert_eq!(r.backup_threshold, nz(1));
-    assert!(!r.activate_all_backups);
-    assert_eq!(r.load_balancing, LoadBalancing::Connection);
-    assert_eq!(r.on_failure, OnFailure::DefaultRoute);
-    assert_eq!(r.failback, Failback::NewConnections);
+    assert_eq!(r.options.backup_threshold, 1);
+    assert!(!r.options.activate_all_backups);
+    assert_eq!(r.options.load_balancing, LoadBalancing::Connection);
+    assert_eq!(r.options.on_failure, OnFailure::DefaultRoute);
+    assert_eq!(r.options.failback, Failback::NewConnections);
     assert_eq!(r.sla, None);
 
     // A router that sets nothing but its gateways gets the same defaults.
@@ -1753,13 +1753,13 @@ fn defaults_follow_design() {
         )
     );
     assert_eq!(
-        (r.load_balancing, r.failback),
+        (r.options.load_balancing, r.options.failback),
         (LoadBalancing::Connection, Failback::NewConnections)
     );
     // Without on_failure the router hands traffic to the kernel.
     let text = BASE.replace("on_failure = \"drop\"\n", "");
     let (c, _) = config::parse(&text, "t.toml").unwrap();
-    assert_eq!(c.routers[0].on_failure, OnFailure::DefaultRoute);
+    assert_eq!(c.routers[0].options.on_failure, OnFailure::DefaultRoute);
     assert_eq!(config::DEFAULT_FREQUENCY, Duration::from_secs(15));
     assert_eq!(config::DEFAULT_WAIT, Duration::from_secs(2));
     assert_eq!((config::DEFAULT_TRIES, config::DEFAULT_RECOVER), (3, 1));

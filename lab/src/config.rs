@@ -24,6 +24,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use toml::{Table, Value};
+use xwan::config::Keyword as _;
 
 use crate::topology::{Keying, LINKS, Medium, Tunnels};
 
@@ -63,13 +64,8 @@ impl Timing {
     }
 }
 
-/// The failback policy of every router.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum Failback {
-    #[default]
-    NewConnections,
-    All,
-}
+/// The failback policy of every router: the agent's own.
+pub use xwan::config::Failback;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -164,10 +160,7 @@ fn adapt(t: &mut Table, dir: &Path, opts: &Options) -> Result<()> {
             r.insert("frequency".into(), ms(opts.timing.frequency));
             r.insert("wait".into(), ms(opts.timing.wait));
             r.insert("tries".into(), Value::Integer(opts.timing.tries as i64));
-            let failback = match opts.failback {
-                Failback::NewConnections => "new-connections",
-                Failback::All => "all",
-            };
+            let failback = opts.failback.keyword();
             r.insert("failback".into(), Value::String(failback.into()));
         }
     }
@@ -260,9 +253,12 @@ mod tests {
             assert_eq!(r.frequency, Duration::from_millis(200));
             assert_eq!(r.wait, Duration::from_millis(100));
             assert_eq!(r.tries.get(), 3);
-            assert_eq!(r.failback, xwan::config::Failback::All);
-            assert_eq!(r.on_failure, s.on_failure);
-            assert_eq!(r.activate_all_backups, s.activate_all_backups);
+            assert_eq!(r.options.failback, xwan::config::Failback::All);
+            assert_eq!(r.options.on_failure, s.options.on_failure);
+            assert_eq!(
+                r.options.activate_all_backups,
+                s.options.activate_all_backups
+            );
         }
 
         let (ho, _) = parse(

@@ -6,6 +6,7 @@ use std::num::{NonZeroU16, NonZeroU32};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::router::{Failback, Keyword, LoadBalancing, OnFailure, RouterOptions};
 use xwan_common::plan::{Action, IpNet, PortRange};
 
 /// Probe period when a router does not set `frequency`.
@@ -357,35 +358,6 @@ pub struct Member {
     pub weight: NonZeroU32,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum LoadBalancing {
-    /// 5-tuple hash: each connection independently.
-    #[default]
-    Connection,
-    /// Source address hash: all of a host's connections take one gateway.
-    Source,
-    /// The first Ready gateway only.
-    None,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum OnFailure {
-    /// No gateway Ready: hand the packet to the kernel's routing.
-    #[default]
-    DefaultRoute,
-    /// No gateway Ready: drop ("do not route").
-    Drop,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub enum Failback {
-    /// Existing flows stay where they are until idle.
-    #[default]
-    NewConnections,
-    /// Flows move back to a returning gateway at once.
-    All,
-}
-
 /// SLA thresholds over the last `window` probes; at least one threshold is set.
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct Sla {
@@ -408,12 +380,8 @@ pub struct Router {
     pub wait: Duration,
     pub tries: NonZeroU32,
     pub recover: NonZeroU32,
-    /// Backups are activated when fewer than this many mains are Ready (`1..=mains.len()`).
-    pub backup_threshold: NonZeroU32,
-    pub activate_all_backups: bool,
-    pub load_balancing: LoadBalancing,
-    pub on_failure: OnFailure,
-    pub failback: Failback,
+    /// The router module's options, as they are (`backup_threshold` in `1..=mains.len()`).
+    pub options: RouterOptions,
     pub sla: Option<Sla>,
 }
 

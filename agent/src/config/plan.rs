@@ -139,16 +139,16 @@ impl Config {
             writeln!(s, "    main: {}", members(&r.mains))?;
             writeln!(s, "    backup: {}", members(&r.backups))?;
             if !r.backups.is_empty() {
-                let when = if r.backup_threshold.get() == 1 {
+                let when = if r.options.backup_threshold == 1 {
                     "when no main gateway is Ready".to_owned()
                 } else {
                     format!(
                         "when fewer than {} of {} main gateways are Ready",
-                        r.backup_threshold,
+                        r.options.backup_threshold,
                         r.mains.len()
                     )
                 };
-                let which = if r.activate_all_backups {
+                let which = if r.options.activate_all_backups {
                     "all Ready backups"
                 } else {
                     "the first Ready backup"
@@ -165,22 +165,13 @@ impl Config {
                 plural(r.tries.get(), "failure", "consecutive failures"),
                 plural(r.recover.get(), "success", "consecutive successes"),
             )?;
-            let lb = match r.load_balancing {
-                LoadBalancing::Connection => "connection",
-                LoadBalancing::Source => "source",
-                LoadBalancing::None => "none",
-            };
-            let on_failure = match r.on_failure {
-                OnFailure::DefaultRoute => "default-route",
-                OnFailure::Drop => "drop",
-            };
-            let failback = match r.failback {
-                Failback::NewConnections => "new-connections",
-                Failback::All => "all",
-            };
+            let o = &r.options;
             writeln!(
                 s,
-                "    load balancing: {lb}; on failure: {on_failure}; failback: {failback}"
+                "    load balancing: {}; on failure: {}; failback: {}",
+                o.load_balancing.keyword(),
+                o.on_failure.keyword(),
+                o.failback.keyword()
             )?;
             if let Some(sla) = &r.sla {
                 let mut parts = Vec::new();

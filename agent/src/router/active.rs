@@ -97,20 +97,20 @@ pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
         .iter()
         .filter(|m| m.role == Role::Main && m.ready)
         .count();
-    let backups_activated = ready_mains < spec.backup_threshold;
+    let backups_activated = ready_mains < spec.options.backup_threshold;
     let mut first_backup = true;
     let mut first_any = true;
     for m in members.iter_mut().filter(|m| m.ready) {
         let wanted = match m.role {
             Role::Main => true,
             Role::Backup if backups_activated => {
-                let take = first_backup || spec.activate_all_backups;
+                let take = first_backup || spec.options.activate_all_backups;
                 first_backup = false;
                 take
             }
             Role::Backup => false,
         };
-        if wanted && (first_any || spec.load_balancing != LoadBalancing::None) {
+        if wanted && (first_any || spec.options.load_balancing != LoadBalancing::None) {
             m.state = GatewayState::Active;
             first_any = false;
         }
@@ -129,7 +129,7 @@ pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Failback, Member};
+    use super::super::{Member, OnFailure, RouterOptions};
     use super::*;
     use std::num::NonZeroU32;
 
@@ -145,11 +145,10 @@ mod tests {
             name: "r".into(),
             mains: mains.iter().map(|&g| m(g)).collect(),
             backups: backups.iter().map(|&g| m(g)).collect(),
-            backup_threshold: 1,
-            activate_all_backups: false,
-            load_balancing: LoadBalancing::Connection,
-            on_failure_pass: false,
-            failback: Failback::NewConnections,
+            options: RouterOptions {
+                on_failure: OnFailure::Drop,
+                ..RouterOptions::default()
+            },
         }
     }
 
@@ -219,9 +218,9 @@ mod tests {
         ];
         for (i, &(mains, backups, th, all, lb, up, want)) in cases.iter().enumerate() {
             let mut s = spec(mains, backups);
-            s.backup_threshold = th;
-            s.activate_all_backups = all;
-            s.load_balancing = lb;
+            s.options.backup_threshold = th;
+            s.options.activate_all_backups = all;
+            s.options.load_balancing = lb;
             assert_eq!(active(&s, up), want, "case {i}");
         }
     }
@@ -229,7 +228,7 @@ mod tests {
     #[test]
     fn member_states() {
         let mut s = spec(&[1, 2], &[3, 4, 5]);
-        s.activate_all_backups = false;
+        s.options.activate_all_backups = false;
         let a = active_set(&s, &|g| g != 1 && g != 2 && g != 4);
         let st: Vec<_> = a
             .members
@@ -266,7 +265,7 @@ mod tests {
         let mut s = spec(&[1], &[2, 3]);
         s.backups[0].weight = NonZeroU32::new(50).unwrap();
         s.backups[1].weight = NonZeroU32::new(10).unwrap();
-        s.activate_all_backups = true;
+        s.options.activate_all_backups = true;
         assert_eq!(active_set(&s, &|g| g != 1).active, [(2, 50), (3, 10)]);
     }
 }

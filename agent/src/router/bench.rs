@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use xwan_common::plan::RouterTable;
 
-use super::{Failback, LoadBalancing, Member, RouterSpec, tables};
+use super::{Failback, LoadBalancing, Member, OnFailure, RouterOptions, RouterSpec, tables};
 
 /// Timings of one benchmark run, in microseconds per recomputation of all routers.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -63,19 +63,25 @@ pub fn bench_specs(routers: usize, gateways_per_router: usize) -> Vec<RouterSpec
                 name: format!("bench{r}"),
                 mains: (1..=mains_n).map(member).collect(),
                 backups: (mains_n + 1..=gpr).map(member).collect(),
-                // Varied: some routers bring backups in as soon as one main is down.
-                backup_threshold: 1 + r % mains_n as usize,
-                activate_all_backups: r % 2 == 0,
-                load_balancing: if r % 3 == 0 {
-                    LoadBalancing::Source
-                } else {
-                    LoadBalancing::Connection
-                },
-                on_failure_pass: r % 2 == 1,
-                failback: if r % 4 == 0 {
-                    Failback::All
-                } else {
-                    Failback::NewConnections
+                options: RouterOptions {
+                    // Varied: some routers bring backups in as soon as one main is down.
+                    backup_threshold: 1 + r % mains_n as usize,
+                    activate_all_backups: r % 2 == 0,
+                    load_balancing: if r % 3 == 0 {
+                        LoadBalancing::Source
+                    } else {
+                        LoadBalancing::Connection
+                    },
+                    on_failure: if r % 2 == 1 {
+                        OnFailure::DefaultRoute
+                    } else {
+                        OnFailure::Drop
+                    },
+                    failback: if r % 4 == 0 {
+                        Failback::All
+                    } else {
+                        Failback::NewConnections
+                    },
                 },
             }
         })

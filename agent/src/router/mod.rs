@@ -5,8 +5,9 @@
 //! them, and on which gateways existing connections may stay. The datapath module commits
 //! the resulting [`RouterTable`]s (double-buffered flip).
 //!
-//! * [`RouterSpec`] / [`Member`]: a router object as DESIGN.md §2 defines it, independent of
-//!   the configuration file's syntax (the config module builds these).
+//! * [`RouterSpec`] / [`Member`] / [`RouterOptions`]: a router object as DESIGN.md §2 defines
+//!   it, independent of the configuration file's syntax (the config module builds these and
+//!   keeps the options as they are; [`Keyword`] gives each option value its keyword).
 //! * `active.rs`: [`active_set`], the active set (mains, backups, `backup_threshold`,
 //!   `activate_all_backups`, `load_balancing = none`) and per-gateway states for display.
 //! * `slots.rs`: [`fill`], the `ROUTER_SLOTS` weighted slot table with exact quotas and
@@ -37,6 +38,21 @@ pub use active::{ActiveSet, GatewayState, MemberState, Role, active_set};
 pub use bench::{BenchResult, bench_recompute};
 pub use slots::fill;
 
+/// An option whose configuration values are keywords (`load_balancing = "source"`): the
+/// keywords are defined here once, for the config's parser and everything that prints them.
+pub trait Keyword: Copy + PartialEq + 'static {
+    /// Every value with its keyword.
+    const ALL: &'static [(&'static str, Self)];
+
+    /// The keyword of `self`.
+    fn keyword(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("?", |(k, _)| k)
+    }
+}
+
 /// How new connections are spread over the active gateways.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum LoadBalancing {
@@ -49,6 +65,14 @@ pub enum LoadBalancing {
     None,
 }
 
+impl Keyword for LoadBalancing {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("connection", LoadBalancing::Connection),
+        ("source", LoadBalancing::Source),
+        ("none", LoadBalancing::None),
+    ];
+}
+
 /// What happens to existing connections when a better gateway becomes active again.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum Failback {
@@ -58,6 +82,57 @@ pub enum Failback {
     NewConnections,
     /// Flows on a gateway that is no longer active move at once.
     All,
+}
+
+impl Keyword for Failback {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("new-connections", Failback::NewConnections),
+        ("all", Failback::All),
+    ];
+}
+
+/// What happens to a packet of the router when none of its gateways is Ready.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum OnFailure {
+    /// Hand it to the kernel's routing.
+    #[default]
+    DefaultRoute,
+    /// Drop it ("do not route").
+    Drop,
+}
+
+impl Keyword for OnFailure {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("default-route", OnFailure::DefaultRoute),
+        ("drop", OnFailure::Drop),
+    ];
+}
+
+/// A router's options (DESIGN.md §2), as the configuration's validated router holds them.
+/// A new option is added here, with its default, and in the config's parser.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct RouterOptions {
+    /// Backups are activated when fewer than this many mains are Ready. 1, the default,
+    /// means "when no main is Ready" (all mains down), whatever the number of mains; 2 with
+    /// two mains brings backups in as soon as one main is down; 0 never uses backups.
+    pub backup_threshold: usize,
+    /// Activate every Ready backup (otherwise only the first Ready one).
+    pub activate_all_backups: bool,
+    pub load_balancing: LoadBalancing,
+    pub on_failure: OnFailure,
+    pub failback: Failback,
+}
+
+impl Default for RouterOptions {
+    fn default() -> RouterOptions {
+        RouterOptions {
+            backup_threshold: 1,
+            activate_all_backups: false,
+            load_balancing: LoadBalancing::default(),
+            on_failure: OnFailure::default(),
+            failback: Failback::default(),
+        }
+    }
 }
 
 /// One gateway of a router, with its weight.
@@ -78,23 +153,14 @@ impl Member {
 }
 
 /// A router object (DESIGN.md §2), already validated.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct RouterSpec {
     pub name: String,
     /// Main gateways, in list order.
     pub mains: Vec<Member>,
     /// Backup gateways, in list order (the order decides which backup is "first").
     pub backups: Vec<Member>,
-    /// Backups are activated when fewer than this many mains are Ready. 1, the default,
-    /// means "when no main is Ready" (all mains down), whatever the number of mains; 2 with
-    /// two mains brings backups in as soon as one main is down; 0 never uses backups.
-    pub backup_threshold: usize,
-    /// Activate every Ready backup (otherwise only the first Ready one).
-    pub activate_all_backups: bool,
-    pub load_balancing: LoadBalancing,
-    /// `on_failure = default-route` (true) or `drop` (false), when nothing is Ready.
-    pub on_failure_pass: bool,
-    pub failback: Failback,
+    pub options: RouterOptions,
 }
 
 /// One row of the monitor table for a router (DESIGN.md §2): the router-dependent columns.
@@ -125,7 +191,7 @@ pub struct GatewayStatus {
 ///   flows stay where they are while their gateway is Ready); with `all`, only the active
 ///   ones (flows on a gateway that went on standby move at once). Sorted by gateway id;
 /// * `hash`: [`HashMode::Source`] for `load_balancing = source`, otherwise by connection;
-/// * `on_failure_pass` from the spec.
+/// * `on_failure_pass` from the options' `on_failure`.
 pub fn table(
     spec: &RouterSpec,
     ready: &dyn Fn(u16) -> bool,
@@ -134,13 +200,13 @@ pub fn table(
     let set = active_set(spec, ready);
     let (slots, counts) =
         slots::fill_with_quotas(previous.map(|t| t.slots.as_slice()), &set.active);
-    let mut keep: Vec<u16> = match spec.failback {
+    let mut keep: Vec<u16> = match spec.options.failback {
         Failback::NewConnections => set.ready().collect(),
         Failback::All => set.active.iter().map(|&(g, _)| g).collect(),
     };
     keep.sort_unstable();
     keep.dedup();
-    let hash = match spec.load_balancing {
+    let hash = match spec.options.load_balancing {
         LoadBalancing::Source => HashMode::Source,
         LoadBalancing::Connection | LoadBalancing::None => HashMode::Connection,
     };
@@ -166,7 +232,7 @@ pub fn table(
         slots,
         keep,
         hash,
-        on_failure_pass: spec.on_failure_pass,
+        on_failure_pass: spec.options.on_failure == OnFailure::DefaultRoute,
     };
     (table, status)
 }

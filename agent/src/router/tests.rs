@@ -17,11 +17,10 @@ fn router(name: &str, mains: &[(u16, u32)], backups: &[(u16, u32)]) -> RouterSpe
         name: name.into(),
         mains: mains.iter().map(|&(g, w)| member(g, w)).collect(),
         backups: backups.iter().map(|&(g, w)| member(g, w)).collect(),
-        backup_threshold: 1,
-        activate_all_backups: false,
-        load_balancing: LoadBalancing::Connection,
-        on_failure_pass: false,
-        failback: Failback::NewConnections,
+        options: RouterOptions {
+            on_failure: OnFailure::Drop,
+            ..RouterOptions::default()
+        },
     }
 }
 
@@ -33,15 +32,15 @@ fn http() -> RouterSpec {
 /// ProductionRouter: WAN2, backups WAN1 (50) and WAN3 (10) enabled together.
 fn production() -> RouterSpec {
     let mut r = router("ProductionRouter", &[(WAN2, 1)], &[(WAN1, 50), (WAN3, 10)]);
-    r.activate_all_backups = true;
-    r.on_failure_pass = true;
+    r.options.activate_all_backups = true;
+    r.options.on_failure = OnFailure::DefaultRoute;
     r
 }
 
 /// VoIPRouter: WAN3, backup WAN2.
 fn voip() -> RouterSpec {
     let mut r = router("VoIPRouter", &[(WAN3, 1)], &[(WAN2, 1)]);
-    r.on_failure_pass = true;
+    r.options.on_failure = OnFailure::DefaultRoute;
     r
 }
 
@@ -187,7 +186,12 @@ fn seed_scenario_table() {
         );
         assert_eq!(t.keep, c.keep, "{}: keep", c.name);
         assert_eq!(t.hash, HashMode::Connection, "{}", c.name);
-        assert_eq!(t.on_failure_pass, spec.on_failure_pass, "{}", c.name);
+        assert_eq!(
+            t.on_failure_pass,
+            spec.options.on_failure == OnFailure::DefaultRoute,
+            "{}",
+            c.name
+        );
         let states: Vec<_> = st.iter().map(|s| (s.gateway, s.state)).collect();
         assert_eq!(states, c.states, "{}: states", c.name);
         // The monitor's distribution column matches the table.
@@ -246,7 +250,7 @@ fn http_dropped_when_wan1_dead_and_default_route_variant() {
     let (t, _) = table(&http(), &up(&[WAN2, WAN3]), None);
     assert!(t.slots.is_empty() && t.keep.is_empty() && !t.on_failure_pass);
     let mut spec = http();
-    spec.on_failure_pass = true;
+    spec.options.on_failure = OnFailure::DefaultRoute;
     let (t, _) = table(&spec, &up(&[]), None);
     assert!(t.slots.is_empty() && t.on_failure_pass);
 }
@@ -264,7 +268,7 @@ fn recovery_with_each_failback_policy() {
     ];
     for (policy, keep_down, keep_back) in cases {
         let mut spec = production();
-        spec.failback = policy;
+        spec.options.failback = policy;
         let (t0, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]), None);
         assert_shares(&t0, &[(WAN2, ALL)]);
         let (t1, _) = table(&spec, &up(&[WAN1, WAN3]), Some(&t0));
@@ -290,7 +294,7 @@ fn failback_seen_by_a_flow() {
     let stays = |t: &RouterTable, g: u16| t.keep.contains(&g);
     for (policy, flow_on_wan1_stays) in [(Failback::NewConnections, true), (Failback::All, false)] {
         let mut spec = production();
-        spec.failback = policy;
+        spec.options.failback = policy;
         let (down, _) = table(&spec, &up(&[WAN1, WAN3]), None);
         let (back, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]), Some(&down));
         assert_eq!(stays(&back, WAN1), flow_on_wan1_stays, "{policy:?}");
@@ -312,7 +316,7 @@ fn first_backup_versus_all_backups() {
     ];
     for (all, ready, want) in cases {
         let mut spec = production();
-        spec.activate_all_backups = all;
+        spec.options.activate_all_backups = all;
         let (t, st) = table(&spec, &up(ready), None);
         assert_shares(&t, want);
         if !all && ready == [WAN1, WAN3] {
@@ -329,7 +333,7 @@ fn backup_threshold_variants() {
     // Two mains WAN1 (weight 1) and WAN2 (weight 1), backup WAN3 (weight 2).
     let spec = |threshold: usize| {
         let mut r = router("r", &[(WAN1, 1), (WAN2, 1)], &[(WAN3, 2)]);
-        r.backup_threshold = threshold;
+        r.options.backup_threshold = threshold;
         r
     };
     // (threshold, ready, expected shares)
@@ -363,7 +367,7 @@ fn backup_threshold_variants() {
 #[test]
 fn load_balancing_none_uses_first_ready_gateway() {
     let mut spec = production();
-    spec.load_balancing = LoadBalancing::None;
+    spec.options.load_balancing = LoadBalancing::None;
     let (t, st) = table(&spec, &up(&[WAN1, WAN3]), None);
     assert_shares(&t, &[(WAN1, ALL)]);
     assert_eq!(t.hash, HashMode::Connection);
@@ -374,11 +378,11 @@ fn load_balancing_none_uses_first_ready_gateway() {
         [(WAN2, Unavailable), (WAN1, Active), (WAN3, OnStandby)]
     );
     // Failback all: only the one in use keeps its flows.
-    spec.failback = Failback::All;
+    spec.options.failback = Failback::All;
     assert_eq!(table(&spec, &up(&[WAN1, WAN3]), None).0.keep, [WAN1]);
     // Two mains: the first Ready one, in list order.
     let mut two = router("r", &[(WAN2, 1), (WAN1, 1)], &[]);
-    two.load_balancing = LoadBalancing::None;
+    two.options.load_balancing = LoadBalancing::None;
     assert_shares(&table(&two, &up(&[WAN1, WAN2]), None).0, &[(WAN2, ALL)]);
     assert_shares(&table(&two, &up(&[WAN1]), None).0, &[(WAN1, ALL)]);
 }
@@ -386,7 +390,7 @@ fn load_balancing_none_uses_first_ready_gateway() {
 #[test]
 fn load_balancing_source_sets_hash_mode() {
     let mut spec = production();
-    spec.load_balancing = LoadBalancing::Source;
+    spec.options.load_balancing = LoadBalancing::Source;
     let (t, _) = table(&spec, &up(&[WAN1, WAN3]), None);
     assert_eq!(t.hash, HashMode::Source);
     assert_shares(&t, &[(WAN1, P83), (WAN3, P17)]);

@@ -380,6 +380,19 @@ impl Validator<'_, '_, '_> {
         None
     }
 
+    /// An optional keyword field (`load_balancing = "source"`): its default when absent.
+    fn keyword<T: Keyword + Default>(
+        &mut self,
+        s: &Option<Str>,
+        object: &Object,
+        field: &str,
+    ) -> Option<T> {
+        match s {
+            None => Some(T::default()),
+            Some(s) => self.choice(s, object, field, T::ALL),
+        }
+    }
+
     /// A list that must not be empty (an empty criterion would silently mean "any").
     fn nonempty_list<'x, T>(
         &mut self,
@@ -1369,7 +1382,7 @@ impl Validator<'_, '_, '_> {
             " (consecutive successful probes that make a gateway Ready again)",
         );
         let backup_threshold = match &r.backup_threshold {
-            None => NonZeroU32::new(1),
+            None => Some(1),
             Some(t) if mains_count > 0 => {
                 let n = t.get_ref().0;
                 let m = mains_count as i64;
@@ -1388,7 +1401,7 @@ impl Validator<'_, '_, '_> {
                     format!("{n} is more than the number of main gateways ({m})")
                 };
                 if (1..=m).contains(&n) {
-                    NonZeroU32::new(n as u32)
+                    Some(n as usize)
                 } else {
                     self.err(
                         &t.span(),
@@ -1405,43 +1418,9 @@ impl Validator<'_, '_, '_> {
             .activate_all_backups
             .as_ref()
             .is_some_and(|b| *b.get_ref());
-        let load_balancing = match &r.load_balancing {
-            None => Some(LoadBalancing::default()),
-            Some(s) => self.choice(
-                s,
-                o,
-                "load_balancing",
-                &[
-                    ("connection", LoadBalancing::Connection),
-                    ("source", LoadBalancing::Source),
-                    ("none", LoadBalancing::None),
-                ],
-            ),
-        };
-        let on_failure = match &r.on_failure {
-            None => Some(OnFailure::default()),
-            Some(s) => self.choice(
-                s,
-                o,
-                "on_failure",
-                &[
-                    ("default-route", OnFailure::DefaultRoute),
-                    ("drop", OnFailure::Drop),
-                ],
-            ),
-        };
-        let failback = match &r.failback {
-            None => Some(Failback::default()),
-            Some(s) => self.choice(
-                s,
-                o,
-                "failback",
-                &[
-                    ("new-connections", Failback::NewConnections),
-                    ("all", Failback::All),
-                ],
-            ),
-        };
+        let load_balancing = self.keyword(&r.load_balancing, o, "load_balancing");
+        let on_failure = self.keyword(&r.on_failure, o, "on_failure");
+        let failback = self.keyword(&r.failback, o, "failback");
         let sla = match &r.sla {
             None => Some(None),
             Some(s) => self.sla(s, o).map(Some),
@@ -1457,11 +1436,13 @@ impl Validator<'_, '_, '_> {
             wait: wait?,
             tries: tries?,
             recover: recover?,
-            backup_threshold: backup_threshold?,
-            activate_all_backups,
-            load_balancing: load_balancing?,
-            on_failure: on_failure?,
-            failback: failback?,
+            options: RouterOptions {
+                backup_threshold: backup_threshold?,
+                activate_all_backups,
+                load_balancing: load_balancing?,
+                on_failure: on_failure?,
+                failback: failback?,
+            },
             sla: sla?,
         })
     }

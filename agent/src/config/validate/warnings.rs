@@ -143,7 +143,7 @@ impl Validator<'_, '_, '_> {
                         .to_owned(),
                 );
             }
-            if r.load_balancing == LoadBalancing::None {
+            if r.options.load_balancing == LoadBalancing::None {
                 let weighted = [("gateways", &raw.gateways), ("backups", &raw.backups)]
                     .into_iter()
                     .flat_map(|(f, l)| {
