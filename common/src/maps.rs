@@ -62,6 +62,61 @@ pub const MAX_VLAN_TAGS: usize = 2;
 /// four times that.
 pub const EGRESS_LOG_SIZE: u32 = 256;
 
+// ---- indexes of the array maps: the one definition the programs, compiler and loader use --
+
+/// Ruleset generations each classifier map holds (generation = epoch & 1).
+pub const GENERATIONS: u32 = 2;
+/// Entries of [`PROTO_MAP`] per generation: one per IP protocol number.
+pub const PROTO_ENTRIES: u32 = 256;
+/// Entries of [`DSCP_MAP`] per generation: one per DSCP value.
+pub const DSCP_ENTRIES: u32 = 64;
+/// Port directions: 0 = source port, 1 = destination port.
+pub const PORT_DIRS: u32 = 2;
+
+pub const PROTO_MAP_SIZE: u32 = GENERATIONS * PROTO_ENTRIES;
+pub const DSCP_MAP_SIZE: u32 = GENERATIONS * DSCP_ENTRIES;
+pub const PORTMAP_MAP_SIZE: u32 = GENERATIONS * PORT_DIRS;
+pub const PORTBM_MAP_SIZE: u32 = PORTMAP_MAP_SIZE * MAX_PORT_CLASSES;
+pub const RULES_MAP_SIZE: u32 = GENERATIONS * MAX_RULES as u32;
+/// Two copies of each router's table (double-buffered by its version).
+pub const SLOTS_MAP_SIZE: u32 = 2 * MAX_ROUTERS;
+
+/// [`PROTO_MAP`] index of protocol `proto` in generation `generation`.
+#[inline(always)]
+pub const fn proto_index(generation: u32, proto: u8) -> u32 {
+    generation * PROTO_ENTRIES + proto as u32
+}
+
+/// [`DSCP_MAP`] index of `dscp` in generation `generation`.
+#[inline(always)]
+pub const fn dscp_index(generation: u32, dscp: u8) -> u32 {
+    generation * DSCP_ENTRIES + dscp as u32
+}
+
+/// [`PORTMAP_MAP`] index of direction `dir` (0 source, 1 destination) in `generation`.
+#[inline(always)]
+pub const fn portmap_index(generation: u32, dir: u32) -> u32 {
+    generation * PORT_DIRS + dir
+}
+
+/// [`PORTBM_MAP`] index of port class `class` of direction `dir` in `generation`.
+#[inline(always)]
+pub const fn portbm_index(generation: u32, dir: u32, class: u32) -> u32 {
+    portmap_index(generation, dir) * MAX_PORT_CLASSES + class
+}
+
+/// [`RULES_MAP`] index of rule `rule` in `generation`.
+#[inline(always)]
+pub const fn rule_index(generation: u32, rule: u32) -> u32 {
+    generation * MAX_RULES as u32 + rule
+}
+
+/// [`SLOTS_MAP`] index of router `router`'s table at version `version`.
+#[inline(always)]
+pub const fn slots_index(router: u32, version: u32) -> u32 {
+    router * 2 + (version & 1)
+}
+
 // ---- map names (also the pin names under bpffs) --------------------------------------------
 
 /// Hash of every configured LAN interface (the truth; first stages of older agents read it).
@@ -353,7 +408,7 @@ pub const ACTION_PASS: u8 = 2;
 pub const ACTION_BLOCK: u8 = 3;
 pub const DSCP_KEEP: u8 = 0xff;
 
-/// A router's weighted table. [`SLOTS_MAP`] index: `router * 2 + (version & 1)`.
+/// A router's weighted table, at [`SLOTS_MAP`] index [`slots_index`].
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SlotTable {
@@ -668,4 +723,32 @@ mod pod {
     unsafe impl aya::Pod for ParsedPacket {}
     unsafe impl aya::Pod for EgressRecord {}
     unsafe impl aya::Pod for EgressLog {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each index formula covers its map exactly: generation 0 starts at 0, the last value of
+    /// the last generation is the map's last entry, and generations do not overlap.
+    #[test]
+    fn index_formulas_fill_their_maps() {
+        let last = GENERATIONS - 1;
+        assert_eq!(proto_index(last, u8::MAX), PROTO_MAP_SIZE - 1);
+        assert_eq!(proto_index(1, 0), proto_index(0, u8::MAX) + 1);
+        assert_eq!(dscp_index(last, 63), DSCP_MAP_SIZE - 1);
+        assert_eq!(dscp_index(1, 0), dscp_index(0, 63) + 1);
+        assert_eq!(portmap_index(last, PORT_DIRS - 1), PORTMAP_MAP_SIZE - 1);
+        assert_eq!(
+            portbm_index(last, PORT_DIRS - 1, MAX_PORT_CLASSES - 1),
+            PORTBM_MAP_SIZE - 1
+        );
+        assert_eq!(
+            portbm_index(0, 1, 0),
+            portbm_index(0, 0, MAX_PORT_CLASSES - 1) + 1
+        );
+        assert_eq!(rule_index(last, MAX_RULES as u32 - 1), RULES_MAP_SIZE - 1);
+        assert_eq!(slots_index(MAX_ROUTERS - 1, 1), SLOTS_MAP_SIZE - 1);
+        assert_ne!(slots_index(7, 0), slots_index(7, 1));
+    }
 }

@@ -3,7 +3,9 @@
 //! first matching rule. The cost is the same for 10 rules and for `MAX_RULES`.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use xwan_common::{BITMAP_WORDS, IfaceRuleKey, MAX_PORT_CLASSES, RuleBitmap};
+use xwan_common::{
+    BITMAP_WORDS, IfaceRuleKey, RuleBitmap, dscp_index, portbm_index, portmap_index, proto_index,
+};
 
 use crate::{maps::*, parse::Pkt};
 
@@ -14,13 +16,13 @@ use crate::{maps::*, parse::Pkt};
 /// does not), so most misses never reach them.
 #[inline(always)]
 pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
-    let proto = XWAN_PROTO.get(generation * 256 + p.proto as u32)?;
-    let dscp = XWAN_DSCP.get(generation * 64 + p.dscp as u32)?;
+    let proto = XWAN_PROTO.get(proto_index(generation, p.proto))?;
+    let dscp = XWAN_DSCP.get(dscp_index(generation, p.dscp))?;
     // Class 0 = "no ports": a port-less packet (ICMP, non-first fragment) can only match
     // rules without a port criterion.
     let (sclass, dclass) = if p.has_ports {
-        let s = XWAN_PORTMAP.get(generation * 2)?;
-        let d = XWAN_PORTMAP.get(generation * 2 + 1)?;
+        let s = XWAN_PORTMAP.get(portmap_index(generation, 0))?;
+        let d = XWAN_PORTMAP.get(portmap_index(generation, 1))?;
         (
             s.class[p.sport as usize] as u32,
             d.class[p.dport as usize] as u32,
@@ -28,8 +30,8 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     } else {
         (0, 0)
     };
-    let sport = XWAN_PORTBM.get(generation * 2 * MAX_PORT_CLASSES + sclass)?;
-    let dport = XWAN_PORTBM.get((generation * 2 + 1) * MAX_PORT_CLASSES + dclass)?;
+    let sport = XWAN_PORTBM.get(portbm_index(generation, 0, sclass))?;
+    let dport = XWAN_PORTBM.get(portbm_index(generation, 1, dclass))?;
     // SAFETY: values are plain data; the agent does not touch a generation while it is live.
     let iface = unsafe {
         match XWAN_IFBM.get(IfaceRuleKey {

@@ -15,9 +15,9 @@ use aya_ebpf::{
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
     FLOW_CACHE_BANKS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
-    GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, MAX_RULES, ParsedPacket,
-    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum,
-    hash, reason, tunnel_tag,
+    GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, ParsedPacket, ROUTER_SLOTS,
+    RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum, hash, reason,
+    rule_index, slots_index, tunnel_tag,
 };
 
 use crate::{
@@ -230,7 +230,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             }
         }
     };
-    let Some(action) = XWAN_RULES.get(generation * MAX_RULES as u32 + rule) else {
+    let Some(action) = XWAN_RULES.get(rule_index(generation, rule)) else {
         return (XDP_PASS, reason::PASS_NO_MATCH);
     };
     count(&XWAN_RULE_CNT, action.counter as u32, len);
@@ -352,7 +352,7 @@ fn from_cache(
     if c.epoch != epoch || age >= FLOW_REFRESH_NS || (idle_ns != 0 && age > idle_ns) {
         return miss;
     }
-    let Some(action) = XWAN_RULES.get((epoch & 1) * MAX_RULES as u32 + c.rule as u32) else {
+    let Some(action) = XWAN_RULES.get(rule_index(epoch & 1, c.rule as u32)) else {
         return miss;
     };
     if action.kind == ACTION_ROUTE {
@@ -481,7 +481,7 @@ fn choose_gateway(
     version: u32,
     live: Option<FlowValue>,
 ) -> Choice {
-    let Some(table) = XWAN_SLOTS.get(router as u32 * 2 + (version & 1)) else {
+    let Some(table) = XWAN_SLOTS.get(slots_index(router as u32, version)) else {
         return Choice::Unknown;
     };
     if let Some(f) = live

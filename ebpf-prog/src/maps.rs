@@ -7,12 +7,13 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use xwan_common::{
-    AddrKey, BITMAP_WORDS, Config, Counter, EgressLog, FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_BLOCKS,
-    FLOW_TABLE_SIZE, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue, GatewayInfo,
-    IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo, Lpm4Data, Lpm6Data,
-    MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_ROUTERS,
-    MAX_RULE_COUNTERS, MAX_RULES, ParsedPacket, PortTable, ReturnValue, RuleAction, RuleBitmap,
-    SlotTable, reason,
+    AddrKey, BITMAP_WORDS, Config, Counter, DSCP_MAP_SIZE, EgressLog, FLOW_CACHE_BLOCK_ENTRIES,
+    FLOW_CACHE_BLOCKS, FLOW_TABLE_SIZE, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue,
+    GENERATIONS, GatewayInfo, IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo,
+    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_ROUTERS,
+    MAX_RULE_COUNTERS, MAX_RULES, PORTBM_MAP_SIZE, PORTMAP_MAP_SIZE, PROTO_MAP_SIZE, ParsedPacket,
+    PortTable, RULES_MAP_SIZE, ReturnValue, RuleAction, RuleBitmap, SLOTS_MAP_SIZE, SlotTable,
+    reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
@@ -43,35 +44,36 @@ pub static XWAN_SRC6: LpmTrie<Lpm6Data, RuleBitmap> = LpmTrie::pinned(MAX_PREFIX
 #[map(name = "XWAN_DST6")]
 pub static XWAN_DST6: LpmTrie<Lpm6Data, RuleBitmap> = LpmTrie::pinned(MAX_PREFIXES, 0);
 
-/// Index `gen * 256 + protocol`.
+/// Index [`xwan_common::proto_index`].
 #[map(name = "XWAN_PROTO")]
-pub static XWAN_PROTO: Array<RuleBitmap> = Array::pinned(2 * 256, 0);
+pub static XWAN_PROTO: Array<RuleBitmap> = Array::pinned(PROTO_MAP_SIZE, 0);
 
-/// Index `gen * 64 + dscp`.
+/// Index [`xwan_common::dscp_index`].
 #[map(name = "XWAN_DSCP")]
-pub static XWAN_DSCP: Array<RuleBitmap> = Array::pinned(2 * 64, 0);
+pub static XWAN_DSCP: Array<RuleBitmap> = Array::pinned(DSCP_MAP_SIZE, 0);
 
-/// Index `gen * 2 + dir` (0 = source port, 1 = destination port).
+/// Index [`xwan_common::portmap_index`].
 #[map(name = "XWAN_PORTMAP")]
-pub static XWAN_PORTMAP: Array<PortTable> = Array::pinned(4, 0);
+pub static XWAN_PORTMAP: Array<PortTable> = Array::pinned(PORTMAP_MAP_SIZE, 0);
 
-/// Index `(gen * 2 + dir) * MAX_PORT_CLASSES + class`.
+/// Index [`xwan_common::portbm_index`].
 #[map(name = "XWAN_PORTBM")]
-pub static XWAN_PORTBM: Array<RuleBitmap> = Array::pinned(4 * MAX_PORT_CLASSES, 0);
+pub static XWAN_PORTBM: Array<RuleBitmap> = Array::pinned(PORTBM_MAP_SIZE, 0);
 
 #[map(name = "XWAN_IFBM")]
-pub static XWAN_IFBM: HashMap<IfaceRuleKey, RuleBitmap> = HashMap::pinned(2 * (MAX_IFACES + 1), 0);
+pub static XWAN_IFBM: HashMap<IfaceRuleKey, RuleBitmap> =
+    HashMap::pinned(GENERATIONS * (MAX_IFACES + 1), 0);
 
-/// Index `gen * MAX_RULES + rule`.
+/// Index [`xwan_common::rule_index`].
 #[map(name = "XWAN_RULES")]
-pub static XWAN_RULES: Array<RuleAction> = Array::pinned(2 * MAX_RULES as u32, 0);
+pub static XWAN_RULES: Array<RuleAction> = Array::pinned(RULES_MAP_SIZE, 0);
 
-/// Per router: table version; the live table is `SLOTS[router * 2 + (version & 1)]`.
+/// Per router: table version; the live table is at [`xwan_common::slots_index`].
 #[map(name = "XWAN_RTR_VER")]
 pub static XWAN_RTR_VER: Array<u32> = Array::pinned(MAX_ROUTERS, 0);
 
 #[map(name = "XWAN_SLOTS")]
-pub static XWAN_SLOTS: Array<SlotTable> = Array::pinned(2 * MAX_ROUTERS, 0);
+pub static XWAN_SLOTS: Array<SlotTable> = Array::pinned(SLOTS_MAP_SIZE, 0);
 
 #[map(name = "XWAN_GATEWAYS")]
 pub static XWAN_GATEWAYS: Array<GatewayInfo> = Array::pinned(MAX_GATEWAYS, 0);

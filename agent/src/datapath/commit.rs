@@ -14,14 +14,12 @@ use xwan_common::{
     AddrKey, CONFIG_MAP, Config, DEVMAP_MAP, DSCP_MAP, DST4_MAP, DST6_MAP, GATEWAYS_MAP,
     GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo, IFACE_ARRAY_MAP, IFACE_ARRAY_SIZE,
     IFACES_MAP, IFBM_MAP, IfaceInfo, IfaceRuleKey, LINK_L2, LINKS_MAP, LOCAL_MAP, LinkInfo,
-    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_PORT_CLASSES, MAX_ROUTERS, MAX_RULES, PORTBM_MAP,
-    PORTMAP_MAP, PROTO_MAP, ROUTER_VERSION_MAP, RULES_MAP, RULESET_MAP, RuleBitmap, SLOTS_MAP,
-    SRC4_MAP, SRC6_MAP,
+    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_ROUTERS, PORTBM_MAP, PORTMAP_MAP, PROTO_MAP,
+    ROUTER_VERSION_MAP, RULES_MAP, RULESET_MAP, RuleBitmap, SLOTS_MAP, SRC4_MAP, SRC6_MAP,
+    dscp_index, portbm_index, portmap_index, proto_index, rule_index, slots_index,
 };
 
-use super::compile::{
-    DSCP_ENTRIES, EMPTY_SLOT_TABLE, Image, LpmEntry, PROTO_ENTRIES, compile, fill_slot_table,
-};
+use super::compile::{EMPTY_SLOT_TABLE, Image, LpmEntry, compile, fill_slot_table};
 use super::grace::FlipSeq;
 use super::{Datapath, DatapathError, sys};
 
@@ -339,7 +337,7 @@ impl Datapath {
         Ok(true)
     }
 
-    /// The live version of router `id`'s table (its live copy is `SLOTS[id * 2 + (version & 1)]`).
+    /// The live version of router `id`'s table (its live copy is at `slots_index(id, version)`).
     pub fn router_version(&self, id: u16) -> Result<u32, DatapathError> {
         let m: Array<&MapData, u32> = Array::try_from(self.map(ROUTER_VERSION_MAP)?)
             .map_err(map_err(ROUTER_VERSION_MAP, "opening"))?;
@@ -377,7 +375,7 @@ impl Datapath {
         let copies: Vec<u32> = ids
             .iter()
             .zip(&next)
-            .map(|(id, v)| id * 2 + (v & 1))
+            .map(|(&id, &v)| slots_index(id, v))
             .collect();
         let failed = |map: &'static str, op: &str| {
             let op = format!("{op} for routers {ids:?}");
@@ -467,8 +465,8 @@ impl Datapath {
         self.write_lpm(DST4_MAP, &image.dst4)?;
         self.write_lpm(SRC6_MAP, &image.src6)?;
         self.write_lpm(DST6_MAP, &image.dst6)?;
-        self.write_bitmaps(PROTO_MAP, g * PROTO_ENTRIES, &image.proto)?;
-        self.write_bitmaps(DSCP_MAP, g * DSCP_ENTRIES, &image.dscp)?;
+        self.write_bitmaps(PROTO_MAP, proto_index(g, 0), &image.proto)?;
+        self.write_bitmaps(DSCP_MAP, dscp_index(g, 0), &image.dscp)?;
         for (dir, p) in image.ports.iter().enumerate() {
             let dir = dir as u32;
             let mut m: Array<&mut MapData, xwan_common::PortTable> =
@@ -476,11 +474,11 @@ impl Datapath {
                     .map_err(map_err(PORTMAP_MAP, "opening"))?;
             // By reference: a PortTable is 128 KiB, it must never be copied to the stack.
             let table: &xwan_common::PortTable = &p.table;
-            m.set(g * 2 + dir, table, 0).map_err(map_err(
+            m.set(portmap_index(g, dir), table, 0).map_err(map_err(
                 PORTMAP_MAP,
                 format!("writing generation {g} direction {dir}"),
             ))?;
-            self.write_bitmaps(PORTBM_MAP, (g * 2 + dir) * MAX_PORT_CLASSES, &p.classes)?;
+            self.write_bitmaps(PORTBM_MAP, portbm_index(g, dir, 0), &p.classes)?;
         }
         let mut ifbm: HashMap<&mut MapData, IfaceRuleKey, RuleBitmap> =
             HashMap::try_from(self.map_mut(IFBM_MAP)?).map_err(map_err(IFBM_MAP, "opening"))?;
@@ -494,7 +492,7 @@ impl Datapath {
             Array::try_from(self.map_mut(RULES_MAP)?).map_err(map_err(RULES_MAP, "opening"))?;
         for (i, a) in image.actions.iter().enumerate() {
             rules
-                .set(g * MAX_RULES as u32 + i as u32, a, 0)
+                .set(rule_index(g, i as u32), a, 0)
                 .map_err(map_err(RULES_MAP, format!("writing rule {i}")))?;
         }
         Ok(())

@@ -24,15 +24,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use xwan_common::model::Parsed;
 use xwan_common::plan::{Action, HashMode, IpNet, Plan, PortRange, RouterTable, Rule};
 use xwan_common::{
-    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, DSCP_KEEP, IfaceRuleKey, LPM_GEN_BITS, Lpm4Data,
-    Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_RULES, PortTable,
-    ROUTER_SLOTS, RuleAction, RuleBitmap, SlotTable, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS,
+    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, DSCP_ENTRIES, DSCP_KEEP, IfaceRuleKey, LPM_GEN_BITS,
+    Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_PORT_CLASSES, MAX_PREFIXES, MAX_RULES,
+    PROTO_ENTRIES, PortTable, ROUTER_SLOTS, RuleAction, RuleBitmap, SlotTable, TABLE_HASH_SOURCE,
+    TABLE_ON_FAILURE_PASS,
 };
 
-/// Entries of [`xwan_common::PROTO_MAP`] per generation.
-pub const PROTO_ENTRIES: u32 = 256;
-/// Entries of [`xwan_common::DSCP_MAP`] per generation.
-pub const DSCP_ENTRIES: u32 = 64;
 /// Prefix entries one generation may use in one LPM trie: the trie holds both generations
 /// while a commit is under way.
 pub const MAX_PREFIXES_PER_GENERATION: usize = MAX_PREFIXES as usize / 2;
@@ -115,9 +112,8 @@ impl fmt::Debug for PortImage {
 
 /// Everything the classifier maps must hold for one ruleset generation.
 ///
-/// Map indexes: PROTO `generation * 256 + p`, DSCP `generation * 64 + d`, PORTMAP
-/// `generation * 2 + dir`, PORTBM `(generation * 2 + dir) * MAX_PORT_CLASSES + class`, RULES
-/// `generation * MAX_RULES + rule`; LPM and IFBM keys carry the generation themselves.
+/// Map indexes: `xwan_common::{proto,dscp,portmap,portbm,rule}_index`; LPM and IFBM keys
+/// carry the generation themselves.
 #[derive(Clone, Debug)]
 pub struct Image {
     pub generation: u32,

@@ -280,7 +280,7 @@ impl Datapath {
                 error: Box::new(error),
             })?;
         let t = slots
-            .get(&(id as u32 * 2 + (version & 1)), 0)
+            .get(&c::slots_index(id as u32, version), 0)
             .map_err(|error| DatapathError::Map {
                 map: c::SLOTS_MAP,
                 op: format!("reading router {id}'s table"),
