@@ -1117,17 +1117,8 @@ impl Daemon {
                 }
             }
         }
-        let pins = self.dp.pin_dir().to_path_buf();
-        let socket = self.config.agent.control_socket.clone();
-        drop(self.dp);
-        for e in std::fs::read_dir(&pins).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with("XWAN_") {
-                std::fs::remove_file(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
-            }
-        }
-        let _ = std::fs::remove_dir(&pins);
-        let _ = std::fs::remove_file(socket);
+        self.dp.remove_pins()?;
+        let _ = std::fs::remove_file(&self.config.agent.control_socket);
         Ok(())
     }
 }
