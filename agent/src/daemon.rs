@@ -47,74 +47,27 @@ use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
-    task::JoinHandle,
+    sync::watch,
 };
 use tracing::{error, info, warn};
 use xwan_common::plan::{Plan, RouterTable};
 
 use crate::{
-    config::{self, Config, GatewayId, IpsecTunnel, Link, Monitor as MonitorConfig, Owner},
+    config::{self, Config, GatewayId, IpsecTunnel, Link, Owner},
     control::{
         self, Answer, Request,
         server::{self, Call, StatusSnapshot},
     },
     datapath::{self, CounterReader, Datapath},
-    health::{Availability, Reason, Stats},
+    health::Availability,
     metrics::{self, DatapathSnapshot, GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
-    probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
+    probe::{Fleet, GatewayEvent, LinkState},
     router::{GatewayState, GatewayStatus, Role},
     status::{GatewayRow, IpsecLinkRow, ReturnRouteRow, RouterStatus, SaRow, Status},
     xfrm::{self, LinkSas, SaInfo, XfrmSocket},
 };
-
-/// A gateway's probing, as far as a reload must restart it when it changes.
-#[derive(Clone, PartialEq, Debug)]
-struct ProbeSignature {
-    interface: String,
-    address: IpAddr,
-    check: Vec<IpAddr>,
-    monitor: MonitorConfig,
-    params: String,
-}
-
-struct ProbeTask {
-    signature: ProbeSignature,
-    link: watch::Sender<LinkState>,
-    tasks: [JoinHandle<()>; 2],
-}
-
-impl Drop for ProbeTask {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// What the daemon knows of a gateway's health, for routers and `xwan status`.
-#[derive(Clone, Debug)]
-struct GatewayView {
-    availability: Availability,
-    reason: String,
-    last_change: Option<SystemTime>,
-    available_since: Option<SystemTime>,
-    stats: Stats,
-}
-
-impl Default for GatewayView {
-    fn default() -> Self {
-        GatewayView {
-            availability: Availability::Unavailable,
-            reason: "not yet probed".into(),
-            last_change: None,
-            available_since: None,
-            stats: Stats::default(),
-        }
-    }
-}
 
 struct Daemon {
     path: PathBuf,
@@ -122,15 +75,12 @@ struct Daemon {
     dp: Datapath,
     nl: Netlink,
     facts: Facts,
-    /// By gateway name (stable across reloads).
-    views: HashMap<String, GatewayView>,
-    probes: HashMap<String, ProbeTask>,
+    probes: Fleet,
     /// Committed router tables and monitor rows, index = router id.
     tables: Vec<RouterTable>,
     rows: Vec<Vec<GatewayStatus>>,
     /// The plan last committed (for `xwan explain`).
     plan: Plan,
-    events_tx: mpsc::Sender<(String, GatewayEvent)>,
     /// Adopted start: the first plan waits for every gateway's first verdict, until then.
     starting: Option<Instant>,
     metrics: Arc<Metrics>,
@@ -263,19 +213,16 @@ pub async fn run(path: &Path) -> Result<()> {
             }
         }));
     }
-    let (events_tx, mut events_rx) = mpsc::channel(1024);
     let mut d = Daemon {
         path: path.to_path_buf(),
         config,
         dp,
         nl,
         facts: Facts::default(),
-        views: HashMap::new(),
-        probes: HashMap::new(),
+        probes: Fleet::default(),
         tables: vec![],
         rows: vec![],
         plan: Plan::default(),
-        events_tx,
         starting: None,
         metrics: metrics.clone(),
         labels: labels.clone(),
@@ -321,7 +268,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut sa_resync = tokio::time::interval(SA_RESYNC);
     loop {
         tokio::select! {
-            Some((gw, ev)) = events_rx.recv() => {
+            Some((gw, ev)) = d.probes.next_event() => {
                 d.on_gateway_event(&gw, ev);
                 d.finish_start(false)?;
             }
@@ -356,6 +303,25 @@ pub async fn run(path: &Path) -> Result<()> {
     }
     let _ = std::fs::remove_file(&d.config.agent.control_socket);
     Ok(())
+}
+
+/// A link's state for its gateways: interface up, and for IPsec links an SA pair.
+fn link_state(facts: &Facts, sas: &[SaInfo], link: &Link) -> LinkState {
+    let up = facts
+        .interfaces
+        .get(&link.interface)
+        .is_some_and(|i| i.is_up());
+    if !up {
+        LinkState::Down
+    } else if link
+        .ipsec
+        .as_ref()
+        .is_some_and(|t| !LinkSas::of(t, sas).usable())
+    {
+        LinkState::NoSa
+    } else {
+        LinkState::Up
+    }
 }
 
 fn unix(t: Option<SystemTime>) -> Option<u64> {
@@ -420,39 +386,11 @@ impl Daemon {
         self.sas = new;
     }
 
-    /// A link's state for its gateways: interface up, and for IPsec links an SA pair.
-    fn link_state(&self, link: &Link) -> LinkState {
-        let up = self
-            .facts
-            .interfaces
-            .get(&link.interface)
-            .is_some_and(|i| i.is_up());
-        if !up {
-            LinkState::Down
-        } else if link
-            .ipsec
-            .as_ref()
-            .is_some_and(|t| !LinkSas::of(t, &self.sas).usable())
-        {
-            LinkState::NoSa
-        } else {
-            LinkState::Up
-        }
-    }
-
     /// Tells every probe task whose link state changed.
     fn push_link_states(&self) {
-        for (name, t) in &self.probes {
-            let Some(id) = self.gateway_id(name) else {
-                continue;
-            };
-            let link = self.config.link(self.config.gateway(id).link);
-            let state = self.link_state(link);
-            if *t.link.borrow() != state {
-                info!(gateway = %name, interface = %link.interface, ?state, "link state");
-                let _ = t.link.send(state);
-            }
-        }
+        let (facts, sas) = (&self.facts, &self.sas);
+        self.probes
+            .push_link_states(&self.config, |l| link_state(facts, sas, l));
     }
 
     fn ipsec_rows(&self) -> Vec<IpsecLinkRow> {
@@ -504,8 +442,8 @@ impl Daemon {
 
     fn is_ready(&self, id: u16) -> bool {
         let g = &self.config.gateways[id as usize];
-        self.views
-            .get(&g.name)
+        self.probes
+            .view(&g.name)
             .is_some_and(|v| v.availability == Availability::Ready)
             && planner::usable(&self.config, &self.facts, GatewayId(id))
     }
@@ -551,118 +489,43 @@ impl Daemon {
         Ok(())
     }
 
-    fn signature(&self, id: GatewayId) -> ProbeSignature {
-        let g = self.config.gateway(id);
-        ProbeSignature {
-            interface: self.config.link(g.link).interface.clone(),
-            address: g.address,
-            check: g.check.clone(),
-            monitor: g.monitor,
-            params: format!("{:?}", planner::health_params(&self.config, id)),
-        }
-    }
-
-    /// Starts probing every gateway that has no task with the same signature; stops the rest.
+    /// Starts probing every gateway whose probing is new or changed; stops the rest.
     fn start_probes(&mut self) {
-        let mut keep = HashMap::new();
-        for (i, g) in self.config.gateways.iter().enumerate() {
-            let id = GatewayId(i as u16);
-            let sig = self.signature(id);
-            if let Some(t) = self.probes.remove(&g.name)
-                && t.signature == sig
-            {
-                keep.insert(g.name.clone(), t);
-                continue;
-            }
-            self.views.insert(g.name.clone(), GatewayView::default());
-            let link = self.config.link(g.link);
-            let mut binding = LinkBinding::device(&link.interface);
-            match link.address.map(|a| a.addr) {
-                Some(IpAddr::V4(a)) => binding.source_v4 = Some(a),
-                Some(IpAddr::V6(a)) => binding.source_v6 = Some(a),
-                None => {}
-            }
-            let prober = match g.monitor {
-                MonitorConfig::Icmp => Monitor::Icmp(IcmpProber::new(binding)),
-                MonitorConfig::Tcp(port) => Monitor::Tcp(TcpProber::new(binding, port.get())),
-            };
-            let (link_tx, link_rx) = watch::channel(self.link_state(link));
-            let (tx, mut rx) = mpsc::channel(64);
-            let params = planner::health_params(&self.config, id);
-            let probe = tokio::spawn(run_gateway(params, prober, g.check.clone(), link_rx, tx));
-            let shared = self.events_tx.clone();
-            let name = g.name.clone();
-            let forward = tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    if shared.send((name.clone(), ev)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            keep.insert(
-                g.name.clone(),
-                ProbeTask {
-                    signature: sig,
-                    link: link_tx,
-                    tasks: [probe, forward],
-                },
-            );
-        }
-        // Whatever is left in `self.probes` is no longer configured: dropping aborts it.
-        self.probes = keep;
-        self.views.retain(|name, _| self.probes.contains_key(name));
-    }
-
-    fn routers_of(&self, gateway: GatewayId) -> String {
-        let names: Vec<&str> = self
-            .config
-            .routers
-            .iter()
-            .filter(|r| {
-                r.mains
-                    .iter()
-                    .chain(&r.backups)
-                    .any(|m| m.gateway == gateway)
-            })
-            .map(|r| r.name.as_str())
-            .collect();
-        names.join(",")
+        let (facts, sas) = (&self.facts, &self.sas);
+        self.probes
+            .sync(&self.config, |l| link_state(facts, sas, l));
     }
 
     fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
         let Some(id) = self.gateway_id(gw) else {
             return;
         };
-        let routers = self.routers_of(id);
-        let Some(view) = self.views.get_mut(gw) else {
+        let Some(view) = self.probes.view_mut(gw) else {
             return;
         };
-        match ev {
-            GatewayEvent::Probed(r) => {
-                self.metrics.observe_probe_report(gw, &r);
-                view.stats = r.stats;
-            }
+        let state_changed = view.record(&ev);
+        match &ev {
+            GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r),
             GatewayEvent::Transition(t) => {
-                t.log(&routers, gw);
-                for router in routers.split(',').filter(|r| !r.is_empty()) {
-                    self.metrics.record_transition(router, gw, &t);
-                }
-                view.reason = t.reason.to_string();
-                if t.is_state_change() {
-                    let now = SystemTime::now();
-                    view.availability = t.to;
-                    view.last_change = Some(now);
-                    view.available_since = (t.to == Availability::Ready).then_some(now);
-                    let verdict = Instant::now();
-                    self.recompute();
-                    self.metrics.observe_commit(verdict.elapsed());
-                    info!(
-                        gateway = gw,
-                        commit_us = verdict.elapsed().as_micros() as u64,
-                        "router tables committed"
-                    );
+                let routers: Vec<&str> = (self.config.routers.iter())
+                    .filter(|r| r.mains.iter().chain(&r.backups).any(|m| m.gateway == id))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                t.log(&routers.join(","), gw);
+                for router in routers {
+                    self.metrics.record_transition(router, gw, t);
                 }
             }
+        }
+        if state_changed {
+            let verdict = Instant::now();
+            self.recompute();
+            self.metrics.observe_commit(verdict.elapsed());
+            info!(
+                gateway = gw,
+                commit_us = verdict.elapsed().as_micros() as u64,
+                "router tables committed"
+            );
         }
     }
 
@@ -671,7 +534,7 @@ impl Daemon {
         for (i, r) in self.config.routers.iter().enumerate() {
             for s in self.rows.get(i).into_iter().flatten() {
                 let g = &self.config.gateways[s.gateway as usize];
-                let last = self.views.get(&g.name).and_then(|v| v.last_change);
+                let last = self.probes.view(&g.name).and_then(|v| v.last_change);
                 self.metrics
                     .set_gateway(&r.name, &g.name, GatewaySnapshot::from_status(s, last));
             }
@@ -701,13 +564,7 @@ impl Daemon {
         if self.starting.is_none() {
             return Ok(());
         }
-        let unprobed = Reason::NotYetProbed.to_string();
-        let waiting: Vec<&str> = self
-            .views
-            .iter()
-            .filter(|(_, v)| v.reason == unprobed)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let waiting = self.probes.unprobed();
         if !waiting.is_empty() {
             if !timed_out {
                 return Ok(());
@@ -1038,7 +895,7 @@ impl Daemon {
                 .iter()
                 .map(|r| {
                     let g = self.config.gateway(r.gateway);
-                    let v = self.views.get(&g.name).cloned().unwrap_or_default();
+                    let v = self.probes.view(&g.name).copied().unwrap_or_default();
                     ReturnRouteRow {
                         link: self.config.link(r.link).name.clone(),
                         gateway: g.name.clone(),
@@ -1048,7 +905,7 @@ impl Daemon {
                             "Unavailable"
                         }
                         .into(),
-                        reason: v.reason,
+                        reason: v.reason.to_string(),
                     }
                 })
                 .collect(),
@@ -1057,7 +914,7 @@ impl Daemon {
 
     fn row(&self, s: &GatewayStatus) -> GatewayRow {
         let g = &self.config.gateways[s.gateway as usize];
-        let v = self.views.get(&g.name).cloned().unwrap_or_default();
+        let v = self.probes.view(&g.name).copied().unwrap_or_default();
         GatewayRow {
             name: g.name.clone(),
             state: match s.state {
@@ -1068,7 +925,7 @@ impl Daemon {
             .into(),
             last_change_unix: unix(v.last_change),
             availability: if s.ready { "Ready" } else { "Unavailable" }.into(),
-            reason: v.reason,
+            reason: v.reason.to_string(),
             available_since_unix: unix(v.available_since),
             role: match s.role {
                 Role::Main => "Main",
@@ -1088,7 +945,7 @@ impl Daemon {
     /// and policies and the tunnel interfaces xwan created.
     async fn stop(mut self) -> Result<()> {
         info!("stopping: detaching programs and removing pinned maps and links");
-        self.probes.clear();
+        drop(self.probes);
         // Programs first: detaching from a tunnel interface removed below would fail (and
         // leave the pins behind).
         self.dp.detach_all()?;
