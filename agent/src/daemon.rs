@@ -33,14 +33,12 @@
 //! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
 //! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
-mod kernel;
-
 use std::{
     collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -53,20 +51,21 @@ use tracing::{error, info, warn};
 use xwan_common::plan::{Plan, RouterTable};
 
 use crate::{
-    config::{self, Config, GatewayId, IpsecTunnel, Link, Owner},
+    config::{self, Config, GatewayId, Link},
     control::{
         self, Answer, Request,
         server::{self, Call, StatusSnapshot},
     },
     datapath::{self, CounterReader, Datapath},
     health::Availability,
+    kernel::{self, bounded},
     metrics::{self, DatapathSnapshot, GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
     probe::{Fleet, GatewayEvent, LinkState},
     router::{GatewayState, GatewayStatus, Role},
-    status::{GatewayRow, IpsecLinkRow, ReturnRouteRow, RouterStatus, SaRow, Status},
-    xfrm::{self, LinkSas, SaInfo, XfrmSocket},
+    status::{self, GatewayRow, ReturnRouteRow, RouterStatus, Status},
+    xfrm::Supervisor,
 };
 
 struct Daemon {
@@ -86,28 +85,7 @@ struct Daemon {
     metrics: Arc<Metrics>,
     /// Names a scrape gives the data plane's counters, refreshed with every plan.
     labels: Arc<Mutex<Labels>>,
-    /// Every SA of the namespace, as of the last XFRM event (or start).
-    sas: Vec<SaInfo>,
-    /// Per IPsec link name: when a new SA last replaced one of it.
-    last_rekey: HashMap<String, SystemTime>,
-    /// The IPsec links, for metric scrapes.
-    ipsec_links: Arc<Mutex<Vec<(String, IpsecTunnel)>>>,
-}
-
-/// How often the SAs are re-read besides on XFRM events.
-const SA_RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The IPsec links of `config`: (name, tunnel).
-fn ipsec_links(config: &Config) -> Vec<(String, IpsecTunnel)> {
-    config
-        .links
-        .iter()
-        .filter_map(|l| Some((l.name.clone(), l.ipsec.clone()?)))
-        .collect()
-}
-
-fn now_unix() -> u64 {
-    unix(Some(SystemTime::now())).unwrap_or(0)
+    ipsec: Supervisor,
 }
 
 /// What a metrics scrape needs to name the kernel's counters.
@@ -147,12 +125,7 @@ pub async fn run(path: &Path) -> Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
-    // Key files first: a refused one stops the start before anything is set up.
-    for l in &config.links {
-        if let Some(m) = l.ipsec.as_ref().and_then(|t| t.manual_sa.as_ref()) {
-            xfrm::keys::load(&l.name, m)?;
-        }
-    }
+    Supervisor::check_keys(&config)?;
     if let Some(at) = datapath::ensure_bpffs(&config.agent.bpffs).with_context(|| {
         format!(
             "preparing the bpf filesystem at {}",
@@ -192,27 +165,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let nl = Netlink::new()?;
     let mut kernel_events = netlink::subscribe()?;
     let mut addresses = kernel::addresses(nl.clone());
-    let mut sa_reader = kernel::sa_reader(xfrm::subscribe()?);
-    let ipsec = Arc::new(Mutex::new(ipsec_links(&config)));
-    {
-        let ipsec = ipsec.clone();
-        metrics.set_xfrm_source(Arc::new(move || {
-            let links = ipsec.lock().map(|l| l.clone()).unwrap_or_default();
-            let sas = if links.is_empty() {
-                vec![]
-            } else {
-                kernel::dump_sas()
-            };
-            metrics::XfrmSnapshot {
-                links: links
-                    .iter()
-                    .map(|(n, t)| (n.clone(), LinkSas::of(t, &sas)))
-                    .collect(),
-                errors: xfrm::stats::read().unwrap_or_default(),
-                now_unix: now_unix(),
-            }
-        }));
-    }
+    let ipsec = Supervisor::start(&config, nl.clone(), &metrics)?;
     let mut d = Daemon {
         path: path.to_path_buf(),
         config,
@@ -226,11 +179,9 @@ pub async fn run(path: &Path) -> Result<()> {
         starting: None,
         metrics: metrics.clone(),
         labels: labels.clone(),
-        sas: vec![],
-        last_rekey: HashMap::new(),
-        ipsec_links: ipsec,
+        ipsec,
     };
-    d.setup_ipsec().await?;
+    d.ipsec.setup(&d.config).await?;
     d.refresh_facts().await?;
     d.attach()?;
     if let Err(e) = d.dp.detach_unclaimed() {
@@ -263,9 +214,6 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     info!(config = %d.path.display(), "xwan running");
-    // SA events drive the `no SA` verdicts; this periodic re-read also catches what a lost
-    // event (netlink buffer overrun) would hide.
-    let mut sa_resync = tokio::time::interval(SA_RESYNC);
     loop {
         tokio::select! {
             Some((gw, ev)) = d.probes.next_event() => {
@@ -279,12 +227,10 @@ pub async fn run(path: &Path) -> Result<()> {
                 ev => d.on_kernel_event(ev),
             },
             Some(a) = addresses.next() => d.on_addresses(a),
-            Some(sas) = sa_reader.next() => {
-                d.on_sas(sas);
+            // SA reads drive the `no SA` verdicts.
+            Some(sas) = d.ipsec.next_read(&d.config) => {
+                d.ipsec.on_sas(&d.config, sas);
                 d.push_link_states();
-            }
-            _ = sa_resync.tick(), if d.config.links.iter().any(|l| l.ipsec.is_some()) => {
-                sa_reader.request();
             }
             Some(call) = calls.recv() => if d.on_call(call).await {
                 // Requests arriving meanwhile are told at once that the agent is stopping.
@@ -306,134 +252,26 @@ pub async fn run(path: &Path) -> Result<()> {
 }
 
 /// A link's state for its gateways: interface up, and for IPsec links an SA pair.
-fn link_state(facts: &Facts, sas: &[SaInfo], link: &Link) -> LinkState {
+fn link_state(facts: &Facts, ipsec: &Supervisor, link: &Link) -> LinkState {
     let up = facts
         .interfaces
         .get(&link.interface)
         .is_some_and(|i| i.is_up());
     if !up {
         LinkState::Down
-    } else if link
-        .ipsec
-        .as_ref()
-        .is_some_and(|t| !LinkSas::of(t, sas).usable())
-    {
+    } else if ipsec.lacks_sa_pair(link) {
         LinkState::NoSa
     } else {
         LinkState::Up
     }
 }
 
-fn unix(t: Option<SystemTime>) -> Option<u64> {
-    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-}
-
 impl Daemon {
-    /// Creates (or adopts) the tunnel interfaces xwan owns and installs manual SAs; then reads
-    /// every SA. Errors name the link and say what to do.
-    async fn setup_ipsec(&mut self) -> Result<()> {
-        let links: Vec<Link> = self.config.links.clone();
-        for l in &links {
-            let Some(t) = &l.ipsec else { continue };
-            if t.owner == Owner::Xwan {
-                let address = l
-                    .address
-                    .context("an xwan-owned tunnel link has an address (validated)")?;
-                let spec =
-                    netlink::tunnel::TunnelSpec::new(&l.name, &l.interface, t, address, l.mtu);
-                let what = format!(
-                    "link '{}': creating or adopting the tunnel interface {}",
-                    l.name, l.interface
-                );
-                let done = kernel::bounded(what, self.nl.ensure_tunnel(&spec)).await?;
-                info!(link = %l.name, interface = %l.interface, kind = t.device.kind(), id = t.device.id(), ?done, "tunnel interface ready");
-            }
-            if let Some(m) = &t.manual_sa {
-                let keys = xfrm::keys::load(&l.name, m)?;
-                let mut sock = XfrmSocket::open()?;
-                xfrm::install_manual(&mut sock, &l.name, t, m, keys)?;
-            }
-        }
-        if let Ok(mut i) = self.ipsec_links.lock() {
-            *i = ipsec_links(&self.config);
-        }
-        self.on_sas(kernel::sas().await);
-        Ok(())
-    }
-
-    /// Every SA as just read; notes rekeys (a new SPI where the link already had an SA).
-    fn on_sas(&mut self, new: Vec<SaInfo>) {
-        for l in &self.config.links {
-            let Some(t) = &l.ipsec else { continue };
-            let (old, now) = (LinkSas::of(t, &self.sas), LinkSas::of(t, &new));
-            let rekeyed = [(&old.inbound, &now.inbound), (&old.outbound, &now.outbound)]
-                .iter()
-                .any(|(o, n)| !o.is_empty() && n.iter().any(|s| !o.iter().any(|x| x.spi == s.spi)));
-            if rekeyed {
-                info!(link = %l.name, "IPsec SA rekeyed");
-                self.last_rekey.insert(l.name.clone(), SystemTime::now());
-            }
-            if old.usable() != now.usable() {
-                match now.missing() {
-                    None => info!(link = %l.name, "IPsec SA pair present"),
-                    Some(m) => {
-                        warn!(link = %l.name, missing = m, "IPsec link has no usable SA pair")
-                    }
-                }
-            }
-        }
-        self.sas = new;
-    }
-
     /// Tells every probe task whose link state changed.
     fn push_link_states(&self) {
-        let (facts, sas) = (&self.facts, &self.sas);
+        let (facts, ipsec) = (&self.facts, &self.ipsec);
         self.probes
-            .push_link_states(&self.config, |l| link_state(facts, sas, l));
-    }
-
-    fn ipsec_rows(&self) -> Vec<IpsecLinkRow> {
-        let now = now_unix();
-        self.config
-            .links
-            .iter()
-            .filter_map(|l| {
-                let t = l.ipsec.as_ref()?;
-                let sas = LinkSas::of(t, &self.sas);
-                let row = |dir: &str, s: &SaInfo| SaRow {
-                    direction: dir.to_owned(),
-                    spi: format!("{:#010x}", s.spi),
-                    algorithms: s.algorithms.clone(),
-                    bytes: s.bytes,
-                    packets: s.packets,
-                    age_s: (s.add_time > 0).then(|| now.saturating_sub(s.add_time)),
-                    lifetime_left_s: s.lifetime_left(now),
-                };
-                Some(IpsecLinkRow {
-                    link: l.name.clone(),
-                    interface: l.interface.clone(),
-                    device: match t.device {
-                        config::TunnelDevice::Vti { key } => format!("vti key {key}"),
-                        config::TunnelDevice::Xfrm { if_id } => format!("xfrm if_id {if_id}"),
-                    },
-                    sa_source: if t.manual_sa.is_some() {
-                        "manual"
-                    } else {
-                        "ike"
-                    }
-                    .into(),
-                    usable: sas.usable(),
-                    sas: sas
-                        .inbound
-                        .iter()
-                        .map(|s| row("in", s))
-                        .chain(sas.outbound.iter().map(|s| row("out", s)))
-                        .collect(),
-                    last_rekey_unix: unix(self.last_rekey.get(&l.name).copied()),
-                })
-            })
-            .collect()
+            .push_link_states(&self.config, |l| link_state(facts, ipsec, l));
     }
 
     fn gateway_id(&self, name: &str) -> Option<GatewayId> {
@@ -451,10 +289,10 @@ impl Daemon {
     /// Interfaces, addresses, and the neighbours of Ethernet gateways.
     async fn refresh_facts(&mut self) -> Result<()> {
         let mut f = Facts::default();
-        for i in kernel::bounded("reading the interfaces", self.nl.interfaces()).await? {
+        for i in bounded("reading the interfaces", self.nl.interfaces()).await? {
             f.interfaces.insert(i.name.clone(), i);
         }
-        f.local_addrs = kernel::bounded("reading the addresses", self.nl.addresses())
+        f.local_addrs = bounded("reading the addresses", self.nl.addresses())
             .await?
             .into_iter()
             .map(|(_, ip, _)| ip)
@@ -466,8 +304,7 @@ impl Daemon {
                 g.address, g.name
             );
             if let Some(i) = f.interfaces.get(&link.interface)
-                && let Some(mac) =
-                    kernel::bounded(what, self.nl.neighbour(i.ifindex, g.address)).await?
+                && let Some(mac) = bounded(what, self.nl.neighbour(i.ifindex, g.address)).await?
             {
                 f.neighbours.insert((i.ifindex, g.address), mac);
             }
@@ -491,9 +328,9 @@ impl Daemon {
 
     /// Starts probing every gateway whose probing is new or changed; stops the rest.
     fn start_probes(&mut self) {
-        let (facts, sas) = (&self.facts, &self.sas);
+        let (facts, ipsec) = (&self.facts, &self.ipsec);
         self.probes
-            .sync(&self.config, |l| link_state(facts, sas, l));
+            .sync(&self.config, |l| link_state(facts, ipsec, l));
     }
 
     fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
@@ -742,7 +579,7 @@ impl Daemon {
             })
             .collect();
         self.rows = vec![vec![]; self.tables.len()];
-        let mut r = self.setup_ipsec().await;
+        let mut r = self.ipsec.setup(&self.config).await;
         if r.is_ok() {
             r = self.refresh_facts().await;
         }
@@ -753,57 +590,8 @@ impl Daemon {
             self.apply("reload rollback").ok();
             return Err(e);
         }
-        self.remove_stale_ipsec(&previous).await;
+        self.ipsec.remove_stale(&previous, &self.config).await;
         self.dp.epoch().map_err(Into::into)
-    }
-
-    /// After a reload: removes the manual SAs and policies, and the tunnel interfaces xwan
-    /// created, that the new configuration no longer has.
-    async fn remove_stale_ipsec(&self, previous: &Config) {
-        let now: Vec<xfrm::Installed> = self
-            .config
-            .links
-            .iter()
-            .filter_map(|l| {
-                let t = l.ipsec.as_ref()?;
-                Some(xfrm::installed(t, t.manual_sa.as_ref()?))
-            })
-            .flatten()
-            .collect();
-        for l in &previous.links {
-            let Some(t) = &l.ipsec else { continue };
-            if let Some(m) = &t.manual_sa {
-                let stale: Vec<_> = xfrm::installed(t, m)
-                    .into_iter()
-                    .filter(|o| !now.contains(o))
-                    .collect();
-                if !stale.is_empty() {
-                    match XfrmSocket::open() {
-                        Ok(mut sock) => {
-                            let n = xfrm::remove(&mut sock, &l.name, &stale);
-                            info!(link = %l.name, removed = n, "manual SAs and policies no longer configured removed");
-                        }
-                        Err(e) => warn!(link = %l.name, "removing stale SAs failed: {e}"),
-                    }
-                }
-            }
-            let kept = self.config.links.iter().any(|n| {
-                n.interface == l.interface
-                    && n.ipsec.as_ref().is_some_and(|t| t.owner == Owner::Xwan)
-            });
-            if t.owner == Owner::Xwan && !kept {
-                let what = format!("removing the tunnel interface {}", l.interface);
-                match kernel::bounded(what, self.nl.remove_tunnel(&l.name, &l.interface)).await {
-                    Ok(true) => {
-                        info!(link = %l.name, interface = %l.interface, "tunnel interface no longer configured removed")
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!(link = %l.name, "removing tunnel interface {} failed: {e}", l.interface)
-                    }
-                }
-            }
-        }
     }
 
     fn apply_reloaded(&mut self, old_lan: &[String], old_links: &[String]) -> Result<()> {
@@ -888,7 +676,7 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .collect(),
             routers,
-            ipsec: self.ipsec_rows(),
+            ipsec: self.ipsec.rows(&self.config),
             return_routes: self
                 .config
                 .return_routes
@@ -923,10 +711,10 @@ impl Daemon {
                 GatewayState::Unavailable => "Unavailable",
             }
             .into(),
-            last_change_unix: unix(v.last_change),
+            last_change_unix: status::unix(v.last_change),
             availability: if s.ready { "Ready" } else { "Unavailable" }.into(),
             reason: v.reason.to_string(),
-            available_since_unix: unix(v.available_since),
+            available_since_unix: status::unix(v.available_since),
             role: match s.role {
                 Role::Main => "Main",
                 Role::Backup => "Backup",
@@ -949,31 +737,7 @@ impl Daemon {
         // Programs first: detaching from a tunnel interface removed below would fail (and
         // leave the pins behind).
         self.dp.detach_all()?;
-        for l in &self.config.links {
-            let Some(t) = &l.ipsec else { continue };
-            if let Some(m) = &t.manual_sa {
-                match XfrmSocket::open() {
-                    Ok(mut sock) => {
-                        xfrm::remove_manual(&mut sock, &l.name, t, m);
-                    }
-                    Err(e) => warn!(link = %l.name, "removing the manual SAs failed: {e}"),
-                }
-            }
-            if t.owner == Owner::Xwan {
-                let what = format!("removing the tunnel interface {}", l.interface);
-                match kernel::bounded(what, self.nl.remove_tunnel(&l.name, &l.interface)).await {
-                    Ok(true) => {
-                        info!(link = %l.name, interface = %l.interface, "tunnel interface removed")
-                    }
-                    Ok(false) => {
-                        info!(link = %l.name, interface = %l.interface, "tunnel interface not created by xwan: left in place")
-                    }
-                    Err(e) => {
-                        warn!(link = %l.name, interface = %l.interface, "removing the tunnel interface failed: {e}")
-                    }
-                }
-            }
-        }
+        self.ipsec.teardown(&self.config).await;
         self.dp.remove_pins()?;
         let _ = std::fs::remove_file(&self.config.agent.control_socket);
         Ok(())

@@ -12,7 +12,8 @@
 //! * [`datapath`]: load, attach, pin, program the maps, read counters;
 //! * [`metrics`]: the Prometheus registry and its HTTP endpoint;
 //! * [`daemon`], [`control`], [`status`], [`explain`]: `xwan run`, its control socket,
-//!   `xwan status`, `xwan explain`;
+//!   `xwan status`, `xwan explain`; [`kernel`]: the daemon's kernel requests, each with a
+//!   deadline;
 //! * [`doctor`]: `xwan doctor`, what the kernel and each interface offer, before deploying.
 
 pub mod config;
@@ -22,6 +23,7 @@ pub mod datapath;
 pub mod doctor;
 pub mod explain;
 pub mod health;
+pub mod kernel;
 pub mod metrics;
 pub mod netlink;
 pub mod planner;

@@ -2,9 +2,18 @@
 //! Stormshield real-time monitor (State, last status change, Availability, available since,
 //! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here.
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use serde::{Deserialize, Serialize};
+
+/// A time as status fields carry it: Unix seconds.
+pub fn unix(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {
