@@ -63,8 +63,8 @@ use crate::{
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
     probe::{Fleet, GatewayEvent, LinkState},
-    router::{GatewayState, GatewayStatus, Role},
-    status::{self, GatewayRow, ReturnRouteRow, RouterStatus, Status},
+    router::GatewayStatus,
+    status::{self, Status},
     xfrm::Supervisor,
 };
 
@@ -650,22 +650,6 @@ impl Daemon {
     }
 
     fn status(&self) -> Status {
-        let routers = self
-            .config
-            .routers
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RouterStatus {
-                name: r.name.clone(),
-                gateways: self
-                    .rows
-                    .get(i)
-                    .into_iter()
-                    .flatten()
-                    .map(|s| self.row(s))
-                    .collect(),
-            })
-            .collect();
         Status {
             config: self.path.display().to_string(),
             epoch: self.dp.epoch().unwrap_or(0),
@@ -675,57 +659,11 @@ impl Daemon {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
-            routers,
+            routers: status::rows::routers(&self.config, &self.rows, &self.probes),
             ipsec: self.ipsec.rows(&self.config),
-            return_routes: self
-                .config
-                .return_routes
-                .iter()
-                .map(|r| {
-                    let g = self.config.gateway(r.gateway);
-                    let v = self.probes.view(&g.name).copied().unwrap_or_default();
-                    ReturnRouteRow {
-                        link: self.config.link(r.link).name.clone(),
-                        gateway: g.name.clone(),
-                        availability: if self.is_ready(r.gateway.0) {
-                            "Ready"
-                        } else {
-                            "Unavailable"
-                        }
-                        .into(),
-                        reason: v.reason.to_string(),
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    fn row(&self, s: &GatewayStatus) -> GatewayRow {
-        let g = &self.config.gateways[s.gateway as usize];
-        let v = self.probes.view(&g.name).copied().unwrap_or_default();
-        GatewayRow {
-            name: g.name.clone(),
-            state: match s.state {
-                GatewayState::Active => "Active",
-                GatewayState::OnStandby => "On standby",
-                GatewayState::Unavailable => "Unavailable",
-            }
-            .into(),
-            last_change_unix: status::unix(v.last_change),
-            availability: if s.ready { "Ready" } else { "Unavailable" }.into(),
-            reason: v.reason.to_string(),
-            available_since_unix: status::unix(v.available_since),
-            role: match s.role {
-                Role::Main => "Main",
-                Role::Backup => "Backup",
-            }
-            .into(),
-            address: g.address.to_string(),
-            weight: s.weight,
-            distribution: s.share,
-            rtt_ms: v.stats.rtt.map(|d| d.as_secs_f64() * 1e3),
-            jitter_ms: v.stats.jitter.map(|d| d.as_secs_f64() * 1e3),
-            loss_pct: v.stats.loss * 100.0,
+            return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {
+                self.is_ready(id.0)
+            }),
         }
     }
 

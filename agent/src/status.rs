@@ -1,6 +1,7 @@
 //! What `xwan status` shows: per router, the monitor table operators know from the
 //! Stormshield real-time monitor (State, last status change, Availability, available since,
-//! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here.
+//! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here;
+//! built from the daemon's state in [`rows`].
 
 use std::{
     fmt::Write as _,
@@ -8,6 +9,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+pub mod rows;
 
 /// A time as status fields carry it: Unix seconds.
 pub fn unix(t: Option<SystemTime>) -> Option<u64> {
