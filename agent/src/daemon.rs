@@ -33,11 +33,13 @@
 //! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
 //! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
+mod scrape;
+
 use std::{
     collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Instant,
 };
 
@@ -50,16 +52,17 @@ use tokio::{
 use tracing::{error, info, warn};
 use xwan_common::plan::{Plan, RouterTable};
 
+use self::scrape::CounterNames;
 use crate::{
     config::{self, Config, GatewayId, Link},
     control::{
         self, Answer, Request,
         server::{self, Call, StatusSnapshot},
     },
-    datapath::{self, CounterReader, Datapath},
+    datapath::{self, Datapath},
     health::Availability,
-    kernel::{self, bounded},
-    metrics::{self, DatapathSnapshot, GatewaySnapshot, Metrics},
+    kernel,
+    metrics::{GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
     probe::{Fleet, GatewayEvent, LinkState},
@@ -84,40 +87,8 @@ struct Daemon {
     starting: Option<Instant>,
     metrics: Arc<Metrics>,
     /// Names a scrape gives the data plane's counters, refreshed with every plan.
-    labels: Arc<Mutex<Labels>>,
+    counters: CounterNames,
     ipsec: Supervisor,
-}
-
-/// What a metrics scrape needs to name the kernel's counters.
-#[derive(Clone, Default)]
-struct Labels {
-    /// (counter slot, rule label).
-    rules: Vec<(u16, String)>,
-    /// (gateway id, name).
-    gateways: Vec<(u16, String)>,
-    attachments: Vec<datapath::AttachReport>,
-}
-
-/// Reads the kernel's counters for one scrape (on the metrics server's thread, through the
-/// reader's own map descriptors: it never waits for the daemon).
-fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
-    let mut s = DatapathSnapshot {
-        rules: labels
-            .rules
-            .iter()
-            .map(|(slot, n)| (n.clone(), reader.rule(*slot).unwrap_or_default()))
-            .collect(),
-        gateways: labels
-            .gateways
-            .iter()
-            .map(|(id, n)| (n.clone(), reader.gateway(*id).unwrap_or_default()))
-            .collect(),
-        reasons: reader.reasons().unwrap_or_default(),
-        flow_entries: reader.flow_count().ok().map(|n| n as u64),
-        ..DatapathSnapshot::default()
-    };
-    s.set_attachments(&labels.attachments);
-    s
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -137,25 +108,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let dp = Datapath::load(&config.agent.bpffs)?;
     let metrics = Arc::new(Metrics::new());
     metrics.record_reload(true);
-    let labels = Arc::new(Mutex::new(Labels::default()));
-    let http = tokio::net::TcpListener::bind(config.agent.metrics_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the metrics endpoint {}",
-                config.agent.metrics_listen
-            )
-        })?;
-    let reader = CounterReader::open(&config.agent.bpffs)?;
-    let source: metrics::DatapathSource = {
-        let labels = labels.clone();
-        Arc::new(move || {
-            let l = labels.lock().map(|l| l.clone()).unwrap_or_default();
-            snapshot(&reader, &l)
-        })
-    };
-    tokio::spawn(metrics::serve_on(http, metrics.clone(), source));
-    info!(listen = %config.agent.metrics_listen, "serving /metrics");
+    let counters = CounterNames::serve(&config, metrics.clone()).await?;
     if !dp.adopted_maps().is_empty() {
         info!(
             maps = dp.adopted_maps().len(),
@@ -178,12 +131,12 @@ pub async fn run(path: &Path) -> Result<()> {
         plan: Plan::default(),
         starting: None,
         metrics: metrics.clone(),
-        labels: labels.clone(),
+        counters,
         ipsec,
     };
     d.ipsec.setup(&d.config).await?;
     d.refresh_facts().await?;
-    d.attach()?;
+    d.attach(&Interfaces::default())?;
     if let Err(e) = d.dp.detach_unclaimed() {
         warn!("detaching what a previous run left attached: {e}");
     }
@@ -251,6 +204,25 @@ pub async fn run(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The interfaces a configuration attaches programs to.
+#[derive(Default)]
+struct Interfaces {
+    lan: Vec<String>,
+    /// Those of the return routes' links.
+    links: Vec<String>,
+}
+
+impl Interfaces {
+    fn of(config: &Config) -> Interfaces {
+        Interfaces {
+            lan: config.agent.lan_interfaces.clone(),
+            links: (config.return_routes.iter())
+                .map(|r| config.link(r.link).interface.clone())
+                .collect(),
+        }
+    }
+}
+
 /// A link's state for its gateways: interface up, and for IPsec links an SA pair.
 fn link_state(facts: &Facts, ipsec: &Supervisor, link: &Link) -> LinkState {
     let up = facts
@@ -274,10 +246,6 @@ impl Daemon {
             .push_link_states(&self.config, |l| link_state(facts, ipsec, l));
     }
 
-    fn gateway_id(&self, name: &str) -> Option<GatewayId> {
-        self.config.gateway_by_name(name)
-    }
-
     fn is_ready(&self, id: u16) -> bool {
         let g = &self.config.gateways[id as usize];
         self.probes
@@ -286,42 +254,26 @@ impl Daemon {
             && planner::usable(&self.config, &self.facts, GatewayId(id))
     }
 
-    /// Interfaces, addresses, and the neighbours of Ethernet gateways.
+    /// Interfaces, addresses, and the neighbours of the gateways.
     async fn refresh_facts(&mut self) -> Result<()> {
-        let mut f = Facts::default();
-        for i in bounded("reading the interfaces", self.nl.interfaces()).await? {
-            f.interfaces.insert(i.name.clone(), i);
-        }
-        f.local_addrs = bounded("reading the addresses", self.nl.addresses())
-            .await?
-            .into_iter()
-            .map(|(_, ip, _)| ip)
-            .collect();
-        for g in &self.config.gateways {
-            let link = self.config.link(g.link);
-            let what = format!(
-                "reading the neighbour {} of gateway '{}'",
-                g.address, g.name
-            );
-            if let Some(i) = f.interfaces.get(&link.interface)
-                && let Some(mac) = bounded(what, self.nl.neighbour(i.ifindex, g.address)).await?
-            {
-                f.neighbours.insert((i.ifindex, g.address), mac);
-            }
-        }
-        self.facts = f;
+        self.facts = kernel::facts(&self.nl, &self.config).await?;
         Ok(())
     }
 
-    fn attach(&mut self) -> Result<()> {
-        for name in self.config.agent.lan_interfaces.clone() {
-            let r = self.dp.attach_lan(&name)?;
-            info!(interface = %name, "attached {r}");
+    /// Attaches the programs to the interfaces the configuration has and `old` (those of the
+    /// previous one: LAN interfaces, return-route links) had not; detaches from those it lost.
+    fn attach(&mut self, old: &Interfaces) -> Result<()> {
+        let new = Interfaces::of(&self.config);
+        for gone in (old.lan.iter().chain(&old.links))
+            .filter(|i| !new.lan.contains(i) && !new.links.contains(i))
+        {
+            self.dp.detach_interface(gone)?;
         }
-        for rr in self.config.return_routes.clone() {
-            let name = self.config.link(rr.link).interface.clone();
-            let r = self.dp.attach_link(&name)?;
-            info!(interface = %name, "attached {r}");
+        for name in new.lan.iter().filter(|i| !old.lan.contains(i)) {
+            info!(interface = %name, "attached {}", self.dp.attach_lan(name)?);
+        }
+        for name in new.links.iter().filter(|i| !old.links.contains(i)) {
+            info!(interface = %name, "attached {}", self.dp.attach_link(name)?);
         }
         Ok(())
     }
@@ -334,7 +286,7 @@ impl Daemon {
     }
 
     fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
-        let Some(id) = self.gateway_id(gw) else {
+        let Some(id) = self.config.gateway_by_name(gw) else {
             return;
         };
         let Some(view) = self.probes.view_mut(gw) else {
@@ -376,23 +328,7 @@ impl Daemon {
                     .set_gateway(&r.name, &g.name, GatewaySnapshot::from_status(s, last));
             }
         }
-        if let Ok(mut l) = self.labels.lock() {
-            l.rules = self
-                .config
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(n, r)| (n as u16, metrics::rule_label(n, r.name.as_deref())))
-                .collect();
-            l.gateways = self
-                .config
-                .gateways
-                .iter()
-                .enumerate()
-                .map(|(i, g)| (i as u16, g.name.clone()))
-                .collect();
-            l.attachments = self.dp.attachments();
-        }
+        self.counters.update(&self.config, &self.dp);
     }
 
     /// Adopted start: commits the first plan once every gateway has its first verdict, or
@@ -548,13 +484,7 @@ impl Daemon {
         for w in &warnings {
             warn!("{w}");
         }
-        let old_lan = self.config.agent.lan_interfaces.clone();
-        let old_links: Vec<String> = self
-            .config
-            .return_routes
-            .iter()
-            .map(|r| self.config.link(r.link).interface.clone())
-            .collect();
+        let old = Interfaces::of(&self.config);
         // Keep each router's table under its name, so its slots stay in place.
         let by_name: HashMap<String, RouterTable> = self
             .config
@@ -583,7 +513,7 @@ impl Daemon {
         if r.is_ok() {
             r = self.refresh_facts().await;
         }
-        if let Err(e) = r.and_then(|()| self.apply_reloaded(&old_lan, &old_links)) {
+        if let Err(e) = r.and_then(|()| self.apply_reloaded(&old)) {
             // Roll back: the running configuration stays.
             self.config = previous;
             self.refresh_facts().await.ok();
@@ -594,27 +524,8 @@ impl Daemon {
         self.dp.epoch().map_err(Into::into)
     }
 
-    fn apply_reloaded(&mut self, old_lan: &[String], old_links: &[String]) -> Result<()> {
-        let lan = self.config.agent.lan_interfaces.clone();
-        let links: Vec<String> = self
-            .config
-            .return_routes
-            .iter()
-            .map(|r| self.config.link(r.link).interface.clone())
-            .collect();
-        for gone in old_lan
-            .iter()
-            .chain(old_links)
-            .filter(|i| !lan.contains(i) && !links.contains(i))
-        {
-            self.dp.detach_interface(gone)?;
-        }
-        for name in lan.iter().filter(|i| !old_lan.contains(i)) {
-            info!(interface = %name, "attached {}", self.dp.attach_lan(name)?);
-        }
-        for name in links.iter().filter(|i| !old_links.contains(i)) {
-            info!(interface = %name, "attached {}", self.dp.attach_link(name)?);
-        }
+    fn apply_reloaded(&mut self, old: &Interfaces) -> Result<()> {
+        self.attach(old)?;
         self.start_probes();
         self.apply("reload")?;
         Ok(())

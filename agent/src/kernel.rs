@@ -2,7 +2,7 @@
 //! it does not wait for the kernel after an event: re-reading the addresses (after an address
 //! event, [`addresses`]) and the SAs (`xfrm::supervisor`) happen in [`Reader`] tasks, whose
 //! results come back as messages. Requests that a start, a reload or `xwan stop` needs in
-//! order are awaited where they are made, within [`DEADLINE`] ([`bounded`]).
+//! order ([`facts`]) are awaited where they are made, within [`DEADLINE`] ([`bounded`]).
 
 use std::{fmt::Display, future::Future, net::IpAddr, sync::Arc, time::Duration};
 
@@ -13,7 +13,7 @@ use tokio::{
 };
 use tracing::warn;
 
-use crate::netlink::Netlink;
+use crate::{config::Config, netlink::Netlink, planner::Facts};
 
 /// Longest wait for one kernel request (a netlink answer, an SA dump). The kernel answers in
 /// microseconds; this is for the answer that never comes (a lost reply, a dead connection).
@@ -35,6 +35,33 @@ where
             humantime::format_duration(DEADLINE)
         )),
     }
+}
+
+/// What the plan needs of the kernel: interfaces, local addresses, and the neighbours of the
+/// gateways of `config`.
+pub async fn facts(nl: &Netlink, config: &Config) -> Result<Facts> {
+    let mut f = Facts::default();
+    for i in bounded("reading the interfaces", nl.interfaces()).await? {
+        f.interfaces.insert(i.name.clone(), i);
+    }
+    f.local_addrs = bounded("reading the addresses", nl.addresses())
+        .await?
+        .into_iter()
+        .map(|(_, ip, _)| ip)
+        .collect();
+    for g in &config.gateways {
+        let link = config.link(g.link);
+        let what = format!(
+            "reading the neighbour {} of gateway '{}'",
+            g.address, g.name
+        );
+        if let Some(i) = f.interfaces.get(&link.interface)
+            && let Some(mac) = bounded(what, nl.neighbour(i.ifindex, g.address)).await?
+        {
+            f.neighbours.insert((i.ifindex, g.address), mac);
+        }
+    }
+    Ok(f)
 }
 
 /// A task that reads something from the kernel when asked, and hands the result over. Asks
