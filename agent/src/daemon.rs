@@ -1,22 +1,25 @@
-//! `xwan run`: ties the modules together. One task per gateway probes it ([`probe`]); their
-//! verdicts, rtnetlink events and control requests arrive here, one at a time, and every
-//! change goes config → plan ([`planner`]) → maps ([`datapath`]).
+//! `xwan run`: orchestration only. The daemon owns the configuration, the kernel facts and
+//! the committed plan with its router tables; its loop ([`run`]) takes probe verdicts,
+//! rtnetlink events, SA reads and control requests one at a time, and every change goes
+//! config → plan ([`planner`]) → maps ([`Datapath`]). Every other job is a module's:
+//!
+//! * [`Fleet`] (`probe/fleet.rs`): one probe task per gateway, and each one's latest verdict;
+//! * [`Supervisor`] (`xfrm/supervisor.rs`): the IPsec links' tunnel interfaces, manual SAs and
+//!   SA pairs; a link without a pair gives its gateways the link state `NoSa` (Unavailable,
+//!   reason `no SA`), as a link down gives `Down` (`link_state`);
+//! * [`status::rows`]: what `xwan status` shows; `scrape.rs`: the counters' names in
+//!   `/metrics`; [`kernel`]: kernel requests with a deadline, and reader tasks.
 //!
 //! The loop never waits for anything outside the agent while it handles a verdict or an
 //! event: control clients are served by [`control::server`] (status from the snapshot
 //! published here after every change, other requests as messages), and what the kernel is
-//! asked after an event (addresses, SAs) is read by reader tasks (`daemon/kernel.rs`). Only a
-//! reload and `xwan stop` await kernel requests in the loop, each within 5 s.
+//! asked after an event (addresses, SAs) is read by reader tasks. Only a start, a reload and
+//! `xwan stop` await kernel requests, each within 5 s.
 //!
 //! A probe verdict only rewrites the affected routers' slot tables (the fast path, timed and
 //! logged as `commit_us`); interface, neighbour and configuration changes re-apply the whole
 //! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
 //! did not change, so flows whose decision is unchanged stay where they are.
-//!
-//! IPsec links ([`xfrm`]): at start and on reload the tunnel interfaces xwan owns are created
-//! or adopted and manual SAs installed (key files are checked before anything else); XFRM
-//! events, and a re-read every 10 s, keep each link's SA pair known, and a link without one
-//! gives its gateways the link state `NoSa` (Unavailable, reason `no SA`).
 //!
 //! # Restart and stop
 //!
@@ -36,7 +39,6 @@
 mod scrape;
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -142,11 +144,7 @@ pub async fn run(path: &Path) -> Result<()> {
     }
     d.start_probes();
     if !d.dp.adopted_maps().is_empty() && d.dp.epoch().unwrap_or(0) > 0 {
-        let bound = (0..d.config.gateways.len() as u16)
-            .map(|i| planner::health_params(&d.config, GatewayId(i)))
-            .map(|p| p.wait * p.tries + p.frequency)
-            .max()
-            .unwrap_or_default();
+        let bound = Fleet::first_verdicts_within(&d.config);
         info!(
             bound_ms = bound.as_millis() as u64,
             "adopted a running data plane: its tables stay until every gateway has a verdict"
@@ -362,12 +360,12 @@ impl Daemon {
         let ready = |id: u16| self.is_ready(id);
         let new = planner::router_tables(&self.config, &ready, &self.tables);
         // Ready flags of the gateways in the plan, written only where they changed.
-        let flags: Vec<(usize, bool)> = (self.plan.gateways.iter().enumerate())
-            .map(|(i, g)| (i, ready(g.id)))
-            .filter(|&(i, r)| self.plan.gateways[i].ready != r)
-            .collect();
-        for (i, r) in flags {
-            let id = self.plan.gateways[i].id;
+        for i in 0..self.plan.gateways.len() {
+            let (id, was) = (self.plan.gateways[i].id, self.plan.gateways[i].ready);
+            let r = self.is_ready(id);
+            if r == was {
+                continue;
+            }
             match self.dp.set_gateway_ready(id, r) {
                 Ok(_) => self.plan.gateways[i].ready = r,
                 Err(e) => error!(gateway = id, "writing the ready flag failed: {e}"),
@@ -486,26 +484,16 @@ impl Daemon {
         }
         let old = Interfaces::of(&self.config);
         // Keep each router's table under its name, so its slots stay in place.
-        let by_name: HashMap<String, RouterTable> = self
-            .config
-            .routers
-            .iter()
-            .zip(self.tables.drain(..))
-            .map(|(r, t)| (r.name.clone(), t))
-            .collect();
+        let tables = std::mem::take(&mut self.tables);
         let previous = std::mem::replace(&mut self.config, config);
-        self.tables = self
-            .config
-            .routers
-            .iter()
+        self.tables = (self.config.routers.iter())
             .map(|r| {
-                by_name
-                    .get(&r.name)
-                    .cloned()
-                    .unwrap_or_else(|| RouterTable {
-                        slots: vec![],
-                        ..RouterTable::single(0)
-                    })
+                let i = previous.routers.iter().position(|p| p.name == r.name);
+                let empty = || RouterTable {
+                    slots: vec![],
+                    ..RouterTable::single(0)
+                };
+                i.and_then(|i| tables.get(i).cloned()).unwrap_or_else(empty)
             })
             .collect();
         self.rows = vec![vec![]; self.tables.len()];
@@ -513,7 +501,12 @@ impl Daemon {
         if r.is_ok() {
             r = self.refresh_facts().await;
         }
-        if let Err(e) = r.and_then(|()| self.apply_reloaded(&old)) {
+        let reloaded = r.and_then(|()| {
+            self.attach(&old)?;
+            self.start_probes();
+            self.apply("reload").map(drop)
+        });
+        if let Err(e) = reloaded {
             // Roll back: the running configuration stays.
             self.config = previous;
             self.refresh_facts().await.ok();
@@ -522,13 +515,6 @@ impl Daemon {
         }
         self.ipsec.remove_stale(&previous, &self.config).await;
         self.dp.epoch().map_err(Into::into)
-    }
-
-    fn apply_reloaded(&mut self, old: &Interfaces) -> Result<()> {
-        self.attach(old)?;
-        self.start_probes();
-        self.apply("reload")?;
-        Ok(())
     }
 
     /// Answers a control request (`status` only if the server asks: it answers from the

@@ -3,7 +3,11 @@
 //! changes ([`ProbeSignature`]), stopped when the gateway is gone; and the latest verdict of
 //! each ([`GatewayView`]), which lives and dies with its task.
 
-use std::{collections::HashMap, net::IpAddr, time::SystemTime};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -162,6 +166,16 @@ impl Fleet {
             task,
             view: GatewayView::default(),
         }
+    }
+
+    /// How long every gateway of `config` may take to its first verdict, at most: the
+    /// longest `wait × tries + frequency`.
+    pub fn first_verdicts_within(config: &Config) -> Duration {
+        (0..config.gateways.len() as u16)
+            .map(|i| planner::health_params(config, GatewayId(i)))
+            .map(|p| p.wait * p.tries + p.frequency)
+            .max()
+            .unwrap_or_default()
     }
 
     /// The next event of any task, with its gateway's name.
