@@ -1,22 +1,25 @@
-//! `xwan run`: ties the modules together. One task per gateway probes it ([`probe`]); their
-//! verdicts, rtnetlink events and control requests arrive here, one at a time, and every
-//! change goes config → plan ([`planner`]) → maps ([`datapath`]).
+//! `xwan run`: orchestration only. The daemon owns the configuration, the kernel facts and
+//! the committed plan with its router tables; its loop ([`run`]) takes probe verdicts,
+//! rtnetlink events, SA reads and control requests one at a time, and every change goes
+//! config → plan ([`planner`]) → maps ([`Datapath`]). Every other job is a module's:
+//!
+//! * [`Fleet`] (`probe/fleet.rs`): one probe task per gateway, and each one's latest verdict;
+//! * [`Supervisor`] (`xfrm/supervisor.rs`): the IPsec links' tunnel interfaces, manual SAs and
+//!   SA pairs; a link without a pair gives its gateways the link state `NoSa` (Unavailable,
+//!   reason `no SA`), as a link down gives `Down` (`link_state`);
+//! * [`status::rows`]: what `xwan status` shows; `scrape.rs`: the counters' names in
+//!   `/metrics`; [`kernel`]: kernel requests with a deadline, and reader tasks.
 //!
 //! The loop never waits for anything outside the agent while it handles a verdict or an
 //! event: control clients are served by [`control::server`] (status from the snapshot
 //! published here after every change, other requests as messages), and what the kernel is
-//! asked after an event (addresses, SAs) is read by reader tasks (`daemon/kernel.rs`). Only a
-//! reload and `xwan stop` await kernel requests in the loop, each within 5 s.
+//! asked after an event (addresses, SAs) is read by reader tasks. Only a start, a reload and
+//! `xwan stop` await kernel requests, each within 5 s.
 //!
 //! A probe verdict only rewrites the affected routers' slot tables (the fast path, timed and
 //! logged as `commit_us`); interface, neighbour and configuration changes re-apply the whole
 //! plan (a new ruleset epoch). A reload keeps the probe state of every gateway whose probing
 //! did not change, so flows whose decision is unchanged stay where they are.
-//!
-//! IPsec links ([`xfrm`]): at start and on reload the tunnel interfaces xwan owns are created
-//! or adopted and manual SAs installed (key files are checked before anything else); XFRM
-//! events, and a re-read every 10 s, keep each link's SA pair known, and a link without one
-//! gives its gateways the link state `NoSa` (Unavailable, reason `no SA`).
 //!
 //! # Restart and stop
 //!
@@ -33,88 +36,42 @@
 //! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
 //! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
-mod kernel;
+mod scrape;
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::Instant,
 };
 
 use anyhow::{Context, Result, anyhow};
 use futures::StreamExt;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
-    task::JoinHandle,
+    sync::watch,
 };
 use tracing::{error, info, warn};
 use xwan_common::plan::{Plan, RouterTable};
 
+use self::scrape::CounterNames;
 use crate::{
-    config::{self, Config, GatewayId, IpsecTunnel, Link, Monitor as MonitorConfig, Owner},
+    config::{self, Config, GatewayId, Link},
     control::{
         self, Answer, Request,
         server::{self, Call, StatusSnapshot},
     },
-    datapath::{self, CounterReader, Datapath},
-    health::{Availability, Reason, Stats},
-    metrics::{self, DatapathSnapshot, GatewaySnapshot, Metrics},
+    datapath::{self, Datapath},
+    health::Availability,
+    kernel,
+    metrics::{GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
     planner::{self, Facts},
-    probe::{GatewayEvent, IcmpProber, LinkBinding, LinkState, Monitor, TcpProber, run_gateway},
-    router::{GatewayState, GatewayStatus, Role},
-    status::{GatewayRow, IpsecLinkRow, ReturnRouteRow, RouterStatus, SaRow, Status},
-    xfrm::{self, LinkSas, SaInfo, XfrmSocket},
+    probe::{Fleet, GatewayEvent, LinkState},
+    router::GatewayStatus,
+    status::{self, Status},
+    xfrm::Supervisor,
 };
-
-/// A gateway's probing, as far as a reload must restart it when it changes.
-#[derive(Clone, PartialEq, Debug)]
-struct ProbeSignature {
-    interface: String,
-    address: IpAddr,
-    check: Vec<IpAddr>,
-    monitor: MonitorConfig,
-    params: String,
-}
-
-struct ProbeTask {
-    signature: ProbeSignature,
-    link: watch::Sender<LinkState>,
-    tasks: [JoinHandle<()>; 2],
-}
-
-impl Drop for ProbeTask {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
-
-/// What the daemon knows of a gateway's health, for routers and `xwan status`.
-#[derive(Clone, Debug)]
-struct GatewayView {
-    availability: Availability,
-    reason: String,
-    last_change: Option<SystemTime>,
-    available_since: Option<SystemTime>,
-    stats: Stats,
-}
-
-impl Default for GatewayView {
-    fn default() -> Self {
-        GatewayView {
-            availability: Availability::Unavailable,
-            reason: "not yet probed".into(),
-            last_change: None,
-            available_since: None,
-            stats: Stats::default(),
-        }
-    }
-}
 
 struct Daemon {
     path: PathBuf,
@@ -122,79 +79,18 @@ struct Daemon {
     dp: Datapath,
     nl: Netlink,
     facts: Facts,
-    /// By gateway name (stable across reloads).
-    views: HashMap<String, GatewayView>,
-    probes: HashMap<String, ProbeTask>,
+    probes: Fleet,
     /// Committed router tables and monitor rows, index = router id.
     tables: Vec<RouterTable>,
     rows: Vec<Vec<GatewayStatus>>,
     /// The plan last committed (for `xwan explain`).
     plan: Plan,
-    events_tx: mpsc::Sender<(String, GatewayEvent)>,
     /// Adopted start: the first plan waits for every gateway's first verdict, until then.
     starting: Option<Instant>,
     metrics: Arc<Metrics>,
     /// Names a scrape gives the data plane's counters, refreshed with every plan.
-    labels: Arc<Mutex<Labels>>,
-    /// Every SA of the namespace, as of the last XFRM event (or start).
-    sas: Vec<SaInfo>,
-    /// Per IPsec link name: when a new SA last replaced one of it.
-    last_rekey: HashMap<String, SystemTime>,
-    /// The IPsec links, for metric scrapes.
-    ipsec_links: Arc<Mutex<Vec<(String, IpsecTunnel)>>>,
-}
-
-/// How often the SAs are re-read besides on XFRM events.
-const SA_RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The IPsec links of `config`: (name, tunnel).
-fn ipsec_links(config: &Config) -> Vec<(String, IpsecTunnel)> {
-    config
-        .links
-        .iter()
-        .filter_map(|l| Some((l.name.clone(), l.ipsec.clone()?)))
-        .collect()
-}
-
-fn now_unix() -> u64 {
-    unix(Some(SystemTime::now())).unwrap_or(0)
-}
-
-/// What a metrics scrape needs to name the kernel's counters.
-#[derive(Clone, Default)]
-struct Labels {
-    /// (counter slot, rule label).
-    rules: Vec<(u16, String)>,
-    /// (gateway id, name).
-    gateways: Vec<(u16, String)>,
-    attachments: Vec<datapath::AttachReport>,
-}
-
-/// Reads the kernel's counters for one scrape (on the metrics server's thread, through the
-/// reader's own map descriptors: it never waits for the daemon).
-fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
-    let mut s = DatapathSnapshot {
-        rules: labels
-            .rules
-            .iter()
-            .map(|(slot, n)| (n.clone(), reader.rule(*slot).unwrap_or_default()))
-            .collect(),
-        gateways: labels
-            .gateways
-            .iter()
-            .map(|(id, n)| (n.clone(), reader.gateway(*id).unwrap_or_default()))
-            .collect(),
-        gateway_failures: labels
-            .gateways
-            .iter()
-            .map(|(id, n)| (n.clone(), reader.gateway_failures(*id).unwrap_or_default()))
-            .collect(),
-        reasons: reader.reasons().unwrap_or_default(),
-        flow_entries: reader.flow_count().ok().map(|n| n as u64),
-        ..DatapathSnapshot::default()
-    };
-    s.set_attachments(&labels.attachments);
-    s
+    counters: CounterNames,
+    ipsec: Supervisor,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -202,12 +98,7 @@ pub async fn run(path: &Path) -> Result<()> {
     for w in &warnings {
         warn!("{w}");
     }
-    // Key files first: a refused one stops the start before anything is set up.
-    for l in &config.links {
-        if let Some(m) = l.ipsec.as_ref().and_then(|t| t.manual_sa.as_ref()) {
-            xfrm::keys::load(&l.name, m)?;
-        }
-    }
+    Supervisor::check_keys(&config)?;
     if let Some(at) = datapath::ensure_bpffs(&config.agent.bpffs).with_context(|| {
         format!(
             "preparing the bpf filesystem at {}",
@@ -219,25 +110,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let dp = Datapath::load(&config.agent.bpffs)?;
     let metrics = Arc::new(Metrics::new());
     metrics.record_reload(true);
-    let labels = Arc::new(Mutex::new(Labels::default()));
-    let http = tokio::net::TcpListener::bind(config.agent.metrics_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding the metrics endpoint {}",
-                config.agent.metrics_listen
-            )
-        })?;
-    let reader = CounterReader::open(&config.agent.bpffs)?;
-    let source: metrics::DatapathSource = {
-        let labels = labels.clone();
-        Arc::new(move || {
-            let l = labels.lock().map(|l| l.clone()).unwrap_or_default();
-            snapshot(&reader, &l)
-        })
-    };
-    tokio::spawn(metrics::serve_on(http, metrics.clone(), source));
-    info!(listen = %config.agent.metrics_listen, "serving /metrics");
+    let counters = CounterNames::serve(&config, metrics.clone()).await?;
     if !dp.adopted_maps().is_empty() {
         info!(
             maps = dp.adopted_maps().len(),
@@ -247,61 +120,32 @@ pub async fn run(path: &Path) -> Result<()> {
     let nl = Netlink::new()?;
     let mut kernel_events = netlink::subscribe()?;
     let mut addresses = kernel::addresses(nl.clone());
-    let mut sa_reader = kernel::sa_reader(xfrm::subscribe()?);
-    let ipsec = Arc::new(Mutex::new(ipsec_links(&config)));
-    {
-        let ipsec = ipsec.clone();
-        metrics.set_xfrm_source(Arc::new(move || {
-            let links = ipsec.lock().map(|l| l.clone()).unwrap_or_default();
-            let sas = if links.is_empty() {
-                vec![]
-            } else {
-                kernel::dump_sas()
-            };
-            metrics::XfrmSnapshot {
-                links: links
-                    .iter()
-                    .map(|(n, t)| (n.clone(), LinkSas::of(t, &sas)))
-                    .collect(),
-                errors: xfrm::stats::read().unwrap_or_default(),
-                now_unix: now_unix(),
-            }
-        }));
-    }
-    let (events_tx, mut events_rx) = mpsc::channel(1024);
+    let ipsec = Supervisor::start(&config, nl.clone(), &metrics)?;
     let mut d = Daemon {
         path: path.to_path_buf(),
         config,
         dp,
         nl,
         facts: Facts::default(),
-        views: HashMap::new(),
-        probes: HashMap::new(),
+        probes: Fleet::default(),
         tables: vec![],
         rows: vec![],
         plan: Plan::default(),
-        events_tx,
         starting: None,
         metrics: metrics.clone(),
-        labels: labels.clone(),
-        sas: vec![],
-        last_rekey: HashMap::new(),
-        ipsec_links: ipsec,
+        counters,
+        ipsec,
     };
-    d.setup_ipsec().await?;
+    d.ipsec.setup(&d.config).await?;
     d.refresh_facts().await?;
-    d.attach()?;
+    d.attach(&Interfaces::default())?;
     d.dp.watch_egress();
     if let Err(e) = d.dp.detach_unclaimed() {
         warn!("detaching what a previous run left attached: {e}");
     }
     d.start_probes();
     if !d.dp.adopted_maps().is_empty() && d.dp.epoch().unwrap_or(0) > 0 {
-        let bound = (0..d.config.gateways.len() as u16)
-            .map(|i| planner::health_params(&d.config, GatewayId(i)))
-            .map(|p| p.wait * p.tries + p.frequency)
-            .max()
-            .unwrap_or_default();
+        let bound = Fleet::first_verdicts_within(&d.config);
         info!(
             bound_ms = bound.as_millis() as u64,
             "adopted a running data plane: its tables stay until every gateway has a verdict"
@@ -322,12 +166,9 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     info!(config = %d.path.display(), "xwan running");
-    // SA events drive the `no SA` verdicts; this periodic re-read also catches what a lost
-    // event (netlink buffer overrun) would hide.
-    let mut sa_resync = tokio::time::interval(SA_RESYNC);
     loop {
         tokio::select! {
-            Some((gw, ev)) = events_rx.recv() => {
+            Some((gw, ev)) = d.probes.next_event() => {
                 d.on_gateway_event(&gw, ev);
                 d.finish_start(false)?;
             }
@@ -338,12 +179,10 @@ pub async fn run(path: &Path) -> Result<()> {
                 ev => d.on_kernel_event(ev),
             },
             Some(a) = addresses.next() => d.on_addresses(a),
-            Some(sas) = sa_reader.next() => {
-                d.on_sas(sas);
+            // SA reads drive the `no SA` verdicts.
+            Some(sas) = d.ipsec.next_read(&d.config) => {
+                d.ipsec.on_sas(&d.config, sas);
                 d.push_link_states();
-            }
-            _ = sa_resync.tick(), if d.config.links.iter().any(|l| l.ipsec.is_some()) => {
-                sa_reader.request();
             }
             Some(call) = calls.recv() => if d.on_call(call).await {
                 // Requests arriving meanwhile are told at once that the agent is stopping.
@@ -364,311 +203,117 @@ pub async fn run(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn unix(t: Option<SystemTime>) -> Option<u64> {
-    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
+/// The interfaces a configuration attaches programs to.
+#[derive(Default)]
+struct Interfaces {
+    lan: Vec<String>,
+    /// Those of the return routes' links.
+    links: Vec<String>,
+}
+
+impl Interfaces {
+    fn of(config: &Config) -> Interfaces {
+        Interfaces {
+            lan: config.agent.lan_interfaces.clone(),
+            links: (config.return_routes.iter())
+                .map(|r| config.link(r.link).interface.clone())
+                .collect(),
+        }
+    }
+}
+
+/// A link's state for its gateways: interface up, and for IPsec links an SA pair.
+fn link_state(facts: &Facts, ipsec: &Supervisor, link: &Link) -> LinkState {
+    let up = facts
+        .interfaces
+        .get(&link.interface)
+        .is_some_and(|i| i.is_up());
+    if !up {
+        LinkState::Down
+    } else if ipsec.lacks_sa_pair(link) {
+        LinkState::NoSa
+    } else {
+        LinkState::Up
+    }
 }
 
 impl Daemon {
-    /// Creates (or adopts) the tunnel interfaces xwan owns and installs manual SAs; then reads
-    /// every SA. Errors name the link and say what to do.
-    async fn setup_ipsec(&mut self) -> Result<()> {
-        let links: Vec<Link> = self.config.links.clone();
-        for l in &links {
-            let Some(t) = &l.ipsec else { continue };
-            if t.owner == Owner::Xwan {
-                let address = l
-                    .address
-                    .context("an xwan-owned tunnel link has an address (validated)")?;
-                let spec =
-                    netlink::tunnel::TunnelSpec::new(&l.name, &l.interface, t, address, l.mtu);
-                let what = format!(
-                    "link '{}': creating or adopting the tunnel interface {}",
-                    l.name, l.interface
-                );
-                let done = kernel::bounded(what, self.nl.ensure_tunnel(&spec)).await?;
-                info!(link = %l.name, interface = %l.interface, kind = t.device.kind(), id = t.device.id(), ?done, "tunnel interface ready");
-            }
-            if let Some(m) = &t.manual_sa {
-                let keys = xfrm::keys::load(&l.name, m)?;
-                let mut sock = XfrmSocket::open()?;
-                xfrm::install_manual(&mut sock, &l.name, t, m, keys)?;
-            }
-        }
-        if let Ok(mut i) = self.ipsec_links.lock() {
-            *i = ipsec_links(&self.config);
-        }
-        self.on_sas(kernel::sas().await);
-        Ok(())
-    }
-
-    /// Every SA as just read; notes rekeys (a new SPI where the link already had an SA).
-    fn on_sas(&mut self, new: Vec<SaInfo>) {
-        for l in &self.config.links {
-            let Some(t) = &l.ipsec else { continue };
-            let (old, now) = (LinkSas::of(t, &self.sas), LinkSas::of(t, &new));
-            let rekeyed = [(&old.inbound, &now.inbound), (&old.outbound, &now.outbound)]
-                .iter()
-                .any(|(o, n)| !o.is_empty() && n.iter().any(|s| !o.iter().any(|x| x.spi == s.spi)));
-            if rekeyed {
-                info!(link = %l.name, "IPsec SA rekeyed");
-                self.last_rekey.insert(l.name.clone(), SystemTime::now());
-            }
-            if old.usable() != now.usable() {
-                match now.missing() {
-                    None => info!(link = %l.name, "IPsec SA pair present"),
-                    Some(m) => {
-                        warn!(link = %l.name, missing = m, "IPsec link has no usable SA pair")
-                    }
-                }
-            }
-        }
-        self.sas = new;
-    }
-
-    /// A link's state for its gateways: interface up, and for IPsec links an SA pair.
-    fn link_state(&self, link: &Link) -> LinkState {
-        let up = self
-            .facts
-            .interfaces
-            .get(&link.interface)
-            .is_some_and(|i| i.is_up());
-        if !up {
-            LinkState::Down
-        } else if link
-            .ipsec
-            .as_ref()
-            .is_some_and(|t| !LinkSas::of(t, &self.sas).usable())
-        {
-            LinkState::NoSa
-        } else {
-            LinkState::Up
-        }
-    }
-
     /// Tells every probe task whose link state changed.
     fn push_link_states(&self) {
-        for (name, t) in &self.probes {
-            let Some(id) = self.gateway_id(name) else {
-                continue;
-            };
-            let link = self.config.link(self.config.gateway(id).link);
-            let state = self.link_state(link);
-            if *t.link.borrow() != state {
-                info!(gateway = %name, interface = %link.interface, ?state, "link state");
-                let _ = t.link.send(state);
-            }
-        }
-    }
-
-    fn ipsec_rows(&self) -> Vec<IpsecLinkRow> {
-        let now = now_unix();
-        self.config
-            .links
-            .iter()
-            .filter_map(|l| {
-                let t = l.ipsec.as_ref()?;
-                let sas = LinkSas::of(t, &self.sas);
-                let row = |dir: &str, s: &SaInfo| SaRow {
-                    direction: dir.to_owned(),
-                    spi: format!("{:#010x}", s.spi),
-                    algorithms: s.algorithms.clone(),
-                    bytes: s.bytes,
-                    packets: s.packets,
-                    age_s: (s.add_time > 0).then(|| now.saturating_sub(s.add_time)),
-                    lifetime_left_s: s.lifetime_left(now),
-                };
-                Some(IpsecLinkRow {
-                    link: l.name.clone(),
-                    interface: l.interface.clone(),
-                    device: match t.device {
-                        config::TunnelDevice::Vti { key } => format!("vti key {key}"),
-                        config::TunnelDevice::Xfrm { if_id } => format!("xfrm if_id {if_id}"),
-                    },
-                    sa_source: if t.manual_sa.is_some() {
-                        "manual"
-                    } else {
-                        "ike"
-                    }
-                    .into(),
-                    usable: sas.usable(),
-                    sas: sas
-                        .inbound
-                        .iter()
-                        .map(|s| row("in", s))
-                        .chain(sas.outbound.iter().map(|s| row("out", s)))
-                        .collect(),
-                    last_rekey_unix: unix(self.last_rekey.get(&l.name).copied()),
-                })
-            })
-            .collect()
-    }
-
-    fn gateway_id(&self, name: &str) -> Option<GatewayId> {
-        self.config.gateway_by_name(name)
+        let (facts, ipsec) = (&self.facts, &self.ipsec);
+        self.probes
+            .push_link_states(&self.config, |l| link_state(facts, ipsec, l));
     }
 
     fn is_ready(&self, id: u16) -> bool {
         let g = &self.config.gateways[id as usize];
-        self.views
-            .get(&g.name)
+        self.probes
+            .view(&g.name)
             .is_some_and(|v| v.availability == Availability::Ready)
             && planner::usable(&self.config, &self.facts, GatewayId(id))
     }
 
-    /// Interfaces, addresses, and the neighbours of Ethernet gateways.
+    /// Interfaces, addresses, and the neighbours of the gateways.
     async fn refresh_facts(&mut self) -> Result<()> {
-        let mut f = Facts::default();
-        for i in kernel::bounded("reading the interfaces", self.nl.interfaces()).await? {
-            f.interfaces.insert(i.name.clone(), i);
-        }
-        f.local_addrs = kernel::bounded("reading the addresses", self.nl.addresses())
-            .await?
-            .into_iter()
-            .map(|(_, ip, _)| ip)
-            .collect();
-        for g in &self.config.gateways {
-            let link = self.config.link(g.link);
-            let what = format!(
-                "reading the neighbour {} of gateway '{}'",
-                g.address, g.name
-            );
-            if let Some(i) = f.interfaces.get(&link.interface)
-                && let Some(mac) =
-                    kernel::bounded(what, self.nl.neighbour(i.ifindex, g.address)).await?
-            {
-                f.neighbours.insert((i.ifindex, g.address), mac);
-            }
-        }
-        self.facts = f;
+        self.facts = kernel::facts(&self.nl, &self.config).await?;
         Ok(())
     }
 
-    fn attach(&mut self) -> Result<()> {
-        for name in self.config.agent.lan_interfaces.clone() {
-            let r = self.dp.attach_lan(&name)?;
-            info!(interface = %name, "attached {r}");
+    /// Attaches the programs to the interfaces the configuration has and `old` (those of the
+    /// previous one: LAN interfaces, return-route links) had not; detaches from those it lost.
+    fn attach(&mut self, old: &Interfaces) -> Result<()> {
+        let new = Interfaces::of(&self.config);
+        for gone in (old.lan.iter().chain(&old.links))
+            .filter(|i| !new.lan.contains(i) && !new.links.contains(i))
+        {
+            self.dp.detach_interface(gone)?;
         }
-        for rr in self.config.return_routes.clone() {
-            let name = self.config.link(rr.link).interface.clone();
-            let r = self.dp.attach_link(&name)?;
-            info!(interface = %name, "attached {r}");
+        for name in new.lan.iter().filter(|i| !old.lan.contains(i)) {
+            info!(interface = %name, "attached {}", self.dp.attach_lan(name)?);
+        }
+        for name in new.links.iter().filter(|i| !old.links.contains(i)) {
+            info!(interface = %name, "attached {}", self.dp.attach_link(name)?);
         }
         Ok(())
     }
 
-    fn signature(&self, id: GatewayId) -> ProbeSignature {
-        let g = self.config.gateway(id);
-        ProbeSignature {
-            interface: self.config.link(g.link).interface.clone(),
-            address: g.address,
-            check: g.check.clone(),
-            monitor: g.monitor,
-            params: format!("{:?}", planner::health_params(&self.config, id)),
-        }
-    }
-
-    /// Starts probing every gateway that has no task with the same signature; stops the rest.
+    /// Starts probing every gateway whose probing is new or changed; stops the rest.
     fn start_probes(&mut self) {
-        let mut keep = HashMap::new();
-        for (i, g) in self.config.gateways.iter().enumerate() {
-            let id = GatewayId(i as u16);
-            let sig = self.signature(id);
-            if let Some(t) = self.probes.remove(&g.name)
-                && t.signature == sig
-            {
-                keep.insert(g.name.clone(), t);
-                continue;
-            }
-            self.views.insert(g.name.clone(), GatewayView::default());
-            let link = self.config.link(g.link);
-            let mut binding = LinkBinding::device(&link.interface);
-            match link.address.map(|a| a.addr) {
-                Some(IpAddr::V4(a)) => binding.source_v4 = Some(a),
-                Some(IpAddr::V6(a)) => binding.source_v6 = Some(a),
-                None => {}
-            }
-            let prober = match g.monitor {
-                MonitorConfig::Icmp => Monitor::Icmp(IcmpProber::new(binding)),
-                MonitorConfig::Tcp(port) => Monitor::Tcp(TcpProber::new(binding, port.get())),
-            };
-            let (link_tx, link_rx) = watch::channel(self.link_state(link));
-            let (tx, mut rx) = mpsc::channel(64);
-            let params = planner::health_params(&self.config, id);
-            let probe = tokio::spawn(run_gateway(params, prober, g.check.clone(), link_rx, tx));
-            let shared = self.events_tx.clone();
-            let name = g.name.clone();
-            let forward = tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
-                    if shared.send((name.clone(), ev)).await.is_err() {
-                        break;
-                    }
-                }
-            });
-            keep.insert(
-                g.name.clone(),
-                ProbeTask {
-                    signature: sig,
-                    link: link_tx,
-                    tasks: [probe, forward],
-                },
-            );
-        }
-        // Whatever is left in `self.probes` is no longer configured: dropping aborts it.
-        self.probes = keep;
-        self.views.retain(|name, _| self.probes.contains_key(name));
-    }
-
-    fn routers_of(&self, gateway: GatewayId) -> String {
-        let names: Vec<&str> = self
-            .config
-            .routers
-            .iter()
-            .filter(|r| {
-                r.mains
-                    .iter()
-                    .chain(&r.backups)
-                    .any(|m| m.gateway == gateway)
-            })
-            .map(|r| r.name.as_str())
-            .collect();
-        names.join(",")
+        let (facts, ipsec) = (&self.facts, &self.ipsec);
+        self.probes
+            .sync(&self.config, |l| link_state(facts, ipsec, l));
     }
 
     fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
-        let Some(id) = self.gateway_id(gw) else {
+        let Some(id) = self.config.gateway_by_name(gw) else {
             return;
         };
-        let routers = self.routers_of(id);
-        let Some(view) = self.views.get_mut(gw) else {
+        let Some(view) = self.probes.view_mut(gw) else {
             return;
         };
-        match ev {
-            GatewayEvent::Probed(r) => {
-                self.metrics.observe_probe_report(gw, &r);
-                view.stats = r.stats;
-            }
+        let state_changed = view.record(&ev);
+        match &ev {
+            GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r),
             GatewayEvent::Transition(t) => {
-                t.log(&routers, gw);
-                for router in routers.split(',').filter(|r| !r.is_empty()) {
-                    self.metrics.record_transition(router, gw, &t);
-                }
-                view.reason = t.reason.to_string();
-                if t.is_state_change() {
-                    let now = SystemTime::now();
-                    view.availability = t.to;
-                    view.last_change = Some(now);
-                    view.available_since = (t.to == Availability::Ready).then_some(now);
-                    let verdict = Instant::now();
-                    self.recompute();
-                    self.metrics.observe_commit(verdict.elapsed());
-                    info!(
-                        gateway = gw,
-                        commit_us = verdict.elapsed().as_micros() as u64,
-                        "router tables committed"
-                    );
+                let routers: Vec<&str> = (self.config.routers.iter())
+                    .filter(|r| r.mains.iter().chain(&r.backups).any(|m| m.gateway == id))
+                    .map(|r| r.name.as_str())
+                    .collect();
+                t.log(&routers.join(","), gw);
+                for router in routers {
+                    self.metrics.record_transition(router, gw, t);
                 }
             }
+        }
+        if state_changed {
+            let verdict = Instant::now();
+            self.recompute();
+            self.metrics.observe_commit(verdict.elapsed());
+            info!(
+                gateway = gw,
+                commit_us = verdict.elapsed().as_micros() as u64,
+                "router tables committed"
+            );
         }
     }
 
@@ -677,28 +322,12 @@ impl Daemon {
         for (i, r) in self.config.routers.iter().enumerate() {
             for s in self.rows.get(i).into_iter().flatten() {
                 let g = &self.config.gateways[s.gateway as usize];
-                let last = self.views.get(&g.name).and_then(|v| v.last_change);
+                let last = self.probes.view(&g.name).and_then(|v| v.last_change);
                 self.metrics
                     .set_gateway(&r.name, &g.name, GatewaySnapshot::from_status(s, last));
             }
         }
-        if let Ok(mut l) = self.labels.lock() {
-            l.rules = self
-                .config
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(n, r)| (n as u16, metrics::rule_label(n, r.name.as_deref())))
-                .collect();
-            l.gateways = self
-                .config
-                .gateways
-                .iter()
-                .enumerate()
-                .map(|(i, g)| (i as u16, g.name.clone()))
-                .collect();
-            l.attachments = self.dp.attachments();
-        }
+        self.counters.update(&self.config, &self.dp);
     }
 
     /// Adopted start: commits the first plan once every gateway has its first verdict, or
@@ -707,13 +336,7 @@ impl Daemon {
         if self.starting.is_none() {
             return Ok(());
         }
-        let unprobed = Reason::NotYetProbed.to_string();
-        let waiting: Vec<&str> = self
-            .views
-            .iter()
-            .filter(|(_, v)| v.reason == unprobed)
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let waiting = self.probes.unprobed();
         if !waiting.is_empty() {
             if !timed_out {
                 return Ok(());
@@ -738,12 +361,12 @@ impl Daemon {
         let ready = |id: u16| self.is_ready(id);
         let new = planner::router_tables(&self.config, &ready, &self.tables);
         // Ready flags of the gateways in the plan, written only where they changed.
-        let flags: Vec<(usize, bool)> = (self.plan.gateways.iter().enumerate())
-            .map(|(i, g)| (i, ready(g.id)))
-            .filter(|&(i, r)| self.plan.gateways[i].ready != r)
-            .collect();
-        for (i, r) in flags {
-            let id = self.plan.gateways[i].id;
+        for i in 0..self.plan.gateways.len() {
+            let (id, was) = (self.plan.gateways[i].id, self.plan.gateways[i].ready);
+            let r = self.is_ready(id);
+            if r == was {
+                continue;
+            }
             match self.dp.set_gateway_ready(id, r) {
                 Ok(_) => self.plan.gateways[i].ready = r,
                 Err(e) => error!(gateway = id, "writing the ready flag failed: {e}"),
@@ -860,125 +483,39 @@ impl Daemon {
         for w in &warnings {
             warn!("{w}");
         }
-        let old_lan = self.config.agent.lan_interfaces.clone();
-        let old_links: Vec<String> = self
-            .config
-            .return_routes
-            .iter()
-            .map(|r| self.config.link(r.link).interface.clone())
-            .collect();
+        let old = Interfaces::of(&self.config);
         // Keep each router's table under its name, so its slots stay in place.
-        let by_name: HashMap<String, RouterTable> = self
-            .config
-            .routers
-            .iter()
-            .zip(self.tables.drain(..))
-            .map(|(r, t)| (r.name.clone(), t))
-            .collect();
+        let tables = std::mem::take(&mut self.tables);
         let previous = std::mem::replace(&mut self.config, config);
-        self.tables = self
-            .config
-            .routers
-            .iter()
+        self.tables = (self.config.routers.iter())
             .map(|r| {
-                by_name
-                    .get(&r.name)
-                    .cloned()
-                    .unwrap_or_else(|| RouterTable {
-                        slots: vec![],
-                        ..RouterTable::single(0)
-                    })
+                let i = previous.routers.iter().position(|p| p.name == r.name);
+                let empty = || RouterTable {
+                    slots: vec![],
+                    ..RouterTable::single(0)
+                };
+                i.and_then(|i| tables.get(i).cloned()).unwrap_or_else(empty)
             })
             .collect();
         self.rows = vec![vec![]; self.tables.len()];
-        let mut r = self.setup_ipsec().await;
+        let mut r = self.ipsec.setup(&self.config).await;
         if r.is_ok() {
             r = self.refresh_facts().await;
         }
-        if let Err(e) = r.and_then(|()| self.apply_reloaded(&old_lan, &old_links)) {
+        let reloaded = r.and_then(|()| {
+            self.attach(&old)?;
+            self.start_probes();
+            self.apply("reload").map(drop)
+        });
+        if let Err(e) = reloaded {
             // Roll back: the running configuration stays.
             self.config = previous;
             self.refresh_facts().await.ok();
             self.apply("reload rollback").ok();
             return Err(e);
         }
-        self.remove_stale_ipsec(&previous).await;
+        self.ipsec.remove_stale(&previous, &self.config).await;
         self.dp.epoch().map_err(Into::into)
-    }
-
-    /// After a reload: removes the manual SAs and policies, and the tunnel interfaces xwan
-    /// created, that the new configuration no longer has.
-    async fn remove_stale_ipsec(&self, previous: &Config) {
-        let now: Vec<xfrm::Installed> = self
-            .config
-            .links
-            .iter()
-            .filter_map(|l| {
-                let t = l.ipsec.as_ref()?;
-                Some(xfrm::installed(t, t.manual_sa.as_ref()?))
-            })
-            .flatten()
-            .collect();
-        for l in &previous.links {
-            let Some(t) = &l.ipsec else { continue };
-            if let Some(m) = &t.manual_sa {
-                let stale: Vec<_> = xfrm::installed(t, m)
-                    .into_iter()
-                    .filter(|o| !now.contains(o))
-                    .collect();
-                if !stale.is_empty() {
-                    match XfrmSocket::open() {
-                        Ok(mut sock) => {
-                            let n = xfrm::remove(&mut sock, &l.name, &stale);
-                            info!(link = %l.name, removed = n, "manual SAs and policies no longer configured removed");
-                        }
-                        Err(e) => warn!(link = %l.name, "removing stale SAs failed: {e}"),
-                    }
-                }
-            }
-            let kept = self.config.links.iter().any(|n| {
-                n.interface == l.interface
-                    && n.ipsec.as_ref().is_some_and(|t| t.owner == Owner::Xwan)
-            });
-            if t.owner == Owner::Xwan && !kept {
-                let what = format!("removing the tunnel interface {}", l.interface);
-                match kernel::bounded(what, self.nl.remove_tunnel(&l.name, &l.interface)).await {
-                    Ok(true) => {
-                        info!(link = %l.name, interface = %l.interface, "tunnel interface no longer configured removed")
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!(link = %l.name, "removing tunnel interface {} failed: {e}", l.interface)
-                    }
-                }
-            }
-        }
-    }
-
-    fn apply_reloaded(&mut self, old_lan: &[String], old_links: &[String]) -> Result<()> {
-        let lan = self.config.agent.lan_interfaces.clone();
-        let links: Vec<String> = self
-            .config
-            .return_routes
-            .iter()
-            .map(|r| self.config.link(r.link).interface.clone())
-            .collect();
-        for gone in old_lan
-            .iter()
-            .chain(old_links)
-            .filter(|i| !lan.contains(i) && !links.contains(i))
-        {
-            self.dp.detach_interface(gone)?;
-        }
-        for name in lan.iter().filter(|i| !old_lan.contains(i)) {
-            info!(interface = %name, "attached {}", self.dp.attach_lan(name)?);
-        }
-        for name in links.iter().filter(|i| !old_links.contains(i)) {
-            info!(interface = %name, "attached {}", self.dp.attach_link(name)?);
-        }
-        self.start_probes();
-        self.apply("reload")?;
-        Ok(())
     }
 
     /// Answers a control request (`status` only if the server asks: it answers from the
@@ -1011,22 +548,6 @@ impl Daemon {
     }
 
     fn status(&self) -> Status {
-        let routers = self
-            .config
-            .routers
-            .iter()
-            .enumerate()
-            .map(|(i, r)| RouterStatus {
-                name: r.name.clone(),
-                gateways: self
-                    .rows
-                    .get(i)
-                    .into_iter()
-                    .flatten()
-                    .map(|s| self.row(s))
-                    .collect(),
-            })
-            .collect();
         Status {
             config: self.path.display().to_string(),
             epoch: self.dp.epoch().unwrap_or(0),
@@ -1037,57 +558,11 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .collect(),
             failed_redirects: self.dp.egress_watch().map(|w| w.to_string()),
-            routers,
-            ipsec: self.ipsec_rows(),
-            return_routes: self
-                .config
-                .return_routes
-                .iter()
-                .map(|r| {
-                    let g = self.config.gateway(r.gateway);
-                    let v = self.views.get(&g.name).cloned().unwrap_or_default();
-                    ReturnRouteRow {
-                        link: self.config.link(r.link).name.clone(),
-                        gateway: g.name.clone(),
-                        availability: if self.is_ready(r.gateway.0) {
-                            "Ready"
-                        } else {
-                            "Unavailable"
-                        }
-                        .into(),
-                        reason: v.reason,
-                    }
-                })
-                .collect(),
-        }
-    }
-
-    fn row(&self, s: &GatewayStatus) -> GatewayRow {
-        let g = &self.config.gateways[s.gateway as usize];
-        let v = self.views.get(&g.name).cloned().unwrap_or_default();
-        GatewayRow {
-            name: g.name.clone(),
-            state: match s.state {
-                GatewayState::Active => "Active",
-                GatewayState::OnStandby => "On standby",
-                GatewayState::Unavailable => "Unavailable",
-            }
-            .into(),
-            last_change_unix: unix(v.last_change),
-            availability: if s.ready { "Ready" } else { "Unavailable" }.into(),
-            reason: v.reason,
-            available_since_unix: unix(v.available_since),
-            role: match s.role {
-                Role::Main => "Main",
-                Role::Backup => "Backup",
-            }
-            .into(),
-            address: g.address.to_string(),
-            weight: s.weight,
-            distribution: s.share,
-            rtt_ms: v.stats.rtt.map(|d| d.as_secs_f64() * 1e3),
-            jitter_ms: v.stats.jitter.map(|d| d.as_secs_f64() * 1e3),
-            loss_pct: v.stats.loss * 100.0,
+            routers: status::rows::routers(&self.config, &self.rows, &self.probes),
+            ipsec: self.ipsec.rows(&self.config),
+            return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {
+                self.is_ready(id.0)
+            }),
         }
     }
 
@@ -1095,46 +570,13 @@ impl Daemon {
     /// and policies and the tunnel interfaces xwan created.
     async fn stop(mut self) -> Result<()> {
         info!("stopping: detaching programs and removing pinned maps and links");
-        self.probes.clear();
+        drop(self.probes);
         // Programs first: detaching from a tunnel interface removed below would fail (and
         // leave the pins behind).
         self.dp.detach_all()?;
-        for l in &self.config.links {
-            let Some(t) = &l.ipsec else { continue };
-            if let Some(m) = &t.manual_sa {
-                match XfrmSocket::open() {
-                    Ok(mut sock) => {
-                        xfrm::remove_manual(&mut sock, &l.name, t, m);
-                    }
-                    Err(e) => warn!(link = %l.name, "removing the manual SAs failed: {e}"),
-                }
-            }
-            if t.owner == Owner::Xwan {
-                let what = format!("removing the tunnel interface {}", l.interface);
-                match kernel::bounded(what, self.nl.remove_tunnel(&l.name, &l.interface)).await {
-                    Ok(true) => {
-                        info!(link = %l.name, interface = %l.interface, "tunnel interface removed")
-                    }
-                    Ok(false) => {
-                        info!(link = %l.name, interface = %l.interface, "tunnel interface not created by xwan: left in place")
-                    }
-                    Err(e) => {
-                        warn!(link = %l.name, interface = %l.interface, "removing the tunnel interface failed: {e}")
-                    }
-                }
-            }
-        }
-        let pins = self.dp.pin_dir().to_path_buf();
-        let socket = self.config.agent.control_socket.clone();
-        drop(self.dp);
-        for e in std::fs::read_dir(&pins).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().starts_with("XWAN_") {
-                std::fs::remove_file(e.path())
-                    .with_context(|| format!("removing {}", e.path().display()))?;
-            }
-        }
-        let _ = std::fs::remove_dir(&pins);
-        let _ = std::fs::remove_file(socket);
+        self.ipsec.teardown(&self.config).await;
+        self.dp.remove_pins()?;
+        let _ = std::fs::remove_file(&self.config.agent.control_socket);
         Ok(())
     }
 }

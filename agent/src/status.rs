@@ -1,10 +1,22 @@
 //! What `xwan status` shows: per router, the monitor table operators know from the
 //! Stormshield real-time monitor (State, last status change, Availability, available since,
-//! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here.
+//! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here;
+//! built from the daemon's state in [`rows`].
 
-use std::fmt::Write as _;
+use std::{
+    fmt::Write as _,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use serde::{Deserialize, Serialize};
+
+pub mod rows;
+
+/// A time as status fields carry it: Unix seconds.
+pub fn unix(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Status {

@@ -1,5 +1,6 @@
 //! Making sure a directory is on a BPF filesystem (bpffs), where maps are pinned so a
-//! restarted agent adopts the running state.
+//! restarted agent adopts the running state; and removing those pins at `xwan stop`
+//! ([`Datapath::remove_pins`]).
 //!
 //! Production uses `/sys/fs/bpf/xwan`; tests use [`TestBpffs`], a private bpffs mounted under
 //! `/tmp` and unmounted on drop, so they never touch `/sys/fs/bpf` and never share maps.
@@ -9,6 +10,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Datapath, DatapathError};
 
 /// `statfs.f_type` of a BPF filesystem.
 pub const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -123,6 +126,29 @@ pub fn ensure_bpffs(dir: &Path) -> io::Result<Option<PathBuf>> {
     std::fs::create_dir_all(dir)
         .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
     Ok(mounted)
+}
+
+/// Every map name in `xwan_common::maps` starts with it: what else is in the pin directory
+/// is not ours to remove.
+const MAP_PIN_PREFIX: &str = "XWAN_";
+
+impl Datapath {
+    /// `xwan stop`, after [`Datapath::detach_all`]: closes the maps, removes their pins and
+    /// then the pin directory if nothing else is left in it.
+    pub fn remove_pins(self) -> Result<(), DatapathError> {
+        let dir = self.pin_dir.clone();
+        drop(self);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(MAP_PIN_PREFIX) {
+                std::fs::remove_file(e.path()).map_err(|error| DatapathError::Sys {
+                    what: format!("removing {}", e.path().display()),
+                    error,
+                })?;
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
 }
 
 /// A private bpffs for one test: a fresh directory under the system temporary directory with

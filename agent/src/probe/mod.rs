@@ -6,6 +6,9 @@
 //! * [`run_gateway`] (`schedule.rs`): the per-gateway task that sends probe rounds on the
 //!   `frequency` / `wait` / `tries` schedule of DESIGN.md §2, feeds the results and the link
 //!   events into [`crate::health::GatewayHealth`] and reports [`GatewayEvent`]s.
+//! * [`Fleet`] (`fleet.rs`): the daemon's probe tasks, one per configured gateway, each with
+//!   the method and binding its configuration gives ([`Monitor::new`], [`LinkBinding::of`]),
+//!   and the latest verdict of each ([`GatewayView`]).
 //!
 //! Every probe leaves through its link: sockets are bound to the link's interface
 //! (`SO_BINDTODEVICE`) and, when given, its source address and firewall mark
@@ -17,9 +20,10 @@
 //! # What a reader may change
 //!
 //! Probers are interchangeable behind [`Prober`]; new methods (HTTP, DNS) go in new files and
-//! in [`Monitor`]. The error → [`FailureCause`] mapping decides the reason users see. The
+//! in [`Monitor`] (and [`Monitor::new`], which maps the configuration to it). The error → [`FailureCause`] mapping decides the reason users see. The
 //! schedule's timing is the product contract: see `schedule.rs` before touching it.
 
+mod fleet;
 mod icmp;
 mod schedule;
 mod tcp;
@@ -32,11 +36,12 @@ use std::{
     time::Duration,
 };
 
+pub use fleet::{Fleet, GatewayView};
 pub use icmp::IcmpProber;
-pub use schedule::{GatewayEvent, LinkState, ProbeReport, run_gateway};
+pub use schedule::{GatewayEvent, LinkState, ProbeReport, run_gateway, run_tagged};
 pub use tcp::TcpProber;
 
-use crate::health::FailureCause;
+use crate::{config, health::FailureCause};
 
 /// Why one probe failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +133,17 @@ impl LinkBinding {
         }
     }
 
+    /// Bound to `link`'s interface, and to its address as the source of probes of that family.
+    pub fn of(link: &config::Link) -> LinkBinding {
+        let mut b = LinkBinding::device(&link.interface);
+        match link.address.map(|a| a.addr) {
+            Some(IpAddr::V4(a)) => b.source_v4 = Some(a),
+            Some(IpAddr::V6(a)) => b.source_v6 = Some(a),
+            None => {}
+        }
+        b
+    }
+
     /// Interface index of the bound device (for IPv6 link-local scope ids), 0 if none.
     pub(crate) fn ifindex(&self) -> u32 {
         let Some(dev) = &self.device else { return 0 };
@@ -144,6 +160,16 @@ impl LinkBinding {
 pub enum Monitor {
     Icmp(IcmpProber),
     Tcp(TcpProber),
+}
+
+impl Monitor {
+    /// The configured `method`, its probes leaving through `binding`.
+    pub fn new(method: config::Monitor, binding: LinkBinding) -> Monitor {
+        match method {
+            config::Monitor::Icmp => Monitor::Icmp(IcmpProber::new(binding)),
+            config::Monitor::Tcp(port) => Monitor::Tcp(TcpProber::new(binding, port.get())),
+        }
+    }
 }
 
 impl Prober for Monitor {

@@ -99,6 +99,23 @@ pub async fn run_gateway<P: Prober>(
     link: watch::Receiver<LinkState>,
     events: mpsc::Sender<GatewayEvent>,
 ) {
+    run_tagged(params, prober, targets, link, events, |ev| ev).await;
+}
+
+/// [`run_gateway`], each event wrapped by `tag` before it is sent: the tasks of many gateways
+/// share one channel, each naming its own events.
+pub async fn run_tagged<P, T, F>(
+    params: HealthParams,
+    prober: P,
+    targets: Vec<IpAddr>,
+    link: watch::Receiver<LinkState>,
+    events: mpsc::Sender<T>,
+    tag: F,
+) where
+    P: Prober,
+    T: Send,
+    F: Fn(GatewayEvent) -> T + Send + Sync,
+{
     let start = Instant::now();
     let health = GatewayHealth::new(params.clone(), start.into_std());
     let mut runner = Runner {
@@ -109,6 +126,7 @@ pub async fn run_gateway<P: Prober>(
         link_open: true,
         link_state: LinkState::Up,
         events,
+        tag,
         health,
     };
     // The task ends with `Closed` whichever way.
@@ -123,18 +141,24 @@ enum Wake {
     Link(LinkState),
 }
 
-struct Runner<P> {
+struct Runner<P, T, F> {
     params: HealthParams,
     prober: P,
     targets: Vec<IpAddr>,
     link: watch::Receiver<LinkState>,
     link_open: bool,
     link_state: LinkState,
-    events: mpsc::Sender<GatewayEvent>,
+    events: mpsc::Sender<T>,
+    tag: F,
     health: GatewayHealth,
 }
 
-impl<P: Prober> Runner<P> {
+impl<P, T, F> Runner<P, T, F>
+where
+    P: Prober,
+    T: Send,
+    F: Fn(GatewayEvent) -> T + Send + Sync,
+{
     async fn run(&mut self, start: Instant) -> Result<(), Closed> {
         let initial = *self.link.borrow_and_update();
         self.set_link(initial).await?;
@@ -253,7 +277,7 @@ impl<P: Prober> Runner<P> {
     }
 
     async fn emit(&self, ev: GatewayEvent) -> Result<(), Closed> {
-        self.events.send(ev).await.map_err(|_| Closed)
+        self.events.send((self.tag)(ev)).await.map_err(|_| Closed)
     }
 }
 

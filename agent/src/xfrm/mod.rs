@@ -4,6 +4,8 @@
 //! * [`sa`]: the SA/policy model, message building, which SA belongs to which link;
 //! * [`keys`] and [`secret`]: manual keys from root-only files, never printed;
 //! * [`stats`]: the kernel's XFRM error counters;
+//! * [`supervisor`]: the daemon's IPsec links over time (tunnel interfaces and manual SAs set
+//!   up, SAs watched, stale ones removed, status rows);
 //! * here: a link's SA pair ([`LinkSas`]) and installing / removing manual SAs.
 //!
 //! A tunnel link is usable only with an SA in each direction (a "usable SA pair"); when an
@@ -22,6 +24,7 @@ pub mod keys;
 pub mod sa;
 pub mod secret;
 pub mod stats;
+pub mod supervisor;
 
 use std::net::IpAddr;
 
@@ -29,6 +32,7 @@ use tracing::{info, warn};
 
 pub use client::{XfrmError, XfrmEvent, XfrmSocket, subscribe};
 pub use sa::{Direction, PolicySpec, SaInfo, SaSpec};
+pub use supervisor::Supervisor;
 
 use crate::config::{IpsecTunnel, ManualSa};
 use keys::LinkKeys;

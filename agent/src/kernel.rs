@@ -1,0 +1,153 @@
+//! The daemon's kernel requests, each with a deadline. The daemon's loop decides failover, so
+//! it does not wait for the kernel after an event: re-reading the addresses (after an address
+//! event, [`addresses`]) and the SAs (`xfrm::supervisor`) happen in [`Reader`] tasks, whose
+//! results come back as messages. Requests that a start, a reload or `xwan stop` needs in
+//! order ([`facts`]) are awaited where they are made, within [`DEADLINE`] ([`bounded`]).
+
+use std::{fmt::Display, future::Future, net::IpAddr, sync::Arc, time::Duration};
+
+use anyhow::{Result, anyhow};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::JoinHandle,
+};
+use tracing::warn;
+
+use crate::{config::Config, netlink::Netlink, planner::Facts};
+
+/// Longest wait for one kernel request (a netlink answer, an SA dump). The kernel answers in
+/// microseconds; this is for the answer that never comes (a lost reply, a dead connection).
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
+/// `request` within [`DEADLINE`]: its result (its error unchanged), or an error saying `what`
+/// got no answer.
+pub async fn bounded<T, E>(
+    what: impl Display,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(DEADLINE, request).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(anyhow!(
+            "{what}: no answer from the kernel within {}",
+            humantime::format_duration(DEADLINE)
+        )),
+    }
+}
+
+/// What the plan needs of the kernel: interfaces, local addresses, and the neighbours of the
+/// gateways of `config`.
+pub async fn facts(nl: &Netlink, config: &Config) -> Result<Facts> {
+    let mut f = Facts::default();
+    for i in bounded("reading the interfaces", nl.interfaces()).await? {
+        f.interfaces.insert(i.name.clone(), i);
+    }
+    f.local_addrs = bounded("reading the addresses", nl.addresses())
+        .await?
+        .into_iter()
+        .map(|(_, ip, _)| ip)
+        .collect();
+    for g in &config.gateways {
+        let link = config.link(g.link);
+        let what = format!(
+            "reading the neighbour {} of gateway '{}'",
+            g.address, g.name
+        );
+        if let Some(i) = f.interfaces.get(&link.interface)
+            && let Some(mac) = bounded(what, nl.neighbour(i.ifindex, g.address)).await?
+        {
+            f.neighbours.insert((i.ifindex, g.address), mac);
+        }
+    }
+    Ok(f)
+}
+
+/// A task that reads something from the kernel when asked, and hands the result over. Asks
+/// made while it reads coalesce into one more read. Dropping it stops the task.
+pub struct Reader<T> {
+    wake: Arc<Notify>,
+    results: mpsc::Receiver<T>,
+    task: JoinHandle<()>,
+}
+
+impl<T> Drop for Reader<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: Send + 'static> Reader<T> {
+    /// Spawns `read(asked, results)`: a loop that waits for `asked` and sends what it read to
+    /// `results` (a send fails once the reader is dropped; the loop should end then).
+    pub fn spawn<F>(read: impl FnOnce(Arc<Notify>, mpsc::Sender<T>) -> F) -> Reader<T>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let wake = Arc::new(Notify::new());
+        let (tx, results) = mpsc::channel(1);
+        let task = tokio::spawn(read(wake.clone(), tx));
+        Reader {
+            wake,
+            results,
+            task,
+        }
+    }
+}
+
+impl<T> Reader<T> {
+    /// Asks for a (new) read.
+    pub fn request(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The next result; pending while there is none.
+    pub async fn next(&mut self) -> Option<T> {
+        self.results.recv().await
+    }
+}
+
+/// Re-reads the local addresses when asked ([`Reader::request`], on an address event).
+pub fn addresses(nl: Netlink) -> Reader<Vec<IpAddr>> {
+    Reader::spawn(|asked, tx| async move {
+        loop {
+            asked.notified().await;
+            match bounded("re-reading the addresses", nl.addresses()).await {
+                Ok(a) => {
+                    let a = a.into_iter().map(|(_, ip, _)| ip).collect();
+                    if tx.send(a).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => warn!("{e:#}; the previous addresses stay until the next change"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_answer_fails_at_the_deadline() {
+        let t = tokio::time::Instant::now();
+        let never = std::future::pending::<Result<(), std::io::Error>>();
+        let e = bounded("reading the addresses", never).await.unwrap_err();
+        assert_eq!(t.elapsed(), DEADLINE);
+        assert_eq!(
+            e.to_string(),
+            "reading the addresses: no answer from the kernel within 5s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_and_errors_pass_unchanged() {
+        let ok = async { Ok::<_, std::io::Error>(7) };
+        assert_eq!(bounded("x", ok).await.unwrap(), 7);
+        let refused = async { Err::<(), _>(std::io::Error::other("netlink request failed")) };
+        let e = bounded("x", refused).await.unwrap_err();
+        assert_eq!(format!("{e:#}"), "netlink request failed");
+    }
+}
