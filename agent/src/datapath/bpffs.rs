@@ -5,7 +5,7 @@
 //! Production uses `/sys/fs/bpf/xwan`; tests use [`TestBpffs`], a private bpffs mounted under
 //! `/tmp` and unmounted on drop, so they never touch `/sys/fs/bpf` and never share maps.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -50,23 +50,40 @@ pub fn is_bpffs(path: &Path) -> bool {
 
 /// Mounts a BPF filesystem on the existing directory `dir`.
 pub fn mount_bpffs(dir: &Path) -> io::Result<()> {
+    mount(c"bpf", dir)
+}
+
+/// Mounts a filesystem of type `fstype` (and source of that name: bpf, tracefs) on the
+/// existing directory `dir`.
+pub(super) fn mount(fstype: &CStr, dir: &Path) -> io::Result<()> {
     let target = cstr(dir)?;
     // SAFETY: valid NUL-terminated strings; no mount data.
     let rc = unsafe {
         libc::mount(
-            c"bpf".as_ptr(),
+            fstype.as_ptr(),
             target.as_ptr(),
-            c"bpf".as_ptr(),
+            fstype.as_ptr(),
             0,
             std::ptr::null(),
         )
     };
     if rc != 0 {
         let e = io::Error::last_os_error();
+        let t = fstype.to_string_lossy();
         return Err(io::Error::new(
             e.kind(),
-            format!("mount -t bpf bpf {}: {e}", dir.display()),
+            format!("mount -t {t} {t} {}: {e}", dir.display()),
         ));
+    }
+    Ok(())
+}
+
+/// Detaches the filesystem mounted on `dir` (`umount -l`).
+pub(super) fn unmount(dir: &Path) -> io::Result<()> {
+    let c = cstr(dir)?;
+    // SAFETY: valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -187,15 +204,8 @@ impl TestBpffs {
 
 impl Drop for TestBpffs {
     fn drop(&mut self) {
-        if let Ok(c) = cstr(&self.path) {
-            // SAFETY: valid NUL-terminated path.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                log::warn!(
-                    "unmounting test bpffs {}: {}",
-                    self.path.display(),
-                    io::Error::last_os_error()
-                );
-            }
+        if let Err(e) = unmount(&self.path) {
+            log::warn!("unmounting test bpffs {}: {e}", self.path.display());
         }
         let _ = std::fs::remove_dir(&self.path);
     }
@@ -255,9 +265,7 @@ mod tests {
         assert_eq!(ensure_bpffs(&target).unwrap(), Some(target.clone()));
         assert!(is_bpffs(&target));
         assert_eq!(ensure_bpffs(&target).unwrap(), None);
-        let c = cstr(&target).unwrap();
-        // SAFETY: valid path.
-        assert_eq!(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) }, 0);
+        unmount(&target).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

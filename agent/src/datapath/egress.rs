@@ -15,17 +15,15 @@
 //! agent, and the next one replaces them (detach, then attach: the moment between counts a
 //! failure as steered, never twice).
 
-use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use xwan_common::tracepoint::{self, Tracepoint};
 
-use super::{Datapath, attach::detach_pin, sys};
+use super::{Datapath, attach::detach_pin, bpffs, sys};
 
 /// Subdirectory of the pin directory holding the tracepoint links (one per program).
 pub const TRACE_DIR: &str = "tracepoints";
@@ -131,24 +129,9 @@ impl Tracefs {
         ));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("no tracefs mounted, and creating {}: {e}", dir.display()))?;
-        let c = CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                c"tracefs".as_ptr(),
-                c.as_ptr(),
-                c"tracefs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = bpffs::mount(c"tracefs", &dir) {
             let _ = std::fs::remove_dir(&dir);
-            return Err(format!(
-                "no tracefs mounted, and mounting one on {}: {e}",
-                dir.display()
-            ));
+            return Err(format!("no tracefs mounted, and {e}"));
         }
         log::debug!(
             "no tracefs mounted: reading one mounted on {}",
@@ -186,9 +169,8 @@ impl Drop for Tracefs {
         if !self.temporary {
             return;
         }
-        if let Ok(c) = CString::new(self.dir.as_os_str().as_bytes()) {
-            // SAFETY: valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        if let Err(e) = bpffs::unmount(&self.dir) {
+            log::warn!("unmounting the tracefs read on {}: {e}", self.dir.display());
         }
         let _ = std::fs::remove_dir(&self.dir);
     }
