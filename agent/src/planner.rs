@@ -185,19 +185,11 @@ pub fn plan(
         .iter()
         .enumerate()
         .map(|(n, r)| {
-            let ifaces = r
-                .interfaces
-                .iter()
-                .map(|name| iface(format!("rule #{}", n + 1), name).map(|i| i.ifindex))
-                .collect::<Result<Vec<_>, _>>()?;
+            let criteria = r
+                .criteria
+                .map_ifaces(|name| iface(format!("rule #{}", n + 1), name).map(|i| i.ifindex))?;
             Ok(plan::Rule {
-                src: r.src.clone(),
-                dst: r.dst.clone(),
-                protocols: r.protocols.clone(),
-                src_ports: r.src_ports.clone(),
-                dst_ports: r.dst_ports.clone(),
-                dscp: r.dscp.clone(),
-                ifaces,
+                criteria,
                 action: r.action.to_plan(),
                 set_dscp: r.set_dscp,
                 counter: n as u16,

@@ -1680,9 +1680,9 @@ fn seed_branch_resolves_as_designed() {
     let names: Vec<_> = c.rules.iter().map(|r| r.name.as_deref().unwrap()).collect();
     assert_eq!(names, ["HTTP", "FTP", "SQL", "VoIP"]);
     let r = &c.rules[3];
-    assert_eq!(r.protocols, [17]);
+    assert_eq!(r.criteria.protocols, [17]);
     assert_eq!(
-        r.dst_ports,
+        r.criteria.dst_ports,
         [
             PortRange::single(5060),
             PortRange::new(10000, 20000).unwrap()
@@ -1694,7 +1694,10 @@ fn seed_branch_resolves_as_designed() {
         xwan_common::plan::Action::Route(voip_id.0)
     );
     assert_eq!(r.set_dscp, Some(18));
-    assert_eq!(c.rules[1].dst_ports, [PortRange::new(20, 21).unwrap()]);
+    assert_eq!(
+        c.rules[1].criteria.dst_ports,
+        [PortRange::new(20, 21).unwrap()]
+    );
     assert!(c.rules[..3].iter().all(|r| r.set_dscp.is_none()));
     assert!(c.return_routes.is_empty());
 }
@@ -1948,9 +1951,9 @@ fn describe_every_option() {
         c.gateways[0].monitor,
         Monitor::Tcp(NonZeroU16::new(443).unwrap())
     );
-    assert_eq!(c.rules[0].src, ["10.0.0.13/32".parse().unwrap()]);
-    assert_eq!(c.rules[1].interfaces, ["lan1"]);
-    assert_eq!(c.rules[4].protocols, [47, 89]);
+    assert_eq!(c.rules[0].criteria.src, ["10.0.0.13/32".parse().unwrap()]);
+    assert_eq!(c.rules[1].criteria.ifaces, ["lan1"]);
+    assert_eq!(c.rules[4].criteria.protocols, [47, 89]);
     assert_eq!(c.agent.flow_idle, Duration::ZERO);
 }
 

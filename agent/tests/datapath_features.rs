@@ -32,25 +32,33 @@ fn plan() -> Plan {
         rules.push(r);
     };
     add(0, Action::Route(0), &|r| {
-        r.protocols = vec![17];
-        r.dst_ports = vec![ports(5001, 5001)];
+        r.criteria.protocols = vec![17];
+        r.criteria.dst_ports = vec![ports(5001, 5001)];
     });
     add(1, Action::Route(1), &|r| {
-        r.protocols = vec![6];
-        r.dst_ports = vec![ports(443, 443)];
+        r.criteria.protocols = vec![6];
+        r.criteria.dst_ports = vec![ports(443, 443)];
     });
-    add(2, Action::Block, &|r| r.dst_ports = vec![ports(53, 53)]);
+    add(2, Action::Block, &|r| {
+        r.criteria.dst_ports = vec![ports(53, 53)]
+    });
     add(3, Action::Route(1), &|r| {
-        r.dscp = vec![46];
+        r.criteria.dscp = vec![46];
         r.set_dscp = Some(18);
     });
-    add(4, Action::Route(2), &|r| r.dst_ports = vec![ports(9, 9)]);
-    add(5, Action::Route(3), &|r| r.dst_ports = vec![ports(7, 7)]);
-    add(6, Action::Route(4), &|r| {
-        r.dst_ports = vec![ports(6000, 6999)]
+    add(4, Action::Route(2), &|r| {
+        r.criteria.dst_ports = vec![ports(9, 9)]
     });
-    add(7, Action::Pass, &|r| r.protocols = vec![17]);
-    add(8, Action::Route(0), &|r| r.dst_ports = vec![ports(22, 22)]);
+    add(5, Action::Route(3), &|r| {
+        r.criteria.dst_ports = vec![ports(7, 7)]
+    });
+    add(6, Action::Route(4), &|r| {
+        r.criteria.dst_ports = vec![ports(6000, 6999)]
+    });
+    add(7, Action::Pass, &|r| r.criteria.protocols = vec![17]);
+    add(8, Action::Route(0), &|r| {
+        r.criteria.dst_ports = vec![ports(22, 22)]
+    });
     Plan {
         ifaces: vec![Iface {
             ifindex: LO,
@@ -466,9 +474,9 @@ fn many_prefixes_and_rules_classify_like_the_model() {
             Action::Block
         });
         r.counter = (i % 1000) as u16;
-        r.dst = vec![net(&format!("10.{}.{}.0/24", 100 + i / 250, i % 250))];
-        r.dst_ports = vec![ports(1000 + i as u16, 1000 + i as u16 + 10)];
-        r.protocols = vec![17];
+        r.criteria.dst = vec![net(&format!("10.{}.{}.0/24", 100 + i / 250, i % 250))];
+        r.criteria.dst_ports = vec![ports(1000 + i as u16, 1000 + i as u16 + 10)];
+        r.criteria.protocols = vec![17];
         rules.push(r);
     }
     p.rules = rules;

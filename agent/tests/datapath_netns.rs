@@ -32,8 +32,8 @@ const WAIT: Duration = Duration::from_secs(3);
 
 fn udp_rule(dport: u16, router: u16, counter: u16) -> Rule {
     let mut r = Rule::any(Action::Route(router));
-    r.protocols = vec![17];
-    r.dst_ports = vec![ports(dport, dport)];
+    r.criteria.protocols = vec![17];
+    r.criteria.dst_ports = vec![ports(dport, dport)];
     r.counter = counter;
     r
 }

@@ -81,16 +81,16 @@ fn plan(n: usize) -> Plan {
             let mut r = Rule::any(Action::Route(0));
             r.counter = i as u16;
             let (a, b) = (i / 250, i % 250);
-            r.src = vec![
+            r.criteria.src = vec![
                 net(format!("10.{a}.{b}.0/24")),
                 net(format!("2001:db8:{a:x}:{b:x}::/64")),
             ];
-            r.dst = vec![
+            r.criteria.dst = vec![
                 net(format!("172.16.{a}.{b}/32")),
                 net(format!("2001:db8:ffff:{i:x}::/64")),
             ];
-            r.protocols = vec![17];
-            r.dst_ports = vec![PortRange::new(1000 + i as u16, 1000 + i as u16).unwrap()];
+            r.criteria.protocols = vec![17];
+            r.criteria.dst_ports = vec![PortRange::new(1000 + i as u16, 1000 + i as u16).unwrap()];
             r
         })
         .collect();

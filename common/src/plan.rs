@@ -154,18 +154,59 @@ pub enum Action {
     Block,
 }
 
-/// One rule. An empty criterion list means "any".
+/// What a packet must carry for a rule to match: every non-empty criterion holds, an empty
+/// one matches anything. `I` names an ingress interface: by name in the configuration, by
+/// ifindex in a plan. The one definition of the match fields: a new one is added here, then
+/// parsed by the config and compiled for the programs.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Rule {
+pub struct Criteria<I> {
     pub src: Vec<IpNet>,
     pub dst: Vec<IpNet>,
     pub protocols: Vec<u8>,
+    /// Only with protocols that have ports (or no protocol criterion).
     pub src_ports: Vec<PortRange>,
     pub dst_ports: Vec<PortRange>,
     /// DSCP values (0..=63) the packet must carry.
     pub dscp: Vec<u8>,
-    /// Ingress interface indexes.
-    pub ifaces: Vec<u32>,
+    /// Ingress interfaces.
+    pub ifaces: Vec<I>,
+}
+
+impl<I> Default for Criteria<I> {
+    fn default() -> Criteria<I> {
+        Criteria {
+            src: vec![],
+            dst: vec![],
+            protocols: vec![],
+            src_ports: vec![],
+            dst_ports: vec![],
+            dscp: vec![],
+            ifaces: vec![],
+        }
+    }
+}
+
+impl<I> Criteria<I> {
+    /// The same criteria with each interface replaced by `f`'s answer (the first error
+    /// stops).
+    pub fn map_ifaces<J, E>(&self, f: impl FnMut(&I) -> Result<J, E>) -> Result<Criteria<J>, E> {
+        Ok(Criteria {
+            src: self.src.clone(),
+            dst: self.dst.clone(),
+            protocols: self.protocols.clone(),
+            src_ports: self.src_ports.clone(),
+            dst_ports: self.dst_ports.clone(),
+            dscp: self.dscp.clone(),
+            ifaces: self.ifaces.iter().map(f).collect::<Result<_, E>>()?,
+        })
+    }
+}
+
+/// One rule of a plan.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rule {
+    /// Interfaces by ifindex.
+    pub criteria: Criteria<u32>,
     pub action: Action,
     /// DSCP to impose on matching packets (`Route` and `Pass`).
     pub set_dscp: Option<u8>,
@@ -177,13 +218,7 @@ impl Rule {
     /// A rule matching everything, with the given action.
     pub fn any(action: Action) -> Rule {
         Rule {
-            src: vec![],
-            dst: vec![],
-            protocols: vec![],
-            src_ports: vec![],
-            dst_ports: vec![],
-            dscp: vec![],
-            ifaces: vec![],
+            criteria: Criteria::default(),
             action,
             set_dscp: None,
             counter: 0,
@@ -337,7 +372,7 @@ impl Plan {
                     "rule {i} routes via router {id}, which does not exist"
                 ));
             }
-            if r.set_dscp.is_some_and(|d| d > 63) || r.dscp.iter().any(|&d| d > 63) {
+            if r.set_dscp.is_some_and(|d| d > 63) || r.criteria.dscp.iter().any(|&d| d > 63) {
                 return err(format!("rule {i}: DSCP values are 0..=63"));
             }
             if r.counter as usize >= MAX_RULES {

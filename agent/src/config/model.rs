@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::router::{Failback, Keyword, LoadBalancing, OnFailure, RouterOptions};
-use xwan_common::plan::{Action, IpNet, PortRange};
+pub use xwan_common::plan::Criteria;
+use xwan_common::plan::{Action, IpNet};
 
 /// Probe period when a router does not set `frequency`.
 pub const DEFAULT_FREQUENCY: Duration = Duration::from_secs(15);
@@ -409,15 +410,8 @@ impl RuleAction {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Rule {
     pub name: Option<String>,
-    pub src: Vec<IpNet>,
-    pub dst: Vec<IpNet>,
-    pub protocols: Vec<u8>,
-    /// Only with protocols that have ports (or no protocol criterion).
-    pub src_ports: Vec<PortRange>,
-    pub dst_ports: Vec<PortRange>,
-    pub dscp: Vec<u8>,
-    /// Names from [`Agent::lan_interfaces`].
-    pub interfaces: Vec<String>,
+    /// Interfaces by name, from [`Agent::lan_interfaces`].
+    pub criteria: Criteria<String>,
     pub action: RuleAction,
     /// Not with `Block`.
     pub set_dscp: Option<u8>,

@@ -199,27 +199,28 @@ impl Config {
             self.rules.len()
         )?;
         for (i, r) in self.rules.iter().enumerate() {
+            let c = &r.criteria;
             let mut criteria = Vec::new();
-            if !r.interfaces.is_empty() {
-                criteria.push(format!("in {}", r.interfaces.join(", ")));
+            if !c.ifaces.is_empty() {
+                criteria.push(format!("in {}", c.ifaces.join(", ")));
             }
-            if !r.src.is_empty() {
-                criteria.push(format!("src {}", nets(&r.src)));
+            if !c.src.is_empty() {
+                criteria.push(format!("src {}", nets(&c.src)));
             }
-            if !r.dst.is_empty() {
-                criteria.push(format!("dst {}", nets(&r.dst)));
+            if !c.dst.is_empty() {
+                criteria.push(format!("dst {}", nets(&c.dst)));
             }
-            if !r.protocols.is_empty() {
-                criteria.push(format!("protocol {}", list(&r.protocols, protocol)));
+            if !c.protocols.is_empty() {
+                criteria.push(format!("protocol {}", list(&c.protocols, protocol)));
             }
-            if !r.src_ports.is_empty() {
-                criteria.push(format!("src port {}", ports(&r.src_ports)));
+            if !c.src_ports.is_empty() {
+                criteria.push(format!("src port {}", ports(&c.src_ports)));
             }
-            if !r.dst_ports.is_empty() {
-                criteria.push(format!("dst port {}", ports(&r.dst_ports)));
+            if !c.dst_ports.is_empty() {
+                criteria.push(format!("dst port {}", ports(&c.dst_ports)));
             }
-            if !r.dscp.is_empty() {
-                criteria.push(format!("dscp {}", list(&r.dscp, |d| d.to_string())));
+            if !c.dscp.is_empty() {
+                criteria.push(format!("dscp {}", list(&c.dscp, |d| d.to_string())));
             }
             let criteria = if criteria.is_empty() {
                 "any packet".to_owned()

@@ -265,43 +265,50 @@ pub fn compile(plan: &Plan, generation: u32) -> Result<Image, CompileError> {
         data: lpm6(g, addr),
         bitmap,
     };
-    let src4 = entries(|r| &r.src, false, "IPv4 source")?.map(v4).collect();
-    let dst4 = entries(|r| &r.dst, false, "IPv4 destination")?
+    let src4 = entries(|r| &r.criteria.src, false, "IPv4 source")?
         .map(v4)
         .collect();
-    let src6 = entries(|r| &r.src, true, "IPv6 source")?.map(v6).collect();
-    let dst6 = entries(|r| &r.dst, true, "IPv6 destination")?
+    let dst4 = entries(|r| &r.criteria.dst, false, "IPv4 destination")?
+        .map(v4)
+        .collect();
+    let src6 = entries(|r| &r.criteria.src, true, "IPv6 source")?
+        .map(v6)
+        .collect();
+    let dst6 = entries(|r| &r.criteria.dst, true, "IPv6 destination")?
         .map(v6)
         .collect();
 
-    let any_proto = rules_where(rules, |r| r.protocols.is_empty());
+    let any_proto = rules_where(rules, |r| r.criteria.protocols.is_empty());
     let proto = (0..PROTO_ENTRIES)
         .map(|p| {
             let mut b = any_proto;
             or(
                 &mut b,
-                &rules_where(rules, |r| r.protocols.contains(&(p as u8))),
+                &rules_where(rules, |r| r.criteria.protocols.contains(&(p as u8))),
             );
             b
         })
         .collect();
-    let any_dscp = rules_where(rules, |r| r.dscp.is_empty());
+    let any_dscp = rules_where(rules, |r| r.criteria.dscp.is_empty());
     let dscp = (0..DSCP_ENTRIES)
         .map(|d| {
             let mut b = any_dscp;
-            or(&mut b, &rules_where(rules, |r| r.dscp.contains(&(d as u8))));
+            or(
+                &mut b,
+                &rules_where(rules, |r| r.criteria.dscp.contains(&(d as u8))),
+            );
             b
         })
         .collect();
 
     let ports = [
-        port_image(rules, |r| &r.src_ports, "source")?,
-        port_image(rules, |r| &r.dst_ports, "destination")?,
+        port_image(rules, |r| &r.criteria.src_ports, "source")?,
+        port_image(rules, |r| &r.criteria.dst_ports, "destination")?,
     ];
 
     let ifindexes: BTreeSet<u32> = rules
         .iter()
-        .flat_map(|r| r.ifaces.iter().copied())
+        .flat_map(|r| r.criteria.ifaces.iter().copied())
         .filter(|&i| i != 0)
         .collect();
     if ifindexes.len() + 1 > MAX_IFBM_PER_GENERATION {
@@ -309,7 +316,7 @@ pub fn compile(plan: &Plan, generation: u32) -> Result<Image, CompileError> {
             interfaces: ifindexes.len(),
         });
     }
-    let any_iface = rules_where(rules, |r| r.ifaces.is_empty());
+    let any_iface = rules_where(rules, |r| r.criteria.ifaces.is_empty());
     let mut ifbm = vec![(
         IfaceRuleKey {
             generation,
@@ -319,7 +326,10 @@ pub fn compile(plan: &Plan, generation: u32) -> Result<Image, CompileError> {
     )];
     for &ifindex in &ifindexes {
         let mut b = any_iface;
-        or(&mut b, &rules_where(rules, |r| r.ifaces.contains(&ifindex)));
+        or(
+            &mut b,
+            &rules_where(rules, |r| r.criteria.ifaces.contains(&ifindex)),
+        );
         ifbm.push((
             IfaceRuleKey {
                 generation,
@@ -539,6 +549,7 @@ pub(crate) fn fill_slot_table(t: &RouterTable, s: &mut SlotTable) {
 pub(crate) mod tests {
     use proptest::prelude::*;
     use xwan_common::model::Model;
+    use xwan_common::plan::Criteria;
 
     use super::*;
 
@@ -568,13 +579,13 @@ pub(crate) mod tests {
             ranges.is_empty() || port.is_some_and(|x| ranges.iter().any(|r| r.contains(x)))
         };
         rules.iter().position(|r| {
-            (r.src.is_empty() || r.src.iter().any(|n| n.contains(p.src)))
-                && (r.dst.is_empty() || r.dst.iter().any(|n| n.contains(p.dst)))
-                && (r.protocols.is_empty() || r.protocols.contains(&p.proto))
-                && (r.dscp.is_empty() || r.dscp.contains(&p.dscp))
-                && (r.ifaces.is_empty() || r.ifaces.contains(&ifindex))
-                && port(&r.src_ports, p.ports.map(|x| x.0))
-                && port(&r.dst_ports, p.ports.map(|x| x.1))
+            (r.criteria.src.is_empty() || r.criteria.src.iter().any(|n| n.contains(p.src)))
+                && (r.criteria.dst.is_empty() || r.criteria.dst.iter().any(|n| n.contains(p.dst)))
+                && (r.criteria.protocols.is_empty() || r.criteria.protocols.contains(&p.proto))
+                && (r.criteria.dscp.is_empty() || r.criteria.dscp.contains(&p.dscp))
+                && (r.criteria.ifaces.is_empty() || r.criteria.ifaces.contains(&ifindex))
+                && port(&r.criteria.src_ports, p.ports.map(|x| x.0))
+                && port(&r.criteria.dst_ports, p.ports.map(|x| x.1))
         })
     }
 
@@ -623,9 +634,9 @@ pub(crate) mod tests {
     #[test]
     fn lpm_entries_cover_nested_prefixes_and_keys_carry_generation() {
         let mut r0 = Rule::any(Action::Block);
-        r0.src = vec![net("10.1.2.0/24")];
+        r0.criteria.src = vec![net("10.1.2.0/24")];
         let mut r1 = Rule::any(Action::Pass);
-        r1.src = vec![net("10.0.0.0/8"), net("2001:db8::/32")];
+        r1.criteria.src = vec![net("10.0.0.0/8"), net("2001:db8::/32")];
         let r2 = Rule::any(Action::Pass);
         let img = compile(&plan(vec![r0, r1, r2]), 0).unwrap();
         let by_len: Vec<(u32, [u8; 8], Vec<usize>)> = img
@@ -678,7 +689,7 @@ pub(crate) mod tests {
     #[test]
     fn family_specific_criteria_do_not_match_the_other_family() {
         let mut r0 = Rule::any(Action::Block);
-        r0.dst = vec![net("::/0")];
+        r0.criteria.dst = vec![net("::/0")];
         let img = compile(&plan(vec![r0]), 1).unwrap();
         assert_eq!(
             img.classify(&pkt("1.1.1.1", "2.2.2.2", 17, 0, None), 3),
@@ -691,10 +702,10 @@ pub(crate) mod tests {
     #[test]
     fn ports_classes_and_portless_packets() {
         let mut r0 = Rule::any(Action::Block);
-        r0.dst_ports = vec![PortRange::single(53)];
+        r0.criteria.dst_ports = vec![PortRange::single(53)];
         let mut r1 = Rule::any(Action::Pass);
-        r1.dst_ports = vec![PortRange::new(50, 60).unwrap(), PortRange::single(65535)];
-        r1.src_ports = vec![PortRange::single(0)];
+        r1.criteria.dst_ports = vec![PortRange::new(50, 60).unwrap(), PortRange::single(65535)];
+        r1.criteria.src_ports = vec![PortRange::single(0)];
         let r2 = Rule::any(Action::Pass);
         let img = compile(&plan(vec![r0, r1, r2]), 0).unwrap();
         let d = &img.ports[DIR_DST];
@@ -745,7 +756,7 @@ pub(crate) mod tests {
         let rules = (0..MAX_RULES as u16)
             .map(|i| {
                 let mut r = Rule::any(Action::Pass);
-                r.dst_ports = [1u16, 7, 13]
+                r.criteria.dst_ports = [1u16, 7, 13]
                     .iter()
                     .enumerate()
                     .map(|(region, &k)| {
@@ -773,13 +784,13 @@ pub(crate) mod tests {
     #[test]
     fn proto_dscp_iface_and_actions() {
         let mut r0 = Rule::any(Action::Route(3));
-        r0.protocols = vec![6, 17];
-        r0.dscp = vec![46];
-        r0.ifaces = vec![4, 7];
+        r0.criteria.protocols = vec![6, 17];
+        r0.criteria.dscp = vec![46];
+        r0.criteria.ifaces = vec![4, 7];
         r0.set_dscp = Some(18);
         r0.counter = 9;
         let mut r1 = Rule::any(Action::Block);
-        r1.ifaces = vec![7];
+        r1.criteria.ifaces = vec![7];
         let r2 = Rule::any(Action::Pass);
         let img = compile(&plan(vec![r0, r1, r2]), 1).unwrap();
         assert_eq!(bits(&img.proto[6]), vec![0, 1, 2]);
@@ -937,13 +948,15 @@ pub(crate) mod tests {
         )
             .prop_map(
                 |(src, dst, protocols, src_ports, dst_ports, dscp, ifaces, action)| Rule {
-                    src,
-                    dst,
-                    protocols,
-                    src_ports,
-                    dst_ports,
-                    dscp,
-                    ifaces,
+                    criteria: Criteria {
+                        src,
+                        dst,
+                        protocols,
+                        src_ports,
+                        dst_ports,
+                        dscp,
+                        ifaces,
+                    },
                     action,
                     set_dscp: None,
                     counter: 0,
@@ -1040,23 +1053,23 @@ pub(crate) mod tests {
         ) {
             let rules: Vec<Rule> = ranges.iter().map(|r| {
                 let mut rule = Rule::any(Action::Pass);
-                rule.src_ports = r.clone();
+                rule.criteria.src_ports = r.clone();
                 rule
             }).collect();
             let img = compile(&plan(rules.clone()), 0).unwrap();
             let s = &img.ports[DIR_SRC];
             let mut probes = probes;
             probes.extend([0, 65535]);
-            probes.extend(rules.iter().flat_map(|r| r.src_ports.iter().flat_map(|p| [p.first(), p.last()])));
+            probes.extend(rules.iter().flat_map(|r| r.criteria.src_ports.iter().flat_map(|p| [p.first(), p.last()])));
             for port in probes {
                 let c = s.table.class[port as usize] as usize;
                 prop_assert!(c >= 1 && c < s.classes.len());
                 let want: Vec<usize> = (0..rules.len())
-                    .filter(|&i| rules[i].src_ports.is_empty() || rules[i].src_ports.iter().any(|p| p.contains(port)))
+                    .filter(|&i| rules[i].criteria.src_ports.is_empty() || rules[i].criteria.src_ports.iter().any(|p| p.contains(port)))
                     .collect();
                 prop_assert_eq!(bits(&s.classes[c]), want);
             }
-            let empty: Vec<usize> = (0..rules.len()).filter(|&i| rules[i].src_ports.is_empty()).collect();
+            let empty: Vec<usize> = (0..rules.len()).filter(|&i| rules[i].criteria.src_ports.is_empty()).collect();
             prop_assert_eq!(bits(&s.classes[0]), empty);
             // Classes are distinct (deduplicated).
             let distinct: std::collections::HashSet<_> = s.classes[1..].iter().map(|b| b.w).collect();

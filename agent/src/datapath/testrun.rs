@@ -378,9 +378,9 @@ mod privileged {
 
     fn block_udp(port: u16) -> Plan {
         let mut rule = Rule::any(Action::Block);
-        rule.protocols = vec![17];
-        rule.dst_ports = vec![PortRange::single(port)];
-        rule.ifaces = vec![1];
+        rule.criteria.protocols = vec![17];
+        rule.criteria.dst_ports = vec![PortRange::single(port)];
+        rule.criteria.ifaces = vec![1];
         rule.counter = 7;
         Plan {
             ifaces: vec![Iface {

@@ -131,53 +131,53 @@ pub fn feature_plan(lan: u32, eth_ifindex: u32) -> Plan {
     ];
     let rules = vec![
         rule(Action::Route(0), 0, |r| {
-            r.src = vec![net("10.1.0.0/16")];
-            r.protocols = vec![17];
-            r.dst_ports = vec![ports(5000, 5099)];
+            r.criteria.src = vec![net("10.1.0.0/16")];
+            r.criteria.protocols = vec![17];
+            r.criteria.dst_ports = vec![ports(5000, 5099)];
         }),
         rule(Action::Route(1), 1, |r| {
-            r.dst = vec![net("203.0.113.0/24"), net("2001:db8:ff::/64")];
-            r.protocols = vec![6];
-            r.dst_ports = vec![ports(80, 80), ports(443, 443)];
+            r.criteria.dst = vec![net("203.0.113.0/24"), net("2001:db8:ff::/64")];
+            r.criteria.protocols = vec![6];
+            r.criteria.dst_ports = vec![ports(80, 80), ports(443, 443)];
             r.set_dscp = Some(10);
         }),
         rule(Action::Route(2), 2, |r| {
-            r.dscp = vec![46];
+            r.criteria.dscp = vec![46];
             r.set_dscp = Some(18);
         }),
         rule(Action::Route(0), 3, |r| {
-            r.src = vec![net("2001:db8:1::/48")];
-            r.protocols = vec![6, 17];
+            r.criteria.src = vec![net("2001:db8:1::/48")];
+            r.criteria.protocols = vec![6, 17];
         }),
         rule(Action::Block, 4, |r| {
-            r.protocols = vec![17];
-            r.src_ports = vec![ports(1024, 2047)];
+            r.criteria.protocols = vec![17];
+            r.criteria.src_ports = vec![ports(1024, 2047)];
         }),
         rule(Action::Pass, 5, |r| {
-            r.dst = vec![net("198.51.100.0/24"), net("2001:db8:ee::/48")];
+            r.criteria.dst = vec![net("198.51.100.0/24"), net("2001:db8:ee::/48")];
             r.set_dscp = Some(34);
         }),
         rule(Action::Route(3), 6, |r| {
-            r.protocols = vec![1, 58];
-            r.dst = vec![net("203.0.113.0/24"), net("2001:db8:ff::/64")];
+            r.criteria.protocols = vec![1, 58];
+            r.criteria.dst = vec![net("203.0.113.0/24"), net("2001:db8:ff::/64")];
         }),
         rule(Action::Block, 7, |r| {
-            r.ifaces = vec![lan];
-            r.protocols = vec![17];
-            r.dst_ports = vec![ports(53, 53)];
+            r.criteria.ifaces = vec![lan];
+            r.criteria.protocols = vec![17];
+            r.criteria.dst_ports = vec![ports(53, 53)];
         }),
-        rule(Action::Block, 8, |r| r.ifaces = vec![lan + 1000]),
+        rule(Action::Block, 8, |r| r.criteria.ifaces = vec![lan + 1000]),
         rule(Action::Route(1), 9, |r| {
-            r.src = vec![net("10.1.2.0/24"), net("10.2.0.0/15")]
+            r.criteria.src = vec![net("10.1.2.0/24"), net("10.2.0.0/15")]
         }),
-        rule(Action::Route(0), 10, |r| r.protocols = vec![132]),
+        rule(Action::Route(0), 10, |r| r.criteria.protocols = vec![132]),
         rule(Action::Route(4), 11, |r| {
-            r.dscp = (0..8).collect();
-            r.dst = vec![net("192.0.2.0/24"), net("2001:db8:2::/48")];
+            r.criteria.dscp = (0..8).collect();
+            r.criteria.dst = vec![net("192.0.2.0/24"), net("2001:db8:2::/48")];
         }),
         rule(Action::Route(4), 12, |r| {
-            r.src_ports = vec![ports(40000, 40999)];
-            r.dst_ports = vec![ports(1, 1023), ports(8000, 8080)];
+            r.criteria.src_ports = vec![ports(40000, 40999)];
+            r.criteria.dst_ports = vec![ports(1, 1023), ports(8000, 8080)];
         }),
     ];
     Plan {

@@ -384,13 +384,14 @@ fn rule_matches(r: &Rule, p: &Parsed, ifindex: u32) -> bool {
     let port = |ranges: &[crate::plan::PortRange], port: Option<u16>| {
         ranges.is_empty() || port.is_some_and(|port| ranges.iter().any(|pr| pr.contains(port)))
     };
-    (r.src.is_empty() || r.src.iter().any(|n| n.contains(p.src)))
-        && (r.dst.is_empty() || r.dst.iter().any(|n| n.contains(p.dst)))
-        && (r.protocols.is_empty() || r.protocols.contains(&p.proto))
-        && (r.dscp.is_empty() || r.dscp.contains(&p.dscp))
-        && (r.ifaces.is_empty() || r.ifaces.contains(&ifindex))
-        && port(&r.src_ports, p.ports.map(|(s, _)| s))
-        && port(&r.dst_ports, p.ports.map(|(_, d)| d))
+    let c = &r.criteria;
+    (c.src.is_empty() || c.src.iter().any(|n| n.contains(p.src)))
+        && (c.dst.is_empty() || c.dst.iter().any(|n| n.contains(p.dst)))
+        && (c.protocols.is_empty() || c.protocols.contains(&p.proto))
+        && (c.dscp.is_empty() || c.dscp.contains(&p.dscp))
+        && (c.ifaces.is_empty() || c.ifaces.contains(&ifindex))
+        && port(&c.src_ports, p.ports.map(|(s, _)| s))
+        && port(&c.dst_ports, p.ports.map(|(_, d)| d))
 }
 
 fn be16(buf: &[u8], off: usize) -> u16 {
@@ -702,7 +703,7 @@ mod tests {
     #[test]
     fn no_match_writes_no_flow() {
         let mut r = rule(Action::Block);
-        r.dst = vec![net("10.0.0.0/8")];
+        r.criteria.dst = vec![net("10.0.0.0/8")];
         let mut m = Model::new(base_plan(vec![r]), EPOCH);
         let f = host_pkt();
         let o = m.xdp_lan(LAN, &f, 0);
@@ -719,12 +720,12 @@ mod tests {
     #[test]
     fn first_match_wins() {
         let mut r0 = rule(Action::Block);
-        r0.dst = vec![net("10.1.0.0/16"), net("10.3.0.0/16")];
+        r0.criteria.dst = vec![net("10.1.0.0/16"), net("10.3.0.0/16")];
         let mut r1 = rule(Action::Pass);
-        r1.protocols = vec![UDP];
+        r1.criteria.protocols = vec![UDP];
         let r2 = rule(Action::Route(0));
         let mut r3 = rule(Action::Block); // shadowed
-        r3.protocols = vec![TCP];
+        r3.criteria.protocols = vec![TCP];
         let m = Model::new(base_plan(vec![r0, r1, r2, r3]), EPOCH);
         let p = |ip: Ip4| parsed(&lan4(&[], &ip));
         assert_eq!(
@@ -754,22 +755,22 @@ mod tests {
     #[test]
     fn criteria() {
         let mut src = rule(Action::Pass);
-        src.src = vec![net("192.168.1.0/25")];
+        src.criteria.src = vec![net("192.168.1.0/25")];
         let mut dscp = rule(Action::Pass);
-        dscp.dscp = vec![46, 34];
+        dscp.criteria.dscp = vec![46, 34];
         let mut iface = rule(Action::Pass);
-        iface.ifaces = vec![7, 8];
+        iface.criteria.ifaces = vec![7, 8];
         let mut ports = rule(Action::Pass);
-        ports.src_ports = vec![PortRange::new(1000, 2000).unwrap(), PortRange::single(5)];
-        ports.dst_ports = vec![PortRange::single(53)];
+        ports.criteria.src_ports = vec![PortRange::new(1000, 2000).unwrap(), PortRange::single(5)];
+        ports.criteria.dst_ports = vec![PortRange::single(53)];
         let mut all = rule(Action::Pass);
-        all.src = vec![net("10.0.0.0/8")];
-        all.dst = vec![net("10.9.0.0/16")];
-        all.protocols = vec![UDP];
-        all.dscp = vec![10];
-        all.ifaces = vec![LAN];
-        all.src_ports = vec![PortRange::new(0, 65535).unwrap()];
-        all.dst_ports = vec![PortRange::new(0, 65535).unwrap()];
+        all.criteria.src = vec![net("10.0.0.0/8")];
+        all.criteria.dst = vec![net("10.9.0.0/16")];
+        all.criteria.protocols = vec![UDP];
+        all.criteria.dscp = vec![10];
+        all.criteria.ifaces = vec![LAN];
+        all.criteria.src_ports = vec![PortRange::new(0, 65535).unwrap()];
+        all.criteria.dst_ports = vec![PortRange::new(0, 65535).unwrap()];
         let m = Model::new(base_plan(vec![src, dscp, iface, ports, all]), EPOCH);
         let cls = |ip: Ip4, ifindex| m.classify(&parsed(&lan4(&[], &ip)), ifindex);
 
@@ -821,9 +822,9 @@ mod tests {
     #[test]
     fn port_criterion_needs_ports() {
         let mut r = rule(Action::Block);
-        r.dst_ports = vec![PortRange::new(0, 65535).unwrap()];
+        r.criteria.dst_ports = vec![PortRange::new(0, 65535).unwrap()];
         let mut r2 = rule(Action::Block);
-        r2.src_ports = vec![PortRange::single(0)];
+        r2.criteria.src_ports = vec![PortRange::single(0)];
         let any = rule(Action::Pass);
         let m = Model::new(base_plan(vec![r, r2, any]), EPOCH);
         let icmp = parsed(&lan4(
@@ -849,11 +850,11 @@ mod tests {
     #[test]
     fn families_never_cross() {
         let mut v4 = rule(Action::Block);
-        v4.src = vec![net("0.0.0.0/0")];
+        v4.criteria.src = vec![net("0.0.0.0/0")];
         let mut v4d = rule(Action::Block);
-        v4d.dst = vec![net("0.0.0.0/0")];
+        v4d.criteria.dst = vec![net("0.0.0.0/0")];
         let mut v6r = rule(Action::Pass);
-        v6r.src = vec![net("::/0")];
+        v6r.criteria.src = vec![net("::/0")];
         let m = Model::new(base_plan(vec![v4, v4d, v6r]), EPOCH);
         let p6 = parsed(&lan6(
             &[],
@@ -1222,7 +1223,7 @@ mod tests {
         assert_eq!(m.xdp_lan(LAN, &f, 6).reason, STEER_FLOW);
         // New ruleset where another rule comes first.
         let mut b = rule(Action::Block);
-        b.protocols = vec![TCP];
+        b.criteria.protocols = vec![TCP];
         let mut plan = base_plan(vec![b, rule(Action::Route(0))]);
         plan.routers[0] = table(vec![3; ROUTER_SLOTS], vec![1, 3], HashMode::Connection);
         m.set_plan(plan, EPOCH + 2);

@@ -76,20 +76,27 @@ fn covers(earlier: &Rule, later: &Rule) -> bool {
     fn all<T>(e: &[T], l: &[T], covered: impl Fn(&T) -> bool) -> bool {
         e.is_empty() || (!l.is_empty() && l.iter().all(covered))
     }
-    all(&earlier.src, &later.src, |n| {
-        earlier.src.iter().any(|e| e.covers(n))
-    }) && all(&earlier.dst, &later.dst, |n| {
-        earlier.dst.iter().any(|e| e.covers(n))
-    }) && all(&earlier.protocols, &later.protocols, |p| {
-        earlier.protocols.contains(p)
-    }) && all(&earlier.src_ports, &later.src_ports, |r| {
-        ranges_cover(&earlier.src_ports, r)
-    }) && all(&earlier.dst_ports, &later.dst_ports, |r| {
-        ranges_cover(&earlier.dst_ports, r)
-    }) && all(&earlier.dscp, &later.dscp, |d| earlier.dscp.contains(d))
-        && all(&earlier.interfaces, &later.interfaces, |i| {
-            earlier.interfaces.contains(i)
-        })
+    all(&earlier.criteria.src, &later.criteria.src, |n| {
+        earlier.criteria.src.iter().any(|e| e.covers(n))
+    }) && all(&earlier.criteria.dst, &later.criteria.dst, |n| {
+        earlier.criteria.dst.iter().any(|e| e.covers(n))
+    }) && all(
+        &earlier.criteria.protocols,
+        &later.criteria.protocols,
+        |p| earlier.criteria.protocols.contains(p),
+    ) && all(
+        &earlier.criteria.src_ports,
+        &later.criteria.src_ports,
+        |r| ranges_cover(&earlier.criteria.src_ports, r),
+    ) && all(
+        &earlier.criteria.dst_ports,
+        &later.criteria.dst_ports,
+        |r| ranges_cover(&earlier.criteria.dst_ports, r),
+    ) && all(&earlier.criteria.dscp, &later.criteria.dscp, |d| {
+        earlier.criteria.dscp.contains(d)
+    }) && all(&earlier.criteria.ifaces, &later.criteria.ifaces, |i| {
+        earlier.criteria.ifaces.contains(i)
+    })
 }
 
 impl Validator<'_, '_, '_> {
@@ -339,13 +346,15 @@ impl Validator<'_, '_, '_> {
         }
         Some(Rule {
             name: r.name.as_ref().map(|n| n.get_ref().clone()),
-            src: src?,
-            dst: dst?,
-            protocols: protocols?.into_iter().map(|(p, _)| p).collect(),
-            src_ports: src_ports?,
-            dst_ports: dst_ports?,
-            dscp: dscp.into_iter().map(|(d, _)| d).collect(),
-            interfaces: ifaces.into_iter().map(|(i, _)| i).collect(),
+            criteria: Criteria {
+                src: src?,
+                dst: dst?,
+                protocols: protocols?.into_iter().map(|(p, _)| p).collect(),
+                src_ports: src_ports?,
+                dst_ports: dst_ports?,
+                dscp: dscp.into_iter().map(|(d, _)| d).collect(),
+                ifaces: ifaces.into_iter().map(|(i, _)| i).collect(),
+            },
             action: action?,
             set_dscp: set_dscp?,
         })
