@@ -126,7 +126,7 @@ pub fn xdp_live_frames() -> Result<(), io::Error> {
         "xwan_probe_live",
         &[mov(0, XDP_DROP), EXIT],
     )?;
-    testrun::xdp_live_frames_once(prog.as_fd(), 1)
+    testrun::xdp_live(prog.as_fd(), &[0u8; 64], 1, 1, 0)
 }
 
 /// Whether the kernel has tcx (Linux 6.6+); xwan falls back to a clsact qdisc otherwise.

@@ -95,7 +95,7 @@ pub use counters::{CounterReader, ReasonCounter};
 pub use egress::{EgressWatch, TRACE_DIR};
 pub use loader::{Datapath, PROGRAMS};
 pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
-pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_test_run};
+pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_live, xdp_test_run};
 
 /// Default pin directory of the production agent.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xwan";

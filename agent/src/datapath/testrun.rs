@@ -96,6 +96,7 @@ fn test_run(
     ctx_out: &mut [u8],
     repeat: u32,
     flags: u32,
+    batch_size: u32,
 ) -> io::Result<TestRunAttr> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
@@ -125,7 +126,7 @@ fn test_run(
         },
         flags,
         cpu: 0,
-        batch_size: 0,
+        batch_size,
         _pad: [0; ATTR_SIZE - 76],
     };
     // SAFETY: every pointer refers to a live buffer of the stated size for the duration of
@@ -167,6 +168,7 @@ pub fn xdp_test_run(
         as_bytes_mut(&mut ctx_out),
         repeat,
         0,
+        0,
     )?;
     let size = (attr.data_size_out as usize).min(out.len());
     let meta = (ctx_out.data as usize).min(size);
@@ -178,11 +180,20 @@ pub fn xdp_test_run(
     })
 }
 
-/// Runs the XDP program `prog` once in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`) on a
-/// minimal frame arriving on `ingress_ifindex`: the probe of [`super::features`].
-pub(super) fn xdp_live_frames_once(prog: BorrowedFd<'_>, ingress_ifindex: u32) -> io::Result<()> {
+/// Runs XDP program `prog` `repeat` times in live-frames mode (`BPF_F_TEST_XDP_LIVE_FRAMES`,
+/// Linux 5.18+): each run gets a fresh copy of `frame` (from a page pool) arriving on
+/// `ingress_ifindex` (calling thread's namespace), and what it returns is carried out for real
+/// (`XDP_TX` sends the frame out of that interface), flushed every `batch_size` runs (0: the
+/// kernel's default). A signal interrupts a long call (`Interrupted`). The probe of
+/// [`super::features`] and the load test's fastest traffic source.
+pub fn xdp_live(
+    prog: BorrowedFd<'_>,
+    frame: &[u8],
+    ingress_ifindex: u32,
+    repeat: u32,
+    batch_size: u32,
+) -> io::Result<()> {
     const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-    let frame = [0u8; 64];
     let ctx = XdpMd {
         data_end: frame.len() as u32,
         ingress_ifindex,
@@ -191,12 +202,13 @@ pub(super) fn xdp_live_frames_once(prog: BorrowedFd<'_>, ingress_ifindex: u32) -
     // Live frames return no data and no context.
     test_run(
         prog,
-        &frame,
+        frame,
         &mut [],
         as_bytes(&ctx),
         &mut [],
-        1,
+        repeat,
         BPF_F_TEST_XDP_LIVE_FRAMES,
+        batch_size,
     )
     .map(drop)
 }
@@ -227,7 +239,7 @@ pub fn skb_test_run(
         ..SkBuffHead::default()
     };
     let mut out = vec![0u8; frame.len() + OUT_SLACK];
-    let attr = test_run(prog, frame, &mut out, as_bytes(&ctx), &mut [], repeat, 0)?;
+    let attr = test_run(prog, frame, &mut out, as_bytes(&ctx), &mut [], repeat, 0, 0)?;
     let size = (attr.data_size_out as usize).min(out.len());
     out.truncate(size);
     Ok(SkbRun {

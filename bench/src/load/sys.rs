@@ -1,13 +1,10 @@
 //! The operating-system pieces of the load test that only it needs: removal of what a
 //! killed earlier run left behind, CPU pinning, per-thread scheduler statistics, kernel
-//! threads found by name, and `BPF_PROG_TEST_RUN` in live-frames mode. Network namespaces
-//! and TUN devices come from `xwan-testkit`.
+//! threads found by name, and the live-frames pacing of `BPF_PROG_TEST_RUN` (whose call is
+//! the agent's, `xwan::datapath::xdp_live`). Network namespaces and TUN devices come from
+//! `xwan-testkit`.
 
-use std::{
-    io,
-    os::fd::{AsRawFd, BorrowedFd},
-    process::Command,
-};
+use std::{io, os::fd::BorrowedFd, process::Command};
 
 use anyhow::{Result, bail};
 
@@ -152,83 +149,9 @@ pub fn install_wakeup_signal() -> Result<()> {
     Ok(())
 }
 
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-const ATTR_SIZE: usize = 128;
-
-#[repr(C, align(8))]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: [u8; ATTR_SIZE - 76],
-}
-
-/// `struct xdp_md`.
-#[repr(C)]
-#[derive(Default)]
-struct XdpMd {
-    data: u32,
-    data_end: u32,
-    data_meta: u32,
-    ingress_ifindex: u32,
-    rx_queue_index: u32,
-    egress_ifindex: u32,
-}
-
-/// Runs XDP program `prog` `repeat` times in live-frames mode: each run gets a fresh copy of
-/// `frame` (from a page pool) arriving on `ifindex` (calling thread's namespace), and what it
-/// returns is carried out for real (`XDP_TX` sends the frame out of `ifindex`). Returns
-/// early with `Interrupted` when the thread is signalled.
+/// Runs XDP program `prog` `repeat` times in live-frames mode on `frame` arriving on
+/// `ifindex` (see `xwan::datapath::xdp_live`), flushing every 64 runs: NAPI's budget, so a
+/// flush never fills more than a quarter of the peer's 256-slot ring.
 pub fn xdp_live(prog: BorrowedFd<'_>, frame: &[u8], ifindex: u32, repeat: u32) -> io::Result<()> {
-    let ctx = XdpMd {
-        data_end: frame.len() as u32,
-        ingress_ifindex: ifindex,
-        ..XdpMd::default()
-    };
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        retval: 0,
-        data_size_in: frame.len() as u32,
-        data_size_out: 0,
-        data_in: frame.as_ptr() as u64,
-        data_out: 0,
-        repeat,
-        duration: 0,
-        ctx_size_in: size_of::<XdpMd>() as u32,
-        ctx_size_out: 0,
-        ctx_in: &ctx as *const XdpMd as u64,
-        ctx_out: 0,
-        flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-        cpu: 0,
-        // NAPI's budget: a flush never fills more than a quarter of the peer's 256-slot ring.
-        batch_size: 64,
-        _pad: [0; ATTR_SIZE - 76],
-    };
-    // SAFETY: attr is a zero-padded `test` member whose pointers outlive the call; live mode
-    // writes nothing back into user memory.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            size_of::<TestRunAttr>(),
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    xwan::datapath::xdp_live(prog, frame, ifindex, repeat, 64)
 }
