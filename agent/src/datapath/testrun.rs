@@ -88,6 +88,13 @@ pub struct SkbRun {
     pub duration_ns: u32,
 }
 
+/// Whether a test run is in live-frames mode (XDP only), and its batch size (0: the kernel's).
+#[derive(Clone, Copy)]
+enum Live {
+    No,
+    Batch(u32),
+}
+
 fn test_run(
     prog: BorrowedFd<'_>,
     frame: &[u8],
@@ -95,9 +102,13 @@ fn test_run(
     ctx_in: &[u8],
     ctx_out: &mut [u8],
     repeat: u32,
-    flags: u32,
-    batch_size: u32,
+    live: Live,
 ) -> io::Result<TestRunAttr> {
+    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
+    let (flags, batch_size) = match live {
+        Live::No => (0, 0),
+        Live::Batch(n) => (BPF_F_TEST_XDP_LIVE_FRAMES, n),
+    };
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         retval: 0,
@@ -167,8 +178,7 @@ pub fn xdp_test_run(
         as_bytes(&ctx),
         as_bytes_mut(&mut ctx_out),
         repeat,
-        0,
-        0,
+        Live::No,
     )?;
     let size = (attr.data_size_out as usize).min(out.len());
     let meta = (ctx_out.data as usize).min(size);
@@ -193,7 +203,6 @@ pub fn xdp_live(
     repeat: u32,
     batch_size: u32,
 ) -> io::Result<()> {
-    const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
     let ctx = XdpMd {
         data_end: frame.len() as u32,
         ingress_ifindex,
@@ -207,8 +216,7 @@ pub fn xdp_live(
         as_bytes(&ctx),
         &mut [],
         repeat,
-        BPF_F_TEST_XDP_LIVE_FRAMES,
-        batch_size,
+        Live::Batch(batch_size),
     )
     .map(drop)
 }
@@ -239,7 +247,15 @@ pub fn skb_test_run(
         ..SkBuffHead::default()
     };
     let mut out = vec![0u8; frame.len() + OUT_SLACK];
-    let attr = test_run(prog, frame, &mut out, as_bytes(&ctx), &mut [], repeat, 0, 0)?;
+    let attr = test_run(
+        prog,
+        frame,
+        &mut out,
+        as_bytes(&ctx),
+        &mut [],
+        repeat,
+        Live::No,
+    )?;
     let size = (attr.data_size_out as usize).min(out.len());
     out.truncate(size);
     Ok(SkbRun {
