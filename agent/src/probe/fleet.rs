@@ -71,7 +71,9 @@ impl GatewayView {
 /// A gateway's probing, as far as a reload must restart it when it changes.
 #[derive(Clone, PartialEq, Debug)]
 struct ProbeSignature {
-    interface: String,
+    /// Device and source address: a reload that changes the link's address must restart
+    /// the probes from the new one.
+    binding: LinkBinding,
     address: IpAddr,
     check: Vec<IpAddr>,
     monitor: config::Monitor,
@@ -82,7 +84,7 @@ impl ProbeSignature {
     fn of(config: &Config, id: GatewayId) -> ProbeSignature {
         let g = config.gateway(id);
         ProbeSignature {
-            interface: config.link(g.link).interface.clone(),
+            binding: LinkBinding::of(config.link(g.link)),
             address: g.address,
             check: g.check.clone(),
             monitor: g.monitor,
@@ -149,7 +151,7 @@ impl Fleet {
         link: LinkState,
     ) -> Probe {
         let g = config.gateway(id);
-        let monitor = Monitor::new(g.monitor, LinkBinding::of(config.link(g.link)));
+        let monitor = Monitor::new(g.monitor, signature.binding.clone());
         let (link, link_rx) = watch::channel(link);
         let name = g.name.clone();
         let task = tokio::spawn(run_tagged(
@@ -214,5 +216,29 @@ impl Fleet {
             .filter(|(_, p)| p.view.reason == Reason::NotYetProbed)
             .map(|(n, _)| n.as_str())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = include_str!("../../../examples/minimal.toml");
+
+    /// A reload restarts a gateway's probes exactly when what they send changes: the link's
+    /// address is their source address.
+    #[test]
+    fn a_new_link_address_restarts_the_probes() {
+        let parse = |text: &str| config::parse(text, "xwan.toml").unwrap().0;
+        let (a, b) = (
+            parse(MINIMAL),
+            parse(&MINIMAL.replace("192.0.2.1/24", "192.0.2.7/24")),
+        );
+        let id = GatewayId(0);
+        assert_eq!(
+            ProbeSignature::of(&a, id),
+            ProbeSignature::of(&parse(MINIMAL), id)
+        );
+        assert_ne!(ProbeSignature::of(&a, id), ProbeSignature::of(&b, id));
     }
 }
