@@ -484,8 +484,9 @@ impl Daemon {
             warn!("{w}");
         }
         let old = Interfaces::of(&self.config);
-        // Keep each router's table under its name, so its slots stay in place.
-        let tables = std::mem::take(&mut self.tables);
+        // Keep each router's table under its name, so its slots stay in place; the running
+        // ones are kept aside for a rollback.
+        let running = (self.tables.clone(), std::mem::take(&mut self.rows));
         let previous = std::mem::replace(&mut self.config, config);
         self.tables = (self.config.routers.iter())
             .map(|r| {
@@ -494,7 +495,8 @@ impl Daemon {
                     slots: vec![],
                     ..RouterTable::single(0)
                 };
-                i.and_then(|i| tables.get(i).cloned()).unwrap_or_else(empty)
+                i.and_then(|i| running.0.get(i).cloned())
+                    .unwrap_or_else(empty)
             })
             .collect();
         self.rows = vec![vec![]; self.tables.len()];
@@ -508,9 +510,19 @@ impl Daemon {
             self.apply("reload").map(drop)
         });
         if let Err(e) = reloaded {
-            // Roll back: the running configuration stays.
-            self.config = previous;
+            // Roll back: the running configuration stays, with its router tables, its
+            // interfaces, its IPsec links and its probes (the new ones may have started).
+            let rejected = std::mem::replace(&mut self.config, previous);
+            (self.tables, self.rows) = running;
+            if let Err(e) = self.ipsec.setup(&self.config).await {
+                warn!("reload rollback: restoring the IPsec links: {e:#}");
+            }
+            self.ipsec.remove_stale(&rejected, &self.config).await;
             self.refresh_facts().await.ok();
+            if let Err(e) = self.attach(&Interfaces::of(&rejected)) {
+                warn!("reload rollback: restoring the attachments: {e:#}");
+            }
+            self.start_probes();
             self.apply("reload rollback").ok();
             return Err(e);
         }

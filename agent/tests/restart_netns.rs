@@ -467,3 +467,56 @@ fn reload_under_traffic_moves_only_what_changed() {
         "a flow moved: {gateways:?}"
     );
 }
+
+/// A reload whose file is valid but cannot be applied (a LAN interface that is not
+/// Ethernet, found only when the plan is made, after the new probes have started) is
+/// rejected, and the running configuration stays whole: its gateways are probed as before
+/// (the rejected file gave GW2 an unreachable check target, which would make it Unavailable
+/// within a second), and the rejected interface is not left attached.
+#[test]
+fn a_reload_that_cannot_be_applied_rolls_back_probes_and_interfaces() {
+    let net = TwoWan::new("10.82.0");
+    let rtr = &net.rtr;
+    rtr.ip(&["tuntap", "add", "t9", "mode", "tun"]);
+    rtr.ip(&["link", "set", "t9", "up"]);
+    let dir = AgentDir::new("rollback");
+    let cfg = dir.path().join("xwan.toml");
+    let base = config(dir.path(), Roles::BothMain);
+    std::fs::write(&cfg, &base).unwrap();
+    let socket = dir.socket();
+    let _agent = Agent::start(rtr, &cfg, &dir.path().join("agent.log"));
+    let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    wait_until("GW1 and GW2 active", WAIT, || {
+        status(&socket).is_some_and(|s| both_active(&s))
+    });
+
+    let rejected = base
+        .replace(
+            r#"lan_interfaces = ["l0"]"#,
+            r#"lan_interfaces = ["l0", "t9"]"#,
+        )
+        .replace(
+            "address = \"192.0.2.6\"\n",
+            "address = \"192.0.2.6\"\ncheck = [\"198.51.100.99\"]\n",
+        );
+    assert_ne!(rejected, base);
+    std::fs::write(&cfg, rejected).unwrap();
+    let message = match request(&socket, Request::Reload).unwrap() {
+        Answer::Error { message } => message,
+        other => panic!("an unusable configuration was accepted: {other:?}\n{}", log()),
+    };
+    assert!(message.contains("t9"), "{message}");
+
+    // GW2's detection takes 3 tries of 200 ms: well within this.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = status(&socket).unwrap();
+    assert!(both_active(&s), "after the rollback: {s:?}\n{}", log());
+    let t9 = rtr.run(|| {
+        std::process::Command::new("ip")
+            .args(["-d", "link", "show", "t9"])
+            .output()
+            .unwrap()
+    });
+    let t9 = String::from_utf8_lossy(&t9.stdout);
+    assert!(!t9.contains("xdp"), "the rejected LAN t9 stayed attached: {t9}");
+}
