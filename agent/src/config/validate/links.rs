@@ -206,15 +206,7 @@ impl Validator<'_, '_, '_> {
                 )
             })
             .map(|v| NonZeroU32::new(v as u32).expect("range starts at 1"));
-        let owner = match &l.owner {
-            None => Some(Owner::Xwan),
-            Some(s) => self.choice(
-                s,
-                o,
-                "owner",
-                &[("xwan", Owner::Xwan), ("external", Owner::External)],
-            ),
-        };
+        let owner = self.keyword(&l.owner, o, "owner");
         if owner == Some(Owner::Xwan) && address.is_none() && l.address.is_none() {
             self.err(
                 &item.span,
