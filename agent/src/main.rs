@@ -29,7 +29,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration and print the resolved plan, or every error.
+    /// Validate a configuration and print the resolved configuration, or every error.
     Check {
         #[arg(long, short)]
         config: PathBuf,

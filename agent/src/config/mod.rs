@@ -4,14 +4,16 @@
 //! * `raw`: the file as written (serde structs with spans);
 //! * `validate`: every check; all errors are collected, each as
 //!   `FILE:LINE:COL: <object> '<name>': field '<field>': <what is wrong>; <what to do>`;
-//! * `model`: the validated types; `plan`: [`Config::describe`] for `xwan check`.
+//! * `model`: the validated types;
+//! * `describe`: [`Config::describe`], the resolved configuration as text for `xwan check`
+//!   (not to be confused with `crate::planner` or `xwan_common::plan`: the data plane's plan).
 //!
 //! To add an option: a field in `raw`, its type in `model`, its checks in `validate`, a line
-//! in `plan`, and a test in `agent/tests/config_errors.rs`.
+//! in `describe`, and a test in `agent/tests/config_errors.rs`.
 
+mod describe;
 mod diag;
 mod model;
-mod plan;
 mod raw;
 mod validate;
 

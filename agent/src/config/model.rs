@@ -165,12 +165,18 @@ impl TunnelDevice {
 }
 
 /// Who owns a tunnel interface.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Owner {
     /// The agent creates it (or adopts an identical one) and removes it on `xwan stop`.
+    #[default]
     Xwan,
     /// Something else creates it; the agent only reads it.
     External,
+}
+
+impl Keyword for Owner {
+    const ALL: &'static [(&'static str, Self)] =
+        &[("xwan", Owner::Xwan), ("external", Owner::External)];
 }
 
 /// Statically keyed SAs (one per direction) and their policies, installed by the agent.
