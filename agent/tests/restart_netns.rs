@@ -503,7 +503,10 @@ fn a_reload_that_cannot_be_applied_rolls_back_probes_and_interfaces() {
     std::fs::write(&cfg, rejected).unwrap();
     let message = match request(&socket, Request::Reload).unwrap() {
         Answer::Error { message } => message,
-        other => panic!("an unusable configuration was accepted: {other:?}\n{}", log()),
+        other => panic!(
+            "an unusable configuration was accepted: {other:?}\n{}",
+            log()
+        ),
     };
     assert!(message.contains("t9"), "{message}");
 
@@ -518,5 +521,8 @@ fn a_reload_that_cannot_be_applied_rolls_back_probes_and_interfaces() {
             .unwrap()
     });
     let t9 = String::from_utf8_lossy(&t9.stdout);
-    assert!(!t9.contains("xdp"), "the rejected LAN t9 stayed attached: {t9}");
+    assert!(
+        !t9.contains("xdp"),
+        "the rejected LAN t9 stayed attached: {t9}"
+    );
 }
