@@ -14,6 +14,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::{AsRawFd, OwnedFd},
+    path::PathBuf,
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -350,6 +351,22 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
     assert!(!net.contains("xwan"), "program left on l0: {net}");
 }
 
+/// An agent running the two-WAN configuration (both gateways main) in `net`'s router, once
+/// both gateways are active: its directory, configuration file, the file's text and the
+/// agent (stopped when dropped, before the directory goes).
+fn running_agent(net: &TwoWan, tag: &str) -> (AgentDir, PathBuf, String, Agent) {
+    let dir = AgentDir::new(tag);
+    let cfg = dir.path().join("xwan.toml");
+    let base = config(dir.path(), Roles::BothMain);
+    std::fs::write(&cfg, &base).unwrap();
+    let agent = Agent::start(&net.rtr, &cfg, &dir.path().join("agent.log"));
+    let socket = dir.socket();
+    wait_until("GW1 and GW2 active", WAIT, || {
+        status(&socket).is_some_and(|s| both_active(&s))
+    });
+    (dir, cfg, base, agent)
+}
+
 /// `xwan reload` under the same stream: a valid new configuration whose change does not
 /// concern the streamed flows (a new blocking rule for another port) moves none of them and
 /// loses no packet, and takes effect for the traffic it concerns; a broken configuration is
@@ -357,19 +374,12 @@ fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
 #[test]
 fn reload_under_traffic_moves_only_what_changed() {
     let net = TwoWan::new("10.81.0");
-    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
+    let (lan, wan1, wan2) = (&net.lan, &net.wan1, &net.wan2);
     let sniff1 = wan1.run(|| packet_socket("p1"));
     let sniff2 = wan2.run(|| packet_socket("p2"));
-    let dir = AgentDir::new("reload");
-    let cfg = dir.path().join("xwan.toml");
-    let base = config(dir.path(), Roles::BothMain);
-    std::fs::write(&cfg, &base).unwrap();
+    let (dir, cfg, base, _agent) = running_agent(&net, "reload");
     let socket = dir.socket();
-    let _agent = Agent::start(rtr, &cfg, &dir.path().join("agent.log"));
     let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    wait_until("GW1 and GW2 active", WAIT, || {
-        status(&socket).is_some_and(|s| both_active(&s))
-    });
     let reload = || request(&socket, Request::Reload).unwrap();
     let assert_blocks_5009 = || {
         let q = xwan::explain::Query {
@@ -479,16 +489,9 @@ fn a_reload_that_cannot_be_applied_rolls_back_probes_and_interfaces() {
     let rtr = &net.rtr;
     rtr.ip(&["tuntap", "add", "t9", "mode", "tun"]);
     rtr.ip(&["link", "set", "t9", "up"]);
-    let dir = AgentDir::new("rollback");
-    let cfg = dir.path().join("xwan.toml");
-    let base = config(dir.path(), Roles::BothMain);
-    std::fs::write(&cfg, &base).unwrap();
+    let (dir, cfg, base, _agent) = running_agent(&net, "rollback");
     let socket = dir.socket();
-    let _agent = Agent::start(rtr, &cfg, &dir.path().join("agent.log"));
     let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    wait_until("GW1 and GW2 active", WAIT, || {
-        status(&socket).is_some_and(|s| both_active(&s))
-    });
 
     let rejected = base
         .replace(
