@@ -278,28 +278,23 @@ pub fn compile(plan: &Plan, generation: u32) -> Result<Image, CompileError> {
         .map(v6)
         .collect();
 
-    let any_proto = rules_where(rules, |r| r.criteria.protocols.is_empty());
-    let proto = (0..PROTO_ENTRIES)
-        .map(|p| {
-            let mut b = any_proto;
-            or(
-                &mut b,
-                &rules_where(rules, |r| r.criteria.protocols.contains(&(p as u8))),
-            );
-            b
-        })
-        .collect();
-    let any_dscp = rules_where(rules, |r| r.criteria.dscp.is_empty());
-    let dscp = (0..DSCP_ENTRIES)
-        .map(|d| {
-            let mut b = any_dscp;
-            or(
-                &mut b,
-                &rules_where(rules, |r| r.criteria.dscp.contains(&(d as u8))),
-            );
-            b
-        })
-        .collect();
+    // One bitmap per value of a byte field: the rules listing the value, and those without
+    // a criterion on the field.
+    let per_value = |entries: u32, field: fn(&Rule) -> &Vec<u8>| -> Vec<RuleBitmap> {
+        let any = rules_where(rules, |r| field(r).is_empty());
+        (0..entries)
+            .map(|v| {
+                let mut b = any;
+                or(
+                    &mut b,
+                    &rules_where(rules, |r| field(r).contains(&(v as u8))),
+                );
+                b
+            })
+            .collect()
+    };
+    let proto = per_value(PROTO_ENTRIES, |r| &r.criteria.protocols);
+    let dscp = per_value(DSCP_ENTRIES, |r| &r.criteria.dscp);
 
     let ports = [
         port_image(rules, |r| &r.criteria.src_ports, "source")?,
