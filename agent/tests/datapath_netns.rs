@@ -172,26 +172,23 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     wan.run(|| dp.attach_pass("p0").unwrap());
     let sniff = wan.run(|| packet_socket("p0"));
 
-    let send = |dport, sport, dst| t.send(dport, sport, dst);
-    let far = FAR;
-
     // Tunnel gateway: out of t0, TTL decremented.
-    send(5001, 40001, far);
+    t.send(5001, 40001, FAR);
     let got = wait_for(tun_dev.as_raw_fd(), WAIT, |p| {
         udp_of(p).is_some_and(|u| u.1 == 5001)
     });
     let got = got.expect("UDP/5001 did not leave through the tunnel device");
-    assert_eq!(udp_of(&got), Some((far, 5001, 63)));
+    assert_eq!(udp_of(&got), Some((FAR, 5001, 63)));
 
     // Ethernet gateway: out of w0 to the next hop's MAC.
-    send(5002, 40002, far);
+    t.send(5002, 40002, FAR);
     let frame = wait_for(sniff.as_raw_fd(), WAIT, |f| {
         f.len() > 14 && udp_of(&f[14..]).is_some_and(|u| u.1 == 5002)
     })
     .expect("UDP/5002 did not leave through the WAN veth");
     assert_eq!(&frame[0..6], &wan.mac("p0"));
     assert_eq!(&frame[6..12], &router.mac("w0"));
-    assert_eq!(udp_of(&frame[14..]), Some((far, 5002, 63)));
+    assert_eq!(udp_of(&frame[14..]), Some((FAR, 5002, 63)));
 
     // Return route: a connection arrives over the tunnel (written into the TUN device), and
     // the LAN host's reply, which no rule matches, leaves through the link's return gateway.
@@ -202,7 +199,7 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     // SAFETY: writing a buffer we own to the TUN fd.
     let n = unsafe { libc::write(tun_dev.as_raw_fd(), pkt.as_ptr().cast(), pkt.len()) };
     assert_eq!(n, pkt.len() as isize, "inject into t0");
-    send(7000, 7001, peer);
+    t.send(7000, 7001, peer);
     let frame = wait_for(sniff.as_raw_fd(), WAIT, |f| {
         f.len() > 14 && udp_of(&f[14..]).is_some_and(|u| u.1 == 7000)
     })
@@ -215,7 +212,7 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
     forged.extend_from_slice(&tunnel_tag(router.ifindex("t0")));
     forged.extend_from_slice(&frames::ETH_P_IP.to_be_bytes());
     forged.extend(
-        V4::new(Ipv4Addr::new(10, 77, 0, 2), far, 17)
+        V4::new(Ipv4Addr::new(10, 77, 0, 2), FAR, 17)
             .packet(&frames::l4(17, 40009, 5009, b"forged")),
     );
     let raw = lan.run(|| packet_socket("h0"));
@@ -260,13 +257,15 @@ fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
     assert!(fs.path().join(TRACE_DIR).join("xwan_trace_xmit").exists());
 
     let reasons = |dp: &Datapath| dp.reason_counters().unwrap();
-    let settle = |dp: &Datapath, code: u32, packets: u64| {
+    // Waits (bounded) until `count` of the reason counters reaches `at_least`.
+    let settle = |dp: &Datapath, count: &dyn Fn(&[Counter]) -> u64, at_least: u64| {
         let deadline = Instant::now() + WAIT;
-        while reasons(dp)[code as usize].packets < packets && Instant::now() < deadline {
+        while count(&reasons(dp)) < at_least && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         reasons(dp)
     };
+    let packets = |code: u32| move |r: &[Counter]| r[code as usize].packets;
     let frame_len = |n: u64| n * (14 + 20 + 8 + 4);
 
     // The veth trap. Kernels with XDP features (6.3+) refuse the redirect up front, as the
@@ -278,11 +277,7 @@ fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
     let failed = |r: &[Counter]| {
         r[reason::DROP_XMIT as usize].packets + r[reason::DROP_REDIRECT as usize].packets
     };
-    let deadline = Instant::now() + WAIT;
-    while failed(&reasons(&dp)) < 5 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let r = reasons(&dp);
+    let r = settle(&dp, &failed, 5);
     println!(
         "veth trap: drop_xmit {}, drop_redirect {}",
         r[reason::DROP_XMIT as usize].packets,
@@ -305,7 +300,7 @@ fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
     for sport in 41_010..41_012 {
         t.send(5002, sport, FAR);
     }
-    let r = settle(&dp, reason::DROP_REDIRECT, refused + 2);
+    let r = settle(&dp, &packets(reason::DROP_REDIRECT), refused + 2);
     assert_eq!(r[reason::DROP_REDIRECT as usize].packets, refused + 2);
     assert_eq!(dp.gateway_failures().unwrap()[1].packets, 7);
     router.ip(&["link", "set", "w0", "up"]);
@@ -317,7 +312,7 @@ fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
     for sport in 41_030..41_034 {
         t.send(5002, sport, FAR);
     }
-    let r = settle(&dp, reason::DROP_XMIT, xmit + 4);
+    let r = settle(&dp, &packets(reason::DROP_XMIT), xmit + 4);
     assert_eq!(r[reason::DROP_XMIT as usize].packets, xmit + 4);
     assert_eq!(r[reason::STEER_CLASSIFIED as usize].packets, 0);
     assert_eq!(dp.gateway_failures().unwrap()[1].packets, 11);
@@ -334,7 +329,7 @@ fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
         })
         .expect("UDP/5002 did not leave once the peer takes redirects");
     }
-    let r = settle(&dp, reason::STEER_CLASSIFIED, 3);
+    let r = settle(&dp, &packets(reason::STEER_CLASSIFIED), 3);
     assert_eq!(r[reason::STEER_CLASSIFIED as usize].packets, 3);
     assert_eq!(r[reason::DROP_XMIT as usize].packets, xmit + 4);
     assert_eq!(r[reason::DROP_REDIRECT as usize].packets, refused + 2);
