@@ -52,7 +52,7 @@ use tokio::{
     sync::watch,
 };
 use tracing::{error, info, warn};
-use xwan_common::plan::{Plan, RouterTable};
+use xwan_common::plan::RouterTable;
 
 use self::scrape::CounterNames;
 use crate::{
@@ -66,9 +66,8 @@ use crate::{
     kernel,
     metrics::{GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
-    planner::{self, Facts},
+    planner::{self, Facts, Planned},
     probe::{Fleet, GatewayEvent, LinkState},
-    router::GatewayStatus,
     status::{self, Status},
     xfrm::Supervisor,
 };
@@ -80,11 +79,9 @@ struct Daemon {
     nl: Netlink,
     facts: Facts,
     probes: Fleet,
-    /// Committed router tables and monitor rows, index = router id.
-    tables: Vec<RouterTable>,
-    rows: Vec<Vec<GatewayStatus>>,
-    /// The plan last committed (for `xwan explain`).
-    plan: Plan,
+    /// What the maps hold: the plan last committed (also for `xwan explain`); its `routers`
+    /// are the committed router tables, the only copy the agent keeps. Its monitor rows.
+    committed: Planned,
     /// Adopted start: the first plan waits for every gateway's first verdict, until then.
     starting: Option<Instant>,
     metrics: Arc<Metrics>,
@@ -128,9 +125,7 @@ pub async fn run(path: &Path) -> Result<()> {
         nl,
         facts: Facts::default(),
         probes: Fleet::default(),
-        tables: vec![],
-        rows: vec![],
-        plan: Plan::default(),
+        committed: Planned::default(),
         starting: None,
         metrics: metrics.clone(),
         counters,
@@ -320,7 +315,7 @@ impl Daemon {
     /// Gateway rows and counter labels for the metrics.
     fn publish(&self) {
         for (i, r) in self.config.routers.iter().enumerate() {
-            for s in self.rows.get(i).into_iter().flatten() {
+            for s in self.committed.rows.get(i).into_iter().flatten() {
                 let g = &self.config.gateways[s.gateway as usize];
                 let last = self.probes.view(&g.name).and_then(|v| v.last_change);
                 self.metrics
@@ -345,12 +340,11 @@ impl Daemon {
         }
         self.starting = None;
         // Keep each router's slots where the previous agent left them.
-        self.tables = (0..self.config.routers.len() as u16)
+        let tables: Vec<RouterTable> = (0..self.config.routers.len() as u16)
             .map(|i| self.dp.router_table(i))
             .collect::<Result<_, _>>()
             .unwrap_or_default();
-        self.rows = vec![vec![]; self.tables.len()];
-        self.apply("start").map(drop)
+        self.apply_from("start", &tables).map(drop)
     }
 
     /// Fast path: new router tables and gateway ready flags, no ruleset change.
@@ -359,25 +353,25 @@ impl Daemon {
             return;
         }
         let ready = |id: u16| self.is_ready(id);
-        let new = planner::router_tables(&self.config, &ready, &self.tables);
+        let (tables, rows) =
+            planner::router_tables(&self.config, &ready, &self.committed.plan.routers);
         // Ready flags of the gateways in the plan, written only where they changed.
-        for i in 0..self.plan.gateways.len() {
-            let (id, was) = (self.plan.gateways[i].id, self.plan.gateways[i].ready);
-            let r = self.is_ready(id);
-            if r == was {
+        for i in 0..self.committed.plan.gateways.len() {
+            let g = &self.committed.plan.gateways[i];
+            let (id, r) = (g.id, self.is_ready(g.id));
+            if r == g.ready {
                 continue;
             }
             match self.dp.set_gateway_ready(id, r) {
-                Ok(_) => self.plan.gateways[i].ready = r,
+                Ok(_) => self.committed.plan.gateways[i].ready = r,
                 Err(e) => error!(gateway = id, "writing the ready flag failed: {e}"),
             }
         }
         // Only the routers whose table changed are written, in one batch.
-        let changed: Vec<(u16, &RouterTable)> = new
-            .iter()
-            .enumerate()
-            .filter(|(i, (table, _))| self.tables.get(*i) != Some(table))
-            .map(|(i, (table, _))| (i as u16, table))
+        let committed = &self.committed.plan.routers;
+        let changed: Vec<(u16, &RouterTable)> = (tables.iter().enumerate())
+            .filter(|&(i, table)| committed.get(i) != Some(table))
+            .map(|(i, table)| (i as u16, table))
             .collect();
         if let Err(e) = self.dp.set_routers(&changed) {
             let names: Vec<&str> = changed
@@ -388,39 +382,36 @@ impl Daemon {
             self.publish();
             return;
         }
-        for (i, (table, rows)) in new.into_iter().enumerate() {
-            if i < self.tables.len() {
-                if let Some(t) = self.plan.routers.get_mut(i) {
-                    *t = table.clone();
-                }
-                self.tables[i] = table;
-                self.rows[i] = rows;
-            }
-        }
+        // The configuration is the committed plan's, so the tables line up with its routers.
+        self.committed.plan.routers = tables;
+        self.committed.rows = rows;
         self.publish();
     }
 
-    /// Full path: a new plan (ruleset epoch).
+    /// Full path: a new plan (ruleset epoch), its router tables from the committed ones.
     fn apply(&mut self, why: &str) -> Result<u32> {
+        let previous = self.committed.plan.routers.clone();
+        self.apply_from(why, &previous)
+    }
+
+    /// A new plan whose router tables start from `previous` (lined up with the configuration's
+    /// routers). Nothing changes when it cannot be applied.
+    fn apply_from(&mut self, why: &str, previous: &[RouterTable]) -> Result<u32> {
         if self.starting.is_some() {
             // Adopted start: the first plan waits for the first verdicts (`finish_start`).
             return self.dp.epoch().map_err(Into::into);
         }
         let ready = |id: u16| self.is_ready(id);
-        let computed = planner::router_tables(&self.config, &ready, &self.tables);
-        let (tables, rows): (Vec<_>, Vec<_>) = computed.into_iter().unzip();
-        let plan = planner::plan(&self.config, &self.facts, &ready, tables.clone())?;
-        let epoch = self.dp.apply(&plan)?;
-        self.tables = tables;
-        self.rows = rows;
+        let planned = planner::plan(&self.config, &self.facts, &ready, previous)?;
+        let epoch = self.dp.apply(&planned.plan)?;
         info!(
             epoch,
             why,
-            rules = plan.rules.len(),
-            gateways = plan.gateways.len(),
+            rules = planned.plan.rules.len(),
+            gateways = planned.plan.gateways.len(),
             "plan applied"
         );
-        self.plan = plan;
+        self.committed = planned;
         self.publish();
         Ok(epoch)
     }
@@ -484,22 +475,9 @@ impl Daemon {
             warn!("{w}");
         }
         let old = Interfaces::of(&self.config);
-        // Keep each router's table under its name, so its slots stay in place; the running
-        // ones are kept aside for a rollback.
-        let running = (self.tables.clone(), std::mem::take(&mut self.rows));
         let previous = std::mem::replace(&mut self.config, config);
-        self.tables = (self.config.routers.iter())
-            .map(|r| {
-                let i = previous.routers.iter().position(|p| p.name == r.name);
-                let empty = || RouterTable {
-                    slots: vec![],
-                    ..RouterTable::single(0)
-                };
-                i.and_then(|i| running.0.get(i).cloned())
-                    .unwrap_or_else(empty)
-            })
-            .collect();
-        self.rows = vec![vec![]; self.tables.len()];
+        // Each router keeps its table under its name, so its slots stay in place.
+        let carried = planner::carry_tables(&previous, &self.committed.plan.routers, &self.config);
         let mut r = self.ipsec.setup(&self.config).await;
         if r.is_ok() {
             r = self.refresh_facts().await;
@@ -507,13 +485,13 @@ impl Daemon {
         let reloaded = r.and_then(|()| {
             self.attach(&old)?;
             self.start_probes();
-            self.apply("reload").map(drop)
+            self.apply_from("reload", &carried).map(drop)
         });
         if let Err(e) = reloaded {
-            // Roll back: the running configuration stays, with its router tables, its
-            // interfaces, its IPsec links and its probes (the new ones may have started).
+            // Roll back: the running configuration stays, with its committed plan (untouched
+            // by a plan that was not applied), its interfaces, its IPsec links and its probes
+            // (the new ones may have started).
             let rejected = std::mem::replace(&mut self.config, previous);
-            (self.tables, self.rows) = running;
             if let Err(e) = self.ipsec.setup(&self.config).await {
                 warn!("reload rollback: restoring the IPsec links: {e:#}");
             }
@@ -556,7 +534,7 @@ impl Daemon {
 
     fn explain(&self, q: &crate::explain::Query) -> Result<String, String> {
         let ifindex = |name: &str| self.facts.interfaces.get(name).map(|i| i.ifindex);
-        crate::explain::explain(&self.config, &self.plan, &ifindex, q)
+        crate::explain::explain(&self.config, &self.committed.plan, &ifindex, q)
     }
 
     fn status(&self) -> Status {
@@ -570,7 +548,7 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .collect(),
             failed_redirects: self.dp.egress_watch().map(|w| w.to_string()),
-            routers: status::rows::routers(&self.config, &self.rows, &self.probes),
+            routers: status::rows::routers(&self.config, &self.committed.rows, &self.probes),
             ipsec: self.ipsec.rows(&self.config),
             return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {
                 self.is_ready(id.0)

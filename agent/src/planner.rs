@@ -1,6 +1,9 @@
 //! config → plan: turns a validated [`Config`], what the kernel says about interfaces and
-//! neighbours ([`Facts`]) and the routers' current tables into the data plane's [`Plan`].
-//! Pure: the daemon gathers the facts, this module only decides.
+//! neighbours ([`Facts`]), the probes' verdicts and the routers' committed tables into the
+//! data plane's [`Plan`] and the routers' monitor rows ([`Planned`], one step: [`plan`]).
+//! After a probe verdict only the router tables are recomputed ([`router_tables`]); after a
+//! reload each router's table follows its name ([`carry_tables`]). Pure: the daemon gathers
+//! the facts and keeps the committed plan, this module only decides.
 //!
 //! Ids: gateway and router ids in the plan are the config's indexes ([`GatewayId`],
 //! [`RouterId`]); a rule's counter slot is its index (stable while the rule list is).
@@ -98,14 +101,32 @@ pub fn health_params(config: &Config, gateway: GatewayId) -> HealthParams {
     }
 }
 
-/// Router tables for the current availability. `previous` keeps slots in place.
+/// Router tables for the current availability, with each router's monitor rows (index =
+/// router id). `previous[i]` is router `i`'s committed table: its slots are kept in place.
+/// This is the fast path after a probe verdict; [`plan`] calls it for a whole new plan.
 pub fn router_tables(
     config: &Config,
     ready: &dyn Fn(u16) -> bool,
     previous: &[RouterTable],
-) -> Vec<(RouterTable, Vec<router::GatewayStatus>)> {
+) -> (Vec<RouterTable>, Vec<Vec<router::GatewayStatus>>) {
     let specs: Vec<RouterSpec> = config.routers.iter().map(router_spec).collect();
-    router::tables(&specs, ready, previous)
+    router::tables(&specs, ready, previous).into_iter().unzip()
+}
+
+/// The committed router tables of `old` (index = its router ids) lined up with `new`'s
+/// routers: a router keeps its table under its name, so a reload that adds, removes or
+/// reorders routers moves no slot of the others; a new router starts from nothing.
+pub fn carry_tables(old: &Config, tables: &[RouterTable], new: &Config) -> Vec<RouterTable> {
+    (new.routers.iter())
+        .map(|r| {
+            let i = old.routers.iter().position(|o| o.name == r.name);
+            i.and_then(|i| tables.get(i).cloned())
+                .unwrap_or_else(|| RouterTable {
+                    slots: vec![],
+                    ..RouterTable::single(0)
+                })
+        })
+        .collect()
 }
 
 /// Gateways the data plane can use now: their interface exists, and an Ethernet next hop's
@@ -122,13 +143,27 @@ pub fn usable(config: &Config, facts: &Facts, gateway: GatewayId) -> bool {
     }
 }
 
-/// The plan for `config` given `facts`, availability and router tables (index = router id).
+/// A configuration planned: what the data plane gets, and what `xwan status` and the metrics
+/// show of its routers.
+#[derive(Clone, Debug, Default)]
+pub struct Planned {
+    /// The maps' contents; `plan.routers` are the router tables (index = router id).
+    pub plan: Plan,
+    /// Each router's monitor rows (index = router id).
+    pub rows: Vec<Vec<router::GatewayStatus>>,
+}
+
+/// The plan for `config` given `facts` and availability (`ready`: the probes' verdict, the
+/// plan adds whether the gateway is [`usable`]). `previous` are the router tables committed
+/// now, lined up with `config`'s routers ([`carry_tables`] after a reload): slots stay in place.
 pub fn plan(
     config: &Config,
     facts: &Facts,
     ready: &dyn Fn(u16) -> bool,
-    tables: Vec<RouterTable>,
-) -> Result<Plan, PlanningError> {
+    previous: &[RouterTable],
+) -> Result<Planned, PlanningError> {
+    let ready = |id: u16| ready(id) && usable(config, facts, GatewayId(id));
+    let (tables, rows) = router_tables(config, &ready, previous);
     let iface = |what: String, name: &str| {
         facts
             .interfaces
@@ -176,7 +211,7 @@ pub fn plan(
             kind,
             ifindex: i.ifindex,
             mtu: link.mtu.unwrap_or(i.mtu),
-            ready: ready(id.0) && usable(config, facts, id),
+            ready: ready(id.0),
         });
     }
 
@@ -217,7 +252,7 @@ pub fn plan(
         });
     }
 
-    Ok(Plan {
+    let plan = Plan {
         ifaces,
         local_addrs: facts.local_addrs.clone(),
         rules,
@@ -225,7 +260,8 @@ pub fn plan(
         gateways,
         links,
         flow_idle_ns: duration_ns(config.agent.flow_idle),
-    })
+    };
+    Ok(Planned { plan, rows })
 }
 
 fn duration_ns(d: Duration) -> u64 {
@@ -267,12 +303,7 @@ mod tests {
     fn seed_branch_plans_with_all_gateways_ready() {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let f = facts();
-        let ready = |_: u16| true;
-        let tables = router_tables(&config, &ready, &[])
-            .into_iter()
-            .map(|t| t.0)
-            .collect();
-        let p = plan(&config, &f, &ready, tables).unwrap();
+        let Planned { plan: p, rows } = plan(&config, &f, &|_| true, &[]).unwrap();
         p.validate().unwrap();
         assert_eq!(
             p.ifaces,
@@ -295,14 +326,36 @@ mod tests {
                 .iter()
                 .any(|r| r.action == plan::Action::Route(voip.0) && r.set_dscp == Some(18))
         );
-        // Every router's table sends everything to its main while all are Ready.
+        // Every router's table sends everything to its main while all are Ready, and its
+        // monitor rows say so.
+        assert_eq!(rows.len(), config.routers.len());
         for (i, r) in config.routers.iter().enumerate() {
-            assert_eq!(
-                p.routers[i].active_gateways(),
-                vec![r.mains[0].gateway.0],
-                "{}",
-                r.name
-            );
+            let main = r.mains[0].gateway.0;
+            assert_eq!(p.routers[i].active_gateways(), vec![main], "{}", r.name);
+            let row = rows[i].iter().find(|s| s.gateway == main).unwrap();
+            assert_eq!(row.slots, xwan_common::maps::ROUTER_SLOTS, "{}", r.name);
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_each_routers_table_under_its_name() {
+        let (old, _) = config::parse(SEED, "seed-branch.toml").unwrap();
+        let tables: Vec<RouterTable> = (0..old.routers.len() as u16)
+            .map(RouterTable::single)
+            .collect();
+        // The new configuration lists the routers in reverse order and adds one.
+        let mut new = old.clone();
+        new.routers.reverse();
+        let mut added = new.routers[0].clone();
+        added.name = "Added".into();
+        new.routers.push(added);
+        let carried = carry_tables(&old, &tables, &new);
+        assert_eq!(carried.len(), new.routers.len());
+        for (r, t) in new.routers.iter().zip(&carried) {
+            match old.routers.iter().position(|o| o.name == r.name) {
+                Some(i) => assert_eq!(*t, tables[i], "{}", r.name),
+                None => assert!(t.slots.is_empty(), "{}", r.name),
+            }
         }
     }
 
@@ -311,7 +364,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.remove("lan0");
-        let e = plan(&config, &f, &|_| true, vec![]).unwrap_err();
+        let e = plan(&config, &f, &|_| true, &[]).unwrap_err();
         assert_eq!(
             e.to_string(),
             "LAN interface: interface 'lan0' does not exist; create it or fix the configuration"
@@ -323,7 +376,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.get_mut("vti-wan2").unwrap().carrier = false;
-        let p = plan(&config, &f, &|_| true, vec![]).unwrap();
+        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
         let wan2 = config.gateway_by_name("RemoteTunWAN2").unwrap();
         assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
         assert!(!usable(&config, &f, wan2));
@@ -343,7 +396,7 @@ mod tests {
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some([2, 0, 0, 0, 0, 3]);
         // No neighbour for the branch's end of WAN3 yet: the plan is valid, without WAN3's
         // return route.
-        let p = plan(&config, &f, &|_| true, vec![]).unwrap();
+        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(
             p.links.iter().map(|l| l.ifindex).collect::<Vec<_>>(),
@@ -352,7 +405,7 @@ mod tests {
         let wan3 = config.gateway_by_name("LocalTunWAN3").unwrap();
         f.neighbours
             .insert((12, config.gateway(wan3).address), [2, 0, 0, 0, 0, 9]);
-        let p = plan(&config, &f, &|_| true, vec![]).unwrap();
+        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(p.links.len(), 3);
     }
