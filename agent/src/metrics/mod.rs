@@ -244,6 +244,21 @@ struct ProbeEntry {
     loss: Option<f64>,
 }
 
+impl ProbeEntry {
+    fn observe(&mut self, rtt: Option<Duration>) {
+        self.sent += 1;
+        match rtt {
+            Some(rtt) => self.rtt.observe(rtt.as_secs_f64()),
+            None => self.lost += 1,
+        }
+    }
+
+    fn set_window(&mut self, stats: &Stats) {
+        self.jitter = stats.jitter.map(|d| d.as_secs_f64());
+        self.loss = Some(stats.loss);
+    }
+}
+
 impl Default for ProbeEntry {
     fn default() -> Self {
         ProbeEntry {
@@ -404,37 +419,21 @@ impl Metrics {
 
     /// Counts one probe attempt of `gateway`: `Some(rtt)` answered, `None` lost.
     pub fn observe_probe(&self, gateway: &str, rtt: Option<Duration>) {
-        self.shared.update(|s| {
-            let p = s.probe(gateway);
-            p.sent += 1;
-            match rtt {
-                Some(rtt) => p.rtt.observe(rtt.as_secs_f64()),
-                None => p.lost += 1,
-            }
-        });
+        self.shared.update(|s| s.probe(gateway).observe(rtt));
     }
 
     /// Sets `gateway`'s jitter and loss ratio over the probe window.
     pub fn set_probe_window(&self, gateway: &str, stats: &Stats) {
-        self.shared.update(|s| {
-            let p = s.probe(gateway);
-            p.jitter = stats.jitter.map(|d| d.as_secs_f64());
-            p.loss = Some(stats.loss);
-        });
+        self.shared.update(|s| s.probe(gateway).set_window(stats));
     }
 
-    /// [`Self::observe_probe`] and [`Self::set_probe_window`] for one probe report.
+    /// [`Self::observe_probe`] and [`Self::set_probe_window`] for one probe report, in one
+    /// update (a scrape never sees the attempt without its window).
     pub fn observe_probe_report(&self, gateway: &str, report: &ProbeReport) {
-        let rtt = report.outcome.as_ref().ok().copied();
         self.shared.update(|s| {
             let p = s.probe(gateway);
-            p.sent += 1;
-            match rtt {
-                Some(rtt) => p.rtt.observe(rtt.as_secs_f64()),
-                None => p.lost += 1,
-            }
-            p.jitter = report.stats.jitter.map(|d| d.as_secs_f64());
-            p.loss = Some(report.stats.loss);
+            p.observe(report.outcome.as_ref().ok().copied());
+            p.set_window(&report.stats);
         });
     }
 

@@ -9,10 +9,12 @@
 pub mod netdev;
 pub mod tunnel;
 
-use std::{io, net::IpAddr};
+use std::{fmt, io, net::IpAddr};
 
 use futures::{StreamExt, TryStreamExt, channel::mpsc::UnboundedReceiver};
-use netlink_packet_core::NetlinkPayload;
+use netlink_packet_core::{
+    NetlinkDeserializable, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     address::AddressAttribute,
@@ -88,22 +90,14 @@ impl Netlink {
 
     /// The interface called `name`, if any.
     pub async fn interface(&self, name: &str) -> Result<Option<Interface>, NetlinkError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(msg)) => Ok(Some(interface(&msg))),
-            Ok(None) => Ok(None),
-            // The kernel answers ENODEV for an unknown name.
-            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-            Err(e) => Err(NetlinkError::Request {
+        let msg = self
+            .link_message(name)
+            .await
+            .map_err(|source| NetlinkError::Request {
                 what: "get link",
-                source: e,
-            }),
-        }
+                source,
+            })?;
+        Ok(msg.as_ref().map(interface))
     }
 
     pub async fn interfaces(&self) -> Result<Vec<Interface>, NetlinkError> {
@@ -181,8 +175,52 @@ impl Netlink {
 /// Subscribes to link, neighbour and address changes (in the calling thread's namespace).
 /// Needs a tokio runtime.
 pub fn subscribe() -> Result<UnboundedReceiver<Event>, NetlinkError> {
-    let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+    let (conn, _handle, messages) = rtnetlink::new_connection()?;
     let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+    Ok(notifications(conn, messages, groups, event)?)
+}
+
+/// The event a kernel notification means, if any.
+fn event(m: RouteNetlinkMessage) -> Option<Event> {
+    Some(match m {
+        RouteNetlinkMessage::NewLink(l) => Event::Link(interface(&l)),
+        RouteNetlinkMessage::DelLink(l) => {
+            let i = interface(&l);
+            Event::LinkRemoved {
+                ifindex: i.ifindex,
+                name: i.name,
+            }
+        }
+        RouteNetlinkMessage::NewNeighbour(n) => {
+            let (ifindex, ip, mac) = neighbour(&n)?;
+            Event::Neighbour { ifindex, ip, mac }
+        }
+        RouteNetlinkMessage::DelNeighbour(n) => {
+            let (ifindex, ip, _) = neighbour(&n)?;
+            Event::Neighbour {
+                ifindex,
+                ip,
+                mac: None,
+            }
+        }
+        RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => Event::Addresses,
+        _ => return None,
+    })
+}
+
+/// Binds a netlink connection to the multicast `groups`, runs it, and forwards every
+/// notification that `event` gives a meaning to, until the receiver is dropped. Shared by the
+/// rtnetlink and XFRM subscriptions. Needs a tokio runtime.
+pub(crate) fn notifications<M, E>(
+    mut conn: netlink_proto::Connection<M>,
+    mut messages: UnboundedReceiver<(NetlinkMessage<M>, SocketAddr)>,
+    groups: u32,
+    event: fn(M) -> Option<E>,
+) -> io::Result<UnboundedReceiver<E>>
+where
+    M: NetlinkSerializable + NetlinkDeserializable + fmt::Debug + Unpin + Send + 'static,
+    E: Send + 'static,
+{
     conn.socket_mut()
         .socket_mut()
         .bind(&SocketAddr::new(0, groups))?;
@@ -193,32 +231,7 @@ pub fn subscribe() -> Result<UnboundedReceiver<Event>, NetlinkError> {
             let NetlinkPayload::InnerMessage(m) = msg.payload else {
                 continue;
             };
-            let event = match m {
-                RouteNetlinkMessage::NewLink(l) => Event::Link(interface(&l)),
-                RouteNetlinkMessage::DelLink(l) => {
-                    let i = interface(&l);
-                    Event::LinkRemoved {
-                        ifindex: i.ifindex,
-                        name: i.name,
-                    }
-                }
-                RouteNetlinkMessage::NewNeighbour(n) => match neighbour(&n) {
-                    Some((ifindex, ip, mac)) => Event::Neighbour { ifindex, ip, mac },
-                    None => continue,
-                },
-                RouteNetlinkMessage::DelNeighbour(n) => match neighbour(&n) {
-                    Some((ifindex, ip, _)) => Event::Neighbour {
-                        ifindex,
-                        ip,
-                        mac: None,
-                    },
-                    None => continue,
-                },
-                RouteNetlinkMessage::NewAddress(_) | RouteNetlinkMessage::DelAddress(_) => {
-                    Event::Addresses
-                }
-                _ => continue,
-            };
+            let Some(event) = event(m) else { continue };
             if tx.unbounded_send(event).is_err() {
                 break;
             }

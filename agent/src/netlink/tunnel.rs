@@ -265,7 +265,11 @@ pub enum TunnelError {
 }
 
 impl Netlink {
-    async fn link_message(&self, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+    /// The link message of the interface called `name`, if any.
+    pub(super) async fn link_message(
+        &self,
+        name: &str,
+    ) -> Result<Option<LinkMessage>, rtnetlink::Error> {
         let mut links = self
             .handle
             .link()
@@ -274,6 +278,7 @@ impl Netlink {
             .execute();
         match links.try_next().await {
             Ok(m) => Ok(m),
+            // The kernel answers ENODEV for an unknown name.
             Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
             Err(e) => Err(e),
         }

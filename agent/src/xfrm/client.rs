@@ -6,7 +6,7 @@
 
 use std::{io, os::fd::AsRawFd, time::Duration};
 
-use futures::{StreamExt, channel::mpsc::UnboundedReceiver};
+use futures::channel::mpsc::UnboundedReceiver;
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
@@ -14,7 +14,7 @@ use netlink_packet_xfrm::{
     XFRMNLGRP_ACQUIRE, XFRMNLGRP_EXPIRE, XFRMNLGRP_POLICY, XFRMNLGRP_SA, XfrmAttrs, XfrmMessage,
     policy::DelGetMessage as PolicyDelGet, state::GetDumpMessage,
 };
-use netlink_sys::{AsyncSocket, Socket, SocketAddr, protocols::NETLINK_XFRM};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_XFRM};
 
 use super::sa::SaInfo;
 
@@ -229,30 +229,15 @@ pub enum XfrmEvent {
 
 /// Subscribes to SA, expire, acquire and policy events. Needs a tokio runtime.
 pub fn subscribe() -> Result<UnboundedReceiver<XfrmEvent>, XfrmError> {
-    let (mut conn, _handle, mut messages) =
-        netlink_proto::new_connection::<XfrmMessage>(NETLINK_XFRM)?;
+    let (conn, _handle, messages) = netlink_proto::new_connection::<XfrmMessage>(NETLINK_XFRM)?;
     let group = |g: u32| 1u32 << (g - 1);
     let groups = group(XFRMNLGRP_SA)
         | group(XFRMNLGRP_EXPIRE)
         | group(XFRMNLGRP_ACQUIRE)
         | group(XFRMNLGRP_POLICY);
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, groups))?;
-    tokio::spawn(conn);
-    let (tx, rx) = futures::channel::mpsc::unbounded();
-    tokio::spawn(async move {
-        while let Some((msg, _)) = messages.next().await {
-            let NetlinkPayload::InnerMessage(m) = msg.payload else {
-                continue;
-            };
-            let Some(event) = event(m) else { continue };
-            if tx.unbounded_send(event).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
+    Ok(crate::netlink::notifications(
+        conn, messages, groups, event,
+    )?)
 }
 
 /// The event a kernel notification means, if any.
