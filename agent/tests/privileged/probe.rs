@@ -27,6 +27,8 @@ use std::{
 };
 
 use tokio::sync::{mpsc, watch};
+
+use crate::support;
 use xwan::{
     health::{Availability, HealthParams, Transition},
     probe::{
@@ -247,6 +249,7 @@ async fn step(f: impl FnOnce() + Send + 'static) {
 
 #[test]
 fn icmp_echo_v4_and_v6_over_a_veth() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -271,6 +274,7 @@ fn icmp_echo_v4_and_v6_over_a_veth() {
 
 #[test]
 fn concurrent_probes_on_one_socket_are_never_confused() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -323,6 +327,7 @@ fn concurrent_probes_on_one_socket_are_never_confused() {
 
 #[test]
 fn probes_leave_through_the_bound_device() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -380,6 +385,7 @@ struct Cycle {
 
 #[test]
 fn silent_blackhole_is_detected_and_recovery_follows() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -483,6 +489,7 @@ fn silent_blackhole_is_detected_and_recovery_follows() {
 
 #[test]
 fn all_targets_must_answer_v6_blackhole() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -508,6 +515,7 @@ fn all_targets_must_answer_v6_blackhole() {
 
 #[test]
 fn carrier_loss_and_admin_down_are_immediate() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -597,6 +605,7 @@ fn carrier_loss_and_admin_down_are_immediate() {
 
 #[test]
 fn tcp_monitor_connects_is_refused_or_times_out() {
+    let _turn = support::exclusive();
     if !is_root() {
         return;
     }
@@ -636,6 +645,7 @@ fn tcp_monitor_connects_is_refused_or_times_out() {
 
 #[test]
 fn namespaces_are_deleted_on_panic() {
+    let _turn = support::shared(module_path!());
     if !is_root() {
         return;
     }

@@ -14,8 +14,6 @@
 //!
 //! Needs root. Namespaces, agents and files are removed even when a test fails.
 
-mod support;
-
 use std::{
     net::IpAddr,
     num::NonZeroU32,
@@ -24,11 +22,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
-use support::{
+use crate::support::{
+    self,
     netns::{Netns, tun},
     wan::{Agent, AgentDir, request, status, wait_until},
 };
+use futures::StreamExt;
 use xwan::{
     config::{Aead, IpsecTunnel, ManualSa, Owner, SaAlgorithms, TunnelDevice},
     control::{Answer, Request},
@@ -71,6 +70,7 @@ async fn wait_event(
 
 #[test]
 fn policies_events_acquire_and_manual_sas() {
+    let _turn = support::shared(module_path!());
     let ns = Netns::new("xfrm");
     let _t0 = ns.run(|| tun("t0"));
     ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "t0"]);
@@ -269,6 +269,7 @@ fn stop(socket: &Path, agent: &mut Agent) {
 
 #[test]
 fn agent_without_sa_keeps_the_gateway_unavailable() {
+    let _turn = support::exclusive();
     let (ns, _tun) = router_ns("sa");
     let dir = AgentDir::new("xfrm-nosa");
     let cfg = dir.path().join("xwan.toml");
@@ -309,6 +310,7 @@ fn agent_without_sa_keeps_the_gateway_unavailable() {
 
 #[test]
 fn manual_keys_are_checked_and_never_shown() {
+    let _turn = support::exclusive();
     let (ns, _tun) = router_ns("key");
     let dir = AgentDir::new("xfrm-keys");
     let keys = dir.path().join("wan1.keys");
@@ -452,6 +454,7 @@ fn manual_keys_are_checked_and_never_shown() {
 
 #[test]
 fn owned_vti_is_created_or_refused_with_what_differs() {
+    let _turn = support::exclusive();
     let ns = lan_ns("own");
     let dir = AgentDir::new("xfrm-own");
     let cfg = dir.path().join("xwan.toml");
@@ -574,6 +577,7 @@ fn start_up_or_exit(ns: &Netns, cfg: &Path, log: &Path, socket: &Path) -> (Agent
 /// stop`; elsewhere the agent refuses to start and says which module is missing.
 #[test]
 fn owned_xfrm_interface_is_created_and_removed() {
+    let _turn = support::exclusive();
     let ns = lan_ns("ownx");
     let dir = AgentDir::new("xfrm-ownx");
     let cfg = dir.path().join("xwan.toml");
@@ -656,6 +660,7 @@ fn esp_sa(src: &str, dst: &str, spi: &str, key: &str) -> Vec<String> {
 
 #[test]
 fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
+    let _turn = support::exclusive();
     // The peer: its own VTI and the mirror image of the agent's SAs, over a veth underlay.
     let router = Netns::new("rsa");
     let peer = Netns::new("psa");

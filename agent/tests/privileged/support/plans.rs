@@ -1,7 +1,5 @@
 //! Plans shared by the data-plane tests.
 
-#![allow(dead_code)]
-
 use std::net::IpAddr;
 
 use xwan_common::{

@@ -2,8 +2,6 @@
 //! (extension headers), TCP/UDP/SCTP/ICMP. Checksums of IPv4 headers are correct unless a
 //! test breaks them on purpose.
 
-#![allow(dead_code)]
-
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const ETH_P_IP: u16 = 0x0800;

@@ -15,8 +15,6 @@
 //! Needs root. Namespaces, the agent process and the bpffs mount are removed even when the
 //! test fails.
 
-mod support;
-
 use std::{
     collections::BTreeSet,
     io::{Read, Write},
@@ -32,7 +30,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
+use crate::support::{
+    self,
     netns::{Netns, packet_socket, wait_for},
     wan::{
         Agent, AgentDir, Roles, TwoWan, blackhole, clear_blackhole, config, gateway_state, metric,
@@ -281,6 +280,7 @@ fn probes_sent(rtr: &Netns) -> f64 {
 
 #[test]
 fn misbehaving_control_clients_never_hold_up_probes_or_failover() {
+    let _turn = support::exclusive();
     let net = TwoWan::new("10.84.0");
     let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
     let sniff2 = wan2.run(|| packet_socket("p2"));

@@ -4,11 +4,10 @@
 //!
 //! Needs root (loads eBPF).
 
-mod support;
-
 use std::{net::Ipv4Addr, time::Duration};
 
-use support::{
+use crate::support::{
+    self,
     frames::{self, Ext, V4, V6},
     harness::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     plans::{HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, ports, tunnel_gateway, weighted},
@@ -117,6 +116,7 @@ fn assert_ipv4_checksum(frame: &[u8]) {
 
 #[test]
 fn tunnel_gateway_gets_its_tag_ttl_decrement_and_vlan_strip() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     for (sport, vlans) in [
         (40000, &[][..]),
@@ -165,6 +165,7 @@ fn tunnel_gateway_gets_its_tag_ttl_decrement_and_vlan_strip() {
 
 #[test]
 fn ethernet_gateway_rewrites_macs_and_redirects() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let f = frame4(
         &V4::new(
@@ -197,6 +198,7 @@ fn ethernet_gateway_rewrites_macs_and_redirects() {
 
 #[test]
 fn dscp_is_imposed_with_ecn_kept_and_checksum_fixed() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let mut v4 = V4::new(
         Ipv4Addr::new(10, 1, 0, 7),
@@ -222,6 +224,7 @@ fn dscp_is_imposed_with_ecn_kept_and_checksum_fixed() {
 
 #[test]
 fn block_drops_and_counts_rule_and_reason() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let f = frame4(&udp4("203.0.113.9"), 40000, 53, &[]);
     for _ in 0..3 {
@@ -236,6 +239,7 @@ fn block_drops_and_counts_rule_and_reason() {
 
 #[test]
 fn kernel_gets_what_it_must_see() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     // TTL 1: the kernel answers with time exceeded.
     let mut v4 = udp4("203.0.113.9");
@@ -284,6 +288,7 @@ fn kernel_gets_what_it_must_see() {
 
 #[test]
 fn non_first_fragments_never_match_port_criteria() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     // Bytes where the ports would be say 5001, but this is a non-first fragment.
     let mut v4 = udp4("203.0.113.9");
@@ -328,6 +333,7 @@ fn non_first_fragments_never_match_port_criteria() {
 
 #[test]
 fn ipv4_options_and_bad_ihl() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let mut v4 = udp4("203.0.113.9");
     v4.options = vec![1; 12];
@@ -340,6 +346,7 @@ fn ipv4_options_and_bad_ihl() {
 
 #[test]
 fn router_without_gateway_drops_or_passes_per_policy() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let out = h.check(&frame4(&udp4("203.0.113.9"), 40000, 9, &[]));
     assert_eq!(
@@ -365,6 +372,7 @@ fn kernel_gateway(h: &Harness, f: &[u8]) -> u16 {
 
 #[test]
 fn flows_stick_to_their_gateway_while_it_is_kept() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let flows: Vec<Vec<u8>> = (0..64)
         .map(|i| frame4(&udp4("203.0.113.9"), 30000 + i, 6000, &[]))
@@ -407,6 +415,7 @@ fn flows_stick_to_their_gateway_while_it_is_kept() {
 
 #[test]
 fn reload_keeps_flows_whose_decision_did_not_change() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let steered = frame4(&udp4("203.0.113.9"), 30001, 6000, &[]);
     let gw = h.check(&steered).gateway.unwrap();
@@ -438,6 +447,7 @@ fn reload_keeps_flows_whose_decision_did_not_change() {
 
 #[test]
 fn gateway_and_rule_counters_follow_traffic() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     let f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
     for _ in 0..5 {
@@ -452,6 +462,7 @@ fn gateway_and_rule_counters_follow_traffic() {
 
 #[test]
 fn unconfigured_interface_is_left_alone() {
+    let _turn = support::shared(module_path!());
     let mut p = plan();
     p.ifaces.clear();
     let mut h = Harness::new(p);
@@ -463,6 +474,7 @@ fn unconfigured_interface_is_left_alone() {
 
 #[test]
 fn many_prefixes_and_rules_classify_like_the_model() {
+    let _turn = support::shared(module_path!());
     // 1,000 rules with distinct /24s and port ranges: the bit-vector tables must still give
     // the first match.
     let mut p = plan();
@@ -493,6 +505,7 @@ fn many_prefixes_and_rules_classify_like_the_model() {
 /// still refreshed once a second (the agent and the LRU see it as live).
 #[test]
 fn flow_cache_keeps_idle_expiry_and_table_refresh() {
+    let _turn = support::shared(module_path!());
     const IDLE_MS: u64 = 1_500;
     let mut p = plan();
     p.flow_idle_ns = IDLE_MS * 1_000_000;

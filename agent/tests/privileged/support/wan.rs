@@ -6,8 +6,6 @@
 //! ```
 //! The WAN peers carry an XDP program so that veth delivers XDP-redirected frames to them.
 
-#![allow(dead_code)]
-
 use std::{
     os::fd::AsRawFd,
     path::{Path, PathBuf},

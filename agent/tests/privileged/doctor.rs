@@ -6,12 +6,10 @@
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
-mod support;
-
 use std::process::{Command, Output};
 
+use crate::support::{self, netns::Netns};
 use serde_json::Value;
-use support::netns::Netns;
 use xwan::datapath::{Datapath, TestBpffs};
 
 const XWAN: &str = env!("CARGO_BIN_EXE_xwan");
@@ -61,6 +59,7 @@ fn kernel_check<'a>(report: &'a Value, item: &str) -> &'a Value {
 
 #[test]
 fn doctor_reports_the_kernel_and_the_interfaces_traps() {
+    let _turn = support::shared(module_path!());
     let ns = Netns::new("doc");
     // LAN l0; Ethernet egress a0 whose peer b0 has no XDP program (the trap); egress c0 whose
     // peer d0 runs one (fine); TUN t0 as an L3 link.
@@ -167,6 +166,7 @@ fn doctor_reports_the_kernel_and_the_interfaces_traps() {
 
 #[test]
 fn doctor_fails_where_xwan_cannot_run() {
+    let _turn = support::shared(module_path!());
     // Without root nothing can be loaded: the one check that makes xwan impossible.
     let out = Command::new("setpriv")
         .args([

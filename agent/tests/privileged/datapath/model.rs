@@ -6,8 +6,6 @@
 //!
 //! Needs root (loads eBPF). `XWAN_PROPTEST_CASES` overrides the number of packets.
 
-mod support;
-
 use std::{
     cell::RefCell,
     collections::BTreeMap,
@@ -16,14 +14,15 @@ use std::{
 
 use xwan_common::tunnel_tag;
 
-use proptest::{
-    prelude::*,
-    test_runner::{Config, TestRunner},
-};
-use support::{
+use crate::support::{
+    self,
     frames::{self, Ext, V4, V6},
     harness::{Harness, LO},
     plans::{HOST_MAC, LAN_MAC, feature_plan},
+};
+use proptest::{
+    prelude::*,
+    test_runner::{Config, TestRunner},
 };
 
 #[derive(Clone, Debug)]
@@ -247,6 +246,7 @@ fn cases() -> u32 {
 
 #[test]
 fn kernel_matches_model_on_generated_packets() {
+    let _turn = support::shared(module_path!());
     let h = RefCell::new(Harness::new(feature_plan(LO, LO)));
     // No shrinking: kernel and model carry flow state from packet to packet, so replaying a
     // shrunk packet would not reproduce the first failure, which is the one reported.
@@ -314,6 +314,7 @@ fn kernel_matches_model_on_generated_packets() {
 /// Truncation at every offset of a few valid frames of each shape.
 #[test]
 fn kernel_matches_model_on_every_truncation() {
+    let _turn = support::shared(module_path!());
     let mut h = Harness::new(feature_plan(LO, LO));
     let shapes: Vec<Vec<u8>> = vec![
         build_simple(false, &[], 17, 5001, 0),

@@ -5,8 +5,6 @@
 //! What a reader may change: keep the wrappers thin; behaviour belongs in `xwan-testkit`,
 //! where the lab and the load test share it.
 
-#![allow(dead_code)]
-
 use std::{
     fs::File,
     io,

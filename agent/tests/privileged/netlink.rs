@@ -4,21 +4,23 @@
 //!
 //! Needs root. The namespace is removed even when the test fails.
 
-mod support;
-
 use std::{
     net::IpAddr,
     time::{Duration, Instant},
 };
 
+use crate::support::{
+    self,
+    netns::{Netns, tun},
+};
 use futures::StreamExt;
-use support::netns::{Netns, tun};
 use xwan::netlink::{Event, Netlink, subscribe};
 
 const WAIT: Duration = Duration::from_secs(3);
 
 #[test]
 fn interfaces_neighbours_addresses_and_carrier_events() {
+    let _turn = support::exclusive();
     let ns = Netns::new("nl");
     ns.ip(&["link", "add", "a0", "type", "veth", "peer", "name", "b0"]);
     ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "a0"]);

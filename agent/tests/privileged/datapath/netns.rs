@@ -8,15 +8,14 @@
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
-mod support;
-
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
-use support::{
+use crate::support::{
+    self,
     frames::{self, V4},
     netns::{Netns, packet_socket, tun, wait_for},
     plans::ports,
@@ -146,6 +145,7 @@ const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 
 #[test]
 fn packets_leave_through_the_gateway_the_rules_choose() {
+    let _turn = support::shared(module_path!());
     // An ifindex above IFACE_ARRAY_SIZE: the LAN program finds l0 in the hash, not the
     // array (the other datapath tests run on lo, ifindex 1).
     let t = Topology::new(100_000);
@@ -242,6 +242,7 @@ fn packets_leave_through_the_gateway_the_rules_choose() {
 /// steered and arrives.
 #[test]
 fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
+    let _turn = support::shared(module_path!());
     let t = Topology::new(100_010);
     let (router, wan) = (&t.router, &t.wan);
     let fs = TestBpffs::new().unwrap();

@@ -1,7 +1,5 @@
 //! Runs the real programs (BPF_PROG_TEST_RUN) and the reference model side by side.
 
-#![allow(dead_code)]
-
 use xwan::datapath::{Datapath, TestBpffs, XdpRun, skb_test_runnable};
 use xwan_common::{
     PROG_TC_STEER, PROG_XDP_LAN,

@@ -8,8 +8,6 @@
 //! Needs root. Namespaces, the agent processes and the bpffs mount are removed even when the
 //! test fails.
 
-mod support;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -20,7 +18,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
+use crate::support::{
+    self,
     netns::{Netns, packet_socket},
     wan::{Agent, AgentDir, Roles, TwoWan, config, request, status, wait_until},
 };
@@ -197,6 +196,7 @@ fn analyse(sent: u64, got1: &[(u16, u32)], got2: &[(u16, u32)]) -> Streamed {
 
 #[test]
 fn restart_under_traffic_loses_nothing_and_stop_leaves_nothing() {
+    let _turn = support::exclusive();
     let net = TwoWan::new("10.81.0");
     let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
     let sniff1 = wan1.run(|| packet_socket("p1"));
@@ -373,6 +373,7 @@ fn running_agent(net: &TwoWan, tag: &str) -> (AgentDir, PathBuf, String, Agent) 
 /// rejected with an error naming the file, and changes nothing.
 #[test]
 fn reload_under_traffic_moves_only_what_changed() {
+    let _turn = support::exclusive();
     let net = TwoWan::new("10.81.0");
     let (lan, wan1, wan2) = (&net.lan, &net.wan1, &net.wan2);
     let sniff1 = wan1.run(|| packet_socket("p1"));
@@ -485,6 +486,7 @@ fn reload_under_traffic_moves_only_what_changed() {
 /// within a second), and the rejected interface is not left attached.
 #[test]
 fn a_reload_that_cannot_be_applied_rolls_back_probes_and_interfaces() {
+    let _turn = support::exclusive();
     let net = TwoWan::new("10.82.0");
     let rtr = &net.rtr;
     rtr.ip(&["tuntap", "add", "t9", "mode", "tun"]);

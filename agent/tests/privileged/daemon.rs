@@ -8,8 +8,6 @@
 //! Needs root. Namespaces, the agent process and the bpffs mount are removed even when the
 //! test fails.
 
-mod support;
-
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
@@ -18,7 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{
+use crate::support::{
+    self,
     netns::{Netns, packet_socket, wait_for},
     wan::{
         Agent, AgentDir, Roles, TwoWan, blackhole, config, gateway_state, metric, request, status,
@@ -48,6 +47,7 @@ fn explain(socket: &Path, dport: u16) -> String {
 
 #[test]
 fn agent_probes_fails_over_and_stops_cleanly() {
+    let _turn = support::exclusive();
     let net = TwoWan::new("10.80.0");
     let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
     let sniff1 = wan1.run(|| packet_socket("p1"));
@@ -239,6 +239,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
 /// back, the agent re-resolves it (ifindex, neighbour, probe socket) and traffic returns.
 #[test]
 fn interface_removed_and_recreated_is_re_resolved() {
+    let _turn = support::exclusive();
     let net = TwoWan::new("10.83.0");
     let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
     let sniff2 = wan2.run(|| packet_socket("p2"));
