@@ -18,7 +18,6 @@
 use std::{
     collections::BTreeSet,
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::{fd::AsRawFd, unix::net::UnixStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -32,10 +31,10 @@ use std::{
 
 use crate::support::{
     self,
-    netns::{Netns, packet_socket, wait_for},
+    netns::{Netns, wait_for},
     wan::{
-        Agent, AgentDir, Roles, TwoWan, blackhole, clear_blackhole, config, gateway_state, metric,
-        request, status, udp_dport, udp_sport, wait, wait_until,
+        Roles, TwoWan, active, blackhole, clear_blackhole, gateway_state, metric, request, status,
+        udp_dport, udp_sport, wait, wait_until,
     },
 };
 use xwan::{
@@ -282,18 +281,13 @@ fn probes_sent(rtr: &Netns) -> f64 {
 fn misbehaving_control_clients_never_hold_up_probes_or_failover() {
     let _turn = support::exclusive();
     let net = TwoWan::new("10.84.0");
-    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
-    let sniff2 = wan2.run(|| packet_socket("p2"));
-    let agent_dir = AgentDir::new("control");
-    let dir = agent_dir.path().to_path_buf();
-    let cfg = dir.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir, Roles::MainAndBackup)).unwrap();
-    let agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
+    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    let (dir, agent, _) = net.start_agent("control", Roles::MainAndBackup, wait());
+    let [_, sniff2] = net.sniff();
     let pid = agent.0.id();
-    let socket: PathBuf = agent_dir.socket();
+    let socket: PathBuf = dir.socket();
     let state = |gw: &str| status(&socket).and_then(|s| gateway_state(&s, gw));
-    let gw1_active = || state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()));
-    wait_until("GW1 active", wait(), gw1_active);
+    let gw1_active = || status(&socket).is_some_and(|s| active(&s, "GW1"));
     let started = Instant::now();
 
     let baseline = probes_sent(rtr);
@@ -371,14 +365,7 @@ fn misbehaving_control_clients_never_hold_up_probes_or_failover() {
             "{what}: blackhole detected after {detected:?}"
         );
         let sport = 42001 + n as u16;
-        lan.run(|| {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 84, 0, 2), sport)).unwrap();
-            s.send_to(
-                b"xwan",
-                SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5001),
-            )
-            .unwrap();
-        });
+        net.send(sport, 5001);
         assert!(
             wait_for(sniff2.as_raw_fd(), wait(), |f| udp_dport(f) == Some(5001)
                 && udp_sport(f) == Some(sport))
@@ -432,7 +419,7 @@ fn misbehaving_control_clients_never_hold_up_probes_or_failover() {
     assert!(took < PROMPT);
 
     // Hundreds of dropped clients, a few log lines: the first, then one per period at most.
-    let log = std::fs::read_to_string(dir.join("agent.log")).unwrap();
+    let log = dir.log("agent.log");
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("control client"))

@@ -9,10 +9,7 @@
 //! test fails.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     os::fd::AsRawFd,
-    path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -20,48 +17,25 @@ use crate::support::{
     self,
     netns::{Netns, packet_socket, wait_for},
     wan::{
-        Agent, AgentDir, Roles, TwoWan, blackhole, config, gateway_state, metric, request, status,
+        Roles, TwoWan, active, assert_nothing_left, blackhole, gateway_state, metric, status,
         udp_dport, udp_sport, wait, wait_until,
     },
 };
-use xwan::{
-    control::{Answer, Request},
-    datapath::{Datapath, TestBpffs},
-};
-
-fn explain(socket: &Path, dport: u16) -> String {
-    let q = xwan::explain::Query {
-        src: "10.80.0.2".parse().unwrap(),
-        dst: "198.51.100.9".parse().unwrap(),
-        proto: 17,
-        sport: Some(40009),
-        dport: Some(dport),
-        dscp: 0,
-        iface: None,
-    };
-    match request(socket, Request::Explain(q)) {
-        Ok(Answer::Explained { text }) => text,
-        other => panic!("explain: {other:?}"),
-    }
-}
+use xwan::datapath::{Datapath, TestBpffs};
 
 #[test]
 fn agent_probes_fails_over_and_stops_cleanly() {
     let _turn = support::exclusive();
     let net = TwoWan::new("10.80.0");
-    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
-    let sniff1 = wan1.run(|| packet_socket("p1"));
-    let sniff2 = wan2.run(|| packet_socket("p2"));
+    let (rtr, wan1, wan2) = (&net.rtr, &net.wan1, &net.wan2);
+    let [sniff1, sniff2] = net.sniff();
 
-    let agent_dir = AgentDir::new("daemon");
-    let dir = agent_dir.path().to_path_buf();
-    let cfg = dir.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir, Roles::MainAndBackup)).unwrap();
-    let mut agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
+    let (dir, mut agent, ready) = net.start_agent("daemon", Roles::MainAndBackup, wait());
+    println!("GW1 Ready and Active {ready:?} after the agent started");
     // On failure: the agent's log and its data-plane counters (adopted from its pins).
     let log = || {
-        let mut out = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
-        if let Ok(dp) = Datapath::load(&dir.join("bpffs")) {
+        let mut out = dir.log("agent.log");
+        if let Ok(dp) = Datapath::load(&dir.path().join("bpffs")) {
             for c in dp.named_reason_counters().unwrap_or_default() {
                 out.push_str(&format!("{c:?}\n"));
             }
@@ -74,31 +48,19 @@ fn agent_probes_fails_over_and_stops_cleanly() {
                     .collect::<Vec<_>>()
             ));
         }
-        for (ns, dev) in [
-            (&rtr.name, "w1"),
-            (&rtr.name, "w2"),
-            (&wan1.name, "p1"),
-            (&wan2.name, "p2"),
-        ] {
-            let o = Command::new("ip")
-                .args(["-n", ns, "-s", "-d", "link", "show", dev])
-                .output()
-                .unwrap();
-            out.push_str(&String::from_utf8_lossy(&o.stdout));
+        for (ns, dev) in [(rtr, "w1"), (rtr, "w2"), (wan1, "p1"), (wan2, "p2")] {
+            out.push_str(
+                &ns.try_ip(&["-s", "-d", "link", "show", dev])
+                    .unwrap_or_default(),
+            );
         }
         out
     };
 
-    let ready = wait_until("GW1 active", wait(), || {
-        status(&agent_dir.socket())
-            .and_then(|s| gateway_state(&s, "GW1"))
-            .is_some_and(|st| st == ("Active".into(), "Ready".into()))
-    });
-    println!("GW1 Ready and Active {ready:?} after the control socket answered");
     // `xwan status` names each attachment's mode, and says why where it is a fallback: the
     // LAN's TC program runs on tcx, or on clsact only with the reason (a kernel without tcx,
     // such as the 6.1 of the VM suite).
-    let s = status(&agent_dir.socket()).expect("status");
+    let s = status(&dir.socket()).expect("status");
     let lan_attachment = s
         .attachments
         .iter()
@@ -111,29 +73,22 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         "{lan_attachment}"
     );
 
-    let send = |sport: u16| {
-        lan.run(move || {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 80, 0, 2), sport)).unwrap();
-            s.send_to(
-                b"xwan",
-                SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5001),
-            )
-            .unwrap();
-        })
-    };
     assert_eq!(
         metric(rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
         Some(1.0)
     );
-    let why = explain(&agent_dir.socket(), 5001);
+    let why = net.explain(&dir.socket(), 40009, 5001);
     assert!(
         why.contains("rule #1 'udp5001' matches")
             && why.contains("router R")
             && why.contains("gateway GW1"),
         "{why}"
     );
-    assert!(explain(&agent_dir.socket(), 5002).contains("no rule matches"));
-    send(40001);
+    assert!(
+        net.explain(&dir.socket(), 40009, 5002)
+            .contains("no rule matches")
+    );
+    net.send(40001, 5001);
     assert!(
         wait_for(sniff1.as_raw_fd(), wait(), |f| udp_dport(f) == Some(5001)).is_some(),
         "UDP/5001 did not leave through GW1\n{}",
@@ -144,7 +99,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     let t = Instant::now();
     blackhole(wan1);
     wait_until("GW2 to take over", wait(), || {
-        status(&agent_dir.socket()).is_some_and(|s| {
+        status(&dir.socket()).is_some_and(|s| {
             gateway_state(&s, "GW1").is_some_and(|g| g.1 == "Unavailable")
                 && gateway_state(&s, "GW2").is_some_and(|g| g.0 == "Active")
         })
@@ -153,7 +108,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         "blackhole on WAN1 detected and GW2 active after {:?} (bound: 200 ms + 3 x 100 ms + commit)",
         t.elapsed()
     );
-    let why = explain(&agent_dir.socket(), 5001);
+    let why = net.explain(&dir.socket(), 40009, 5001);
     assert!(why.contains("gateway GW2"), "after failover: {why}");
     assert_eq!(
         metric(rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
@@ -162,7 +117,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     let down = r#"xwan_gateway_transitions_total{router="R",gateway="GW1",direction="down",reason="timeout"}"#;
     assert_eq!(metric(rtr, down), Some(1.0), "one down transition counted");
     assert!(metric(rtr, r#"xwan_gateway_packets_total{gateway="GW1"}"#) >= Some(1.0));
-    send(40002);
+    net.send(40002, 5001);
     assert!(
         wait_for(sniff2.as_raw_fd(), wait(), |f| udp_dport(f) == Some(5001)).is_some(),
         "a new flow did not move to GW2\n{}",
@@ -173,14 +128,7 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         metric(ns, r#"xwan_datapath_packets_total{reason="drop_rule"}"#).unwrap_or(0.0)
     };
     let before = dropped(rtr);
-    lan.run(|| {
-        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 80, 0, 2), 40003)).unwrap();
-        s.send_to(
-            b"xwan",
-            SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5003),
-        )
-        .unwrap();
-    });
+    net.send(40003, 5003);
     wait_until("the blocked packet to be counted", wait(), || {
         dropped(rtr) > before
     });
@@ -193,45 +141,15 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     let t = Instant::now();
     wan2.ip(&["link", "set", "p2", "down"]);
     wait_until("GW2 unavailable on carrier loss", wait(), || {
-        status(&agent_dir.socket())
+        status(&dir.socket())
             .and_then(|s| gateway_state(&s, "GW2"))
             .is_some_and(|g| g.1 == "Unavailable")
     });
     println!("carrier loss on WAN2 seen after {:?}", t.elapsed());
 
     // Stop: no program on the LAN interface, no pin left.
-    let answer = request(&agent_dir.socket(), Request::Stop).unwrap();
-    assert_eq!(answer, Answer::Stopping);
-    agent.wait_exit(wait());
-    // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
-    let pins: Vec<_> = std::fs::read_dir(dir.join("bpffs"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name())
-                .filter(|n| !n.to_string_lossy().ends_with(".debug"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(pins.is_empty(), "pins left behind: {pins:?}");
-    let link = Command::new("ip")
-        .args(["-n", &rtr.name, "link", "show", "l0"])
-        .output()
-        .unwrap();
-    let link = String::from_utf8_lossy(&link.stdout);
-    assert!(
-        !link.contains("xdp"),
-        "XDP still attached after stop: {link}"
-    );
-    let tc = Command::new("ip")
-        .args([
-            "netns", "exec", &rtr.name, "tc", "filter", "show", "dev", "l0", "ingress",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&tc.stdout).trim().is_empty(),
-        "TC filter left behind"
-    );
+    agent.stop(&dir, wait());
+    assert_nothing_left(rtr, &dir);
 }
 
 /// A WAN interface deleted under the agent and created again (new ifindex, new peer): its
@@ -241,32 +159,14 @@ fn agent_probes_fails_over_and_stops_cleanly() {
 fn interface_removed_and_recreated_is_re_resolved() {
     let _turn = support::exclusive();
     let net = TwoWan::new("10.83.0");
-    let (lan, rtr, wan1, wan2) = (&net.lan, &net.rtr, &net.wan1, &net.wan2);
-    let sniff2 = wan2.run(|| packet_socket("p2"));
-    let agent_dir = AgentDir::new("iface");
-    let dir = agent_dir.path().to_path_buf();
-    let cfg = dir.join("xwan.toml");
-    std::fs::write(&cfg, config(&dir, Roles::MainAndBackup)).unwrap();
-    let _agent = Agent::start(rtr, &cfg, &dir.join("agent.log"));
-    let socket = agent_dir.socket();
+    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    let [sniff1, sniff2] = net.sniff();
+    let (dir, _agent, _) = net.start_agent("iface", Roles::MainAndBackup, wait());
+    let socket = dir.socket();
     let state = |gw: &str| status(&socket).and_then(|s| gateway_state(&s, gw));
-    wait_until("GW1 active", wait(), || {
-        state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()))
-    });
-    let send = |sport: u16| {
-        lan.run(move || {
-            let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::new(10, 83, 0, 2), sport)).unwrap();
-            s.send_to(
-                b"xwan",
-                SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 9), 5001),
-            )
-            .unwrap();
-        })
-    };
     let from =
         |sport: u16| move |f: &[u8]| udp_dport(f) == Some(5001) && udp_sport(f) == Some(sport);
-    let sniff1 = wan1.run(|| packet_socket("p1"));
-    send(41001);
+    net.send(41001, 5001);
     assert!(
         wait_for(sniff1.as_raw_fd(), wait(), from(41001)).is_some(),
         "the flow did not leave through GW1"
@@ -285,7 +185,7 @@ fn interface_removed_and_recreated_is_re_resolved() {
     );
     // The existing flow and a new one both leave through GW2.
     for sport in [41001, 41002] {
-        send(sport);
+        net.send(sport, 5001);
         assert!(
             wait_for(sniff2.as_raw_fd(), wait(), from(sport)).is_some(),
             "flow from port {sport} did not move to GW2 after w1 was deleted"
@@ -307,18 +207,18 @@ fn interface_removed_and_recreated_is_re_resolved() {
     wan1.run(|| peer.attach_pass("p1").unwrap());
     let sniff1 = wan1.run(|| packet_socket("p1"));
     wait_until("GW1 active again", Duration::from_secs(10), || {
-        state("GW1").is_some_and(|st| st == ("Active".into(), "Ready".into()))
+        status(&socket).is_some_and(|s| active(&s, "GW1"))
     });
     println!(
         "w1 re-created: GW1 Ready and Active after {:?}",
         t.elapsed()
     );
-    let why = explain(&socket, 5001);
+    let why = net.explain(&socket, 40009, 5001);
     assert!(
         why.contains("gateway GW1"),
         "after the interface came back: {why}"
     );
-    send(41003);
+    net.send(41003, 5001);
     assert!(
         wait_for(sniff1.as_raw_fd(), wait(), from(41003)).is_some(),
         "a new flow did not leave through the re-created w1"

@@ -25,12 +25,12 @@ use std::{
 use crate::support::{
     self,
     netns::{Netns, tun},
-    wan::{Agent, AgentDir, request, status, wait_until},
+    wan::{Agent, AgentConfig, AgentDir, Link, Rule, scrape, status, wait_until},
 };
 use futures::StreamExt;
 use xwan::{
     config::{Aead, IpsecTunnel, ManualSa, Owner, SaAlgorithms, TunnelDevice},
-    control::{Answer, Request},
+    status::Status,
     xfrm::{self, LinkSas, PolicySpec, XfrmEvent, XfrmSocket, keys::LinkKeys},
 };
 
@@ -178,59 +178,55 @@ fn policies_events_acquire_and_manual_sas() {
     });
 }
 
-fn agent_config(dir: &Path, manual: Option<&Path>, owner: &str) -> String {
-    agent_config_for(
-        dir,
-        manual,
-        owner,
-        "interface = \"vti1\"\nkind = \"vti\"\nkey = 101",
-    )
-}
-
-/// [`agent_config`] with TunWAN1's device given as TOML lines (interface, kind, key/if_id).
-fn agent_config_for(dir: &Path, manual: Option<&Path>, owner: &str, device: &str) -> String {
-    let manual = manual.map_or(String::new(), |k| {
+/// The agent's configuration: IPsec link TunWAN1 (192.0.2.1 -> 192.0.2.2) on `interface` of
+/// `kind` (`id`: its `key` or `if_id` line) owned by `owner`, with manual SAs keyed by `keys`
+/// (else IKE's); gateway RemoteTunWAN1 behind it, probed at its address; router R drops when
+/// it is Unavailable; everything goes through R.
+fn config(
+    interface: &'static str,
+    kind: &'static str,
+    id: &str,
+    owner: &str,
+    keys: Option<&Path>,
+) -> AgentConfig {
+    let mut more = vec![
+        id.to_owned(),
+        format!("owner = {owner:?}"),
+        "local = \"192.0.2.1\"".to_owned(),
+        "remote = \"192.0.2.2\"".to_owned(),
+    ];
+    more.extend(keys.map(|k| {
         format!(
             "manual_sa = {{ spi_in = 0xb0000001, spi_out = 0xa0000001, aead = \"aes128gcm16\", key_file = \"{}\" }}",
             k.display()
         )
-    });
-    format!(
-        r#"
-[agent]
-lan_interfaces = ["l0"]
-bpffs = "{dir}/bpffs"
-control_socket = "{dir}/ctl.sock"
+    }));
+    AgentConfig {
+        lan: vec!["l0"],
+        links: vec![Link {
+            name: "TunWAN1",
+            interface,
+            kind,
+            address: "172.16.1.1/30",
+            more,
+            gateway: "RemoteTunWAN1",
+            gateway_address: "172.16.1.2",
+            check: Some("172.16.1.2"),
+        }],
+        main: vec!["RemoteTunWAN1"],
+        backups: vec![],
+        on_failure: "drop",
+        rules: vec![Rule {
+            name: "all",
+            udp_port: None,
+            block: false,
+        }],
+    }
+}
 
-[[link]]
-name = "TunWAN1"
-{device}
-owner = "{owner}"
-address = "172.16.1.1/30"
-local = "192.0.2.1"
-remote = "192.0.2.2"
-{manual}
-
-[[gateway]]
-name = "RemoteTunWAN1"
-link = "TunWAN1"
-address = "172.16.1.2"
-check = ["172.16.1.2"]
-
-[[router]]
-name = "R"
-gateways = ["RemoteTunWAN1"]
-frequency = "200ms"
-wait = "100ms"
-on_failure = "drop"
-
-[[rule]]
-name = "all"
-action = "route"
-router = "R"
-"#,
-        dir = dir.display()
-    )
+/// [`config`] with TunWAN1 on the VTI vti1, key 101.
+fn vti_config(owner: &str, keys: Option<&Path>) -> AgentConfig {
+    config("vti1", "vti", "key = 101", owner, keys)
 }
 
 /// A router namespace: a LAN veth (l0) and a TUN device standing in for the VTI `vti1`.
@@ -245,26 +241,9 @@ fn router_ns(tag: &str) -> (Netns, std::fs::File) {
     (ns, t)
 }
 
-fn scrape(ns: &Netns) -> String {
-    ns.run(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect("127.0.0.1:9464").ok()?;
-        s.set_read_timeout(Some(WAIT)).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        Some(body)
-    })
-    .unwrap_or_default()
-}
-
-fn stop(socket: &Path, agent: &mut Agent) {
-    assert!(matches!(
-        request(socket, Request::Stop),
-        Ok(Answer::Stopping)
-    ));
-    agent.wait_exit(WAIT);
+/// `ip -n NS COMMAND`, the command's words separated by spaces.
+fn ip(ns: &Netns, command: &str) {
+    ns.ip(&command.split(' ').collect::<Vec<_>>());
 }
 
 #[test]
@@ -272,9 +251,8 @@ fn agent_without_sa_keeps_the_gateway_unavailable() {
     let _turn = support::exclusive();
     let (ns, _tun) = router_ns("sa");
     let dir = AgentDir::new("xfrm-nosa");
-    let cfg = dir.path().join("xwan.toml");
-    std::fs::write(&cfg, agent_config(dir.path(), None, "external")).unwrap();
-    let mut agent = Agent::start(&ns, &cfg, &dir.path().join("agent.log"));
+    dir.write(&vti_config("external", None));
+    let mut agent = Agent::start(&ns, &dir, "agent.log");
     let socket = dir.socket();
     let t = Instant::now();
     wait_no_sa(&socket);
@@ -291,7 +269,7 @@ fn agent_without_sa_keeps_the_gateway_unavailable() {
         ("TunWAN1", "vti key 101", "ike", false)
     );
     assert!(row.sas.is_empty());
-    let body = scrape(&ns);
+    let body = scrape(&ns).unwrap_or_default();
     for want in [
         "xwan_ipsec_link_usable{link=\"TunWAN1\"} 0",
         "xwan_ipsec_sa_count{link=\"TunWAN1\",direction=\"in\"} 0",
@@ -303,7 +281,7 @@ fn agent_without_sa_keeps_the_gateway_unavailable() {
     std::thread::sleep(Duration::from_millis(1000));
     let g = &status(&socket).unwrap().routers[0].gateways[0];
     assert_eq!(g.reason, "no SA");
-    stop(&socket, &mut agent);
+    agent.stop(&dir, WAIT);
     // External interface: left in place.
     ns.ip(&["link", "show", "vti1"]);
 }
@@ -320,10 +298,8 @@ fn manual_keys_are_checked_and_never_shown() {
     )
     .unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let cfg = dir.path().join("xwan.toml");
-    std::fs::write(&cfg, agent_config(dir.path(), Some(&keys), "external")).unwrap();
-    let log = dir.path().join("agent.log");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    dir.write(&vti_config("external", Some(&keys)));
+    let read_log = || dir.log("agent.log");
     let assert_secret = |what: &str, text: &str| {
         for k in [KEY_IN, KEY_OUT, &KEY_IN[..8], &KEY_OUT[..8]] {
             assert!(!text.contains(k), "key material in {what}:\n{text}");
@@ -334,7 +310,7 @@ fn manual_keys_are_checked_and_never_shown() {
     let check = |what: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
             .args(["check", "--config"])
-            .arg(&cfg)
+            .arg(dir.config())
             .output()
             .unwrap();
         let text = format!(
@@ -370,7 +346,7 @@ fn manual_keys_are_checked_and_never_shown() {
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     // Readable by others: refused before anything is installed.
-    let mut agent = Agent::start(&ns, &cfg, &log);
+    let mut agent = Agent::start(&ns, &dir, "agent.log");
     agent.wait_exit(WAIT);
     let text = read_log();
     assert!(
@@ -383,23 +359,9 @@ fn manual_keys_are_checked_and_never_shown() {
     assert_secret("the log", &text);
 
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut agent = Agent::start(&ns, &cfg, &log);
     let socket = dir.socket();
-    let deadline = Instant::now() + WAIT;
-    let up = loop {
-        if agent.0.try_wait().unwrap().is_some() {
-            break false;
-        }
-        if status(&socket).is_some_and(|s| s.ipsec.first().is_some_and(|r| r.usable)) {
-            break true;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "agent neither up nor exited:\n{}",
-            read_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (mut agent, up) =
+        start_up_or_exit(&ns, &dir, |s| s.ipsec.first().is_some_and(|r| r.usable));
     if up {
         // A kernel with ESP: the SAs are there, shown without their keys.
         let s = status(&socket).unwrap();
@@ -409,7 +371,7 @@ fn manual_keys_are_checked_and_never_shown() {
             "{json}"
         );
         assert_secret("the status", &json);
-        let body = scrape(&ns);
+        let body = scrape(&ns).unwrap_or_default();
         assert!(
             body.contains("xwan_ipsec_link_usable{link=\"TunWAN1\"} 1"),
             "{body}"
@@ -433,7 +395,7 @@ fn manual_keys_are_checked_and_never_shown() {
         let s = status(&socket).unwrap();
         assert_eq!(s.routers[0].gateways[0].availability, "Unavailable");
         assert!(!s.ipsec[0].usable);
-        stop(&socket, &mut agent);
+        agent.stop(&dir, WAIT);
         let left = ns.run(|| XfrmSocket::open().unwrap().sas().unwrap());
         assert!(left.is_empty(), "xwan stop left SAs: {left:?}");
         assert!(
@@ -457,13 +419,10 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
     let _turn = support::exclusive();
     let ns = lan_ns("own");
     let dir = AgentDir::new("xfrm-own");
-    let cfg = dir.path().join("xwan.toml");
-    std::fs::write(&cfg, agent_config(dir.path(), None, "xwan")).unwrap();
-    let log = dir.path().join("agent.log");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    dir.write(&vti_config("xwan", None));
+    let read_log = || dir.log("agent.log");
 
-    let socket = dir.socket();
-    let (mut agent, up) = start_up_or_exit(&ns, &cfg, &log, &socket);
+    let (mut agent, up) = start_up_or_exit(&ns, &dir, |_| true);
     if up {
         // A kernel with ip_vti: created with xwan's alias, removed by `xwan stop`.
         let text = link_details(&ns, "vti1").expect("vti1 created");
@@ -471,7 +430,7 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
             text.contains("alias xwan:TunWAN1") && text.contains("vti"),
             "{text}"
         );
-        stop(&socket, &mut agent);
+        agent.stop(&dir, WAIT);
         assert!(link_details(&ns, "vti1").is_none(), "xwan stop left vti1");
     } else {
         let text = read_log();
@@ -485,7 +444,7 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
 
     // An interface of that name that is not the declared VTI: refused, saying what differs.
     let _tun = ns.run(|| tun("vti1"));
-    let mut agent = Agent::start(&ns, &cfg, &log);
+    let mut agent = Agent::start(&ns, &dir, "agent.log");
     agent.wait_exit(WAIT);
     let text = read_log();
     assert!(
@@ -502,21 +461,10 @@ fn owned_vti_is_created_or_refused_with_what_differs() {
 /// Deletes TunWAN1's outbound SA (SPI 0xa0000001, mark 101), as a peer's DELETE, an expiry
 /// or an operator would.
 fn delete_outbound_sa(ns: &Netns) {
-    ns.ip(&[
-        "xfrm",
-        "state",
-        "delete",
-        "src",
-        "192.0.2.1",
-        "dst",
-        "192.0.2.2",
-        "proto",
-        "esp",
-        "spi",
-        "0xa0000001",
-        "mark",
-        "101",
-    ]);
+    ip(
+        ns,
+        "xfrm state delete src 192.0.2.1 dst 192.0.2.2 proto esp spi 0xa0000001 mark 101",
+    );
 }
 
 /// A namespace with only a LAN veth (l0, peer h0), both up.
@@ -531,13 +479,7 @@ fn lan_ns(tag: &str) -> Netns {
 
 /// `ip -d link show DEV` in `ns`; `None` when there is no such interface.
 fn link_details(ns: &Netns, dev: &str) -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &ns.name, "-d", "link", "show", dev])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    ns.try_ip(&["-d", "link", "show", dev]).ok()
 }
 
 /// Waits until the (only) router's first gateway is Unavailable with reason `no SA`.
@@ -552,21 +494,22 @@ fn wait_no_sa(socket: &Path) {
     });
 }
 
-/// Starts an agent; returns it and whether it came up (`false`: it exited).
-fn start_up_or_exit(ns: &Netns, cfg: &Path, log: &Path, socket: &Path) -> (Agent, bool) {
-    let mut agent = Agent::start(ns, cfg, log);
+/// Starts an agent with `dir`'s configuration; returns it and whether it came up (its status
+/// satisfies `up`) rather than exited.
+fn start_up_or_exit(ns: &Netns, dir: &AgentDir, up: impl Fn(&Status) -> bool) -> (Agent, bool) {
+    let mut agent = Agent::start(ns, dir, "agent.log");
     let deadline = Instant::now() + WAIT;
     loop {
         if agent.0.try_wait().unwrap().is_some() {
             return (agent, false);
         }
-        if status(socket).is_some() {
+        if status(&dir.socket()).is_some_and(|s| up(&s)) {
             return (agent, true);
         }
         assert!(
             Instant::now() < deadline,
             "agent neither up nor exited:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
+            dir.log("agent.log")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -580,13 +523,10 @@ fn owned_xfrm_interface_is_created_and_removed() {
     let _turn = support::exclusive();
     let ns = lan_ns("ownx");
     let dir = AgentDir::new("xfrm-ownx");
-    let cfg = dir.path().join("xwan.toml");
-    let device = "interface = \"ipsec1\"\nkind = \"xfrm\"\nif_id = 101";
-    std::fs::write(&cfg, agent_config_for(dir.path(), None, "xwan", device)).unwrap();
-    let log = dir.path().join("agent.log");
+    dir.write(&config("ipsec1", "xfrm", "if_id = 101", "xwan", None));
     let socket = dir.socket();
-    let (mut agent, up) = start_up_or_exit(&ns, &cfg, &log, &socket);
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (mut agent, up) = start_up_or_exit(&ns, &dir, |_| true);
+    let text = dir.log("agent.log");
     if !up {
         assert!(
             text.contains("link 'TunWAN1': creating ipsec1 failed: ")
@@ -609,53 +549,22 @@ fn owned_xfrm_interface_is_created_and_removed() {
         (s.ipsec[0].device.as_str(), s.ipsec[0].usable),
         ("xfrm if_id 101", false)
     );
-    stop(&socket, &mut agent);
+    agent.stop(&dir, WAIT);
     assert!(
         link_details(&ns, "ipsec1").is_none(),
         "xwan stop left ipsec1"
     );
 }
 
-/// `ip -n NS ARGS...`: whether it succeeded, and its stderr.
-fn try_ip(ns: &Netns, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &ns.name])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `ip xfrm state add` of one ESP SA as the agent installs it for link key 101.
-fn esp_sa(src: &str, dst: &str, spi: &str, key: &str) -> Vec<String> {
-    [
-        "xfrm",
-        "state",
-        "add",
-        "src",
-        src,
-        "dst",
-        dst,
-        "proto",
-        "esp",
-        "spi",
-        spi,
-        "reqid",
-        "101",
-        "mode",
-        "tunnel",
-        "mark",
-        "101",
-        "aead",
-        "rfc4106(gcm(aes))",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("0x{key}"), "128".to_owned()])
-    .collect()
+fn add_esp_sa(ns: &Netns, src: &str, dst: &str, spi: &str, key: &str) {
+    ip(
+        ns,
+        &format!(
+            "xfrm state add src {src} dst {dst} proto esp spi {spi} reqid 101 mode tunnel \
+             mark 101 aead rfc4106(gcm(aes)) 0x{key} 128"
+        ),
+    );
 }
 
 #[test]
@@ -674,37 +583,18 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
         router.ip(&["link", "set", d, "up"]);
     }
     peer.ip(&["link", "set", "w1", "up"]);
-    let (has_vti, err) = try_ip(
-        &peer,
-        &[
-            "link",
-            "add",
-            "vti1",
-            "type",
-            "vti",
-            "local",
-            "192.0.2.2",
-            "remote",
-            "192.0.2.1",
-            "key",
-            "101",
-        ],
-    );
+    let vti = "link add vti1 type vti local 192.0.2.2 remote 192.0.2.1 key 101";
+    let vti = peer.try_ip(&vti.split(' ').collect::<Vec<_>>());
     let dir = AgentDir::new("xfrm-loss");
     let keys = dir.path().join("wan1.keys");
     std::fs::write(&keys, format!("in = 0x{KEY_IN}\nout = 0x{KEY_OUT}\n")).unwrap();
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let cfg = dir.path().join("xwan.toml");
-    std::fs::write(&cfg, agent_config(dir.path(), Some(&keys), "xwan")).unwrap();
-    let log = dir.path().join("agent.log");
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    if !has_vti {
+    dir.write(&vti_config("xwan", Some(&keys)));
+    let read_log = || dir.log("agent.log");
+    if let Err(e) = vti {
         // No ip_vti (the development kernel): the agent refuses to start, saying why.
-        println!(
-            "no VTI in this kernel ({}): refusal checked only",
-            err.trim()
-        );
-        let mut agent = Agent::start(&router, &cfg, &log);
+        println!("no VTI in this kernel ({e:#}): refusal checked only");
+        let mut agent = Agent::start(&router, &dir, "agent.log");
         agent.wait_exit(WAIT);
         let text = read_log();
         assert!(
@@ -716,43 +606,22 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
     }
     peer.ip(&["addr", "add", "172.16.1.2/30", "dev", "vti1"]);
     peer.ip(&["link", "set", "vti1", "up"]);
-    let sa = |ns: &Netns, src, dst, spi, key| {
-        let args = esp_sa(src, dst, spi, key);
-        ns.ip(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    };
-    sa(&peer, "192.0.2.2", "192.0.2.1", "0xb0000001", KEY_IN);
-    sa(&peer, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
+    add_esp_sa(&peer, "192.0.2.2", "192.0.2.1", "0xb0000001", KEY_IN);
+    add_esp_sa(&peer, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
     for (dir, src, dst) in [
         ("out", "192.0.2.2", "192.0.2.1"),
         ("in", "192.0.2.1", "192.0.2.2"),
     ] {
-        peer.ip(&[
-            "xfrm",
-            "policy",
-            "add",
-            "src",
-            "0.0.0.0/0",
-            "dst",
-            "0.0.0.0/0",
-            "dir",
-            dir,
-            "mark",
-            "101",
-            "tmpl",
-            "src",
-            src,
-            "dst",
-            dst,
-            "proto",
-            "esp",
-            "reqid",
-            "101",
-            "mode",
-            "tunnel",
-        ]);
+        ip(
+            &peer,
+            &format!(
+                "xfrm policy add src 0.0.0.0/0 dst 0.0.0.0/0 dir {dir} mark 101 tmpl src {src} \
+                 dst {dst} proto esp reqid 101 mode tunnel"
+            ),
+        );
     }
 
-    let mut agent = Agent::start(&router, &cfg, &log);
+    let mut agent = Agent::start(&router, &dir, "agent.log");
     let socket = dir.socket();
     let gateway = || {
         status(&socket).map(|s| {
@@ -805,7 +674,7 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
 
     // The SA back (as IKE would install it): probes pass again, Ready.
     let t = Instant::now();
-    sa(&router, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
+    add_esp_sa(&router, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
     ready("the gateway Ready again after re-adding the SA");
     println!("gateway Ready {:?} after the SA was re-added", t.elapsed());
     // Probes go through the new SA and their answers come back.
@@ -817,7 +686,9 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
         !read_log().contains(KEY_OUT) && !read_log().contains(&KEY_OUT[..8]),
         "key material in the log"
     );
-    stop(&socket, &mut agent);
-    let (gone, _) = try_ip(&router, &["link", "show", "vti1"]);
-    assert!(!gone, "xwan stop left vti1");
+    agent.stop(&dir, WAIT);
+    assert!(
+        link_details(&router, "vti1").is_none(),
+        "xwan stop left vti1"
+    );
 }

@@ -40,6 +40,22 @@ impl Netns {
         ok(self.inner.ip(args))
     }
 
+    /// `ip -n NAME ARGS...`: its output, or why it failed.
+    pub fn try_ip(&self, args: &[&str]) -> anyhow::Result<String> {
+        xwan_testkit::run(&[&["ip", "-n", &self.name], args].concat())
+    }
+
+    /// `ip netns exec NAME PROGRAM ARGS...` (for tools that act on their own namespace, such
+    /// as `nft`): its output.
+    pub fn exec(&self, program: &str, args: &[&str]) -> String {
+        ok(self.try_exec(program, args))
+    }
+
+    /// [`Netns::exec`], or why it failed.
+    pub fn try_exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        self.inner.exec(program, args, "")
+    }
+
     /// Runs `f` on a thread whose network namespace is this one.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         ok(self.inner.run(|| Ok(f())))

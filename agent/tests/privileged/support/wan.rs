@@ -1,4 +1,5 @@
-//! The two-WAN topology the agent tests share, and the agent process they run in it:
+//! The two-WAN topology the agent tests share, the one builder of every agent test's
+//! configuration ([`AgentConfig`]), and the agent process they run:
 //!
 //! ```text
 //! lan (h0 NET.2/24) ── rtr (l0 NET.1/24; w1 192.0.2.1/30, w2 192.0.2.5/30) ── wan1 (p1 .2)
@@ -7,7 +8,8 @@
 //! The WAN peers carry an XDP program so that veth delivers XDP-redirected frames to them.
 
 use std::{
-    os::fd::AsRawFd,
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -15,9 +17,11 @@ use std::{
 
 use xwan::{
     control::{Answer, Request, call},
-    datapath::{Datapath, TestBpffs},
+    datapath::{Datapath, LINKS_DIR, TestBpffs},
     status::Status,
 };
+
+use super::netns::{Netns, packet_socket};
 
 /// Bound of every wait: 5 s, or `XWAN_TEST_WAIT_SECS` (the Linux 6.1 VM suite's emulated CPU
 /// needs longer).
@@ -26,7 +30,7 @@ pub fn wait() -> Duration {
     Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(5))
 }
 
-/// How router R of [`config`] uses its two gateways.
+/// How router R of [`AgentConfig::two_wan`] uses its two gateways.
 #[derive(Clone, Copy)]
 pub enum Roles {
     /// GW1 main, GW2 backup.
@@ -35,66 +39,136 @@ pub enum Roles {
     BothMain,
 }
 
-/// The agent's configuration for [`TwoWan`], its files under `dir`: router R on GW1 (WAN1) and
-/// GW2 (WAN2) in `roles`, probed every 200 ms (wait 100 ms, 3 tries); UDP/5001 goes through R,
-/// UDP/5003 is blocked.
-pub fn config(dir: &Path, roles: Roles) -> String {
-    let gateways = match roles {
-        Roles::MainAndBackup => "gateways = [\"GW1\"]\nbackups = [\"GW2\"]",
-        Roles::BothMain => "gateways = [\"GW1\", \"GW2\"]",
-    };
-    format!(
-        r#"
-[agent]
-lan_interfaces = ["l0"]
-bpffs = "{dir}/bpffs"
-control_socket = "{dir}/ctl.sock"
+/// An agent's configuration, as the tests vary it: its LAN interfaces, links (each with one
+/// gateway), rules and one router, `R`, probing every 200 ms (wait 100 ms, 3 tries). [`AgentConfig::toml`]
+/// writes the TOML for an [`AgentDir`] (the bpffs and control socket are there).
+pub struct AgentConfig {
+    /// `lan_interfaces`.
+    pub lan: Vec<&'static str>,
+    pub links: Vec<Link>,
+    /// R's `gateways` and `backups`.
+    pub main: Vec<&'static str>,
+    pub backups: Vec<&'static str>,
+    /// R's `on_failure`.
+    pub on_failure: &'static str,
+    pub rules: Vec<Rule>,
+}
 
-[[link]]
-name = "WAN1"
-interface = "w1"
-kind = "ethernet"
-address = "192.0.2.1/30"
+/// A link, and the one gateway behind it.
+pub struct Link {
+    pub name: &'static str,
+    pub interface: &'static str,
+    pub kind: &'static str,
+    pub address: &'static str,
+    /// Further `key = value` lines (an IPsec link's key, owner, endpoints, manual SA).
+    pub more: Vec<String>,
+    /// The gateway's name and address, and its `check` target (none: the address is probed).
+    pub gateway: &'static str,
+    pub gateway_address: &'static str,
+    pub check: Option<&'static str>,
+}
 
-[[link]]
-name = "WAN2"
-interface = "w2"
-kind = "ethernet"
-address = "192.0.2.5/30"
+pub struct Rule {
+    pub name: &'static str,
+    /// Matches UDP to this port; `None`: every packet.
+    pub udp_port: Option<u16>,
+    /// Drops what it matches, instead of routing it through R.
+    pub block: bool,
+}
 
-[[gateway]]
-name = "GW1"
-link = "WAN1"
-address = "192.0.2.2"
+impl AgentConfig {
+    /// [`TwoWan`]'s: router R on GW1 (WAN1, w1) and GW2 (WAN2, w2) in `roles`, `on_failure =
+    /// "default-route"`; UDP/5001 goes through R, UDP/5003 is blocked.
+    pub fn two_wan(roles: Roles) -> AgentConfig {
+        let link = |name, interface, address, gateway, gateway_address| Link {
+            name,
+            interface,
+            kind: "ethernet",
+            address,
+            more: vec![],
+            gateway,
+            gateway_address,
+            check: None,
+        };
+        let (main, backups) = match roles {
+            Roles::MainAndBackup => (vec!["GW1"], vec!["GW2"]),
+            Roles::BothMain => (vec!["GW1", "GW2"], vec![]),
+        };
+        AgentConfig {
+            lan: vec!["l0"],
+            links: vec![
+                link("WAN1", "w1", "192.0.2.1/30", "GW1", "192.0.2.2"),
+                link("WAN2", "w2", "192.0.2.5/30", "GW2", "192.0.2.6"),
+            ],
+            main,
+            backups,
+            on_failure: "default-route",
+            rules: vec![
+                Rule {
+                    name: "udp5001",
+                    udp_port: Some(5001),
+                    block: false,
+                },
+                Rule {
+                    name: "no5003",
+                    udp_port: Some(5003),
+                    block: true,
+                },
+            ],
+        }
+    }
 
-[[gateway]]
-name = "GW2"
-link = "WAN2"
-address = "192.0.2.6"
-
-[[router]]
-name = "R"
-{gateways}
-frequency = "200ms"
-wait = "100ms"
-tries = 3
-on_failure = "default-route"
-
-[[rule]]
-name = "udp5001"
-protocol = ["udp"]
-dst_port = ["5001"]
-action = "route"
-router = "R"
-
-[[rule]]
-name = "no5003"
-protocol = ["udp"]
-dst_port = ["5003"]
-action = "block"
-"#,
-        dir = dir.display()
-    )
+    /// The configuration file for an agent whose bpffs and control socket are in `dir`.
+    pub fn toml(&self, dir: &Path) -> String {
+        let list = |names: &[&str]| {
+            let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let dir = dir.display();
+        let mut t = format!(
+            "[agent]\nlan_interfaces = {}\nbpffs = \"{dir}/bpffs\"\ncontrol_socket = \"{dir}/ctl.sock\"\n",
+            list(&self.lan)
+        );
+        for l in &self.links {
+            t += &format!(
+                "\n[[link]]\nname = {:?}\ninterface = {:?}\nkind = {:?}\naddress = {:?}\n",
+                l.name, l.interface, l.kind, l.address
+            );
+            l.more.iter().for_each(|line| t += &format!("{line}\n"));
+        }
+        for l in &self.links {
+            t += &format!(
+                "\n[[gateway]]\nname = {:?}\nlink = {:?}\naddress = {:?}\n",
+                l.gateway, l.name, l.gateway_address
+            );
+            if let Some(target) = l.check {
+                t += &format!("check = [{target:?}]\n");
+            }
+        }
+        t += &format!(
+            "\n[[router]]\nname = \"R\"\ngateways = {}\n",
+            list(&self.main)
+        );
+        if !self.backups.is_empty() {
+            t += &format!("backups = {}\n", list(&self.backups));
+        }
+        t += &format!(
+            "frequency = \"200ms\"\nwait = \"100ms\"\ntries = 3\non_failure = {:?}\n",
+            self.on_failure
+        );
+        for r in &self.rules {
+            t += &format!("\n[[rule]]\nname = {:?}\n", r.name);
+            if let Some(port) = r.udp_port {
+                t += &format!("protocol = [\"udp\"]\ndst_port = [\"{port}\"]\n");
+            }
+            t += if r.block {
+                "action = \"block\"\n"
+            } else {
+                "action = \"route\"\nrouter = \"R\"\n"
+            };
+        }
+        t
+    }
 }
 
 /// (state, availability) of gateway `gw` in router R.
@@ -104,8 +178,14 @@ pub fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
     Some((g.state.clone(), g.availability.clone()))
 }
 
-/// The value of the series `name{labels}` in a scrape of the agent in `ns`.
-pub fn metric(ns: &Netns, series: &str) -> Option<f64> {
+/// Whether gateway `gw` of router R is Active and Ready.
+pub fn active(s: &Status, gw: &str) -> bool {
+    gateway_state(s, gw)
+        .is_some_and(|(state, availability)| state == "Active" && availability == "Ready")
+}
+
+/// A scrape of `/metrics` of the agent in `ns` (`None`: no answer).
+pub fn scrape(ns: &Netns) -> Option<String> {
     let body = ns.run(|| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect("127.0.0.1:9464").ok()?;
@@ -121,7 +201,13 @@ pub fn metric(ns: &Netns, series: &str) -> Option<f64> {
         "{}",
         &body[..body.len().min(300)]
     );
-    body.lines()
+    Some(body)
+}
+
+/// The value of the series `name{labels}` in a scrape of the agent in `ns`.
+pub fn metric(ns: &Netns, series: &str) -> Option<f64> {
+    scrape(ns)?
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
@@ -135,39 +221,32 @@ pub fn udp_sport(frame: &[u8]) -> Option<u16> {
         .then(|| u16::from_be_bytes([frame[14 + 20], frame[14 + 21]]))
 }
 
-/// `nft ARGS` (split on spaces) in namespace `ns`; panics if it fails.
-pub fn nft(ns: &Netns, args: &str) {
-    let st = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft"])
-        .args(args.split(' '))
-        .status()
-        .unwrap();
-    assert!(st.success(), "nft {args}");
-}
-
 /// A silent blackhole in a WAN peer: it drops the echo requests it receives (table
 /// `blackhole`).
 pub fn blackhole(ns: &Netns) {
-    nft(ns, "add table inet blackhole");
-    nft(
-        ns,
-        "add chain inet blackhole in { type filter hook input priority 0 ; }",
+    ns.exec(
+        "nft",
+        &["add table inet blackhole; \
+             add chain inet blackhole in { type filter hook input priority 0 ; }; \
+             add rule inet blackhole in icmp type echo-request drop"],
     );
-    nft(ns, "add rule inet blackhole in icmp type echo-request drop");
 }
 
 /// Removes [`blackhole`]'s table.
 pub fn clear_blackhole(ns: &Netns) {
-    nft(ns, "delete table inet blackhole");
+    ns.exec("nft", &["delete", "table", "inet", "blackhole"]);
 }
 
-use super::netns::Netns;
+/// Where the tests send their UDP: an address behind the WANs.
+pub const FAR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
 
 pub struct TwoWan {
     pub lan: Netns,
     pub rtr: Netns,
     pub wan1: Netns,
     pub wan2: Netns,
+    /// The LAN host's address, NET.2.
+    pub host: Ipv4Addr,
     // One data plane per peer namespace (interface indexes are per namespace), then the
     // bpffs holding their pins.
     _peers: [Datapath; 2],
@@ -220,15 +299,74 @@ impl TwoWan {
             rtr,
             wan1,
             wan2,
+            host: format!("{net}.2").parse().unwrap(),
             _peers: peers,
             _fs: fs,
         }
+    }
+
+    /// Packet sockets on the WAN peers' interfaces (p1, p2): what leaves through GW1 and GW2.
+    pub fn sniff(&self) -> [OwnedFd; 2] {
+        [
+            self.wan1.run(|| packet_socket("p1")),
+            self.wan2.run(|| packet_socket("p2")),
+        ]
+    }
+
+    /// One UDP datagram from the LAN host, port `sport`, to [`FAR`] port `dport`.
+    pub fn send(&self, sport: u16, dport: u16) {
+        let from = SocketAddrV4::new(self.host, sport);
+        self.lan.run(|| {
+            let s = UdpSocket::bind(from).unwrap();
+            s.send_to(b"xwan", SocketAddrV4::new(FAR, dport)).unwrap();
+        });
+    }
+
+    /// What `xwan explain` (the agent at `socket`) says of [`TwoWan::send`]'s datagram.
+    pub fn explain(&self, socket: &Path, sport: u16, dport: u16) -> String {
+        let q = xwan::explain::Query {
+            src: self.host.into(),
+            dst: FAR.into(),
+            proto: 17,
+            sport: Some(sport),
+            dport: Some(dport),
+            dscp: 0,
+            iface: None,
+        };
+        match request(socket, Request::Explain(q)) {
+            Ok(Answer::Explained { text }) => text,
+            other => panic!("explain: {other:?}"),
+        }
+    }
+
+    /// `xwan run` in the router with [`AgentConfig::two_wan`] in `roles`, its files in a new
+    /// [`AgentDir`] named `tag` (its log `agent.log`), once R's main gateways are Active and
+    /// Ready (waiting at most `within`): the directory, the agent, and how long after its start
+    /// that took.
+    pub fn start_agent(
+        &self,
+        tag: &str,
+        roles: Roles,
+        within: Duration,
+    ) -> (AgentDir, Agent, Duration) {
+        let dir = AgentDir::new(tag);
+        dir.write(&AgentConfig::two_wan(roles));
+        let agent = Agent::start(&self.rtr, &dir, "agent.log");
+        let main = match roles {
+            Roles::MainAndBackup => &["GW1"][..],
+            Roles::BothMain => &["GW1", "GW2"],
+        };
+        let socket = dir.socket();
+        let took = wait_until(&format!("{} active", main.join(" and ")), within, || {
+            status(&socket).is_some_and(|s| main.iter().all(|gw| active(&s, gw)))
+        });
+        (dir, agent, took)
     }
 }
 
 /// The agents' directory (config, logs, control socket, bpffs mount point): unmounted and
 /// removed on drop. Declare it before the [`Agent`]s so they are killed first.
-pub struct AgentDir(pub PathBuf);
+pub struct AgentDir(PathBuf);
 
 impl AgentDir {
     pub fn new(tag: &str) -> AgentDir {
@@ -244,6 +382,21 @@ impl AgentDir {
 
     pub fn socket(&self) -> PathBuf {
         self.0.join("ctl.sock")
+    }
+
+    /// The configuration file [`Agent::start`] runs.
+    pub fn config(&self) -> PathBuf {
+        self.0.join("xwan.toml")
+    }
+
+    /// Writes `config` as [`AgentDir::config`].
+    pub fn write(&self, config: &AgentConfig) {
+        std::fs::write(self.config(), config.toml(&self.0)).unwrap();
+    }
+
+    /// What the agent logged to `log` so far.
+    pub fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.0.join(log)).unwrap_or_default()
     }
 }
 
@@ -277,13 +430,13 @@ impl Drop for AgentDir {
 pub struct Agent(pub Child);
 
 impl Agent {
-    /// `xwan run --config CFG` in namespace `ns`. Not `ip netns exec`: that also gives the
-    /// agent a mount namespace of its own, hiding its bpffs from the test and from a restarted
-    /// agent.
-    pub fn start(ns: &Netns, cfg: &Path, log: &Path) -> Agent {
+    /// `xwan run` with `dir`'s configuration, in namespace `ns`, logging to `log` in `dir`.
+    /// Not `ip netns exec`: that also gives the agent a mount namespace of its own, hiding its
+    /// bpffs from the test and from a restarted agent.
+    pub fn start(ns: &Netns, dir: &AgentDir, log: &str) -> Agent {
         let netns = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
-        cmd.args(["run", "--config"]).arg(cfg);
+        cmd.args(["run", "--config"]).arg(dir.config());
         // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
         unsafe {
             use std::os::unix::process::CommandExt;
@@ -297,10 +450,18 @@ impl Agent {
         }
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
             .spawn()
             .unwrap();
         Agent(child)
+    }
+
+    /// `xwan stop` through `dir`'s control socket: answered, and the agent gone within
+    /// `within`.
+    pub fn stop(&mut self, dir: &AgentDir, within: Duration) {
+        let answer = request(&dir.socket(), Request::Stop).unwrap();
+        assert_eq!(answer, Answer::Stopping);
+        self.wait_exit(within);
     }
 
     pub fn signal(&self, sig: i32) {
@@ -324,6 +485,37 @@ impl Drop for Agent {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// What a stopped agent leaves behind, its files in `dir` and its LAN interface l0 in `ns`:
+/// nothing. No pin, no links directory; no XDP program, TC filter or xwan program on l0.
+pub fn assert_nothing_left(ns: &Netns, dir: &AgentDir) {
+    let bpffs = dir.path().join("bpffs");
+    // `maps.debug` and `progs.debug` are bpffs's own iterators, present on every mount.
+    let pins: Vec<_> = std::fs::read_dir(&bpffs)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().ends_with(".debug"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "pins left behind: {pins:?}");
+    assert!(
+        !bpffs.join(LINKS_DIR).exists(),
+        "links directory left behind"
+    );
+    let link = ns.try_ip(&["link", "show", "l0"]).unwrap_or_default();
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after stop: {link}"
+    );
+    let tc = ns.try_exec("tc", &["filter", "show", "dev", "l0", "ingress"]);
+    let tc = tc.unwrap_or_default();
+    assert!(tc.trim().is_empty(), "TC filter left behind: {tc}");
+    let net = ns.try_exec("bpftool", &["net", "show", "dev", "l0"]);
+    let net = net.unwrap_or_default();
+    assert!(!net.contains("xwan"), "program left on l0: {net}");
 }
 
 /// One control request (`xwan status` and friends) from the test.
