@@ -55,12 +55,43 @@ const PROMPT: Duration = Duration::from_secs(1);
 /// Largest growth of the agent's resident memory while clients misbehave.
 const MEMORY: u64 = 8 << 20;
 
+/// A thread that runs until stopped, or dropped: `run` gets the stop flag.
+struct Background<T> {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> Background<T> {
+    fn spawn(run: impl FnOnce(&AtomicBool) -> T + Send + 'static) -> Background<T> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        Background {
+            stop,
+            thread: Some(std::thread::spawn(move || run(&s))),
+        }
+    }
+
+    /// Stops it; what it returned.
+    fn stop(mut self) -> T {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl<T> Drop for Background<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Misbehaving clients of the control socket, on a thread of their own until stopped. Each
 /// connection the agent closes is opened again at once, so the misbehaviour lasts.
 struct Clients {
-    stop: Arc<AtomicBool>,
     opened: Arc<AtomicU64>,
-    thread: Option<JoinHandle<BTreeSet<String>>>,
+    thread: Background<BTreeSet<String>>,
 }
 
 impl Clients {
@@ -132,14 +163,11 @@ impl Clients {
         socket: &Path,
         run: impl FnOnce(&Path, &AtomicBool, &AtomicU64) -> BTreeSet<String> + Send + 'static,
     ) -> Clients {
-        let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(AtomicU64::new(0));
-        let (s, o, socket) = (stop.clone(), opened.clone(), socket.to_path_buf());
-        let thread = std::thread::spawn(move || run(&socket, &s, &o));
+        let (o, socket) = (opened.clone(), socket.to_path_buf());
         Clients {
-            stop,
             opened,
-            thread: Some(thread),
+            thread: Background::spawn(move |stop| run(&socket, stop, &o)),
         }
     }
 
@@ -148,18 +176,8 @@ impl Clients {
     }
 
     /// Stops them; the distinct answers they got.
-    fn stop(mut self) -> BTreeSet<String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn stop(self) -> BTreeSet<String> {
+        self.thread.stop()
     }
 }
 
@@ -172,12 +190,6 @@ fn answer(s: &mut UnixStream) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// The peak of a process's resident memory, sampled every 10 ms until stopped.
-struct PeakRss {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<u64>>,
-}
-
 /// VmRSS of `pid`, bytes.
 fn rss(pid: u32) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -187,37 +199,16 @@ fn rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb << 10)
 }
 
-impl PeakRss {
-    fn start(pid: u32) -> PeakRss {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut peak = rss(pid);
-            while !s.load(Ordering::Relaxed) {
-                peak = peak.max(rss(pid));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak
-        });
-        PeakRss {
-            stop,
-            thread: Some(thread),
+/// The peak of a process's resident memory, sampled every 10 ms until stopped.
+fn peak_rss(pid: u32) -> Background<u64> {
+    Background::spawn(move |stop| {
+        let mut peak = rss(pid);
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(rss(pid));
+            std::thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for PeakRss {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+        peak
+    })
 }
 
 /// `xwan status --json` as an operator runs it: its status and how long it took (at most
@@ -329,7 +320,7 @@ fn misbehaving_control_clients_never_hold_up_probes_or_failover() {
         ),
     ];
     for (n, (what, start, connections, expected)) in cases.into_iter().enumerate() {
-        let peak = PeakRss::start(pid);
+        let peak = peak_rss(pid);
         let clients = start(&socket);
         wait_until(&format!("{what}: the clients connected"), wait(), || {
             clients.opened() >= connections
