@@ -39,22 +39,22 @@ fn doctor(ns: &Netns, args: &[&str]) -> Output {
         .expect("run xwan doctor")
 }
 
-fn interface<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["interfaces"]
+/// The entry of the report's list `list` whose `key` is `name`.
+fn entry<'a>(report: &'a Value, list: &str, key: &str, name: &str) -> &'a Value {
+    report[list]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["interface"] == name)
-        .unwrap_or_else(|| panic!("no row for {name}: {report:#}"))
+        .find(|e| e[key] == name)
+        .unwrap_or_else(|| panic!("no {list} entry {name}: {report:#}"))
+}
+
+fn interface<'a>(report: &'a Value, name: &str) -> &'a Value {
+    entry(report, "interfaces", "interface", name)
 }
 
 fn kernel_check<'a>(report: &'a Value, item: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["item"] == item)
-        .unwrap_or_else(|| panic!("no check {item}: {report:#}"))
+    entry(report, "checks", "item", item)
 }
 
 #[test]

@@ -10,7 +10,9 @@ use crate::support::{
     self,
     frames::{self, Ext, V4, V6},
     harness::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    plans::{HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, ports, tunnel_gateway, weighted},
+    plans::{
+        HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, no_gateway, ports, tunnel_gateway, weighted,
+    },
 };
 use xwan_common::{
     FLOW_REFRESH_NS, csum,
@@ -68,18 +70,8 @@ fn plan() -> Plan {
         routers: vec![
             RouterTable::single(0),
             RouterTable::single(1),
-            RouterTable {
-                slots: vec![],
-                keep: vec![],
-                hash: HashMode::Connection,
-                on_failure_pass: false,
-            },
-            RouterTable {
-                slots: vec![],
-                keep: vec![],
-                hash: HashMode::Connection,
-                on_failure_pass: true,
-            },
+            no_gateway(false),
+            no_gateway(true),
             weighted(&[(0, 1), (1, 1)], &[0, 1], HashMode::Connection, false),
         ],
         gateways: vec![
@@ -242,8 +234,10 @@ fn kernel_gets_what_it_must_see() {
     let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
     // TTL 1: the kernel answers with time exceeded.
-    let mut v4 = udp4("203.0.113.9");
-    v4.ttl = 1;
+    let v4 = V4 {
+        ttl: 1,
+        ..udp4("203.0.113.9")
+    };
     assert_eq!(
         h.check(&frame4(&v4, 40000, 5001, &[])).reason,
         reason::PASS_TTL
@@ -289,16 +283,20 @@ fn kernel_gets_what_it_must_see() {
 #[test]
 fn non_first_fragments_never_match_port_criteria() {
     let _turn = support::shared(module_path!());
-    let mut h = Harness::new(plan());
     // Bytes where the ports would be say 5001, but this is a non-first fragment.
-    let mut v4 = udp4("203.0.113.9");
-    v4.frag_offset = 100;
+    let v4 = V4 {
+        frag_offset: 100,
+        ..udp4("203.0.113.9")
+    };
+    let mut h = Harness::new(plan());
     let out = h.check(&frame4(&v4, 40000, 5001, &[]));
     assert_eq!(out.rule, Some(7), "only the port-less UDP rule may match");
     assert_eq!(out.reason, reason::PASS_RULE);
     // The first fragment carries the ports and is steered.
-    let mut first = udp4("203.0.113.9");
-    first.more_fragments = true;
+    let first = V4 {
+        more_fragments: true,
+        ..udp4("203.0.113.9")
+    };
     assert_eq!(h.check(&frame4(&first, 40000, 5001, &[])).rule, Some(0));
 
     let mut v6 = V6::new(
@@ -335,8 +333,10 @@ fn non_first_fragments_never_match_port_criteria() {
 fn ipv4_options_and_bad_ihl() {
     let _turn = support::shared(module_path!());
     let mut h = Harness::new(plan());
-    let mut v4 = udp4("203.0.113.9");
-    v4.options = vec![1; 12];
+    let v4 = V4 {
+        options: vec![1; 12],
+        ..udp4("203.0.113.9")
+    };
     let out = h.check(&frame4(&v4, 40000, 5001, &[]));
     assert_eq!(out.rule, Some(0), "ports found after 12 bytes of options");
     let mut f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
@@ -448,8 +448,8 @@ fn reload_keeps_flows_whose_decision_did_not_change() {
 #[test]
 fn gateway_and_rule_counters_follow_traffic() {
     let _turn = support::shared(module_path!());
-    let mut h = Harness::new(plan());
     let f = frame4(&udp4("203.0.113.9"), 40000, 5001, &[]);
+    let mut h = Harness::new(plan());
     for _ in 0..5 {
         h.check(&f);
     }

@@ -56,6 +56,12 @@ pub fn weighted(
     }
 }
 
+/// A router with no active gateway: what it routes is dropped, or handed to the kernel with
+/// `on_failure_pass`.
+pub fn no_gateway(on_failure_pass: bool) -> RouterTable {
+    weighted(&[], &[], HashMode::Connection, on_failure_pass)
+}
+
 pub fn ethernet_gateway(id: u16, ifindex: u32, mtu: u32) -> Gateway {
     Gateway {
         id,
@@ -106,19 +112,9 @@ pub fn feature_plan(lan: u32, eth_ifindex: u32) -> Plan {
         // 1: one Ethernet gateway.
         weighted(&[(2, 1)], &[2], HashMode::Connection, false),
         // 2: nothing active, drop.
-        RouterTable {
-            slots: vec![],
-            keep: vec![],
-            hash: HashMode::Connection,
-            on_failure_pass: false,
-        },
+        no_gateway(false),
         // 3: nothing active, hand to the kernel.
-        RouterTable {
-            slots: vec![],
-            keep: vec![],
-            hash: HashMode::Connection,
-            on_failure_pass: true,
-        },
+        no_gateway(true),
         // 4: by source, three gateways.
         weighted(
             &[(1, 1), (2, 1), (4, 2)],
