@@ -14,12 +14,13 @@
 //! timing-sensitive tests the machine to themselves:
 //!
 //! * `support::exclusive()`: no other test runs meanwhile. Every test that starts an agent
-//!   (control, daemon, restart, most of xfrm) or asserts how fast something happens (the
-//!   probes' detection, carrier-loss and timeout bounds, the netlink events), and every test
-//!   that was alone in its binary.
+//!   (control, daemon, restart, xfrm's agent tests), that asserts a time bound (probe's answer
+//!   times, timeouts, blackhole detection, carrier loss), and every test that was alone in its
+//!   binary (control, netlink).
 //! * `support::shared(module_path!())`: runs alongside the other shared tests of its own
-//!   module only, as it did in its binary (the crafted packets, the model comparison, the
-//!   programs on real interfaces, `xwan doctor`, XFRM policies and events).
+//!   module only, as it did in its binary: datapath (crafted packets, the model on generated
+//!   packets, the programs on real interfaces), doctor, xfrm's policies and events, probe's
+//!   namespaces removed on panic.
 //!
 //! A new test takes one or the other as its first line; when in doubt, `exclusive`.
 

@@ -1,5 +1,5 @@
-//! The two-WAN topology the agent tests share, the one builder of every agent test's
-//! configuration ([`AgentConfig`]), and the agent process they run:
+//! The two-WAN topology the agent tests share, the builder of the configurations every agent
+//! test runs ([`AgentConfig`]), and the agent process:
 //!
 //! ```text
 //! lan (h0 NET.2/24) ── rtr (l0 NET.1/24; w1 192.0.2.1/30, w2 192.0.2.5/30) ── wan1 (p1 .2)
