@@ -352,9 +352,12 @@ impl Daemon {
         if self.starting.is_some() {
             return;
         }
-        let ready = |id: u16| self.is_ready(id);
-        let (tables, rows) =
-            planner::router_tables(&self.config, &ready, &self.committed.plan.routers);
+        // Only gateways the committed plan has: the facts may already say a gateway is usable
+        // while the plan that adds it failed (an interface vanished while it was applied, say);
+        // a table pointing at a gateway the maps do not have would lose its flows.
+        let committed = &self.committed.plan;
+        let ready = |id: u16| self.is_ready(id) && committed.gateways.iter().any(|g| g.id == id);
+        let (tables, rows) = planner::router_tables(&self.config, &ready, &committed.routers);
         // Ready flags of the gateways in the plan, written only where they changed.
         for i in 0..self.committed.plan.gateways.len() {
             let g = &self.committed.plan.gateways[i];
