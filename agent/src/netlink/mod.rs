@@ -4,9 +4,11 @@
 //! calling thread's network namespace.
 //!
 //! Read-only, except [`tunnel`]: the tunnel interfaces xwan owns (VTI / xfrm), which it
-//! creates, adopts and removes.
+//! creates, adopts and removes, and [`policy`]: the per-gateway routing tables and `fwmark`
+//! rules of the `netfilter` forwarding mode.
 
 pub mod netdev;
+pub mod policy;
 pub mod tunnel;
 
 use std::{fmt, io, net::IpAddr};
