@@ -260,6 +260,8 @@ pub fn plan(
         gateways,
         links,
         flow_idle_ns: duration_ns(config.agent.flow_idle),
+        // The kernel path comes with the `netfilter` forwarding mode (docs/firewall.md).
+        marks: None,
     };
     Ok(Planned { plan, rows })
 }

@@ -124,6 +124,7 @@ fn plan(n: usize) -> Plan {
         ],
         links: vec![],
         flow_idle_ns: 0,
+        marks: None,
     }
 }
 

@@ -300,8 +300,9 @@ pub mod reason {
     pub const STEER_CLASSIFIED: u32 = 14;
     /// Steered back through the link its connection arrived on (return route).
     pub const STEER_RETURN: u32 = 15;
-    /// The frame arrived with a source MAC carrying [`super::TUNNEL_TAG_PREFIX`]: only xwan
-    /// may write it, so it is forged (or looped back) and would bypass classification.
+    /// The frame arrived with a source or destination MAC carrying
+    /// [`super::TUNNEL_TAG_PREFIX`] (a tunnel or kernel-path hand-off): only xwan may write
+    /// it, so it is forged (or looped back) and would bypass classification.
     pub const DROP_FORGED_TAG: u32 = 16;
     /// Steered to an Ethernet gateway, but the kernel refused the redirect (egress down,
     /// frame above its MTU, driver without XDP transmit). Counted by
@@ -459,6 +460,10 @@ pub const GW_KIND_NONE: u32 = 0;
 pub const GW_KIND_TUNNEL: u32 = 1;
 /// Ethernet next hop: MAC rewrite and `XDP_REDIRECT` through [`DEVMAP_MAP`].
 pub const GW_KIND_ETHERNET: u32 = 2;
+/// `netfilter` forwarding mode: XDP tags the destination MAC with the gateway
+/// ([`kernel_tag`]), TC ingress restores it and marks the packet ([`MarkLayout`]), and the
+/// kernel forwards it (filtering, conntrack and NAT included) by that mark.
+pub const GW_KIND_KERNEL: u32 = 3;
 
 /// An interface the LAN program runs on. [`IFACES_MAP`] key: ifindex; also
 /// [`IFACE_ARRAY_MAP`] index: ifindex, when below [`IFACE_ARRAY_SIZE`].
@@ -580,7 +585,63 @@ pub struct Config {
     pub flow_idle_ns: u64,
     /// `CONFIG_*` flags.
     pub flags: u32,
-    pub _pad: u32,
+    /// The kernel path's marks, [`MarkLayout::packed`] (0: no gateway takes that path).
+    pub marks: u32,
+}
+
+/// Where the `netfilter` mode's gateway marks lie in `skb->mark`: `bits` bits from bit
+/// `shift`; gateway g's mark is `(g + 1) << shift` (0 is "no gateway"), the other bits of
+/// the mark are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MarkLayout {
+    pub shift: u8,
+    pub bits: u8,
+}
+
+impl MarkLayout {
+    /// The layout of the mask `mask` (contiguous bits), if it is one with room for
+    /// `gateways` gateways.
+    pub const fn of_mask(mask: u32, gateways: u32) -> Option<MarkLayout> {
+        if mask == 0 {
+            return None;
+        }
+        let shift = mask.trailing_zeros();
+        let bits = (mask >> shift).trailing_ones();
+        if mask >> shift != u32::MAX >> (32 - bits) || (bits < 32 && gateways >= 1 << bits) {
+            return None;
+        }
+        Some(MarkLayout {
+            shift: shift as u8,
+            bits: bits as u8,
+        })
+    }
+
+    pub const fn mask(self) -> u32 {
+        (u32::MAX >> (32 - self.bits as u32)) << self.shift
+    }
+
+    /// Gateway `gateway`'s mark.
+    #[inline(always)]
+    pub const fn mark(self, gateway: u16) -> u32 {
+        (gateway as u32 + 1) << self.shift
+    }
+
+    /// As [`Config::marks`] holds it (never 0: `bits` ≥ 1).
+    pub const fn packed(self) -> u32 {
+        self.shift as u32 | (self.bits as u32) << 8
+    }
+
+    #[inline(always)]
+    pub const fn unpacked(packed: u32) -> Option<MarkLayout> {
+        let bits = (packed >> 8) as u8;
+        if bits == 0 || bits > 32 {
+            return None;
+        }
+        Some(MarkLayout {
+            shift: packed as u8 & 31,
+            bits,
+        })
+    }
 }
 
 /// Return routes are configured: look replies up in [`RETURN_MAP`] (otherwise the lookup,
@@ -686,6 +747,27 @@ pub const fn tunnel_tag(ifindex: u32) -> [u8; 6] {
         i[2],
         i[3],
     ]
+}
+
+/// The destination MAC that hands a packet to the kernel path through `gateway`
+/// ([`GW_KIND_KERNEL`]): the prefix of [`TUNNEL_TAG_PREFIX`], then the gateway id (big
+/// endian). A group address no frame to this router carries: the LAN program drops any frame
+/// that arrives with it ([`reason::DROP_FORGED_TAG`]), and `xwan_tc_steer` puts the
+/// interface's own MAC back.
+#[inline(always)]
+pub const fn kernel_tag(gateway: u16) -> [u8; 6] {
+    let g = gateway.to_be_bytes();
+    [TUNNEL_TAG_PREFIX[0], TUNNEL_TAG_PREFIX[1], 0, 0, g[0], g[1]]
+}
+
+/// The gateway a destination MAC hands its packet to, if it is a [`kernel_tag`].
+#[inline(always)]
+pub const fn kernel_tag_gateway(dst_mac: [u8; 6]) -> Option<u16> {
+    if dst_mac[0] == TUNNEL_TAG_PREFIX[0] && dst_mac[1] == TUNNEL_TAG_PREFIX[1] {
+        Some(u16::from_be_bytes([dst_mac[4], dst_mac[5]]))
+    } else {
+        None
+    }
 }
 
 /// The tunnel ifindex a source MAC hands its packet to, if it is a [`tunnel_tag`].

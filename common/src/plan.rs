@@ -8,7 +8,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::maps::{MAX_GATEWAYS, MAX_IFACES, MAX_ROUTERS, MAX_RULES, ROUTER_SLOTS};
+use crate::maps::{MAX_GATEWAYS, MAX_IFACES, MAX_ROUTERS, MAX_RULES, MarkLayout, ROUTER_SLOTS};
 
 /// An IP network (address + prefix length), host bits cleared.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -287,6 +287,10 @@ pub enum GatewayKind {
         next_hop_mac: [u8; 6],
         egress_mac: [u8; 6],
     },
+    /// The kernel path (`netfilter` forwarding mode): the packet is handed to the kernel
+    /// with the gateway's mark ([`Plan::marks`]); the kernel's routing (the gateway's table)
+    /// sends it out of `ifindex`, and netfilter sees it.
+    Kernel,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -329,6 +333,9 @@ pub struct Plan {
     pub links: Vec<Link>,
     /// A flow unseen this long is decided anew (0 = never).
     pub flow_idle_ns: u64,
+    /// Where kernel-path gateways' marks lie; needed when any gateway is
+    /// [`GatewayKind::Kernel`].
+    pub marks: Option<MarkLayout>,
 }
 
 impl Plan {
@@ -362,6 +369,23 @@ impl Plan {
             }
             if self.gateways.iter().filter(|o| o.id == g.id).count() > 1 {
                 return err(format!("gateway id {} is defined twice", g.id));
+            }
+            if g.kind == GatewayKind::Kernel {
+                match self.marks {
+                    None => {
+                        return err(format!(
+                            "gateway id {} takes the kernel path, but the plan has no marks",
+                            g.id
+                        ));
+                    }
+                    Some(m) if m.bits < 32 && g.id as u32 + 1 >= 1 << m.bits => {
+                        return err(format!(
+                            "gateway id {}: its mark does not fit {} mark bits",
+                            g.id, m.bits
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         for (i, r) in self.rules.iter().enumerate() {

@@ -15,9 +15,9 @@ use aya_ebpf::{
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
     FLOW_CACHE_BANKS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
-    GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, ParsedPacket, ROUTER_SLOTS,
-    RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum, hash, reason,
-    rule_index, slots_index, tunnel_tag,
+    GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, ParsedPacket,
+    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum,
+    hash, kernel_tag, reason, rule_index, slots_index, tunnel_tag,
 };
 
 use crate::{
@@ -46,7 +46,7 @@ pub fn parse_stage(ctx: &XdpContext) -> Result<Pkt, u32> {
     let Some(eth) = load::<[u8; 14]>(start, end, 0) else {
         return Err(reason::PASS_MALFORMED);
     };
-    if eth[6..8] == TUNNEL_TAG_PREFIX {
+    if eth[6..8] == TUNNEL_TAG_PREFIX || eth[..2] == TUNNEL_TAG_PREFIX {
         return Err(reason::DROP_FORGED_TAG);
     }
     if eth[..6] != iface.mac {
@@ -508,6 +508,21 @@ fn forward(ctx: &XdpContext, p: &Pkt, gw: u32, dscp: u8, ok: u32, len: u64) -> (
         Some(g) if g.kind != GW_KIND_NONE => *g,
         _ => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
     };
+    if g.kind == GW_KIND_KERNEL {
+        // The kernel forwards it (TTL, MTU, VLAN tags and MACs are its business): the DSCP,
+        // then the hand-off to `xwan_tc_steer`, the gateway in the destination MAC.
+        count(&XWAN_GW_CNT, gw, len);
+        if dscp != DSCP_KEEP {
+            rewrite_l3(ctx, p.l3, p.v6, dscp, false);
+        }
+        let start = ctx.data();
+        if start + 6 > ctx.data_end() {
+            return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
+        }
+        // SAFETY: 6 bytes checked above.
+        unsafe { (start as *mut [u8; 6]).write_unaligned(kernel_tag(gw as u16)) };
+        return (XDP_PASS, ok);
+    }
     if p.ttl <= 1 {
         return (XDP_PASS, reason::PASS_TTL);
     }

@@ -5,7 +5,8 @@
 //!   classify and steer ([`lan`]). Two programs so that each passes the verifier alone.
 //! * `xwan_tc_steer` (TC ingress, LAN interfaces): redirect packets XDP tagged for an L3
 //!   tunnel (`xwan_common::TUNNEL_TAG_PREFIX`); native `XDP_REDIRECT` into an L3 device
-//!   delivers nothing, `bpf_redirect` from TC does.
+//!   delivers nothing, `bpf_redirect` from TC does. Mark the packets XDP tagged for the kernel
+//!   path (`netfilter` mode): the kernel forwards them by that mark.
 //! * `xwan_tc_return` (TC ingress, links): learn return routes.
 //! * `xwan_xdp_baseline`: parse only, the benchmark's reference cost.
 //! * `xwan_xdp_pass`: lets a veth peer accept redirected frames.
@@ -32,7 +33,8 @@ use aya_ebpf::{
     programs::{TcContext, TracePointContext, XdpContext},
 };
 use xwan_common::{
-    FLOW_REFRESH_NS, FlowKey, JUMP_DECIDE, LINK_L2, ReturnValue, reason, tunnel_tag_ifindex,
+    FLOW_REFRESH_NS, FlowKey, GW_KIND_KERNEL, JUMP_DECIDE, LINK_L2, MarkLayout, ReturnValue,
+    kernel_tag_gateway, reason, tunnel_tag_ifindex,
 };
 
 use crate::{
@@ -76,16 +78,56 @@ pub fn xwan_xdp_decide(ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn xwan_tc_steer(ctx: TcContext) -> i32 {
-    // TC ingress sees the frame from its Ethernet header: the source MAC is at 6.
-    let Some(src) = load::<[u8; 6]>(ctx.data(), ctx.data_end(), 6) else {
+    // TC ingress sees the frame from its Ethernet header: the MACs are at 0 and 6.
+    let Some(macs) = load::<[u8; 12]>(ctx.data(), ctx.data_end(), 0) else {
         return TC_ACT_OK;
     };
-    match tunnel_tag_ifindex(src) {
+    let (mut dst, mut src) = ([0u8; 6], [0u8; 6]);
+    dst.copy_from_slice(&macs[..6]);
+    src.copy_from_slice(&macs[6..]);
+    if let Some(ifindex) = tunnel_tag_ifindex(src) {
         // SAFETY: plain helper call; returns TC_ACT_REDIRECT or TC_ACT_SHOT.
-        Some(ifindex) => unsafe { bpf_redirect(ifindex, 0) as i32 },
-        None => TC_ACT_OK,
+        return unsafe { bpf_redirect(ifindex, 0) as i32 };
     }
+    if let Some(gw) = kernel_tag_gateway(dst) {
+        to_kernel(&ctx, gw);
+    }
+    TC_ACT_OK
 }
+
+/// The kernel path's hand-off (spec: `xwan_tc_steer`): the interface's MAC back as the
+/// destination, host-bound, and the gateway's mark.
+#[inline(always)]
+fn to_kernel(ctx: &TcContext, gw: u16) {
+    // SAFETY: reading a field of the context.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let Some(iface) = lan::iface(ifindex) else {
+        return;
+    };
+    if ctx.store(0, &iface.mac, 0).is_err() {
+        return;
+    }
+    // The tag made the frame look multicast to the kernel's receive path; it is ours.
+    if ctx.change_type(PACKET_HOST).is_err() {
+        return;
+    }
+    let Some(layout) = XWAN_CONFIG
+        .get(0)
+        .and_then(|c| MarkLayout::unpacked(c.marks))
+    else {
+        return;
+    };
+    let mark = match XWAN_GATEWAYS.get(gw as u32) {
+        Some(g) if g.kind == GW_KIND_KERNEL => layout.mark(gw),
+        _ => 0,
+    };
+    // SAFETY: reading a field of the context.
+    let old = unsafe { (*ctx.skb.skb).mark };
+    ctx.set_mark((old & !layout.mask()) | mark);
+}
+
+/// `skb->pkt_type` of a frame addressed to this host.
+const PACKET_HOST: u32 = 0;
 
 #[classifier]
 pub fn xwan_tc_return(ctx: TcContext) -> i32 {

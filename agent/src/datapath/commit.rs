@@ -97,6 +97,7 @@ pub(super) fn addr_key(a: IpAddr) -> AddrKey {
 fn gateway_info(g: &xwan_common::plan::Gateway) -> GatewayInfo {
     let (kind, dmac, smac) = match g.kind {
         GatewayKind::Tunnel => (GW_KIND_TUNNEL, [0; 6], [0; 6]),
+        GatewayKind::Kernel => (xwan_common::GW_KIND_KERNEL, [0; 6], [0; 6]),
         GatewayKind::Ethernet {
             next_hop_mac,
             egress_mac,
@@ -191,7 +192,7 @@ impl Datapath {
                     } else {
                         xwan_common::CONFIG_RETURN_ROUTES
                     },
-                    _pad: 0,
+                    marks: plan.marks.map_or(0, |m| m.packed()),
                 },
                 0,
             )

@@ -61,6 +61,9 @@ struct SkBuffHead {
     ifindex: u32,
 }
 
+/// Where `mark` lies in `struct __sk_buff`.
+const MARK_OFFSET: usize = std::mem::offset_of!(SkBuffHead, mark);
+
 /// Headroom for what a program may add in front of a frame (metadata, encapsulation).
 const OUT_SLACK: usize = 256;
 
@@ -84,6 +87,8 @@ pub struct SkbRun {
     pub retval: i32,
     /// The frame after the program.
     pub frame: Vec<u8>,
+    /// `skb->mark` after the program (0 before it).
+    pub mark: u32,
     /// Average run time per repetition.
     pub duration_ns: u32,
 }
@@ -247,12 +252,15 @@ pub fn skb_test_run(
         ..SkBuffHead::default()
     };
     let mut out = vec![0u8; frame.len() + OUT_SLACK];
+    // The kernel writes back the whole `struct __sk_buff` (ENOSPC into less): 192 bytes
+    // today, room for it to grow.
+    let mut after = [0u8; 512];
     let attr = test_run(
         prog,
         frame,
         &mut out,
         as_bytes(&ctx),
-        &mut [],
+        &mut after,
         repeat,
         Live::No,
     )?;
@@ -261,6 +269,11 @@ pub fn skb_test_run(
     Ok(SkbRun {
         retval: attr.retval as i32,
         frame: out,
+        mark: u32::from_ne_bytes(
+            after[MARK_OFFSET..MARK_OFFSET + 4]
+                .try_into()
+                .expect("4 bytes"),
+        ),
         duration_ns: attr.duration,
     })
 }

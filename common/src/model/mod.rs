@@ -16,8 +16,9 @@
 //!
 //! 1. The ingress interface has no `Iface` in the plan → pass, `PASS_NOT_CONFIGURED`.
 //! 2. Frame shorter than 14 bytes → pass, `PASS_MALFORMED`.
-//! 3. Source MAC starts with `TUNNEL_TAG_PREFIX` → `XDP_DROP`, `DROP_FORGED_TAG`, whatever
-//!    the rest (only step 11 may write that tag: it is what `xwan_tc_steer` trusts).
+//! 3. Source or destination MAC starts with `TUNNEL_TAG_PREFIX` → `XDP_DROP`,
+//!    `DROP_FORGED_TAG`, whatever the rest (only step 11 may write those tags: they are what
+//!    `xwan_tc_steer` trusts).
 //!    Destination MAC ≠ the interface's MAC → pass, `PASS_NOT_FOR_US`.
 //! 4. EtherType at offset 12. While it is 0x8100 or 0x88a8 and fewer than 2 tags were read:
 //!    4 more bytes must be present (else `PASS_MALFORMED`), the inner EtherType is at tag+2.
@@ -74,7 +75,11 @@
 //!     The flow entry `{last_seen = now, epoch, rule, router (0xffff unless Route), gateway
 //!     (0 unless a gateway was chosen)}` is written when there was no entry (live or not), or
 //!     any of epoch/rule/router/gateway differs, or `now - last_seen ≥ FLOW_REFRESH_NS`.
-//! 11. **Forward** through gateway g: g not in the plan → pass `PASS_GATEWAY_ERROR`. TTL / hop
+//! 11. **Forward** through gateway g: g not in the plan → pass `PASS_GATEWAY_ERROR`. A
+//!     kernel-path gateway (`netfilter` mode): g's gateway counter counts the packet, DSCP
+//!     imposed (step 12), destination MAC = `kernel_tag(g)`, nothing else changed (TTL, MTU
+//!     and VLAN tags are the kernel's business), `XDP_PASS` with the success reason (the
+//!     hand-off to `xwan_tc_steer`, which marks it). Otherwise: TTL / hop
 //!     limit ≤ 1 → pass `PASS_TTL`. Bytes from the IP header to the end of the frame > g's MTU
 //!     → pass `PASS_TOO_BIG`. (All three leave the frame untouched.) Otherwise g's gateway
 //!     counter counts the packet (ingress length) and the frame is rewritten: VLAN tags removed
@@ -100,7 +105,12 @@
 //! # `xwan_tc_steer` (TC ingress on a LAN interface)
 //!
 //! A frame whose source MAC is a `tunnel_tag(ifindex)` is redirected to the egress of
-//! `ifindex` (`bpf_redirect`); any other frame continues into the kernel (`TC_ACT_OK`).
+//! `ifindex` (`bpf_redirect`). On a configured interface, a frame whose destination MAC is a
+//! `kernel_tag(g)` gets the interface's MAC back as its destination, is made host-bound
+//! (`PACKET_HOST`, as the frame XDP saw was) and has the marks' bits of `skb->mark` set to
+//! g's mark (`MarkLayout::mark`), or cleared when g does not take the kernel path; the other
+//! bits of the mark are kept. Every frame but a redirected one continues into the kernel
+//! (`TC_ACT_OK`).
 //!
 //! # `xwan_tc_return` (TC ingress on a link)
 //!
@@ -114,4 +124,4 @@ mod packet;
 mod xdp;
 
 pub use packet::{Parsed, parse_ethernet, parse_ip};
-pub use xdp::{Model, XdpAction, XdpOutcome};
+pub use xdp::{Model, TcSteer, XdpAction, XdpOutcome};

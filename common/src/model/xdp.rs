@@ -9,8 +9,8 @@ use crate::hash::{connection_hash, source_hash};
 use crate::plan::{Action, Gateway, GatewayKind, HashMode, Plan, RouterTable, Rule};
 use crate::reason::*;
 use crate::{
-    FLOW_REFRESH_NS, FlowKey, FlowValue, ROUTER_SLOTS, ReturnValue, TUNNEL_TAG_PREFIX, tunnel_tag,
-    tunnel_tag_ifindex,
+    FLOW_REFRESH_NS, FlowKey, FlowValue, ROUTER_SLOTS, ReturnValue, TUNNEL_TAG_PREFIX, kernel_tag,
+    kernel_tag_gateway, tunnel_tag, tunnel_tag_ifindex,
 };
 
 /// The program's verdict.
@@ -32,11 +32,29 @@ pub struct XdpOutcome {
     /// The gateway chosen (return route, sticky or hashed), even when forwarding then handed
     /// the packet to the kernel (TTL, MTU, gateway error).
     pub gateway: Option<u16>,
-    /// The tunnel ifindex `xwan_tc_steer` redirects the passed frame to ([`tc_steer`] of
-    /// `frame`): `Some` only for a successful forward through a tunnel gateway.
+    /// The tunnel ifindex `xwan_tc_steer` redirects the passed frame to ([`Model::tc_steer`]
+    /// of `frame`): `Some` only for a successful forward through a tunnel gateway.
     pub handoff: Option<u32>,
+    /// The mark `xwan_tc_steer` gives the passed frame for the kernel path
+    /// ([`Model::tc_steer`] of `frame`): `Some` only for a successful forward through a
+    /// kernel-path gateway.
+    pub mark: Option<u32>,
     /// The frame after the program (equal to the input when untouched).
     pub frame: Vec<u8>,
+}
+
+/// What `xwan_tc_steer` does with a frame XDP passed.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TcSteer {
+    /// `bpf_redirect` into the tunnel with this ifindex (source MAC `tunnel_tag`).
+    Redirect(u32),
+    /// The kernel path (destination MAC `kernel_tag`): `frame` is the frame with the
+    /// interface's MAC back as its destination, host-bound for the kernel, and `mark` the
+    /// gateway's mark in the marks' bits of `skb->mark` (0 when the gateway no longer takes
+    /// the kernel path: the kernel then routes it as any packet). Continues (`TC_ACT_OK`).
+    Kernel { mark: u32, frame: Vec<u8> },
+    /// Continues into the kernel untouched (`TC_ACT_OK`).
+    Continue,
 }
 
 /// The data plane's state: the plan it executes, the ruleset epoch, and the flow and
@@ -127,6 +145,7 @@ impl Model {
             rule: None,
             gateway: None,
             handoff: None,
+            mark: None,
             frame: frame.to_vec(),
         };
 
@@ -137,7 +156,7 @@ impl Model {
         if frame.len() < 14 {
             return pass(PASS_MALFORMED);
         }
-        if frame[6..8] == TUNNEL_TAG_PREFIX {
+        if frame[6..8] == TUNNEL_TAG_PREFIX || frame[0..2] == TUNNEL_TAG_PREFIX {
             return XdpOutcome {
                 action: XdpAction::Drop,
                 ..pass(DROP_FORGED_TAG)
@@ -162,7 +181,7 @@ impl Model {
             && let Ok(g) = u16::try_from(ret.gateway)
             && self.gateway(g).is_some_and(|gw| gw.ready)
         {
-            return self.forward(frame, &p, g, None, STEER_RETURN, None);
+            return self.forward(ifindex, frame, &p, g, None, STEER_RETURN, None);
         }
 
         // 9. Flow / classification.
@@ -195,6 +214,7 @@ impl Model {
                     rule: Some(rule_idx),
                     gateway: None,
                     handoff: None,
+                    mark: None,
                     frame: frame.to_vec(),
                 };
                 (o, NO_ROUTER, 0)
@@ -210,6 +230,7 @@ impl Model {
                     rule: Some(rule_idx),
                     gateway: None,
                     handoff: None,
+                    mark: None,
                     frame: out,
                 };
                 (o, NO_ROUTER, 0)
@@ -244,6 +265,7 @@ impl Model {
                             rule: Some(rule_idx),
                             gateway: None,
                             handoff: None,
+                            mark: None,
                             frame: frame.to_vec(),
                         };
                     }
@@ -253,7 +275,7 @@ impl Model {
                 } else {
                     STEER_CLASSIFIED
                 };
-                let o = self.forward(frame, &p, g, set_dscp, success, Some(rule_idx));
+                let o = self.forward(ifindex, frame, &p, g, set_dscp, success, Some(rule_idx));
                 (o, r, g)
             }
         };
@@ -283,8 +305,10 @@ impl Model {
     }
 
     /// Step 11: forward the packet through gateway `g`.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
+        ifindex: u32,
         frame: &[u8],
         p: &Parsed,
         g: u16,
@@ -298,11 +322,34 @@ impl Model {
             rule,
             gateway: Some(g),
             handoff: None,
+            mark: None,
             frame: frame.to_vec(),
         };
         let Some(gw) = self.gateway(g) else {
             return pass(PASS_GATEWAY_ERROR);
         };
+        if gw.kind == GatewayKind::Kernel {
+            // The kernel forwards it: TTL, MTU, VLAN tags and MACs are its business. Only
+            // the DSCP is imposed, and the hand-off written.
+            let mut out = frame.to_vec();
+            if let Some(d) = dscp {
+                impose_dscp(&mut out, p.l3, p.family, d);
+            }
+            out[0..6].copy_from_slice(&kernel_tag(g));
+            let mark = match self.tc_steer(ifindex, &out) {
+                TcSteer::Kernel { mark, .. } => Some(mark),
+                _ => None,
+            };
+            return XdpOutcome {
+                action: XdpAction::Pass,
+                reason: success,
+                rule,
+                gateway: Some(g),
+                handoff: None,
+                mark,
+                frame: out,
+            };
+        }
         if p.ttl <= 1 {
             return pass(PASS_TTL);
         }
@@ -321,6 +368,7 @@ impl Model {
         decrement_ttl(&mut out, l3, p.family);
 
         let (action, handoff) = match gw.kind {
+            GatewayKind::Kernel => unreachable!("handled above"),
             GatewayKind::Ethernet {
                 next_hop_mac,
                 egress_mac,
@@ -331,7 +379,11 @@ impl Model {
             }
             GatewayKind::Tunnel => {
                 out[6..12].copy_from_slice(&tunnel_tag(gw.ifindex));
-                (XdpAction::Pass, Model::tc_steer(&out))
+                let handoff = match self.tc_steer(ifindex, &out) {
+                    TcSteer::Redirect(i) => Some(i),
+                    _ => None,
+                };
+                (XdpAction::Pass, handoff)
             }
         };
         XdpOutcome {
@@ -340,14 +392,37 @@ impl Model {
             rule,
             gateway: Some(g),
             handoff,
+            mark: None,
             frame: out,
         }
     }
 
-    /// `xwan_tc_steer` on a LAN interface: the tunnel ifindex a frame that XDP passed is
-    /// redirected to (`bpf_redirect`), or `None` when it continues into the kernel.
-    pub fn tc_steer(frame: &[u8]) -> Option<u32> {
-        tunnel_tag_ifindex(frame.get(6..12)?.try_into().ok()?)
+    /// `xwan_tc_steer` on LAN interface `ifindex`, for a frame XDP passed.
+    pub fn tc_steer(&self, ifindex: u32, frame: &[u8]) -> TcSteer {
+        let (Some(dst), Some(src)) = (frame.get(0..6), frame.get(6..12)) else {
+            return TcSteer::Continue;
+        };
+        if let Some(tunnel) = tunnel_tag_ifindex(src.try_into().expect("6 bytes")) {
+            return TcSteer::Redirect(tunnel);
+        }
+        let Some(g) = kernel_tag_gateway(dst.try_into().expect("6 bytes")) else {
+            return TcSteer::Continue;
+        };
+        // The interface's own MAC back in place of the tag; the mark only for a gateway that
+        // takes the kernel path now (the plan may have changed since XDP tagged the frame).
+        let Some(iface) = self.plan.ifaces.iter().find(|i| i.ifindex == ifindex) else {
+            return TcSteer::Continue;
+        };
+        let mut out = frame.to_vec();
+        out[0..6].copy_from_slice(&iface.mac);
+        let kernel = self
+            .gateway(g)
+            .is_some_and(|gw| gw.kind == GatewayKind::Kernel);
+        let mark = match self.plan.marks {
+            Some(m) if kernel => m.mark(g),
+            _ => 0,
+        };
+        TcSteer::Kernel { mark, frame: out }
     }
 
     /// `xwan_tc_return` on link `ifindex`: the reply key learned, or `None` when nothing was
@@ -522,7 +597,16 @@ mod tests {
                 },
             ],
             flow_idle_ns: 0,
+            marks: None,
         }
+    }
+
+    /// [`base_plan`] with gateway 2 on the kernel path, marks in bits 16..28.
+    fn kernel_plan(rules: Vec<Rule>) -> Plan {
+        let mut p = base_plan(rules);
+        p.gateways[1].kind = GatewayKind::Kernel;
+        p.marks = crate::MarkLayout::of_mask(0x0fff_0000, 1024);
+        p
     }
 
     fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Ip4 {
@@ -614,19 +698,78 @@ mod tests {
 
     #[test]
     fn tc_steer_follows_the_tag_only() {
+        let m = Model::new(kernel_plan(vec![]), EPOCH);
         assert_eq!(
-            Model::tc_steer(&eth(LAN_MAC, tunnel_tag(7), &[], ETH_P_IP, &[0; 20])),
-            Some(7)
+            m.tc_steer(LAN, &eth(LAN_MAC, tunnel_tag(7), &[], ETH_P_IP, &[0; 20])),
+            TcSteer::Redirect(7)
         );
         assert_eq!(
-            Model::tc_steer(&eth(LAN_MAC, tunnel_tag(u32::MAX), &[], ETH_P_IP, &[])),
-            Some(u32::MAX)
+            m.tc_steer(LAN, &eth(LAN_MAC, tunnel_tag(u32::MAX), &[], ETH_P_IP, &[])),
+            TcSteer::Redirect(u32::MAX)
         );
         assert_eq!(
-            Model::tc_steer(&eth(LAN_MAC, HOST_MAC, &[], ETH_P_IP, &[0; 20])),
-            None
+            m.tc_steer(LAN, &eth(LAN_MAC, HOST_MAC, &[], ETH_P_IP, &[0; 20])),
+            TcSteer::Continue
         );
-        assert_eq!(Model::tc_steer(&tunnel_tag(7)[..5]), None);
+        assert_eq!(m.tc_steer(LAN, &tunnel_tag(7)[..5]), TcSteer::Continue);
+        // The kernel path: the interface's MAC back, the gateway's mark (gateway 2 is id 2:
+        // mark (2 + 1) << 16); none for a gateway not on that path, nor on another interface.
+        let tagged = |g| eth(kernel_tag(g), HOST_MAC, &[], ETH_P_IP, &[0; 20]);
+        let restored = eth(LAN_MAC, HOST_MAC, &[], ETH_P_IP, &[0; 20]);
+        assert_eq!(
+            m.tc_steer(LAN, &tagged(2)),
+            TcSteer::Kernel {
+                mark: 0x3_0000,
+                frame: restored.clone()
+            }
+        );
+        assert_eq!(
+            m.tc_steer(LAN, &tagged(1)),
+            TcSteer::Kernel {
+                mark: 0,
+                frame: restored
+            }
+        );
+        assert_eq!(m.tc_steer(99, &tagged(2)), TcSteer::Continue);
+    }
+
+    #[test]
+    fn a_kernel_path_gateway_gets_the_tag_and_nothing_else() {
+        let mut r = rule(Action::Route(1));
+        r.set_dscp = Some(46);
+        let mut m = Model::new(kernel_plan(vec![r]), EPOCH);
+        // TTL 1, a VLAN tag and a frame above the gateway's MTU: all the kernel's business.
+        let mut ip = tcp4([192, 168, 1, 10], [8, 8, 8, 8], 40000, 443);
+        ip.ttl = 1;
+        let f = lan4(&[(0x8100, 5)], &ip);
+        let o = m.xdp_lan(LAN, &f, 0);
+        assert_eq!(
+            (o.action, o.reason, o.gateway, o.handoff, o.mark),
+            (
+                XdpAction::Pass,
+                STEER_CLASSIFIED,
+                Some(2),
+                None,
+                Some(0x3_0000)
+            )
+        );
+        let mut expected = f.clone();
+        expected[0..6].copy_from_slice(&kernel_tag(2));
+        let l3 = 18;
+        impose_dscp(&mut expected, l3, 4, 46);
+        assert_eq!(o.frame, expected);
+        // The flow sticks as any other.
+        let o = m.xdp_lan(LAN, &f, 1);
+        assert_eq!((o.reason, o.mark), (STEER_FLOW, Some(0x3_0000)));
+        // A LAN host cannot write the kernel tag itself.
+        let forged = eth(kernel_tag(2), HOST_MAC, &[], ETH_P_IP, &ip.bytes());
+        assert_eq!(
+            (
+                m.xdp_lan(LAN, &forged, 0).action,
+                m.xdp_lan(LAN, &forged, 0).reason
+            ),
+            (XdpAction::Drop, DROP_FORGED_TAG)
+        );
     }
 
     #[test]

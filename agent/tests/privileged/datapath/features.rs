@@ -9,15 +9,15 @@ use std::{net::Ipv4Addr, time::Duration};
 use crate::support::{
     self,
     frames::{self, Ext, V4, V6},
-    harness::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    harness::{Harness, LO, TC_ACT_OK, TC_ACT_REDIRECT, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     plans::{
         HOST_MAC, LAN_MAC, ethernet_gateway, ip, net, no_gateway, ports, tunnel_gateway, weighted,
     },
 };
 use xwan_common::{
-    FLOW_REFRESH_NS, csum,
+    FLOW_REFRESH_NS, MarkLayout, csum, kernel_tag,
     model::XdpAction,
-    plan::{Action, HashMode, Iface, Plan, RouterTable, Rule},
+    plan::{Action, GatewayKind, HashMode, Iface, Plan, RouterTable, Rule},
     reason, tunnel_tag,
 };
 
@@ -80,6 +80,7 @@ fn plan() -> Plan {
         ],
         links: vec![],
         flow_idle_ns: 0,
+        marks: None,
     }
 }
 
@@ -139,8 +140,9 @@ fn tunnel_gateway_gets_its_tag_ttl_decrement_and_vlan_strip() {
             tunnel_tag(TUN_IFINDEX),
             "the tunnel in the source MAC"
         );
-        assert!(
-            h.tc_steers(&k.frame),
+        assert_eq!(
+            h.tc_steer(&k.frame).retval,
+            TC_ACT_REDIRECT,
             "xwan_tc_steer redirects what XDP tagged"
         );
         assert_eq!(
@@ -153,6 +155,59 @@ fn tunnel_gateway_gets_its_tag_ttl_decrement_and_vlan_strip() {
         assert_eq!(k.frame[14 + 8], 63, "TTL decremented");
         assert_ipv4_checksum(&k.frame);
     }
+}
+
+/// The `netfilter` mode's kernel path: the gateway in the destination MAC for
+/// `xwan_tc_steer`, which puts the LAN MAC back and marks the packet; nothing else changes
+/// (the kernel forwards it: TTL, VLAN tags and MTU are its business); a mark set before
+/// keeps its other bits.
+#[test]
+fn kernel_path_gateway_is_tagged_then_marked_for_the_kernel() {
+    let _turn = support::shared(module_path!());
+    let mut p = plan();
+    p.gateways[1].kind = GatewayKind::Kernel;
+    p.gateways[1].mtu = 100;
+    p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
+    let mut h = Harness::new(p);
+    for (sport, vlans) in [(40000, &[][..]), (40001, &[frames::ETH_P_8021Q])] {
+        // DSCP 46: router 1 (gateway 1), imposing DSCP 18; TTL 1 and above the "MTU".
+        let mut v4 = udp4("198.51.100.1");
+        v4.tos = 46 << 2;
+        v4.ttl = 1;
+        let f = frame4(&v4, sport, 1234, vlans);
+        let out = h.check(&f);
+        assert_eq!(
+            (out.reason, out.gateway, out.mark),
+            (reason::STEER_CLASSIFIED, Some(1), Some(0x2_0000))
+        );
+        assert_eq!(
+            &out.frame[..6],
+            &kernel_tag(1),
+            "the gateway in the destination MAC"
+        );
+        let l3 = 14 + 4 * vlans.len();
+        assert_eq!(out.frame.len(), f.len(), "VLAN tags kept");
+        assert_eq!(
+            &out.frame[6..l3],
+            &f[6..l3],
+            "source MAC and VLAN tags kept"
+        );
+        assert_eq!(out.frame[l3 + 8], 1, "TTL left to the kernel");
+        assert_eq!(out.frame[l3 + 1] >> 2, 18, "DSCP imposed");
+        assert_eq!(
+            csum::ipv4_header_sum(&out.frame[l3..l3 + 20]),
+            0,
+            "IPv4 checksum"
+        );
+        let tc = h.tc_steer(&out.frame);
+        assert_eq!((tc.retval, tc.mark), (TC_ACT_OK, 0x2_0000));
+        assert_eq!(&tc.frame[..6], &LAN_MAC, "the LAN MAC back");
+        assert_eq!(h.check(&f).reason, reason::STEER_FLOW);
+    }
+    // A frame arriving with the tag is forged: dropped before anything else.
+    let mut forged = frame4(&udp4("203.0.113.9"), 40002, 5001, &[]);
+    forged[..6].copy_from_slice(&kernel_tag(1));
+    assert_eq!(h.check(&forged).reason, reason::DROP_FORGED_TAG);
 }
 
 #[test]
@@ -365,7 +420,7 @@ fn kernel_gateway(h: &Harness, f: &[u8]) -> u16 {
     let k = h.kernel(f);
     match k.action {
         XDP_REDIRECT => 1,
-        XDP_PASS if h.tc_steers(&k.frame) => 0,
+        XDP_PASS if h.tc_steer(&k.frame).retval == TC_ACT_REDIRECT => 0,
         a => panic!("flow not steered (action {a})"),
     }
 }

@@ -12,7 +12,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use xwan_common::tunnel_tag;
+use xwan_common::{kernel_tag, tunnel_tag};
 
 use crate::support::{
     self,
@@ -111,7 +111,13 @@ fn ext() -> impl Strategy<Value = Ext> {
 
 fn spec() -> impl Strategy<Value = Spec> {
     let l2 = (
-        prop_oneof![18 => Just(LAN_MAC), 1 => Just([0xff; 6]), 1 => Just([0x02, 0, 0, 0, 0, 0x42])],
+        // A LAN host forging the kernel path's tag must not reach it either.
+        prop_oneof![
+            36 => Just(LAN_MAC),
+            2 => Just([0xff; 6]),
+            2 => Just([0x02, 0, 0, 0, 0, 0x42]),
+            1 => any::<u16>().prop_map(kernel_tag),
+        ],
         prop_oneof![
             6 => Just(vec![]),
             2 => prop::sample::select(vec![0x8100u16, 0x88a8]).prop_map(|t| vec![t]),
@@ -257,6 +263,8 @@ fn kernel_matches_model_on_generated_packets() {
         ..Config::default()
     };
     let seen = RefCell::new(BTreeMap::<u32, u64>::new());
+    // (to a tunnel, to the kernel path)
+    let handoffs = RefCell::new((0u64, 0u64));
     let history = RefCell::new(Vec::<Vec<u8>>::new());
     TestRunner::new(config)
         .run(&spec(), |s| {
@@ -273,6 +281,9 @@ fn kernel_matches_model_on_generated_packets() {
             };
             let out = h.borrow_mut().check(&frame);
             *seen.borrow_mut().entry(out.reason).or_default() += 1;
+            let mut handoffs = handoffs.borrow_mut();
+            handoffs.0 += out.handoff.is_some() as u64;
+            handoffs.1 += out.mark.is_some() as u64;
             Ok(())
         })
         .unwrap();
@@ -283,7 +294,15 @@ fn kernel_matches_model_on_generated_packets() {
         .iter()
         .map(|(r, n)| format!("{}={n}", xwan_common::reason::NAMES[*r as usize]))
         .collect();
-    println!("reasons over {} packets: {}", cases(), names.join(" "));
+    let (tunnel, kernel) = handoffs.into_inner();
+    println!(
+        "reasons over {} packets: {}; hand-offs: tunnel={tunnel} kernel={kernel}",
+        cases(),
+        names.join(" ")
+    );
+    if cases() >= 10_000 {
+        assert!(tunnel > 0 && kernel > 0, "a hand-off was never generated");
+    }
     use xwan_common::reason::*;
     for r in [
         PASS_NOT_IP,

@@ -122,6 +122,7 @@ impl Topology {
                 return_gateway: 1,
             }],
             flow_idle_ns: 0,
+            marks: None,
         };
         Topology {
             lan,

@@ -1,9 +1,9 @@
 //! Runs the real programs (BPF_PROG_TEST_RUN) and the reference model side by side.
 
-use xwan::datapath::{Datapath, TestBpffs, XdpRun, skb_test_runnable};
+use xwan::datapath::{Datapath, SkbRun, TestBpffs, XdpRun, skb_test_runnable};
 use xwan_common::{
     PROG_TC_STEER, PROG_XDP_LAN,
-    model::{Model, XdpAction, XdpOutcome},
+    model::{Model, TcSteer, XdpAction, XdpOutcome},
     plan::{Plan, RouterTable},
     reason,
 };
@@ -54,23 +54,37 @@ impl Harness {
             .expect("BPF_PROG_TEST_RUN")
     }
 
-    /// Runs `xwan_tc_steer` on `frame` (what XDP passed) in the kernel: the tunnel it
-    /// redirects to is not observable in a test run, only that it redirects.
-    pub fn tc_steers(&self, frame: &[u8]) -> bool {
-        let run = self
-            .dp
+    /// Runs `xwan_tc_steer` on `frame` (what XDP passed) in the kernel.
+    pub fn tc_steer(&self, frame: &[u8]) -> SkbRun {
+        self.dp
             .skb_test_run(PROG_TC_STEER, frame, LO, 1)
-            .expect("BPF_PROG_TEST_RUN of xwan_tc_steer");
-        match run.retval {
-            TC_ACT_OK => false,
-            TC_ACT_REDIRECT => true,
-            other => panic!("xwan_tc_steer returned {other} for {frame:02x?}"),
-        }
+            .expect("BPF_PROG_TEST_RUN of xwan_tc_steer")
     }
 
-    /// Runs both and asserts they agree on verdict, reason, bytes, the tunnel hand-off (the
-    /// kernel's `xwan_tc_steer` on what its XDP passed) and gateway counter. Returns the
-    /// model's outcome.
+    /// Runs `xwan_tc_steer` on `frame` in the kernel and the model and asserts they agree:
+    /// a redirect (the tunnel it redirects to is not observable in a test run, only that it
+    /// redirects), or the frame and mark it continues with.
+    pub fn check_tc(&self, frame: &[u8]) -> TcSteer {
+        let m = self.model.tc_steer(LO, frame);
+        let k = self.tc_steer(frame);
+        let ctx = || format!("frame {frame:02x?}\nmodel: {m:02x?}\nkernel: {k:02x?}");
+        match &m {
+            TcSteer::Redirect(_) => assert_eq!(k.retval, TC_ACT_REDIRECT, "{}", ctx()),
+            TcSteer::Kernel { mark, frame: out } => {
+                assert_eq!(k.retval, TC_ACT_OK, "{}", ctx());
+                assert_eq!((&k.frame, k.mark), (out, *mark), "{}", ctx());
+            }
+            TcSteer::Continue => {
+                assert_eq!(k.retval, TC_ACT_OK, "{}", ctx());
+                assert_eq!((&k.frame[..], k.mark), (frame, 0), "{}", ctx());
+            }
+        }
+        m
+    }
+
+    /// Runs both and asserts they agree on verdict, reason, bytes, the hand-off to a tunnel or
+    /// the kernel path (the kernel's `xwan_tc_steer` on what its XDP passed) and gateway
+    /// counter. Returns the model's outcome.
     pub fn check(&mut self, frame: &[u8]) -> XdpOutcome {
         let m = self.model.xdp_lan(LO, frame, now_ns());
         if frame.len() < 14 {
@@ -102,14 +116,15 @@ impl Harness {
         assert!(k.meta.is_empty(), "XDP metadata left\n{}", ctx());
         // XDP hands off only whole IP headers, which a TC test run always accepts.
         if k.action == XDP_PASS && skb_test_runnable(&k.frame) {
-            assert_eq!(
-                self.tc_steers(&k.frame),
-                m.handoff.is_some(),
-                "tunnel hand-off differs\n{}",
-                ctx()
-            );
+            let tc = self.check_tc(&k.frame);
+            let handoff = match tc {
+                TcSteer::Redirect(i) => (Some(i), None),
+                TcSteer::Kernel { mark, .. } => (None, Some(mark)),
+                TcSteer::Continue => (None, None),
+            };
+            assert_eq!(handoff, (m.handoff, m.mark), "hand-off differs\n{}", ctx());
         }
-        if m.handoff.is_some() {
+        if m.handoff.is_some() || m.mark.is_some() {
             assert!(skb_test_runnable(&k.frame), "hand-off untested\n{}", ctx());
         }
         m

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use xwan_common::{
-    ROUTER_SLOTS,
+    MarkLayout, ROUTER_SLOTS,
     plan::{
         Action, Gateway, GatewayKind, HashMode, Iface, IpNet, Plan, PortRange, RouterTable, Rule,
     },
@@ -105,6 +105,11 @@ pub fn feature_plan(lan: u32, eth_ifindex: u32) -> Plan {
             ..tunnel_gateway(3, 1004, 1500)
         },
         tunnel_gateway(4, 1005, 1500),
+        // The `netfilter` mode's kernel path (marks below).
+        Gateway {
+            kind: GatewayKind::Kernel,
+            ..tunnel_gateway(5, eth_ifindex, 1500)
+        },
     ];
     let routers = vec![
         // 0: weighted 3:1 over a tunnel and an Ethernet next hop.
@@ -115,10 +120,10 @@ pub fn feature_plan(lan: u32, eth_ifindex: u32) -> Plan {
         no_gateway(false),
         // 3: nothing active, hand to the kernel.
         no_gateway(true),
-        // 4: by source, three gateways.
+        // 4: by source, four gateways, one on the kernel path.
         weighted(
-            &[(1, 1), (2, 1), (4, 2)],
-            &[1, 2, 4],
+            &[(1, 1), (2, 1), (4, 2), (5, 1)],
+            &[1, 2, 4, 5],
             HashMode::Source,
             false,
         ),
@@ -185,5 +190,6 @@ pub fn feature_plan(lan: u32, eth_ifindex: u32) -> Plan {
         gateways,
         links: vec![],
         flow_idle_ns: 0,
+        marks: MarkLayout::of_mask(0x0fff_0000, 6),
     }
 }
