@@ -4,7 +4,8 @@
 //! and `XDP_REDIRECT`) as the rules say, and a reply to a connection that arrived over the
 //! tunnel must go back out through that link's return gateway. A frame forging the tunnel
 //! hand-off's tag is dropped, not steered. A redirect the egress does not take (a veth peer
-//! without XDP, an interface down) counts as dropped, not steered.
+//! without XDP, an interface down) counts as dropped, not steered. The `netfilter` mode's
+//! kernel path forwards through the host's stateful firewall and NAT by the gateway's mark.
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
@@ -20,9 +21,15 @@ use crate::support::{
     netns::{Netns, packet_socket, tun, wait_for},
     plans::ports,
 };
-use xwan::datapath::{Datapath, EgressWatch, TRACE_DIR, TestBpffs};
+use xwan::{
+    datapath::{Datapath, EgressWatch, TRACE_DIR, TestBpffs},
+    netlink::{
+        Netlink,
+        policy::{GatewayRoute, NextHop, Policy},
+    },
+};
 use xwan_common::{
-    Counter, IFACE_ARRAY_SIZE,
+    Counter, IFACE_ARRAY_SIZE, MarkLayout,
     plan::{Action, Gateway, GatewayKind, Iface, Link, Plan, RouterTable, Rule},
     reason, tunnel_tag,
 };
@@ -340,4 +347,126 @@ fn a_redirect_the_egress_does_not_take_counts_as_dropped_not_steered() {
 
     router.run(|| dp.detach_all().unwrap());
     assert!(!fs.path().join(TRACE_DIR).exists(), "tracepoint links left");
+}
+
+/// The `netfilter` mode's kernel path on real interfaces, under the standard stateful
+/// forward policy and masquerade: xwan chooses the gateway (XDP tags, TC marks, xwan's
+/// policy routing sends each mark through its gateway, the main table has no route at all),
+/// and the kernel forwards, so the firewall sees the connection open, masquerade applies on
+/// the Ethernet WAN, and the reply comes back to the LAN host as established.
+#[test]
+fn the_kernel_path_goes_through_the_firewall_and_nat_by_the_gateways_mark() {
+    let _turn = support::shared(module_path!());
+    let t = Topology::new(100_020);
+    let Topology {
+        lan,
+        router,
+        wan,
+        tun: tun_dev,
+        plan,
+    } = &t;
+    let mut plan = plan.clone();
+    for g in &mut plan.gateways {
+        g.kind = GatewayKind::Kernel;
+    }
+    let layout = MarkLayout::of_mask(0x0fff_0000, 2).unwrap();
+    plan.marks = Some(layout);
+    router.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let ruleset = r#"
+table inet fw {
+  chain forward {
+    type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    ct state invalid counter drop
+    iifname "l0" counter accept
+    counter
+  }
+}
+table ip nat {
+  chain post { type nat hook postrouting priority 100; oifname "w0" masquerade; }
+}
+"#;
+    let file = std::env::temp_dir().join(format!("xwan-kpath-{}.nft", std::process::id()));
+    std::fs::write(&file, ruleset).unwrap();
+    router.exec("nft", &["-f", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).ok();
+
+    let (t0, w0) = (router.ifindex("t0"), router.ifindex("w0"));
+    router.run(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let nl = Netlink::new().unwrap();
+            let gateway = |id: u16, table: u32, next_hop| GatewayRoute {
+                mark: layout.mark(id),
+                table,
+                next_hop,
+            };
+            let policy = Policy {
+                priority: 10_000,
+                mask: layout.mask(),
+                gateways: vec![
+                    gateway(0, 1000, NextHop::Device { ifindex: t0 }),
+                    gateway(
+                        1,
+                        1001,
+                        NextHop::Via {
+                            ifindex: w0,
+                            address: "192.0.2.2".parse().unwrap(),
+                        },
+                    ),
+                ],
+            };
+            nl.sync_policy(&policy).await.unwrap();
+        })
+    });
+    let fs = TestBpffs::new().unwrap();
+    let mut dp = Datapath::load(fs.path()).unwrap();
+    router.run(|| {
+        dp.apply(&plan).unwrap();
+        dp.attach_lan("l0").unwrap();
+    });
+
+    // UDP/5002 → gateway 1 (w0) to a server behind the WAN peer (only the mark routes
+    // there): masqueraded, and the server's answer reaches the LAN host through conntrack.
+    wan.ip(&["addr", "add", "198.51.100.30/32", "dev", "p0"]);
+    let host = lan.run(|| UdpSocket::bind("10.77.0.2:40002").unwrap());
+    host.set_read_timeout(Some(WAIT)).unwrap();
+    let peer = wan.run(|| UdpSocket::bind("198.51.100.30:5002").unwrap());
+    peer.set_read_timeout(Some(WAIT)).unwrap();
+    host.send_to(b"out", "198.51.100.30:5002").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = peer
+        .recv_from(&mut buf)
+        .expect("UDP/5002 did not reach the WAN peer through the kernel path");
+    assert_eq!(&buf[..n], b"out");
+    assert_eq!(from.ip(), Ipv4Addr::new(192, 0, 2, 1), "masquerade applied");
+    peer.send_to(b"back", from).unwrap();
+    let (n, from) = host
+        .recv_from(&mut buf)
+        .expect("the reply did not come back through conntrack");
+    assert_eq!((&buf[..n], from.port()), (&b"back"[..], 5002));
+
+    // UDP/5001 → gateway 0 (t0): out of the tunnel device with the kernel's TTL decrement.
+    t.send(5001, 40001, FAR);
+    let got = wait_for(tun_dev.as_raw_fd(), WAIT, |p| {
+        udp_of(p).is_some_and(|u| u.1 == 5001)
+    })
+    .expect("UDP/5001 did not leave through the tunnel device");
+    assert_eq!(udp_of(&got), Some((FAR, 5001, 63)));
+
+    // The firewall saw both connections open; none was invalid or dropped by the policy.
+    let counters = router.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
+    let count = |what: &str| {
+        let line = counters.lines().find(|l| l.contains(what)).unwrap();
+        let packets = line.split("packets ").nth(1).unwrap();
+        packets.split(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    assert_eq!(count("iifname \"l0\""), 2, "{counters}");
+    assert_eq!(count("invalid"), 0, "{counters}");
+    let reasons = dp.reason_counters().unwrap();
+    assert_eq!(reasons[reason::STEER_CLASSIFIED as usize].packets, 2);
+    router.run(|| dp.detach_all().unwrap());
 }
