@@ -88,6 +88,8 @@ struct Daemon {
     /// Names a scrape gives the data plane's counters, refreshed with every plan.
     counters: CounterNames,
     ipsec: Supervisor,
+    /// The `netfilter` mode's policy routing, written after each plan.
+    policy: kernel::PolicyWriter,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -118,7 +120,9 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut kernel_events = netlink::subscribe()?;
     let mut addresses = kernel::addresses(nl.clone());
     let ipsec = Supervisor::start(&config, nl.clone(), &metrics)?;
+    let policy = kernel::PolicyWriter::spawn(nl.clone(), None);
     let mut d = Daemon {
+        policy,
         path: path.to_path_buf(),
         config,
         dp,
@@ -133,6 +137,7 @@ pub async fn run(path: &Path) -> Result<()> {
     };
     d.ipsec.setup(&d.config).await?;
     d.refresh_facts().await?;
+    d.write_policy().await?;
     d.attach(&Interfaces::default())?;
     d.dp.watch_egress();
     if let Err(e) = d.dp.detach_unclaimed() {
@@ -415,8 +420,25 @@ impl Daemon {
             "plan applied"
         );
         self.committed = planned;
+        self.policy.set(planner::policy(&self.config, &self.facts));
         self.publish();
         Ok(epoch)
+    }
+
+    /// Writes the policy routing the configuration needs now (removes xwan's when it needs
+    /// none: XDP forwarding, or what a previous run in `netfilter` mode left), in order.
+    async fn write_policy(&mut self) -> Result<()> {
+        let policy = planner::policy(&self.config, &self.facts);
+        match &policy {
+            Some(p) => {
+                kernel::bounded("writing the policy routing", self.nl.sync_policy(p)).await?;
+            }
+            None => {
+                kernel::bounded("removing the policy routing", self.nl.remove_policy()).await?;
+            }
+        }
+        self.policy.written(policy);
+        Ok(())
     }
 
     /// The local addresses as just re-read (after an address event).
@@ -484,6 +506,9 @@ impl Daemon {
         let mut r = self.ipsec.setup(&self.config).await;
         if r.is_ok() {
             r = self.refresh_facts().await;
+        }
+        if r.is_ok() {
+            r = self.write_policy().await;
         }
         let reloaded = r.and_then(|()| {
             self.attach(&old)?;
@@ -567,6 +592,11 @@ impl Daemon {
         // Programs first: detaching from a tunnel interface removed below would fail (and
         // leave the pins behind).
         self.dp.detach_all()?;
+        if let Err(e) =
+            kernel::bounded("removing the policy routing", self.nl.remove_policy()).await
+        {
+            warn!("{e:#}");
+        }
         self.ipsec.teardown(&self.config).await;
         self.dp.remove_pins()?;
         let _ = std::fs::remove_file(&self.config.agent.control_socket);

@@ -8,12 +8,16 @@ use std::{fmt::Display, future::Future, net::IpAddr, sync::Arc, time::Duration};
 
 use anyhow::{Result, anyhow};
 use tokio::{
-    sync::{Notify, mpsc},
+    sync::{Notify, mpsc, watch},
     task::JoinHandle,
 };
-use tracing::warn;
+use tracing::{error, info, warn};
 
-use crate::{config::Config, netlink::Netlink, planner::Facts};
+use crate::{
+    config::Config,
+    netlink::{Netlink, policy::Policy},
+    planner::Facts,
+};
 
 /// Longest wait for one kernel request (a netlink answer, an SA dump). The kernel answers in
 /// microseconds; this is for the answer that never comes (a lost reply, a dead connection).
@@ -124,6 +128,69 @@ pub fn addresses(nl: Netlink) -> Reader<Vec<IpAddr>> {
             }
         }
     })
+}
+
+/// Writes the `netfilter` mode's policy routing ([`crate::netlink::policy`]) in a task of its
+/// own: the daemon hands over what each plan needs ([`PolicyWriter::set`]) and goes on; the
+/// task writes the latest (`None`: removes all of xwan's), within [`DEADLINE`], and logs what
+/// changed or why it could not. A start, a reload and `xwan stop` write it themselves, in
+/// order, and hand the writer what they wrote.
+pub struct PolicyWriter {
+    wanted: watch::Sender<Option<Policy>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for PolicyWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PolicyWriter {
+    /// A writer for `nl`'s namespace; `written` is what the kernel holds now.
+    pub fn spawn(nl: Netlink, written: Option<Policy>) -> PolicyWriter {
+        let (wanted, mut rx) = watch::channel(written);
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let policy = rx.borrow_and_update().clone();
+                let r = match &policy {
+                    Some(p) => bounded("writing the policy routing", nl.sync_policy(p)).await,
+                    None => bounded("removing the policy routing", nl.remove_policy()).await,
+                };
+                match r {
+                    Ok(c) if c.is_empty() => {}
+                    Ok(c) => info!(
+                        rules_added = c.add_rules.len(),
+                        rules_removed = c.delete_rules.len(),
+                        routes_set = c.set_routes.len(),
+                        routes_removed = c.delete_routes.len(),
+                        "policy routing written"
+                    ),
+                    Err(e) => error!(
+                        "{e:#}; marked packets may follow the main table until the next change"
+                    ),
+                }
+            }
+        });
+        PolicyWriter { wanted, task }
+    }
+
+    /// The policy the kernel should hold (written unless it is what was last asked).
+    pub fn set(&self, policy: Option<Policy>) {
+        self.wanted.send_if_modified(|w| {
+            let changed = *w != policy;
+            *w = policy;
+            changed
+        });
+    }
+
+    /// Records `policy` as written by the caller (no write of its own).
+    pub fn written(&self, policy: Option<Policy>) {
+        self.wanted.send_if_modified(|w| {
+            *w = policy;
+            false
+        });
+    }
 }
 
 #[cfg(test)]

@@ -13,9 +13,12 @@ use std::{collections::HashMap, fmt, net::IpAddr, time::Duration};
 use xwan_common::plan::{self, Gateway as PlanGateway, GatewayKind, Iface, Plan, RouterTable};
 
 use crate::{
-    config::{Config, GatewayId, LinkKind, Router},
+    config::{Config, Forwarding, GatewayId, LinkKind, Router},
     health::{HealthParams, Sla},
-    netlink::Interface,
+    netlink::{
+        Interface,
+        policy::{GatewayRoute, NextHop, Policy},
+    },
     router::{self, Member, RouterSpec},
 };
 
@@ -129,18 +132,53 @@ pub fn carry_tables(old: &Config, tables: &[RouterTable], new: &Config) -> Vec<R
         .collect()
 }
 
-/// Gateways the data plane can use now: their interface exists, and an Ethernet next hop's
-/// MAC is resolved. Others are left out of the plan (and must not be in router tables).
+/// Gateways the data plane can use now: their interface exists and is up, and (XDP
+/// forwarding) an Ethernet next hop's MAC is resolved; the kernel path resolves it itself.
+/// Others are left out of the plan (and must not be in router tables).
 pub fn usable(config: &Config, facts: &Facts, gateway: GatewayId) -> bool {
     let g = config.gateway(gateway);
     let link = config.link(g.link);
+    let kernel = matches!(config.agent.forwarding, Forwarding::Netfilter(_));
     match (facts.interfaces.get(&link.interface), link.kind) {
         (Some(i), LinkKind::Tunnel) => i.is_up(),
         (Some(i), LinkKind::Ethernet) => {
-            i.is_up() && facts.neighbours.contains_key(&(i.ifindex, g.address))
+            i.is_up() && (kernel || facts.neighbours.contains_key(&(i.ifindex, g.address)))
         }
         (None, _) => false,
     }
+}
+
+/// The policy routing of the `netfilter` forwarding mode (`None` in XDP mode): per gateway
+/// whose interface exists, its mark's rule and its table's default route (via its address
+/// on an Ethernet link, into the interface of a tunnel).
+pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
+    let Forwarding::Netfilter(n) = config.agent.forwarding else {
+        return None;
+    };
+    let gateways = (config.gateways.iter().enumerate())
+        .filter_map(|(id, g)| {
+            let id = GatewayId(id as u16);
+            let link = config.link(g.link);
+            let ifindex = facts.interfaces.get(&link.interface)?.ifindex;
+            let next_hop = match link.kind {
+                LinkKind::Ethernet => NextHop::Via {
+                    ifindex,
+                    address: g.address,
+                },
+                LinkKind::Tunnel => NextHop::Device { ifindex },
+            };
+            Some(GatewayRoute {
+                mark: n.marks.mark(id.0),
+                table: n.table(id),
+                next_hop,
+            })
+        })
+        .collect();
+    Some(Policy {
+        priority: n.rule_priority,
+        mask: n.marks.mask(),
+        gateways,
+    })
 }
 
 /// A configuration planned: what the data plane gets, and what `xwan status` and the metrics
@@ -193,9 +231,10 @@ pub fn plan(
         let Some(i) = facts.interfaces.get(&link.interface) else {
             continue;
         };
-        let kind = match link.kind {
-            LinkKind::Tunnel => GatewayKind::Tunnel,
-            LinkKind::Ethernet => {
+        let kind = match (link.kind, config.agent.forwarding) {
+            (_, Forwarding::Netfilter(_)) => GatewayKind::Kernel,
+            (LinkKind::Tunnel, Forwarding::Xdp) => GatewayKind::Tunnel,
+            (LinkKind::Ethernet, Forwarding::Xdp) => {
                 let Some(mac) = facts.neighbours.get(&(i.ifindex, g.address)) else {
                     continue;
                 };
@@ -260,8 +299,10 @@ pub fn plan(
         gateways,
         links,
         flow_idle_ns: duration_ns(config.agent.flow_idle),
-        // The kernel path comes with the `netfilter` forwarding mode (docs/firewall.md).
-        marks: None,
+        marks: match config.agent.forwarding {
+            Forwarding::Netfilter(n) => Some(n.marks),
+            Forwarding::Xdp => None,
+        },
     };
     Ok(Planned { plan, rows })
 }
@@ -359,6 +400,44 @@ mod tests {
                 None => assert!(t.slots.is_empty(), "{}", r.name),
             }
         }
+    }
+
+    #[test]
+    fn netfilter_forwarding_plans_the_kernel_path_and_its_policy_routing() {
+        let text = SEED.replacen("[agent]\n", "[agent]\nforwarding = \"netfilter\"\n", 1);
+        assert_ne!(text, SEED);
+        let (config, _) = config::parse(&text, "seed-branch.toml").unwrap();
+        let f = facts();
+        let Planned { plan: p, .. } = plan(&config, &f, &|_| true, &[]).unwrap();
+        p.validate().unwrap();
+        assert!(
+            p.gateways
+                .iter()
+                .all(|g| g.kind == GatewayKind::Kernel && g.ready)
+        );
+        let marks = p.marks.expect("marks");
+        assert_eq!(marks.mask(), crate::config::DEFAULT_MARK_MASK);
+        let routing = policy(&config, &f).expect("a policy");
+        assert_eq!(routing.priority, crate::config::DEFAULT_RULE_PRIORITY);
+        let routes: Vec<(u32, u32, NextHop)> = (routing.gateways.iter())
+            .map(|g| (g.mark, g.table, g.next_hop))
+            .collect();
+        // One per gateway: its mark, its table, into its tunnel interface.
+        for (id, g) in config.gateways.iter().enumerate() {
+            let ifindex = f.interfaces[&config.link(g.link).interface].ifindex;
+            assert!(
+                routes.contains(&(
+                    marks.mark(id as u16),
+                    crate::config::DEFAULT_FIRST_TABLE + id as u32,
+                    NextHop::Device { ifindex }
+                )),
+                "{}: {routes:?}",
+                g.name
+            );
+        }
+        // XDP forwarding has none.
+        let (xdp, _) = config::parse(SEED, "seed-branch.toml").unwrap();
+        assert_eq!(policy(&xdp, &f), None);
     }
 
     #[test]

@@ -1112,6 +1112,33 @@ flow_idle = "five minutes"
 );
 
 invalid!(
+    forwarding_mode_unknown,
+    r#"[agent]
+lan_interfaces = ["lan0"]
+forwarding = "netfiltre"
+"#,
+    "test.toml:3:14: agent: field 'forwarding': unknown value 'netfiltre'; did you mean \"netfilter\"? (use \"xdp\" or \"netfilter\")"
+);
+
+invalid!(
+    netfilter_values_invalid,
+    r#"[agent]
+lan_interfaces = ["lan0"]
+forwarding = "netfilter"
+
+[agent.netfilter]
+mark_mask = 0xf0f0
+first_table = 254
+rule_priority = 32766
+"#,
+    concat!(
+        "test.toml:6:13: agent: field 'netfilter.mark_mask': 0xf0f0 must be one run of bits with room for a mark per gateway (0) besides 0, e.g. 0x0fff0000\n",
+        "test.toml:7:15: agent: field 'netfilter.first_table': table 254 would meet the kernel's own tables (253 default, 254 main, 255 local); choose tables above 255, e.g. 30000\n",
+        "test.toml:8:17: agent: field 'netfilter.rule_priority': 32766 is out of range; rule_priority must be between 1 and 32765 (before the main table's rule, 32766)",
+    )
+);
+
+invalid!(
     agent_as_array_of_tables,
     r#"[[agent]]
 lan_interfaces = ["lan0"]
@@ -1184,6 +1211,15 @@ action = "pass"
 );
 
 // ---- warnings ----------------------------------------------------------------------------
+
+suspicious!(
+    netfilter_settings_without_netfilter_forwarding,
+    "\n[agent.netfilter]\nmark_mask = 0xff00\n",
+    concat!(
+        "test.toml:11:8: link 'WAN2': no gateway uses this link; add a [[gateway]] with link = \"WAN2\", or remove the link\n",
+        "test.toml:33:1: agent: field 'netfilter': has no effect with forwarding = \"xdp\"; remove it or set forwarding = \"netfilter\""
+    )
+);
 
 suspicious!(
     warn_empty_check,
@@ -1781,6 +1817,7 @@ agent
   control socket: /run/xwan/control.sock
   bpffs: /sys/fs/bpf/xwan
   flow idle: 5m
+  forwarding: xdp (steered traffic bypasses netfilter: no firewall or NAT)
 links (3)
   TunWAN1: tunnel on vti-wan1, address 172.16.1.1/30, mtu of the interface
   TunWAN2: tunnel on vti-wan2, address 172.16.1.5/30, mtu of the interface
@@ -1822,6 +1859,12 @@ metrics_listen = "[::1]:9100"
 control_socket = "/run/edge/control.sock"
 bpffs = "/sys/fs/bpf/edge"
 flow_idle = "0s"
+forwarding = "netfilter"
+
+[agent.netfilter]
+mark_mask = 0xff00
+first_table = 1000
+rule_priority = 900
 
 [[link]]
 name = "Fibre"
@@ -1931,7 +1974,7 @@ fn describe_every_option() {
     assert_eq!(
         warnings,
         [
-            "every.toml:40:9: gateway 'ISP2': field 'check': empty: the gateway is never probed and \
+            "every.toml:46:9: gateway 'ISP2': field 'check': empty: the gateway is never probed and \
           always counts as Ready, even when it is down; list targets to probe, or remove check \
           to probe the gateway itself"
         ]
@@ -1964,6 +2007,7 @@ agent
   control socket: /run/edge/control.sock
   bpffs: /sys/fs/bpf/edge
   flow idle: never
+  forwarding: netfilter (the kernel forwards by mark: marks 0xff00, tables 1000–1003, rules at priority 900)
 links (3)
   Fibre: ethernet on eth0, address 192.0.2.1/24, mtu 1500
   Tun6: tunnel on wg0, address 2001:db8:1::1/64, mtu 1420

@@ -57,6 +57,21 @@ impl Config {
         } else {
             writeln!(s, "  flow idle: {}", format_duration(a.flow_idle))?;
         }
+        match a.forwarding {
+            Forwarding::Xdp => writeln!(
+                s,
+                "  forwarding: xdp (steered traffic bypasses netfilter: no firewall or NAT)"
+            )?,
+            Forwarding::Netfilter(n) => writeln!(
+                s,
+                "  forwarding: netfilter (the kernel forwards by mark: marks {:#x}, tables {}–{}, \
+                 rules at priority {})",
+                n.marks.mask(),
+                n.first_table,
+                n.first_table + (self.gateways.len() as u32).max(1) - 1,
+                n.rule_priority
+            )?,
+        }
 
         writeln!(s, "links ({})", self.links.len())?;
         for l in &self.links {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::router::{Failback, Keyword, LoadBalancing, OnFailure, RouterOptions};
+pub use xwan_common::MarkLayout;
 pub use xwan_common::plan::Criteria;
 use xwan_common::plan::{Action, IpNet};
 
@@ -80,6 +81,57 @@ pub struct Agent {
     pub bpffs: PathBuf,
     /// A flow unseen this long is decided anew; zero = never.
     pub flow_idle: Duration,
+    /// How steered packets are forwarded.
+    pub forwarding: Forwarding,
+}
+
+/// How steered packets are forwarded (`[agent] forwarding`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Forwarding {
+    /// XDP/TC redirects: the fastest path; steered traffic bypasses netfilter (no stateful
+    /// firewall or NAT can apply to it).
+    #[default]
+    Xdp,
+    /// The kernel forwards what xwan steers, by mark through per-gateway routing tables:
+    /// filtering, conntrack and NAT see every packet (docs/firewall.md).
+    Netfilter(Netfilter),
+}
+
+/// The keyword of `[agent] forwarding`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum ForwardingMode {
+    #[default]
+    Xdp,
+    Netfilter,
+}
+
+impl Keyword for ForwardingMode {
+    const ALL: &'static [(&'static str, Self)] = &[
+        ("xdp", ForwardingMode::Xdp),
+        ("netfilter", ForwardingMode::Netfilter),
+    ];
+}
+
+/// `[agent.netfilter]`: where the gateways' marks, tables and rules go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Netfilter {
+    /// The mark bits xwan uses (`mark_mask`); gateway g's mark is `(g + 1)` in them.
+    pub marks: MarkLayout,
+    /// Gateway g's routing table is `first_table + g`.
+    pub first_table: u32,
+    /// Priority of xwan's `fwmark` rules (before the main table's 32766).
+    pub rule_priority: u32,
+}
+
+pub const DEFAULT_MARK_MASK: u32 = 0x0fff_0000;
+pub const DEFAULT_FIRST_TABLE: u32 = 30_000;
+pub const DEFAULT_RULE_PRIORITY: u32 = 10_000;
+
+impl Netfilter {
+    /// Gateway `id`'s routing table.
+    pub fn table(&self, id: GatewayId) -> u32 {
+        self.first_table + id.0 as u32
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

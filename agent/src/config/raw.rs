@@ -29,6 +29,18 @@ pub struct RawAgent {
     pub control_socket: Option<Str>,
     pub bpffs: Option<Str>,
     pub flow_idle: Option<Str>,
+    /// `"xdp"` (default) or `"netfilter"`.
+    pub forwarding: Option<Str>,
+    pub netfilter: Option<Spanned<RawNetfilter>>,
+}
+
+/// `[agent.netfilter]`: the `netfilter` forwarding mode's marks, tables and rules.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetfilter {
+    pub mark_mask: Option<Spanned<Int>>,
+    pub first_table: Option<Spanned<Int>>,
+    pub rule_priority: Option<Spanned<Int>>,
 }
 
 /// `[[link]]`

@@ -17,8 +17,8 @@ use crate::support::{
     self,
     netns::{Netns, packet_socket, wait_for},
     wan::{
-        Roles, TwoWan, active, assert_nothing_left, blackhole, gateway_state, metric, status,
-        udp_dport, udp_sport, wait, wait_until,
+        Agent, AgentConfig, AgentDir, Roles, TwoWan, active, assert_nothing_left, blackhole,
+        gateway_state, metric, status, udp_dport, udp_sport, wait, wait_until,
     },
 };
 use xwan::datapath::{Datapath, TestBpffs};
@@ -224,4 +224,81 @@ fn interface_removed_and_recreated_is_re_resolved() {
         "a new flow did not leave through the re-created w1"
     );
     peer.detach_all().unwrap();
+}
+
+/// `forwarding = "netfilter"` on a box with the standard stateful forward policy and
+/// masquerade on both WANs: steered traffic goes through the firewall (it counts each
+/// connection, none is invalid) and NAT (each WAN sees its own address as the source), a
+/// silent blackhole of GW1 still moves new flows to GW2, and `xwan stop` leaves no rule or
+/// route of xwan's behind.
+#[test]
+fn netfilter_forwarding_fails_over_through_the_hosts_stateful_firewall() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.84.0");
+    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    let [sniff1, sniff2] = net.sniff();
+    rtr.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    rtr.exec(
+        "nft",
+        &["add table inet fw; \
+           add chain inet fw forward { type filter hook forward priority 0; policy drop; }; \
+           add rule inet fw forward ct state established,related accept; \
+           add rule inet fw forward ct state invalid counter drop; \
+           add rule inet fw forward iifname \"l0\" counter accept; \
+           add table ip nat; \
+           add chain ip nat post { type nat hook postrouting priority 100; }; \
+           add rule ip nat post oifname { \"w1\", \"w2\" } masquerade"],
+    );
+    let dir = AgentDir::new("netfilter");
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.agent.push("forwarding = \"netfilter\"".into());
+    dir.write(&config);
+    let mut agent = Agent::start(rtr, &dir, "agent.log");
+    let socket = dir.socket();
+    wait_until("GW1 active", wait(), || {
+        status(&socket).is_some_and(|s| active(&s, "GW1"))
+    });
+    let rules = rtr.try_ip(&["rule"]).unwrap();
+    assert!(rules.contains("fwmark"), "no policy rule: {rules}");
+
+    // Source of a UDP/5001 frame from `sport`, as the WAN peer sees it.
+    let source = |f: &[u8]| [f[14 + 12], f[14 + 13], f[14 + 14], f[14 + 15]];
+    let from =
+        |sport: u16| move |f: &[u8]| udp_dport(f) == Some(5001) && udp_sport(f) == Some(sport);
+    net.send(42001, 5001);
+    let f = wait_for(sniff1.as_raw_fd(), wait(), from(42001))
+        .expect("UDP/5001 did not leave through GW1");
+    assert_eq!(source(&f), [192, 0, 2, 1], "masqueraded on WAN1");
+
+    blackhole(wan1);
+    wait_until("GW2 active after GW1's blackhole", wait(), || {
+        status(&socket).is_some_and(|s| active(&s, "GW2"))
+    });
+    net.send(42002, 5001);
+    let f =
+        wait_for(sniff2.as_raw_fd(), wait(), from(42002)).expect("a new flow did not move to GW2");
+    assert_eq!(source(&f), [192, 0, 2, 5], "masqueraded on WAN2");
+
+    let chain = rtr.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
+    let packets = |what: &str| -> u64 {
+        let line = chain.lines().find(|l| l.contains(what)).unwrap();
+        line.split("packets ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(packets("iifname \"l0\""), 2, "{chain}");
+    assert_eq!(packets("invalid"), 0, "{chain}");
+
+    agent.stop(&dir, wait());
+    assert_nothing_left(rtr, &dir);
+    let table = rtr.try_ip(&["route", "show", "table", "30000"]).unwrap();
+    assert!(
+        table.trim().is_empty(),
+        "route left in GW1's table: {table}"
+    );
 }

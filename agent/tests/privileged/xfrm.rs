@@ -203,6 +203,7 @@ fn config(
     }));
     AgentConfig {
         lan: vec!["l0"],
+        agent: vec![],
         links: vec![Link {
             name: "TunWAN1",
             interface,

@@ -538,6 +538,7 @@ impl Validator<'_, '_, '_> {
             None => Some(DEFAULT_FLOW_IDLE),
             Some(s) => self.duration(s, &object, "flow_idle", "300s"),
         };
+        let forwarding = self.forwarding(a, &object);
         if !ok {
             return None;
         }
@@ -547,7 +548,102 @@ impl Validator<'_, '_, '_> {
             control_socket: control_socket?,
             bpffs: bpffs?,
             flow_idle: flow_idle?,
+            forwarding: forwarding?,
         })
+    }
+
+    /// `forwarding` and `[agent.netfilter]`: the marks must hold every gateway's (g + 1), the
+    /// tables must not meet the kernel's own (253–255) or wrap, the rules must come before
+    /// the main table's (32766).
+    fn forwarding(&mut self, a: &raw::RawAgent, object: &Object) -> Option<Forwarding> {
+        let mode: ForwardingMode = self.keyword(&a.forwarding, object, "forwarding")?;
+        let default = raw::RawNetfilter::default();
+        let n = a.netfilter.as_ref().map_or(&default, |n| n.get_ref());
+        if mode == ForwardingMode::Xdp {
+            if let Some(n) = &a.netfilter {
+                self.warn(
+                    &n.span(),
+                    object,
+                    Some("netfilter"),
+                    "has no effect with forwarding = \"xdp\"; remove it or set \
+                     forwarding = \"netfilter\""
+                        .into(),
+                );
+            }
+            return Some(Forwarding::Xdp);
+        }
+        let gateways = self.doc.gateways.len() as u32;
+        let marks = match &n.mark_mask {
+            None => MarkLayout::of_mask(DEFAULT_MARK_MASK, gateways),
+            Some(v) => {
+                let mask = self.int(v, object, "netfilter.mark_mask", (1, u32::MAX as i64), "")?;
+                let layout = MarkLayout::of_mask(mask as u32, gateways);
+                if layout.is_none() {
+                    self.err(
+                        &v.span(),
+                        object,
+                        Some("netfilter.mark_mask"),
+                        format!(
+                            "{mask:#x} must be one run of bits with room for a mark per \
+                             gateway ({gateways}) besides 0, e.g. 0x0fff0000"
+                        ),
+                    );
+                }
+                layout
+            }
+        };
+        let first_table = match &n.first_table {
+            None => Some(DEFAULT_FIRST_TABLE),
+            Some(v) => {
+                let count = gateways.max(1);
+                let last = u32::MAX as i64 - count as i64 + 1;
+                let t = self.int(
+                    v,
+                    object,
+                    "netfilter.first_table",
+                    (1, last),
+                    " (gateway g's table is first_table + g)",
+                );
+                let t = t.map(|t| t as u32);
+                match t {
+                    Some(t) if (t..t + count).any(|t| (253..=255).contains(&t)) => {
+                        let tables = if count == 1 {
+                            format!("table {t}")
+                        } else {
+                            format!("tables {t}–{}", t + count - 1)
+                        };
+                        self.err(
+                            &v.span(),
+                            object,
+                            Some("netfilter.first_table"),
+                            format!(
+                                "{tables} would meet the kernel's own tables (253 default, \
+                                 254 main, 255 local); choose tables above 255, e.g. 30000"
+                            ),
+                        );
+                        None
+                    }
+                    t => t,
+                }
+            }
+        };
+        let rule_priority = match &n.rule_priority {
+            None => Some(DEFAULT_RULE_PRIORITY),
+            Some(v) => self
+                .int(
+                    v,
+                    object,
+                    "netfilter.rule_priority",
+                    (1, 32765),
+                    " (before the main table's rule, 32766)",
+                )
+                .map(|p| p as u32),
+        };
+        Some(Forwarding::Netfilter(Netfilter {
+            marks: marks?,
+            first_table: first_table?,
+            rule_priority: rule_priority?,
+        }))
     }
 
     // ---- data-plane limits -----------------------------------------------------------------

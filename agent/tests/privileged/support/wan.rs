@@ -45,6 +45,8 @@ pub enum Roles {
 pub struct AgentConfig {
     /// `lan_interfaces`.
     pub lan: Vec<&'static str>,
+    /// Further `key = value` lines of `[agent]` (`forwarding = "netfilter"`).
+    pub agent: Vec<String>,
     pub links: Vec<Link>,
     /// R's `gateways` and `backups`.
     pub main: Vec<&'static str>,
@@ -96,6 +98,7 @@ impl AgentConfig {
         };
         AgentConfig {
             lan: vec!["l0"],
+            agent: vec![],
             links: vec![
                 link("WAN1", "w1", "192.0.2.1/30", "GW1", "192.0.2.2"),
                 link("WAN2", "w2", "192.0.2.5/30", "GW2", "192.0.2.6"),
@@ -129,6 +132,7 @@ impl AgentConfig {
             "[agent]\nlan_interfaces = {}\nbpffs = \"{dir}/bpffs\"\ncontrol_socket = \"{dir}/ctl.sock\"\n",
             list(&self.lan)
         );
+        self.agent.iter().for_each(|line| t += &format!("{line}\n"));
         for l in &self.links {
             t += &format!(
                 "\n[[link]]\nname = {:?}\ninterface = {:?}\nkind = {:?}\naddress = {:?}\n",
@@ -516,6 +520,13 @@ pub fn assert_nothing_left(ns: &Netns, dir: &AgentDir) {
     let net = ns.try_exec("bpftool", &["net", "show", "dev", "l0"]);
     let net = net.unwrap_or_default();
     assert!(!net.contains("xwan"), "program left on l0: {net}");
+    for family in ["-4", "-6"] {
+        let rules = ns.try_ip(&[family, "rule"]).unwrap_or_default();
+        assert!(
+            !rules.contains("fwmark"),
+            "policy rule left behind: {rules}"
+        );
+    }
 }
 
 /// One control request (`xwan status` and friends) from the test.
