@@ -576,6 +576,7 @@ impl Daemon {
                 .map(|a| a.to_string())
                 .collect(),
             failed_redirects: self.dp.egress_watch().map(|w| w.to_string()),
+            forwarding: Some(self.config.agent.forwarding.summary().into()),
             routers: status::rows::routers(&self.config, &self.committed.rows, &self.probes),
             ipsec: self.ipsec.rows(&self.config),
             return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {

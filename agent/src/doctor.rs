@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{Config, LinkKind, TunnelDevice};
+use crate::config::{Config, Forwarding, LinkKind, TunnelDevice};
 use crate::datapath::{self, Datapath, EgressWatch, TestBpffs, features};
 use crate::netlink::{netdev, tunnel};
 
@@ -167,6 +167,53 @@ pub fn run(config: Option<&Config>) -> Report {
     }
 }
 
+/// How steered traffic will leave, and whether this box's netfilter and forwarding fit it:
+/// with conntrack tracking connections in this namespace (a ruleset uses it: a stateful
+/// firewall or NAT), XDP forwarding bypasses them; the kernel path needs IPv4 forwarding on.
+fn forwarding(f: &Forwarding) -> Check {
+    let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string());
+    let tracked = read("/proc/sys/net/netfilter/nf_conntrack_count")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    match f {
+        Forwarding::Xdp if tracked > 0 => check(
+            "forwarding",
+            Status::Warning,
+            format!(
+                "xdp: steered traffic bypasses netfilter, but conntrack tracks {tracked} \
+                 connections here: a stateful firewall drops the replies of steered \
+                 connections and NAT misses them; set [agent] forwarding = \"netfilter\""
+            ),
+        ),
+        Forwarding::Xdp => check(
+            "forwarding",
+            Status::Ok,
+            "xdp: steered traffic bypasses netfilter (conntrack tracks nothing here)".into(),
+        ),
+        Forwarding::Netfilter(_)
+            if read("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v != "1") =>
+        {
+            check(
+                "forwarding",
+                Status::Warning,
+                "netfilter: IPv4 forwarding is off, so the kernel forwards nothing xwan steers; \
+                 sysctl -w net.ipv4.ip_forward=1"
+                    .into(),
+            )
+        }
+        Forwarding::Netfilter(n) => check(
+            "forwarding",
+            Status::Ok,
+            format!(
+                "netfilter: the kernel forwards steered traffic by mark ({:#x}), through the \
+                 firewall, conntrack and NAT",
+                n.marks.mask()
+            ),
+        ),
+    }
+}
+
 fn check(item: &'static str, status: Status, detail: String) -> Check {
     Check {
         item,
@@ -260,6 +307,10 @@ fn kernel_checks(config: Option<&Config>, checks: &mut Vec<Check>) {
             format!("refused ({e}); only the load test uses them (relay source instead)"),
         ),
     });
+
+    if let Some(c) = config {
+        checks.push(forwarding(&c.agent.forwarding));
+    }
 
     // IPsec: the kernel pieces each configured link kind needs.
     let wants = |kind: fn(&TunnelDevice) -> bool| {

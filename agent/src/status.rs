@@ -29,6 +29,9 @@ pub struct Status {
     /// or, where the kernel does not allow it, as steered ("not counted: why").
     #[serde(default)]
     pub failed_redirects: Option<String>,
+    /// How steered traffic leaves: XDP (bypassing netfilter) or the kernel path.
+    #[serde(default)]
+    pub forwarding: Option<String>,
     pub routers: Vec<RouterStatus>,
     /// IPsec tunnel links and their SAs (none without `vti` / `xfrm` links).
     #[serde(default)]
@@ -132,6 +135,9 @@ pub fn render(s: &Status, now_unix: u64) -> String {
     }
     if let Some(f) = &s.failed_redirects {
         let _ = writeln!(out, "failed redirects {f}");
+    }
+    if let Some(f) = &s.forwarding {
+        let _ = writeln!(out, "forwarding {f}");
     }
     let ago = |t: Option<u64>| match t {
         Some(t) => format!(
@@ -261,6 +267,11 @@ mod tests {
             epoch: 7,
             attachments: vec!["lan0 (ifindex 2): XDP xwan_xdp_lan native".into()],
             failed_redirects: Some("counted".into()),
+            forwarding: Some(
+                "netfilter: the kernel forwards steered traffic by mark (firewall, conntrack \
+                 and NAT apply)"
+                    .into(),
+            ),
             routers: vec![RouterStatus {
                 name: "ProductionRouter".into(),
                 gateways: vec![
@@ -275,6 +286,7 @@ mod tests {
         let expected = "config /etc/xwan/xwan.toml  ruleset epoch 7
 attached lan0 (ifindex 2): XDP xwan_xdp_lan native
 failed redirects counted
+forwarding netfilter: the kernel forwards steered traffic by mark (firewall, conntrack and NAT apply)
 
 router ProductionRouter
   GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS
@@ -300,6 +312,7 @@ router ProductionRouter
             epoch: 1,
             attachments: vec![],
             failed_redirects: None,
+            forwarding: None,
             routers: vec![],
             ipsec: vec![
                 IpsecLinkRow {
@@ -359,6 +372,7 @@ ipsec
             epoch: 3,
             attachments: vec![],
             failed_redirects: None,
+            forwarding: None,
             routers: vec![RouterStatus {
                 name: "R".into(),
                 gateways: vec![row("G", "Active", true, "Main", 100.0)],

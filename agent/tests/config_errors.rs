@@ -1817,7 +1817,7 @@ agent
   control socket: /run/xwan/control.sock
   bpffs: /sys/fs/bpf/xwan
   flow idle: 5m
-  forwarding: xdp (steered traffic bypasses netfilter: no firewall or NAT)
+  forwarding: xdp: steered traffic bypasses netfilter (no firewall or NAT)
 links (3)
   TunWAN1: tunnel on vti-wan1, address 172.16.1.1/30, mtu of the interface
   TunWAN2: tunnel on vti-wan2, address 172.16.1.5/30, mtu of the interface

@@ -58,10 +58,7 @@ impl Config {
             writeln!(s, "  flow idle: {}", format_duration(a.flow_idle))?;
         }
         match a.forwarding {
-            Forwarding::Xdp => writeln!(
-                s,
-                "  forwarding: xdp (steered traffic bypasses netfilter: no firewall or NAT)"
-            )?,
+            Forwarding::Xdp => writeln!(s, "  forwarding: {}", a.forwarding.summary())?,
             Forwarding::Netfilter(n) => writeln!(
                 s,
                 "  forwarding: netfilter (the kernel forwards by mark: marks {:#x}, tables {}–{}, \

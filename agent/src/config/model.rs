@@ -97,6 +97,19 @@ pub enum Forwarding {
     Netfilter(Netfilter),
 }
 
+impl Forwarding {
+    /// The mode and what it means for netfilter, as `xwan status` says it.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            Forwarding::Xdp => "xdp: steered traffic bypasses netfilter (no firewall or NAT)",
+            Forwarding::Netfilter(_) => {
+                "netfilter: the kernel forwards steered traffic by mark (firewall, conntrack \
+                 and NAT apply)"
+            }
+        }
+    }
+}
+
 /// The keyword of `[agent] forwarding`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum ForwardingMode {

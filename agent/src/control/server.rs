@@ -432,6 +432,7 @@ mod tests {
             epoch,
             attachments: vec![],
             failed_redirects: None,
+            forwarding: None,
             routers: vec![],
             ipsec: vec![],
             return_routes: vec![],

@@ -2,7 +2,8 @@
 //! configuration's interfaces, it reports what the kernel offers and, per interface, how xwan
 //! will use it. The trap it exists for: an Ethernet egress that is a veth whose peer cannot
 //! receive XDP frames drops every frame xwan redirects into it, which only `ip -s link` and
-//! xwan's `drop_redirect` / `drop_xmit` counters show.
+//! xwan's `drop_redirect` / `drop_xmit` counters show. And the trap of a stateful firewall:
+//! XDP forwarding bypasses it, the kernel path needs IPv4 forwarding.
 //!
 //! Needs root. Namespaces are private to the test and removed even when it fails.
 
@@ -159,6 +160,50 @@ fn doctor_reports_the_kernel_and_the_interfaces_traps() {
     assert!(out.status.success(), "{table}");
     assert!(table.contains("WARNING"), "{table}");
     assert!(table.contains("xwan can run;"), "{table}");
+
+    // How steered traffic leaves. XDP forwarding with nothing tracked here: fine; once a
+    // ruleset makes conntrack track connections here (a stateful firewall), a warning that
+    // says what to set.
+    let forwarding = |cfg: &str| {
+        let out = doctor(&ns, &["--config", cfg, "--json"]);
+        let r: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+        kernel_check(&r, "forwarding").clone()
+    };
+    assert_eq!(forwarding(cfg)["status"], "ok");
+    ns.exec(
+        "nft",
+        &["add table inet fw; \
+           add chain inet fw out { type filter hook output priority 0; }; \
+           add rule inet fw out ct state new counter"],
+    );
+    ns.exec("ping", &["-c", "1", "-W", "1", "127.0.0.1"]);
+    let xdp = forwarding(cfg);
+    assert_eq!(xdp["status"], "warning", "{xdp:#}");
+    assert!(
+        xdp["detail"]
+            .as_str()
+            .unwrap()
+            .contains("forwarding = \"netfilter\""),
+        "{xdp:#}"
+    );
+    // The kernel path needs IPv4 forwarding.
+    let nf = dir.join("netfilter.toml");
+    let text = std::fs::read_to_string(cfg).unwrap().replacen(
+        "[agent]\n",
+        "[agent]\nforwarding = \"netfilter\"\n",
+        1,
+    );
+    std::fs::write(&nf, text).unwrap();
+    let nf = nf.to_str().unwrap();
+    ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+    let off = forwarding(nf);
+    assert_eq!(off["status"], "warning", "{off:#}");
+    assert!(
+        off["detail"].as_str().unwrap().contains("ip_forward=1"),
+        "{off:#}"
+    );
+    ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert_eq!(forwarding(nf)["status"], "ok");
 
     ns.run(|| dp.detach_all().unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
