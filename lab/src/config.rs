@@ -72,6 +72,9 @@ pub struct Options {
     pub timing: Timing,
     pub failback: Failback,
     pub tunnels: Tunnels,
+    /// Both sites run a stateful forward policy ([`crate::firewall`]) and both agents
+    /// forward through it (`forwarding = "netfilter"`).
+    pub firewall: bool,
 }
 
 /// The branch agent's configuration as a TOML table (tests edit it, e.g. to change a rule,
@@ -115,6 +118,9 @@ fn seed(text: &str, file: &str) -> Result<Table> {
 
 fn adapt(t: &mut Table, dir: &Path, opts: &Options) -> Result<()> {
     let agent = table(t, "agent")?;
+    if opts.firewall {
+        agent.insert("forwarding".into(), Value::String("netfilter".into()));
+    }
     agent.insert(
         "bpffs".into(),
         Value::String(dir.join("bpffs").display().to_string()),
@@ -197,6 +203,7 @@ mod tests {
         timing: Timing::FAST,
         failback: Failback::All,
         tunnels: Tunnels::StandIn,
+        firewall: false,
     };
 
     /// The branch and head-office configurations of the IPsec lab keyed by `keying`, parsed.

@@ -21,6 +21,7 @@ use xwan::{
 use crate::{
     agent::{Agent, AgentDir},
     config::{self, Options},
+    firewall,
     ipsec::{self, Ike, Secrets},
     observe::Observer,
     topology::{LINKS, Medium, Topology, Tunnels},
@@ -89,6 +90,10 @@ impl Lab {
         std::fs::create_dir_all(&place.dir)
             .with_context(|| format!("creating {}", place.dir.display()))?;
         let topo = Topology::build(&place.prefix, opts.tunnels)?;
+        if opts.firewall {
+            firewall::install(&topo.branch, false)?;
+            firewall::install(&topo.headoffice, true)?;
+        }
         let branch_dir = AgentDir::create(place.dir.join("branch"))?;
         let headoffice_dir = AgentDir::create(place.dir.join("headoffice"))?;
         write_config(&branch_dir, &config::branch(branch_dir.path(), opts)?)?;

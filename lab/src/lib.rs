@@ -11,6 +11,8 @@
 //! * [`config`] generates both agents' configurations from `examples/seed-*.toml`;
 //!   [`agent`] runs `xwan run` inside a namespace.
 //! * [`traffic`] has the servers and clients; [`observe`] the per-link taps.
+//! * [`firewall`]: with `--firewall`, a stateful forward policy on both sites and the
+//!   agents' `netfilter` forwarding;
 //! * [`ipsec`] keys the real tunnels of the VM lab (manual keys, strongSwan) and reads SAs;
 //! * [`lab`] ties them into a [`lab::Lab`] that cleans everything up on drop;
 //!   [`control`] lets a second terminal drive a running lab, and removes a killed one.
@@ -21,6 +23,7 @@
 pub mod agent;
 pub mod config;
 pub mod control;
+pub mod firewall;
 pub mod ipsec;
 pub mod lab;
 pub mod netns;

@@ -37,6 +37,10 @@ struct Cli {
     /// Remove the lab (also one whose process was killed) and exit.
     #[arg(long)]
     down: bool,
+    /// Both sites run the standard stateful forward policy, and both agents forward through
+    /// it (`forwarding = "netfilter"`): watch it with `ip netns exec xwanlab-branch nft list ruleset`.
+    #[arg(long, global = true)]
+    firewall: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -85,8 +89,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match (cli.down, cli.command) {
         (true, _) | (_, Some(Cmd::Down)) => control::down(),
-        (_, None) => run(None),
-        (_, Some(Cmd::Run { seconds })) => run(seconds.map(Duration::from_secs)),
+        (_, None) => run(None, cli.firewall),
+        (_, Some(Cmd::Run { seconds })) => run(seconds.map(Duration::from_secs), cli.firewall),
         (_, Some(Cmd::Cut { link, carrier, .. })) => {
             let how = if carrier { "carrier" } else { "silent" };
             send(&format!("cut {link} {how}"))
@@ -129,7 +133,7 @@ fn ns_suffix(site: &str) -> &'static str {
     if site == "branch" { "branch" } else { "ho" }
 }
 
-fn run(duration: Option<Duration>) -> Result<()> {
+fn run(duration: Option<Duration>, firewall: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the lab creates network namespaces and loads eBPF programs: run it as root");
@@ -159,6 +163,7 @@ fn run(duration: Option<Duration>) -> Result<()> {
         timing: Timing::INTERACTIVE,
         failback: Failback::NewConnections,
         tunnels: Tunnels::StandIn,
+        firewall,
     };
     println!("starting the lab (namespaces {PREFIX}*, state in {STATE_DIR}) ...");
     let lab = Lab::start(&xwan, &place, &opts)?;

@@ -75,6 +75,7 @@ fn seed_scenario_over_vtis_and_esp() {
         timing: TIMING,
         failback: Failback::NewConnections,
         tunnels: Tunnels::Ipsec(Keying::Mixed),
+        firewall: false,
     });
     let mut shown = print_status(&lab);
     each_class_crosses_its_links_sas(&lab);
@@ -95,6 +96,7 @@ fn seed_scenario_keyed_by_the_shipped_strongswan_pair() {
         timing: TIMING,
         failback: Failback::NewConnections,
         tunnels: Tunnels::Ipsec(Keying::Strongswan),
+        firewall: false,
     });
     let ike = lab.ike.as_ref().expect("an IPsec lab has charons");
     println!(

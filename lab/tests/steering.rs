@@ -8,9 +8,10 @@ mod support;
 use std::time::Duration;
 
 use xwan_lab::{
-    config::Failback,
+    config::{Failback, Options, Timing},
+    firewall,
     observe::Class,
-    topology::{CLIENTS, LINKS},
+    topology::{CLIENTS, LINKS, Tunnels},
     traffic::{Client, Traffic},
 };
 
@@ -56,6 +57,63 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
         if st.class == Class::Voip {
             assert_eq!(st.lost(), 0, "{}: VoIP packets not echoed", st.label);
         }
+    }
+}
+
+/// `cargo xtask lab --firewall`: both sites behind the standard stateful forward policy
+/// (`xwan_lab::firewall`), both agents forwarding through it (`forwarding = "netfilter"`).
+/// Every class still takes its main link both ways with no error, and each site's firewall
+/// saw the connections open (its accept rule counts them), dropped none as invalid and none
+/// by its policy: replies arrive as established.
+#[test]
+fn behind_stateful_firewalls_every_class_flows_on_its_main_link() {
+    let (_one, lab) = support::lab_with(&Options {
+        timing: Timing::FAST,
+        failback: Failback::NewConnections,
+        tunnels: Tunnels::StandIn,
+        firewall: true,
+    });
+    let mut traffic = Traffic::new(lab.topo.lan.name());
+    let ms = Duration::from_millis;
+    traffic.start(Client::Http, CLIENTS[0], ms(50));
+    traffic.start(Client::Ftp, CLIENTS[1], ms(50));
+    traffic.start(Client::SqlSession, CLIENTS[2], ms(50));
+    traffic.start(Client::SqlConnections, CLIENTS[2], ms(50));
+    traffic.start(Client::Voip(0), CLIENTS[3], ms(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    traffic.stop();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let flows = lab.observer.flows();
+    for st in &traffic.flows {
+        let answered = st.answered.load(std::sync::atomic::Ordering::Relaxed);
+        let errors = st.errors.load(std::sync::atomic::Ordering::Relaxed);
+        let seen = support::seen(&lab, &flows, st);
+        println!("{}: {answered} answers, {errors} errors", st.label);
+        assert!(
+            answered > 0 && errors == 0,
+            "{}: {answered} answers, {errors} errors",
+            st.label
+        );
+        support::assert_main_link_both_ways(&lab, st, seen);
+    }
+    for (site, ns) in [
+        ("branch", &lab.topo.branch),
+        ("head office", &lab.topo.headoffice),
+    ] {
+        let count = |what| firewall::counted(ns, what).unwrap();
+        let (accepted, invalid, policy) = (
+            count(firewall::ACCEPTED_NEW),
+            count(firewall::INVALID),
+            count(firewall::POLICY),
+        );
+        println!("{site} firewall: {accepted} new accepted, {invalid} invalid, {policy} by policy");
+        assert!(accepted > 0, "{site}: the firewall saw no connection open");
+        assert_eq!(
+            (invalid, policy),
+            (0, 0),
+            "{site}: the firewall dropped packets"
+        );
     }
 }
 

@@ -29,6 +29,7 @@ pub fn lab(failback: Failback) -> (MutexGuard<'static, ()>, Lab) {
         timing: Timing::FAST,
         failback,
         tunnels: Tunnels::StandIn,
+        firewall: false,
     })
 }
 
