@@ -15,16 +15,16 @@ use xwan_lab::{
     traffic::{Client, Traffic},
 };
 
-#[test]
-fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
-    let (_one, lab) = support::lab(Failback::NewConnections);
+/// 1.5 s of traffic of every class (HTTP, FTP, SQL session and per-query connections,
+/// `calls` VoIP calls and SIP), then the closing handshakes' time.
+fn every_class(lab: &xwan_lab::lab::Lab, calls: u16) -> Traffic {
     let mut traffic = Traffic::new(lab.topo.lan.name());
     let ms = Duration::from_millis;
     traffic.start(Client::Http, CLIENTS[0], ms(50));
     traffic.start(Client::Ftp, CLIENTS[1], ms(50));
     traffic.start(Client::SqlSession, CLIENTS[2], ms(50));
     traffic.start(Client::SqlConnections, CLIENTS[2], ms(50));
-    for call in 0..3 {
+    for call in 0..calls {
         traffic.start(Client::Voip(call), CLIENTS[3], ms(20));
     }
     traffic.start(Client::Sip, CLIENTS[3], ms(100));
@@ -32,6 +32,13 @@ fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
     traffic.stop();
     // Closing handshakes still in flight.
     std::thread::sleep(Duration::from_millis(300));
+    traffic
+}
+
+#[test]
+fn each_class_takes_its_main_link_and_replies_come_back_on_it() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let traffic = every_class(&lab, 3);
 
     let flows = lab.observer.flows();
     for st in &traffic.flows {
@@ -73,16 +80,7 @@ fn behind_stateful_firewalls_every_class_flows_on_its_main_link() {
         tunnels: Tunnels::StandIn,
         firewall: true,
     });
-    let mut traffic = Traffic::new(lab.topo.lan.name());
-    let ms = Duration::from_millis;
-    traffic.start(Client::Http, CLIENTS[0], ms(50));
-    traffic.start(Client::Ftp, CLIENTS[1], ms(50));
-    traffic.start(Client::SqlSession, CLIENTS[2], ms(50));
-    traffic.start(Client::SqlConnections, CLIENTS[2], ms(50));
-    traffic.start(Client::Voip(0), CLIENTS[3], ms(20));
-    std::thread::sleep(Duration::from_millis(1500));
-    traffic.stop();
-    std::thread::sleep(Duration::from_millis(300));
+    let traffic = every_class(&lab, 1);
 
     let flows = lab.observer.flows();
     for st in &traffic.flows {

@@ -33,9 +33,7 @@ fn interfaces_neighbours_addresses_and_carrier_events() {
     ns.ip(&["link", "set", "a0", "up"]);
     let _tun = ns.run(|| tun("t0"));
 
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+    ns.block_on(async {
             let nl = Netlink::new().unwrap();
             let a0 = nl.interface("a0").await.unwrap().expect("a0 exists");
             assert!(a0.l2 && a0.mac.is_some() && a0.mtu == 1500);
@@ -65,7 +63,6 @@ fn interfaces_neighbours_addresses_and_carrier_events() {
             assert_eq!(ev, Some(Event::Neighbour { ifindex: a0.ifindex, ip: peer, mac }));
             assert_eq!(nl.neighbour(a0.ifindex, peer).await.unwrap(), mac);
             assert_eq!(nl.neighbour(a0.ifindex, "10.9.0.3".parse().unwrap()).await.unwrap(), None);
-        });
     });
 }
 
@@ -82,113 +79,107 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
     let route_get = |args: &[&str]| ns.try_ip(&[&["route", "get"], args].concat()).unwrap();
     let rules = || ns.try_ip(&["rule"]).unwrap() + &ns.try_ip(&["-6", "rule"]).unwrap();
 
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let nl = Netlink::new().unwrap();
-            let a0 = nl.interface("a0").await.unwrap().unwrap().ifindex;
-            let t0 = nl.interface("t0").await.unwrap().unwrap().ifindex;
-            let gw1 = NextHop::Via {
-                ifindex: a0,
-                address: "192.0.2.2".parse().unwrap(),
-            };
-            let gw2 = NextHop::Device { ifindex: t0 };
-            let policy = |gateways: Vec<GatewayRoute>| Policy {
-                priority: 10_000,
-                mask: 0x0fff_0000,
-                gateways,
-            };
-            // A table id above 255 too: it only fits the attribute.
-            let p = policy(vec![
-                GatewayRoute {
-                    mark: 0x1_0000,
-                    table: 1001,
-                    next_hop: gw1,
-                },
-                GatewayRoute {
-                    mark: 0x2_0000,
-                    table: 70_000,
-                    next_hop: gw2,
-                },
-            ]);
-            let c = nl.sync_policy(&p).await.unwrap();
-            assert_eq!((c.add_rules.len(), c.set_routes.len()), (3, 3), "{c:?}");
-
-            // The kernel routes each mark through its gateway, and unmarked packets as before.
-            let via = route_get(&["198.51.100.7", "mark", "0x10000"]);
-            assert!(via.contains("via 192.0.2.2 dev a0 table 1001"), "{via}");
-            let dev = route_get(&["198.51.100.7", "mark", "0x20000"]);
-            assert!(dev.contains("dev t0 table 70000"), "{dev}");
-            let dev6 = ns
-                .try_ip(&["-6", "route", "get", "2001:db8::7", "mark", "0x20000"])
-                .unwrap();
-            assert!(
-                dev6.contains("dev t0") && dev6.contains("table 70000"),
-                "{dev6}"
-            );
-            let plain = ns.try_ip(&["route", "get", "198.51.100.7"]);
-            assert!(plain.is_err(), "no default route in main: {plain:?}");
-            // The IPv4 gateway's table routes IPv4 only (no IPv6 route via an IPv4 next hop):
-            // no IPv6 rule for its mark, its IPv6 packets follow the main table.
-            let rules6 = ns.try_ip(&["-6", "rule"]).unwrap();
-            assert!(
-                rules6.contains("0x20000") && !rules6.contains("0x10000"),
-                "{rules6}"
-            );
-
-            // Nothing differs: nothing is written (a rewritten route invalidates cached ones).
-            assert!(nl.sync_policy(&p).await.unwrap().is_empty());
-
-            // A route of someone else's in one of xwan's tables is an error naming it.
-            ns.ip(&["route", "add", "10.0.0.0/8", "dev", "a0", "table", "1001"]);
-            let e = nl.sync_policy(&p).await.unwrap_err();
-            assert!(
-                matches!(e, PolicyError::ForeignRoute { table: 1001, .. }),
-                "{e}"
-            );
-            ns.ip(&["route", "del", "10.0.0.0/8", "dev", "a0", "table", "1001"]);
-
-            // One gateway less: only its rules and routes go.
-            let q = policy(vec![GatewayRoute {
+    ns.block_on(async {
+        let nl = Netlink::new().unwrap();
+        let a0 = nl.interface("a0").await.unwrap().unwrap().ifindex;
+        let t0 = nl.interface("t0").await.unwrap().unwrap().ifindex;
+        let gw1 = NextHop::Via {
+            ifindex: a0,
+            address: "192.0.2.2".parse().unwrap(),
+        };
+        let gw2 = NextHop::Device { ifindex: t0 };
+        let policy = |gateways: Vec<GatewayRoute>| Policy {
+            priority: 10_000,
+            mask: 0x0fff_0000,
+            gateways,
+        };
+        // A table id above 255 too: it only fits the attribute.
+        let p = policy(vec![
+            GatewayRoute {
                 mark: 0x1_0000,
                 table: 1001,
                 next_hop: gw1,
-            }]);
-            let c = nl.sync_policy(&q).await.unwrap();
-            assert_eq!(
-                (
-                    c.delete_rules.len(),
-                    c.delete_routes.len(),
-                    c.add_rules.len()
-                ),
-                (2, 2, 0),
-                "{c:?}"
-            );
-            assert!(!rules().contains("0x20000"), "{}", rules());
+            },
+            GatewayRoute {
+                mark: 0x2_0000,
+                table: 70_000,
+                next_hop: gw2,
+            },
+        ]);
+        let c = nl.sync_policy(&p).await.unwrap();
+        assert_eq!((c.add_rules.len(), c.set_routes.len()), (3, 3), "{c:?}");
 
-            // Removed: no rule or route of xwan's is left, the kernel's own rules stay.
-            let c = nl.remove_policy().await.unwrap();
-            assert_eq!(
-                (c.delete_rules.len(), c.delete_routes.len()),
-                (1, 1),
-                "{c:?}"
-            );
-            let left = rules();
-            assert!(
-                !left.contains("fwmark") && left.contains("lookup main"),
-                "{left}"
-            );
-            assert_eq!(
-                ns.try_ip(&["route", "show", "table", "1001"])
-                    .unwrap()
-                    .trim(),
-                ""
-            );
-            assert!(nl.remove_policy().await.unwrap().is_empty());
-        });
+        // The kernel routes each mark through its gateway, and unmarked packets as before.
+        let via = route_get(&["198.51.100.7", "mark", "0x10000"]);
+        assert!(via.contains("via 192.0.2.2 dev a0 table 1001"), "{via}");
+        let dev = route_get(&["198.51.100.7", "mark", "0x20000"]);
+        assert!(dev.contains("dev t0 table 70000"), "{dev}");
+        let dev6 = ns
+            .try_ip(&["-6", "route", "get", "2001:db8::7", "mark", "0x20000"])
+            .unwrap();
+        assert!(
+            dev6.contains("dev t0") && dev6.contains("table 70000"),
+            "{dev6}"
+        );
+        let plain = ns.try_ip(&["route", "get", "198.51.100.7"]);
+        assert!(plain.is_err(), "no default route in main: {plain:?}");
+        // The IPv4 gateway's table routes IPv4 only (no IPv6 route via an IPv4 next hop):
+        // no IPv6 rule for its mark, its IPv6 packets follow the main table.
+        let rules6 = ns.try_ip(&["-6", "rule"]).unwrap();
+        assert!(
+            rules6.contains("0x20000") && !rules6.contains("0x10000"),
+            "{rules6}"
+        );
+
+        // Nothing differs: nothing is written (a rewritten route invalidates cached ones).
+        assert!(nl.sync_policy(&p).await.unwrap().is_empty());
+
+        // A route of someone else's in one of xwan's tables is an error naming it.
+        ns.ip(&["route", "add", "10.0.0.0/8", "dev", "a0", "table", "1001"]);
+        let e = nl.sync_policy(&p).await.unwrap_err();
+        assert!(
+            matches!(e, PolicyError::ForeignRoute { table: 1001, .. }),
+            "{e}"
+        );
+        ns.ip(&["route", "del", "10.0.0.0/8", "dev", "a0", "table", "1001"]);
+
+        // One gateway less: only its rules and routes go.
+        let q = policy(vec![GatewayRoute {
+            mark: 0x1_0000,
+            table: 1001,
+            next_hop: gw1,
+        }]);
+        let c = nl.sync_policy(&q).await.unwrap();
+        assert_eq!(
+            (
+                c.delete_rules.len(),
+                c.delete_routes.len(),
+                c.add_rules.len()
+            ),
+            (2, 2, 0),
+            "{c:?}"
+        );
+        assert!(!rules().contains("0x20000"), "{}", rules());
+
+        // Removed: no rule or route of xwan's is left, the kernel's own rules stay.
+        let c = nl.remove_policy().await.unwrap();
+        assert_eq!(
+            (c.delete_rules.len(), c.delete_routes.len()),
+            (1, 1),
+            "{c:?}"
+        );
+        let left = rules();
+        assert!(
+            !left.contains("fwmark") && left.contains("lookup main"),
+            "{left}"
+        );
+        assert_eq!(
+            ns.try_ip(&["route", "show", "table", "1001"])
+                .unwrap()
+                .trim(),
+            ""
+        );
+        assert!(nl.remove_policy().await.unwrap().is_empty());
     });
 }
 

@@ -75,9 +75,7 @@ fn policies_events_acquire_and_manual_sas() {
     let _t0 = ns.run(|| tun("t0"));
     ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "t0"]);
     ns.ip(&["link", "set", "t0", "up"]);
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
+    ns.block_on(async {
             let mut events = xfrm::subscribe().unwrap();
             let mut sock = XfrmSocket::open().unwrap();
             let l = link(101);
@@ -174,7 +172,6 @@ fn policies_events_acquire_and_manual_sas() {
                 }
             }
             assert!(sock.policies().unwrap().is_empty());
-        });
     });
 }
 

@@ -392,35 +392,29 @@ table ip nat {
     std::fs::remove_file(&file).ok();
 
     let (t0, w0) = (router.ifindex("t0"), router.ifindex("w0"));
-    router.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let nl = Netlink::new().unwrap();
-            let gateway = |id: u16, table: u32, next_hop| GatewayRoute {
-                mark: layout.mark(id),
-                table,
-                next_hop,
-            };
-            let policy = Policy {
-                priority: 10_000,
-                mask: layout.mask(),
-                gateways: vec![
-                    gateway(0, 1000, NextHop::Device { ifindex: t0 }),
-                    gateway(
-                        1,
-                        1001,
-                        NextHop::Via {
-                            ifindex: w0,
-                            address: "192.0.2.2".parse().unwrap(),
-                        },
-                    ),
-                ],
-            };
-            nl.sync_policy(&policy).await.unwrap();
-        })
+    router.block_on(async {
+        let nl = Netlink::new().unwrap();
+        let gateway = |id: u16, table: u32, next_hop| GatewayRoute {
+            mark: layout.mark(id),
+            table,
+            next_hop,
+        };
+        let policy = Policy {
+            priority: 10_000,
+            mask: layout.mask(),
+            gateways: vec![
+                gateway(0, 1000, NextHop::Device { ifindex: t0 }),
+                gateway(
+                    1,
+                    1001,
+                    NextHop::Via {
+                        ifindex: w0,
+                        address: "192.0.2.2".parse().unwrap(),
+                    },
+                ),
+            ],
+        };
+        nl.sync_policy(&policy).await.unwrap();
     });
     let fs = TestBpffs::new().unwrap();
     let mut dp = Datapath::load(fs.path()).unwrap();

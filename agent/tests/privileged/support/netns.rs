@@ -61,6 +61,22 @@ impl Netns {
         ok(self.inner.run(|| Ok(f())))
     }
 
+    /// Runs `f` to completion on a tokio runtime of its own, on a thread whose network
+    /// namespace is this one (netlink sockets `f` opens belong to it).
+    pub fn block_on<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        self.run(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(f)
+        })
+    }
+
     /// Moves the calling thread into this namespace.
     pub fn enter(&self) {
         ok(self.inner.enter())
