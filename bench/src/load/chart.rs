@@ -21,6 +21,7 @@ const BOTTOM: f64 = 60.0;
 fn color(m: Mode) -> &'static str {
     match m {
         Mode::Xwan => "#d62728",
+        Mode::XwanNetfilter => "#ff7f0e",
         Mode::KernelMaps => "#1f77b4",
         Mode::KernelLinear => "#9467bd",
         Mode::KernelPlain => "#2ca02c",

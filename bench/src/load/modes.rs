@@ -1,6 +1,8 @@
 //! The routers under test, set up and torn down in the router namespace only:
 //!
 //! 1. `xwan`: the real agent (`xwan run`) with a generated configuration of N rules.
+//!    `xwan-netfilter`: the same with `forwarding = "netfilter"`: xwan classifies and marks,
+//!    the kernel forwards by mark (what a box with a stateful firewall runs).
 //! 2. `kernel-maps`: nftables marks from maps keyed by port and DSCP, `ip rule fwmark`, one
 //!    routing table per link (what a careful administrator writes).
 //! 3. `kernel-linear`: the same policy as a linear nftables chain of N rules.
@@ -42,6 +44,7 @@ use super::{
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     Xwan,
+    XwanNetfilter,
     KernelMaps,
     KernelLinear,
     KernelPlain,
@@ -52,9 +55,10 @@ pub enum Mode {
     SourceSink,
 }
 
-pub const ALL: [Mode; 6] = [
+pub const ALL: [Mode; 7] = [
     Mode::KernelMaps,
     Mode::Xwan,
+    Mode::XwanNetfilter,
     Mode::KernelLinear,
     Mode::KernelPlain,
     Mode::BareXdp,
@@ -73,6 +77,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Xwan => "xwan",
+            Mode::XwanNetfilter => "xwan-netfilter",
             Mode::KernelMaps => "kernel-maps",
             Mode::KernelLinear => "kernel-linear",
             Mode::KernelPlain => "kernel-plain",
@@ -86,7 +91,11 @@ impl Mode {
     pub fn steers(self) -> bool {
         matches!(
             self,
-            Mode::Xwan | Mode::KernelMaps | Mode::KernelLinear | Mode::BareXdp3
+            Mode::Xwan
+                | Mode::XwanNetfilter
+                | Mode::KernelMaps
+                | Mode::KernelLinear
+                | Mode::BareXdp3
         )
     }
 
@@ -219,11 +228,15 @@ pub fn setup(
             };
             xdp(tools, prog, topo)?
         }
-        Mode::Xwan => {
+        Mode::Xwan | Mode::XwanNetfilter => {
             let dir = work.join("agent");
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
-            std::fs::write(&cfg, xwan_config(rules, links, topo, &dir))?;
+            let mut config = xwan_config(rules, links, topo, &dir);
+            if mode == Mode::XwanNetfilter {
+                config = config.replacen("[agent]\n", "[agent]\nforwarding = \"netfilter\"\n", 1);
+            }
+            std::fs::write(&cfg, config)?;
             let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
             topo.thread_lan()?;
