@@ -153,3 +153,73 @@ fn wire_delay_and_loss_show_in_the_gateways_probes() {
     );
     assert!(lab.topo.wire(2).is_err(), "WAN3 (veth) has no wire");
 }
+
+/// Behind the firewall, the firewall has the last word: an nftables deny for one client's
+/// SQL wins over the xwan rule that routes SQL through WAN2. That client gets no answer (its
+/// packets are dropped at the branch, the deny rule counts them, none reaches a WAN), while
+/// another client's HTTP, steered by xwan the same way, flows.
+#[test]
+fn behind_the_firewall_an_nftables_deny_wins_over_an_xwan_route() {
+    let (_one, lab) = support::lab_with(&Options {
+        timing: Timing::FAST,
+        failback: Failback::NewConnections,
+        tunnels: Tunnels::StandIn,
+        firewall: true,
+    });
+    let denied = CLIENTS[2];
+    lab.topo
+        .branch
+        .exec(
+            "nft",
+            &[
+                "insert",
+                "rule",
+                "inet",
+                "fw",
+                "forward",
+                "ip",
+                "saddr",
+                &denied.to_string(),
+                "tcp",
+                "dport",
+                "1433",
+                "counter",
+                "drop",
+                "comment",
+                "\"deny sql\"",
+            ],
+            "",
+        )
+        .unwrap();
+    let mut traffic = Traffic::new(lab.topo.lan.name());
+    let ms = Duration::from_millis;
+    let sql = traffic.start(Client::SqlSession, denied, ms(50));
+    let http = traffic.start(Client::Http, CLIENTS[0], ms(50));
+    std::thread::sleep(Duration::from_millis(1500));
+    traffic.stop();
+
+    let answered =
+        |st: &xwan_lab::traffic::FlowStats| st.answered.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "denied SQL: {} answers; HTTP: {} answers",
+        answered(&sql),
+        answered(&http)
+    );
+    assert_eq!(answered(&sql), 0, "the denied client's SQL was answered");
+    assert!(answered(&http) > 0, "HTTP stopped too");
+    let dropped = firewall::counted(&lab.topo.branch, "deny sql").unwrap();
+    assert!(dropped > 0, "the deny rule counted nothing");
+    // The LAN tap saw the client try; no WAN link carried any of it.
+    let tried: Vec<_> = (lab.observer.flows().into_iter())
+        .filter(|(k, _)| *k.client.ip() == denied && k.server.port() == 1433)
+        .collect();
+    assert!(!tried.is_empty(), "the denied client sent nothing");
+    for (k, seen) in &tried {
+        assert!(seen.sent_forward > 0, "{k:?}: {seen:?}");
+        assert_eq!(
+            seen.forward,
+            [0, 0, 0],
+            "denied SQL reached a WAN link: {k:?}: {seen:?}"
+        );
+    }
+}
