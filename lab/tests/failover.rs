@@ -9,7 +9,8 @@
 //!    ones go to the main gateway again; with `all` existing flows move back at once.
 //!
 //! The scenario is a sequence (3 builds on 2), so 2–4 share one lab; `failback = all` needs
-//! its own. Each step prints the measured detection and convergence times.
+//! its own, and so does test 2 behind stateful firewalls (`--firewall`). Each step prints the
+//! measured detection and convergence times.
 
 mod support;
 
@@ -355,5 +356,44 @@ fn failback_all_moves_existing_flows_back_at_once() {
     production.stop();
     for st in &sessions {
         assert!(st.answered.load(Ordering::Relaxed) > 0);
+    }
+}
+
+/// Test 2 behind the stateful firewalls (`cargo xtask lab --firewall`, both agents in
+/// `netfilter` mode): a silent cut of WAN2 is detected within the same bound, and 1,200 new
+/// SQL connections still split 83/17 over WAN1/WAN3 (±4 points), none failing, none into
+/// WAN2; the firewalls drop nothing as invalid.
+#[test]
+fn behind_the_firewall_a_silent_cut_of_wan2_still_splits_new_production_83_17() {
+    let (_one, lab) = support::lab_with(&xwan_lab::config::Options {
+        timing: Timing::FAST,
+        failback: Failback::NewConnections,
+        tunnels: xwan_lab::topology::Tunnels::StandIn,
+        firewall: true,
+    });
+    let bound = Timing::FAST.detection_bound() + COMMIT;
+    lab.topo.cut_silently(WAN2).unwrap();
+    let detected = wait_until("RemoteTunWAN2 Unavailable", bound, || {
+        unavailable(&lab, "ProductionRouter", "RemoteTunWAN2")
+    });
+    let (n, reused, failed) = burst(&lab, 300);
+    let total = n[WAN1] + n[WAN3];
+    let share = 100.0 * n[WAN1] as f64 / total as f64;
+    println!(
+        "behind the firewalls, WAN2 cut (detected after {detected:?}): 1200 new SQL \
+         connections ({failed} failed, {reused} reusing a 5-tuple): WAN1 {} ({share:.1} %), \
+         WAN2 {}, WAN3 {}",
+        n[WAN1], n[WAN2], n[WAN3]
+    );
+    assert_eq!(failed, 0, "SQL connections failed\n{}", logs(&lab));
+    assert!(total >= 1000, "only {total} connections seen on the links");
+    assert_eq!(n[WAN2], 0, "new connections still sent into the dead WAN2");
+    assert!(
+        (share - 100.0 * 50.0 / 60.0).abs() <= 4.0,
+        "WAN1 share {share:.1} % is not 83.3 ± 4"
+    );
+    for ns in [&lab.topo.branch, &lab.topo.headoffice] {
+        let invalid = xwan_lab::firewall::counted(ns, xwan_lab::firewall::INVALID).unwrap();
+        assert_eq!(invalid, 0, "{}: packets dropped as invalid", ns.name());
     }
 }
