@@ -29,6 +29,7 @@ use netlink_packet_route::{
     },
     rule::{RuleAction, RuleAttribute, RuleMessage},
 };
+use netlink_sys::AsyncSocket;
 use rtnetlink::IpVersion;
 
 use super::{Netlink, NetlinkError};
@@ -181,12 +182,12 @@ pub fn changes(policy: &Policy, rules: &[Rule], routes: &[Route]) -> Result<Chan
             });
         }
     }
-    let wanted = wanted_rules(policy);
+    let wanted_rules = wanted_rules(policy);
     c.delete_rules = (rules.iter())
-        .filter(|r| r.ours && !wanted.contains(r))
+        .filter(|r| r.ours && !wanted_rules.contains(r))
         .copied()
         .collect();
-    c.add_rules = (wanted.iter())
+    c.add_rules = (wanted_rules.iter())
         .filter(|w| !rules.contains(w))
         .copied()
         .collect();
@@ -200,10 +201,8 @@ pub fn changes(policy: &Policy, rules: &[Rule], routes: &[Route]) -> Result<Chan
     }
     // One default route per gateway and family, written with replace: a route whose next hop
     // changed is rewritten in place (no moment without a route).
-    let wanted = |v6: bool, table: u32| {
-        (policy.gateways.iter())
-            .find(|g| g.table == table && g.next_hop.families().contains(&v6))
-            .map(|g| g.next_hop)
+    let routed = |v6: bool, table: u32| {
+        (policy.gateways.iter()).any(|g| g.table == table && g.next_hop.families().contains(&v6))
     };
     for g in &policy.gateways {
         for &v6 in g.next_hop.families() {
@@ -217,7 +216,7 @@ pub fn changes(policy: &Policy, rules: &[Rule], routes: &[Route]) -> Result<Chan
     }
     // Ours and not wanted: in a table no gateway has now, or of a family it does not route.
     c.delete_routes = (routes.iter())
-        .filter(|r| r.ours && r.next_hop.is_some() && wanted(r.v6, r.table).is_none())
+        .filter(|r| r.ours && r.next_hop.is_some() && !routed(r.v6, r.table))
         .cloned()
         .collect();
     Ok(c)
@@ -262,31 +261,39 @@ impl Netlink {
         Ok(c)
     }
 
-    /// Every rule, and the routes that are xwan's or in one of `policy`'s tables.
+    /// Every rule, and the routes that are xwan's or in one of `policy`'s tables. Routes are
+    /// read through dumps the kernel filters (`NETLINK_GET_STRICT_CHK`): by xwan's protocol,
+    /// then table by table. A box with a full routing table (a million routes) is never
+    /// dumped whole: that would take seconds at every start, also where xwan forwards with
+    /// XDP and has nothing here.
     async fn read_policy(&self, policy: &Policy) -> Result<(Vec<Rule>, Vec<Route>), NetlinkError> {
+        let (mut conn, strict, _) = rtnetlink::new_connection()?;
+        conn.socket_mut()
+            .socket_mut()
+            .set_netlink_get_strict_chk(true)?;
+        let conn = tokio::spawn(conn);
         let mut rules = Vec::new();
         let mut routes = Vec::new();
-        let tables: Vec<u32> = policy.gateways.iter().map(|g| g.table).collect();
-        for (v6, version) in [(false, IpVersion::V4), (true, IpVersion::V6)] {
-            let mut dump = self.handle.rule().get(version).execute();
-            while let Some(m) = dump.try_next().await.map_err(request("dump rules"))? {
-                rules.push(rule(v6, &m));
-            }
-            let mut filter = RouteMessage::default();
-            filter.header.address_family = if v6 {
-                AddressFamily::Inet6
-            } else {
-                AddressFamily::Inet
-            };
-            let mut dump = self.handle.route().get(filter).execute();
-            while let Some(m) = dump.try_next().await.map_err(request("dump routes"))? {
-                let r = route(v6, &m);
-                if r.ours || tables.contains(&r.table) {
-                    routes.push(r);
+        let mut tables: Vec<u32> = policy.gateways.iter().map(|g| g.table).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let read = async {
+            for (v6, version) in [(false, IpVersion::V4), (true, IpVersion::V6)] {
+                let mut dump = self.handle.rule().get(version).execute();
+                while let Some(m) = dump.try_next().await.map_err(request("dump rules"))? {
+                    rules.push(rule(v6, &m));
+                }
+                routes.extend(dump_routes(&strict, v6, Filter::Ours).await?);
+                for &t in &tables {
+                    let theirs = dump_routes(&strict, v6, Filter::Table(t)).await?;
+                    routes.extend(theirs.into_iter().filter(|r| !r.ours));
                 }
             }
-        }
-        Ok((rules, routes))
+            Ok((rules, routes))
+        };
+        let r = read.await;
+        conn.abort();
+        r
     }
 
     async fn apply_policy(&self, c: &Changes) -> Result<(), NetlinkError> {
@@ -324,6 +331,47 @@ impl Netlink {
             add.execute().await.map_err(request("add rule"))?;
         }
         Ok(())
+    }
+}
+
+/// Which routes a filtered dump returns.
+#[derive(Clone, Copy)]
+enum Filter {
+    /// xwan's, in every table.
+    Ours,
+    /// Everything in this table.
+    Table(u32),
+}
+
+/// The routes of family `v6` that `filter` selects, through `strict`, a connection with
+/// `NETLINK_GET_STRICT_CHK` set (otherwise the kernel ignores the filter and dumps all).
+async fn dump_routes(
+    strict: &rtnetlink::Handle,
+    v6: bool,
+    filter: Filter,
+) -> Result<Vec<Route>, NetlinkError> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    match filter {
+        Filter::Ours => m.header.protocol = RouteProtocol::from(RTPROT_XWAN),
+        Filter::Table(t) => m.attributes.push(RouteAttribute::Table(t)),
+    }
+    let mut routes = Vec::new();
+    let mut dump = strict.route().get(m).execute();
+    loop {
+        match dump.try_next().await {
+            Ok(Some(m)) => routes.push(route(v6, &m)),
+            Ok(None) => return Ok(routes),
+            // A table that does not exist yet has no route.
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENOENT => {
+                return Ok(routes);
+            }
+            Err(e) => return Err(request("dump routes")(e)),
+        }
     }
 }
 
