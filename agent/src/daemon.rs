@@ -120,7 +120,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut kernel_events = netlink::subscribe()?;
     let mut addresses = kernel::addresses(nl.clone());
     let ipsec = Supervisor::start(&config, nl.clone(), &metrics)?;
-    let policy = kernel::PolicyWriter::spawn(nl.clone(), None);
+    let policy = kernel::PolicyWriter::spawn(nl.clone());
     let mut d = Daemon {
         policy,
         path: path.to_path_buf(),

@@ -147,9 +147,10 @@ impl Drop for PolicyWriter {
 }
 
 impl PolicyWriter {
-    /// A writer for `nl`'s namespace; `written` is what the kernel holds now.
-    pub fn spawn(nl: Netlink, written: Option<Policy>) -> PolicyWriter {
-        let (wanted, mut rx) = watch::channel(written);
+    /// A writer for `nl`'s namespace, before anything was written ([`Self::written`] says
+    /// what was).
+    pub fn spawn(nl: Netlink) -> PolicyWriter {
+        let (wanted, mut rx) = watch::channel(None);
         let task = tokio::spawn(async move {
             while rx.changed().await.is_ok() {
                 let policy = rx.borrow_and_update().clone();

@@ -148,9 +148,11 @@ pub fn usable(config: &Config, facts: &Facts, gateway: GatewayId) -> bool {
     }
 }
 
-/// The policy routing of the `netfilter` forwarding mode (`None` in XDP mode): per gateway
-/// whose interface exists, its mark's rule and its table's default route (via its address
-/// on an Ethernet link, into the interface of a tunnel).
+/// The policy routing of the `netfilter` forwarding mode (`None` in XDP mode): per
+/// [`usable`] gateway, its mark's rule and its table's default route (via its address on an
+/// Ethernet link, into the interface of a tunnel). A gateway whose link is down has neither:
+/// the kernel refuses a route through it, and no flow is marked for it (it is not Ready);
+/// the plan that follows the link coming up writes them.
 pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
     let Forwarding::Netfilter(n) = config.agent.forwarding else {
         return None;
@@ -160,6 +162,9 @@ pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
             let id = GatewayId(id as u16);
             let link = config.link(g.link);
             let ifindex = facts.interfaces.get(&link.interface)?.ifindex;
+            if !usable(config, facts, id) {
+                return None;
+            }
             let next_hop = match link.kind {
                 LinkKind::Ethernet => NextHop::Via {
                     ifindex,
@@ -435,6 +440,18 @@ mod tests {
                 g.name
             );
         }
+        // A gateway whose link is down gets no route (the kernel would refuse it).
+        let mut down = f.clone();
+        down.interfaces.get_mut("vti-wan2").unwrap().carrier = false;
+        let wan2 = config.gateway_by_name("RemoteTunWAN2").unwrap();
+        let routing = policy(&config, &down).unwrap();
+        assert_eq!(routing.gateways.len(), config.gateways.len() - 1);
+        assert!(
+            routing
+                .gateways
+                .iter()
+                .all(|g| g.mark != marks.mark(wan2.0))
+        );
         // XDP forwarding has none.
         let (xdp, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         assert_eq!(policy(&xdp, &f), None);
