@@ -17,7 +17,7 @@ use crate::{
     health::{HealthParams, Sla},
     netlink::{
         Interface,
-        policy::{GatewayRoute, NextHop, Policy},
+        policy::{GatewayRoute, Policy},
     },
     router::{self, Member, RouterSpec},
 };
@@ -165,17 +165,12 @@ pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
             if !usable(config, facts, id) {
                 return None;
             }
-            let next_hop = match link.kind {
-                LinkKind::Ethernet => NextHop::Via {
-                    ifindex,
-                    address: g.address,
-                },
-                LinkKind::Tunnel => NextHop::Device { ifindex },
-            };
-            Some(GatewayRoute {
-                mark: n.marks.mark(id.0),
-                table: n.table(id),
-                next_hop,
+            let (mark, table) = (n.marks.mark(id.0), n.table(id));
+            Some(match link.kind {
+                LinkKind::Ethernet => {
+                    GatewayRoute::ethernet(mark, table, ifindex, g.address, g.address6)
+                }
+                LinkKind::Tunnel => GatewayRoute::tunnel(mark, table, ifindex),
             })
         })
         .collect();
@@ -424,21 +419,15 @@ mod tests {
         assert_eq!(marks.mask(), crate::config::DEFAULT_MARK_MASK);
         let routing = policy(&config, &f).expect("a policy");
         assert_eq!(routing.priority, crate::config::DEFAULT_RULE_PRIORITY);
-        let routes: Vec<(u32, u32, NextHop)> = (routing.gateways.iter())
-            .map(|g| (g.mark, g.table, g.next_hop))
-            .collect();
         // One per gateway: its mark, its table, into its tunnel interface.
         for (id, g) in config.gateways.iter().enumerate() {
             let ifindex = f.interfaces[&config.link(g.link).interface].ifindex;
-            assert!(
-                routes.contains(&(
-                    marks.mark(id as u16),
-                    crate::config::DEFAULT_FIRST_TABLE + id as u32,
-                    NextHop::Device { ifindex }
-                )),
-                "{}: {routes:?}",
-                g.name
+            let want = GatewayRoute::tunnel(
+                marks.mark(id as u16),
+                crate::config::DEFAULT_FIRST_TABLE + id as u32,
+                ifindex,
             );
+            assert!(routing.gateways.contains(&want), "{}: {routing:?}", g.name);
         }
         // A gateway whose link is down gets no route (the kernel would refuse it).
         let mut down = f.clone();

@@ -2186,3 +2186,83 @@ fn too_many_routers() {
         )
     );
 }
+
+invalid!(
+    gateway_address6_must_be_an_ipv6_next_hop_of_an_ipv4_ethernet_gateway,
+    base(
+        r#"
+[[link]]
+name = "WAN2"
+interface = "eth2"
+kind = "ethernet"
+address = "172.16.2.1/30"
+
+[[link]]
+name = "WAN3"
+interface = "eth3"
+kind = "ethernet"
+address = "2001:db8:3::1/64"
+
+[[gateway]]
+name = "GW2"
+link = "WAN2"
+address = "172.16.2.2"
+address6 = "172.16.2.3"
+
+[[gateway]]
+name = "GW3"
+link = "WAN1"
+address = "172.16.1.2"
+address6 = "fe80::1"
+
+[[gateway]]
+name = "GW4"
+link = "WAN3"
+address = "2001:db8:3::2"
+address6 = "fe80::1"
+
+[[gateway]]
+name = "GW5"
+link = "WAN2"
+address = "172.16.2.2"
+address6 = "fe80::/64"
+"#
+    ),
+    concat!(
+        "test.toml:36:12: gateway 'GW2': field 'address6': 172.16.2.3 is IPv4; write the next hop's IPv6 address, e.g. its link-local \"fe80::1\"\n",
+        "test.toml:42:12: gateway 'GW3': field 'address6': link 'WAN1' is a tunnel, which carries both families without a next hop; remove address6\n",
+        "test.toml:48:12: gateway 'GW4': field 'address6': address 2001:db8:3::2 is already IPv6 and carries this gateway's IPv6 traffic; remove address6\n",
+        "test.toml:54:12: gateway 'GW5': field 'address6': 'fe80::/64' is a network; write the host address alone: \"fe80::\"",
+    )
+);
+
+suspicious!(
+    gateway_address6_with_xdp_forwarding,
+    r#"
+[[link]]
+name = "WAN3"
+interface = "eth3"
+kind = "ethernet"
+address = "172.16.3.1/30"
+
+[[gateway]]
+name = "GW3"
+link = "WAN3"
+address = "172.16.3.2"
+address6 = "fe80::2"
+
+[[router]]
+name = "R3"
+gateways = ["GW3"]
+on_failure = "drop"
+
+[[rule]]
+dst = ["2001:db8::/32"]
+action = "route"
+router = "R3"
+"#,
+    concat!(
+        "test.toml:11:8: link 'WAN2': no gateway uses this link; add a [[gateway]] with link = \"WAN2\", or remove the link\n",
+        "test.toml:43:12: gateway 'GW3': field 'address6': has no effect with forwarding = \"xdp\": XDP sends both families to the MAC address of 172.16.3.2; remove it or set forwarding = \"netfilter\""
+    )
+);

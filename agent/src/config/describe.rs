@@ -126,11 +126,14 @@ impl Config {
             } else {
                 list(&g.check, |a| a.to_string())
             };
+            let address = match g.address6 {
+                Some(a6) => format!("{} and {a6}", g.address),
+                None => g.address.to_string(),
+            };
             writeln!(
                 s,
-                "  [{i}] {}: {} via link {}, weight {}, monitor {monitor}, check {check}",
+                "  [{i}] {}: {address} via link {}, weight {}, monitor {monitor}, check {check}",
                 g.name,
-                g.address,
                 self.link(g.link).name,
                 g.weight
             )?;

@@ -1,7 +1,7 @@
 //! The validated configuration: names resolved to ids, values in their final types. A
 //! [`Config`] only exists when every check passed, so users of it need not re-check.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -416,6 +416,10 @@ pub struct Gateway {
     pub name: String,
     pub link: LinkId,
     pub address: IpAddr,
+    /// The same next hop's IPv6 address when `address` is IPv4 (Ethernet links only): the
+    /// kernel path (`forwarding = "netfilter"`) routes IPv6 only via an IPv6 next hop. XDP
+    /// forwarding sends both families to `address`'s MAC and does not use it.
+    pub address6: Option<Ipv6Addr>,
     /// Weight used by router entries that do not give their own.
     pub weight: NonZeroU32,
     /// Probe targets; empty = never probed, always Ready.

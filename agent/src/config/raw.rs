@@ -83,6 +83,7 @@ pub struct RawGateway {
     pub name: Option<Str>,
     pub link: Option<Str>,
     pub address: Option<Str>,
+    pub address6: Option<Str>,
     pub weight: Option<Spanned<Int>>,
     pub check: Option<List<String>>,
     pub monitor: Option<Str>,

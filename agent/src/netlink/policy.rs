@@ -18,7 +18,10 @@
 //! [`RTPROT_XWAN`] is how a later run recognises its rules and routes: changing it orphans
 //! what older versions wrote.
 
-use std::{fmt, net::IpAddr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv6Addr},
+};
 
 use futures::TryStreamExt;
 use netlink_packet_route::{
@@ -48,40 +51,66 @@ pub struct Policy {
     pub gateways: Vec<GatewayRoute>,
 }
 
-/// One gateway's mark, table and next hop.
+/// One gateway's mark, table and the next hop of each family it routes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GatewayRoute {
     pub mark: u32,
     pub table: u32,
-    pub next_hop: NextHop,
+    /// `None`: a packet of that family marked for this gateway finds no rule of xwan's and
+    /// follows the main table.
+    pub v4: Option<NextHop>,
+    pub v6: Option<NextHop>,
 }
 
-/// Where a gateway's table sends packets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum NextHop {
-    /// An Ethernet link: via the gateway's address on interface `ifindex`, for that address's
-    /// family only (the kernel has no IPv6 route via an IPv4 next hop): a packet of the other
-    /// family marked for this gateway finds no route in its table and follows the main table.
-    Via { ifindex: u32, address: IpAddr },
-    /// An L3 tunnel interface: straight into it, both families.
-    Device { ifindex: u32 },
-}
-
-impl NextHop {
-    /// The families (IPv6 or not) a table with this next hop routes.
-    fn families(self) -> &'static [bool] {
-        match self {
-            NextHop::Via {
-                address: IpAddr::V4(_),
-                ..
-            } => &[false],
-            NextHop::Via {
-                address: IpAddr::V6(_),
-                ..
-            } => &[true],
-            NextHop::Device { .. } => &[false, true],
+impl GatewayRoute {
+    /// An Ethernet gateway: via `address` for its family and via `address6`, if any, for
+    /// IPv6 (the kernel has no IPv6 route via an IPv4 next hop).
+    pub fn ethernet(
+        mark: u32,
+        table: u32,
+        ifindex: u32,
+        address: IpAddr,
+        address6: Option<Ipv6Addr>,
+    ) -> GatewayRoute {
+        let via = |address| NextHop::Via { ifindex, address };
+        let (v4, v6) = match address {
+            IpAddr::V4(_) => (Some(via(address)), address6.map(|a| via(IpAddr::V6(a)))),
+            IpAddr::V6(_) => (None, Some(via(address))),
+        };
+        GatewayRoute {
+            mark,
+            table,
+            v4,
+            v6,
         }
     }
+
+    /// A tunnel gateway: straight into its interface, both families.
+    pub fn tunnel(mark: u32, table: u32, ifindex: u32) -> GatewayRoute {
+        let dev = Some(NextHop::Device { ifindex });
+        GatewayRoute {
+            mark,
+            table,
+            v4: dev,
+            v6: dev,
+        }
+    }
+
+    /// (family is IPv6, next hop) of each family this gateway routes.
+    fn routes(&self) -> impl Iterator<Item = (bool, NextHop)> {
+        [(false, self.v4), (true, self.v6)]
+            .into_iter()
+            .filter_map(|(v6, nh)| Some((v6, nh?)))
+    }
+}
+
+/// Where a gateway's table sends one family's packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NextHop {
+    /// An Ethernet link: via this address (of the route's family) on interface `ifindex`.
+    Via { ifindex: u32, address: IpAddr },
+    /// An L3 tunnel interface: straight into it.
+    Device { ifindex: u32 },
 }
 
 /// A rule as [`changes`] compares them.
@@ -150,7 +179,7 @@ pub enum PolicyError {
 fn wanted_rules(policy: &Policy) -> Vec<Rule> {
     (policy.gateways.iter())
         .flat_map(|g| {
-            g.next_hop.families().iter().map(|&v6| Rule {
+            g.routes().map(|(v6, _)| Rule {
                 v6,
                 priority: policy.priority,
                 fwmark: Some((g.mark, policy.mask)),
@@ -202,15 +231,15 @@ pub fn changes(policy: &Policy, rules: &[Rule], routes: &[Route]) -> Result<Chan
     // One default route per gateway and family, written with replace: a route whose next hop
     // changed is rewritten in place (no moment without a route).
     let routed = |v6: bool, table: u32| {
-        (policy.gateways.iter()).any(|g| g.table == table && g.next_hop.families().contains(&v6))
+        (policy.gateways.iter()).any(|g| g.table == table && g.routes().any(|(f, _)| f == v6))
     };
     for g in &policy.gateways {
-        for &v6 in g.next_hop.families() {
+        for (v6, next_hop) in g.routes() {
             let present = routes.iter().any(|r| {
-                r.ours && r.v6 == v6 && r.table == g.table && r.next_hop == Some(g.next_hop)
+                r.ours && r.v6 == v6 && r.table == g.table && r.next_hop == Some(next_hop)
             });
             if !present {
-                c.set_routes.push((v6, g.table, g.next_hop));
+                c.set_routes.push((v6, g.table, next_hop));
             }
         }
     }
@@ -502,15 +531,17 @@ mod tests {
         }
     }
 
+    /// A gateway routing the family of its next hop (both for a device).
     fn policy(gateways: &[(u32, u32, NextHop)]) -> Policy {
         Policy {
             priority: PRIO,
             mask: MASK,
             gateways: (gateways.iter())
-                .map(|&(mark, table, next_hop)| GatewayRoute {
-                    mark,
-                    table,
-                    next_hop,
+                .map(|&(mark, table, next_hop)| match next_hop {
+                    NextHop::Via { ifindex, address } => {
+                        GatewayRoute::ethernet(mark, table, ifindex, address, None)
+                    }
+                    NextHop::Device { ifindex } => GatewayRoute::tunnel(mark, table, ifindex),
                 })
                 .collect(),
         }
@@ -587,6 +618,45 @@ mod tests {
                 (true, 1003, NextHop::Device { ifindex: 6 }),
             ]
         );
+    }
+
+    #[test]
+    fn an_ethernet_gateway_routes_ipv6_via_its_address6_and_only_then() {
+        let v4: IpAddr = "192.0.2.2".parse().unwrap();
+        let both = GatewayRoute::ethernet(0x1_0000, 1001, 4, v4, Some("fe80::2".parse().unwrap()));
+        assert_eq!(
+            both.routes().collect::<Vec<_>>(),
+            vec![(false, via(4, "192.0.2.2")), (true, via(4, "fe80::2"))]
+        );
+        let only4 = GatewayRoute::ethernet(0x1_0000, 1001, 4, v4, None);
+        assert_eq!(
+            only4.routes().collect::<Vec<_>>(),
+            vec![(false, via(4, "192.0.2.2"))]
+        );
+        let only6 = GatewayRoute::ethernet(0x1_0000, 1001, 4, "2001:db8::2".parse().unwrap(), None);
+        assert_eq!(
+            only6.routes().collect::<Vec<_>>(),
+            vec![(true, via(4, "2001:db8::2"))]
+        );
+
+        // Adding address6 later adds the IPv6 rule and route, and touches nothing else.
+        let p = Policy {
+            priority: PRIO,
+            mask: MASK,
+            gateways: vec![only4],
+        };
+        let (rules, routes) = applied(&p, &[], &[]);
+        let q = Policy {
+            gateways: vec![both],
+            ..p
+        };
+        let c = changes(&q, &rules, &routes).unwrap();
+        assert_eq!(
+            c.add_rules,
+            vec![rule(true, PRIO, Some((0x1_0000, MASK)), 1001, true)]
+        );
+        assert_eq!(c.set_routes, vec![(true, 1001, via(4, "fe80::2"))]);
+        assert!(c.delete_rules.is_empty() && c.delete_routes.is_empty());
     }
 
     #[test]

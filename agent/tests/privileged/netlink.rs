@@ -18,7 +18,7 @@ use crate::support::{
 use futures::StreamExt;
 use xwan::netlink::{
     Event, Netlink,
-    policy::{GatewayRoute, NextHop, Policy, PolicyError},
+    policy::{GatewayRoute, Policy, PolicyError},
     subscribe,
 };
 
@@ -71,7 +71,7 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
     let _turn = support::shared(module_path!());
     let ns = Netns::new("nlpol");
     ns.ip(&["link", "add", "a0", "type", "veth", "peer", "name", "b0"]);
-    ns.ip(&["addr", "add", "192.0.2.1/30", "dev", "a0"]);
+    ns.ip(&["addr", "add", "192.0.2.1/29", "dev", "a0"]);
     ns.ip(&["link", "set", "a0", "up"]);
     ns.ip(&["link", "set", "b0", "up"]);
     let _tun = ns.run(|| tun("t0"));
@@ -83,11 +83,14 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
         let nl = Netlink::new().unwrap();
         let a0 = nl.interface("a0").await.unwrap().unwrap().ifindex;
         let t0 = nl.interface("t0").await.unwrap().unwrap().ifindex;
-        let gw1 = NextHop::Via {
-            ifindex: a0,
-            address: "192.0.2.2".parse().unwrap(),
-        };
-        let gw2 = NextHop::Device { ifindex: t0 };
+        // An Ethernet gateway with an IPv6 next hop too, a tunnel, an IPv4-only Ethernet one.
+        let gw1 = GatewayRoute::ethernet(
+            0x1_0000,
+            1001,
+            a0,
+            "192.0.2.2".parse().unwrap(),
+            Some("fe80::2".parse().unwrap()),
+        );
         let policy = |gateways: Vec<GatewayRoute>| Policy {
             priority: 10_000,
             mask: 0x0fff_0000,
@@ -95,19 +98,12 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
         };
         // A table id above 255 too: it only fits the attribute.
         let p = policy(vec![
-            GatewayRoute {
-                mark: 0x1_0000,
-                table: 1001,
-                next_hop: gw1,
-            },
-            GatewayRoute {
-                mark: 0x2_0000,
-                table: 70_000,
-                next_hop: gw2,
-            },
+            gw1,
+            GatewayRoute::tunnel(0x2_0000, 70_000, t0),
+            GatewayRoute::ethernet(0x3_0000, 1003, a0, "192.0.2.3".parse().unwrap(), None),
         ]);
         let c = nl.sync_policy(&p).await.unwrap();
-        assert_eq!((c.add_rules.len(), c.set_routes.len()), (3, 3), "{c:?}");
+        assert_eq!((c.add_rules.len(), c.set_routes.len()), (5, 5), "{c:?}");
 
         // The kernel routes each mark through its gateway, and unmarked packets as before.
         let via = route_get(&["198.51.100.7", "mark", "0x10000"]);
@@ -121,13 +117,17 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
             dev6.contains("dev t0") && dev6.contains("table 70000"),
             "{dev6}"
         );
+        let via6 = ns
+            .try_ip(&["-6", "route", "get", "2001:db8::7", "mark", "0x10000"])
+            .unwrap();
+        assert!(via6.contains("via fe80::2 dev a0 table 1001"), "{via6}");
         let plain = ns.try_ip(&["route", "get", "198.51.100.7"]);
         assert!(plain.is_err(), "no default route in main: {plain:?}");
-        // The IPv4 gateway's table routes IPv4 only (no IPv6 route via an IPv4 next hop):
-        // no IPv6 rule for its mark, its IPv6 packets follow the main table.
+        // The IPv4-only gateway's table routes IPv4 only (no IPv6 route via an IPv4 next
+        // hop): no IPv6 rule for its mark, its IPv6 packets follow the main table.
         let rules6 = ns.try_ip(&["-6", "rule"]).unwrap();
         assert!(
-            rules6.contains("0x20000") && !rules6.contains("0x10000"),
+            rules6.contains("0x10000") && rules6.contains("0x20000") && !rules6.contains("0x30000"),
             "{rules6}"
         );
 
@@ -144,11 +144,7 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
         ns.ip(&["route", "del", "10.0.0.0/8", "dev", "a0", "table", "1001"]);
 
         // One gateway less: only its rules and routes go.
-        let q = policy(vec![GatewayRoute {
-            mark: 0x1_0000,
-            table: 1001,
-            next_hop: gw1,
-        }]);
+        let q = policy(vec![p.gateways[0], p.gateways[2]]);
         let c = nl.sync_policy(&q).await.unwrap();
         assert_eq!(
             (
@@ -165,7 +161,7 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
         let c = nl.remove_policy().await.unwrap();
         assert_eq!(
             (c.delete_rules.len(), c.delete_routes.len()),
-            (1, 1),
+            (3, 3),
             "{c:?}"
         );
         let left = rules();

@@ -232,10 +232,7 @@ pub fn setup(
             let dir = work.join("agent");
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
-            let mut config = xwan_config(rules, links, topo, &dir);
-            if mode == Mode::XwanNetfilter {
-                config = config.replacen("[agent]\n", "[agent]\nforwarding = \"netfilter\"\n", 1);
-            }
+            let config = xwan_config(rules, links, topo, &dir, mode == Mode::XwanNetfilter);
             std::fs::write(&cfg, config)?;
             let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
@@ -376,29 +373,51 @@ pub fn nft_linear(rules: usize) -> String {
 
 /// Mode 1: the agent's configuration (fillers first, real rules last). Router `Rn` uses
 /// gateway `Gn` on link n with the next link's gateway as backup (probes every 500 ms, 200 ms
-/// retry wait, 3 tries), which the failover test exercises.
-pub fn xwan_config(rules: usize, links: Links, topo: &Topology, dir: &Path) -> String {
+/// retry wait, 3 tries), which the failover test exercises. With `netfilter`, the kernel
+/// forwards (`forwarding = "netfilter"`) and an Ethernet gateway's IPv6 next hop is its
+/// `address6` (XDP sends both families to the IPv4 next hop's MAC).
+pub fn xwan_config(
+    rules: usize,
+    links: Links,
+    topo: &Topology,
+    dir: &Path,
+    netfilter: bool,
+) -> String {
     let mut s = format!(
         "[agent]\nlan_interfaces = [\"{}\"]\nbpffs = \"{}/bpffs\"\ncontrol_socket = \"{}/ctl.sock\"\n",
         topo.lan_dev,
         dir.display(),
         dir.display()
     );
+    if netfilter {
+        s.push_str("forwarding = \"netfilter\"\n");
+    }
     for i in 0..LINKS {
-        let (r4, s4, dev, kind, check) = match links {
+        let (r4, s4, dev, kind, extra) = match links {
             Links::Veth => {
-                let (r4, s4, _, _) = link_addrs(i);
-                (r4, s4, &topo.link_devs[i], "ethernet", "")
+                let (r4, s4, _, s6) = link_addrs(i);
+                let address6 = if netfilter {
+                    format!("address6 = \"{s6}\"\n")
+                } else {
+                    String::new()
+                };
+                (r4, s4, &topo.link_devs[i], "ethernet", address6)
             }
             // Nobody answers probes on the TUN stand-ins: their gateways are not probed.
             Links::Tun => {
                 let (r4, p4, _) = tun_addrs(i);
-                (r4, p4, &topo.tun_devs[i], "tunnel", "check = []\n")
+                (
+                    r4,
+                    p4,
+                    &topo.tun_devs[i],
+                    "tunnel",
+                    "check = []\n".to_owned(),
+                )
             }
         };
         s.push_str(&format!(
             "\n[[link]]\nname = \"L{n}\"\ninterface = \"{dev}\"\nkind = \"{kind}\"\naddress = \"{r4}/30\"\n\n\
-             [[gateway]]\nname = \"G{n}\"\nlink = \"L{n}\"\naddress = \"{s4}\"\n{check}\n\
+             [[gateway]]\nname = \"G{n}\"\nlink = \"L{n}\"\naddress = \"{s4}\"\n{extra}\n\
              [[router]]\nname = \"R{n}\"\ngateways = [\"G{n}\"]\nbackups = [\"G{b}\"]\nfrequency = \"500ms\"\nwait = \"200ms\"\ntries = 3\non_failure = \"drop\"\n",
             n = i + 1,
             b = (i + 1) % LINKS + 1,

@@ -86,6 +86,39 @@ impl Validator<'_, '_, '_> {
             }
         }
 
+        let address6 = g.address6.as_ref().and_then(|raw| {
+            let Some(a) = self.host(raw, o, "address6") else {
+                ok = false;
+                return None;
+            };
+            let problem = match (a, address, link) {
+                (IpAddr::V4(_), _, _) => Some(format!(
+                    "{a} is IPv4; write the next hop's IPv6 address, e.g. its link-local \
+                     \"fe80::1\""
+                )),
+                (_, Some(IpAddr::V6(main)), _) => Some(format!(
+                    "address {main} is already IPv6 and carries this gateway's IPv6 traffic; \
+                     remove address6"
+                )),
+                (_, _, Some(l)) if l.kind != LinkKind::Ethernet => Some(format!(
+                    "link '{}' is a tunnel, which carries both families without a next hop; \
+                     remove address6",
+                    l.name
+                )),
+                _ => None,
+            };
+            match (a, problem) {
+                (IpAddr::V6(a), None) => Some(a),
+                (_, problem) => {
+                    if let Some(msg) = problem {
+                        self.err(&raw.span(), o, Some("address6"), msg);
+                    }
+                    ok = false;
+                    None
+                }
+            }
+        });
+
         let weight = match &g.weight {
             None => NonZeroU32::new(DEFAULT_WEIGHT),
             Some(w) => self.weight(w, o, "weight"),
@@ -142,6 +175,7 @@ impl Validator<'_, '_, '_> {
             name: g.name.as_ref()?.get_ref().clone(),
             link: LinkId(link_id? as u16),
             address: address?,
+            address6,
             weight: weight?,
             check: check?,
             monitor: monitor?,

@@ -82,6 +82,20 @@ impl Validator<'_, '_, '_> {
                         .to_owned(),
                 );
             }
+            if let Some(raw) = &item.value.address6
+                && c.agent.forwarding == Forwarding::Xdp
+            {
+                self.warn(
+                    &raw.span(),
+                    &a.object,
+                    Some("address6"),
+                    format!(
+                        "has no effect with forwarding = \"xdp\": XDP sends both families to \
+                         the MAC address of {}; remove it or set forwarding = \"netfilter\"",
+                        g.address
+                    ),
+                );
+            }
             let used = c
                 .routers
                 .iter()

@@ -25,7 +25,7 @@ use xwan::{
     datapath::{Datapath, EgressWatch, TRACE_DIR, TestBpffs},
     netlink::{
         Netlink,
-        policy::{GatewayRoute, NextHop, Policy},
+        policy::{GatewayRoute, Policy},
     },
 };
 use xwan_common::{
@@ -394,23 +394,17 @@ table ip nat {
     let (t0, w0) = (router.ifindex("t0"), router.ifindex("w0"));
     router.block_on(async {
         let nl = Netlink::new().unwrap();
-        let gateway = |id: u16, table: u32, next_hop| GatewayRoute {
-            mark: layout.mark(id),
-            table,
-            next_hop,
-        };
         let policy = Policy {
             priority: 10_000,
             mask: layout.mask(),
             gateways: vec![
-                gateway(0, 1000, NextHop::Device { ifindex: t0 }),
-                gateway(
-                    1,
+                GatewayRoute::tunnel(layout.mark(0), 1000, t0),
+                GatewayRoute::ethernet(
+                    layout.mark(1),
                     1001,
-                    NextHop::Via {
-                        ifindex: w0,
-                        address: "192.0.2.2".parse().unwrap(),
-                    },
+                    w0,
+                    "192.0.2.2".parse().unwrap(),
+                    None,
                 ),
             ],
         };
