@@ -158,6 +158,17 @@ pub const GATEWAY_FAILURES_MAP: &str = "XWAN_GW_FAIL";
 /// Pinned, so that the LAN program of a previous agent and the egress programs of this one
 /// share it during a restart.
 pub const EGRESS_LOG_MAP: &str = "XWAN_EGRESS_LOG";
+/// `RINGBUF` of [`Moved`] records, [`MOVED_RING_BYTES`] long: the kernel-path flows that
+/// changed gateway, for the agent to reset their conntrack entries (a NAT binding made for
+/// one link is wrong on another). Pinned, so that a restarting agent reads what the
+/// previous agent's programs wrote.
+pub const MOVED_MAP: &str = "XWAN_MOVED";
+/// Bytes of [`MOVED_MAP`] (a power of two, a multiple of the page size): 4,681 records of
+/// 48 bytes plus their 8-byte headers. A failover of one gateway moves its flows one by one
+/// as their packets arrive, and the agent drains the ring as it fills; when the ring is full,
+/// a move is not recorded (`XWAN_REASON_CNT` is not involved: the record is best effort and
+/// the flow still moves).
+pub const MOVED_RING_BYTES: u32 = 256 * 1024;
 /// Per-CPU, one [`ParsedPacket`]: what [`PROG_XDP_LAN`] parsed, for [`PROG_XDP_DECIDE`].
 pub const SCRATCH_MAP: &str = "XWAN_SCRATCH";
 /// `PROG_ARRAY`: [`PROG_XDP_LAN`] tail-calls [`JUMP_DECIDE`] in it.
@@ -514,6 +525,9 @@ pub struct FlowKey {
     pub ifindex: u32,
 }
 
+/// [`FlowValue::router`] of a flow whose rule does not route.
+pub const NO_ROUTER: u16 = 0xffff;
+
 /// A flow's decision, valid while `epoch` is the current ruleset epoch.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -524,6 +538,17 @@ pub struct FlowValue {
     pub router: u16,
     pub gateway: u16,
     pub _pad: [u16; 3],
+}
+
+/// A flow on the kernel path that changed gateway ([`MOVED_MAP`]): its flow-table key (the
+/// LAN side's 5-tuple, the original direction of its conntrack entry, before any NAT) and
+/// the gateways it left and took.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Moved {
+    pub key: FlowKey,
+    pub from: u16,
+    pub to: u16,
 }
 
 /// A copy of one [`FLOWS_MAP`] entry in this CPU's flow cache ([`FLOW_CACHE_MAP`]), so that
@@ -787,6 +812,7 @@ mod pod {
     use super::*;
     // SAFETY: all are #[repr(C)], Copy, made of integers, with explicit padding fields.
     unsafe impl aya::Pod for RuleBitmap {}
+    unsafe impl aya::Pod for Moved {}
     unsafe impl aya::Pod for IfaceRuleKey {}
     unsafe impl aya::Pod for PortTable {}
     unsafe impl aya::Pod for RuleAction {}

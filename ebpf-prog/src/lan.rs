@@ -15,9 +15,9 @@ use aya_ebpf::{
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
     FLOW_CACHE_BANKS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
-    GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, ParsedPacket,
-    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum,
-    hash, kernel_tag, reason, rule_index, slots_index, tunnel_tag,
+    GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, Moved, NO_ROUTER,
+    ParsedPacket, ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS,
+    TUNNEL_TAG_PREFIX, csum, hash, kernel_tag, reason, rule_index, slots_index, tunnel_tag,
 };
 
 use crate::{
@@ -26,9 +26,6 @@ use crate::{
     maps::*,
     parse::{ETH_P_IP, ETH_P_IPV6, Pkt, load, parse_eth},
 };
-
-/// Router id stored in flow entries of rules that do not route.
-const NO_ROUTER: u16 = 0xffff;
 
 /// Stage 1 (`xwan_xdp_lan`): steps 1–7. `Ok` with the parse when the packet goes on (to
 /// [`first_stage_hit`], then [`hand_over`] and [`decide`]); otherwise the reason it is handed
@@ -155,9 +152,9 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let family = if p.v6 { 6 } else { 4 };
     let mut key = flow_key(&p, 0);
 
-    let (flow_idle_ns, config_flags) = match XWAN_CONFIG.get(0) {
-        Some(c) => (c.flow_idle_ns, c.flags),
-        None => (0, 0),
+    let (flow_idle_ns, config_flags, marks) = match XWAN_CONFIG.get(0) {
+        Some(c) => (c.flow_idle_ns, c.flags, c.marks),
+        None => (0, 0, 0),
     };
 
     let local = AddrKey {
@@ -262,6 +259,17 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         settle(ctx, &p, action)
     };
 
+    // A kernel-path flow that changes gateway, whether its entry is live or idle: its
+    // conntrack entry (and a NAT binding) was made for the old one; the agent resets it.
+    // Best effort: a full ring loses the record, not the packet.
+    if let Some(gw) = gateway
+        && marks != 0
+        && found
+        && old.router != NO_ROUTER
+        && old.gateway != gw
+    {
+        record_move(&key, old.gateway, gw);
+    }
     let value = flow_value(now, epoch, rule as u16, router, gateway.unwrap_or(0));
     let write = !found
         || old.epoch != value.epoch
@@ -304,6 +312,22 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             forward(ctx, &p, gw as u32, action.dscp, ok, len)
         }
         None => outcome,
+    }
+}
+
+/// Writes a [`Moved`] record in place, field by field. A function of its own: `decide`'s
+/// frame has no room left for the record's 48 bytes (512-byte stack).
+#[inline(never)]
+fn record_move(key: &FlowKey, from: u16, to: u16) {
+    if let Some(mut entry) = XWAN_MOVED.reserve::<Moved>(0) {
+        let m = entry.as_mut_ptr();
+        // SAFETY: `m` points at the reserved record, `size_of::<Moved>()` bytes.
+        unsafe {
+            core::ptr::addr_of_mut!((*m).key).write(*key);
+            core::ptr::addr_of_mut!((*m).from).write(from);
+            core::ptr::addr_of_mut!((*m).to).write(to);
+        }
+        entry.submit(0);
     }
 }
 

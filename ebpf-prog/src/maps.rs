@@ -4,16 +4,16 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMap, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use xwan_common::{
     AddrKey, BITMAP_WORDS, Config, Counter, DSCP_MAP_SIZE, EgressLog, FLOW_CACHE_BLOCK_ENTRIES,
     FLOW_CACHE_BLOCKS, FLOW_TABLE_SIZE, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue,
     GENERATIONS, GatewayInfo, IFACE_ARRAY_SIZE, IfaceInfo, IfaceRuleKey, JUMP_SLOTS, LinkInfo,
     Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_ROUTERS,
-    MAX_RULE_COUNTERS, MAX_RULES, PORTBM_MAP_SIZE, PORTMAP_MAP_SIZE, PROTO_MAP_SIZE, ParsedPacket,
-    PortTable, RULES_MAP_SIZE, ReturnValue, RuleAction, RuleBitmap, SLOTS_MAP_SIZE, SlotTable,
-    reason,
+    MAX_RULE_COUNTERS, MAX_RULES, MOVED_RING_BYTES, PORTBM_MAP_SIZE, PORTMAP_MAP_SIZE,
+    PROTO_MAP_SIZE, ParsedPacket, PortTable, RULES_MAP_SIZE, ReturnValue, RuleAction, RuleBitmap,
+    SLOTS_MAP_SIZE, SlotTable, reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
@@ -117,6 +117,9 @@ pub static XWAN_REASON_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(reason::C
 
 #[map(name = "XWAN_GW_FAIL")]
 pub static XWAN_GW_FAIL: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS, 0);
+
+#[map(name = "XWAN_MOVED")]
+pub static XWAN_MOVED: RingBuf = RingBuf::pinned(MOVED_RING_BYTES, 0);
 
 #[map(name = "XWAN_EGRESS_LOG")]
 pub static XWAN_EGRESS_LOG: PerCpuArray<EgressLog> = PerCpuArray::pinned(1, 0);

@@ -67,7 +67,7 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 30] = [
+const MAPS: [MapSpec; 31] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
     spec::<u32, c::IfaceInfo>(c::IFACE_ARRAY_MAP, MapType::Array),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
@@ -101,6 +101,13 @@ const MAPS: [MapSpec; 30] = [
     spec::<u32, c::Counter>(c::REASON_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::GATEWAY_FAILURES_MAP, MapType::PerCpuArray),
     spec::<u32, c::EgressLog>(c::EGRESS_LOG_MAP, MapType::PerCpuArray),
+    // A ring has neither key nor value: its records are `Moved`s.
+    MapSpec {
+        name: c::MOVED_MAP,
+        kind: MapType::RingBuf,
+        key: 0,
+        value: Some(0),
+    },
     spec::<u32, c::ParsedPacket>(c::SCRATCH_MAP, MapType::PerCpuArray),
     spec::<u32, u32>(c::JUMP_MAP, MapType::ProgramArray),
 ];
@@ -114,7 +121,8 @@ pub(super) fn map_data(m: &Map) -> Option<&MapData> {
         | Map::LruHashMap(d)
         | Map::PerCpuArray(d)
         | Map::DevMap(d)
-        | Map::ProgramArray(d) => Some(d),
+        | Map::ProgramArray(d)
+        | Map::RingBuf(d) => Some(d),
         _ => None,
     }
 }

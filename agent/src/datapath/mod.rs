@@ -77,6 +77,7 @@ mod egress;
 pub mod features;
 mod grace;
 mod loader;
+mod moved;
 mod object;
 mod sys;
 mod testrun;
@@ -94,6 +95,7 @@ pub use compile::{CompileError, Image, compile, slot_table};
 pub use counters::{CounterReader, ReasonCounter};
 pub use egress::{EgressWatch, TRACE_DIR};
 pub use loader::{Datapath, PROGRAMS};
+pub use moved::MovedRing;
 pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
 pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_live, xdp_test_run};
 

@@ -75,6 +75,10 @@
 //!     The flow entry `{last_seen = now, epoch, rule, router (0xffff unless Route), gateway
 //!     (0 unless a gateway was chosen)}` is written when there was no entry (live or not), or
 //!     any of epoch/rule/router/gateway differs, or `now - last_seen ≥ FLOW_REFRESH_NS`.
+//!     Before, when the plan has marks (`netfilter` mode), a gateway was chosen, and an entry
+//!     was present (live or not) with a router and another gateway, the record
+//!     `Moved {key, from: its gateway, to: g}` is appended to `MOVED_MAP` (the agent resets
+//!     the flow's conntrack entry).
 //! 11. **Forward** through gateway g: g not in the plan → pass `PASS_GATEWAY_ERROR`. A
 //!     kernel-path gateway (`netfilter` mode): g's gateway counter counts the packet, DSCP
 //!     imposed (step 12), destination MAC = `kernel_tag(g)`, nothing else changed (TTL, MTU

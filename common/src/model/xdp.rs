@@ -9,8 +9,8 @@ use crate::hash::{connection_hash, source_hash};
 use crate::plan::{Action, Gateway, GatewayKind, HashMode, Plan, RouterTable, Rule};
 use crate::reason::*;
 use crate::{
-    FLOW_REFRESH_NS, FlowKey, FlowValue, ROUTER_SLOTS, ReturnValue, TUNNEL_TAG_PREFIX, kernel_tag,
-    kernel_tag_gateway, tunnel_tag, tunnel_tag_ifindex,
+    FLOW_REFRESH_NS, FlowKey, FlowValue, Moved, NO_ROUTER, ROUTER_SLOTS, ReturnValue,
+    TUNNEL_TAG_PREFIX, kernel_tag, kernel_tag_gateway, tunnel_tag, tunnel_tag_ifindex,
 };
 
 /// The program's verdict.
@@ -65,10 +65,9 @@ pub struct Model {
     epoch: u32,
     flows: HashMap<FlowKey, FlowValue>,
     returns: HashMap<FlowKey, ReturnValue>,
+    /// What the kernel writes to `MOVED_MAP`, in order, until [`Model::take_moved`].
+    moved: Vec<Moved>,
 }
-
-/// The router value of a flow entry whose rule does not route.
-const NO_ROUTER: u16 = 0xffff;
 
 impl Model {
     /// A data plane running `plan`, whose ruleset epoch is `epoch`, with empty flow tables.
@@ -78,6 +77,7 @@ impl Model {
             epoch,
             flows: HashMap::new(),
             returns: HashMap::new(),
+            moved: Vec::new(),
         }
     }
 
@@ -119,6 +119,12 @@ impl Model {
 
     pub fn flows(&self) -> &HashMap<FlowKey, FlowValue> {
         &self.flows
+    }
+
+    /// The flows on the kernel path that changed gateway since the last call (the records
+    /// of `MOVED_MAP`), oldest first.
+    pub fn take_moved(&mut self) -> Vec<Moved> {
+        std::mem::take(&mut self.moved)
     }
 
     pub fn returns(&self) -> &HashMap<FlowKey, ReturnValue> {
@@ -288,6 +294,20 @@ impl Model {
             gateway,
             _pad: [0; 3],
         };
+        // A kernel-path flow that changes gateway, whether its entry is live or idle: its
+        // conntrack entry (and a NAT binding) was made for the old one.
+        if let Some(e) = self.flows.get(&key)
+            && self.plan.marks.is_some()
+            && e.router != NO_ROUTER
+            && router != NO_ROUTER
+            && e.gateway != gateway
+        {
+            self.moved.push(Moved {
+                key,
+                from: e.gateway,
+                to: gateway,
+            });
+        }
         let write = match self.flows.get(&key) {
             None => true,
             Some(e) => {

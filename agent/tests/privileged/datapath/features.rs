@@ -210,6 +210,54 @@ fn kernel_path_gateway_is_tagged_then_marked_for_the_kernel() {
     assert_eq!(h.check(&forged).reason, reason::DROP_FORGED_TAG);
 }
 
+/// A kernel-path flow that changes gateway is recorded once, with the LAN side's 5-tuple
+/// (the original direction of its conntrack entry), for the agent's conntrack reset; a flow
+/// that stays, a new flow, and XDP forwarding record nothing.
+#[test]
+fn a_kernel_path_flow_that_changes_gateway_is_recorded_once() {
+    let _turn = support::shared(module_path!());
+    for kernel_path in [true, false] {
+        let mut p = plan();
+        if kernel_path {
+            for g in &mut p.gateways {
+                g.kind = GatewayKind::Kernel;
+            }
+            p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
+        }
+        let mut h = Harness::new(p);
+        // Router 4 balances 50/50 over gateways 0 and 1.
+        let flows: Vec<Vec<u8>> = (0..32)
+            .map(|i| frame4(&udp4("203.0.113.9"), 30000 + i, 6000, &[]))
+            .collect();
+        let first: Vec<u16> = flows.iter().map(|f| h.check(f).gateway.unwrap()).collect();
+        assert!(first.contains(&0) && first.contains(&1));
+        assert!(h.last_moved.is_empty(), "a new flow moves nowhere");
+
+        // Gateway 0 leaves: its flows move to gateway 1, each recorded once.
+        h.set_router(4, RouterTable::single(1));
+        for (i, (f, g)) in flows.iter().zip(&first).enumerate() {
+            assert_eq!(h.check(f).gateway, Some(1));
+            if *g == 0 && kernel_path {
+                assert_eq!(h.last_moved.len(), 1, "flow {i}");
+                let m = h.last_moved[0];
+                assert_eq!((m.from, m.to), (0, 1));
+                let key = (m.key.sport, m.key.dport, m.key.proto, m.key.family);
+                assert_eq!(key, (30000 + i as u16, 6000, 17, 4));
+                assert_eq!(m.key.src[0], u32::from_ne_bytes([10, 1, 0, 7]));
+                assert_eq!(m.key.ifindex, LO);
+            } else {
+                assert!(
+                    h.last_moved.is_empty(),
+                    "flow {i} stayed: {:?}",
+                    h.last_moved
+                );
+            }
+            h.check(f);
+            assert!(h.last_moved.is_empty(), "flow {i} recorded twice");
+        }
+    }
+}
+
 #[test]
 fn ethernet_gateway_rewrites_macs_and_redirects() {
     let _turn = support::shared(module_path!());

@@ -1,8 +1,8 @@
 //! Runs the real programs (BPF_PROG_TEST_RUN) and the reference model side by side.
 
-use xwan::datapath::{Datapath, SkbRun, TestBpffs, XdpRun, skb_test_runnable};
+use xwan::datapath::{Datapath, MovedRing, SkbRun, TestBpffs, XdpRun, skb_test_runnable};
 use xwan_common::{
-    PROG_TC_STEER, PROG_XDP_LAN,
+    Moved, PROG_TC_STEER, PROG_XDP_LAN,
     model::{Model, TcSteer, XdpAction, XdpOutcome},
     plan::{Plan, RouterTable},
     reason,
@@ -20,6 +20,10 @@ pub const LO: u32 = 1;
 pub struct Harness {
     pub dp: Datapath,
     pub model: Model,
+    /// The kernel's moved-flow records, compared with the model's after every packet.
+    moved: MovedRing,
+    /// The records the last [`Harness::check`] produced (kernel and model agreed on them).
+    pub last_moved: Vec<Moved>,
     // Dropped last: unmounts the private bpffs holding the pins.
     _fs: TestBpffs,
 }
@@ -29,9 +33,12 @@ impl Harness {
         let fs = TestBpffs::new().expect("mount a private bpffs (are we root?)");
         let mut dp = Datapath::load(fs.path()).expect("load the data plane");
         let epoch = dp.apply(&plan).expect("apply the plan");
+        let moved = dp.moved_ring().expect("the moved-flow ring");
         Harness {
             dp,
             model: Model::new(plan, epoch),
+            moved,
+            last_moved: Vec::new(),
             _fs: fs,
         }
     }
@@ -82,9 +89,9 @@ impl Harness {
         m
     }
 
-    /// Runs both and asserts they agree on verdict, reason, bytes, the hand-off to a tunnel or
-    /// the kernel path (the kernel's `xwan_tc_steer` on what its XDP passed) and gateway
-    /// counter. Returns the model's outcome.
+    /// Runs both and asserts they agree on verdict, reason, bytes, the moved-flow records, the
+    /// hand-off to a tunnel or the kernel path (the kernel's `xwan_tc_steer` on what its XDP
+    /// passed) and gateway counter. Returns the model's outcome.
     pub fn check(&mut self, frame: &[u8]) -> XdpOutcome {
         let m = self.model.xdp_lan(LO, frame, now_ns());
         if frame.len() < 14 {
@@ -113,6 +120,9 @@ impl Harness {
             ctx()
         );
         assert_eq!(k.frame, m.frame, "rewritten bytes differ\n{}", ctx());
+        let (km, mm) = (self.moved.drain(), self.model.take_moved());
+        assert_eq!(km, mm, "moved-flow records differ\n{}", ctx());
+        self.last_moved = mm;
         assert!(k.meta.is_empty(), "XDP metadata left\n{}", ctx());
         // XDP hands off only whole IP headers, which a TC test run always accepts.
         if k.action == XDP_PASS && skb_test_runnable(&k.frame) {
