@@ -195,3 +195,75 @@ async fn wait(
     .ok()
     .flatten()
 }
+
+/// The conntrack reset of the `netfilter` mode: a translated (masqueraded) flow's entry is
+/// deleted, an untranslated one is left alone, a missing one is no error.
+#[test]
+fn conntrack_reset_deletes_a_translated_entry_and_leaves_the_others() {
+    use std::net::UdpSocket;
+    use xwan::netlink::conntrack::{Conntrack, Reset};
+    use xwan_common::FlowKey;
+
+    let _turn = support::shared(module_path!());
+    let ns = Netns::new("nlct");
+    ns.ip(&["link", "add", "a0", "type", "veth", "peer", "name", "b0"]);
+    ns.ip(&["addr", "add", "192.0.2.1/30", "dev", "a0"]);
+    ns.ip(&["addr", "add", "10.9.9.9/32", "dev", "lo"]);
+    for dev in ["a0", "b0", "lo"] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    ns.ip(&[
+        "neigh",
+        "add",
+        "192.0.2.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "a0",
+        "nud",
+        "permanent",
+    ]);
+    // Masquerade what leaves a0 from another source than a0's own.
+    let ruleset = "table ip nat {\n  chain post {\n    type nat hook postrouting priority 100;\n    \
+                   oifname \"a0\" ip saddr != 192.0.2.1 masquerade\n  }\n}\n";
+    let file = std::env::temp_dir().join(format!("xwan-ct-{}.nft", std::process::id()));
+    std::fs::write(&file, ruleset).unwrap();
+    ns.exec("nft", &["-f", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).ok();
+
+    let key = |src: [u8; 4], sport: u16| FlowKey {
+        src: [u32::from_ne_bytes(src), 0, 0, 0],
+        dst: [u32::from_ne_bytes([192, 0, 2, 2]), 0, 0, 0],
+        sport,
+        dport: 5353,
+        proto: 17,
+        family: 4,
+        _pad: 0,
+        ifindex: 0,
+    };
+    ns.run(|| {
+        let send = |from: &str| {
+            let s = UdpSocket::bind(format!("{from}:0")).unwrap();
+            s.send_to(b"x", "192.0.2.2:5353").unwrap();
+            (s.local_addr().unwrap().port(), s)
+        };
+        let (nat_port, _a) = send("10.9.9.9");
+        let (plain_port, _b) = send("192.0.2.1");
+        let mut ct = Conntrack::new().unwrap();
+        let nat = key([10, 9, 9, 9], nat_port);
+        let plain = key([192, 0, 2, 1], plain_port);
+        assert_eq!(ct.reset(&plain).unwrap(), Reset::NotTranslated);
+        assert_eq!(
+            ct.reset(&plain).unwrap(),
+            Reset::NotTranslated,
+            "still there"
+        );
+        assert_eq!(ct.reset(&nat).unwrap(), Reset::Deleted);
+        assert_eq!(ct.reset(&nat).unwrap(), Reset::Absent, "gone");
+        let icmp = FlowKey { proto: 1, ..nat };
+        assert_eq!(ct.reset(&icmp).unwrap(), Reset::Unsupported);
+        // The flow's next packet opens a new, translated entry.
+        _a.send_to(b"y", "192.0.2.2:5353").unwrap();
+        assert_eq!(ct.reset(&nat).unwrap(), Reset::Deleted);
+    });
+}
