@@ -90,6 +90,8 @@ struct Daemon {
     ipsec: Supervisor,
     /// The `netfilter` mode's policy routing, written after each plan.
     policy: kernel::PolicyWriter,
+    /// Resets the conntrack entries of translated flows the data plane moved.
+    _resetter: kernel::ConntrackResetter,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -106,8 +108,10 @@ pub async fn run(path: &Path) -> Result<()> {
     })? {
         info!(path = %at.display(), "mounted a bpf filesystem");
     }
-    let dp = Datapath::load(&config.agent.bpffs)?;
+    let mut dp = Datapath::load(&config.agent.bpffs)?;
     let metrics = Arc::new(Metrics::new());
+    let resetter = kernel::ConntrackResetter::spawn(dp.moved_ring()?, metrics.clone())
+        .context("starting the conntrack resetter thread")?;
     metrics.record_reload(true);
     let counters = CounterNames::serve(&config, metrics.clone()).await?;
     if !dp.adopted_maps().is_empty() {
@@ -123,6 +127,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let policy = kernel::PolicyWriter::spawn(nl.clone());
     let mut d = Daemon {
         policy,
+        _resetter: resetter,
         path: path.to_path_buf(),
         config,
         dp,

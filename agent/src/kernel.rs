@@ -15,7 +15,13 @@ use tracing::{error, info, warn};
 
 use crate::{
     config::Config,
-    netlink::{Netlink, policy::Policy},
+    datapath::MovedRing,
+    metrics::Metrics,
+    netlink::{
+        Netlink,
+        conntrack::{Conntrack, Reset},
+        policy::Policy,
+    },
     planner::Facts,
 };
 
@@ -191,6 +197,90 @@ impl PolicyWriter {
             *w = policy;
             false
         });
+    }
+}
+
+/// Resets the conntrack entries of the kernel-path flows the data plane moved to another
+/// gateway (`MOVED_MAP`, see [`crate::netlink::conntrack`]), on a thread of its own: the
+/// requests are synchronous and a failover may move thousands of flows, which must not hold
+/// up the daemon's loop. The ctnetlink socket is opened at the first record, in the
+/// namespace the resetter was spawned in, so a box in `xdp` mode never opens one. Stopped
+/// and joined on drop.
+pub struct ConntrackResetter {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the resetter's thread looks at its stop flag while the ring is empty.
+const RESETTER_TICK_MS: i32 = 200;
+
+impl ConntrackResetter {
+    pub fn spawn(mut ring: MovedRing, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("xwan-conntrack".into())
+            .spawn(move || {
+                let mut ct: Option<Conntrack> = None;
+                while !stopped.load(Ordering::Relaxed) {
+                    let mut pfd = libc::pollfd {
+                        fd: ring.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, RESETTER_TICK_MS) };
+                    for m in ring.drain() {
+                        let outcome = match &mut ct {
+                            Some(c) => c.reset(&m.key),
+                            None => Conntrack::new().and_then(|mut c| {
+                                let r = c.reset(&m.key);
+                                ct = Some(c);
+                                r
+                            }),
+                        };
+                        match outcome {
+                            Ok(r) => {
+                                if r == Reset::Deleted {
+                                    tracing::debug!(
+                                        from = m.from,
+                                        to = m.to,
+                                        proto = m.key.proto,
+                                        "moved flow: its translated conntrack entry deleted"
+                                    );
+                                }
+                                metrics.record_conntrack_reset(Some(r));
+                            }
+                            Err(e) => {
+                                warn!(
+                                    from = m.from,
+                                    to = m.to,
+                                    "resetting a moved flow's conntrack entry: {e}; it keeps \
+                                     the old link's NAT until it expires"
+                                );
+                                metrics.record_conntrack_reset(None);
+                                // A broken socket is opened anew for the next record.
+                                ct = None;
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(ConntrackResetter {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ConntrackResetter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

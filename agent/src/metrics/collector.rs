@@ -16,6 +16,7 @@ use xwan_common::{Counter, FLOW_TABLE_SIZE, reason};
 use super::{GatewaySnapshot, Shared, State, histogram::Histogram, unix_seconds};
 use crate::{
     datapath::{TcAttachMode, XdpAttachMode},
+    netlink::conntrack::Reset,
     router::{GatewayState, Role},
 };
 
@@ -290,6 +291,25 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
         |m| {
             counter(m, &[("result", "success")], state.reloads_ok)?;
             counter(m, &[("result", "failure")], state.reloads_failed)
+        },
+    )?;
+    family(
+        enc,
+        "xwan_conntrack_resets",
+        "Flows on the kernel path that changed gateway, by what became of their conntrack \
+         entry: deleted (translated, so wrong for the new link), not_translated (kept), absent, \
+         unsupported (no ports in the tuple), failed (the request failed).",
+        None,
+        MetricType::Counter,
+        |m| {
+            for (r, n) in Reset::ALL.iter().zip(&state.conntrack_resets) {
+                counter(m, &[("result", r.name())], *n)?;
+            }
+            counter(
+                m,
+                &[("result", "failed")],
+                state.conntrack_resets[Reset::ALL.len()],
+            )
         },
     )?;
     family(

@@ -57,6 +57,7 @@ use crate::{
     config::Config,
     datapath::{AttachReport, TcAttachMode, XdpAttachMode},
     health::{Reason, Stats, Transition},
+    netlink::conntrack::Reset,
     probe::ProbeReport,
     router::{GatewayState, GatewayStatus, Role},
 };
@@ -280,6 +281,8 @@ struct State {
     probes: BTreeMap<Arc<str>, ProbeEntry>,
     reloads_ok: u64,
     reloads_failed: u64,
+    /// Moved flows' conntrack resets by outcome ([`Reset::ALL`] order), then failures.
+    conntrack_resets: [u64; Reset::ALL.len() + 1],
     last_reload_ok: Option<bool>,
     last_reload_success: Option<f64>,
     commit: Histogram,
@@ -292,6 +295,7 @@ impl Default for State {
             probes: BTreeMap::new(),
             reloads_ok: 0,
             reloads_failed: 0,
+            conntrack_resets: [0; Reset::ALL.len() + 1],
             last_reload_ok: None,
             last_reload_success: None,
             commit: Histogram::new(&COMMIT_BUCKETS),
@@ -438,6 +442,13 @@ impl Metrics {
     }
 
     /// Counts a configuration (re)load; a success also sets the last-success time to now.
+    /// One moved flow's conntrack reset: its outcome, `None` when the request failed.
+    pub fn record_conntrack_reset(&self, outcome: Option<Reset>) {
+        let i = (outcome.and_then(|o| Reset::ALL.iter().position(|&r| r == o)))
+            .unwrap_or(Reset::ALL.len());
+        self.shared.update(|s| s.conntrack_resets[i] += 1);
+    }
+
     pub fn record_reload(&self, ok: bool) {
         self.record_reload_at(ok, SystemTime::now());
     }

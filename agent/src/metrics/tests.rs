@@ -214,6 +214,13 @@ xwan_probe_loss_ratio{gateway="ISP1"} 0.5
 # TYPE xwan_config_reloads counter
 xwan_config_reloads_total{result="success"} 1
 xwan_config_reloads_total{result="failure"} 1
+# HELP xwan_conntrack_resets Flows on the kernel path that changed gateway, by what became of their conntrack entry: deleted (translated, so wrong for the new link), not_translated (kept), absent, unsupported (no ports in the tuple), failed (the request failed).
+# TYPE xwan_conntrack_resets counter
+xwan_conntrack_resets_total{result="deleted"} 0
+xwan_conntrack_resets_total{result="not_translated"} 0
+xwan_conntrack_resets_total{result="absent"} 0
+xwan_conntrack_resets_total{result="unsupported"} 0
+xwan_conntrack_resets_total{result="failed"} 0
 # HELP xwan_config_last_reload_successful Whether the last configuration (re)load succeeded (0: the running one is older).
 # TYPE xwan_config_last_reload_successful gauge
 xwan_config_last_reload_successful 0
@@ -402,7 +409,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 125);
+    assert_eq!(s.len(), 130);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0
@@ -576,6 +583,7 @@ fn empty_registry_declares_every_family() {
         [
             "xwan_build_info",
             "xwan_config_reloads_total",
+            "xwan_conntrack_resets_total",
             "xwan_commit_duration_seconds_sum",
             "xwan_commit_duration_seconds_count",
             "xwan_commit_duration_seconds_bucket",

@@ -54,6 +54,25 @@ pub enum Reset {
     Unsupported,
 }
 
+impl Reset {
+    pub const ALL: [Reset; 4] = [
+        Reset::Deleted,
+        Reset::NotTranslated,
+        Reset::Absent,
+        Reset::Unsupported,
+    ];
+
+    /// As metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reset::Deleted => "deleted",
+            Reset::NotTranslated => "not_translated",
+            Reset::Absent => "absent",
+            Reset::Unsupported => "unsupported",
+        }
+    }
+}
+
 /// A ctnetlink socket in the calling thread's network namespace.
 pub struct Conntrack {
     socket: Socket,
