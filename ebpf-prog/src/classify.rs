@@ -45,11 +45,12 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
             })?,
         }
     };
-    let mut acc = RuleBitmap::EMPTY;
+    // The five non-prefix criteria, ANDed twice rather than kept: a 128-byte bitmap on the
+    // stack would leave `xwan_xdp_decide` no room (512 bytes), and the words are L1 hits.
+    let criteria = |w: usize| proto.w[w] & dscp.w[w] & sport.w[w] & dport.w[w] & iface.w[w];
     let mut any = 0;
     for w in 0..BITMAP_WORDS {
-        acc.w[w] = proto.w[w] & dscp.w[w] & sport.w[w] & dport.w[w] & iface.w[w];
-        any |= acc.w[w];
+        any |= criteria(w);
     }
     if any == 0 {
         return None;
@@ -65,7 +66,7 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
         )
     };
     for w in 0..BITMAP_WORDS {
-        let x = acc.w[w] & src.w[w] & dst.w[w];
+        let x = criteria(w) & src.w[w] & dst.w[w];
         if x != 0 {
             return Some(w as u32 * 64 + trailing_zeros(x));
         }

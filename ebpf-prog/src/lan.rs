@@ -268,7 +268,31 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         && old.router != NO_ROUTER
         && old.gateway != gw
     {
-        record_move(&key, old.gateway, gw);
+        // Written in place from the packet the first stage parsed (a map value): a record
+        // built on the stack would not fit beside `decide`'s locals (512 bytes).
+        if let Some(s) = XWAN_SCRATCH.get_ptr(0)
+            && let Some(mut entry) = XWAN_MOVED.reserve::<Moved>(0)
+        {
+            let m = entry.as_mut_ptr();
+            // SAFETY: `m` points at the reserved record, `s` at this CPU's parsed packet.
+            unsafe {
+                // Word by word, volatile: LLVM turns an array copy into a call to `memcpy`,
+                // a BPF-to-BPF call that costs 6.1's verifier its pruning (see `flow_value`).
+                for i in 0..4 {
+                    core::ptr::write_volatile(&mut (*m).key.src[i], (*s).src[i]);
+                    core::ptr::write_volatile(&mut (*m).key.dst[i], (*s).dst[i]);
+                }
+                (*m).key.sport = (*s).sport;
+                (*m).key.dport = (*s).dport;
+                (*m).key.proto = (*s).proto;
+                (*m).key.family = if (*s).v6 != 0 { 6 } else { 4 };
+                (*m).key._pad = 0;
+                (*m).key.ifindex = ifindex;
+                (*m).from = old.gateway;
+                (*m).to = gw;
+            }
+            entry.submit(0);
+        }
     }
     let value = flow_value(now, epoch, rule as u16, router, gateway.unwrap_or(0));
     let write = !found
@@ -312,22 +336,6 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             forward(ctx, &p, gw as u32, action.dscp, ok, len)
         }
         None => outcome,
-    }
-}
-
-/// Writes a [`Moved`] record in place, field by field. A function of its own: `decide`'s
-/// frame has no room left for the record's 48 bytes (512-byte stack).
-#[inline(never)]
-fn record_move(key: &FlowKey, from: u16, to: u16) {
-    if let Some(mut entry) = XWAN_MOVED.reserve::<Moved>(0) {
-        let m = entry.as_mut_ptr();
-        // SAFETY: `m` points at the reserved record, `size_of::<Moved>()` bytes.
-        unsafe {
-            core::ptr::addr_of_mut!((*m).key).write(*key);
-            core::ptr::addr_of_mut!((*m).from).write(from);
-            core::ptr::addr_of_mut!((*m).to).write(to);
-        }
-        entry.submit(0);
     }
 }
 
