@@ -90,7 +90,7 @@ struct Daemon {
     ipsec: Supervisor,
     /// The `netfilter` mode's policy routing, written after each plan.
     policy: kernel::PolicyWriter,
-    /// Resets the conntrack entries of translated flows the data plane moved.
+    /// Resets the conntrack entries of the flows the data plane moved.
     _resetter: kernel::ConntrackResetter,
 }
 

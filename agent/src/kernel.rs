@@ -248,7 +248,7 @@ impl ConntrackResetter {
                                         from = m.from,
                                         to = m.to,
                                         proto = m.key.proto,
-                                        "moved flow: its translated conntrack entry deleted"
+                                        "moved flow: its conntrack entry deleted"
                                     );
                                 }
                                 metrics.record_conntrack_reset(Some(r));

@@ -297,8 +297,8 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
         enc,
         "xwan_conntrack_resets",
         "Flows on the kernel path that changed gateway, by what became of their conntrack \
-         entry: deleted (translated, so wrong for the new link), not_translated (kept), absent, \
-         unsupported (no ports in the tuple), failed (the request failed).",
+         entry: deleted, absent, unsupported (no ports in the tuple), failed (the request \
+         failed).",
         None,
         MetricType::Counter,
         |m| {

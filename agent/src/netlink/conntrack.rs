@@ -1,11 +1,13 @@
 //! ctnetlink: resetting the conntrack entry of a flow that changed gateway (`netfilter`
-//! forwarding mode, docs/firewall.md). A NAT binding is made for the link a connection
-//! first left by: masquerade gave it that link's address. When xwan moves the flow to
-//! another gateway, the entry must go, so that the flow's next packet opens a new one and
-//! is translated for the new link (UDP: a new mapping; TCP: the server answers the unknown
-//! segment with a reset, a clean end). An entry without NAT is left alone: conntrack does not
-//! care which way a packet leaves, and a new entry would have to pass the firewall's `new`
-//! policy again.
+//! forwarding mode, docs/firewall.md). A connection's NAT binding is made when its first
+//! packet leaves: masquerade or `snat` gave it the first link's address, or no translation
+//! at all (a tunnel) — which is as wrong on an uplink that masquerades, where the flow would
+//! leave with its private source. xwan cannot see which links the ruleset translates, so when
+//! it moves a flow to another gateway it deletes the flow's entry, as pfSense's "kill states
+//! on gateway failure" and mwan3's conntrack flush do: the flow's next packet opens a new
+//! entry, translated for the new link (UDP: a new mapping; TCP: a connection picked up again
+//! where nothing is translated, else the server answers the unknown source with a reset, a
+//! clean end).
 //!
 //! Synchronous on purpose: one request and its answer on a local socket, within
 //! [`TIMEOUT`]; the caller runs it off the daemon's loop.
@@ -20,7 +22,6 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 // linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h, netfilter/nf_conntrack_common.h
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
@@ -28,7 +29,6 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 1 << 15;
 const CTA_TUPLE_ORIG: u16 = 1;
-const CTA_STATUS: u16 = 3;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -38,16 +38,12 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
-const IPS_SRC_NAT: u32 = 1 << 4;
-const IPS_DST_NAT: u32 = 1 << 5;
 
 /// What [`Conntrack::reset`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reset {
-    /// The entry was translated (NAT) and is deleted.
+    /// The entry is deleted.
     Deleted,
-    /// The entry has no NAT: left alone.
-    NotTranslated,
     /// No entry (expired, or never made: the firewall dropped the flow's first packet).
     Absent,
     /// The protocol has no ports in its tuple (ICMP, GRE...): not looked up.
@@ -55,18 +51,12 @@ pub enum Reset {
 }
 
 impl Reset {
-    pub const ALL: [Reset; 4] = [
-        Reset::Deleted,
-        Reset::NotTranslated,
-        Reset::Absent,
-        Reset::Unsupported,
-    ];
+    pub const ALL: [Reset; 3] = [Reset::Deleted, Reset::Absent, Reset::Unsupported];
 
     /// As metrics label it.
     pub fn name(self) -> &'static str {
         match self {
             Reset::Deleted => "deleted",
-            Reset::NotTranslated => "not_translated",
             Reset::Absent => "absent",
             Reset::Unsupported => "unsupported",
         }
@@ -103,57 +93,30 @@ impl Conntrack {
         Ok(Conntrack { socket, seq: 0 })
     }
 
-    /// Deletes the conntrack entry whose original direction is `key`'s 5-tuple if its
-    /// connection is translated (source or destination NAT).
+    /// Deletes the conntrack entry whose original direction is `key`'s 5-tuple.
     pub fn reset(&mut self, key: &FlowKey) -> io::Result<Reset> {
         let Some(tuple) = tuple(key) else {
             return Ok(Reset::Unsupported);
         };
-        let status = match self.request(IPCTNL_MSG_CT_GET, &tuple)? {
-            Answer::Entry(status) => status,
-            Answer::Absent => return Ok(Reset::Absent),
-            Answer::Done => return Err(io::Error::other("ctnetlink answered without the entry")),
-        };
-        if status & (IPS_SRC_NAT | IPS_DST_NAT) == 0 {
-            return Ok(Reset::NotTranslated);
-        }
-        match self.request(IPCTNL_MSG_CT_DELETE, &tuple)? {
-            // Gone in between (expired, or deleted by someone else): as good.
-            Answer::Absent => Ok(Reset::Absent),
-            _ => Ok(Reset::Deleted),
-        }
-    }
-
-    fn request(&mut self, kind: u16, tuple: &Tuple) -> io::Result<Answer> {
         self.seq = self.seq.wrapping_add(1);
         let family = if tuple.src.is_ipv4() {
             libc::AF_INET
         } else {
             libc::AF_INET6
         };
-        let msg = message(kind, self.seq, family as u8, tuple);
+        let msg = message(IPCTNL_MSG_CT_DELETE, self.seq, family as u8, &tuple);
         self.socket.send(&msg, 0)?;
-        let mut answer = Answer::Done;
         loop {
-            let mut buf = Vec::with_capacity(16 * 1024);
+            let mut buf = Vec::with_capacity(4096);
             self.socket.recv(&mut buf, 0)?;
             match parse(&buf, self.seq)? {
-                Parsed::Entry(status) => answer = Answer::Entry(status),
-                Parsed::Ack => return Ok(answer),
-                Parsed::Error(e) if e == libc::ENOENT => return Ok(Answer::Absent),
-                Parsed::Error(e) => return Err(io::Error::from_raw_os_error(e)),
-                Parsed::Other => {}
+                Answer::Ack => return Ok(Reset::Deleted),
+                Answer::Error(e) if e == libc::ENOENT => return Ok(Reset::Absent),
+                Answer::Error(e) => return Err(io::Error::from_raw_os_error(e)),
+                Answer::Other => {}
             }
         }
     }
-}
-
-enum Answer {
-    /// The entry, with its status bits.
-    Entry(u32),
-    Absent,
-    /// Acknowledged (a delete), or a get that returned nothing.
-    Done,
 }
 
 /// The original direction's tuple: the LAN side's addresses and ports.
@@ -243,14 +206,13 @@ fn message(kind: u16, seq: u32, family: u8, t: &Tuple) -> Vec<u8> {
     m
 }
 
+/// The kernel's answer to a request.
 #[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    /// A conntrack entry with its status bits.
-    Entry(u32),
+enum Answer {
     Ack,
     /// An errno.
     Error(i32),
-    /// Another sequence number, or a message of no interest.
+    /// Another request's, or a message of no interest.
     Other,
 }
 
@@ -262,8 +224,8 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The first message of `buf` that answers `seq` (a datagram holds one answer here).
-fn parse(buf: &[u8], seq: u32) -> io::Result<Parsed> {
+/// The answer in `buf` to request `seq` (a datagram holds one answer here).
+fn parse(buf: &[u8], seq: u32) -> io::Result<Answer> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed ctnetlink answer");
     let mut at = 0;
     while at + 16 <= buf.len() {
@@ -282,33 +244,16 @@ fn parse(buf: &[u8], seq: u32) -> io::Result<Parsed> {
             NLMSG_ERROR => {
                 let code = u32_at(msg, 16).ok_or_else(bad)? as i32;
                 return Ok(if code == 0 {
-                    Parsed::Ack
+                    Answer::Ack
                 } else {
-                    Parsed::Error(-code)
+                    Answer::Error(-code)
                 });
             }
-            NLMSG_DONE => return Ok(Parsed::Ack),
-            k if k >> 8 == NFNL_SUBSYS_CTNETLINK => {
-                // nfgenmsg (4 bytes), then the attributes.
-                let mut a = 20;
-                while a + 4 <= msg.len() {
-                    let alen = u16_at(msg, a).ok_or_else(bad)? as usize;
-                    let akind = u16_at(msg, a + 2).ok_or_else(bad)? & !NLA_F_NESTED;
-                    if alen < 4 || a + alen > msg.len() {
-                        return Err(bad());
-                    }
-                    if akind == CTA_STATUS && alen == 8 {
-                        let v = msg[a + 4..a + 8].try_into().map_err(|_| bad())?;
-                        return Ok(Parsed::Entry(u32::from_be_bytes(v)));
-                    }
-                    a += alen.next_multiple_of(4);
-                }
-                return Ok(Parsed::Entry(0));
-            }
-            _ => return Ok(Parsed::Other),
+            NLMSG_DONE => return Ok(Answer::Ack),
+            _ => return Ok(Answer::Other),
         }
     }
-    Ok(Parsed::Other)
+    Ok(Answer::Other)
 }
 
 #[cfg(test)]
@@ -374,40 +319,28 @@ mod tests {
     }
 
     #[test]
-    fn answers_give_the_status_the_ack_or_the_error() {
-        let mut entry = Vec::new();
-        entry.extend_from_slice(&28u32.to_ne_bytes());
-        entry.extend_from_slice(&(1u16 << 8).to_ne_bytes());
-        entry.extend_from_slice(&0u16.to_ne_bytes());
-        entry.extend_from_slice(&9u32.to_ne_bytes());
-        entry.extend_from_slice(&0u32.to_ne_bytes());
-        entry.extend_from_slice(&[2, 0, 0, 0]);
-        entry.extend_from_slice(&8u16.to_ne_bytes());
-        entry.extend_from_slice(&CTA_STATUS.to_ne_bytes());
-        entry.extend_from_slice(&(IPS_SRC_NAT | 0x8).to_be_bytes());
-        assert_eq!(parse(&entry, 9).unwrap(), Parsed::Entry(IPS_SRC_NAT | 0x8));
-        assert_eq!(
-            parse(&entry, 10).unwrap(),
-            Parsed::Other,
-            "another request's"
-        );
-
-        let err = |code: i32| {
+    fn answers_give_the_ack_or_the_error() {
+        let err = |seq: u32, code: i32| {
             let mut e = Vec::new();
             e.extend_from_slice(&36u32.to_ne_bytes());
             e.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
             e.extend_from_slice(&0u16.to_ne_bytes());
-            e.extend_from_slice(&9u32.to_ne_bytes());
+            e.extend_from_slice(&seq.to_ne_bytes());
             e.extend_from_slice(&0u32.to_ne_bytes());
             e.extend_from_slice(&code.to_ne_bytes());
             e.extend_from_slice(&[0; 16]);
             e
         };
-        assert_eq!(parse(&err(0), 9).unwrap(), Parsed::Ack);
+        assert_eq!(parse(&err(9, 0), 9).unwrap(), Answer::Ack);
         assert_eq!(
-            parse(&err(-libc::ENOENT), 9).unwrap(),
-            Parsed::Error(libc::ENOENT)
+            parse(&err(9, -libc::ENOENT), 9).unwrap(),
+            Answer::Error(libc::ENOENT)
         );
-        assert!(parse(&entry[..20], 9).is_err(), "truncated");
+        assert_eq!(
+            parse(&err(8, 0), 9).unwrap(),
+            Answer::Other,
+            "another request's"
+        );
+        assert!(parse(&err(9, 0)[..20], 9).is_err(), "truncated");
     }
 }

@@ -6,7 +6,7 @@
 //! Read-only, except [`tunnel`]: the tunnel interfaces xwan owns (VTI / xfrm), which it
 //! creates, adopts and removes, and [`policy`]: the per-gateway routing tables and `fwmark`
 //! rules of the `netfilter` forwarding mode. [`conntrack`] (ctnetlink) resets the conntrack
-//! entries of translated flows that changed gateway in that mode.
+//! entries of the flows that changed gateway in that mode.
 
 pub mod conntrack;
 pub mod netdev;
