@@ -9,6 +9,9 @@
 //! where nothing is translated, else the server answers the unknown source with a reset, a
 //! clean end).
 //!
+//! [`Conntrack::original`] answers the reverse question, what a connection was before NAT,
+//! from what its reply direction is (the lab's observer undoes a masquerade with it).
+//!
 //! Synchronous on purpose: one request and its answer on a local socket, within
 //! [`TIMEOUT`]; the caller runs it off the daemon's loop.
 
@@ -22,6 +25,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 // linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h, netfilter/nf_conntrack_common.h
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
@@ -29,6 +33,7 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 1 << 15;
 const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -98,21 +103,48 @@ impl Conntrack {
         let Some(tuple) = tuple(key) else {
             return Ok(Reset::Unsupported);
         };
+        match self.request(IPCTNL_MSG_CT_DELETE, CTA_TUPLE_ORIG, &tuple)? {
+            Answer::Error(e) if e == libc::ENOENT => Ok(Reset::Absent),
+            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
+            _ => Ok(Reset::Deleted),
+        }
+    }
+
+    /// The original direction (before NAT) of the connection whose reply direction is
+    /// `reply`'s 5-tuple; `None` when there is no such entry or no ports in the tuple.
+    pub fn original(&mut self, reply: &FlowKey) -> io::Result<Option<FlowKey>> {
+        let Some(tuple) = tuple(reply) else {
+            return Ok(None);
+        };
+        match self.request(IPCTNL_MSG_CT_GET, CTA_TUPLE_REPLY, &tuple)? {
+            Answer::Entry(original) => Ok(Some(original)),
+            Answer::Error(e) if e == libc::ENOENT => Ok(None),
+            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
+            Answer::Ack | Answer::Other => Err(io::Error::other(
+                "ctnetlink answered a lookup without the entry",
+            )),
+        }
+    }
+
+    /// Sends request `kind` for the entry whose direction `which` is `tuple`; the entry
+    /// (a get's) or else the acknowledgement or error.
+    fn request(&mut self, kind: u16, which: u16, tuple: &Tuple) -> io::Result<Answer> {
         self.seq = self.seq.wrapping_add(1);
         let family = if tuple.src.is_ipv4() {
             libc::AF_INET
         } else {
             libc::AF_INET6
         };
-        let msg = message(IPCTNL_MSG_CT_DELETE, self.seq, family as u8, &tuple);
+        let msg = message(kind, self.seq, family as u8, which, tuple);
         self.socket.send(&msg, 0)?;
+        let mut entry = None;
         loop {
-            let mut buf = Vec::with_capacity(4096);
+            let mut buf = Vec::with_capacity(16 * 1024);
             self.socket.recv(&mut buf, 0)?;
             match parse(&buf, self.seq)? {
-                Answer::Ack => return Ok(Reset::Deleted),
-                Answer::Error(e) if e == libc::ENOENT => return Ok(Reset::Absent),
-                Answer::Error(e) => return Err(io::Error::from_raw_os_error(e)),
+                Answer::Entry(e) => entry = Some(e),
+                Answer::Ack => return Ok(entry.map_or(Answer::Ack, Answer::Entry)),
+                Answer::Error(e) => return Ok(Answer::Error(e)),
                 Answer::Other => {}
             }
         }
@@ -169,8 +201,9 @@ fn nested(buf: &mut Vec<u8>, kind: u16, inner: &[u8]) {
     attr(buf, kind | NLA_F_NESTED, inner);
 }
 
-/// A ctnetlink request `kind` for the entry with original tuple `t`.
-fn message(kind: u16, seq: u32, family: u8, t: &Tuple) -> Vec<u8> {
+/// A ctnetlink request `kind` for the entry whose direction `which` (`CTA_TUPLE_ORIG` or
+/// `CTA_TUPLE_REPLY`) is `t`.
+fn message(kind: u16, seq: u32, family: u8, which: u16, t: &Tuple) -> Vec<u8> {
     let mut ip = Vec::new();
     match (t.src, t.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -194,7 +227,7 @@ fn message(kind: u16, seq: u32, family: u8, t: &Tuple) -> Vec<u8> {
     nested(&mut orig, CTA_TUPLE_IP, &ip);
     nested(&mut orig, CTA_TUPLE_PROTO, &proto);
     let mut body = vec![family, 0, 0, 0]; // nfgenmsg: family, version 0, res_id 0
-    nested(&mut body, CTA_TUPLE_ORIG, &orig);
+    nested(&mut body, which, &orig);
 
     let mut m = Vec::with_capacity(16 + body.len());
     m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
@@ -209,6 +242,8 @@ fn message(kind: u16, seq: u32, family: u8, t: &Tuple) -> Vec<u8> {
 /// The kernel's answer to a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
+    /// A conntrack entry: its original direction.
+    Entry(FlowKey),
     Ack,
     /// An errno.
     Error(i32),
@@ -250,10 +285,86 @@ fn parse(buf: &[u8], seq: u32) -> io::Result<Answer> {
                 });
             }
             NLMSG_DONE => return Ok(Answer::Ack),
+            k if k >> 8 == NFNL_SUBSYS_CTNETLINK => {
+                // nfgenmsg (4 bytes), then the attributes.
+                let family = msg.get(16).copied().ok_or_else(bad)?;
+                let orig = attrs(&msg[20..])
+                    .find(|&(k, _)| k == CTA_TUPLE_ORIG)
+                    .ok_or_else(bad)?;
+                return Ok(Answer::Entry(key_of(family, orig.1).ok_or_else(bad)?));
+            }
             _ => return Ok(Answer::Other),
         }
     }
     Ok(Answer::Other)
+}
+
+/// The attributes in `b`: (kind without the nested flag, payload); stops at a malformed one.
+fn attrs(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let len = u16_at(b, at)? as usize;
+        let kind = u16_at(b, at + 2)? & !NLA_F_NESTED;
+        if len < 4 || at + len > b.len() {
+            return None;
+        }
+        let payload = &b[at + 4..at + len];
+        at += len.next_multiple_of(4);
+        Some((kind, payload))
+    })
+}
+
+/// A tuple's attributes (`CTA_TUPLE_IP`, `CTA_TUPLE_PROTO`) as a [`FlowKey`] (ifindex 0).
+fn key_of(family: u8, tuple: &[u8]) -> Option<FlowKey> {
+    let mut key = FlowKey {
+        src: [0; 4],
+        dst: [0; 4],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        family: 0,
+        _pad: 0,
+        ifindex: 0,
+    };
+    let words = |b: &[u8], w: &mut [u32; 4]| {
+        for (i, c) in b.chunks_exact(4).enumerate().take(4) {
+            w[i] = u32::from_ne_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    };
+    key.family = match i32::from(family) {
+        libc::AF_INET => 4,
+        libc::AF_INET6 => 6,
+        _ => return None,
+    };
+    for (kind, payload) in attrs(tuple) {
+        match kind {
+            CTA_TUPLE_IP => {
+                for (k, a) in attrs(payload) {
+                    match k {
+                        CTA_IP_V4_SRC | CTA_IP_V6_SRC => words(a, &mut key.src),
+                        CTA_IP_V4_DST | CTA_IP_V6_DST => words(a, &mut key.dst),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (k, a) in attrs(payload) {
+                    match (k, a) {
+                        (CTA_PROTO_NUM, [p, ..]) => key.proto = *p,
+                        (CTA_PROTO_SRC_PORT, [h, l, ..]) => {
+                            key.sport = u16::from_be_bytes([*h, *l])
+                        }
+                        (CTA_PROTO_DST_PORT, [h, l, ..]) => {
+                            key.dport = u16::from_be_bytes([*h, *l])
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (key.proto != 0).then_some(key)
 }
 
 #[cfg(test)]
@@ -298,7 +409,13 @@ mod tests {
     #[test]
     fn a_request_names_the_original_tuple() {
         let t = tuple(&key4()).unwrap();
-        let m = message(IPCTNL_MSG_CT_DELETE, 7, libc::AF_INET as u8, &t);
+        let m = message(
+            IPCTNL_MSG_CT_DELETE,
+            7,
+            libc::AF_INET as u8,
+            CTA_TUPLE_ORIG,
+            &t,
+        );
         assert_eq!(u32_at(&m, 0).unwrap() as usize, m.len());
         assert_eq!(u16_at(&m, 4).unwrap(), 1 << 8 | 2, "ctnetlink, delete");
         assert_eq!(u16_at(&m, 6).unwrap(), NLM_F_REQUEST | NLM_F_ACK);
@@ -342,5 +459,45 @@ mod tests {
             "another request's"
         );
         assert!(parse(&err(9, 0)[..20], 9).is_err(), "truncated");
+    }
+
+    #[test]
+    fn an_entry_answers_with_its_original_direction() {
+        // An entry message carries its tuples as a request names one: build it that way.
+        for key in [key4(), {
+            let mut k = key4();
+            k.family = 6;
+            k.src = [1, 2, 3, 4];
+            k.dst = [5, 6, 7, 8];
+            k
+        }] {
+            let family = if key.family == 4 {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
+            let mut m = message(
+                IPCTNL_MSG_CT_GET,
+                4,
+                family as u8,
+                CTA_TUPLE_ORIG,
+                &tuple(&key).unwrap(),
+            );
+            m[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
+            let want = FlowKey { ifindex: 0, ..key };
+            assert_eq!(parse(&m, 4).unwrap(), Answer::Entry(want));
+        }
+        let mut reply_only = message(
+            IPCTNL_MSG_CT_GET,
+            4,
+            libc::AF_INET as u8,
+            CTA_TUPLE_REPLY,
+            &tuple(&key4()).unwrap(),
+        );
+        reply_only[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
+        assert!(
+            parse(&reply_only, 4).is_err(),
+            "an entry without its original direction"
+        );
     }
 }

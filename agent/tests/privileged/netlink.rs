@@ -198,6 +198,7 @@ async fn wait(
 
 /// The conntrack reset of the `netfilter` mode: a moved flow's entry is deleted, translated
 /// (masqueraded) or not; a missing one is no error; the flow's next packet opens a new one.
+/// A masqueraded connection's original direction is found from its reply direction.
 #[test]
 fn conntrack_reset_deletes_a_moved_flows_entry_translated_or_not() {
     use std::net::UdpSocket;
@@ -242,16 +243,37 @@ fn conntrack_reset_deletes_a_moved_flows_entry_translated_or_not() {
         ifindex: 0,
     };
     ns.run(|| {
-        let send = |from: &str| {
-            let s = UdpSocket::bind(format!("{from}:0")).unwrap();
+        // Distinct fixed ports: masquerade keeps the source port, so the reply direction is
+        // known.
+        let send = |from: &str, port: u16| {
+            let s = UdpSocket::bind(format!("{from}:{port}")).unwrap();
             s.send_to(b"x", "192.0.2.2:5353").unwrap();
-            (s.local_addr().unwrap().port(), s)
+            s
         };
-        let (nat_port, _a) = send("10.9.9.9");
-        let (plain_port, _b) = send("192.0.2.1");
+        let (nat_port, plain_port) = (40001, 40002);
+        let _a = send("10.9.9.9", nat_port);
+        let _b = send("192.0.2.1", plain_port);
         let mut ct = Conntrack::new().unwrap();
         let nat = key([10, 9, 9, 9], nat_port);
         let plain = key([192, 0, 2, 1], plain_port);
+        let reply = |k: &FlowKey| FlowKey {
+            src: k.dst,
+            dst: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
+            sport: k.dport,
+            dport: k.sport,
+            ..*k
+        };
+        assert_eq!(ct.original(&reply(&nat)).unwrap(), Some(nat), "masqueraded");
+        assert_eq!(ct.original(&reply(&plain)).unwrap(), Some(plain));
+        assert_eq!(
+            ct.original(&FlowKey {
+                sport: 9,
+                ..reply(&nat)
+            })
+            .unwrap(),
+            None,
+            "no such connection"
+        );
         assert_eq!(ct.reset(&plain).unwrap(), Reset::Deleted);
         assert_eq!(ct.reset(&plain).unwrap(), Reset::Absent, "gone");
         assert_eq!(ct.reset(&nat).unwrap(), Reset::Deleted);
