@@ -91,8 +91,12 @@ impl Lab {
             .with_context(|| format!("creating {}", place.dir.display()))?;
         let topo = Topology::build(&place.prefix, opts.tunnels)?;
         if opts.firewall {
-            firewall::install(&topo.branch, false)?;
-            firewall::install(&topo.headoffice, true)?;
+            let uplinks: Vec<&str> = (0..LINKS.len())
+                .filter(|&i| topo.medium(i) == Medium::Veth)
+                .map(|i| LINKS[i].ifname)
+                .collect();
+            firewall::install(&topo.branch, false, &uplinks)?;
+            firewall::install(&topo.headoffice, true, &[])?;
         }
         let branch_dir = AgentDir::create(place.dir.join("branch"))?;
         let headoffice_dir = AgentDir::create(place.dir.join("headoffice"))?;
@@ -140,7 +144,7 @@ impl Lab {
             }
             topo.route_sites()?;
         }
-        let observer = Observer::start(&topo)?;
+        let observer = Observer::start(&topo, opts.firewall)?;
         let mut lab = Lab {
             branch,
             headoffice,

@@ -11,6 +11,11 @@
 //! packets), so a flow's loss across the WAN is exact: sent minus arrived, per direction,
 //! whatever TCP's retransmissions hide.
 //!
+//! Where the branch masquerades a link (`--firewall`: WAN3), the link's taps and the servers'
+//! see the branch's address in place of the client's: the observer asks the branch's conntrack what
+//! the connection was before NAT (by its reply direction), so a flow keeps one record
+//! whichever link it crosses.
+//!
 //! The [`Observer`] keeps per link and traffic class packet/byte counters (the live view's
 //! rates) and a record per flow (which links its packets crossed, when): what the end-to-end
 //! tests assert on.
@@ -31,10 +36,11 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+use xwan::netlink::conntrack::Conntrack;
 
 use crate::{
     netns,
-    topology::{LINKS, Medium, Topology},
+    topology::{CLIENTS, LINKS, Medium, Topology},
 };
 
 /// Traffic classes of the seed scenario, by port.
@@ -170,6 +176,40 @@ struct Shared {
     flows: Mutex<HashMap<FlowKey, FlowSeen>>,
     /// [link][class][direction]
     counters: [[[Counter; 2]; 5]; 3],
+    /// The branch's conntrack, where it masquerades, and what it answered.
+    nat: Option<Mutex<Unnat>>,
+}
+
+/// Undoes the branch's masquerade: translated flow → the client's own address.
+struct Unnat {
+    conntrack: Conntrack,
+    known: HashMap<FlowKey, SocketAddrV4>,
+}
+
+impl Unnat {
+    /// The client behind `key` (a flow seen with a translated client address), if the
+    /// branch's conntrack knows it.
+    fn client(&mut self, key: &FlowKey) -> Option<SocketAddrV4> {
+        if let Some(c) = self.known.get(key) {
+            return Some(*c);
+        }
+        let ip = |a: &SocketAddrV4| [u32::from_ne_bytes(a.ip().octets()), 0, 0, 0];
+        let reply = xwan_common::FlowKey {
+            src: ip(&key.server),
+            dst: ip(&key.client),
+            sport: key.server.port(),
+            dport: key.client.port(),
+            proto: key.proto,
+            family: 4,
+            _pad: 0,
+            ifindex: 0,
+        };
+        let original = self.conntrack.original(&reply).ok()??;
+        let o = original.src[0].to_ne_bytes();
+        let client = SocketAddrV4::new(Ipv4Addr::new(o[0], o[1], o[2], o[3]), original.sport);
+        self.known.insert(*key, client);
+        Some(client)
+    }
 }
 
 /// Per link and class: (forward packets, forward bytes, reply packets, reply bytes).
@@ -184,10 +224,23 @@ pub struct Observer {
 
 impl Observer {
     /// Taps every link at both ends, and the clients' and servers' interfaces (`eth0`).
-    pub fn start(topo: &Topology) -> Result<Observer> {
+    /// With `masquerade`, the branch translates some links' traffic: see the module docs.
+    pub fn start(topo: &Topology, masquerade: bool) -> Result<Observer> {
         let (lan, branch) = (topo.lan.name(), topo.branch.name());
         let (headoffice, servers) = (topo.headoffice.name(), topo.servers.name());
-        let shared = Arc::new(Shared::default());
+        let nat = if masquerade {
+            let conntrack = topo.branch.run(|| Ok(Conntrack::new()?))?;
+            Some(Mutex::new(Unnat {
+                conntrack,
+                known: HashMap::new(),
+            }))
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared {
+            nat,
+            ..Shared::default()
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let mut taps = Vec::new();
         let mut places = vec![
@@ -426,11 +479,18 @@ fn record(shared: &Shared, what: Tap, p: &Packet, bytes: u64) {
         return;
     }
     let now = Instant::now();
-    let key = FlowKey {
+    let mut key = FlowKey {
         proto: p.proto,
         client,
         server,
     };
+    if let Some(nat) = &shared.nat
+        && what != Tap::ClientsSend
+        && !CLIENTS.contains(client.ip())
+        && let Some(c) = nat.lock().expect("observer lock").client(&key)
+    {
+        key.client = c;
+    }
     let mut flows = shared.flows.lock().expect("observer lock");
     let f = flows.entry(key).or_insert_with(|| FlowSeen {
         class,

@@ -110,6 +110,11 @@ fn behind_stateful_firewalls_every_class_flows_on_its_main_link() {
             "{site}: the firewall dropped packets"
         );
     }
+    // VoIP's main link, WAN3, is the branch's Ethernet uplink: masqueraded, its calls still
+    // flow both ways (checked above).
+    let masqueraded = firewall::counted(&lab.topo.branch, firewall::MASQUERADED).unwrap();
+    println!("branch: {masqueraded} connections masqueraded on WAN3");
+    assert!(masqueraded > 0, "nothing was masqueraded on WAN3");
 }
 
 /// The wire's impairments are real: a delay on WAN1 shows in the probes' round-trip time,
