@@ -474,7 +474,11 @@ impl Daemon {
                 true
             }
             Event::Neighbour { ifindex, ip, mac } => {
-                let relevant = self.config.gateways.iter().any(|g| g.address == *ip);
+                let relevant = self
+                    .config
+                    .gateways
+                    .iter()
+                    .any(|g| g.next_hops().any(|a| a == *ip));
                 let key = (*ifindex, *ip);
                 let changed = match mac {
                     Some(m) => self.facts.neighbours.insert(key, *m) != Some(*m),

@@ -95,6 +95,7 @@ pub fn explain(
         dscp: q.dscp,
         ttl: 64,
         ports,
+        tcp_flags: 0,
     };
     let model = Model::new(plan.clone(), 0);
     let Some(r) = model.classify(&p, idx) else {

@@ -61,14 +61,13 @@ pub async fn facts(nl: &Netlink, config: &Config) -> Result<Facts> {
         .collect();
     for g in &config.gateways {
         let link = config.link(g.link);
-        let what = format!(
-            "reading the neighbour {} of gateway '{}'",
-            g.address, g.name
-        );
-        if let Some(i) = f.interfaces.get(&link.interface)
-            && let Some(mac) = bounded(what, nl.neighbour(i.ifindex, g.address)).await?
-        {
-            f.neighbours.insert((i.ifindex, g.address), mac);
+        for address in g.next_hops() {
+            let what = format!("reading the neighbour {address} of gateway '{}'", g.name);
+            if let Some(i) = f.interfaces.get(&link.interface)
+                && let Some(mac) = bounded(what, nl.neighbour(i.ifindex, address)).await?
+            {
+                f.neighbours.insert((i.ifindex, address), mac);
+            }
         }
     }
     Ok(f)

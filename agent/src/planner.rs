@@ -10,7 +10,9 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, time::Duration};
 
-use xwan_common::plan::{self, Gateway as PlanGateway, GatewayKind, Iface, Plan, RouterTable};
+use xwan_common::plan::{
+    self, Gateway as PlanGateway, GatewayKind, Iface, Offload, Plan, RouterTable,
+};
 
 use crate::{
     config::{Config, Forwarding, GatewayId, LinkKind, Router},
@@ -232,7 +234,22 @@ pub fn plan(
             continue;
         };
         let kind = match (link.kind, config.agent.forwarding) {
-            (_, Forwarding::Netfilter(_)) => GatewayKind::Kernel,
+            // The fast path of confirmed flows needs the next hops the gateway's routing
+            // table names (per family) and the egress MAC: Ethernet links only.
+            (LinkKind::Ethernet, Forwarding::Netfilter(_)) => {
+                let mac = |v6| {
+                    g.next_hop(v6)
+                        .and_then(|a| facts.neighbours.get(&(i.ifindex, a)).copied())
+                };
+                let offload = match (i.mac, mac(false), mac(true)) {
+                    (Some(egress_mac), v4, v6) if v4.is_some() || v6.is_some() => {
+                        Some(Offload { egress_mac, v4, v6 })
+                    }
+                    _ => None,
+                };
+                GatewayKind::Kernel { offload }
+            }
+            (LinkKind::Tunnel, Forwarding::Netfilter(_)) => GatewayKind::KERNEL,
             (LinkKind::Tunnel, Forwarding::Xdp) => GatewayKind::Tunnel,
             (LinkKind::Ethernet, Forwarding::Xdp) => {
                 let Some(mac) = facts.neighbours.get(&(i.ifindex, g.address)) else {
@@ -410,11 +427,7 @@ mod tests {
         let f = facts();
         let Planned { plan: p, .. } = plan(&config, &f, &|_| true, &[]).unwrap();
         p.validate().unwrap();
-        assert!(
-            p.gateways
-                .iter()
-                .all(|g| g.kind == GatewayKind::Kernel && g.ready)
-        );
+        assert!(p.gateways.iter().all(|g| g.kind.is_kernel() && g.ready));
         let marks = p.marks.expect("marks");
         assert_eq!(marks.mask(), crate::config::DEFAULT_MARK_MASK);
         let routing = policy(&config, &f).expect("a policy");
@@ -495,6 +508,51 @@ mod tests {
         let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(p.links.len(), 3);
+    }
+
+    /// In `netfilter` mode an Ethernet gateway's confirmed flows may skip the kernel: its
+    /// plan entry carries the next hop of each family whose neighbour is known (the address,
+    /// and `address6` for IPv6), and none while no neighbour is known.
+    #[test]
+    fn a_kernel_path_ethernet_gateway_offloads_to_its_known_next_hops() {
+        let text = SEED
+            .replacen("[agent]\n", "[agent]\nforwarding = \"netfilter\"\n", 1)
+            .replacen(
+                "interface = \"vti-wan3\"\nkind = \"tunnel\"",
+                "interface = \"vti-wan3\"\nkind = \"ethernet\"",
+                1,
+            );
+        let (config, _) = config::parse(&text, "seed-branch.toml").unwrap();
+        let wan3 = config.gateway_by_name("RemoteTunWAN3").unwrap();
+        let mut config = config;
+        config.gateways[wan3.0 as usize].address6 = Some("fd00:3::1".parse().unwrap());
+        let g = config.gateway(wan3).clone();
+        let mut f = facts();
+        const EGRESS: [u8; 6] = [2, 0, 0, 0, 0, 3];
+        f.interfaces.get_mut("vti-wan3").unwrap().mac = Some(EGRESS);
+        let kind = |f: &Facts| {
+            let p = plan(&config, f, &|_| true, &[]).unwrap().plan;
+            p.validate().unwrap();
+            p.gateways.iter().find(|x| x.id == wan3.0).unwrap().kind
+        };
+        assert_eq!(kind(&f), GatewayKind::KERNEL, "no neighbour known yet");
+        f.neighbours.insert((12, g.address), [2, 0, 0, 0, 0, 4]);
+        let want = |v6| GatewayKind::Kernel {
+            offload: Some(Offload {
+                egress_mac: EGRESS,
+                v4: Some([2, 0, 0, 0, 0, 4]),
+                v6,
+            }),
+        };
+        assert_eq!(kind(&f), want(None));
+        f.neighbours
+            .insert((12, "fd00:3::1".parse().unwrap()), [2, 0, 0, 0, 0, 6]);
+        assert_eq!(kind(&f), want(Some([2, 0, 0, 0, 0, 6])));
+        // Tunnels have no next hop to rewrite to: every packet takes the kernel path.
+        let wan1 = config.gateway_by_name("RemoteTunWAN1").unwrap();
+        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
+        let k1 = p.gateways.iter().find(|x| x.id == wan1.0).unwrap().kind;
+        assert_eq!(k1, GatewayKind::KERNEL);
     }
 
     #[test]

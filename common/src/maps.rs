@@ -323,8 +323,11 @@ pub mod reason {
     /// whose peer has neither an XDP program nor GRO, a full TX ring). Counted by
     /// [`super::PROG_TRACE_XMIT`], which takes the packet out of its `steer_*` count.
     pub const DROP_XMIT: u32 = 18;
+    /// Steered on a kernel-path gateway's fast path: a flow conntrack confirmed
+    /// ([`super::FLOW_OFFLOADED`]), MACs rewritten and redirected as an Ethernet gateway's.
+    pub const STEER_OFFLOAD: u32 = 19;
     /// Number of reasons.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     /// Metric label for each reason, indexed by code.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -347,6 +350,7 @@ pub mod reason {
         "drop_forged_tag",
         "drop_redirect",
         "drop_xmit",
+        "steer_offload",
     ];
 }
 
@@ -460,11 +464,22 @@ pub struct GatewayInfo {
     pub mtu: u32,
     /// 1 when the gateway is Ready (used by return routes; routers use [`SlotTable::keep`]).
     pub ready: u32,
-    /// Next hop's MAC (Ethernet gateways).
+    /// Next hop's MAC (Ethernet gateways; a kernel-path gateway's IPv4 next hop, for its
+    /// offloaded flows).
     pub dmac: [u8; 6],
-    /// Egress interface's MAC (Ethernet gateways).
+    /// Egress interface's MAC (Ethernet gateways, and kernel-path ones that offload).
     pub smac: [u8; 6],
+    /// A kernel-path gateway's IPv6 next hop's MAC (its `address6`), for offloaded flows.
+    pub dmac6: [u8; 6],
+    /// [`GW_KIND_KERNEL`]: the families whose offloaded flows skip the kernel
+    /// (`OFFLOAD_V4 | OFFLOAD_V6`), each with its next hop's MAC; 0 = none.
+    pub offload: u16,
 }
+
+/// [`GatewayInfo::offload`]: IPv4 flows, forwarded to [`GatewayInfo::dmac`].
+pub const OFFLOAD_V4: u16 = 1;
+/// [`GatewayInfo::offload`]: IPv6 flows, forwarded to [`GatewayInfo::dmac6`].
+pub const OFFLOAD_V6: u16 = 2;
 
 pub const GW_KIND_NONE: u32 = 0;
 /// L3 device (VTI, xfrm, TUN, ...): XDP tags the packet, TC ingress `bpf_redirect`s it.
@@ -537,8 +552,29 @@ pub struct FlowValue {
     pub rule: u16,
     pub router: u16,
     pub gateway: u16,
-    pub _pad: [u16; 3],
+    /// `FLOW_*` bits.
+    pub flags: u16,
+    pub _pad: [u16; 2],
 }
+
+/// [`FlowValue::flags`]: conntrack confirmed the flow (`netfilter` mode), so its packets may
+/// skip the kernel on its kernel-path gateway's fast path ([`GatewayInfo::offload`]). Set by
+/// the agent; the data plane keeps it while the flow keeps its router and gateway, and drops
+/// it when the flow moves (its conntrack entry is reset then).
+pub const FLOW_OFFLOADED: u16 = 1;
+
+/// Whether a packet of an offloaded flow may skip the kernel: always, except a TCP segment
+/// that opens, closes or resets its connection (SYN, FIN, RST), which conntrack must see;
+/// `tcp_flags` is [`TCP_FLAGS_UNKNOWN`] when the segment is too short to show them.
+pub const fn may_offload(proto: u8, tcp_flags: u8) -> bool {
+    proto != 6 || tcp_flags & (TCP_FIN | TCP_SYN | TCP_RST) == 0
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+/// [`ParsedPacket::tcp_flags`] of a TCP segment whose flags lie beyond the frame.
+pub const TCP_FLAGS_UNKNOWN: u8 = 0xff;
 
 /// A flow on the kernel path that changed gateway ([`MOVED_MAP`]): its flow-table key (the
 /// LAN side's 5-tuple, the original direction of its conntrack entry, before any NAT) and
@@ -559,7 +595,10 @@ pub struct Moved {
 /// * for a routing rule, the router's table version is still `router_version` (a gateway
 ///   verdict or weight change invalidates the router's entries),
 /// * `last_seen_ns` is younger than [`FLOW_REFRESH_NS`] (the table's own copy is then not
-///   due a rewrite) and than the idle timeout.
+///   due a rewrite) and than the idle timeout,
+/// * for a kernel-path gateway ([`GW_KIND_KERNEL`]), the flow is offloaded: only the agent
+///   sets [`FLOW_OFFLOADED`], in the table, and a flow still on the kernel path must see it
+///   at its next packet (the agent clears it in the table and in every CPU's entry).
 ///
 /// Otherwise the packet takes the flow-table path, which refills the entry. An all-zero
 /// entry is empty: no key has family 0. 64 bytes, one cache line.
@@ -573,8 +612,14 @@ pub struct FlowCacheEntry {
     pub last_seen_ns: u64,
     pub epoch: u32,
     pub rule: u16,
+    /// The gateway, with [`CACHE_OFFLOADED`] when the flow is offloaded.
     pub gateway: u16,
 }
+
+/// [`FlowCacheEntry::gateway`]'s bit for [`FLOW_OFFLOADED`]: gateway ids stay below it, and
+/// the entry stays one cache line.
+pub const CACHE_OFFLOADED: u16 = 0x8000;
+const _: () = assert!(MAX_GATEWAYS <= CACHE_OFFLOADED as u32);
 
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
 const _: () = assert!(FLOW_CACHE_BANK_ENTRIES.is_power_of_two());
@@ -741,6 +786,10 @@ pub struct ParsedPacket {
     pub ttl: u8,
     /// 1: `sport`/`dport` were read (TCP, UDP, SCTP, not a non-first fragment).
     pub has_ports: u8,
+    /// A TCP segment's flags ([`TCP_FLAGS_UNKNOWN`] when beyond the frame); 0 otherwise. A
+    /// `u32` so that the struct has no padding to zero: LLVM zeroes a padding array with a
+    /// call to `memset`, a BPF-to-BPF call 6.1's verifier cannot afford.
+    pub tcp_flags: u32,
 }
 
 /// How `xwan_xdp_decide` tells `xwan_tc_steer` which L3 tunnel a packet goes to: the

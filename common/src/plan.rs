@@ -290,7 +290,40 @@ pub enum GatewayKind {
     /// The kernel path (`netfilter` forwarding mode): the packet is handed to the kernel
     /// with the gateway's mark ([`Plan::marks`]); the kernel's routing (the gateway's table)
     /// sends it out of `ifindex`, and netfilter sees it.
-    Kernel,
+    Kernel {
+        /// The fast path of the gateway's flows that conntrack confirmed
+        /// ([`crate::FLOW_OFFLOADED`]); `None`: every packet takes the kernel path.
+        offload: Option<Offload>,
+    },
+}
+
+impl GatewayKind {
+    /// The kernel path without a fast path.
+    pub const KERNEL: GatewayKind = GatewayKind::Kernel { offload: None };
+
+    pub fn is_kernel(&self) -> bool {
+        matches!(self, GatewayKind::Kernel { .. })
+    }
+
+    /// Whether XDP redirects some of the gateway's packets (through its DEVMAP entry).
+    pub fn redirects(&self) -> bool {
+        matches!(
+            self,
+            GatewayKind::Ethernet { .. } | GatewayKind::Kernel { offload: Some(_) }
+        )
+    }
+}
+
+/// How a kernel-path gateway's offloaded flows are forwarded: as an Ethernet gateway's, to
+/// the next hop the gateway's routing table names for the packet's family (the kernel would
+/// send it there), where that neighbour is known.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Offload {
+    pub egress_mac: [u8; 6],
+    /// The IPv4 next hop's MAC.
+    pub v4: Option<[u8; 6]>,
+    /// The IPv6 next hop's MAC.
+    pub v6: Option<[u8; 6]>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -370,7 +403,7 @@ impl Plan {
             if self.gateways.iter().filter(|o| o.id == g.id).count() > 1 {
                 return err(format!("gateway id {} is defined twice", g.id));
             }
-            if g.kind == GatewayKind::Kernel {
+            if g.kind.is_kernel() {
                 match self.marks {
                     None => {
                         return err(format!(

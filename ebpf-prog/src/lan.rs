@@ -13,11 +13,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xwan_common::{
-    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CONFIG_RETURN_ROUTES, DSCP_KEEP,
-    FLOW_CACHE_BANKS, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET,
-    GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE, IfaceInfo, Moved, NO_ROUTER,
-    ParsedPacket, ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS,
-    TUNNEL_TAG_PREFIX, csum, hash, kernel_tag, reason, rule_index, slots_index, tunnel_tag,
+    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CACHE_OFFLOADED, CONFIG_RETURN_ROUTES,
+    DSCP_KEEP, FLOW_CACHE_BANKS, FLOW_OFFLOADED, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey,
+    FlowValue, GW_KIND_ETHERNET, GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE,
+    IfaceInfo, Moved, NO_ROUTER, OFFLOAD_V4, OFFLOAD_V6, ParsedPacket, ROUTER_SLOTS, RuleAction,
+    TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum, hash, kernel_tag,
+    may_offload, reason, rule_index, slots_index, tunnel_tag,
 };
 
 use crate::{
@@ -84,6 +85,7 @@ pub fn hand_over(p: &Pkt) -> bool {
             dscp: p.dscp,
             ttl: p.ttl,
             has_ports: p.has_ports as u8,
+            tcp_flags: p.tcp_flags as u32,
         };
     }
     true
@@ -146,6 +148,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         has_ports: s.has_ports != 0,
         sport: s.sport,
         dport: s.dport,
+        tcp_flags: s.tcp_flags as u8,
         src: s.src,
         dst: s.dst,
     };
@@ -177,7 +180,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             && g.kind != GW_KIND_NONE
             && g.ready == 1
         {
-            return forward(ctx, &p, gw, DSCP_KEEP, reason::STEER_RETURN, len);
+            return forward(ctx, &p, gw, DSCP_KEEP, reason::STEER_RETURN, len, false);
         }
     }
     key.ifindex = ifindex;
@@ -204,7 +207,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     // read of an uninitialised register that Linux 6.1's verifier rejects.
     let (found, old) = match entry {
         Some(e) => (true, unsafe { *e }),
-        None => (false, flow_value(0, 0, 0, 0, 0)),
+        None => (false, flow_value(0, 0, 0, 0, 0, 0)),
     };
     let live =
         if found && (flow_idle_ns == 0 || now.saturating_sub(old.last_seen_ns) <= flow_idle_ns) {
@@ -294,12 +297,27 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             entry.submit(0);
         }
     }
-    let value = flow_value(now, epoch, rule as u16, router, gateway.unwrap_or(0));
+    // Offloaded while it keeps its router and gateway (only the agent sets the flag).
+    let offloaded = match (live, gateway) {
+        (Some(f), Some(gw)) => {
+            f.flags & FLOW_OFFLOADED != 0 && f.router == router && f.gateway == gw
+        }
+        _ => false,
+    };
+    let value = flow_value(
+        now,
+        epoch,
+        rule as u16,
+        router,
+        gateway.unwrap_or(0),
+        if offloaded { FLOW_OFFLOADED } else { 0 },
+    );
     let write = !found
         || old.epoch != value.epoch
         || old.rule != value.rule
         || old.router != value.router
         || old.gateway != value.gateway
+        || old.flags != value.flags
         || now.saturating_sub(old.last_seen_ns) >= FLOW_REFRESH_NS;
     let recorded = if write {
         match entry {
@@ -322,7 +340,11 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             seen,
             epoch,
             rule as u16,
-            value.gateway,
+            if offloaded {
+                value.gateway | CACHE_OFFLOADED
+            } else {
+                value.gateway
+            },
         );
     }
 
@@ -333,25 +355,25 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             } else {
                 reason::STEER_CLASSIFIED
             };
-            forward(ctx, &p, gw as u32, action.dscp, ok, len)
+            forward(ctx, &p, gw as u32, action.dscp, ok, len, offloaded)
         }
         None => outcome,
     }
 }
 
-/// A `FlowValue` built from three words. A struct literal makes LLVM zero the 6-byte padding
+/// A `FlowValue` built from three words. A struct literal makes LLVM zero the 4-byte padding
 /// with a call to `memset` (a BPF-to-BPF call), and Linux 6.1's verifier, unable to track
 /// precision back through a call, then marks every scalar precise and stops pruning: the
 /// program no longer verifies. Little-endian layout, as on `bpfel`.
 #[inline(always)]
-fn flow_value(now: u64, epoch: u32, rule: u16, router: u16, gateway: u16) -> FlowValue {
+fn flow_value(now: u64, epoch: u32, rule: u16, router: u16, gateway: u16, flags: u16) -> FlowValue {
     const _: () = assert!(core::mem::size_of::<FlowValue>() == 24);
     let words: [u64; 3] = [
         now,
         epoch as u64 | (rule as u64) << 32 | (router as u64) << 48,
-        gateway as u64,
+        gateway as u64 | (flags as u64) << 16,
     ];
-    // SAFETY: FlowValue is #[repr(C)] plain integers: u64, u32, u16 × 3, then 6 pad bytes.
+    // SAFETY: FlowValue is #[repr(C)] plain integers: u64, u32, u16 × 4, then 4 pad bytes.
     unsafe { core::mem::transmute::<[u64; 3], FlowValue>(words) }
 }
 
@@ -387,22 +409,26 @@ fn from_cache(
     let Some(action) = XWAN_RULES.get(rule_index(epoch & 1, c.rule as u32)) else {
         return miss;
     };
+    let offloaded = c.gateway & CACHE_OFFLOADED != 0;
+    let gw = (c.gateway & !CACHE_OFFLOADED) as u32;
     if action.kind == ACTION_ROUTE {
         match XWAN_RTR_VER.get(action.router as u32) {
             Some(v) if *v == c.router_version => {}
             _ => return miss,
         }
+        // A kernel-path flow not offloaded asks the table, where the agent may have just
+        // offloaded it (see `FlowCacheEntry`).
+        if !offloaded
+            && XWAN_GATEWAYS
+                .get(gw)
+                .is_some_and(|g| g.kind == GW_KIND_KERNEL)
+        {
+            return miss;
+        }
     }
     count(&XWAN_RULE_CNT, action.counter as u32, len);
     if action.kind == ACTION_ROUTE {
-        forward(
-            ctx,
-            p,
-            c.gateway as u32,
-            action.dscp,
-            reason::STEER_FLOW,
-            len,
-        )
+        forward(ctx, p, gw, action.dscp, reason::STEER_FLOW, len, offloaded)
     } else {
         settle(ctx, p, action)
     }
@@ -533,14 +559,34 @@ fn choose_gateway(
     Choice::Gateway(table.slots[h as usize & (ROUTER_SLOTS - 1)])
 }
 
-/// Step 11: sends the packet through gateway `gw`.
+/// Step 11: sends the packet through gateway `gw`; `offloaded`: the flow's conntrack entry
+/// is confirmed ([`FLOW_OFFLOADED`]), so on a kernel-path gateway it may take the fast path.
 #[inline(always)]
-fn forward(ctx: &XdpContext, p: &Pkt, gw: u32, dscp: u8, ok: u32, len: u64) -> (u32, u32) {
+fn forward(
+    ctx: &XdpContext,
+    p: &Pkt,
+    gw: u32,
+    dscp: u8,
+    ok: u32,
+    len: u64,
+    offloaded: bool,
+) -> (u32, u32) {
     let g = match XWAN_GATEWAYS.get(gw) {
         Some(g) if g.kind != GW_KIND_NONE => *g,
         _ => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
     };
-    if g.kind == GW_KIND_KERNEL {
+    // A kernel-path gateway's fast path: as an Ethernet gateway, to the family's next hop.
+    let family = if p.v6 { OFFLOAD_V6 } else { OFFLOAD_V4 };
+    let fast = g.kind == GW_KIND_KERNEL
+        && offloaded
+        && g.offload & family != 0
+        && may_offload(p.proto, p.tcp_flags);
+    let (ok, dmac) = if fast {
+        (reason::STEER_OFFLOAD, if p.v6 { g.dmac6 } else { g.dmac })
+    } else {
+        (ok, g.dmac)
+    };
+    if g.kind == GW_KIND_KERNEL && !fast {
         // The kernel forwards it (TTL, MTU, VLAN tags and MACs are its business): the DSCP,
         // then the hand-off to `xwan_tc_steer`, the gateway in the destination MAC.
         count(&XWAN_GW_CNT, gw, len);
@@ -569,14 +615,14 @@ fn forward(ctx: &XdpContext, p: &Pkt, gw: u32, dscp: u8, ok: u32, len: u64) -> (
     // The IP header now follows a plain 14-byte Ethernet header.
     rewrite_l3(ctx, 14, p.v6, dscp, true);
 
-    if g.kind == GW_KIND_ETHERNET {
+    if g.kind == GW_KIND_ETHERNET || fast {
         let start = ctx.data();
         if start + 12 > ctx.data_end() {
             return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
         }
         // SAFETY: 12 bytes checked above.
         unsafe {
-            ((start) as *mut [u8; 6]).write_unaligned(g.dmac);
+            ((start) as *mut [u8; 6]).write_unaligned(dmac);
             ((start + 6) as *mut [u8; 6]).write_unaligned(g.smac);
         }
         return match XWAN_DEVMAP.redirect(gw, XDP_PASS as u64) {

@@ -6,7 +6,7 @@
 
 use core::mem;
 
-use xwan_common::{MAX_IPV6_EXT_HEADERS, reason};
+use xwan_common::{MAX_IPV6_EXT_HEADERS, TCP_FLAGS_UNKNOWN, reason};
 
 /// Offsets beyond this are never read: no frame XDP or TC sees here is that long, so the
 /// bound changes no verdict (the read would be out of the packet anyway).
@@ -30,6 +30,8 @@ pub struct Pkt {
     pub has_ports: bool,
     pub sport: u16,
     pub dport: u16,
+    /// A TCP segment's flags (`TCP_FLAGS_UNKNOWN` when not in the frame); 0 otherwise.
+    pub tcp_flags: u8,
     /// Raw network-order address words, IPv4 in word 0.
     pub src: [u32; 4],
     pub dst: [u32; 4],
@@ -144,6 +146,7 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
         has_ports: false,
         sport: 0,
         dport: 0,
+        tcp_flags: tcp_flags(start, end, l4, proto, frag_off != 0),
         src: words4([h[12], h[13], h[14], h[15]]),
         dst: words4([h[16], h[17], h[18], h[19]]),
     };
@@ -151,6 +154,21 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
         read_ports(start, end, l4, &mut pkt)?;
     }
     Ok(pkt)
+}
+
+/// The flags of a TCP segment whose header starts at `l4` (see [`Pkt::tcp_flags`]).
+#[inline(always)]
+fn tcp_flags(start: usize, end: usize, l4: usize, proto: u8, non_first_fragment: bool) -> u8 {
+    if proto != 6 {
+        return 0;
+    }
+    if non_first_fragment {
+        return TCP_FLAGS_UNKNOWN;
+    }
+    match load::<[u8; 1]>(start, end, l4 + 13) {
+        Some([f]) => f,
+        None => TCP_FLAGS_UNKNOWN,
+    }
 }
 
 #[inline(always)]
@@ -218,6 +236,7 @@ fn parse_ipv6(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
         has_ports: false,
         sport: 0,
         dport: 0,
+        tcp_flags: tcp_flags(start, end, off, nh, non_first_fragment),
         src: words16(&h, 8),
         dst: words16(&h, 24),
     };

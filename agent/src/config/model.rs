@@ -427,6 +427,18 @@ pub struct Gateway {
     pub monitor: Monitor,
 }
 
+impl Gateway {
+    /// The next hop's addresses: `address`, then `address6` if set.
+    pub fn next_hops(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.address).chain(self.address6.map(IpAddr::V6))
+    }
+
+    /// The next hop's address in the IPv4 (`v6` false) or IPv6 family, if it has one.
+    pub fn next_hop(&self, v6: bool) -> Option<IpAddr> {
+        self.next_hops().find(|a| a.is_ipv6() == v6)
+    }
+}
+
 /// A gateway in a router's main or backup list, with its effective weight.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Member {

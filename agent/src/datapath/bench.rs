@@ -28,7 +28,8 @@ pub(crate) fn fill_flow_table(
         rule: 0,
         router: 0,
         gateway: 0,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
     };
     for i in ids {
         let key = FlowKey {

@@ -95,22 +95,38 @@ pub(super) fn addr_key(a: IpAddr) -> AddrKey {
 }
 
 fn gateway_info(g: &xwan_common::plan::Gateway) -> GatewayInfo {
-    let (kind, dmac, smac) = match g.kind {
-        GatewayKind::Tunnel => (GW_KIND_TUNNEL, [0; 6], [0; 6]),
-        GatewayKind::Kernel => (xwan_common::GW_KIND_KERNEL, [0; 6], [0; 6]),
-        GatewayKind::Ethernet {
-            next_hop_mac,
-            egress_mac,
-        } => (GW_KIND_ETHERNET, next_hop_mac, egress_mac),
-    };
-    GatewayInfo {
-        kind,
+    let mut info = GatewayInfo {
         ifindex: g.ifindex,
         mtu: g.mtu,
         ready: g.ready as u32,
-        dmac,
-        smac,
+        ..NO_GATEWAY
+    };
+    match g.kind {
+        GatewayKind::Tunnel => info.kind = GW_KIND_TUNNEL,
+        GatewayKind::Kernel { offload } => {
+            info.kind = xwan_common::GW_KIND_KERNEL;
+            if let Some(o) = offload {
+                info.smac = o.egress_mac;
+                if let Some(mac) = o.v4 {
+                    info.dmac = mac;
+                    info.offload |= xwan_common::OFFLOAD_V4;
+                }
+                if let Some(mac) = o.v6 {
+                    info.dmac6 = mac;
+                    info.offload |= xwan_common::OFFLOAD_V6;
+                }
+            }
+        }
+        GatewayKind::Ethernet {
+            next_hop_mac,
+            egress_mac,
+        } => {
+            info.kind = GW_KIND_ETHERNET;
+            info.dmac = next_hop_mac;
+            info.smac = egress_mac;
+        }
     }
+    info
 }
 
 const NO_GATEWAY: GatewayInfo = GatewayInfo {
@@ -120,6 +136,8 @@ const NO_GATEWAY: GatewayInfo = GatewayInfo {
     ready: 0,
     dmac: [0; 6],
     smac: [0; 6],
+    dmac6: [0; 6],
+    offload: 0,
 };
 
 impl Datapath {
@@ -201,7 +219,7 @@ impl Datapath {
         // Gateways being added or changed, before anything can route to them.
         for g in &plan.gateways {
             self.write_gateway(g.id, &gateway_info(g))?;
-            if let GatewayKind::Ethernet { .. } = g.kind {
+            if g.kind.redirects() {
                 let mut devmap: DevMap<&mut MapData> = DevMap::try_from(self.map_mut(DEVMAP_MAP)?)
                     .map_err(map_err(DEVMAP_MAP, "opening"))?;
                 devmap.set(g.id as u32, g.ifindex, None, 0).map_err(|e| DatapathError::Map {
@@ -240,7 +258,7 @@ impl Datapath {
         let ethernet: HashSet<u16> = plan
             .gateways
             .iter()
-            .filter(|g| matches!(g.kind, GatewayKind::Ethernet { .. }))
+            .filter(|g| g.kind.redirects())
             .map(|g| g.id)
             .collect();
         for id in 0..MAX_GATEWAYS as u16 {
@@ -644,8 +662,38 @@ mod tests {
                 mtu: 1500,
                 ready: 1,
                 dmac: [1; 6],
-                smac: [2; 6]
+                smac: [2; 6],
+                dmac6: [0; 6],
+                offload: 0,
             }
+        );
+        let k = Gateway {
+            kind: GatewayKind::Kernel {
+                offload: Some(xwan_common::plan::Offload {
+                    egress_mac: [2; 6],
+                    v4: None,
+                    v6: Some([6; 6]),
+                }),
+            },
+            ..g
+        };
+        let info = gateway_info(&k);
+        assert_eq!(
+            (info.kind, info.smac, info.dmac6, info.offload),
+            (
+                xwan_common::GW_KIND_KERNEL,
+                [2; 6],
+                [6; 6],
+                xwan_common::OFFLOAD_V6
+            )
+        );
+        assert_eq!(
+            gateway_info(&Gateway {
+                kind: GatewayKind::KERNEL,
+                ..g
+            })
+            .offload,
+            0
         );
         let t = Gateway {
             kind: GatewayKind::Tunnel,

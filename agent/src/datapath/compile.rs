@@ -565,6 +565,7 @@ pub(crate) mod tests {
             dscp,
             ttl: 64,
             ports,
+            tcp_flags: 0,
         }
     }
 
@@ -1001,6 +1002,7 @@ pub(crate) mod tests {
                         dscp,
                         ttl: 64,
                         ports,
+                        tcp_flags: 0,
                     },
                     ifindex,
                 )

@@ -79,6 +79,7 @@ mod grace;
 mod loader;
 mod moved;
 mod object;
+mod offload;
 mod sys;
 mod testrun;
 

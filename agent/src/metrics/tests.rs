@@ -291,6 +291,7 @@ xwan_datapath_packets_total{reason="steer_return"} 0
 xwan_datapath_packets_total{reason="drop_forged_tag"} 0
 xwan_datapath_packets_total{reason="drop_redirect"} 0
 xwan_datapath_packets_total{reason="drop_xmit"} 0
+xwan_datapath_packets_total{reason="steer_offload"} 0
 # HELP xwan_datapath_bytes Bytes seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded; drop_redirect and drop_xmit: steered but not taken by the egress).
 # TYPE xwan_datapath_bytes counter
 # UNIT xwan_datapath_bytes bytes
@@ -313,6 +314,7 @@ xwan_datapath_bytes_total{reason="steer_return"} 0
 xwan_datapath_bytes_total{reason="drop_forged_tag"} 0
 xwan_datapath_bytes_total{reason="drop_redirect"} 0
 xwan_datapath_bytes_total{reason="drop_xmit"} 0
+xwan_datapath_bytes_total{reason="steer_offload"} 0
 # HELP xwan_flow_table_entries Entries in the data plane's flow table.
 # TYPE xwan_flow_table_entries gauge
 xwan_flow_table_entries 2
@@ -408,7 +410,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 129);
+    assert_eq!(s.len(), 131);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0

@@ -42,7 +42,9 @@
 //!
 //!    Still on an extension header after 6 → `PASS_MALFORMED`. The protocol is the last
 //!    Next Header. Ports as for IPv4 (TCP/UDP/SCTP, not a non-first fragment, 4 bytes present).
-//!    A packet without ports has ports 0 in its flow key.
+//!    A packet without ports has ports 0 in its flow key. A TCP packet's flags are byte 13
+//!    of its header when 14 bytes are present and it is not a non-first fragment, else
+//!    `TCP_FLAGS_UNKNOWN` (0xff); other protocols' are 0.
 //! 7. Return routes on (the plan has links) and the destination is in `Plan::local_addrs` →
 //!    pass, `PASS_LOCAL`: a return entry learned from a spoofed source must not divert traffic
 //!    for the router itself. Otherwise local delivery is decided with classification (step
@@ -68,13 +70,20 @@
 //!       holds the entry's gateway → that gateway (sticky). Else if the table has no slots →
 //!       `on_failure`: pass `PASS_NO_GATEWAY` or drop `DROP_NO_GATEWAY` (frame untouched, no
 //!       flow write). Else slot = `hash & (ROUTER_SLOTS - 1)` with `hash::connection_hash`
-//!       (ports 0 when none) or `hash::source_hash` by the table's mode. Then *forward* with
-//!       the rule's `set_dscp`, success reason `STEER_FLOW` if `from_flow` else
-//!       `STEER_CLASSIFIED`.
+//!       (ports 0 when none) or `hash::source_hash` by the table's mode. The flow is
+//!       *offloaded* when the live entry has `FLOW_OFFLOADED` and names router r and the
+//!       chosen gateway. Then *forward* with the rule's `set_dscp`, success reason
+//!       `STEER_FLOW` if `from_flow` else `STEER_CLASSIFIED` — for an offloaded flow on a
+//!       kernel-path gateway with an `Offload` that has a next hop for the packet's family,
+//!       when `may_offload(proto, tcp_flags)` (no SYN, FIN or RST), forward as through an
+//!       Ethernet gateway with that next hop's MAC and the offload's egress MAC, success
+//!       reason `STEER_OFFLOAD`, instead.
 //!
 //!     The flow entry `{last_seen = now, epoch, rule, router (0xffff unless Route), gateway
-//!     (0 unless a gateway was chosen)}` is written when there was no entry (live or not), or
-//!     any of epoch/rule/router/gateway differs, or `now - last_seen ≥ FLOW_REFRESH_NS`.
+//!     (0 unless a gateway was chosen), flags (FLOW_OFFLOADED if offloaded)}` is written when
+//!     there was no entry (live or not), or any of epoch/rule/router/gateway/flags differs, or
+//!     `now - last_seen ≥ FLOW_REFRESH_NS`. Only the agent sets `FLOW_OFFLOADED` (when
+//!     conntrack confirms the flow); it is kept while the flow keeps its router and gateway.
 //!     Before, when the plan has marks (`netfilter` mode), a gateway was chosen, and an entry
 //!     was present (live or not) with a router and another gateway, the record
 //!     `Moved {key, from: its gateway, to: g}` is appended to `MOVED_MAP` (the agent resets

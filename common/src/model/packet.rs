@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::reason::{PASS_MALFORMED, PASS_NOT_FOR_US, PASS_NOT_IP};
-use crate::{FlowKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS};
+use crate::{FlowKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, TCP_FLAGS_UNKNOWN};
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
@@ -39,6 +39,9 @@ pub struct Parsed {
     pub ttl: u8,
     /// (source, destination) when the packet has ports.
     pub ports: Option<(u16, u16)>,
+    /// A TCP segment's flags (`TCP_FLAGS_UNKNOWN` when they lie beyond the frame or the
+    /// packet is a non-first fragment); 0 for other protocols.
+    pub tcp_flags: u8,
 }
 
 /// An address as the raw network-order words of a [`FlowKey`] (IPv4 in word 0).
@@ -114,6 +117,15 @@ fn ports(
     Ok(Some((be16(buf, l4), be16(buf, l4 + 2))))
 }
 
+/// The flags of a TCP segment whose header starts at `l4` (see [`Parsed::tcp_flags`]).
+fn tcp_flags(buf: &[u8], l4: usize, proto: u8, non_first_fragment: bool) -> u8 {
+    match proto {
+        IPPROTO_TCP if !non_first_fragment && present(buf, l4, 14) => buf[l4 + 13],
+        IPPROTO_TCP => TCP_FLAGS_UNKNOWN,
+        _ => 0,
+    }
+}
+
 /// Step 5: IPv4 header at `l3`.
 fn parse_ipv4(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
     if !present(buf, l3, 20) || buf[l3] >> 4 != 4 {
@@ -144,6 +156,7 @@ fn parse_ipv4(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
         dscp,
         ttl,
         ports,
+        tcp_flags: tcp_flags(buf, l3 + ihl * 4, proto, frag_off != 0),
     })
 }
 
@@ -223,6 +236,7 @@ fn parse_ipv6(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
         dscp,
         ttl,
         ports,
+        tcp_flags: tcp_flags(buf, off, next, non_first_fragment),
     })
 }
 
@@ -455,6 +469,7 @@ mod tests {
                 dscp: 46,
                 ttl: 17,
                 ports: Some((40000, 443)),
+                tcp_flags: 13 * 7, // `l4`'s filler byte
             }
         );
     }
@@ -649,6 +664,7 @@ mod tests {
                 dscp: 46,
                 ttl: 3,
                 ports: Some((5353, 53)),
+                tcp_flags: 0,
             }
         );
     }

@@ -9,8 +9,9 @@ use crate::hash::{connection_hash, source_hash};
 use crate::plan::{Action, Gateway, GatewayKind, HashMode, Plan, RouterTable, Rule};
 use crate::reason::*;
 use crate::{
-    FLOW_REFRESH_NS, FlowKey, FlowValue, Moved, NO_ROUTER, ROUTER_SLOTS, ReturnValue,
-    TUNNEL_TAG_PREFIX, kernel_tag, kernel_tag_gateway, tunnel_tag, tunnel_tag_ifindex,
+    FLOW_OFFLOADED, FLOW_REFRESH_NS, FlowKey, FlowValue, Moved, NO_ROUTER, ROUTER_SLOTS,
+    ReturnValue, TUNNEL_TAG_PREFIX, kernel_tag, kernel_tag_gateway, may_offload, tunnel_tag,
+    tunnel_tag_ifindex,
 };
 
 /// The program's verdict.
@@ -121,6 +122,20 @@ impl Model {
         &self.flows
     }
 
+    /// What the agent does when conntrack confirms a flow (`true`) or forgets it: sets or
+    /// clears the flow's [`FLOW_OFFLOADED`]. `false` when the flow has no entry.
+    pub fn set_offloaded(&mut self, key: &FlowKey, offloaded: bool) -> bool {
+        let Some(e) = self.flows.get_mut(key) else {
+            return false;
+        };
+        e.flags = if offloaded {
+            e.flags | FLOW_OFFLOADED
+        } else {
+            e.flags & !FLOW_OFFLOADED
+        };
+        true
+    }
+
     /// The flows on the kernel path that changed gateway since the last call (the records
     /// of `MOVED_MAP`), oldest first.
     pub fn take_moved(&mut self) -> Vec<Moved> {
@@ -212,6 +227,7 @@ impl Model {
         let set_dscp = rule.set_dscp;
 
         // 10.
+        let mut offloaded = false;
         let (outcome, router, gateway) = match rule.action {
             Action::Block => {
                 let o = XdpOutcome {
@@ -281,7 +297,15 @@ impl Model {
                 } else {
                     STEER_CLASSIFIED
                 };
-                let o = self.forward(ifindex, frame, &p, g, set_dscp, success, Some(rule_idx));
+                // Offloaded while it keeps its router and gateway.
+                offloaded = live.is_some_and(|e| {
+                    e.flags & FLOW_OFFLOADED != 0 && e.router == r && e.gateway == g
+                });
+                let o = if offloaded {
+                    self.forward_offloaded(ifindex, frame, &p, g, set_dscp, success, rule_idx)
+                } else {
+                    self.forward(ifindex, frame, &p, g, set_dscp, success, Some(rule_idx))
+                };
                 (o, r, g)
             }
         };
@@ -292,7 +316,8 @@ impl Model {
             rule: rule_idx as u16,
             router,
             gateway,
-            _pad: [0; 3],
+            flags: if offloaded { FLOW_OFFLOADED } else { 0 },
+            _pad: [0; 2],
         };
         // A kernel-path flow that changes gateway, whether its entry is live or idle: its
         // conntrack entry (and a NAT binding) was made for the old one.
@@ -315,6 +340,7 @@ impl Model {
                     || e.rule != value.rule
                     || e.router != value.router
                     || e.gateway != value.gateway
+                    || e.flags != value.flags
                     || now_ns.saturating_sub(e.last_seen_ns) >= FLOW_REFRESH_NS
             }
         };
@@ -322,6 +348,41 @@ impl Model {
             self.flows.insert(key, value);
         }
         outcome
+    }
+
+    /// Step 11 for a flow conntrack confirmed ([`FLOW_OFFLOADED`]) on kernel-path gateway
+    /// `g`: forwarded as through an Ethernet gateway (TTL, MTU, VLAN tags, MACs) to the next
+    /// hop of the packet's family, with reason `STEER_OFFLOAD`, when the gateway has that
+    /// fast path and the packet may skip conntrack ([`may_offload`]); else the kernel path.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_offloaded(
+        &self,
+        ifindex: u32,
+        frame: &[u8],
+        p: &Parsed,
+        g: u16,
+        dscp: Option<u8>,
+        success: u32,
+        rule: usize,
+    ) -> XdpOutcome {
+        let hop = match self.gateway(g).map(|gw| gw.kind) {
+            Some(GatewayKind::Kernel {
+                offload: Some(o), ..
+            }) if may_offload(p.proto, p.tcp_flags) => {
+                let mac = if p.family == 4 { o.v4 } else { o.v6 };
+                mac.map(|next_hop_mac| GatewayKind::Ethernet {
+                    next_hop_mac,
+                    egress_mac: o.egress_mac,
+                })
+            }
+            _ => None,
+        };
+        match hop {
+            Some(kind) => {
+                self.forward_via(ifindex, frame, p, g, kind, dscp, STEER_OFFLOAD, Some(rule))
+            }
+            None => self.forward(ifindex, frame, p, g, dscp, success, Some(rule)),
+        }
     }
 
     /// Step 11: forward the packet through gateway `g`.
@@ -348,7 +409,7 @@ impl Model {
         let Some(gw) = self.gateway(g) else {
             return pass(PASS_GATEWAY_ERROR);
         };
-        if gw.kind == GatewayKind::Kernel {
+        if gw.kind.is_kernel() {
             // The kernel forwards it: TTL, MTU, VLAN tags and MACs are its business. Only
             // the DSCP is imposed, and the hand-off written.
             let mut out = frame.to_vec();
@@ -370,6 +431,34 @@ impl Model {
                 frame: out,
             };
         }
+        self.forward_via(ifindex, frame, p, g, gw.kind, dscp, success, rule)
+    }
+
+    /// Forwards through gateway `g` as a gateway of `kind` (Ethernet or tunnel) would.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_via(
+        &self,
+        ifindex: u32,
+        frame: &[u8],
+        p: &Parsed,
+        g: u16,
+        kind: GatewayKind,
+        dscp: Option<u8>,
+        success: u32,
+        rule: Option<usize>,
+    ) -> XdpOutcome {
+        let pass = |reason| XdpOutcome {
+            action: XdpAction::Pass,
+            reason,
+            rule,
+            gateway: Some(g),
+            handoff: None,
+            mark: None,
+            frame: frame.to_vec(),
+        };
+        let Some(gw) = self.gateway(g) else {
+            return pass(PASS_GATEWAY_ERROR);
+        };
         if p.ttl <= 1 {
             return pass(PASS_TTL);
         }
@@ -387,8 +476,8 @@ impl Model {
         }
         decrement_ttl(&mut out, l3, p.family);
 
-        let (action, handoff) = match gw.kind {
-            GatewayKind::Kernel => unreachable!("handled above"),
+        let (action, handoff) = match kind {
+            GatewayKind::Kernel { .. } => unreachable!("the caller's"),
             GatewayKind::Ethernet {
                 next_hop_mac,
                 egress_mac,
@@ -435,9 +524,7 @@ impl Model {
         };
         let mut out = frame.to_vec();
         out[0..6].copy_from_slice(&iface.mac);
-        let kernel = self
-            .gateway(g)
-            .is_some_and(|gw| gw.kind == GatewayKind::Kernel);
+        let kernel = self.gateway(g).is_some_and(|gw| gw.kind.is_kernel());
         let mark = match self.plan.marks {
             Some(m) if kernel => m.mark(g),
             _ => 0,
@@ -624,7 +711,7 @@ mod tests {
     /// [`base_plan`] with gateway 2 on the kernel path, marks in bits 16..28.
     fn kernel_plan(rules: Vec<Rule>) -> Plan {
         let mut p = base_plan(rules);
-        p.gateways[1].kind = GatewayKind::Kernel;
+        p.gateways[1].kind = GatewayKind::KERNEL;
         p.marks = crate::MarkLayout::of_mask(0x0fff_0000, 1024);
         p
     }
@@ -1057,7 +1144,8 @@ mod tests {
                 rule: 0,
                 router: 0xffff,
                 gateway: 0,
-                _pad: [0; 3]
+                flags: 0,
+                _pad: [0; 2]
             }
         );
         assert_eq!(m.flows().len(), 1);
@@ -1135,7 +1223,8 @@ mod tests {
                 rule: 0,
                 router: 0,
                 gateway: 1,
-                _pad: [0; 3]
+                flags: 0,
+                _pad: [0; 2]
             }
         );
         // Next packet: decided by the flow entry.
@@ -1351,7 +1440,8 @@ mod tests {
                 rule: 0,
                 router: 0,
                 gateway: 3,
-                _pad: [0; 3]
+                flags: 0,
+                _pad: [0; 2]
             }
         );
         // Kept again: stays on 3 even though the slots say 1.
@@ -1403,7 +1493,8 @@ mod tests {
                 rule: 0,
                 router: 0xffff,
                 gateway: 0,
-                _pad: [0; 3]
+                flags: 0,
+                _pad: [0; 2]
             }
         );
         // Back to routing: the Block entry names no router, so the flow is hashed (to 3).

@@ -165,7 +165,7 @@ fn tunnel_gateway_gets_its_tag_ttl_decrement_and_vlan_strip() {
 fn kernel_path_gateway_is_tagged_then_marked_for_the_kernel() {
     let _turn = support::shared(module_path!());
     let mut p = plan();
-    p.gateways[1].kind = GatewayKind::Kernel;
+    p.gateways[1].kind = GatewayKind::KERNEL;
     p.gateways[1].mtu = 100;
     p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
     let mut h = Harness::new(p);
@@ -210,6 +210,134 @@ fn kernel_path_gateway_is_tagged_then_marked_for_the_kernel() {
     assert_eq!(h.check(&forged).reason, reason::DROP_FORGED_TAG);
 }
 
+/// The `netfilter` mode's fast path: a flow conntrack confirmed (the agent sets its
+/// offload flag) skips the kernel on its kernel-path gateway, forwarded as through an
+/// Ethernet gateway to the next hop of its family; a TCP segment that opens, closes or
+/// resets the connection, a family without a known next hop, and a flow that moved or was
+/// cleared take the kernel path. From the flow table and from the flow cache alike.
+#[test]
+fn a_confirmed_flow_skips_the_kernel_on_its_gateways_fast_path() {
+    use xwan_common::{FLOW_OFFLOADED, plan::Offload};
+    const HOP: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+    const EGRESS: [u8; 6] = [0x02, 0, 0, 0, 0x0e, 0x01];
+    let _turn = support::shared(module_path!());
+    let mut p = plan();
+    p.gateways[1].kind = GatewayKind::Kernel {
+        offload: Some(Offload {
+            egress_mac: EGRESS,
+            v4: Some(HOP),
+            v6: None,
+        }),
+    };
+    p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
+    let mut h = Harness::new(p);
+    let flags = |h: &Harness, f: &[u8]| {
+        let key = xwan_common::model::parse_ethernet(f).unwrap().flow_key(LO);
+        h.model.flows().get(&key).map(|v| v.flags)
+    };
+
+    // UDP with DSCP 46: router 1, gateway 1, DSCP 18 imposed.
+    let mut v4 = udp4("198.51.100.1");
+    v4.tos = 46 << 2;
+    let f = frame4(&v4, 40000, 1234, &[]);
+    assert!(
+        !h.set_offloaded(&f, true),
+        "no entry before the first packet"
+    );
+    let out = h.check(&f);
+    assert_eq!(
+        (out.reason, out.mark),
+        (reason::STEER_CLASSIFIED, Some(0x2_0000))
+    );
+    assert!(h.set_offloaded(&f, true));
+    for hit in ["flow table", "flow cache"] {
+        let out = h.check(&f);
+        assert_eq!(
+            (out.action, out.reason, out.gateway, out.mark),
+            (XdpAction::Redirect, reason::STEER_OFFLOAD, Some(1), None),
+            "{hit}"
+        );
+        assert_eq!(&out.frame[..12], &[HOP, EGRESS].concat()[..], "{hit}: MACs");
+        assert_eq!(out.frame[14 + 8], 63, "{hit}: TTL decremented");
+        assert_eq!(out.frame[15] >> 2, 18, "{hit}: DSCP imposed");
+        assert_ipv4_checksum(&out.frame);
+    }
+    assert_eq!(flags(&h, &f), Some(FLOW_OFFLOADED));
+    // TTL 1: the kernel answers, as for any forwarded packet.
+    let mut last_hop = udp4("198.51.100.1");
+    last_hop.tos = 46 << 2;
+    last_hop.ttl = 1;
+    assert_eq!(
+        h.check(&frame4(&last_hop, 40000, 1234, &[])).reason,
+        reason::PASS_TTL
+    );
+    // Cleared (conntrack forgot the flow): the kernel path again, from the next packet.
+    assert!(h.set_offloaded(&f, false));
+    let out = h.check(&f);
+    assert_eq!((out.reason, out.mark), (reason::STEER_FLOW, Some(0x2_0000)));
+    assert_eq!(
+        h.check(&f).reason,
+        reason::STEER_FLOW,
+        "not from a stale cache entry"
+    );
+
+    // TCP to 443: router 1. SYN, FIN and RST are conntrack's to see; the rest skips it.
+    let tcp = V4::new(
+        Ipv4Addr::new(10, 1, 0, 8),
+        "198.51.100.2".parse().unwrap(),
+        6,
+    );
+    let segment = |flags: u8| {
+        let mut f = frame4(&tcp, 40001, 443, &[]);
+        f[14 + 20 + 13] = flags;
+        f
+    };
+    assert_eq!(h.check(&segment(0x02)).reason, reason::STEER_CLASSIFIED);
+    assert!(h.set_offloaded(&segment(0x10), true));
+    for (flags, want) in [
+        (0x10, reason::STEER_OFFLOAD),
+        (0x18, reason::STEER_OFFLOAD),
+        (0x11, reason::STEER_FLOW),
+        (0x04, reason::STEER_FLOW),
+        (0x12, reason::STEER_FLOW),
+        (0x10, reason::STEER_OFFLOAD),
+    ] {
+        assert_eq!(h.check(&segment(flags)).reason, want, "flags {flags:#04x}");
+    }
+    // A segment too short to show its flags is not known to be harmless.
+    let mut short = segment(0x10);
+    short.truncate(14 + 20 + 12);
+    let ip_len = (short.len() - 14) as u16;
+    short[16..18].copy_from_slice(&ip_len.to_be_bytes());
+    short[24..26].copy_from_slice(&[0, 0]);
+    let sum = csum::ipv4_header_sum(&short[14..34]);
+    short[24..26].copy_from_slice(&(!sum).to_be_bytes());
+    assert_eq!(h.check(&short).reason, reason::STEER_FLOW);
+
+    // IPv6: the gateway has no IPv6 next hop known, so the kernel path, flag kept.
+    let mut v6 = V6::new(
+        "fd00::7".parse().unwrap(),
+        "2001:db8::9".parse().unwrap(),
+        17,
+    );
+    v6.tclass = 46 << 2;
+    let f6 = frame6(&v6, 40002, 1234);
+    assert_eq!(h.check(&f6).reason, reason::STEER_CLASSIFIED);
+    assert!(h.set_offloaded(&f6, true));
+    assert_eq!(h.check(&f6).reason, reason::STEER_FLOW);
+    assert_eq!(flags(&h, &f6), Some(FLOW_OFFLOADED));
+
+    // The flow moves (router 1 now uses gateway 0, a tunnel) and back: its conntrack entry
+    // is reset, so it is no longer offloaded.
+    let tcp_ack = segment(0x10);
+    h.set_router(1, RouterTable::single(0));
+    assert_eq!(h.check(&tcp_ack).gateway, Some(0));
+    assert_eq!(flags(&h, &tcp_ack), Some(0), "the move drops the flag");
+    h.set_router(1, RouterTable::single(1));
+    let out = h.check(&tcp_ack);
+    assert_eq!((out.gateway, out.reason), (Some(1), reason::STEER_FLOW));
+}
+
 /// A kernel-path flow that changes gateway is recorded once, with the LAN side's 5-tuple
 /// (the original direction of its conntrack entry), for the agent's conntrack reset; a flow
 /// that stays, a new flow, and XDP forwarding record nothing.
@@ -220,7 +348,7 @@ fn a_kernel_path_flow_that_changes_gateway_is_recorded_once() {
         let mut p = plan();
         if kernel_path {
             for g in &mut p.gateways {
-                g.kind = GatewayKind::Kernel;
+                g.kind = GatewayKind::KERNEL;
             }
             p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
         }

@@ -46,6 +46,10 @@ struct Spec {
     mutation: Mutation,
     /// Send an earlier frame again instead (exercises the flow table).
     replay: Option<usize>,
+    /// A TCP segment's flags.
+    tcp_flags: u8,
+    /// After the packet, offload its flow (conntrack confirmed it, the agent says so).
+    confirm: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -170,13 +174,19 @@ fn spec() -> impl Strategy<Value = Spec> {
         ],
     );
     let replay = prop_oneof![4 => Just(None), 1 => any::<usize>().prop_map(Some)];
-    (l2, addrs, l4, shape, replay).prop_map(
+    let offload = (
+        // SYN, ACK, PSH|ACK, FIN|ACK, RST, anything.
+        prop_oneof![2 => Just(0x02u8), 4 => Just(0x10), 2 => Just(0x18), 1 => Just(0x11), 1 => Just(0x04), 1 => any::<u8>()],
+        prop::bool::weighted(0.2),
+    );
+    (l2, addrs, l4, shape, replay, offload).prop_map(
         |(
             (dst_mac, vlans, ethertype_override, src_mac),
             (src, dst),
             (proto, sport, dport, tos, ttl),
             (v4_options, frag, exts, payload, mutation),
             replay,
+            (tcp_flags, confirm),
         )| Spec {
             dst_mac,
             src_mac,
@@ -195,12 +205,17 @@ fn spec() -> impl Strategy<Value = Spec> {
             payload,
             mutation,
             replay,
+            tcp_flags,
+            confirm,
         },
     )
 }
 
 fn build(s: &Spec) -> Vec<u8> {
-    let l4 = frames::l4(s.proto, s.sport, s.dport, &vec![0x5a; s.payload]);
+    let mut l4 = frames::l4(s.proto, s.sport, s.dport, &vec![0x5a; s.payload]);
+    if s.proto == 6 {
+        l4[13] = s.tcp_flags;
+    }
     let (ip, ethertype) = match (s.src, s.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
             let mut h = V4::new(src, dst, s.proto);
@@ -280,6 +295,9 @@ fn kernel_matches_model_on_generated_packets() {
                 }
             };
             let out = h.borrow_mut().check(&frame);
+            if s.confirm && xwan_common::model::parse_ethernet(&frame).is_ok() {
+                h.borrow_mut().set_offloaded(&frame, true);
+            }
             *seen.borrow_mut().entry(out.reason).or_default() += 1;
             let mut handoffs = handoffs.borrow_mut();
             handoffs.0 += out.handoff.is_some() as u64;
@@ -319,6 +337,7 @@ fn kernel_matches_model_on_generated_packets() {
         STEER_FLOW,
         STEER_CLASSIFIED,
         DROP_FORGED_TAG,
+        STEER_OFFLOAD,
     ] {
         if cases() >= 10_000 {
             assert!(
@@ -386,6 +405,8 @@ fn build_simple(v6: bool, vlans: &[u16], proto: u8, dport: u16, v4_options: usiz
         payload: 16,
         mutation: Mutation::None,
         replay: None,
+        tcp_flags: 0x02, // SYN, as `frames::l4` writes
+        confirm: false,
     };
     build(&s)
 }

@@ -367,7 +367,7 @@ fn the_kernel_path_goes_through_the_firewall_and_nat_by_the_gateways_mark() {
     } = &t;
     let mut plan = plan.clone();
     for g in &mut plan.gateways {
-        g.kind = GatewayKind::Kernel;
+        g.kind = GatewayKind::KERNEL;
     }
     let layout = MarkLayout::of_mask(0x0fff_0000, 2).unwrap();
     plan.marks = Some(layout);

@@ -54,6 +54,21 @@ impl Harness {
         self.model.set_router(id, table);
     }
 
+    /// Sets or clears the offload flag of `frame`'s flow on both sides (as the agent does
+    /// when conntrack confirms or forgets it); whether the flow had an entry.
+    pub fn set_offloaded(&mut self, frame: &[u8], offloaded: bool) -> bool {
+        let key = xwan_common::model::parse_ethernet(frame)
+            .expect("a frame that parses")
+            .flow_key(LO);
+        let m = self.model.set_offloaded(&key, offloaded);
+        let k = self
+            .dp
+            .set_offloaded(&key, offloaded)
+            .expect("set_offloaded");
+        assert_eq!(k, m, "flow entry present in the kernel and the model");
+        m
+    }
+
     /// Runs `xwan_xdp_lan` on `frame` in the kernel only.
     pub fn kernel(&self, frame: &[u8]) -> XdpRun {
         self.dp

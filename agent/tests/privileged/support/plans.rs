@@ -105,9 +105,16 @@ pub fn feature_plan(lan: u32, eth_ifindex: u32) -> Plan {
             ..tunnel_gateway(3, 1004, 1500)
         },
         tunnel_gateway(4, 1005, 1500),
-        // The `netfilter` mode's kernel path (marks below).
+        // The `netfilter` mode's kernel path (marks below), with the fast path of confirmed
+        // flows for IPv4 only.
         Gateway {
-            kind: GatewayKind::Kernel,
+            kind: GatewayKind::Kernel {
+                offload: Some(xwan_common::plan::Offload {
+                    egress_mac: [0x02, 0, 0, 0, 0x0e, 0x05],
+                    v4: Some([0x02, 0, 0, 0, 0x0b, 0x05]),
+                    v6: None,
+                }),
+            },
             ..tunnel_gateway(5, eth_ifindex, 1500)
         },
     ];
