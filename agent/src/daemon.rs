@@ -56,7 +56,7 @@ use xwan_common::plan::RouterTable;
 
 use self::scrape::CounterNames;
 use crate::{
-    config::{self, Config, GatewayId, Link},
+    config::{self, Config, Forwarding, GatewayId, Link},
     control::{
         self, Answer, Request,
         server::{self, Call, StatusSnapshot},
@@ -66,6 +66,7 @@ use crate::{
     kernel,
     metrics::{GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
+    offload,
     planner::{self, Facts, Planned},
     probe::{Fleet, GatewayEvent, LinkState},
     status::{self, Status},
@@ -92,6 +93,8 @@ struct Daemon {
     policy: kernel::PolicyWriter,
     /// Resets the conntrack entries of the flows the data plane moved.
     _resetter: kernel::ConntrackResetter,
+    /// Offloads the flows conntrack confirmed (`netfilter` mode).
+    offloader: offload::Offloader,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -112,6 +115,8 @@ pub async fn run(path: &Path) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let resetter = kernel::ConntrackResetter::spawn(dp.moved_ring()?, metrics.clone())
         .context("starting the conntrack resetter thread")?;
+    let offloader = offload::Offloader::spawn(dp.flow_offload()?, metrics.clone())
+        .context("starting the flow offload thread")?;
     metrics.record_reload(true);
     let counters = CounterNames::serve(&config, metrics.clone()).await?;
     if !dp.adopted_maps().is_empty() {
@@ -128,6 +133,7 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut d = Daemon {
         policy,
         _resetter: resetter,
+        offloader,
         path: path.to_path_buf(),
         config,
         dp,
@@ -424,6 +430,12 @@ impl Daemon {
             gateways = planned.plan.gateways.len(),
             "plan applied"
         );
+        // The fast path of confirmed flows exists in `netfilter` mode only.
+        let lans = match self.config.agent.forwarding {
+            Forwarding::Netfilter(_) => planned.plan.ifaces.iter().map(|i| i.ifindex).collect(),
+            Forwarding::Xdp => Vec::new(),
+        };
+        self.offloader.set_lans(lans);
         self.committed = planned;
         self.policy.set(planner::policy(&self.config, &self.facts));
         self.publish();

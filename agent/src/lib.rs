@@ -28,6 +28,7 @@ pub mod health;
 pub mod kernel;
 pub mod metrics;
 pub mod netlink;
+pub mod offload;
 pub mod planner;
 pub mod probe;
 pub mod router;

@@ -98,6 +98,7 @@ pub use egress::{EgressWatch, TRACE_DIR};
 pub use loader::{Datapath, PROGRAMS};
 pub use moved::MovedRing;
 pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
+pub use offload::{Flag, FlowOffload};
 pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_live, xdp_test_run};
 
 /// Default pin directory of the production agent.

@@ -9,15 +9,17 @@
 //! block may be undone: harmless, a cache entry is checked against the epoch, its router's
 //! version and its age before every use.
 
-use aya::maps::{HashMap, MapData, PerCpuArray, PerCpuValues};
+use std::os::fd::AsFd;
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use xwan_common::{
-    FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_MAP, FLOW_OFFLOADED, FLOWS_MAP, FlowCacheBlock,
-    FlowCacheEntry, FlowKey, FlowValue, hash,
+    FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_MAP, FLOW_OFFLOADED, FLOW_TABLE_SIZE, FLOWS_MAP,
+    FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue, hash,
 };
 
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, loader::map_data};
 
-fn map_error(map: &'static str, op: &str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+fn map_error(map: &'static str, op: &str) -> impl FnOnce(MapError) -> DatapathError {
     let op = op.to_string();
     move |error| DatapathError::Map {
         map,
@@ -26,49 +28,119 @@ fn map_error(map: &'static str, op: &str) -> impl FnOnce(aya::maps::MapError) ->
     }
 }
 
+/// The flow table and flow cache, with file descriptors of their own: the thread that
+/// follows conntrack (`crate::offload`) sets and clears flags while the daemon commits.
+pub struct FlowOffload {
+    flows: HashMap<MapData, FlowKey, FlowValue>,
+    cache: PerCpuArray<MapData, FlowCacheBlock>,
+}
+
 impl Datapath {
-    /// Sets (`true`) or clears flow `key`'s [`FLOW_OFFLOADED`]; `false` when the flow has no
-    /// entry (never seen, or evicted). The data plane may rewrite the entry meanwhile; it
-    /// keeps the flag while the flow keeps its gateway, so only a move (whose conntrack entry
-    /// is reset anyway) loses it.
+    pub fn flow_offload(&self) -> Result<FlowOffload, DatapathError> {
+        let dup = |name: &'static str| -> Result<MapData, DatapathError> {
+            let data = map_data(self.map(name)?).ok_or(DatapathError::Missing {
+                what: "map",
+                name: name.into(),
+            })?;
+            let fd =
+                data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+                    map_error(name, "duplicating its descriptor")(MapError::IoError(e))
+                })?;
+            MapData::from_fd(fd).map_err(map_error(name, "opening its descriptor"))
+        };
+        let flows = HashMap::try_from(Map::LruHashMap(dup(FLOWS_MAP)?))
+            .map_err(map_error(FLOWS_MAP, "opening"))?;
+        let cache = PerCpuArray::try_from(Map::PerCpuArray(dup(FLOW_CACHE_MAP)?))
+            .map_err(map_error(FLOW_CACHE_MAP, "opening"))?;
+        Ok(FlowOffload { flows, cache })
+    }
+
+    /// [`FlowOffload::set`] through a handle made for the call (tests).
     pub fn set_offloaded(&mut self, key: &FlowKey, offloaded: bool) -> Result<bool, DatapathError> {
-        let mut flows: HashMap<&mut MapData, FlowKey, FlowValue> =
-            HashMap::try_from(self.map_mut(FLOWS_MAP)?).map_err(map_error(FLOWS_MAP, "opening"))?;
-        let mut value = match flows.get(key, 0) {
+        Ok(self.flow_offload()?.set(key, offloaded)? != Flag::Absent)
+    }
+}
+
+/// A flow's flag, before a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    /// The flow has no entry (never seen, or evicted).
+    Absent,
+    Set,
+    Clear,
+}
+
+impl FlowOffload {
+    /// Flow `key`'s flag.
+    pub fn get(&self, key: &FlowKey) -> Result<Flag, DatapathError> {
+        match self.flows.get(key, 0) {
+            Ok(v) if v.flags & FLOW_OFFLOADED != 0 => Ok(Flag::Set),
+            Ok(_) => Ok(Flag::Clear),
+            Err(MapError::KeyNotFound) => Ok(Flag::Absent),
+            Err(e) => Err(map_error(FLOWS_MAP, "reading a flow")(e)),
+        }
+    }
+
+    /// Sets (`true`) or clears flow `key`'s [`FLOW_OFFLOADED`]; returns the flag as it was.
+    /// The data plane may rewrite the entry meanwhile; it keeps the flag while the flow keeps
+    /// its gateway, so only a move (whose conntrack entry is reset anyway) loses it.
+    pub fn set(&mut self, key: &FlowKey, offloaded: bool) -> Result<Flag, DatapathError> {
+        let mut value = match self.flows.get(key, 0) {
             Ok(v) => v,
-            Err(aya::maps::MapError::KeyNotFound) => return Ok(false),
+            Err(MapError::KeyNotFound) => return Ok(Flag::Absent),
             Err(e) => return Err(map_error(FLOWS_MAP, "reading a flow")(e)),
         };
+        let was = if value.flags & FLOW_OFFLOADED != 0 {
+            Flag::Set
+        } else {
+            Flag::Clear
+        };
+        if (was == Flag::Set) == offloaded {
+            return Ok(was);
+        }
         if offloaded {
             value.flags |= FLOW_OFFLOADED;
         } else {
             value.flags &= !FLOW_OFFLOADED;
         }
         // BPF_EXIST: an entry evicted meanwhile stays gone.
-        match flows.insert(key, value, 2) {
+        match self.flows.insert(key, value, 2) {
             Ok(()) => {}
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
-            {
-                return Ok(false);
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(Flag::Absent);
             }
             Err(e) => return Err(map_error(FLOWS_MAP, "writing a flow")(e)),
         }
         if !offloaded {
             self.forget_cached(key)?;
         }
-        Ok(true)
+        Ok(was)
+    }
+
+    /// Clears every flow's flag (conntrack's changes were lost, or the mode changed); the
+    /// number of flows that had it.
+    pub fn clear_all(&mut self) -> Result<usize, DatapathError> {
+        let offloaded: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.flags & FLOW_OFFLOADED != 0)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &offloaded {
+            self.set(k, false)?;
+        }
+        Ok(offloaded.len())
     }
 
     /// Empties the entries holding `key` in every CPU's flow cache.
     fn forget_cached(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
-        let mut cache: PerCpuArray<&mut MapData, FlowCacheBlock> =
-            PerCpuArray::try_from(self.map_mut(FLOW_CACHE_MAP)?)
-                .map_err(map_error(FLOW_CACHE_MAP, "opening"))?;
         for slot in hash::flow_cache_slots(key) {
             let block = slot / FLOW_CACHE_BLOCK_ENTRIES;
             let i = (slot % FLOW_CACHE_BLOCK_ENTRIES) as usize;
-            let values = cache
+            let values = self
+                .cache
                 .get(&block, 0)
                 .map_err(map_error(FLOW_CACHE_MAP, "reading a block"))?;
             let mut blocks: Vec<FlowCacheBlock> = values.iter().copied().collect();
@@ -81,9 +153,9 @@ impl Datapath {
             }
             if changed {
                 let values = PerCpuValues::try_from(blocks).map_err(|e| {
-                    map_error(FLOW_CACHE_MAP, "building a block")(aya::maps::MapError::IoError(e))
+                    map_error(FLOW_CACHE_MAP, "building a block")(MapError::IoError(e))
                 })?;
-                cache
+                self.cache
                     .set(block, values, 0)
                     .map_err(map_error(FLOW_CACHE_MAP, "writing a block"))?;
             }

@@ -17,6 +17,7 @@ use super::{GatewaySnapshot, Shared, State, histogram::Histogram, unix_seconds};
 use crate::{
     datapath::{TcAttachMode, XdpAttachMode},
     netlink::conntrack::Reset,
+    offload::Event as OffloadEvent,
     router::{GatewayState, Role},
 };
 
@@ -310,6 +311,22 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
                 &[("result", "failed")],
                 state.conntrack_resets[Reset::ALL.len()],
             )
+        },
+    )?;
+    family(
+        enc,
+        "xwan_flow_offloads",
+        "Changes to the fast path of confirmed flows (netfilter forwarding), by event: \
+         offloaded (conntrack confirmed the flow), returned (to the kernel path: conntrack \
+         forgot it or TCP is closing), resync (every flow read again from conntrack: a start, \
+         lost events), failed (a request failed).",
+        None,
+        MetricType::Counter,
+        |m| {
+            for (e, n) in OffloadEvent::ALL.iter().zip(&state.offloads) {
+                counter(m, &[("event", e.name())], *n)?;
+            }
+            Ok(())
         },
     )?;
     family(

@@ -58,6 +58,7 @@ use crate::{
     datapath::{AttachReport, TcAttachMode, XdpAttachMode},
     health::{Reason, Stats, Transition},
     netlink::conntrack::Reset,
+    offload::Event as OffloadEvent,
     probe::ProbeReport,
     router::{GatewayState, GatewayStatus, Role},
 };
@@ -283,6 +284,8 @@ struct State {
     reloads_failed: u64,
     /// Moved flows' conntrack resets by outcome ([`Reset::ALL`] order), then failures.
     conntrack_resets: [u64; Reset::ALL.len() + 1],
+    /// The fast path's changes ([`OffloadEvent::ALL`] order).
+    offloads: [u64; OffloadEvent::ALL.len()],
     last_reload_ok: Option<bool>,
     last_reload_success: Option<f64>,
     commit: Histogram,
@@ -296,6 +299,7 @@ impl Default for State {
             reloads_ok: 0,
             reloads_failed: 0,
             conntrack_resets: [0; Reset::ALL.len() + 1],
+            offloads: [0; OffloadEvent::ALL.len()],
             last_reload_ok: None,
             last_reload_success: None,
             commit: Histogram::new(&COMMIT_BUCKETS),
@@ -447,6 +451,15 @@ impl Metrics {
         let i = (outcome.and_then(|o| Reset::ALL.iter().position(|&r| r == o)))
             .unwrap_or(Reset::ALL.len());
         self.shared.update(|s| s.conntrack_resets[i] += 1);
+    }
+
+    /// One change the offload follower made (`crate::offload`).
+    pub fn record_offload(&self, event: OffloadEvent) {
+        let i = OffloadEvent::ALL
+            .iter()
+            .position(|&e| e == event)
+            .expect("every event is in ALL");
+        self.shared.update(|s| s.offloads[i] += 1);
     }
 
     pub fn record_reload(&self, ok: bool) {

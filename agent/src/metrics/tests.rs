@@ -220,6 +220,12 @@ xwan_conntrack_resets_total{result="deleted"} 0
 xwan_conntrack_resets_total{result="absent"} 0
 xwan_conntrack_resets_total{result="unsupported"} 0
 xwan_conntrack_resets_total{result="failed"} 0
+# HELP xwan_flow_offloads Changes to the fast path of confirmed flows (netfilter forwarding), by event: offloaded (conntrack confirmed the flow), returned (to the kernel path: conntrack forgot it or TCP is closing), resync (every flow read again from conntrack: a start, lost events), failed (a request failed).
+# TYPE xwan_flow_offloads counter
+xwan_flow_offloads_total{event="offloaded"} 0
+xwan_flow_offloads_total{event="returned"} 0
+xwan_flow_offloads_total{event="resync"} 0
+xwan_flow_offloads_total{event="failed"} 0
 # HELP xwan_config_last_reload_successful Whether the last configuration (re)load succeeded (0: the running one is older).
 # TYPE xwan_config_last_reload_successful gauge
 xwan_config_last_reload_successful 0
@@ -410,7 +416,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 131);
+    assert_eq!(s.len(), 135);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0
@@ -585,6 +591,7 @@ fn empty_registry_declares_every_family() {
             "xwan_build_info",
             "xwan_config_reloads_total",
             "xwan_conntrack_resets_total",
+            "xwan_flow_offloads_total",
             "xwan_commit_duration_seconds_sum",
             "xwan_commit_duration_seconds_count",
             "xwan_commit_duration_seconds_bucket",

@@ -12,10 +12,20 @@
 //! [`Conntrack::original`] answers the reverse question, what a connection was before NAT,
 //! from what its reply direction is (the lab's observer undoes a masquerade with it).
 //!
+//! The fast path of confirmed flows (`crate::offload`) follows conntrack: [`Events`] are its
+//! changes (ctnetlink's multicast groups), [`Conntrack::dump`] its whole table, and
+//! [`Conntrack::be_liberal`] turns off TCP window tracking of a connection one of whose
+//! directions the kernel no longer sees.
+//!
 //! Synchronous on purpose: one request and its answer on a local socket, within
 //! [`TIMEOUT`]; the caller runs it off the daemon's loop.
 
-use std::{io, net::IpAddr, os::fd::AsRawFd, time::Duration};
+use std::{
+    io,
+    net::IpAddr,
+    os::fd::{AsRawFd, RawFd},
+    time::Duration,
+};
 
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use xwan_common::FlowKey;
@@ -25,15 +35,27 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 // linux/netfilter/nfnetlink.h, nfnetlink_conntrack.h, netfilter/nf_conntrack_common.h
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+/// ctnetlink's multicast groups: entries created, updated, destroyed.
+const NFNLGRP_CONNTRACK: [u32; 3] = [1, 2, 3];
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 1 << 15;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_HELP: u16 = 5;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+const CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: u16 = 4;
+const CTA_PROTOINFO_TCP_FLAGS_REPLY: u16 = 5;
+const IP_CT_TCP_FLAG_BE_LIBERAL: u8 = 0x08;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -43,6 +65,29 @@ const CTA_IP_V6_DST: u16 = 4;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_SRC_PORT: u16 = 2;
 const CTA_PROTO_DST_PORT: u16 = 3;
+
+/// `IPS_*` status bits of an [`Entry`] (nf_conntrack_common.h).
+pub const IPS_ASSURED: u32 = 1 << 2;
+pub const IPS_SRC_NAT: u32 = 1 << 4;
+pub const IPS_DST_NAT: u32 = 1 << 5;
+pub const IPS_SEQ_ADJUST: u32 = 1 << 6;
+/// TCP's conntrack state "established" (`TCP_CONNTRACK_ESTABLISHED`).
+pub const TCP_ESTABLISHED: u8 = 3;
+
+/// A conntrack entry, as ctnetlink describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The original direction (ifindex 0).
+    pub original: FlowKey,
+    /// The reply direction: the original's mirror unless the connection is translated.
+    pub reply: FlowKey,
+    /// `IPS_*` bits.
+    pub status: u32,
+    /// TCP's conntrack state, for TCP.
+    pub tcp_state: Option<u8>,
+    /// A helper (FTP, SIP...) reads the connection's payload.
+    pub helper: bool,
+}
 
 /// What [`Conntrack::reset`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,19 +127,9 @@ impl Conntrack {
             tv_sec: TIMEOUT.as_secs() as libc::time_t,
             tv_usec: TIMEOUT.subsec_micros() as libc::suseconds_t,
         };
-        // SAFETY: a valid timeval for SO_RCVTIMEO on our own socket.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        setsockopt(socket.as_raw_fd(), libc::SO_RCVTIMEO, &tv)?;
+        // A dump's answer comes in many datagrams at once.
+        let _ = setsockopt(socket.as_raw_fd(), libc::SO_RCVBUFFORCE, &EVENTS_BUFFER);
         Ok(Conntrack { socket, seq: 0 })
     }
 
@@ -117,7 +152,7 @@ impl Conntrack {
             return Ok(None);
         };
         match self.request(IPCTNL_MSG_CT_GET, CTA_TUPLE_REPLY, &tuple)? {
-            Answer::Entry(original) => Ok(Some(original)),
+            Answer::Entry(e) => Ok(Some(e.original)),
             Answer::Error(e) if e == libc::ENOENT => Ok(None),
             Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
             Answer::Ack | Answer::Other => Err(io::Error::other(
@@ -126,17 +161,94 @@ impl Conntrack {
         }
     }
 
+    /// The entry whose original direction is `original`, if any.
+    pub fn get(&mut self, original: &FlowKey) -> io::Result<Option<Entry>> {
+        let Some(tuple) = tuple(original) else {
+            return Ok(None);
+        };
+        match self.request(IPCTNL_MSG_CT_GET, CTA_TUPLE_ORIG, &tuple)? {
+            Answer::Entry(e) => Ok(Some(e)),
+            Answer::Error(e) if e == libc::ENOENT => Ok(None),
+            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
+            Answer::Ack | Answer::Other => Err(io::Error::other(
+                "ctnetlink answered a lookup without the entry",
+            )),
+        }
+    }
+
+    /// Turns off TCP window tracking in both directions of the connection whose original
+    /// direction is `original` (the kernel's flowtable does the same for the flows it
+    /// offloads); `false` when there is no such entry.
+    pub fn be_liberal(&mut self, original: &FlowKey) -> io::Result<bool> {
+        let Some(tuple) = tuple(original) else {
+            return Ok(false);
+        };
+        let flags = [IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL]; // flags, mask
+        let mut tcp = Vec::new();
+        attr(&mut tcp, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, &flags);
+        attr(&mut tcp, CTA_PROTOINFO_TCP_FLAGS_REPLY, &flags);
+        let mut info = Vec::new();
+        nested(&mut info, CTA_PROTOINFO_TCP, &tcp);
+        let mut body = vec![family_of(&tuple), 0, 0, 0];
+        nested(&mut body, CTA_TUPLE_ORIG, &tuple_attrs(&tuple));
+        nested(&mut body, CTA_PROTOINFO, &info);
+        self.seq = self.seq.wrapping_add(1);
+        let msg = header(
+            IPCTNL_MSG_CT_NEW,
+            NLM_F_REQUEST | NLM_F_ACK,
+            self.seq,
+            &body,
+        );
+        match self.exchange(&msg)? {
+            Answer::Error(e) if e == libc::ENOENT => Ok(false),
+            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
+            _ => Ok(true),
+        }
+    }
+
+    /// Every conntrack entry (both families).
+    pub fn dump(&mut self) -> io::Result<Vec<Entry>> {
+        self.seq = self.seq.wrapping_add(1);
+        let body = [libc::AF_UNSPEC as u8, 0, 0, 0];
+        let msg = header(
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            self.seq,
+            &body,
+        );
+        self.socket.send(&msg, 0)?;
+        let mut entries = Vec::new();
+        loop {
+            let mut buf = Vec::with_capacity(64 * 1024);
+            self.socket.recv(&mut buf, 0)?;
+            for m in messages(&buf) {
+                let (kind, seq, msg) = m?;
+                if seq != self.seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(entries),
+                    NLMSG_ERROR => {
+                        let code = u32_at(msg, 16).ok_or_else(malformed)? as i32;
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    _ => entries.extend(entry_of(msg)),
+                }
+            }
+        }
+    }
+
     /// Sends request `kind` for the entry whose direction `which` is `tuple`; the entry
     /// (a get's) or else the acknowledgement or error.
     fn request(&mut self, kind: u16, which: u16, tuple: &Tuple) -> io::Result<Answer> {
         self.seq = self.seq.wrapping_add(1);
-        let family = if tuple.src.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        let msg = message(kind, self.seq, family as u8, which, tuple);
-        self.socket.send(&msg, 0)?;
+        let msg = message(kind, self.seq, family_of(tuple), which, tuple);
+        self.exchange(&msg)
+    }
+
+    /// Sends `msg` (sequence number `self.seq`) and waits for its answer.
+    fn exchange(&mut self, msg: &[u8]) -> io::Result<Answer> {
+        self.socket.send(msg, 0)?;
         let mut entry = None;
         loop {
             let mut buf = Vec::with_capacity(16 * 1024);
@@ -149,6 +261,104 @@ impl Conntrack {
             }
         }
     }
+}
+
+/// A change conntrack reports ([`Events`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// An entry created or updated (its status, its TCP state...).
+    Updated(Entry),
+    Destroyed(Entry),
+}
+
+/// How long [`Events::receive`] waits for a change.
+pub const EVENTS_TICK: Duration = Duration::from_millis(200);
+
+/// The receive buffer asked for: a burst of new connections must not overflow it.
+const EVENTS_BUFFER: libc::c_int = 8 << 20;
+
+/// Conntrack's changes in the calling thread's network namespace (ctnetlink's multicast
+/// groups: new, update, destroy).
+pub struct Events {
+    socket: Socket,
+}
+
+impl Events {
+    pub fn subscribe() -> io::Result<Events> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        for group in NFNLGRP_CONNTRACK {
+            socket.add_membership(group)?;
+        }
+        let fd = socket.as_raw_fd();
+        // Beyond rmem_max where allowed (root), else up to it.
+        if setsockopt(fd, libc::SO_RCVBUFFORCE, &EVENTS_BUFFER).is_err() {
+            setsockopt(fd, libc::SO_RCVBUF, &EVENTS_BUFFER)?;
+        }
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: EVENTS_TICK.as_micros() as libc::suseconds_t,
+        };
+        setsockopt(fd, libc::SO_RCVTIMEO, &tv)?;
+        Ok(Events { socket })
+    }
+
+    /// The changes of the next datagram, or none after [`EVENTS_TICK`]. An `ENOBUFS` error
+    /// means changes were lost (the socket overflowed): what was learnt must be read again
+    /// from a [`Conntrack::dump`].
+    pub fn receive(&mut self) -> io::Result<Vec<Change>> {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        match self.socket.recv(&mut buf, 0) {
+            Ok(_) => changes(&buf),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, option: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of the size given, as `option` expects.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The changes an event datagram reports (messages of other kinds are skipped).
+fn changes(buf: &[u8]) -> io::Result<Vec<Change>> {
+    let mut out = Vec::new();
+    for m in messages(buf) {
+        let (kind, _, msg) = m?;
+        if kind >> 8 != NFNL_SUBSYS_CTNETLINK {
+            continue;
+        }
+        let Some(entry) = entry_of(msg) else {
+            continue;
+        };
+        match kind & 0xff {
+            IPCTNL_MSG_CT_NEW => out.push(Change::Updated(entry)),
+            IPCTNL_MSG_CT_DELETE => out.push(Change::Destroyed(entry)),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// The original direction's tuple: the LAN side's addresses and ports.
@@ -201,9 +411,36 @@ fn nested(buf: &mut Vec<u8>, kind: u16, inner: &[u8]) {
     attr(buf, kind | NLA_F_NESTED, inner);
 }
 
+fn family_of(t: &Tuple) -> u8 {
+    if t.src.is_ipv4() {
+        libc::AF_INET as u8
+    } else {
+        libc::AF_INET6 as u8
+    }
+}
+
 /// A ctnetlink request `kind` for the entry whose direction `which` (`CTA_TUPLE_ORIG` or
 /// `CTA_TUPLE_REPLY`) is `t`.
 fn message(kind: u16, seq: u32, family: u8, which: u16, t: &Tuple) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0]; // nfgenmsg: family, version 0, res_id 0
+    nested(&mut body, which, &tuple_attrs(t));
+    header(kind, NLM_F_REQUEST | NLM_F_ACK, seq, &body)
+}
+
+/// A ctnetlink message `kind` with `body` (nfgenmsg and attributes).
+fn header(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(16 + body.len());
+    m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+    m.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | kind).to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// A tuple's attributes (`CTA_TUPLE_IP`, `CTA_TUPLE_PROTO`).
+fn tuple_attrs(t: &Tuple) -> Vec<u8> {
     let mut ip = Vec::new();
     match (t.src, t.dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
@@ -223,27 +460,17 @@ fn message(kind: u16, seq: u32, family: u8, which: u16, t: &Tuple) -> Vec<u8> {
     attr(&mut proto, CTA_PROTO_NUM, &[t.proto]);
     attr(&mut proto, CTA_PROTO_SRC_PORT, &t.sport.to_be_bytes());
     attr(&mut proto, CTA_PROTO_DST_PORT, &t.dport.to_be_bytes());
-    let mut orig = Vec::new();
-    nested(&mut orig, CTA_TUPLE_IP, &ip);
-    nested(&mut orig, CTA_TUPLE_PROTO, &proto);
-    let mut body = vec![family, 0, 0, 0]; // nfgenmsg: family, version 0, res_id 0
-    nested(&mut body, which, &orig);
-
-    let mut m = Vec::with_capacity(16 + body.len());
-    m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-    m.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | kind).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&body);
-    m
+    let mut t = Vec::new();
+    nested(&mut t, CTA_TUPLE_IP, &ip);
+    nested(&mut t, CTA_TUPLE_PROTO, &proto);
+    t
 }
 
 /// The kernel's answer to a request.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    /// A conntrack entry: its original direction.
-    Entry(FlowKey),
+    /// A conntrack entry.
+    Entry(Entry),
     Ack,
     /// An errno.
     Error(i32),
@@ -259,44 +486,88 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The answer in `buf` to request `seq` (a datagram holds one answer here).
-fn parse(buf: &[u8], seq: u32) -> io::Result<Answer> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed ctnetlink answer");
+fn malformed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed ctnetlink answer")
+}
+
+/// The netlink messages in `buf`: (type, sequence number, the whole message).
+fn messages(buf: &[u8]) -> impl Iterator<Item = io::Result<(u16, u32, &[u8])>> {
     let mut at = 0;
-    while at + 16 <= buf.len() {
-        let len = u32_at(buf, at).ok_or_else(bad)? as usize;
-        let kind = u16_at(buf, at + 4).ok_or_else(bad)?;
-        let mseq = u32_at(buf, at + 8).ok_or_else(bad)?;
+    std::iter::from_fn(move || {
+        if at + 16 > buf.len() {
+            return None;
+        }
+        let (Some(len), Some(kind), Some(seq)) =
+            (u32_at(buf, at), u16_at(buf, at + 4), u32_at(buf, at + 8))
+        else {
+            return None;
+        };
+        let len = len as usize;
         if len < 16 || at + len > buf.len() {
-            return Err(bad());
+            at = buf.len();
+            return Some(Err(malformed()));
         }
         let msg = &buf[at..at + len];
         at += len.next_multiple_of(4);
+        Some(Ok((kind, seq, msg)))
+    })
+}
+
+/// The answer in `buf` to request `seq` (a datagram holds one answer here).
+fn parse(buf: &[u8], seq: u32) -> io::Result<Answer> {
+    for m in messages(buf) {
+        let (kind, mseq, msg) = m?;
         if mseq != seq {
             continue;
         }
-        match kind {
+        return match kind {
             NLMSG_ERROR => {
-                let code = u32_at(msg, 16).ok_or_else(bad)? as i32;
-                return Ok(if code == 0 {
+                let code = u32_at(msg, 16).ok_or_else(malformed)? as i32;
+                Ok(if code == 0 {
                     Answer::Ack
                 } else {
                     Answer::Error(-code)
-                });
+                })
             }
-            NLMSG_DONE => return Ok(Answer::Ack),
+            NLMSG_DONE => Ok(Answer::Ack),
             k if k >> 8 == NFNL_SUBSYS_CTNETLINK => {
-                // nfgenmsg (4 bytes), then the attributes.
-                let family = msg.get(16).copied().ok_or_else(bad)?;
-                let orig = attrs(&msg[20..])
-                    .find(|&(k, _)| k == CTA_TUPLE_ORIG)
-                    .ok_or_else(bad)?;
-                return Ok(Answer::Entry(key_of(family, orig.1).ok_or_else(bad)?));
+                Ok(Answer::Entry(entry_of(msg).ok_or_else(malformed)?))
             }
-            _ => return Ok(Answer::Other),
-        }
+            _ => Ok(Answer::Other),
+        };
     }
     Ok(Answer::Other)
+}
+
+/// The entry a ctnetlink message (header included) describes; `None` without both tuples.
+fn entry_of(msg: &[u8]) -> Option<Entry> {
+    // nlmsghdr (16 bytes), nfgenmsg (4 bytes: the family first), then the attributes.
+    let family = *msg.get(16)?;
+    let (mut original, mut reply) = (None, None);
+    let (mut status, mut tcp_state, mut helper) = (0, None, false);
+    for (kind, a) in attrs(msg.get(20..)?) {
+        match kind {
+            CTA_TUPLE_ORIG => original = key_of(family, a),
+            CTA_TUPLE_REPLY => reply = key_of(family, a),
+            CTA_STATUS => status = u32::from_be_bytes(a.get(..4)?.try_into().ok()?),
+            CTA_HELP => helper = true,
+            CTA_PROTOINFO => {
+                tcp_state = attrs(a)
+                    .filter(|&(k, _)| k == CTA_PROTOINFO_TCP)
+                    .flat_map(|(_, tcp)| attrs(tcp))
+                    .find(|&(k, _)| k == CTA_PROTOINFO_TCP_STATE)
+                    .and_then(|(_, v)| v.first().copied());
+            }
+            _ => {}
+        }
+    }
+    Some(Entry {
+        original: original?,
+        reply: reply?,
+        status,
+        tcp_state,
+        helper,
+    })
 }
 
 /// The attributes in `b`: (kind without the nested flag, payload); stops at a malformed one.
@@ -461,43 +732,126 @@ mod tests {
         assert!(parse(&err(9, 0)[..20], 9).is_err(), "truncated");
     }
 
+    /// An entry message as the kernel sends it: both tuples, status, TCP state, a helper.
+    fn entry_message(kind: u16, e: &Entry) -> Vec<u8> {
+        let t = |k: &FlowKey| tuple_attrs(&tuple(k).unwrap());
+        let mut body = vec![libc::AF_INET as u8, 0, 0, 0];
+        nested(&mut body, CTA_TUPLE_ORIG, &t(&e.original));
+        nested(&mut body, CTA_TUPLE_REPLY, &t(&e.reply));
+        attr(&mut body, CTA_STATUS, &e.status.to_be_bytes());
+        if let Some(state) = e.tcp_state {
+            let mut tcp = Vec::new();
+            attr(&mut tcp, CTA_PROTOINFO_TCP_STATE, &[state]);
+            let mut info = Vec::new();
+            nested(&mut info, CTA_PROTOINFO_TCP, &tcp);
+            nested(&mut body, CTA_PROTOINFO, &info);
+        }
+        if e.helper {
+            let mut help = Vec::new();
+            attr(&mut help, 1, b"ftp\0");
+            nested(&mut body, CTA_HELP, &help);
+        }
+        header(kind, 0, 0, &body)
+    }
+
     #[test]
-    fn an_entry_answers_with_its_original_direction() {
-        // An entry message carries its tuples as a request names one: build it that way.
-        for key in [key4(), {
-            let mut k = key4();
-            k.family = 6;
-            k.src = [1, 2, 3, 4];
-            k.dst = [5, 6, 7, 8];
-            k
-        }] {
-            let family = if key.family == 4 {
+    fn events_report_entries_updated_and_destroyed() {
+        let k = FlowKey {
+            ifindex: 0,
+            proto: 6,
+            ..key4()
+        };
+        let e = Entry {
+            original: k,
+            reply: FlowKey {
+                src: k.dst,
+                dst: k.src,
+                sport: k.dport,
+                dport: k.sport,
+                ..k
+            },
+            status: IPS_ASSURED | 0x8,
+            tcp_state: Some(TCP_ESTABLISHED),
+            helper: false,
+        };
+        let helped = Entry {
+            helper: true,
+            tcp_state: None,
+            ..e
+        };
+        let mut datagram = entry_message(IPCTNL_MSG_CT_NEW, &e);
+        datagram.extend(entry_message(IPCTNL_MSG_CT_DELETE, &helped));
+        datagram.extend(entry_message(IPCTNL_MSG_CT_GET, &e)); // not an event: skipped
+        assert_eq!(
+            changes(&datagram).unwrap(),
+            vec![Change::Updated(e), Change::Destroyed(helped)]
+        );
+        assert!(
+            changes(&datagram[..datagram.len() - 3]).is_err(),
+            "truncated"
+        );
+    }
+
+    #[test]
+    fn be_liberal_sets_both_directions_flags() {
+        let t = tuple(&FlowKey { proto: 6, ..key4() }).unwrap();
+        let flags = [IP_CT_TCP_FLAG_BE_LIBERAL; 2];
+        let mut tcp = Vec::new();
+        attr(&mut tcp, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, &flags);
+        attr(&mut tcp, CTA_PROTOINFO_TCP_FLAGS_REPLY, &flags);
+        // The attributes as the kernel's nlattr_to_tcp reads them: 2-byte {flags, mask}.
+        assert_eq!(&tcp[..8], &[6, 0, 4, 0, 0x08, 0x08, 0, 0]);
+        assert_eq!(&tcp[8..], &[6, 0, 5, 0, 0x08, 0x08, 0, 0]);
+        assert_eq!(family_of(&t), libc::AF_INET as u8);
+    }
+
+    #[test]
+    fn an_entry_answers_with_both_directions() {
+        for family in [4, 6] {
+            let mut original = FlowKey {
+                ifindex: 0,
+                ..key4()
+            };
+            if family == 6 {
+                original.family = 6;
+                original.src = [1, 2, 3, 4];
+                original.dst = [5, 6, 7, 8];
+            }
+            // Masqueraded: the reply goes to another address than the original's source.
+            let mut reply = FlowKey {
+                src: original.dst,
+                dst: original.src,
+                sport: original.dport,
+                dport: 61000,
+                ..original
+            };
+            reply.dst[0] ^= 1;
+            let e = Entry {
+                original,
+                reply,
+                status: IPS_ASSURED | IPS_SRC_NAT,
+                tcp_state: None,
+                helper: false,
+            };
+            let mut m = entry_message(IPCTNL_MSG_CT_NEW, &e);
+            m[16] = if family == 4 {
                 libc::AF_INET
             } else {
                 libc::AF_INET6
-            };
-            let mut m = message(
-                IPCTNL_MSG_CT_GET,
-                4,
-                family as u8,
-                CTA_TUPLE_ORIG,
-                &tuple(&key).unwrap(),
-            );
-            m[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
-            let want = FlowKey { ifindex: 0, ..key };
-            assert_eq!(parse(&m, 4).unwrap(), Answer::Entry(want));
+            } as u8;
+            m[8..12].copy_from_slice(&4u32.to_ne_bytes());
+            assert_eq!(parse(&m, 4).unwrap(), Answer::Entry(e));
         }
+        // An entry without its original direction is no entry.
+        let t = tuple(&key4()).unwrap();
         let mut reply_only = message(
             IPCTNL_MSG_CT_GET,
             4,
             libc::AF_INET as u8,
             CTA_TUPLE_REPLY,
-            &tuple(&key4()).unwrap(),
+            &t,
         );
         reply_only[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
-        assert!(
-            parse(&reply_only, 4).is_err(),
-            "an entry without its original direction"
-        );
+        assert!(parse(&reply_only, 4).is_err());
     }
 }

@@ -334,3 +334,173 @@ fn netfilter_forwarding_fails_over_through_the_hosts_stateful_firewall() {
         "route left in GW1's table: {table}"
     );
 }
+
+/// The fast path of confirmed flows behind the standard stateful forward policy (no NAT): a
+/// UDP exchange and a TCP connection are offloaded once conntrack confirms them (their
+/// packets are then counted `steer_offload`), every reply still passes the firewall as
+/// established (none invalid, though the kernel no longer sees the offloaded direction), and
+/// TCP's close takes its flow back to the kernel path.
+#[test]
+fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
+    use crate::support::wan::{FAR, Rule};
+    use std::{
+        io::{Read, Write},
+        net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.86.0");
+    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    rtr.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    rtr.exec(
+        "nft",
+        &["add table inet fw; \
+           add chain inet fw forward { type filter hook forward priority 0; policy drop; }; \
+           add rule inet fw forward ct state established,related accept; \
+           add rule inet fw forward ct state invalid counter drop; \
+           add rule inet fw forward iifname \"l0\" counter accept"],
+    );
+    // FAR answers from behind WAN1.
+    wan1.ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
+    wan1.ip(&["route", "add", "10.86.0.0/24", "via", "192.0.2.1"]);
+    let dir = AgentDir::new("offload");
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.agent.push("forwarding = \"netfilter\"".into());
+    // TCP goes through R as well.
+    config.rules.push(Rule {
+        name: "everything",
+        udp_port: None,
+        block: false,
+    });
+    dir.write(&config);
+    let mut agent = Agent::start(rtr, &dir, "agent.log");
+    let socket = dir.socket();
+    wait_until("GW1 active", wait(), || {
+        status(&socket).is_some_and(|s| active(&s, "GW1"))
+    });
+    let steered_fast =
+        || metric(rtr, "xwan_datapath_packets_total{reason=\"steer_offload\"}").unwrap_or(-1.0);
+    let offloads = |event: &str| {
+        metric(
+            rtr,
+            &format!("xwan_flow_offloads_total{{event=\"{event}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+
+    // Echo servers at FAR behind WAN1 (sockets keep the namespace they were made in).
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp_echo = wan1.run(|| UdpSocket::bind(SocketAddrV4::new(FAR, 5001)).unwrap());
+    let tcp_echo = wan1.run(|| TcpListener::bind(SocketAddrV4::new(FAR, 5002)).unwrap());
+    udp_echo
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let udp_server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
+                    udp_echo.send_to(&buf[..n], from).unwrap();
+                }
+            }
+        })
+    };
+    // Serves one connection until the client closes it.
+    let tcp_server = std::thread::spawn(move || {
+        let (mut conn, _) = tcp_echo.accept().unwrap();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    // The LAN host's packets carry complete checksums, as from a wire (a veth passes on a
+    // local sender's unfinished one, which XDP forwarding would not finish).
+    net.lan
+        .run(|| xwan_testkit::set_feature("h0", xwan_testkit::Feature::TxChecksum, false))
+        .unwrap();
+    let host = net.host;
+    let udp = net
+        .lan
+        .run(|| UdpSocket::bind(SocketAddrV4::new(host, 42101)).unwrap());
+    udp.connect(SocketAddrV4::new(FAR, 5001)).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let exchange = |n: usize| -> usize {
+        let mut answered = 0;
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            udp.send(b"xwan").unwrap();
+            answered += udp.recv(&mut buf).is_ok() as usize;
+        }
+        answered
+    };
+
+    // UDP: conntrack assures a stream still answered two seconds after its first packet.
+    let t = Instant::now();
+    while offloads("offloaded") < 1.0 && t.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            exchange(1),
+            1,
+            "a UDP echo went unanswered\n{}",
+            dir.log("agent.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        offloads("offloaded"),
+        1.0,
+        "UDP never offloaded\n{}",
+        dir.log("agent.log")
+    );
+    let before = steered_fast();
+    assert_eq!(exchange(20), 20, "offloaded UDP echoes went unanswered");
+    assert!(
+        steered_fast() >= before + 20.0,
+        "the UDP flow's packets did not take the fast path: {before} → {}",
+        steered_fast()
+    );
+
+    // TCP: offloaded once established; its replies (on the kernel path, acknowledging
+    // segments the kernel did not see) are still established, not invalid.
+    let mut tcp = net
+        .lan
+        .run(|| TcpStream::connect(SocketAddrV4::new(FAR, 5002)).unwrap());
+    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let before = steered_fast();
+    let mut buf = [0u8; 100];
+    for i in 0..30u8 {
+        tcp.write_all(&[i; 100]).unwrap();
+        tcp.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("TCP echo {i}: {e}\n{}", dir.log("agent.log")));
+        assert_eq!(buf, [i; 100]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(offloads("offloaded"), 2.0, "TCP never offloaded");
+    assert!(
+        steered_fast() >= before + 20.0,
+        "the TCP flow's segments did not take the fast path: {before} → {}",
+        steered_fast()
+    );
+    // The close: FIN is conntrack's to see, and the flow goes back to the kernel path.
+    drop(tcp);
+    wait_until("TCP's flow back on the kernel path", wait(), || {
+        offloads("returned") >= 1.0
+    });
+    stop.store(true, Ordering::Relaxed);
+    udp_server.join().unwrap();
+    tcp_server.join().unwrap();
+
+    let chain = rtr.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
+    let invalid = chain.lines().find(|l| l.contains("invalid")).unwrap();
+    assert!(invalid.contains("packets 0 "), "{chain}");
+    assert_eq!(offloads("failed"), 0.0);
+
+    agent.stop(&dir, wait());
+    assert_nothing_left(rtr, &dir);
+}

@@ -285,3 +285,93 @@ fn conntrack_reset_deletes_a_moved_flows_entry_translated_or_not() {
         assert_eq!(ct.reset(&nat).unwrap(), Reset::Deleted);
     });
 }
+
+/// What the fast path of confirmed flows reads from conntrack: a TCP connection's events
+/// (created, established and assured, destroyed) with both tuples and its TCP state, the
+/// same entry in a dump, and window tracking turned off on it.
+#[test]
+fn conntrack_events_and_dump_follow_a_connection_and_be_liberal_reaches_it() {
+    use std::{
+        io::{Read, Write},
+        net::{TcpListener, TcpStream},
+    };
+    use xwan::netlink::conntrack::{Change, Conntrack, Events, IPS_ASSURED, TCP_ESTABLISHED};
+
+    let _turn = support::shared(module_path!());
+    let ns = Netns::new("nlev");
+    ns.ip(&["link", "set", "lo", "up"]);
+    // Conntrack runs in a namespace only where a rule needs it.
+    ns.exec(
+        "nft",
+        &[
+            "add table inet t; add chain inet t in { type filter hook input priority 0; }; \
+           add rule inet t in ct state invalid counter drop",
+        ],
+    );
+    ns.run(|| {
+        let mut events = Events::subscribe().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        client.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).unwrap();
+        let cport = client.local_addr().unwrap().port();
+        let ours = |k: &xwan_common::FlowKey| k.proto == 6 && k.sport == cport && k.dport == port;
+
+        // Created, then established and assured, each as an update of the entry.
+        let mut seen = Vec::new();
+        let t = Instant::now();
+        while t.elapsed() < WAIT
+            && !seen.iter().any(|c| {
+                matches!(c, Change::Updated(e)
+                    if e.status & IPS_ASSURED != 0 && e.tcp_state == Some(TCP_ESTABLISHED))
+            })
+        {
+            seen.extend(events.receive().unwrap().into_iter().filter(
+                |c| matches!(c, Change::Updated(e) | Change::Destroyed(e) if ours(&e.original)),
+            ));
+        }
+        let Some(Change::Updated(e)) = seen.last().copied() else {
+            panic!("no event of the connection: {seen:?}");
+        };
+        assert_eq!((e.reply.sport, e.reply.dport), (port, cport), "{e:?}");
+        assert!(
+            e.status & IPS_ASSURED != 0 && e.tcp_state == Some(TCP_ESTABLISHED),
+            "{e:?}"
+        );
+
+        let mut ct = Conntrack::new().unwrap();
+        let dumped: Vec<_> = ct
+            .dump()
+            .unwrap()
+            .into_iter()
+            .filter(|d| ours(&d.original))
+            .collect();
+        assert_eq!(dumped.len(), 1, "the dump holds the connection once");
+        assert_eq!(dumped[0].original, e.original);
+        assert!(
+            ct.be_liberal(&e.original).unwrap(),
+            "the entry takes the flags"
+        );
+        let gone = xwan_common::FlowKey {
+            sport: 1,
+            ..e.original
+        };
+        assert!(!ct.be_liberal(&gone).unwrap(), "no such entry");
+
+        // Deleted: a destroy event.
+        ct.reset(&e.original).unwrap();
+        let t = Instant::now();
+        let mut destroyed = false;
+        while t.elapsed() < WAIT && !destroyed {
+            destroyed = events
+                .receive()
+                .unwrap()
+                .iter()
+                .any(|c| matches!(c, Change::Destroyed(d) if ours(&d.original)));
+        }
+        assert!(destroyed, "no destroy event");
+    });
+}

@@ -1,0 +1,482 @@
+//! The fast path of confirmed flows (`netfilter` mode, docs/firewall.md): follows conntrack
+//! and sets or clears each flow's offload flag in the data plane (`FLOW_OFFLOADED`).
+//!
+//! A flow is offloaded once its conntrack entry is assured (seen both ways), untranslated,
+//! without a helper and, for TCP, established: from then on the firewall has accepted it and
+//! conntrack needs only what the fast path still hands to the kernel (the replies, and TCP's
+//! SYN, FIN and RST). Before the flag is set, the entry's TCP window tracking is turned off
+//! ([`Conntrack::be_liberal`]): the kernel no longer sees one direction's segments, so it
+//! would take the replies that acknowledge them for invalid (the kernel's own flowtable does
+//! the same). The flag is cleared when the entry is destroyed or TCP leaves established.
+//!
+//! Lost changes (the event socket overflowed), a start, or the mode turned on: every flag is
+//! cleared, then a dump of conntrack offloads again what qualifies; events are subscribed to
+//! first, so nothing between the dump and the events is missed. Conntrack reports the changes
+//! of an entry only if a listener existed when it was made (`nf_conntrack_events = 2`, the
+//! default): the dump's entries that may still qualify (not yet assured, TCP not yet
+//! established) are looked up again every [`RECHECK`] until they do, go, or [`PENDING_FOR`]
+//! has passed. When the agent exits (the
+//! data plane keeps forwarding), every flag is cleared: nobody would see conntrack forget a
+//! flow.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+use xwan_common::FlowKey;
+
+use crate::{
+    datapath::{Flag, FlowOffload},
+    metrics::Metrics,
+    netlink::conntrack::{
+        Change, Conntrack, EVENTS_TICK, Entry, Events, IPS_ASSURED, IPS_DST_NAT, IPS_SEQ_ADJUST,
+        IPS_SRC_NAT, TCP_ESTABLISHED,
+    },
+};
+
+/// How often the entries made before the events were followed are looked up again.
+pub const RECHECK: Duration = Duration::from_secs(1);
+/// How long such an entry is looked up again (UDP is assured after 2 s of a stream; a TCP
+/// handshake takes a few round trips).
+pub const PENDING_FOR: Duration = Duration::from_secs(120);
+
+/// What a conntrack entry means for its flow's fast path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Offload,
+    /// Back to the kernel path.
+    Return,
+    /// Nothing to do (not confirmed yet, or never offloaded: translated, helper, protocol).
+    Leave,
+}
+
+/// The verdict on `change`.
+pub fn verdict(change: &Change) -> Verdict {
+    match change {
+        Change::Destroyed(_) => Verdict::Return,
+        Change::Updated(e) => entry_verdict(e),
+    }
+}
+
+/// The verdict on an entry as it is now.
+pub fn entry_verdict(e: &Entry) -> Verdict {
+    match e.original.proto {
+        6 if e.tcp_state != Some(TCP_ESTABLISHED) => return Verdict::Return,
+        6 | 17 => {}
+        _ => return Verdict::Leave,
+    }
+    let translated = e.status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST) != 0
+        || e.reply != mirror(&e.original);
+    if e.status & IPS_ASSURED == 0 || translated || e.helper {
+        return Verdict::Leave;
+    }
+    Verdict::Offload
+}
+
+/// Whether an entry not offloaded may qualify later: TCP or UDP, untranslated, no helper,
+/// not closing.
+fn may_qualify(e: &Entry) -> bool {
+    let assured = Entry {
+        status: e.status | IPS_ASSURED,
+        tcp_state: e.tcp_state.map(|s| {
+            // Before established (SYN_SENT, SYN_RECV, SYN_SENT2) it may still get there.
+            if matches!(s, 1 | 2 | 9) {
+                TCP_ESTABLISHED
+            } else {
+                s
+            }
+        }),
+        ..*e
+    };
+    entry_verdict(&assured) == Verdict::Offload
+}
+
+/// The reply direction of an untranslated connection whose original direction is `k`.
+fn mirror(k: &FlowKey) -> FlowKey {
+    FlowKey {
+        src: k.dst,
+        dst: k.src,
+        sport: k.dport,
+        dport: k.sport,
+        ..*k
+    }
+}
+
+/// What the follower did, for `xwan_flow_offloads_total{event}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A flow's flag set.
+    Offloaded,
+    /// A flow's flag cleared.
+    Returned,
+    /// Every flag cleared and set again from a dump of conntrack.
+    Resync,
+    /// A map or ctnetlink request failed.
+    Failed,
+}
+
+impl Event {
+    pub const ALL: [Event; 4] = [
+        Event::Offloaded,
+        Event::Returned,
+        Event::Resync,
+        Event::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::Offloaded => "offloaded",
+            Event::Returned => "returned",
+            Event::Resync => "resync",
+            Event::Failed => "failed",
+        }
+    }
+}
+
+/// The thread that follows conntrack. Off (nothing offloaded, no socket) until
+/// [`Offloader::set_lans`] names the LAN interfaces of a `netfilter`-mode plan.
+pub struct Offloader {
+    lans: Arc<Mutex<Vec<u32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Offloader {
+    pub fn spawn(table: FlowOffload, metrics: Arc<Metrics>) -> std::io::Result<Offloader> {
+        let lans = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut follower = Follower {
+            table,
+            metrics,
+            lans: lans.clone(),
+            stop: stop.clone(),
+            following: Vec::new(),
+            events: None,
+            ct: None,
+            pending: Vec::new(),
+            rechecked: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("xwan-offload".into())
+            .spawn(move || follower.run())?;
+        Ok(Offloader {
+            lans,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The LAN interfaces whose flows may be offloaded (their flow keys' ifindex); empty in
+    /// `xdp` mode, which clears every flag.
+    pub fn set_lans(&self, lans: Vec<u32>) {
+        *self.lans.lock().expect("offloader lock") = lans;
+    }
+}
+
+impl Drop for Offloader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Follower {
+    table: FlowOffload,
+    metrics: Arc<Metrics>,
+    lans: Arc<Mutex<Vec<u32>>>,
+    stop: Arc<AtomicBool>,
+    /// The LAN interfaces followed now (empty: off).
+    following: Vec<u32>,
+    events: Option<Events>,
+    ct: Option<Conntrack>,
+    /// Entries of the last dump that may still qualify, without events (see the module
+    /// docs): original direction, and until when to look.
+    pending: Vec<(FlowKey, Instant)>,
+    rechecked: Instant,
+}
+
+impl Follower {
+    fn run(&mut self) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let lans = self.lans.lock().expect("offloader lock").clone();
+            if lans != self.following {
+                let off = lans.is_empty() && !self.following.is_empty();
+                self.following = lans;
+                self.events = None;
+                if off && self.table_had_flags() {
+                    info!("flow offload off (xdp forwarding): every flow back on its path");
+                }
+            }
+            if self.following.is_empty() {
+                std::thread::sleep(EVENTS_TICK);
+                continue;
+            }
+            if self.events.is_none() && !self.resync() {
+                std::thread::sleep(EVENTS_TICK);
+                continue;
+            }
+            if !self.pending.is_empty() && self.rechecked.elapsed() >= RECHECK {
+                self.recheck();
+            }
+            let Some(events) = &mut self.events else {
+                continue;
+            };
+            match events.receive() {
+                Ok(changes) => {
+                    for c in &changes {
+                        self.apply(c);
+                    }
+                }
+                Err(e) => {
+                    warn!("following conntrack: {e}; clearing every offload and reading it again");
+                    self.events = None;
+                }
+            }
+        }
+        // Nobody follows conntrack any more: a flow it forgets must not stay offloaded.
+        if !self.following.is_empty() {
+            self.table_had_flags();
+        }
+    }
+
+    /// Clears every flag (after a mode change); whether there were any.
+    fn table_had_flags(&mut self) -> bool {
+        match self.table.clear_all() {
+            Ok(n) => n > 0,
+            Err(e) => {
+                warn!("clearing the flows' offload flags: {e}");
+                self.metrics.record_offload(Event::Failed);
+                false
+            }
+        }
+    }
+
+    /// Subscribes to conntrack's events, clears every flag, then offloads what a dump of
+    /// conntrack shows confirmed. Whether it succeeded (else it is tried again).
+    fn resync(&mut self) -> bool {
+        let events = match Events::subscribe() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!("subscribing to conntrack's events: {e}; flows stay on the kernel path");
+                self.metrics.record_offload(Event::Failed);
+                return false;
+            }
+        };
+        self.table_had_flags();
+        let entries = match self.conntrack().and_then(|c| c.dump()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!("reading conntrack's table: {e}; flows stay on the kernel path");
+                self.metrics.record_offload(Event::Failed);
+                self.ct = None;
+                return false;
+            }
+        };
+        self.events = Some(events);
+        self.metrics.record_offload(Event::Resync);
+        let deadline = Instant::now() + PENDING_FOR;
+        self.pending.clear();
+        let mut offloaded = 0;
+        for e in &entries {
+            match entry_verdict(e) {
+                Verdict::Offload => offloaded += self.offload(&e.original) as usize,
+                _ if may_qualify(e) => self.pending.push((e.original, deadline)),
+                _ => {}
+            }
+        }
+        self.rechecked = Instant::now();
+        info!(
+            connections = entries.len(),
+            offloaded,
+            pending = self.pending.len(),
+            "following conntrack: confirmed flows take the fast path"
+        );
+        true
+    }
+
+    /// Looks the pending entries up again: offloads those that qualify now, forgets those
+    /// gone or too old.
+    fn recheck(&mut self) {
+        self.rechecked = Instant::now();
+        let now = Instant::now();
+        let mut still = Vec::new();
+        for (original, deadline) in std::mem::take(&mut self.pending) {
+            let entry = match self.conntrack().and_then(|c| c.get(&original)) {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!("looking a connection up again: {e}");
+                    self.metrics.record_offload(Event::Failed);
+                    self.ct = None;
+                    still.push((original, deadline));
+                    continue;
+                }
+            };
+            match entry {
+                Some(e) if entry_verdict(&e) == Verdict::Offload => {
+                    self.offload(&original);
+                }
+                Some(e) if may_qualify(&e) && now < deadline => still.push((original, deadline)),
+                _ => {}
+            }
+        }
+        self.pending = still;
+    }
+
+    fn conntrack(&mut self) -> std::io::Result<&mut Conntrack> {
+        if self.ct.is_none() {
+            self.ct = Some(Conntrack::new()?);
+        }
+        Ok(self.ct.as_mut().expect("opened above"))
+    }
+
+    fn apply(&mut self, change: &Change) {
+        let (Change::Updated(e) | Change::Destroyed(e)) = change;
+        match verdict(change) {
+            Verdict::Offload => {
+                self.offload(&e.original);
+            }
+            Verdict::Return => self.give_back(&e.original),
+            Verdict::Leave => {}
+        }
+    }
+
+    /// The flow keys of connection `original` on the LAN interfaces followed.
+    fn keys(&self, original: &FlowKey) -> Vec<FlowKey> {
+        self.following
+            .iter()
+            .map(|&ifindex| FlowKey {
+                ifindex,
+                ..*original
+            })
+            .collect()
+    }
+
+    /// Offloads the flow of connection `original` if xwan steers it and it is not offloaded
+    /// yet; whether it did.
+    fn offload(&mut self, original: &FlowKey) -> bool {
+        let mut done = false;
+        for key in self.keys(original) {
+            match self.table.get(&key) {
+                Ok(Flag::Clear) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!("reading a flow's offload flag: {e}");
+                    self.metrics.record_offload(Event::Failed);
+                    continue;
+                }
+            }
+            // TCP: window tracking off first, or the first replies to segments the kernel
+            // did not see would be invalid.
+            if key.proto == 6 {
+                match self.conntrack().and_then(|c| c.be_liberal(original)) {
+                    Ok(true) => {}
+                    Ok(false) => return false, // the entry is gone
+                    Err(e) => {
+                        warn!("turning off a connection's TCP window tracking: {e}");
+                        self.metrics.record_offload(Event::Failed);
+                        self.ct = None;
+                        return false;
+                    }
+                }
+            }
+            match self.table.set(&key, true) {
+                Ok(Flag::Clear) => {
+                    self.metrics.record_offload(Event::Offloaded);
+                    done = true;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("setting a flow's offload flag: {e}");
+                    self.metrics.record_offload(Event::Failed);
+                }
+            }
+        }
+        done
+    }
+
+    /// Puts the flow of connection `original` back on the kernel path.
+    fn give_back(&mut self, original: &FlowKey) {
+        for key in self.keys(original) {
+            match self.table.set(&key, false) {
+                Ok(Flag::Set) => self.metrics.record_offload(Event::Returned),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("clearing a flow's offload flag: {e}");
+                    self.metrics.record_offload(Event::Failed);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::conntrack::IPS_SRC_NAT;
+
+    fn key(proto: u8) -> FlowKey {
+        FlowKey {
+            src: [u32::from_ne_bytes([10, 1, 0, 7]), 0, 0, 0],
+            dst: [u32::from_ne_bytes([203, 0, 113, 9]), 0, 0, 0],
+            sport: 40000,
+            dport: 443,
+            proto,
+            family: 4,
+            _pad: 0,
+            ifindex: 0,
+        }
+    }
+
+    fn entry(proto: u8, status: u32, tcp_state: Option<u8>) -> Entry {
+        Entry {
+            original: key(proto),
+            reply: mirror(&key(proto)),
+            status,
+            tcp_state,
+            helper: false,
+        }
+    }
+
+    #[test]
+    fn only_confirmed_untranslated_tcp_and_udp_are_offloaded() {
+        let up = |e: Entry| verdict(&Change::Updated(e));
+        assert_eq!(up(entry(17, IPS_ASSURED, None)), Verdict::Offload);
+        assert_eq!(
+            up(entry(6, IPS_ASSURED, Some(TCP_ESTABLISHED))),
+            Verdict::Offload
+        );
+        // Not seen both ways yet.
+        assert_eq!(up(entry(17, 0, None)), Verdict::Leave);
+        assert_eq!(up(entry(6, 0, Some(TCP_ESTABLISHED))), Verdict::Leave);
+        // TCP closing (FIN_WAIT) or not established: back to the kernel.
+        assert_eq!(up(entry(6, IPS_ASSURED, Some(4))), Verdict::Return);
+        assert_eq!(up(entry(6, IPS_ASSURED, None)), Verdict::Return);
+        // Translated, by its status or by its tuples; a helper; another protocol.
+        assert_eq!(
+            up(entry(17, IPS_ASSURED | IPS_SRC_NAT, None)),
+            Verdict::Leave
+        );
+        let mut masq = entry(17, IPS_ASSURED, None);
+        masq.reply.dst[0] = u32::from_ne_bytes([192, 0, 2, 1]);
+        assert_eq!(up(masq), Verdict::Leave);
+        let helped = Entry {
+            helper: true,
+            ..entry(6, IPS_ASSURED, Some(TCP_ESTABLISHED))
+        };
+        assert_eq!(up(helped), Verdict::Leave);
+        assert_eq!(up(entry(132, IPS_ASSURED, None)), Verdict::Leave);
+        // Destroyed: back to the kernel, whatever it was.
+        assert_eq!(
+            verdict(&Change::Destroyed(entry(17, IPS_ASSURED, None))),
+            Verdict::Return
+        );
+    }
+}
