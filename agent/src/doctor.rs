@@ -169,7 +169,8 @@ pub fn run(config: Option<&Config>) -> Report {
 
 /// How steered traffic will leave, and whether this box's netfilter and forwarding fit it:
 /// with conntrack tracking connections in this namespace (a ruleset uses it: a stateful
-/// firewall or NAT), XDP forwarding bypasses them; the kernel path needs IPv4 forwarding on.
+/// firewall or NAT), XDP forwarding bypasses them; the kernel path needs IPv4 forwarding on,
+/// and its fast path conntrack's events.
 fn forwarding(f: &Forwarding) -> Check {
     let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string());
     let tracked = read("/proc/sys/net/netfilter/nf_conntrack_count")
@@ -202,12 +203,26 @@ fn forwarding(f: &Forwarding) -> Check {
                     .into(),
             )
         }
+        // The fast path of confirmed flows learns of them from conntrack's events.
+        Forwarding::Netfilter(_)
+            if read("/proc/sys/net/netfilter/nf_conntrack_events").is_ok_and(|v| v == "0") =>
+        {
+            check(
+                "forwarding",
+                Status::Warning,
+                "netfilter: conntrack's events are off (net.netfilter.nf_conntrack_events = 0), \
+                 so no confirmed connection skips the kernel; \
+                 sysctl -w net.netfilter.nf_conntrack_events=2"
+                    .into(),
+            )
+        }
         Forwarding::Netfilter(n) => check(
             "forwarding",
             Status::Ok,
             format!(
                 "netfilter: the kernel forwards steered traffic by mark ({:#x}), through the \
-                 firewall, conntrack and NAT",
+                 firewall, conntrack and NAT; the connections conntrack confirmed \
+                 (untranslated, Ethernet gateways) then skip it from the LAN",
                 n.marks.mask()
             ),
         ),

@@ -104,7 +104,8 @@ impl Forwarding {
             Forwarding::Xdp => "xdp: steered traffic bypasses netfilter (no firewall or NAT)",
             Forwarding::Netfilter(_) => {
                 "netfilter: the kernel forwards steered traffic by mark (firewall, conntrack \
-                 and NAT apply)"
+                 and NAT apply); the connections conntrack confirmed (untranslated, Ethernet \
+                 gateways) then skip it from the LAN"
             }
         }
     }

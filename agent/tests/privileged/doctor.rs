@@ -204,6 +204,19 @@ fn doctor_reports_the_kernel_and_the_interfaces_traps() {
     );
     ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
     assert_eq!(forwarding(nf)["status"], "ok");
+    // Its fast path learns of confirmed connections from conntrack's events.
+    ns.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_events=0"]);
+    let silent = forwarding(nf);
+    assert_eq!(silent["status"], "warning", "{silent:#}");
+    assert!(
+        silent["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nf_conntrack_events=2"),
+        "{silent:#}"
+    );
+    ns.exec("sysctl", &["-qw", "net.netfilter.nf_conntrack_events=2"]);
+    assert_eq!(forwarding(nf)["status"], "ok");
 
     ns.run(|| dp.detach_all().unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
