@@ -15,7 +15,9 @@
 //! of an entry only if a listener existed when it was made (`nf_conntrack_events = 2`, the
 //! default): the dump's entries that may still qualify (not yet assured, TCP not yet
 //! established) are looked up again every [`RECHECK`] until they do, go, or [`PENDING_FOR`]
-//! has passed. When the agent exits (the
+//! has passed. So are the dump's confirmed entries whose flow the data plane has no entry for
+//! yet (a fresh start: the flow table is new, conntrack's connections are not): they are
+//! offloaded when their flow's next packet has made one. At most [`PENDING_MAX`] are kept. When the agent exits (the
 //! data plane keeps forwarding), every flag is cleared: nobody would see conntrack forget a
 //! flow.
 
@@ -43,8 +45,30 @@ use crate::{
 /// How often the entries made before the events were followed are looked up again.
 pub const RECHECK: Duration = Duration::from_secs(1);
 /// How long such an entry is looked up again (UDP is assured after 2 s of a stream; a TCP
-/// handshake takes a few round trips).
+/// handshake takes a few round trips; a flow's next packet may take a while).
 pub const PENDING_FOR: Duration = Duration::from_secs(120);
+/// The most entries looked up again (a box may track far more connections than xwan steers).
+pub const PENDING_MAX: usize = 65_536;
+
+/// A dumped entry looked up again, and what it waits for.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    original: FlowKey,
+    until: Instant,
+    /// `true`: it qualifies, its flow has no entry yet; `false`: it may qualify later.
+    needs_flow: bool,
+}
+
+/// What [`Follower::offload`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Offloaded {
+    /// The flag is set now.
+    Now,
+    /// Set before, or it could not be (logged and counted).
+    Not,
+    /// No LAN interface has an entry for the flow.
+    NoFlow,
+}
 
 /// What a conntrack entry means for its flow's fast path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,9 +221,8 @@ struct Follower {
     following: Vec<u32>,
     events: Option<Events>,
     ct: Option<Conntrack>,
-    /// Entries of the last dump that may still qualify, without events (see the module
-    /// docs): original direction, and until when to look.
-    pending: Vec<(FlowKey, Instant)>,
+    /// Entries of the last dump looked up again (see the module docs).
+    pending: Vec<Pending>,
     rechecked: Instant,
 }
 
@@ -282,14 +305,28 @@ impl Follower {
         };
         self.events = Some(events);
         self.metrics.record_offload(Event::Resync);
-        let deadline = Instant::now() + PENDING_FOR;
+        let until = Instant::now() + PENDING_FOR;
         self.pending.clear();
         let mut offloaded = 0;
         for e in &entries {
-            match entry_verdict(e) {
-                Verdict::Offload => offloaded += self.offload(&e.original) as usize,
-                _ if may_qualify(e) => self.pending.push((e.original, deadline)),
-                _ => {}
+            let needs_flow = match entry_verdict(e) {
+                Verdict::Offload => match self.offload(&e.original) {
+                    Offloaded::Now => {
+                        offloaded += 1;
+                        continue;
+                    }
+                    Offloaded::Not => continue,
+                    Offloaded::NoFlow => true,
+                },
+                _ if may_qualify(e) => false,
+                _ => continue,
+            };
+            if self.pending.len() < PENDING_MAX {
+                self.pending.push(Pending {
+                    original: e.original,
+                    until,
+                    needs_flow,
+                });
             }
         }
         self.rechecked = Instant::now();
@@ -302,32 +339,54 @@ impl Follower {
         true
     }
 
-    /// Looks the pending entries up again: offloads those that qualify now, forgets those
-    /// gone or too old.
+    /// Looks the pending entries up again: offloads those that qualify now and have a flow,
+    /// forgets those gone or too old.
     fn recheck(&mut self) {
-        self.rechecked = Instant::now();
         let now = Instant::now();
+        self.rechecked = now;
         let mut still = Vec::new();
-        for (original, deadline) in std::mem::take(&mut self.pending) {
-            let entry = match self.conntrack().and_then(|c| c.get(&original)) {
+        for p in std::mem::take(&mut self.pending) {
+            if now >= p.until {
+                continue;
+            }
+            // Waiting for a flow: the flow table first, which is cheaper than conntrack.
+            if p.needs_flow && !self.has_flow(&p.original) {
+                still.push(p);
+                continue;
+            }
+            let entry = match self.conntrack().and_then(|c| c.get(&p.original)) {
                 Ok(e) => e,
                 Err(e) => {
                     warn!("looking a connection up again: {e}");
                     self.metrics.record_offload(Event::Failed);
                     self.ct = None;
-                    still.push((original, deadline));
+                    still.push(p);
                     continue;
                 }
             };
             match entry {
-                Some(e) if entry_verdict(&e) == Verdict::Offload => {
-                    self.offload(&original);
+                Some(e)
+                    if entry_verdict(&e) == Verdict::Offload
+                        && self.offload(&p.original) == Offloaded::NoFlow =>
+                {
+                    still.push(Pending {
+                        needs_flow: true,
+                        ..p
+                    });
                 }
-                Some(e) if may_qualify(&e) && now < deadline => still.push((original, deadline)),
+                Some(e) if entry_verdict(&e) == Verdict::Offload => {}
+                Some(e) if may_qualify(&e) => still.push(p),
                 _ => {}
             }
         }
         self.pending = still;
+    }
+
+    /// Whether a LAN interface has a flow entry for connection `original`.
+    fn has_flow(&self, original: &FlowKey) -> bool {
+        self.keys(original)
+            .iter()
+            .any(|k| matches!(self.table.get(k), Ok(Flag::Set | Flag::Clear)))
     }
 
     fn conntrack(&mut self) -> std::io::Result<&mut Conntrack> {
@@ -360,13 +419,17 @@ impl Follower {
     }
 
     /// Offloads the flow of connection `original` if xwan steers it and it is not offloaded
-    /// yet; whether it did.
-    fn offload(&mut self, original: &FlowKey) -> bool {
-        let mut done = false;
+    /// yet.
+    fn offload(&mut self, original: &FlowKey) -> Offloaded {
+        let mut done = Offloaded::NoFlow;
         for key in self.keys(original) {
             match self.table.get(&key) {
                 Ok(Flag::Clear) => {}
-                Ok(_) => continue,
+                Ok(Flag::Set) => {
+                    done = Offloaded::Not;
+                    continue;
+                }
+                Ok(Flag::Absent) => continue,
                 Err(e) => {
                     warn!("reading a flow's offload flag: {e}");
                     self.metrics.record_offload(Event::Failed);
@@ -378,24 +441,25 @@ impl Follower {
             if key.proto == 6 {
                 match self.conntrack().and_then(|c| c.be_liberal(original)) {
                     Ok(true) => {}
-                    Ok(false) => return false, // the entry is gone
+                    Ok(false) => return Offloaded::Not, // the entry is gone
                     Err(e) => {
                         warn!("turning off a connection's TCP window tracking: {e}");
                         self.metrics.record_offload(Event::Failed);
                         self.ct = None;
-                        return false;
+                        return Offloaded::Not;
                     }
                 }
             }
             match self.table.set(&key, true) {
                 Ok(Flag::Clear) => {
                     self.metrics.record_offload(Event::Offloaded);
-                    done = true;
+                    done = Offloaded::Now;
                 }
-                Ok(_) => {}
+                Ok(_) => done = Offloaded::Not,
                 Err(e) => {
                     warn!("setting a flow's offload flag: {e}");
                     self.metrics.record_offload(Event::Failed);
+                    done = Offloaded::Not;
                 }
             }
         }

@@ -492,14 +492,39 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
     wait_until("TCP's flow back on the kernel path", wait(), || {
         offloads("returned") >= 1.0
     });
+    tcp_server.join().unwrap();
+    assert_eq!(offloads("failed"), 0.0);
+
+    // A new agent (`xwan stop` took the flow table with it) finds the UDP connection
+    // confirmed in conntrack's dump, before its flow has an entry: the flow is offloaded once
+    // its next packet has made one.
+    agent.stop(&dir, wait());
+    agent = Agent::start(rtr, &dir, "agent2.log");
+    wait_until("GW1 active again", wait(), || {
+        status(&socket).is_some_and(|s| active(&s, "GW1"))
+    });
+    let t = Instant::now();
+    while offloads("offloaded") < 1.0 && t.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            exchange(1),
+            1,
+            "a UDP echo went unanswered after the restart"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        offloads("offloaded"),
+        1.0,
+        "the confirmed UDP flow was not offloaded after the restart\n{}",
+        dir.log("agent2.log")
+    );
+    assert_eq!(exchange(5), 5);
     stop.store(true, Ordering::Relaxed);
     udp_server.join().unwrap();
-    tcp_server.join().unwrap();
 
     let chain = rtr.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
     let invalid = chain.lines().find(|l| l.contains("invalid")).unwrap();
     assert!(invalid.contains("packets 0 "), "{chain}");
-    assert_eq!(offloads("failed"), 0.0);
 
     agent.stop(&dir, wait());
     assert_nothing_left(rtr, &dir);
