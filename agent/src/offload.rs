@@ -76,6 +76,10 @@ pub enum Verdict {
     Offload,
     /// Back to the kernel path.
     Return,
+    /// Look the entry up: a TCP event that does not say the connection's state (conntrack
+    /// includes it only when the state changed, and a connection picked up mid-stream is
+    /// established before it is assured).
+    LookUp,
     /// Nothing to do (not confirmed yet, or never offloaded: translated, helper, protocol).
     Leave,
 }
@@ -90,17 +94,19 @@ pub fn verdict(change: &Change) -> Verdict {
 
 /// The verdict on an entry as it is now.
 pub fn entry_verdict(e: &Entry) -> Verdict {
-    match e.original.proto {
-        6 if e.tcp_state != Some(TCP_ESTABLISHED) => return Verdict::Return,
-        6 | 17 => {}
-        _ => return Verdict::Leave,
+    if !matches!(e.original.proto, 6 | 17) {
+        return Verdict::Leave;
     }
     let translated = e.status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST) != 0
         || e.reply != mirror(&e.original);
-    if e.status & IPS_ASSURED == 0 || translated || e.helper {
-        return Verdict::Leave;
+    let candidate = e.status & IPS_ASSURED != 0 && !translated && !e.helper;
+    match (e.original.proto, e.tcp_state) {
+        (6, Some(TCP_ESTABLISHED)) | (17, _) if candidate => Verdict::Offload,
+        (6, Some(TCP_ESTABLISHED)) | (17, _) => Verdict::Leave,
+        (6, Some(_)) => Verdict::Return,
+        _ if candidate => Verdict::LookUp,
+        _ => Verdict::Leave,
     }
-    Verdict::Offload
 }
 
 /// Whether an entry not offloaded may qualify later: TCP or UDP, untranslated, no helper,
@@ -398,12 +404,25 @@ impl Follower {
 
     fn apply(&mut self, change: &Change) {
         let (Change::Updated(e) | Change::Destroyed(e)) = change;
-        match verdict(change) {
+        let verdict = match verdict(change) {
+            Verdict::LookUp => match self.conntrack().and_then(|c| c.get(&e.original)) {
+                Ok(Some(now)) => entry_verdict(&now),
+                Ok(None) => Verdict::Return,
+                Err(err) => {
+                    warn!("looking a connection up: {err}");
+                    self.metrics.record_offload(Event::Failed);
+                    self.ct = None;
+                    Verdict::Leave
+                }
+            },
+            v => v,
+        };
+        match verdict {
             Verdict::Offload => {
                 self.offload(&e.original);
             }
             Verdict::Return => self.give_back(&e.original),
-            Verdict::Leave => {}
+            Verdict::LookUp | Verdict::Leave => {}
         }
     }
 
@@ -522,7 +541,10 @@ mod tests {
         assert_eq!(up(entry(6, 0, Some(TCP_ESTABLISHED))), Verdict::Leave);
         // TCP closing (FIN_WAIT) or not established: back to the kernel.
         assert_eq!(up(entry(6, IPS_ASSURED, Some(4))), Verdict::Return);
-        assert_eq!(up(entry(6, IPS_ASSURED, None)), Verdict::Return);
+        assert_eq!(up(entry(6, 0, Some(4))), Verdict::Return);
+        // An event without TCP's state (it did not change): looked up if it may qualify.
+        assert_eq!(up(entry(6, IPS_ASSURED, None)), Verdict::LookUp);
+        assert_eq!(up(entry(6, 0, None)), Verdict::Leave);
         // Translated, by its status or by its tuples; a helper; another protocol.
         assert_eq!(
             up(entry(17, IPS_ASSURED | IPS_SRC_NAT, None)),

@@ -115,6 +115,8 @@ fn every_mode_forwards_and_xwan_steers_each_class_to_its_link() {
         .collect();
     for m in [
         "xwan",
+        "xwan-netfilter",
+        "xwan-offload",
         "kernel-maps",
         "kernel-linear",
         "kernel-plain",

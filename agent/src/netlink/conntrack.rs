@@ -206,6 +206,23 @@ impl Conntrack {
         }
     }
 
+    /// Deletes every conntrack entry of this namespace (the load test's clean slate between
+    /// modes).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let body = [libc::AF_UNSPEC as u8, 0, 0, 0];
+        let msg = header(
+            IPCTNL_MSG_CT_DELETE,
+            NLM_F_REQUEST | NLM_F_ACK,
+            self.seq,
+            &body,
+        );
+        match self.exchange(&msg)? {
+            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Every conntrack entry (both families).
     pub fn dump(&mut self) -> io::Result<Vec<Entry>> {
         self.seq = self.seq.wrapping_add(1);

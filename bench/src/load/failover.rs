@@ -88,6 +88,7 @@ pub fn run(
         xwan_bin,
         work,
         settings.realtime,
+        settings.flows,
     )?;
     let result = (|| {
         measure::place_threads(topo, settings)?;

@@ -16,6 +16,7 @@
 //! exit, also on error.
 
 mod chart;
+mod confirm;
 mod failover;
 pub mod layout;
 mod measure;
@@ -469,6 +470,7 @@ fn one(
         xwan_bin,
         work,
         settings.realtime,
+        settings.flows,
     )
     .with_context(|| format!("setting up mode {} ({} links)", mode.name(), links.name()))?;
     let r = measure::measure(
@@ -568,6 +570,7 @@ fn equal_load(
                 xwan_bin,
                 work,
                 settings.realtime,
+                settings.flows,
             )?;
             if stamped {
                 traffic::set_latency(tools, true)?;
@@ -633,6 +636,7 @@ fn tx_ring(
         xwan_bin,
         work,
         settings.realtime,
+        settings.flows,
     )?;
     for t in topo.router_threads() {
         sys::pin(t, settings.router_cpu)?;

@@ -2,7 +2,10 @@
 //!
 //! 1. `xwan`: the real agent (`xwan run`) with a generated configuration of N rules.
 //!    `xwan-netfilter`: the same with `forwarding = "netfilter"`: xwan classifies and marks,
-//!    the kernel forwards by mark (what a box with a stateful firewall runs).
+//!    the kernel forwards by mark (what a box with a stateful firewall runs): the first
+//!    packets of every flow. `xwan-offload`: the same behind the standard stateful forward
+//!    policy, every flow confirmed by conntrack with a reply before the windows
+//!    ([`super::confirm`]): the established flows, which the agent offloads (veth only).
 //! 2. `kernel-maps`: nftables marks from maps keyed by port and DSCP, `ip rule fwmark`, one
 //!    routing table per link (what a careful administrator writes).
 //! 3. `kernel-linear`: the same policy as a linear nftables chain of N rules.
@@ -35,6 +38,7 @@ use serde::Serialize;
 use xwan::control::{Answer, Request};
 
 use super::{
+    confirm,
     layout::{RDR_LINKS, RedirectConfig},
     topology::{LINKS, Links, Topology, link_addrs, tun_addrs},
     traffic::CLASSES,
@@ -45,6 +49,7 @@ use super::{
 pub enum Mode {
     Xwan,
     XwanNetfilter,
+    XwanOffload,
     KernelMaps,
     KernelLinear,
     KernelPlain,
@@ -55,10 +60,11 @@ pub enum Mode {
     SourceSink,
 }
 
-pub const ALL: [Mode; 7] = [
+pub const ALL: [Mode; 8] = [
     Mode::KernelMaps,
     Mode::Xwan,
     Mode::XwanNetfilter,
+    Mode::XwanOffload,
     Mode::KernelLinear,
     Mode::KernelPlain,
     Mode::BareXdp,
@@ -78,6 +84,7 @@ impl Mode {
         match self {
             Mode::Xwan => "xwan",
             Mode::XwanNetfilter => "xwan-netfilter",
+            Mode::XwanOffload => "xwan-offload",
             Mode::KernelMaps => "kernel-maps",
             Mode::KernelLinear => "kernel-linear",
             Mode::KernelPlain => "kernel-plain",
@@ -93,15 +100,17 @@ impl Mode {
             self,
             Mode::Xwan
                 | Mode::XwanNetfilter
+                | Mode::XwanOffload
                 | Mode::KernelMaps
                 | Mode::KernelLinear
                 | Mode::BareXdp3
         )
     }
 
-    /// Whether the mode exists for these links (`bare-xdp-3` has no TUN variant).
+    /// Whether the mode exists for these links (`bare-xdp-3` has no TUN variant; tunnels
+    /// have no fast path of confirmed flows).
     pub fn runs_on(self, links: Links) -> bool {
-        !(self == Mode::BareXdp3 && links == Links::Tun)
+        !(matches!(self, Mode::BareXdp3 | Mode::XwanOffload) && links == Links::Tun)
     }
 }
 
@@ -130,6 +139,7 @@ pub fn setup(
     xwan_bin: &Path,
     work: &Path,
     realtime: bool,
+    flows: usize,
 ) -> Result<Active> {
     let rtr = &topo.rtr;
     let active = match mode {
@@ -228,15 +238,22 @@ pub fn setup(
             };
             xdp(tools, prog, topo)?
         }
-        Mode::Xwan | Mode::XwanNetfilter => {
+        Mode::Xwan | Mode::XwanNetfilter | Mode::XwanOffload => {
             let dir = work.join("agent");
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
-            let config = xwan_config(rules, links, topo, &dir, mode == Mode::XwanNetfilter);
+            let config = xwan_config(rules, links, topo, &dir, mode != Mode::Xwan);
             std::fs::write(&cfg, config)?;
+            if mode == Mode::XwanOffload {
+                offload_setup(topo)?;
+            }
             let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
             topo.thread_lan()?;
+            if mode == Mode::XwanOffload {
+                confirm::prime(topo, flows, &dir.join("bpffs"))
+                    .with_context(|| format!("agent log:\n{}", agent.log()))?;
+            }
             Active::Xwan(agent)
         }
     };
@@ -270,7 +287,68 @@ pub fn teardown(mode: Mode, active: Active, topo: &Topology, tools: &mut Ebpf) -
             rtr.ip_quiet(&["route", "del", "198.18.0.0/15"]);
             rtr.ip_quiet(&["-6", "route", "del", "2001:db8::/32"]);
         }
+        Mode::XwanOffload => offload_teardown(topo)?,
         _ => {}
+    }
+    Ok(())
+}
+
+/// The LAN's sources (`traffic::frame`) and the source's addresses on the router's LAN.
+const LAN_SOURCES: [(&str, &str); 2] = [
+    ("10.91.0.0/16", "10.90.0.2"),
+    ("fd00:92::/32", "fd00:90::2"),
+];
+
+/// `xwan-offload`'s router: the stateful firewall, conntrack's checksum check off (see
+/// `confirm`), and the way back to the LAN's sources for the replies.
+fn offload_setup(topo: &Topology) -> Result<()> {
+    let rtr = &topo.rtr;
+    rtr.exec("nft", &["-f", "-"], &confirm::firewall(&topo.lan_dev))?;
+    // Every flow confirmed by this mode's own packets, none left from another mode's.
+    flush_conntrack(topo)?;
+    rtr.exec(
+        "sysctl",
+        &["-qw", "net.netfilter.nf_conntrack_checksum=0"],
+        "",
+    )?;
+    let mac = super::topology::fmt_mac(&topo.src_mac);
+    for (net, via) in LAN_SOURCES {
+        rtr.ip(&[
+            "neigh",
+            "replace",
+            via,
+            "lladdr",
+            &mac,
+            "dev",
+            &topo.lan_dev,
+            "nud",
+            "permanent",
+        ])?;
+        rtr.ip(&["route", "add", net, "via", via, "dev", &topo.lan_dev])?;
+    }
+    Ok(())
+}
+
+fn flush_conntrack(topo: &Topology) -> Result<()> {
+    topo.rtr
+        .run(|| Ok(xwan::netlink::conntrack::Conntrack::new()?.flush()?))
+        .context("flushing conntrack in the router namespace")
+}
+
+/// Also forgets every connection: the next mode's agent would find them confirmed in
+/// conntrack and offload their flows.
+fn offload_teardown(topo: &Topology) -> Result<()> {
+    let rtr = &topo.rtr;
+    rtr.exec("nft", &["delete", "table", "inet", "xoffload"], "")?;
+    flush_conntrack(topo)?;
+    rtr.exec(
+        "sysctl",
+        &["-qw", "net.netfilter.nf_conntrack_checksum=1"],
+        "",
+    )?;
+    for (net, via) in LAN_SOURCES {
+        rtr.ip_quiet(&["route", "del", net]);
+        rtr.ip_quiet(&["neigh", "del", via, "dev", &topo.lan_dev]);
     }
     Ok(())
 }

@@ -181,6 +181,11 @@ struct Goals {
     xwan_vs_kernel_maps_by_cpu_at_equal_load: f64,
     xwan_vs_bare_xdp_by_cpu_at_equal_load: f64,
     xwan_vs_bare_xdp_3_by_cpu_at_equal_load: f64,
+    /// The `netfilter` mode at equal load: kernel-maps' CPU per packet over the kernel
+    /// path's (`xwan-netfilter`, a flow's first packets; goal ≥ 1) and over the fast path's
+    /// (`xwan-offload`, established flows; goal ≥ 2). 0 where a mode did not run.
+    netfilter_first_packets_vs_kernel_maps_by_cpu_at_equal_load: f64,
+    netfilter_established_vs_kernel_maps_by_cpu_at_equal_load: f64,
     /// The same over TUN links (the bare mode is XDP pass + TC redirect there), and against
     /// kernel policy routing with maps; 0 without those runs.
     tun_equal_load_mpps: f64,
@@ -355,6 +360,14 @@ fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> 
             equal_load_ns(Mode::BareXdp3),
             xwan_equal_load_ns,
         ),
+        netfilter_first_packets_vs_kernel_maps_by_cpu_at_equal_load: ratio(
+            equal_load_ns(Mode::KernelMaps),
+            equal_load_ns(Mode::XwanNetfilter),
+        ),
+        netfilter_established_vs_kernel_maps_by_cpu_at_equal_load: ratio(
+            equal_load_ns(Mode::KernelMaps),
+            equal_load_ns(Mode::XwanOffload),
+        ),
         xwan_vs_kernel_maps_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::KernelMaps))),
         xwan_vs_bare_xdp_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::BareXdp))),
         xwan_max_rules_vs_min_rules_by_cpu: ratio(top.router_capacity_mpps, cap(xwan(min))),
@@ -512,6 +525,13 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
                 g.xwan_vs_kernel_maps_by_cpu_at_equal_load,
                 g.xwan_vs_bare_xdp_by_cpu_at_equal_load,
                 g.xwan_vs_bare_xdp_3_by_cpu_at_equal_load
+            );
+            println!(
+                "netfilter forwarding, by router CPU per packet at equal load: kernel-maps / \
+                 xwan-netfilter (first packets) = {:.2} (goal ≥ 1), kernel-maps / xwan-offload \
+                 (established flows) = {:.2} (goal ≥ 2)",
+                g.netfilter_first_packets_vs_kernel_maps_by_cpu_at_equal_load,
+                g.netfilter_established_vs_kernel_maps_by_cpu_at_equal_load
             );
         }
         if g.tun_equal_load_mpps > 0.0 {

@@ -92,6 +92,8 @@ pub struct Topology {
     pub link_devs: [String; LINKS],
     pub sink_devs: [String; LINKS],
     pub src_ifindex: u32,
+    /// The source's veth (`xs…`, in `src`): the next hop of what the router sends to the LAN.
+    pub src_mac: [u8; 6],
     pub lan_mac: [u8; 6],
     pub link_macs: [[u8; 6]; LINKS],
     pub sink_macs: [[u8; 6]; LINKS],
@@ -177,6 +179,7 @@ impl Topology {
             rtr.exec("sysctl", &["-q", "-w", &format!("{k}={v}")], "")?;
         }
         let lan_mac = rtr.mac(&lan_dev)?;
+        let src_mac = src.mac(&src_dev)?;
         let mut link_macs = [[0; 6]; LINKS];
         let mut sink_macs = [[0; 6]; LINKS];
         let mut link_ifindex = [0; LINKS];
@@ -275,6 +278,7 @@ impl Topology {
             link_devs,
             sink_devs,
             src_ifindex,
+            src_mac,
             lan_mac,
             link_macs,
             sink_macs,

@@ -232,7 +232,7 @@ pub fn frame(i: usize, mix: Mix, lan_mac: [u8; 6]) -> (Vec<u8>, u32) {
 }
 
 /// The Internet checksum of `b`.
-fn checksum(b: &[u8]) -> u16 {
+pub(super) fn checksum(b: &[u8]) -> u16 {
     let mut sum = 0u32;
     for ch in b.chunks(2) {
         let w = if ch.len() == 2 {
