@@ -187,6 +187,10 @@ pub async fn run(path: &Path) -> Result<()> {
                 if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => match ev {
                 Event::Addresses => addresses.request(),
+                Event::Resync => {
+                    addresses.request();
+                    d.resync_kernel().await;
+                }
                 ev => d.on_kernel_event(ev),
             },
             Some(a) = addresses.next() => d.on_addresses(a),
@@ -262,6 +266,30 @@ impl Daemon {
             .view(&g.name)
             .is_some_and(|v| v.availability == Availability::Ready)
             && planner::usable(&self.config, &self.facts, GatewayId(id))
+    }
+
+    /// Kernel notifications were lost (the socket's buffer overflowed): interfaces, addresses
+    /// and neighbours read again, and the plan made from them, so that a link that went down
+    /// or a neighbour that changed meanwhile is seen.
+    async fn resync_kernel(&mut self) {
+        warn!(
+            "kernel notifications were lost (socket buffer full): reading interfaces, addresses \
+             and neighbours again"
+        );
+        self.metrics.record_kernel_resync();
+        match self.refresh_facts().await {
+            Ok(()) => {
+                self.push_link_states();
+                if let Err(e) = self.apply("kernel resync") {
+                    error!(
+                        "re-planning after lost notifications failed, keeping the previous plan: {e:#}"
+                    );
+                }
+            }
+            Err(e) => error!(
+                "re-reading the kernel after lost notifications failed: {e:#}; keeping what was known"
+            ),
+        }
     }
 
     /// Interfaces, addresses, and the neighbours of the gateways.
@@ -498,7 +526,8 @@ impl Daemon {
                 };
                 relevant && changed
             }
-            Event::Addresses => false,
+            // Both read by the main loop.
+            Event::Addresses | Event::Resync => false,
         };
         if replan && let Err(e) = self.apply("kernel event") {
             error!("re-planning after {ev:?} failed, keeping the previous plan: {e:#}");

@@ -315,6 +315,15 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
     )?;
     family(
         enc,
+        "xwan_kernel_resyncs",
+        "Times kernel notifications (links, neighbours, addresses) were lost, the socket's \
+         buffer full, and the agent read the kernel again.",
+        None,
+        MetricType::Counter,
+        |m| m.encode_counter::<NoLabelSet, u64, u64>(&state.kernel_resyncs, None),
+    )?;
+    family(
+        enc,
         "xwan_flow_offloads",
         "Changes to the fast path of confirmed flows (netfilter forwarding), by event: \
          offloaded (conntrack confirmed the flow), returned (to the kernel path: conntrack \

@@ -286,6 +286,8 @@ struct State {
     conntrack_resets: [u64; Reset::ALL.len() + 1],
     /// The fast path's changes ([`OffloadEvent::ALL`] order).
     offloads: [u64; OffloadEvent::ALL.len()],
+    /// Times kernel notifications were lost and the kernel read again.
+    kernel_resyncs: u64,
     last_reload_ok: Option<bool>,
     last_reload_success: Option<f64>,
     commit: Histogram,
@@ -300,6 +302,7 @@ impl Default for State {
             reloads_failed: 0,
             conntrack_resets: [0; Reset::ALL.len() + 1],
             offloads: [0; OffloadEvent::ALL.len()],
+            kernel_resyncs: 0,
             last_reload_ok: None,
             last_reload_success: None,
             commit: Histogram::new(&COMMIT_BUCKETS),
@@ -451,6 +454,11 @@ impl Metrics {
         let i = (outcome.and_then(|o| Reset::ALL.iter().position(|&r| r == o)))
             .unwrap_or(Reset::ALL.len());
         self.shared.update(|s| s.conntrack_resets[i] += 1);
+    }
+
+    /// Kernel notifications were lost and everything read again (`daemon`).
+    pub fn record_kernel_resync(&self) {
+        self.shared.update(|s| s.kernel_resyncs += 1);
     }
 
     /// One change the offload follower made (`crate::offload`).

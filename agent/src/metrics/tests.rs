@@ -220,6 +220,9 @@ xwan_conntrack_resets_total{result="deleted"} 0
 xwan_conntrack_resets_total{result="absent"} 0
 xwan_conntrack_resets_total{result="unsupported"} 0
 xwan_conntrack_resets_total{result="failed"} 0
+# HELP xwan_kernel_resyncs Times kernel notifications (links, neighbours, addresses) were lost, the socket's buffer full, and the agent read the kernel again.
+# TYPE xwan_kernel_resyncs counter
+xwan_kernel_resyncs_total 0
 # HELP xwan_flow_offloads Changes to the fast path of confirmed flows (netfilter forwarding), by event: offloaded (conntrack confirmed the flow), returned (to the kernel path: conntrack forgot it or TCP is closing), resync (every flow read again from conntrack: a start, lost events), failed (a request failed).
 # TYPE xwan_flow_offloads counter
 xwan_flow_offloads_total{event="offloaded"} 0
@@ -416,7 +419,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 135);
+    assert_eq!(s.len(), 136);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0
@@ -592,6 +595,7 @@ fn empty_registry_declares_every_family() {
             "xwan_config_reloads_total",
             "xwan_conntrack_resets_total",
             "xwan_flow_offloads_total",
+            "xwan_kernel_resyncs_total",
             "xwan_commit_duration_seconds_sum",
             "xwan_commit_duration_seconds_count",
             "xwan_commit_duration_seconds_bucket",

@@ -13,7 +13,7 @@ pub mod netdev;
 pub mod policy;
 pub mod tunnel;
 
-use std::{fmt, io, net::IpAddr};
+use std::{fmt, io, net::IpAddr, os::fd::AsRawFd};
 
 use futures::{StreamExt, TryStreamExt, channel::mpsc::UnboundedReceiver};
 use netlink_packet_core::{
@@ -66,7 +66,14 @@ pub enum Event {
     },
     /// An address was added or removed somewhere.
     Addresses,
+    /// Notifications were lost (the socket's buffer overflowed): what was learnt from them
+    /// must be read again from the kernel.
+    Resync,
 }
+
+/// The receive buffer of a subscription's socket: a burst of neighbour changes (hundreds of
+/// LAN clients, a hub's gateways) must not overflow it.
+pub const EVENTS_BUFFER: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -176,12 +183,24 @@ impl Netlink {
     }
 }
 
-/// Subscribes to link, neighbour and address changes (in the calling thread's namespace).
-/// Needs a tokio runtime.
+/// Subscribes to link, neighbour and address changes (in the calling thread's namespace),
+/// with a receive buffer of [`EVENTS_BUFFER`] bytes; lost notifications come as
+/// [`Event::Resync`]. Needs a tokio runtime.
 pub fn subscribe() -> Result<UnboundedReceiver<Event>, NetlinkError> {
+    subscribe_buffered(EVENTS_BUFFER)
+}
+
+/// [`subscribe`] with a receive buffer of `bytes` (the kernel doubles it, and has a floor).
+pub fn subscribe_buffered(bytes: usize) -> Result<UnboundedReceiver<Event>, NetlinkError> {
     let (conn, _handle, messages) = rtnetlink::new_connection()?;
     let groups = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
-    Ok(notifications(conn, messages, groups, event)?)
+    Ok(notifications(
+        conn,
+        messages,
+        groups,
+        event,
+        Some((bytes, Event::Resync)),
+    )?)
 }
 
 /// The event a kernel notification means, if any.
@@ -213,27 +232,42 @@ fn event(m: RouteNetlinkMessage) -> Option<Event> {
 }
 
 /// Binds a netlink connection to the multicast `groups`, runs it, and forwards every
-/// notification that `event` gives a meaning to, until the receiver is dropped. Shared by the
-/// rtnetlink and XFRM subscriptions. Needs a tokio runtime.
+/// notification that `event` gives a meaning to, until the receiver is dropped. With
+/// `overrun`, the socket's receive buffer is set to its size and a lost notification (ENOBUFS)
+/// is forwarded as its event. Shared by the rtnetlink and XFRM subscriptions. Needs a tokio
+/// runtime.
 pub(crate) fn notifications<M, E>(
     mut conn: netlink_proto::Connection<M>,
     mut messages: UnboundedReceiver<(NetlinkMessage<M>, SocketAddr)>,
     groups: u32,
     event: fn(M) -> Option<E>,
+    overrun: Option<(usize, E)>,
 ) -> io::Result<UnboundedReceiver<E>>
 where
     M: NetlinkSerializable + NetlinkDeserializable + fmt::Debug + Unpin + Send + 'static,
-    E: Send + 'static,
+    E: Clone + Send + 'static,
 {
-    conn.socket_mut()
-        .socket_mut()
-        .bind(&SocketAddr::new(0, groups))?;
+    let socket = conn.socket_mut().socket_mut();
+    socket.bind(&SocketAddr::new(0, groups))?;
+    if let Some((bytes, _)) = &overrun {
+        rcvbuf(socket.as_raw_fd(), *bytes)?;
+    }
     tokio::spawn(conn);
     let (tx, rx) = futures::channel::mpsc::unbounded();
     tokio::spawn(async move {
         while let Some((msg, _)) = messages.next().await {
-            let NetlinkPayload::InnerMessage(m) = msg.payload else {
-                continue;
+            let m = match msg.payload {
+                NetlinkPayload::InnerMessage(m) => m,
+                NetlinkPayload::Overrun(_) => match &overrun {
+                    Some((_, lost)) => {
+                        if tx.unbounded_send(lost.clone()).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    None => continue,
+                },
+                _ => continue,
             };
             let Some(event) = event(m) else { continue };
             if tx.unbounded_send(event).is_err() {
@@ -242,6 +276,28 @@ where
         }
     });
     Ok(rx)
+}
+
+/// Sets a socket's receive buffer: beyond `net.core.rmem_max` where allowed (root), else up
+/// to it.
+fn rcvbuf(fd: std::os::fd::RawFd, bytes: usize) -> io::Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a live c_int of the size given, for an integer socket option.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
 }
 
 fn interface(msg: &LinkMessage) -> Interface {

@@ -235,8 +235,9 @@ pub fn subscribe() -> Result<UnboundedReceiver<XfrmEvent>, XfrmError> {
         | group(XFRMNLGRP_EXPIRE)
         | group(XFRMNLGRP_ACQUIRE)
         | group(XFRMNLGRP_POLICY);
+    // Lost notifications need nothing here: the supervisor re-reads the SAs periodically.
     Ok(crate::netlink::notifications(
-        conn, messages, groups, event,
+        conn, messages, groups, event, None,
     )?)
 }
 

@@ -66,6 +66,42 @@ fn interfaces_neighbours_addresses_and_carrier_events() {
     });
 }
 
+/// Notifications lost to a full socket buffer are not silent: the subscription says so
+/// ([`Event::Resync`]), and the agent reads the kernel again (`daemon::resync_kernel`).
+#[test]
+fn lost_notifications_come_as_a_resync() {
+    let _turn = support::shared(module_path!());
+    let ns = Netns::new("nlov");
+    ns.ip(&["link", "add", "a0", "type", "veth", "peer", "name", "b0"]);
+    ns.ip(&["addr", "add", "10.9.0.1/24", "dev", "a0"]);
+    ns.ip(&["link", "set", "a0", "up"]);
+    ns.block_on(async {
+        // The smallest buffer the kernel allows, not read while the neighbours change: the
+        // runtime's only thread is busy here, so the subscription cannot drain its socket.
+        let mut events = xwan::netlink::subscribe_buffered(1).unwrap();
+        for i in 2..102 {
+            let (ip, mac) = (format!("10.9.0.{i}"), format!("02:00:00:00:01:{i:02x}"));
+            ns.ip(&[
+                "neigh",
+                "add",
+                &ip,
+                "lladdr",
+                &mac,
+                "dev",
+                "a0",
+                "nud",
+                "permanent",
+            ]);
+        }
+        let resync = wait(&mut events, |e| *e == Event::Resync).await;
+        assert_eq!(
+            resync,
+            Some(Event::Resync),
+            "no resync after 100 unread neighbour changes"
+        );
+    });
+}
+
 #[test]
 fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
     let _turn = support::shared(module_path!());
