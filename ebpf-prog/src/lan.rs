@@ -15,10 +15,10 @@ use aya_ebpf::{
 use xwan_common::{
     ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CACHE_OFFLOADED, CONFIG_RETURN_ROUTES,
     DSCP_KEEP, FLOW_CACHE_BANKS, FLOW_OFFLOADED, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey,
-    FlowValue, GW_KIND_ETHERNET, GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, IFACE_ARRAY_SIZE,
-    IfaceInfo, Moved, NO_ROUTER, OFFLOAD_V4, OFFLOAD_V6, ParsedPacket, ROUTER_SLOTS, RuleAction,
-    TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum, hash, kernel_tag,
-    may_offload, reason, rule_index, slots_index, tunnel_tag,
+    FlowValue, GW_KIND_ETHERNET, GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo,
+    IFACE_ARRAY_SIZE, IfaceInfo, Moved, NO_ROUTER, OFFLOAD_V4, OFFLOAD_V6, ParsedPacket,
+    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum,
+    hash, kernel_tag, may_offload, reason, rule_index, slots_index, tunnel_tag,
 };
 
 use crate::{
@@ -180,7 +180,16 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             && g.kind != GW_KIND_NONE
             && g.ready == 1
         {
-            return forward(ctx, &p, gw, DSCP_KEEP, reason::STEER_RETURN, len, false);
+            return forward(
+                ctx,
+                &p,
+                gw,
+                Some(g),
+                DSCP_KEEP,
+                reason::STEER_RETURN,
+                len,
+                false,
+            );
         }
     }
     key.ifindex = ifindex;
@@ -355,7 +364,8 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             } else {
                 reason::STEER_CLASSIFIED
             };
-            forward(ctx, &p, gw as u32, action.dscp, ok, len, offloaded)
+            let g = XWAN_GATEWAYS.get(gw as u32);
+            forward(ctx, &p, gw as u32, g, action.dscp, ok, len, offloaded)
         }
         None => outcome,
     }
@@ -411,24 +421,31 @@ fn from_cache(
     };
     let offloaded = c.gateway & CACHE_OFFLOADED != 0;
     let gw = (c.gateway & !CACHE_OFFLOADED) as u32;
+    let mut g = None;
     if action.kind == ACTION_ROUTE {
         match XWAN_RTR_VER.get(action.router as u32) {
             Some(v) if *v == c.router_version => {}
             _ => return miss,
         }
+        g = XWAN_GATEWAYS.get(gw);
         // A kernel-path flow not offloaded asks the table, where the agent may have just
         // offloaded it (see `FlowCacheEntry`).
-        if !offloaded
-            && XWAN_GATEWAYS
-                .get(gw)
-                .is_some_and(|g| g.kind == GW_KIND_KERNEL)
-        {
+        if !offloaded && g.is_some_and(|g| g.kind == GW_KIND_KERNEL) {
             return miss;
         }
     }
     count(&XWAN_RULE_CNT, action.counter as u32, len);
     if action.kind == ACTION_ROUTE {
-        forward(ctx, p, gw, action.dscp, reason::STEER_FLOW, len, offloaded)
+        forward(
+            ctx,
+            p,
+            gw,
+            g,
+            action.dscp,
+            reason::STEER_FLOW,
+            len,
+            offloaded,
+        )
     } else {
         settle(ctx, p, action)
     }
@@ -559,19 +576,22 @@ fn choose_gateway(
     Choice::Gateway(table.slots[h as usize & (ROUTER_SLOTS - 1)])
 }
 
-/// Step 11: sends the packet through gateway `gw`; `offloaded`: the flow's conntrack entry
-/// is confirmed ([`FLOW_OFFLOADED`]), so on a kernel-path gateway it may take the fast path.
+/// Step 11: sends the packet through gateway `gw`, whose entry the caller read (`g`, one
+/// lookup per packet); `offloaded`: the flow's conntrack entry is confirmed
+/// ([`FLOW_OFFLOADED`]), so on a kernel-path gateway it may take the fast path.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward(
     ctx: &XdpContext,
     p: &Pkt,
     gw: u32,
+    g: Option<&GatewayInfo>,
     dscp: u8,
     ok: u32,
     len: u64,
     offloaded: bool,
 ) -> (u32, u32) {
-    let g = match XWAN_GATEWAYS.get(gw) {
+    let g = match g {
         Some(g) if g.kind != GW_KIND_NONE => *g,
         _ => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
     };

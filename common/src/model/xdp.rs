@@ -365,21 +365,22 @@ impl Model {
         success: u32,
         rule: usize,
     ) -> XdpOutcome {
-        let hop = match self.gateway(g).map(|gw| gw.kind) {
-            Some(GatewayKind::Kernel {
-                offload: Some(o), ..
-            }) if may_offload(p.proto, p.tcp_flags) => {
+        let fast = self.gateway(g).and_then(|gw| match gw.kind {
+            GatewayKind::Kernel { offload: Some(o) } if may_offload(p.proto, p.tcp_flags) => {
                 let mac = if p.family == 4 { o.v4 } else { o.v6 };
-                mac.map(|next_hop_mac| GatewayKind::Ethernet {
-                    next_hop_mac,
-                    egress_mac: o.egress_mac,
+                mac.map(|next_hop_mac| {
+                    let kind = GatewayKind::Ethernet {
+                        next_hop_mac,
+                        egress_mac: o.egress_mac,
+                    };
+                    (gw, kind)
                 })
             }
             _ => None,
-        };
-        match hop {
-            Some(kind) => {
-                self.forward_via(ifindex, frame, p, g, kind, dscp, STEER_OFFLOAD, Some(rule))
+        });
+        match fast {
+            Some((gw, kind)) => {
+                self.forward_via(ifindex, frame, p, gw, kind, dscp, STEER_OFFLOAD, Some(rule))
             }
             None => self.forward(ifindex, frame, p, g, dscp, success, Some(rule)),
         }
@@ -397,17 +398,8 @@ impl Model {
         success: u32,
         rule: Option<usize>,
     ) -> XdpOutcome {
-        let pass = |reason| XdpOutcome {
-            action: XdpAction::Pass,
-            reason,
-            rule,
-            gateway: Some(g),
-            handoff: None,
-            mark: None,
-            frame: frame.to_vec(),
-        };
         let Some(gw) = self.gateway(g) else {
-            return pass(PASS_GATEWAY_ERROR);
+            return passed(frame, g, rule, PASS_GATEWAY_ERROR);
         };
         if gw.kind.is_kernel() {
             // The kernel forwards it: TTL, MTU, VLAN tags and MACs are its business. Only
@@ -431,34 +423,23 @@ impl Model {
                 frame: out,
             };
         }
-        self.forward_via(ifindex, frame, p, g, gw.kind, dscp, success, rule)
+        self.forward_via(ifindex, frame, p, gw, gw.kind, dscp, success, rule)
     }
 
-    /// Forwards through gateway `g` as a gateway of `kind` (Ethernet or tunnel) would.
+    /// Forwards through gateway `gw` as a gateway of `kind` (Ethernet or tunnel) would.
     #[allow(clippy::too_many_arguments)]
     fn forward_via(
         &self,
         ifindex: u32,
         frame: &[u8],
         p: &Parsed,
-        g: u16,
+        gw: &Gateway,
         kind: GatewayKind,
         dscp: Option<u8>,
         success: u32,
         rule: Option<usize>,
     ) -> XdpOutcome {
-        let pass = |reason| XdpOutcome {
-            action: XdpAction::Pass,
-            reason,
-            rule,
-            gateway: Some(g),
-            handoff: None,
-            mark: None,
-            frame: frame.to_vec(),
-        };
-        let Some(gw) = self.gateway(g) else {
-            return pass(PASS_GATEWAY_ERROR);
-        };
+        let (g, pass) = (gw.id, |reason| passed(frame, gw.id, rule, reason));
         if p.ttl <= 1 {
             return pass(PASS_TTL);
         }
@@ -612,6 +593,19 @@ fn decrement_ttl(buf: &mut [u8], l3: usize, family: u8) {
         );
     } else {
         buf[l3 + 7] -= 1;
+    }
+}
+
+/// `frame` handed to the kernel untouched after gateway `g` was chosen, with `reason`.
+fn passed(frame: &[u8], g: u16, rule: Option<usize>, reason: u32) -> XdpOutcome {
+    XdpOutcome {
+        action: XdpAction::Pass,
+        reason,
+        rule,
+        gateway: Some(g),
+        handoff: None,
+        mark: None,
+        frame: frame.to_vec(),
     }
 }
 
