@@ -240,7 +240,7 @@ impl Follower {
                 let off = lans.is_empty() && !self.following.is_empty();
                 self.following = lans;
                 self.events = None;
-                if off && self.table_had_flags() {
+                if off && self.clear_flags() {
                     info!("flow offload off (xdp forwarding): every flow back on its path");
                 }
             }
@@ -272,12 +272,12 @@ impl Follower {
         }
         // Nobody follows conntrack any more: a flow it forgets must not stay offloaded.
         if !self.following.is_empty() {
-            self.table_had_flags();
+            self.clear_flags();
         }
     }
 
     /// Clears every flag (after a mode change); whether there were any.
-    fn table_had_flags(&mut self) -> bool {
+    fn clear_flags(&mut self) -> bool {
         match self.table.clear_all() {
             Ok(n) => n > 0,
             Err(e) => {
@@ -299,7 +299,7 @@ impl Follower {
                 return false;
             }
         };
-        self.table_had_flags();
+        self.clear_flags();
         let entries = match self.conntrack().and_then(|c| c.dump()) {
             Ok(entries) => entries,
             Err(e) => {
@@ -370,18 +370,15 @@ impl Follower {
                     continue;
                 }
             };
-            match entry {
-                Some(e)
-                    if entry_verdict(&e) == Verdict::Offload
-                        && self.offload(&p.original) == Offloaded::NoFlow =>
-                {
-                    still.push(Pending {
+            match entry.map(|e| (entry_verdict(&e), may_qualify(&e))) {
+                Some((Verdict::Offload, _)) => match self.offload(&p.original) {
+                    Offloaded::NoFlow => still.push(Pending {
                         needs_flow: true,
                         ..p
-                    });
-                }
-                Some(e) if entry_verdict(&e) == Verdict::Offload => {}
-                Some(e) if may_qualify(&e) => still.push(p),
+                    }),
+                    Offloaded::Now | Offloaded::Not => {}
+                },
+                Some((_, true)) => still.push(p),
                 _ => {}
             }
         }

@@ -307,6 +307,10 @@ impl Observer {
                     .flatten()
                     .any(|t| now.duration_since(*t) < age)
             });
+        // What the branch's conntrack said of translated flows, looked up again as needed.
+        if let Some(nat) = &self.shared.nat {
+            nat.lock().expect("observer lock").known.clear();
+        }
     }
 
     pub fn counters(&self) -> LinkCounters {

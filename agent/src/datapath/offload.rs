@@ -36,6 +36,7 @@ pub struct FlowOffload {
 }
 
 impl Datapath {
+    /// A handle of its own on the flow table and flow cache.
     pub fn flow_offload(&self) -> Result<FlowOffload, DatapathError> {
         let dup = |name: &'static str| -> Result<MapData, DatapathError> {
             let data = map_data(self.map(name)?).ok_or(DatapathError::Missing {
@@ -53,11 +54,6 @@ impl Datapath {
         let cache = PerCpuArray::try_from(Map::PerCpuArray(dup(FLOW_CACHE_MAP)?))
             .map_err(map_error(FLOW_CACHE_MAP, "opening"))?;
         Ok(FlowOffload { flows, cache })
-    }
-
-    /// [`FlowOffload::set`] through a handle made for the call (tests).
-    pub fn set_offloaded(&mut self, key: &FlowKey, offloaded: bool) -> Result<bool, DatapathError> {
-        Ok(self.flow_offload()?.set(key, offloaded)? != Flag::Absent)
     }
 }
 

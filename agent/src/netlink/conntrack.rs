@@ -20,15 +20,12 @@
 //! Synchronous on purpose: one request and its answer on a local socket, within
 //! [`TIMEOUT`]; the caller runs it off the daemon's loop.
 
-use std::{
-    io,
-    net::IpAddr,
-    os::fd::{AsRawFd, RawFd},
-    time::Duration,
-};
+use std::{io, net::IpAddr, os::fd::AsRawFd, time::Duration};
 
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use xwan_common::FlowKey;
+
+use super::{EVENTS_BUFFER, set_rcvbuf, setsockopt};
 
 /// How long one request may wait for the kernel's answer.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -129,58 +126,39 @@ impl Conntrack {
         };
         setsockopt(socket.as_raw_fd(), libc::SO_RCVTIMEO, &tv)?;
         // A dump's answer comes in many datagrams at once.
-        let _ = setsockopt(socket.as_raw_fd(), libc::SO_RCVBUFFORCE, &EVENTS_BUFFER);
+        set_rcvbuf(socket.as_raw_fd(), EVENTS_BUFFER)?;
         Ok(Conntrack { socket, seq: 0 })
     }
 
     /// Deletes the conntrack entry whose original direction is `key`'s 5-tuple.
     pub fn reset(&mut self, key: &FlowKey) -> io::Result<Reset> {
-        let Some(tuple) = tuple(key) else {
+        let Some(t) = tuple(key) else {
             return Ok(Reset::Unsupported);
         };
-        match self.request(IPCTNL_MSG_CT_DELETE, CTA_TUPLE_ORIG, &tuple)? {
-            Answer::Error(e) if e == libc::ENOENT => Ok(Reset::Absent),
-            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
-            _ => Ok(Reset::Deleted),
-        }
+        Ok(
+            match self.call(IPCTNL_MSG_CT_DELETE, &entry_body(CTA_TUPLE_ORIG, &t))? {
+                Some(_) => Reset::Deleted,
+                None => Reset::Absent,
+            },
+        )
     }
 
     /// The original direction (before NAT) of the connection whose reply direction is
     /// `reply`'s 5-tuple; `None` when there is no such entry or no ports in the tuple.
     pub fn original(&mut self, reply: &FlowKey) -> io::Result<Option<FlowKey>> {
-        let Some(tuple) = tuple(reply) else {
-            return Ok(None);
-        };
-        match self.request(IPCTNL_MSG_CT_GET, CTA_TUPLE_REPLY, &tuple)? {
-            Answer::Entry(e) => Ok(Some(e.original)),
-            Answer::Error(e) if e == libc::ENOENT => Ok(None),
-            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
-            Answer::Ack | Answer::Other => Err(io::Error::other(
-                "ctnetlink answered a lookup without the entry",
-            )),
-        }
+        Ok(self.lookup(CTA_TUPLE_REPLY, reply)?.map(|e| e.original))
     }
 
     /// The entry whose original direction is `original`, if any.
     pub fn get(&mut self, original: &FlowKey) -> io::Result<Option<Entry>> {
-        let Some(tuple) = tuple(original) else {
-            return Ok(None);
-        };
-        match self.request(IPCTNL_MSG_CT_GET, CTA_TUPLE_ORIG, &tuple)? {
-            Answer::Entry(e) => Ok(Some(e)),
-            Answer::Error(e) if e == libc::ENOENT => Ok(None),
-            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
-            Answer::Ack | Answer::Other => Err(io::Error::other(
-                "ctnetlink answered a lookup without the entry",
-            )),
-        }
+        self.lookup(CTA_TUPLE_ORIG, original)
     }
 
     /// Turns off TCP window tracking in both directions of the connection whose original
     /// direction is `original` (the kernel's flowtable does the same for the flows it
     /// offloads); `false` when there is no such entry.
     pub fn be_liberal(&mut self, original: &FlowKey) -> io::Result<bool> {
-        let Some(tuple) = tuple(original) else {
+        let Some(t) = tuple(original) else {
             return Ok(false);
         };
         let flags = [IP_CT_TCP_FLAG_BE_LIBERAL, IP_CT_TCP_FLAG_BE_LIBERAL]; // flags, mask
@@ -189,38 +167,16 @@ impl Conntrack {
         attr(&mut tcp, CTA_PROTOINFO_TCP_FLAGS_REPLY, &flags);
         let mut info = Vec::new();
         nested(&mut info, CTA_PROTOINFO_TCP, &tcp);
-        let mut body = vec![family_of(&tuple), 0, 0, 0];
-        nested(&mut body, CTA_TUPLE_ORIG, &tuple_attrs(&tuple));
+        let mut body = entry_body(CTA_TUPLE_ORIG, &t);
         nested(&mut body, CTA_PROTOINFO, &info);
-        self.seq = self.seq.wrapping_add(1);
-        let msg = header(
-            IPCTNL_MSG_CT_NEW,
-            NLM_F_REQUEST | NLM_F_ACK,
-            self.seq,
-            &body,
-        );
-        match self.exchange(&msg)? {
-            Answer::Error(e) if e == libc::ENOENT => Ok(false),
-            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
-            _ => Ok(true),
-        }
+        Ok(self.call(IPCTNL_MSG_CT_NEW, &body)?.is_some())
     }
 
     /// Deletes every conntrack entry of this namespace (the load test's clean slate between
     /// modes).
     pub fn flush(&mut self) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let body = [libc::AF_UNSPEC as u8, 0, 0, 0];
-        let msg = header(
-            IPCTNL_MSG_CT_DELETE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            self.seq,
-            &body,
-        );
-        match self.exchange(&msg)? {
-            Answer::Error(e) => Err(io::Error::from_raw_os_error(e)),
-            _ => Ok(()),
-        }
+        self.call(IPCTNL_MSG_CT_DELETE, &[libc::AF_UNSPEC as u8, 0, 0, 0])?;
+        Ok(())
     }
 
     /// Every conntrack entry (both families).
@@ -255,25 +211,36 @@ impl Conntrack {
         }
     }
 
-    /// Sends request `kind` for the entry whose direction `which` is `tuple`; the entry
-    /// (a get's) or else the acknowledgement or error.
-    fn request(&mut self, kind: u16, which: u16, tuple: &Tuple) -> io::Result<Answer> {
-        self.seq = self.seq.wrapping_add(1);
-        let msg = message(kind, self.seq, family_of(tuple), which, tuple);
-        self.exchange(&msg)
+    /// The entry whose direction `which` is `key`'s 5-tuple, if any.
+    fn lookup(&mut self, which: u16, key: &FlowKey) -> io::Result<Option<Entry>> {
+        let Some(t) = tuple(key) else {
+            return Ok(None);
+        };
+        match self.call(IPCTNL_MSG_CT_GET, &entry_body(which, &t))? {
+            Some(Answer::Entry(e)) => Ok(Some(e)),
+            None => Ok(None),
+            Some(_) => Err(io::Error::other(
+                "ctnetlink answered a lookup without the entry",
+            )),
+        }
     }
 
-    /// Sends `msg` (sequence number `self.seq`) and waits for its answer.
-    fn exchange(&mut self, msg: &[u8]) -> io::Result<Answer> {
-        self.socket.send(msg, 0)?;
+    /// Sends request `kind` with `body` (nfgenmsg and attributes) and waits for its answer:
+    /// the entry (a get's) or the acknowledgement; `None` when there is no such entry
+    /// (ENOENT), another error as an error.
+    fn call(&mut self, kind: u16, body: &[u8]) -> io::Result<Option<Answer>> {
+        self.seq = self.seq.wrapping_add(1);
+        self.socket
+            .send(&header(kind, NLM_F_REQUEST | NLM_F_ACK, self.seq, body), 0)?;
         let mut entry = None;
         loop {
             let mut buf = Vec::with_capacity(16 * 1024);
             self.socket.recv(&mut buf, 0)?;
             match parse(&buf, self.seq)? {
                 Answer::Entry(e) => entry = Some(e),
-                Answer::Ack => return Ok(entry.map_or(Answer::Ack, Answer::Entry)),
-                Answer::Error(e) => return Ok(Answer::Error(e)),
+                Answer::Ack => return Ok(Some(entry.map_or(Answer::Ack, Answer::Entry))),
+                Answer::Error(e) if e == libc::ENOENT => return Ok(None),
+                Answer::Error(e) => return Err(io::Error::from_raw_os_error(e)),
                 Answer::Other => {}
             }
         }
@@ -291,9 +258,6 @@ pub enum Change {
 /// How long [`Events::receive`] waits for a change.
 pub const EVENTS_TICK: Duration = Duration::from_millis(200);
 
-/// The receive buffer asked for: a burst of new connections must not overflow it.
-const EVENTS_BUFFER: libc::c_int = 8 << 20;
-
 /// Conntrack's changes in the calling thread's network namespace (ctnetlink's multicast
 /// groups: new, update, destroy).
 pub struct Events {
@@ -308,10 +272,7 @@ impl Events {
             socket.add_membership(group)?;
         }
         let fd = socket.as_raw_fd();
-        // Beyond rmem_max where allowed (root), else up to it.
-        if setsockopt(fd, libc::SO_RCVBUFFORCE, &EVENTS_BUFFER).is_err() {
-            setsockopt(fd, libc::SO_RCVBUF, &EVENTS_BUFFER)?;
-        }
+        set_rcvbuf(fd, EVENTS_BUFFER)?;
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: EVENTS_TICK.as_micros() as libc::suseconds_t,
@@ -337,24 +298,6 @@ impl Events {
             }
             Err(e) => Err(e),
         }
-    }
-}
-
-fn setsockopt<T>(fd: RawFd, option: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a live `T` of the size given, as `option` expects.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            option,
-            (value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -436,12 +379,12 @@ fn family_of(t: &Tuple) -> u8 {
     }
 }
 
-/// A ctnetlink request `kind` for the entry whose direction `which` (`CTA_TUPLE_ORIG` or
-/// `CTA_TUPLE_REPLY`) is `t`.
-fn message(kind: u16, seq: u32, family: u8, which: u16, t: &Tuple) -> Vec<u8> {
-    let mut body = vec![family, 0, 0, 0]; // nfgenmsg: family, version 0, res_id 0
+/// A request's body naming the entry whose direction `which` (`CTA_TUPLE_ORIG` or
+/// `CTA_TUPLE_REPLY`) is `t`: nfgenmsg (family, version 0, res_id 0), then the tuple.
+fn entry_body(which: u16, t: &Tuple) -> Vec<u8> {
+    let mut body = vec![family_of(t), 0, 0, 0];
     nested(&mut body, which, &tuple_attrs(t));
-    header(kind, NLM_F_REQUEST | NLM_F_ACK, seq, &body)
+    body
 }
 
 /// A ctnetlink message `kind` with `body` (nfgenmsg and attributes).
@@ -697,12 +640,11 @@ mod tests {
     #[test]
     fn a_request_names_the_original_tuple() {
         let t = tuple(&key4()).unwrap();
-        let m = message(
+        let m = header(
             IPCTNL_MSG_CT_DELETE,
+            NLM_F_REQUEST | NLM_F_ACK,
             7,
-            libc::AF_INET as u8,
-            CTA_TUPLE_ORIG,
-            &t,
+            &entry_body(CTA_TUPLE_ORIG, &t),
         );
         assert_eq!(u32_at(&m, 0).unwrap() as usize, m.len());
         assert_eq!(u16_at(&m, 4).unwrap(), 1 << 8 | 2, "ctnetlink, delete");
@@ -861,13 +803,7 @@ mod tests {
         }
         // An entry without its original direction is no entry.
         let t = tuple(&key4()).unwrap();
-        let mut reply_only = message(
-            IPCTNL_MSG_CT_GET,
-            4,
-            libc::AF_INET as u8,
-            CTA_TUPLE_REPLY,
-            &t,
-        );
+        let mut reply_only = header(0, 0, 4, &entry_body(CTA_TUPLE_REPLY, &t));
         reply_only[4..6].copy_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8).to_ne_bytes());
         assert!(parse(&reply_only, 4).is_err());
     }

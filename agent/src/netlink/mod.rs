@@ -13,7 +13,11 @@ pub mod netdev;
 pub mod policy;
 pub mod tunnel;
 
-use std::{fmt, io, net::IpAddr, os::fd::AsRawFd};
+use std::{
+    fmt, io,
+    net::IpAddr,
+    os::fd::{AsRawFd, RawFd},
+};
 
 use futures::{StreamExt, TryStreamExt, channel::mpsc::UnboundedReceiver};
 use netlink_packet_core::{
@@ -71,8 +75,9 @@ pub enum Event {
     Resync,
 }
 
-/// The receive buffer of a subscription's socket: a burst of neighbour changes (hundreds of
-/// LAN clients, a hub's gateways) must not overflow it.
+/// The receive buffer of a subscription's socket (rtnetlink's and ctnetlink's): a burst of
+/// neighbour changes (hundreds of LAN clients, a hub's gateways) or of new connections must
+/// not overflow it.
 pub const EVENTS_BUFFER: usize = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -250,7 +255,7 @@ where
     let socket = conn.socket_mut().socket_mut();
     socket.bind(&SocketAddr::new(0, groups))?;
     if let Some((bytes, _)) = &overrun {
-        rcvbuf(socket.as_raw_fd(), *bytes)?;
+        set_rcvbuf(socket.as_raw_fd(), *bytes)?;
     }
     tokio::spawn(conn);
     let (tx, rx) = futures::channel::mpsc::unbounded();
@@ -280,24 +285,28 @@ where
 
 /// Sets a socket's receive buffer: beyond `net.core.rmem_max` where allowed (root), else up
 /// to it.
-fn rcvbuf(fd: std::os::fd::RawFd, bytes: usize) -> io::Result<()> {
+pub(crate) fn set_rcvbuf(fd: RawFd, bytes: usize) -> io::Result<()> {
     let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for option in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: a live c_int of the size given, for an integer socket option.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                option,
-                (&raw const size).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
+    setsockopt(fd, libc::SO_RCVBUFFORCE, &size).or_else(|_| setsockopt(fd, libc::SO_RCVBUF, &size))
+}
+
+/// `setsockopt(fd, SOL_SOCKET, option, value)`.
+pub(crate) fn setsockopt<T>(fd: RawFd, option: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of the size given, as `option` expects.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
-    Err(io::Error::last_os_error())
 }
 
 fn interface(msg: &LinkMessage) -> Interface {

@@ -237,15 +237,10 @@ fn netfilter_forwarding_fails_over_through_the_hosts_stateful_firewall() {
     let net = TwoWan::new("10.84.0");
     let (rtr, wan1) = (&net.rtr, &net.wan1);
     let [sniff1, sniff2] = net.sniff();
-    rtr.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    stateful_firewall(rtr);
     rtr.exec(
         "nft",
-        &["add table inet fw; \
-           add chain inet fw forward { type filter hook forward priority 0; policy drop; }; \
-           add rule inet fw forward ct state established,related accept; \
-           add rule inet fw forward ct state invalid counter drop; \
-           add rule inet fw forward iifname \"l0\" counter accept; \
-           add table ip nat; \
+        &["add table ip nat; \
            add chain ip nat post { type nat hook postrouting priority 100; }; \
            add rule ip nat post oifname \"w1\" snat to 192.0.2.1; \
            add rule ip nat post oifname \"w2\" snat to 192.0.2.5"],
@@ -355,15 +350,7 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
     let _turn = support::exclusive();
     let net = TwoWan::new("10.86.0");
     let (rtr, wan1) = (&net.rtr, &net.wan1);
-    rtr.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    rtr.exec(
-        "nft",
-        &["add table inet fw; \
-           add chain inet fw forward { type filter hook forward priority 0; policy drop; }; \
-           add rule inet fw forward ct state established,related accept; \
-           add rule inet fw forward ct state invalid counter drop; \
-           add rule inet fw forward iifname \"l0\" counter accept"],
-    );
+    stateful_firewall(rtr);
     // FAR answers from behind WAN1.
     wan1.ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
     wan1.ip(&["route", "add", "10.86.0.0/24", "via", "192.0.2.1"]);
@@ -528,4 +515,19 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
 
     agent.stop(&dir, wait());
     assert_nothing_left(rtr, &dir);
+}
+
+/// IPv4 forwarding on in `rtr`, behind the standard stateful forward policy (table `inet fw`,
+/// LAN `l0`): established and related accepted, invalid counted and dropped, new connections
+/// from the LAN counted and accepted, the rest dropped.
+fn stateful_firewall(rtr: &Netns) {
+    rtr.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    rtr.exec(
+        "nft",
+        &["add table inet fw; \
+           add chain inet fw forward { type filter hook forward priority 0; policy drop; }; \
+           add rule inet fw forward ct state established,related accept; \
+           add rule inet fw forward ct state invalid counter drop; \
+           add rule inet fw forward iifname \"l0\" counter accept"],
+    );
 }

@@ -1,6 +1,8 @@
 //! Runs the real programs (BPF_PROG_TEST_RUN) and the reference model side by side.
 
-use xwan::datapath::{Datapath, MovedRing, SkbRun, TestBpffs, XdpRun, skb_test_runnable};
+use xwan::datapath::{
+    Datapath, Flag, FlowOffload, MovedRing, SkbRun, TestBpffs, XdpRun, skb_test_runnable,
+};
 use xwan_common::{
     Moved, PROG_TC_STEER, PROG_XDP_LAN,
     model::{Model, TcSteer, XdpAction, XdpOutcome},
@@ -22,6 +24,8 @@ pub struct Harness {
     pub model: Model,
     /// The kernel's moved-flow records, compared with the model's after every packet.
     moved: MovedRing,
+    /// The flow table's offload flags, as the agent's offload thread sets them.
+    offload: FlowOffload,
     /// The records the last [`Harness::check`] produced (kernel and model agreed on them).
     pub last_moved: Vec<Moved>,
     // Dropped last: unmounts the private bpffs holding the pins.
@@ -34,10 +38,12 @@ impl Harness {
         let mut dp = Datapath::load(fs.path()).expect("load the data plane");
         let epoch = dp.apply(&plan).expect("apply the plan");
         let moved = dp.moved_ring().expect("the moved-flow ring");
+        let offload = dp.flow_offload().expect("the flow table's offload handle");
         Harness {
             dp,
             model: Model::new(plan, epoch),
             moved,
+            offload,
             last_moved: Vec::new(),
             _fs: fs,
         }
@@ -61,10 +67,7 @@ impl Harness {
             .expect("a frame that parses")
             .flow_key(LO);
         let m = self.model.set_offloaded(&key, offloaded);
-        let k = self
-            .dp
-            .set_offloaded(&key, offloaded)
-            .expect("set_offloaded");
+        let k = self.offload.set(&key, offloaded).expect("setting the flag") != Flag::Absent;
         assert_eq!(k, m, "flow entry present in the kernel and the model");
         m
     }
