@@ -596,9 +596,11 @@ pub struct Moved {
 ///   verdict or weight change invalidates the router's entries),
 /// * `last_seen_ns` is younger than [`FLOW_REFRESH_NS`] (the table's own copy is then not
 ///   due a rewrite) and than the idle timeout,
-/// * for a kernel-path gateway ([`GW_KIND_KERNEL`]), the flow is offloaded: only the agent
-///   sets [`FLOW_OFFLOADED`], in the table, and a flow still on the kernel path must see it
-///   at its next packet (the agent clears it in the table and in every CPU's entry).
+/// * for a kernel-path gateway ([`GW_KIND_KERNEL`]) with a fast path for the packet's
+///   family ([`GatewayInfo::offload`]), the flow is offloaded: only the agent sets
+///   [`FLOW_OFFLOADED`], in the table, and a flow still on the kernel path must see it at its
+///   next packet (the agent clears it in the table and in every CPU's entry). Without a fast
+///   path (a tunnel) the flag changes nothing, so the entry answers.
 ///
 /// Otherwise the packet takes the flow-table path, which refills the entry. An all-zero
 /// entry is empty: no key has family 0. 64 bytes, one cache line.

@@ -429,8 +429,9 @@ fn from_cache(
         }
         g = XWAN_GATEWAYS.get(gw);
         // A kernel-path flow not offloaded asks the table, where the agent may have just
-        // offloaded it (see `FlowCacheEntry`).
-        if !offloaded && g.is_some_and(|g| g.kind == GW_KIND_KERNEL) {
+        // offloaded it (see `FlowCacheEntry`), unless its gateway has no fast path for the
+        // packet's family (a tunnel), where the flag changes nothing.
+        if !offloaded && g.is_some_and(|g| g.kind == GW_KIND_KERNEL && g.offload & family(p) != 0) {
             return miss;
         }
     }
@@ -576,6 +577,12 @@ fn choose_gateway(
     Choice::Gateway(table.slots[h as usize & (ROUTER_SLOTS - 1)])
 }
 
+/// The packet's family's bit in [`GatewayInfo::offload`].
+#[inline(always)]
+fn family(p: &Pkt) -> u16 {
+    if p.v6 { OFFLOAD_V6 } else { OFFLOAD_V4 }
+}
+
 /// Step 11: sends the packet through gateway `gw`, whose entry the caller read (`g`, one
 /// lookup per packet); `offloaded`: the flow's conntrack entry is confirmed
 /// ([`FLOW_OFFLOADED`]), so on a kernel-path gateway it may take the fast path.
@@ -596,10 +603,9 @@ fn forward(
         _ => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
     };
     // A kernel-path gateway's fast path: as an Ethernet gateway, to the family's next hop.
-    let family = if p.v6 { OFFLOAD_V6 } else { OFFLOAD_V4 };
     let fast = g.kind == GW_KIND_KERNEL
         && offloaded
-        && g.offload & family != 0
+        && g.offload & family(p) != 0
         && may_offload(p.proto, p.tcp_flags);
     let (ok, dmac) = if fast {
         (reason::STEER_OFFLOAD, if p.v6 { g.dmac6 } else { g.dmac })
