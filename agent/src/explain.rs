@@ -96,6 +96,8 @@ pub fn explain(
         ttl: 64,
         ports,
         tcp_flags: 0,
+        fragment: false,
+        l4: if q.src.is_ipv4() { 34 } else { 54 },
     };
     let model = Model::new(plan.clone(), 0);
     let Some(r) = model.classify(&p, idx) else {

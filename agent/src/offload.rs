@@ -1,8 +1,9 @@
 //! The fast path of confirmed flows (`netfilter` mode, docs/firewall.md): follows conntrack
 //! and sets or clears each flow's offload flag in the data plane (`FLOW_OFFLOADED`).
 //!
-//! A flow is offloaded once its conntrack entry is assured (seen both ways), untranslated,
-//! without a helper and, for TCP, established: from then on the firewall has accepted it and
+//! A flow is offloaded once its conntrack entry is assured (seen both ways), without a
+//! helper, untranslated or with only its source translated (`masquerade`, `snat`: the fast
+//! path then translates as conntrack does, `FLOW_SNAT`) and, for TCP, established: from then on the firewall has accepted it and
 //! conntrack needs only what the fast path still hands to the kernel (the replies, and TCP's
 //! SYN, FIN and RST). Before the flag is set, the entry's TCP window tracking is turned off
 //! ([`Conntrack::be_liberal`]): the kernel no longer sees one direction's segments, so it
@@ -31,14 +32,14 @@ use std::{
 };
 
 use tracing::{info, warn};
-use xwan_common::FlowKey;
+use xwan_common::{FlowKey, FlowPath, Snat};
 
 use crate::{
     datapath::{Flag, FlowOffload},
     metrics::Metrics,
     netlink::conntrack::{
         Change, Conntrack, EVENTS_TICK, Entry, Events, IPS_ASSURED, IPS_DST_NAT, IPS_SEQ_ADJUST,
-        IPS_SRC_NAT, TCP_ESTABLISHED,
+        TCP_ESTABLISHED,
     },
 };
 
@@ -73,14 +74,16 @@ enum Offloaded {
 /// What a conntrack entry means for its flow's fast path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    Offload,
+    /// With the source NAT conntrack applies, if any.
+    Offload(Option<Snat>),
     /// Back to the kernel path.
     Return,
     /// Look the entry up: a TCP event that does not say the connection's state (conntrack
     /// includes it only when the state changed, and a connection picked up mid-stream is
     /// established before it is assured).
     LookUp,
-    /// Nothing to do (not confirmed yet, or never offloaded: translated, helper, protocol).
+    /// Nothing to do (not confirmed yet, or never offloaded: destination translated,
+    /// helper, protocol).
     Leave,
 }
 
@@ -97,11 +100,12 @@ pub fn entry_verdict(e: &Entry) -> Verdict {
     if !matches!(e.original.proto, 6 | 17) {
         return Verdict::Leave;
     }
-    let translated = e.status & (IPS_SRC_NAT | IPS_DST_NAT | IPS_SEQ_ADJUST) != 0
-        || e.reply != mirror(&e.original);
-    let candidate = e.status & IPS_ASSURED != 0 && !translated && !e.helper;
+    let snat = source_nat(e);
+    let candidate = e.status & IPS_ASSURED != 0 && snat.is_ok() && !e.helper;
     match (e.original.proto, e.tcp_state) {
-        (6, Some(TCP_ESTABLISHED)) | (17, _) if candidate => Verdict::Offload,
+        (6, Some(TCP_ESTABLISHED)) | (17, _) if candidate => {
+            Verdict::Offload(snat.unwrap_or_default())
+        }
         (6, Some(TCP_ESTABLISHED)) | (17, _) => Verdict::Leave,
         (6, Some(_)) => Verdict::Return,
         _ if candidate => Verdict::LookUp,
@@ -124,7 +128,28 @@ fn may_qualify(e: &Entry) -> bool {
         }),
         ..*e
     };
-    entry_verdict(&assured) == Verdict::Offload
+    matches!(entry_verdict(&assured), Verdict::Offload(_))
+}
+
+/// How conntrack translates connection `e`: `Ok(None)` not at all, `Ok(Some)` only its
+/// source (the reply goes to the translated source: `masquerade`, `snat`), `Err` anything
+/// else (destination NAT, sequence adjustment) the fast path does not do.
+fn source_nat(e: &Entry) -> Result<Option<Snat>, ()> {
+    let (o, r) = (&e.original, &e.reply);
+    if e.status & (IPS_DST_NAT | IPS_SEQ_ADJUST) != 0 || r.src != o.dst || r.sport != o.dport {
+        return Err(());
+    }
+    if *r == mirror(o) {
+        return Ok(None);
+    }
+    if r.proto != o.proto || r.family != o.family {
+        return Err(());
+    }
+    Ok(Some(Snat {
+        src: r.dst,
+        sport: r.dport,
+        _pad: 0,
+    }))
 }
 
 /// The reply direction of an untranslated connection whose original direction is `k`.
@@ -316,7 +341,7 @@ impl Follower {
         let mut offloaded = 0;
         for e in &entries {
             let needs_flow = match entry_verdict(e) {
-                Verdict::Offload => match self.offload(&e.original) {
+                Verdict::Offload(snat) => match self.offload(&e.original, snat) {
                     Offloaded::Now => {
                         offloaded += 1;
                         continue;
@@ -371,7 +396,7 @@ impl Follower {
                 }
             };
             match entry.map(|e| (entry_verdict(&e), may_qualify(&e))) {
-                Some((Verdict::Offload, _)) => match self.offload(&p.original) {
+                Some((Verdict::Offload(snat), _)) => match self.offload(&p.original, snat) {
                     Offloaded::NoFlow => still.push(Pending {
                         needs_flow: true,
                         ..p
@@ -415,8 +440,8 @@ impl Follower {
             v => v,
         };
         match verdict {
-            Verdict::Offload => {
-                self.offload(&e.original);
+            Verdict::Offload(snat) => {
+                self.offload(&e.original, snat);
             }
             Verdict::Return => self.give_back(&e.original),
             Verdict::LookUp | Verdict::Leave => {}
@@ -434,9 +459,9 @@ impl Follower {
             .collect()
     }
 
-    /// Offloads the flow of connection `original` if xwan steers it and it is not offloaded
-    /// yet.
-    fn offload(&mut self, original: &FlowKey) -> Offloaded {
+    /// Offloads the flow of connection `original` (translated by `snat`) if xwan steers it
+    /// and it is not offloaded yet.
+    fn offload(&mut self, original: &FlowKey, snat: Option<Snat>) -> Offloaded {
         let mut done = Offloaded::NoFlow;
         for key in self.keys(original) {
             match self.table.get(&key) {
@@ -466,7 +491,7 @@ impl Follower {
                     }
                 }
             }
-            match self.table.set(&key, true) {
+            match self.table.set(&key, FlowPath::Fast(snat)) {
                 Ok(Flag::Clear) => {
                     self.metrics.record_offload(Event::Offloaded);
                     done = Offloaded::Now;
@@ -485,7 +510,7 @@ impl Follower {
     /// Puts the flow of connection `original` back on the kernel path.
     fn give_back(&mut self, original: &FlowKey) {
         for key in self.keys(original) {
-            match self.table.set(&key, false) {
+            match self.table.set(&key, FlowPath::Kernel) {
                 Ok(Flag::Set) => self.metrics.record_offload(Event::Returned),
                 Ok(_) => {}
                 Err(e) => {
@@ -526,12 +551,12 @@ mod tests {
     }
 
     #[test]
-    fn only_confirmed_untranslated_tcp_and_udp_are_offloaded() {
+    fn only_confirmed_tcp_and_udp_without_destination_nat_are_offloaded() {
         let up = |e: Entry| verdict(&Change::Updated(e));
-        assert_eq!(up(entry(17, IPS_ASSURED, None)), Verdict::Offload);
+        assert_eq!(up(entry(17, IPS_ASSURED, None)), Verdict::Offload(None));
         assert_eq!(
             up(entry(6, IPS_ASSURED, Some(TCP_ESTABLISHED))),
-            Verdict::Offload
+            Verdict::Offload(None)
         );
         // Not seen both ways yet.
         assert_eq!(up(entry(17, 0, None)), Verdict::Leave);
@@ -542,14 +567,40 @@ mod tests {
         // An event without TCP's state (it did not change): looked up if it may qualify.
         assert_eq!(up(entry(6, IPS_ASSURED, None)), Verdict::LookUp);
         assert_eq!(up(entry(6, 0, None)), Verdict::Leave);
-        // Translated, by its status or by its tuples; a helper; another protocol.
+        // Masquerade: the replies go to the uplink's address and a new port; the fast path
+        // translates the same way.
+        let mut masq = entry(6, IPS_ASSURED | IPS_SRC_NAT, Some(TCP_ESTABLISHED));
+        masq.reply.dst[0] = u32::from_ne_bytes([192, 0, 2, 1]);
+        masq.reply.dport = 61000;
+        let snat = Snat {
+            src: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
+            sport: 61000,
+            _pad: 0,
+        };
+        assert_eq!(up(masq), Verdict::Offload(Some(snat)));
+        assert!(may_qualify(&Entry { status: 0, ..masq }));
+        // Destination NAT (a port forward, a redirect), by its status or by its tuples;
+        // sequence adjustment; a helper; another protocol.
+        let dnat = Entry {
+            status: IPS_ASSURED | IPS_DST_NAT,
+            ..entry(17, 0, None)
+        };
+        assert_eq!(up(dnat), Verdict::Leave);
+        let mut redirected = entry(17, IPS_ASSURED, None);
+        redirected.reply.src[0] = u32::from_ne_bytes([10, 1, 0, 1]);
+        assert_eq!(up(redirected), Verdict::Leave);
+        let mut port_forward = entry(17, IPS_ASSURED, None);
+        port_forward.reply.sport = 8443;
+        assert_eq!(up(port_forward), Verdict::Leave);
+        assert!(!may_qualify(&port_forward));
         assert_eq!(
-            up(entry(17, IPS_ASSURED | IPS_SRC_NAT, None)),
+            up(entry(
+                6,
+                IPS_ASSURED | IPS_SEQ_ADJUST,
+                Some(TCP_ESTABLISHED)
+            )),
             Verdict::Leave
         );
-        let mut masq = entry(17, IPS_ASSURED, None);
-        masq.reply.dst[0] = u32::from_ne_bytes([192, 0, 2, 1]);
-        assert_eq!(up(masq), Verdict::Leave);
         let helped = Entry {
             helper: true,
             ..entry(6, IPS_ASSURED, Some(TCP_ESTABLISHED))

@@ -142,6 +142,10 @@ pub const SLOTS_MAP: &str = "XWAN_SLOTS";
 pub const GATEWAYS_MAP: &str = "XWAN_GATEWAYS";
 pub const DEVMAP_MAP: &str = "XWAN_DEVMAP";
 pub const FLOWS_MAP: &str = "XWAN_FLOWS";
+/// Hash of [`FlowKey`] → [`Snat`], [`FLOW_TABLE_SIZE`] entries allocated as used: how
+/// conntrack translates the offloaded flows that have [`FLOW_SNAT`]. Written only by the
+/// agent.
+pub const SNAT_MAP: &str = "XWAN_SNAT";
 /// Per-CPU array of [`FlowCacheBlock`] holding `FLOW_CACHE_BANKS × FLOW_CACHE_BANK_ENTRIES`
 /// entries: the flow table's hits without its hash. Not pinned: a new program starts with an
 /// empty cache.
@@ -562,12 +566,42 @@ pub struct FlowValue {
 /// the agent; the data plane keeps it while the flow keeps its router and gateway, and drops
 /// it when the flow moves (its conntrack entry is reset then).
 pub const FLOW_OFFLOADED: u16 = 1;
+/// [`FlowValue::flags`], with [`FLOW_OFFLOADED`]: conntrack translates the flow's source
+/// (`masquerade`, `snat`), as its entry in [`SNAT_MAP`] says; the fast path does the same.
+/// Only for TCP and UDP. Set, kept and dropped with [`FLOW_OFFLOADED`].
+pub const FLOW_SNAT: u16 = 2;
+
+/// How conntrack translates an offloaded flow's packets from the LAN ([`SNAT_MAP`]): the
+/// source address and port they leave with (the reply tuple's destination).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Snat {
+    /// Raw network-order address words, IPv4 in word 0 (the flow's family).
+    pub src: [u32; 4],
+    /// Host order, as [`FlowKey::sport`].
+    pub sport: u16,
+    pub _pad: u16,
+}
+
+/// The path the agent puts a flow on (`FlowOffload::set` in the agent, `Model::set_path` in
+/// the model).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FlowPath {
+    /// The kernel path: the flow's [`FLOW_OFFLOADED`] and [`FLOW_SNAT`] cleared, its
+    /// [`SNAT_MAP`] entry removed.
+    Kernel,
+    /// Offloaded ([`FLOW_OFFLOADED`]), with the source NAT conntrack applies to it, if any
+    /// ([`FLOW_SNAT`] and its [`SNAT_MAP`] entry).
+    Fast(Option<Snat>),
+}
 
 /// Whether a packet of an offloaded flow may skip the kernel: always, except a TCP segment
-/// that opens, closes or resets its connection (SYN, FIN, RST), which conntrack must see;
-/// `tcp_flags` is [`TCP_FLAGS_UNKNOWN`] when the segment is too short to show them.
-pub const fn may_offload(proto: u8, tcp_flags: u8) -> bool {
-    proto != 6 || tcp_flags & (TCP_FIN | TCP_SYN | TCP_RST) == 0
+/// that opens, closes or resets its connection (SYN, FIN, RST), which conntrack must see
+/// (`tcp_flags` is [`TCP_FLAGS_UNKNOWN`] when the segment is too short to show them), and a
+/// fragment: conntrack reassembles a datagram before it tracks it, so its fragments go
+/// together.
+pub const fn may_offload(proto: u8, tcp_flags: u8, fragment: bool) -> bool {
+    !fragment && (proto != 6 || tcp_flags & (TCP_FIN | TCP_SYN | TCP_RST) == 0)
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -621,7 +655,11 @@ pub struct FlowCacheEntry {
 /// [`FlowCacheEntry::gateway`]'s bit for [`FLOW_OFFLOADED`]: gateway ids stay below it, and
 /// the entry stays one cache line.
 pub const CACHE_OFFLOADED: u16 = 0x8000;
-const _: () = assert!(MAX_GATEWAYS <= CACHE_OFFLOADED as u32);
+/// [`FlowCacheEntry::gateway`]'s bit for [`FLOW_SNAT`].
+pub const CACHE_SNAT: u16 = 0x4000;
+/// [`FlowCacheEntry::gateway`]'s bits that hold the gateway id.
+pub const CACHE_GATEWAY: u16 = !(CACHE_OFFLOADED | CACHE_SNAT);
+const _: () = assert!(MAX_GATEWAYS <= CACHE_SNAT as u32);
 
 const _: () = assert!(core::mem::size_of::<FlowCacheEntry>() == 64);
 const _: () = assert!(FLOW_CACHE_BANK_ENTRIES.is_power_of_two());
@@ -788,10 +826,17 @@ pub struct ParsedPacket {
     pub ttl: u8,
     /// 1: `sport`/`dport` were read (TCP, UDP, SCTP, not a non-first fragment).
     pub has_ports: u8,
-    /// A TCP segment's flags ([`TCP_FLAGS_UNKNOWN`] when beyond the frame); 0 otherwise. A
-    /// `u32` so that the struct has no padding to zero: LLVM zeroes a padding array with a
-    /// call to `memset`, a BPF-to-BPF call 6.1's verifier cannot afford.
-    pub tcp_flags: u32,
+    /// A TCP segment's flags ([`TCP_FLAGS_UNKNOWN`] when beyond the frame); 0 otherwise.
+    pub tcp_flags: u8,
+    /// 1: a fragment (IPv4: more fragments or an offset; IPv6: a fragment header).
+    pub fragment: u8,
+    /// Offset of the upper-layer header (where the ports are, when `has_ports`). The
+    /// fields fill the struct without padding: LLVM zeroes a padding array with a call to
+    /// `memset`, a BPF-to-BPF call 6.1's verifier cannot afford.
+    pub l4: u16,
+    /// The packet's flow key (ifindex 0: the return-route table's), which `decide` uses in
+    /// place: its 512-byte stack has no room for a copy.
+    pub key: FlowKey,
 }
 
 /// How `xwan_xdp_decide` tells `xwan_tc_steer` which L3 tunnel a packet goes to: the
@@ -864,6 +909,7 @@ mod pod {
     // SAFETY: all are #[repr(C)], Copy, made of integers, with explicit padding fields.
     unsafe impl aya::Pod for RuleBitmap {}
     unsafe impl aya::Pod for Moved {}
+    unsafe impl aya::Pod for Snat {}
     unsafe impl aya::Pod for IfaceRuleKey {}
     unsafe impl aya::Pod for PortTable {}
     unsafe impl aya::Pod for RuleAction {}

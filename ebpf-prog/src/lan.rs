@@ -13,12 +13,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use xwan_common::{
-    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CACHE_OFFLOADED, CONFIG_RETURN_ROUTES,
-    DSCP_KEEP, FLOW_CACHE_BANKS, FLOW_OFFLOADED, FLOW_REFRESH_NS, FlowCacheEntry, FlowKey,
-    FlowValue, GW_KIND_ETHERNET, GW_KIND_KERNEL, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo,
-    IFACE_ARRAY_SIZE, IfaceInfo, Moved, NO_ROUTER, OFFLOAD_V4, OFFLOAD_V6, ParsedPacket,
-    ROUTER_SLOTS, RuleAction, TABLE_HASH_SOURCE, TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum,
-    hash, kernel_tag, may_offload, reason, rule_index, slots_index, tunnel_tag,
+    ACTION_BLOCK, ACTION_PASS, ACTION_ROUTE, AddrKey, CACHE_GATEWAY, CACHE_OFFLOADED, CACHE_SNAT,
+    CONFIG_RETURN_ROUTES, DSCP_KEEP, FLOW_CACHE_BANKS, FLOW_OFFLOADED, FLOW_REFRESH_NS, FLOW_SNAT,
+    FlowCacheEntry, FlowKey, FlowValue, GW_KIND_ETHERNET, GW_KIND_KERNEL, GW_KIND_NONE,
+    GW_KIND_TUNNEL, GatewayInfo, IFACE_ARRAY_SIZE, IfaceInfo, Moved, NO_ROUTER, OFFLOAD_V4,
+    OFFLOAD_V6, ParsedPacket, ROUTER_SLOTS, RuleAction, Snat, TABLE_HASH_SOURCE,
+    TABLE_ON_FAILURE_PASS, TUNNEL_TAG_PREFIX, csum, hash, kernel_tag, may_offload, reason,
+    rule_index, slots_index, tunnel_tag,
 };
 
 use crate::{
@@ -79,13 +80,16 @@ pub fn hand_over(p: &Pkt) -> bool {
             l3: p.l3 as u16,
             sport: p.sport,
             dport: p.dport,
-            tags: p.tags as u8,
+            tags: p.tags,
             v6: p.v6 as u8,
             proto: p.proto,
             dscp: p.dscp,
             ttl: p.ttl,
             has_ports: p.has_ports as u8,
-            tcp_flags: p.tcp_flags as u32,
+            tcp_flags: p.tcp_flags,
+            fragment: p.fragment as u8,
+            l4: p.l4,
+            key: flow_key(p, 0),
         };
     }
     true
@@ -123,6 +127,14 @@ fn flow_key(p: &Pkt, ifindex: u32) -> FlowKey {
     }
 }
 
+/// Whether `dst` is one of the router's own addresses (`XWAN_LOCAL`).
+#[inline(always)]
+fn is_local(family: u32, dst: &[u32; 4]) -> bool {
+    let local = AddrKey { family, addr: *dst };
+    // SAFETY: plain data owned by the map.
+    unsafe { XWAN_LOCAL.get(local) }.is_some()
+}
+
 /// Stage 2 (`xwan_xdp_decide`): steps 8–12 on the packet [`parse_stage`] stored. Returns
 /// `(xdp action, reason)`.
 ///
@@ -131,15 +143,17 @@ fn flow_key(p: &Pkt, ifindex: u32) -> FlowKey {
 #[inline(always)]
 pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let Some(s) = XWAN_SCRATCH.get(0) else {
+    let Some(scratch) = XWAN_SCRATCH.get_ptr_mut(0) else {
         return (XDP_PASS, reason::PASS_NOT_CONFIGURED);
     };
+    // SAFETY: this CPU's slot, written by the first stage for this packet.
+    let s = unsafe { &*scratch };
     let p = Pkt {
         // 14, 18 or 22. The mask bounds every copy LLVM keeps of it: older verifiers (6.1)
         // do not carry a later `l3 > 22` check over to a reload of the spilled value, and a
         // packet offset that may reach 64 KiB is never granted a range.
         l3: (s.l3 & 0x1f) as usize,
-        tags: (s.tags & 3) as usize,
+        tags: s.tags & 3,
         v6: s.v6 != 0,
         proto: s.proto,
         // Six bits on the wire; the mask keeps a lookup index in its generation.
@@ -148,24 +162,23 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         has_ports: s.has_ports != 0,
         sport: s.sport,
         dport: s.dport,
-        tcp_flags: s.tcp_flags as u8,
+        tcp_flags: s.tcp_flags,
+        fragment: s.fragment != 0,
+        l4: s.l4,
         src: s.src,
         dst: s.dst,
     };
-    let family = if p.v6 { 6 } else { 4 };
-    let mut key = flow_key(&p, 0);
+    let family: u32 = if p.v6 { 6 } else { 4 };
+    // SAFETY: as `s`; nothing else reads or writes the key meanwhile.
+    let key = unsafe { &mut (*scratch).key };
 
     let (flow_idle_ns, config_flags, marks) = match XWAN_CONFIG.get(0) {
         Some(c) => (c.flow_idle_ns, c.flags, c.marks),
         None => (0, 0, 0),
     };
 
-    let local = AddrKey {
-        family: family as u32,
-        addr: p.dst,
-    };
-    // SAFETY: plain data owned by the map.
-    let is_local = || unsafe { XWAN_LOCAL.get(local) }.is_some();
+    // The key is built at each use: a key alive through `decide` costs stack it lacks.
+    let is_local = || is_local(family, &p.dst);
     // Return route: replies leave through the link their connection arrived on. Local
     // destinations first: a return entry learned from a spoofed source must not divert
     // traffic for the router itself.
@@ -173,7 +186,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         return (XDP_PASS, reason::PASS_LOCAL);
     }
     if config_flags & CONFIG_RETURN_ROUTES != 0
-        && let Some(r) = unsafe { XWAN_RETURN.get(key) }
+        && let Some(r) = unsafe { XWAN_RETURN.get(&*key) }
     {
         let gw = r.gateway;
         if let Some(g) = XWAN_GATEWAYS.get(gw)
@@ -188,7 +201,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
                 DSCP_KEEP,
                 reason::STEER_RETURN,
                 len,
-                false,
+                (false, None),
             );
         }
     }
@@ -201,16 +214,16 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     let generation = epoch & 1;
     let now = unsafe { bpf_ktime_get_coarse_ns() };
 
-    let slots = hash::flow_cache_slots(&key);
+    let slots = hash::flow_cache_slots(key);
     // Without return routes the first stage has asked the cache already.
     if config_flags & CONFIG_RETURN_ROUTES != 0 {
-        let cached = from_cache(ctx, &p, &key, slots, epoch, now, flow_idle_ns, len);
+        let cached = from_cache(ctx, &p, key, slots, epoch, now, flow_idle_ns, len);
         if cached.0 != MISS {
             return cached;
         }
     }
 
-    let entry = XWAN_FLOWS.get_ptr_mut(key);
+    let entry = XWAN_FLOWS.get_ptr_mut(&*key);
     // A copy: the entry may be rewritten by another CPU meanwhile. A zero value stands for
     // "no entry" rather than an `Option`: LLVM spills the undefined payload of a `None`, a
     // read of an uninitialised register that Linux 6.1's verifier rejects.
@@ -254,7 +267,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             return (XDP_PASS, reason::PASS_GATEWAY_ERROR);
         };
         router_version = *version;
-        match choose_gateway(&p, &key, router, router_version, live) {
+        match choose_gateway(&p, key, router, router_version, live) {
             Choice::Gateway(gw) => gateway = Some(gw),
             Choice::NoneActive(pass) => {
                 // No flow write: the next packet is decided anew when gateways return.
@@ -306,21 +319,20 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
             entry.submit(0);
         }
     }
-    // Offloaded while it keeps its router and gateway (only the agent sets the flag).
+    // Offloaded while it keeps its router and gateway (only the agent sets the flags).
+    // (In two steps: a guard on `gw` lets LLVM compute with the undefined payload of a
+    // `None`, which may be a pointer, and the verifier refuses arithmetic on one.)
     let offloaded = match (live, gateway) {
         (Some(f), Some(gw)) => {
             f.flags & FLOW_OFFLOADED != 0 && f.router == router && f.gateway == gw
         }
         _ => false,
     };
-    let value = flow_value(
-        now,
-        epoch,
-        rule as u16,
-        router,
-        gateway.unwrap_or(0),
-        if offloaded { FLOW_OFFLOADED } else { 0 },
-    );
+    let kept = match live {
+        Some(f) if offloaded => f.flags & (FLOW_OFFLOADED | FLOW_SNAT),
+        _ => 0,
+    };
+    let value = flow_value(now, epoch, rule as u16, router, gateway.unwrap_or(0), kept);
     let write = !found
         || old.epoch != value.epoch
         || old.rule != value.rule
@@ -335,7 +347,7 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
                 unsafe { *e = value };
                 true
             }
-            None => XWAN_FLOWS.insert(key, value, 0).is_ok(),
+            None => XWAN_FLOWS.insert(&*key, &value, 0).is_ok(),
         }
     } else {
         true
@@ -343,17 +355,19 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
     if recorded {
         let seen = if write { now } else { old.last_seen_ns };
         fill_cache(
-            &key,
+            key,
             slots,
             router_version,
             seen,
             epoch,
             rule as u16,
-            if offloaded {
-                value.gateway | CACHE_OFFLOADED
-            } else {
-                value.gateway
-            },
+            value.gateway
+                | if kept & FLOW_OFFLOADED != 0 {
+                    CACHE_OFFLOADED
+                } else {
+                    0
+                }
+                | if kept & FLOW_SNAT != 0 { CACHE_SNAT } else { 0 },
         );
     }
 
@@ -365,7 +379,8 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
                 reason::STEER_CLASSIFIED
             };
             let g = XWAN_GATEWAYS.get(gw as u32);
-            forward(ctx, &p, gw as u32, g, action.dscp, ok, len, offloaded)
+            let offload = offload_of(key, kept & FLOW_OFFLOADED != 0, kept & FLOW_SNAT != 0);
+            forward(ctx, &p, gw as u32, g, action.dscp, ok, len, offload)
         }
         None => outcome,
     }
@@ -420,7 +435,7 @@ fn from_cache(
         return miss;
     };
     let offloaded = c.gateway & CACHE_OFFLOADED != 0;
-    let gw = (c.gateway & !CACHE_OFFLOADED) as u32;
+    let gw = (c.gateway & CACHE_GATEWAY) as u32;
     let mut g = None;
     if action.kind == ACTION_ROUTE {
         match XWAN_RTR_VER.get(action.router as u32) {
@@ -437,16 +452,8 @@ fn from_cache(
     }
     count(&XWAN_RULE_CNT, action.counter as u32, len);
     if action.kind == ACTION_ROUTE {
-        forward(
-            ctx,
-            p,
-            gw,
-            g,
-            action.dscp,
-            reason::STEER_FLOW,
-            len,
-            offloaded,
-        )
+        let offload = offload_of(key, offloaded, c.gateway & CACHE_SNAT != 0);
+        forward(ctx, p, gw, g, action.dscp, reason::STEER_FLOW, len, offload)
     } else {
         settle(ctx, p, action)
     }
@@ -583,9 +590,43 @@ fn family(p: &Pkt) -> u16 {
     if p.v6 { OFFLOAD_V6 } else { OFFLOAD_V4 }
 }
 
+/// A flow's offload flags as a packet of it sees them: whether it is offloaded
+/// ([`FLOW_OFFLOADED`]) and with which source NAT ([`FLOW_SNAT`], its entry in `XWAN_SNAT`;
+/// without the entry the flow takes the kernel path). A pair, not an enum: `decide` has no
+/// stack to spare for a tag.
+#[inline(always)]
+fn offload_of(key: &FlowKey, offloaded: bool, snat: bool) -> (bool, Option<&'static Snat>) {
+    if !offloaded || !snat {
+        return (offloaded, None);
+    }
+    // SAFETY: plain data owned by the map (a read racing the agent's write is torn at worst
+    // for one packet of a flow conntrack just confirmed).
+    match unsafe { XWAN_SNAT.get(key) } {
+        Some(s) => (true, Some(s)),
+        None => (false, None),
+    }
+}
+
+/// Where `p`'s TCP or UDP checksum is, relative to its L4 header, when source NAT can
+/// translate it: not a fragment, ports read, and the checksum inside the frame of `len`
+/// bytes.
+#[inline(always)]
+fn l4_checksum_at(p: &Pkt, len: u64) -> Option<usize> {
+    let at = match p.proto {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    if p.fragment || !p.has_ports || (p.l4 as usize + at + 2) as u64 > len {
+        return None;
+    }
+    Some(at)
+}
+
 /// Step 11: sends the packet through gateway `gw`, whose entry the caller read (`g`, one
-/// lookup per packet); `offloaded`: the flow's conntrack entry is confirmed
-/// ([`FLOW_OFFLOADED`]), so on a kernel-path gateway it may take the fast path.
+/// lookup per packet); `offload`: whether the flow's conntrack entry is confirmed
+/// ([`FLOW_OFFLOADED`]), so on a kernel-path gateway it may take the fast path, and
+/// translated ([`FLOW_SNAT`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward(
@@ -596,17 +637,25 @@ fn forward(
     dscp: u8,
     ok: u32,
     len: u64,
-    offloaded: bool,
+    offload: (bool, Option<&Snat>),
 ) -> (u32, u32) {
     let g = match g {
         Some(g) if g.kind != GW_KIND_NONE => *g,
         _ => return (XDP_PASS, reason::PASS_GATEWAY_ERROR),
     };
+    // Source NAT on the fast path needs a TCP or UDP checksum to update.
+    let (offloaded, snat) = match offload {
+        (true, Some(s)) => match l4_checksum_at(p, len) {
+            Some(at) => (true, Some((s, at))),
+            None => (false, None),
+        },
+        o => (o.0, None),
+    };
     // A kernel-path gateway's fast path: as an Ethernet gateway, to the family's next hop.
     let fast = g.kind == GW_KIND_KERNEL
         && offloaded
         && g.offload & family(p) != 0
-        && may_offload(p.proto, p.tcp_flags);
+        && may_offload(p.proto, p.tcp_flags, p.fragment);
     let (ok, dmac) = if fast {
         (reason::STEER_OFFLOAD, if p.v6 { g.dmac6 } else { g.dmac })
     } else {
@@ -651,6 +700,10 @@ fn forward(
             ((start) as *mut [u8; 6]).write_unaligned(dmac);
             ((start + 6) as *mut [u8; 6]).write_unaligned(g.smac);
         }
+        if fast && let Some((s, at)) = snat {
+            // The VLAN tags are gone: the IP header is at 14.
+            translate_source(ctx, p.l4 as usize - p.l3 + 14, at, p.v6, p.proto, s);
+        }
         return match XWAN_DEVMAP.redirect(gw, XDP_PASS as u64) {
             Ok(_) => {
                 egress::remember(ctx.ingress_ifindex() as u32, g.ifindex, gw, ok, len);
@@ -671,6 +724,94 @@ fn forward(
         return (XDP_PASS, ok);
     }
     (XDP_PASS, reason::PASS_GATEWAY_ERROR)
+}
+
+/// Source NAT as conntrack applies it (see `xwan_common::model` step 10) on a frame whose IP
+/// header is at 14 and whose TCP / UDP header is at `l4`, with its checksum at `l4 + at`:
+/// the source address and port become `s`'s, the IPv4 header checksum and the L4 checksum
+/// updated word by word in the model's order. Leaves the frame as it is if a bound fails
+/// (the caller checked them against the frame's length already).
+#[inline(always)]
+fn translate_source(ctx: &XdpContext, l4: usize, at: usize, v6: bool, proto: u8, s: &Snat) {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // Bounded for the verifier: an IPv4 header is at most 60 bytes, IPv6's extension headers
+    // end within the parser's reach; `at` is 6 or 16. The IP header is whole (34 or 54):
+    // the L4 header follows it.
+    if l4 > 1024 || start + 34 > end || (v6 && start + 54 > end) {
+        return;
+    }
+    let l4p = start + l4;
+    if l4p + 2 > end {
+        return;
+    }
+    let checkp = l4p + (at & 0x1f);
+    if checkp + 2 > end {
+        return;
+    }
+    // SAFETY: the port at `l4p` and the checksum at `checkp` are checked above, the address
+    // words by `swap_words`' caller.
+    unsafe {
+        let l4p = l4p as *mut u8;
+        let checkp = checkp as *mut u8;
+        let mut check = u16::from_be_bytes([*checkp, *checkp.add(1)]);
+        let update = proto == 6 || check != 0;
+        let new = &*(s.src.as_ptr() as *const [u8; 16]);
+        if v6 {
+            if start + 54 > end {
+                return;
+            }
+            swap_words::<8>(start + 22, new, &mut check, None);
+        } else {
+            let ip = (start + 14) as *mut u8;
+            let mut ip_check = u16::from_be_bytes([*ip.add(10), *ip.add(11)]);
+            swap_words::<2>(start + 26, new, &mut check, Some(&mut ip_check));
+            let c = ip_check.to_be_bytes();
+            *ip.add(10) = c[0];
+            *ip.add(11) = c[1];
+        }
+        let old = u16::from_be_bytes([*l4p, *l4p.add(1)]);
+        check = csum::replace16(check, old, s.sport);
+        let port = s.sport.to_be_bytes();
+        *l4p = port[0];
+        *l4p.add(1) = port[1];
+        if update {
+            if proto == 17 && check == 0 {
+                check = 0xffff;
+            }
+            let c = check.to_be_bytes();
+            *checkp = c[0];
+            *checkp.add(1) = c[1];
+        }
+    }
+}
+
+/// Writes the first `N` 16-bit words of `new` at `addr`, updating the checksums that cover
+/// them word by word.
+///
+/// # Safety
+/// `2 * N` bytes at `addr` are inside the packet.
+#[inline(always)]
+unsafe fn swap_words<const N: usize>(
+    addr: usize,
+    new: &[u8; 16],
+    check: &mut u16,
+    mut ip_check: Option<&mut u16>,
+) {
+    for i in 0..N {
+        let a = (addr + 2 * i) as *mut u8;
+        // SAFETY: inside the packet (the caller's promise).
+        unsafe {
+            let old = u16::from_be_bytes([*a, *a.add(1)]);
+            let word = u16::from_be_bytes([new[2 * i], new[2 * i + 1]]);
+            if let Some(c) = ip_check.as_deref_mut() {
+                *c = csum::replace16(*c, old, word);
+            }
+            *check = csum::replace16(*check, old, word);
+            *a = new[2 * i];
+            *a.add(1) = new[2 * i + 1];
+        }
+    }
 }
 
 /// Removes the VLAN tags: the MACs move up by 4 bytes per tag and the IP EtherType follows.

@@ -13,7 +13,7 @@ use xwan_common::{
     Lpm4Data, Lpm6Data, MAX_GATEWAYS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_ROUTERS,
     MAX_RULE_COUNTERS, MAX_RULES, MOVED_RING_BYTES, PORTBM_MAP_SIZE, PORTMAP_MAP_SIZE,
     PROTO_MAP_SIZE, ParsedPacket, PortTable, RULES_MAP_SIZE, ReturnValue, RuleAction, RuleBitmap,
-    SLOTS_MAP_SIZE, SlotTable, reason,
+    SLOTS_MAP_SIZE, SlotTable, Snat, reason,
 };
 
 const _: () = assert!(BITMAP_WORDS * 64 == MAX_RULES);
@@ -81,6 +81,11 @@ pub static XWAN_GATEWAYS: Array<GatewayInfo> = Array::pinned(MAX_GATEWAYS, 0);
 /// Index: gateway id → egress interface of an Ethernet gateway.
 #[map(name = "XWAN_DEVMAP")]
 pub static XWAN_DEVMAP: DevMap = DevMap::pinned(MAX_GATEWAYS, 0);
+
+/// Allocated as used (`BPF_F_NO_PREALLOC`): only the agent inserts, for offloaded flows
+/// that conntrack translates.
+#[map(name = "XWAN_SNAT")]
+pub static XWAN_SNAT: HashMap<FlowKey, Snat> = HashMap::pinned(FLOW_TABLE_SIZE, 1);
 
 #[map(name = "XWAN_FLOWS")]
 pub static XWAN_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::pinned(FLOW_TABLE_SIZE, 0);

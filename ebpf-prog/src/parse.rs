@@ -22,7 +22,7 @@ pub struct Pkt {
     /// Offset of the IP header.
     pub l3: usize,
     /// VLAN tags between the MACs and the IP EtherType.
-    pub tags: usize,
+    pub tags: u8,
     pub v6: bool,
     pub proto: u8,
     pub dscp: u8,
@@ -32,6 +32,11 @@ pub struct Pkt {
     pub dport: u16,
     /// A TCP segment's flags (`TCP_FLAGS_UNKNOWN` when not in the frame); 0 otherwise.
     pub tcp_flags: u8,
+    /// IPv4 with more fragments or an offset, IPv6 with a fragment header.
+    pub fragment: bool,
+    /// Offset of the upper-layer header (below `MAX_OFFSET`; 16 bits keep `decide`'s
+    /// stack within its 512 bytes).
+    pub l4: u16,
     /// Raw network-order address words, IPv4 in word 0.
     pub src: [u32; 4],
     pub dst: [u32; 4],
@@ -135,6 +140,7 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
         return Err(reason::PASS_NOT_FOR_US);
     }
     let frag_off = be16([h[6], h[7]]) & 0x1fff;
+    let more_fragments = h[6] & 0x20 != 0;
     let proto = h[9];
     let mut pkt = Pkt {
         l3,
@@ -147,6 +153,8 @@ fn parse_ipv4(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
         sport: 0,
         dport: 0,
         tcp_flags: tcp_flags(start, end, l4, proto, frag_off != 0),
+        fragment: more_fragments || frag_off != 0,
+        l4: l4 as u16,
         src: words4([h[12], h[13], h[14], h[15]]),
         dst: words4([h[16], h[17], h[18], h[19]]),
     };
@@ -199,6 +207,7 @@ fn parse_ipv6(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
     let mut nh = h[6];
     let mut off = l3 + 40;
     let mut non_first_fragment = false;
+    let mut fragment = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match nh {
             0 | 43 | 60 => {
@@ -215,6 +224,7 @@ fn parse_ipv6(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
                 let e: [u8; 8] = load(start, end, off).ok_or(reason::PASS_MALFORMED)?;
                 nh = e[0];
                 off += 8;
+                fragment = true;
                 if be16([e[2], e[3]]) >> 3 != 0 {
                     non_first_fragment = true;
                     break;
@@ -237,6 +247,8 @@ fn parse_ipv6(start: usize, end: usize, l3: usize) -> Result<Pkt, u32> {
         sport: 0,
         dport: 0,
         tcp_flags: tcp_flags(start, end, off, nh, non_first_fragment),
+        fragment,
+        l4: off as u16,
         src: words16(&h, 8),
         dst: words16(&h, 24),
     };

@@ -566,6 +566,8 @@ pub(crate) mod tests {
             ttl: 64,
             ports,
             tcp_flags: 0,
+            fragment: false,
+            l4: if src.is_ipv4() { 34 } else { 54 },
         }
     }
 
@@ -1003,6 +1005,8 @@ pub(crate) mod tests {
                         ttl: 64,
                         ports,
                         tcp_flags: 0,
+                        fragment: false,
+                        l4: if family == 4 { 34 } else { 54 },
                     },
                     ifindex,
                 )

@@ -67,7 +67,7 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 31] = [
+const MAPS: [MapSpec; 32] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
     spec::<u32, c::IfaceInfo>(c::IFACE_ARRAY_MAP, MapType::Array),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
@@ -93,6 +93,7 @@ const MAPS: [MapSpec; 31] = [
         value: None,
     },
     spec::<c::FlowKey, c::FlowValue>(c::FLOWS_MAP, MapType::LruHash),
+    spec::<c::FlowKey, c::Snat>(c::SNAT_MAP, MapType::Hash),
     spec::<u32, c::FlowCacheBlock>(c::FLOW_CACHE_MAP, MapType::PerCpuArray),
     spec::<c::FlowKey, c::ReturnValue>(c::RETURN_MAP, MapType::LruHash),
     spec::<u32, c::LinkInfo>(c::LINKS_MAP, MapType::Hash),

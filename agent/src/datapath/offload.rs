@@ -13,8 +13,8 @@ use std::os::fd::AsFd;
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use xwan_common::{
-    FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_MAP, FLOW_OFFLOADED, FLOW_TABLE_SIZE, FLOWS_MAP,
-    FlowCacheBlock, FlowCacheEntry, FlowKey, FlowValue, hash,
+    FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_MAP, FLOW_OFFLOADED, FLOW_SNAT, FLOW_TABLE_SIZE,
+    FLOWS_MAP, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowPath, FlowValue, SNAT_MAP, Snat, hash,
 };
 
 use super::{Datapath, DatapathError, loader::map_data};
@@ -28,11 +28,13 @@ fn map_error(map: &'static str, op: &str) -> impl FnOnce(MapError) -> DatapathEr
     }
 }
 
-/// The flow table and flow cache, with file descriptors of their own: the thread that
-/// follows conntrack (`crate::offload`) sets and clears flags while the daemon commits.
+/// The flow table, flow cache and source NAT table, with file descriptors of their own: the
+/// thread that follows conntrack (`crate::offload`) sets and clears flags while the daemon
+/// commits.
 pub struct FlowOffload {
     flows: HashMap<MapData, FlowKey, FlowValue>,
     cache: PerCpuArray<MapData, FlowCacheBlock>,
+    snat: HashMap<MapData, FlowKey, Snat>,
 }
 
 impl Datapath {
@@ -53,7 +55,9 @@ impl Datapath {
             .map_err(map_error(FLOWS_MAP, "opening"))?;
         let cache = PerCpuArray::try_from(Map::PerCpuArray(dup(FLOW_CACHE_MAP)?))
             .map_err(map_error(FLOW_CACHE_MAP, "opening"))?;
-        Ok(FlowOffload { flows, cache })
+        let snat = HashMap::try_from(Map::HashMap(dup(SNAT_MAP)?))
+            .map_err(map_error(SNAT_MAP, "opening"))?;
+        Ok(FlowOffload { flows, cache, snat })
     }
 }
 
@@ -77,40 +81,69 @@ impl FlowOffload {
         }
     }
 
-    /// Sets (`true`) or clears flow `key`'s [`FLOW_OFFLOADED`]; returns the flag as it was.
-    /// The data plane may rewrite the entry meanwhile; it keeps the flag while the flow keeps
-    /// its gateway, so only a move (whose conntrack entry is reset anyway) loses it.
-    pub fn set(&mut self, key: &FlowKey, offloaded: bool) -> Result<Flag, DatapathError> {
-        let mut value = match self.flows.get(key, 0) {
-            Ok(v) => v,
-            Err(MapError::KeyNotFound) => return Ok(Flag::Absent),
+    /// Puts flow `key` on `path` (as `Model::set_path` specifies); returns its
+    /// [`FLOW_OFFLOADED`] as it was. A translation is written before the flags that use it
+    /// and removed after them. The data plane may rewrite the entry meanwhile; it keeps the
+    /// flags while the flow keeps its gateway, so only a move (whose conntrack entry is reset
+    /// anyway) loses them.
+    pub fn set(&mut self, key: &FlowKey, path: FlowPath) -> Result<Flag, DatapathError> {
+        let value = match self.flows.get(key, 0) {
+            Ok(v) => Some(v),
+            Err(MapError::KeyNotFound) => None,
             Err(e) => return Err(map_error(FLOWS_MAP, "reading a flow")(e)),
+        };
+        let Some(mut value) = value else {
+            // Nothing uses a translation left behind by an evicted entry.
+            self.remove_snat(key)?;
+            return Ok(Flag::Absent);
         };
         let was = if value.flags & FLOW_OFFLOADED != 0 {
             Flag::Set
         } else {
             Flag::Clear
         };
-        if (was == Flag::Set) == offloaded {
-            return Ok(was);
-        }
-        if offloaded {
-            value.flags |= FLOW_OFFLOADED;
-        } else {
-            value.flags &= !FLOW_OFFLOADED;
-        }
-        // BPF_EXIST: an entry evicted meanwhile stays gone.
-        match self.flows.insert(key, value, 2) {
-            Ok(()) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                return Ok(Flag::Absent);
+        let flags = match path {
+            FlowPath::Kernel => 0,
+            FlowPath::Fast(None) => FLOW_OFFLOADED,
+            FlowPath::Fast(Some(s)) => {
+                self.snat
+                    .insert(key, s, 0)
+                    .map_err(map_error(SNAT_MAP, "writing a translation"))?;
+                FLOW_OFFLOADED | FLOW_SNAT
             }
-            Err(e) => return Err(map_error(FLOWS_MAP, "writing a flow")(e)),
+        };
+        if value.flags & (FLOW_OFFLOADED | FLOW_SNAT) != flags {
+            value.flags = value.flags & !(FLOW_OFFLOADED | FLOW_SNAT) | flags;
+            // BPF_EXIST: an entry evicted meanwhile stays gone.
+            match self.flows.insert(key, value, 2) {
+                Ok(()) => {}
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    self.remove_snat(key)?;
+                    return Ok(Flag::Absent);
+                }
+                Err(e) => return Err(map_error(FLOWS_MAP, "writing a flow")(e)),
+            }
+            if was == Flag::Set {
+                self.forget_cached(key)?;
+            }
         }
-        if !offloaded {
-            self.forget_cached(key)?;
+        if flags & FLOW_SNAT == 0 {
+            self.remove_snat(key)?;
         }
         Ok(was)
+    }
+
+    /// Removes flow `key`'s translation, if it has one.
+    fn remove_snat(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        match self.snat.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(e) => Err(map_error(SNAT_MAP, "removing a translation")(e)),
+        }
     }
 
     /// Clears every flow's flag (conntrack's changes were lost, or the mode changed); the
@@ -125,7 +158,17 @@ impl FlowOffload {
             .map(|(k, _)| k)
             .collect();
         for k in &offloaded {
-            self.set(k, false)?;
+            self.set(k, FlowPath::Kernel)?;
+        }
+        // Translations whose flow the table evicted meanwhile.
+        let left: Vec<FlowKey> = self
+            .snat
+            .keys()
+            .take(FLOW_TABLE_SIZE as usize)
+            .filter_map(Result::ok)
+            .collect();
+        for k in &left {
+            self.remove_snat(k)?;
         }
         Ok(offloaded.len())
     }

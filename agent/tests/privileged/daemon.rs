@@ -517,6 +517,194 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
     assert_nothing_left(rtr, &dir);
 }
 
+/// The fast path of masqueraded flows: behind the standard stateful forward policy with
+/// masquerade on WAN1 (to ports 30000-30099, so conntrack changes the port too), a UDP
+/// exchange and a TCP connection are offloaded with conntrack's translation. The servers
+/// see one source, WAN1's address and conntrack's port, before and after the offload; a
+/// wrong address, port or checksum would leave the echoes unanswered.
+#[test]
+fn netfilter_forwarding_offloads_masqueraded_flows_with_conntracks_translation() {
+    use crate::support::wan::{FAR, Rule};
+    use std::{
+        io::{Read, Write},
+        net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.87.0");
+    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    stateful_firewall(rtr);
+    rtr.exec(
+        "nft",
+        &["add table ip nat; \
+           add chain ip nat post { type nat hook postrouting priority 100; }; \
+           add rule ip nat post oifname \"w1\" meta l4proto { tcp, udp } \
+             masquerade to :30000-30099"],
+    );
+    // FAR answers from behind WAN1, to the masqueraded address only: no route to the LAN.
+    wan1.ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
+    let dir = AgentDir::new("offload-nat");
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.agent.push("forwarding = \"netfilter\"".into());
+    config.rules.push(Rule {
+        name: "everything",
+        udp_port: None,
+        block: false,
+    });
+    dir.write(&config);
+    let mut agent = Agent::start(rtr, &dir, "agent.log");
+    let socket = dir.socket();
+    wait_until("GW1 active", wait(), || {
+        status(&socket).is_some_and(|s| active(&s, "GW1"))
+    });
+    let steered_fast =
+        || metric(rtr, "xwan_datapath_packets_total{reason=\"steer_offload\"}").unwrap_or(-1.0);
+    let offloads = |event: &str| {
+        metric(
+            rtr,
+            &format!("xwan_flow_offloads_total{{event=\"{event}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+
+    // Echo servers at FAR; the UDP one records where each datagram came from.
+    let stop = Arc::new(AtomicBool::new(false));
+    let udp_peers = Arc::new(Mutex::new(Vec::<SocketAddr>::new()));
+    let udp_echo = wan1.run(|| UdpSocket::bind(SocketAddrV4::new(FAR, 5001)).unwrap());
+    let tcp_echo = wan1.run(|| TcpListener::bind(SocketAddrV4::new(FAR, 5002)).unwrap());
+    udp_echo
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let udp_server = {
+        let (stop, peers) = (stop.clone(), udp_peers.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
+                    peers.lock().unwrap().push(from);
+                    udp_echo.send_to(&buf[..n], from).unwrap();
+                }
+            }
+        })
+    };
+    let tcp_server = std::thread::spawn(move || {
+        let (mut conn, peer) = tcp_echo.accept().unwrap();
+        let mut buf = [0u8; 2048];
+        let mut echoed = 0;
+        while let Ok(n) = conn.read(&mut buf) {
+            if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            echoed += n;
+        }
+        (peer, echoed)
+    });
+    // Complete checksums from the LAN host, as from a wire (see the test above).
+    net.lan
+        .run(|| xwan_testkit::set_feature("h0", xwan_testkit::Feature::TxChecksum, false))
+        .unwrap();
+    let host = net.host;
+    let udp = net
+        .lan
+        .run(|| UdpSocket::bind(SocketAddrV4::new(host, 42101)).unwrap());
+    udp.connect(SocketAddrV4::new(FAR, 5001)).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let exchange = |n: usize| -> usize {
+        let mut answered = 0;
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            udp.send(b"xwan").unwrap();
+            answered += udp.recv(&mut buf).is_ok() as usize;
+        }
+        answered
+    };
+
+    let t = Instant::now();
+    while offloads("offloaded") < 1.0 && t.elapsed() < Duration::from_secs(8) {
+        assert_eq!(
+            exchange(1),
+            1,
+            "a UDP echo went unanswered\n{}",
+            dir.log("agent.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        offloads("offloaded"),
+        1.0,
+        "the masqueraded UDP flow was never offloaded\n{}",
+        dir.log("agent.log")
+    );
+    let before = steered_fast();
+    assert_eq!(exchange(20), 20, "offloaded UDP echoes went unanswered");
+    assert!(
+        steered_fast() >= before + 20.0,
+        "the UDP flow's packets did not take the fast path: {before} → {}",
+        steered_fast()
+    );
+    let peers = udp_peers.lock().unwrap().clone();
+    let first = peers[0];
+    assert!(
+        first.ip() == std::net::IpAddr::from([192, 0, 2, 1])
+            && (30000..30100).contains(&first.port()),
+        "not masqueraded: {first}"
+    );
+    assert!(
+        peers.iter().all(|p| *p == first),
+        "the fast path translated differently from conntrack: {peers:?}"
+    );
+
+    // TCP: offloaded once established, translated as its handshake was.
+    let mut tcp = net
+        .lan
+        .run(|| TcpStream::connect(SocketAddrV4::new(FAR, 5002)).unwrap());
+    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let before = steered_fast();
+    let mut buf = [0u8; 100];
+    for i in 0..30u8 {
+        tcp.write_all(&[i; 100]).unwrap();
+        tcp.read_exact(&mut buf)
+            .unwrap_or_else(|e| panic!("TCP echo {i}: {e}\n{}", dir.log("agent.log")));
+        assert_eq!(buf, [i; 100]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(offloads("offloaded"), 2.0, "TCP never offloaded");
+    assert!(
+        steered_fast() >= before + 20.0,
+        "the TCP flow's segments did not take the fast path: {before} → {}",
+        steered_fast()
+    );
+    drop(tcp);
+    wait_until("TCP's flow back on the kernel path", wait(), || {
+        offloads("returned") >= 1.0
+    });
+    let (peer, echoed) = tcp_server.join().unwrap();
+    assert_eq!(
+        echoed, 3000,
+        "every segment reached the server on one connection"
+    );
+    assert!(
+        peer.ip() == std::net::IpAddr::from([192, 0, 2, 1])
+            && (30000..30100).contains(&peer.port()),
+        "not masqueraded: {peer}"
+    );
+    assert_eq!(offloads("failed"), 0.0);
+    stop.store(true, Ordering::Relaxed);
+    udp_server.join().unwrap();
+
+    let chain = rtr.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
+    let invalid = chain.lines().find(|l| l.contains("invalid")).unwrap();
+    assert!(invalid.contains("packets 0 "), "{chain}");
+
+    agent.stop(&dir, wait());
+    drop(agent);
+    assert_nothing_left(rtr, &dir);
+}
+
 /// IPv4 forwarding on in `rtr`, behind the standard stateful forward policy (table `inet fw`,
 /// LAN `l0`): established and related accepted, invalid counted and dropped, new connections
 /// from the LAN counted and accepted, the rest dropped.

@@ -24,7 +24,8 @@
 //!    4 more bytes must be present (else `PASS_MALFORMED`), the inner EtherType is at tag+2.
 //!    Still a VLAN EtherType after 2 tags, or neither 0x0800 nor 0x86dd → `PASS_NOT_IP`.
 //! 5. IPv4 (at L3 offset `l3`): 20 bytes present, version 4, IHL ≥ 5 and `IHL*4` bytes present,
-//!    else `PASS_MALFORMED`. DSCP = TOS >> 2. Fragment offset = `be16[6..8] & 0x1fff`.
+//!    else `PASS_MALFORMED`. DSCP = TOS >> 2. Fragment offset = `be16[6..8] & 0x1fff`; the
+//!    packet is a *fragment* when the offset is not 0 or more fragments follow (`0x2000`).
 //!    Destination in 224.0.0.0/4 or = 255.255.255.255 → `PASS_NOT_FOR_US`.
 //!    L4 at `l3 + IHL*4`; the packet *has ports* when the fragment offset is 0 and the
 //!    protocol is TCP (6), UDP (17) or SCTP (132): then 4 bytes must be present at L4
@@ -37,14 +38,16 @@
 //!      malformed); next = b0; length = (b1 + 1) * 8.
 //!    * 51 (AH): 2 bytes present; next = b0; length = (b1 + 2) * 4.
 //!    * 44 (fragment): 8 bytes present; next = b0; offset = `be16[2..4] >> 3`; length 8.
-//!      A non-zero offset ends the walk: the packet is a non-first fragment (no ports).
+//!      The packet is a *fragment*. A non-zero offset ends the walk: the packet is a
+//!      non-first fragment (no ports).
 //!    * anything else ends the walk: it is the upper-layer protocol.
 //!
 //!    Still on an extension header after 6 → `PASS_MALFORMED`. The protocol is the last
 //!    Next Header. Ports as for IPv4 (TCP/UDP/SCTP, not a non-first fragment, 4 bytes present).
 //!    A packet without ports has ports 0 in its flow key. A TCP packet's flags are byte 13
 //!    of its header when 14 bytes are present and it is not a non-first fragment, else
-//!    `TCP_FLAGS_UNKNOWN` (0xff); other protocols' are 0.
+//!    `TCP_FLAGS_UNKNOWN` (0xff); other protocols' are 0. The upper-layer header (L4) is
+//!    where the walk ended.
 //! 7. Return routes on (the plan has links) and the destination is in `Plan::local_addrs` →
 //!    pass, `PASS_LOCAL`: a return entry learned from a spoofed source must not divert traffic
 //!    for the router itself. Otherwise local delivery is decided with classification (step
@@ -75,15 +78,22 @@
 //!       chosen gateway. Then *forward* with the rule's `set_dscp`, success reason
 //!       `STEER_FLOW` if `from_flow` else `STEER_CLASSIFIED` — for an offloaded flow on a
 //!       kernel-path gateway with an `Offload` that has a next hop for the packet's family,
-//!       when `may_offload(proto, tcp_flags)` (no SYN, FIN or RST), forward as through an
-//!       Ethernet gateway with that next hop's MAC and the offload's egress MAC, success
-//!       reason `STEER_OFFLOAD`, instead.
+//!       when `may_offload(proto, tcp_flags, fragment)` (no SYN, FIN or RST, not a
+//!       fragment), forward as through an Ethernet gateway with that next hop's MAC and the
+//!       offload's egress MAC, success reason `STEER_OFFLOAD`, instead. If the entry also
+//!       has `FLOW_SNAT`, this needs the flow's `SNAT_MAP` entry and a TCP or UDP packet
+//!       whose checksum lies in the frame (else the kernel path), and a forwarded frame then
+//!       leaves with the entry's source address and port, the IPv4 header checksum and the
+//!       TCP / UDP checksum updated incrementally (a UDP checksum of 0 stays 0, an update
+//!       giving 0 writes 0xffff).
 //!
 //!     The flow entry `{last_seen = now, epoch, rule, router (0xffff unless Route), gateway
-//!     (0 unless a gateway was chosen), flags (FLOW_OFFLOADED if offloaded)}` is written when
+//!     (0 unless a gateway was chosen), flags (the live entry's FLOW_OFFLOADED and FLOW_SNAT
+//!     if offloaded)}` is written when
 //!     there was no entry (live or not), or any of epoch/rule/router/gateway/flags differs, or
-//!     `now - last_seen ≥ FLOW_REFRESH_NS`. Only the agent sets `FLOW_OFFLOADED` (when
-//!     conntrack confirms the flow); it is kept while the flow keeps its router and gateway.
+//!     `now - last_seen ≥ FLOW_REFRESH_NS`. Only the agent sets `FLOW_OFFLOADED` and
+//!     `FLOW_SNAT` (when conntrack confirms the flow; `Model::set_path`); they are kept while
+//!     the flow keeps its router and gateway.
 //!     Before, when the plan has marks (`netfilter` mode), a gateway was chosen, and an entry
 //!     was present (live or not) with a router and another gateway, the record
 //!     `Moved {key, from: its gateway, to: g}` is appended to `MOVED_MAP` (the agent resets

@@ -42,6 +42,10 @@ pub struct Parsed {
     /// A TCP segment's flags (`TCP_FLAGS_UNKNOWN` when they lie beyond the frame or the
     /// packet is a non-first fragment); 0 for other protocols.
     pub tcp_flags: u8,
+    /// A fragment: IPv4 with more fragments or an offset, IPv6 with a fragment header.
+    pub fragment: bool,
+    /// Offset of the upper-layer header (after the IPv6 extension headers).
+    pub l4: usize,
 }
 
 /// An address as the raw network-order words of a [`FlowKey`] (IPv4 in word 0).
@@ -138,6 +142,7 @@ fn parse_ipv4(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
     let h = &buf[l3..];
     let dscp = h[1] >> 2;
     let frag_off = be16(h, 6) & 0x1fff;
+    let more_fragments = be16(h, 6) & 0x2000 != 0;
     let ttl = h[8];
     let proto = h[9];
     let src = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
@@ -157,6 +162,8 @@ fn parse_ipv4(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
         ttl,
         ports,
         tcp_flags: tcp_flags(buf, l3 + ihl * 4, proto, frag_off != 0),
+        fragment: more_fragments || frag_off != 0,
+        l4: l3 + ihl * 4,
     })
 }
 
@@ -181,6 +188,7 @@ fn parse_ipv6(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
     let mut next = h[6];
     let mut off = l3 + 40;
     let mut non_first_fragment = false;
+    let mut fragment = false;
     let mut done = false;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
         match next {
@@ -205,6 +213,7 @@ fn parse_ipv6(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
                 next = buf[off];
                 let frag_off = be16(buf, off + 2) >> 3;
                 off += 8;
+                fragment = true;
                 if frag_off != 0 {
                     non_first_fragment = true;
                     done = true;
@@ -237,6 +246,8 @@ fn parse_ipv6(buf: &[u8], l3: usize, vlan_tags: usize) -> Result<Parsed, u32> {
         ttl,
         ports,
         tcp_flags: tcp_flags(buf, off, next, non_first_fragment),
+        fragment,
+        l4: off,
     })
 }
 
@@ -470,6 +481,8 @@ mod tests {
                 ttl: 17,
                 ports: Some((40000, 443)),
                 tcp_flags: 13 * 7, // `l4`'s filler byte
+                fragment: false,
+                l4: 34,
             }
         );
     }
@@ -595,17 +608,15 @@ mod tests {
         let mut ip = Ip4::new([10, 0, 0, 1], [10, 0, 0, 2], UDP, vec![]);
         ip.frag = 0x0001;
         let p = parse_ethernet(&v4_frame(&[], &ip)).unwrap();
-        assert_eq!((p.proto, p.ports), (UDP, None));
+        assert_eq!((p.proto, p.ports, p.fragment), (UDP, None, true));
         ip.frag = 0x1fff;
         assert_eq!(parse_ethernet(&v4_frame(&[], &ip)).unwrap().ports, None);
-        // First fragment (MF set, offset 0) and DF: ports.
-        for flags in [0x2000, 0x4000] {
+        // First fragment (MF set, offset 0) and DF: ports; only the first is a fragment.
+        for (flags, fragment) in [(0x2000, true), (0x4000, false)] {
             let mut ip = tcp4();
             ip.frag = flags;
-            assert_eq!(
-                parse_ethernet(&v4_frame(&[], &ip)).unwrap().ports,
-                Some((40000, 443))
-            );
+            let p = parse_ethernet(&v4_frame(&[], &ip)).unwrap();
+            assert_eq!((p.ports, p.fragment), (Some((40000, 443)), fragment));
         }
         // First fragment truncated before the ports: malformed.
         let mut ip = Ip4::new([10, 0, 0, 1], [10, 0, 0, 2], UDP, vec![]);
@@ -665,6 +676,8 @@ mod tests {
                 ttl: 3,
                 ports: Some((5353, 53)),
                 tcp_flags: 0,
+                fragment: false,
+                l4: 54,
             }
         );
     }
@@ -732,10 +745,13 @@ mod tests {
         let mut payload = frag6(UDP, 0, true);
         payload.extend(l4(1000, 2000));
         let p = parse_ethernet(&v6_frame(&[], &udp6(payload, 44))).unwrap();
-        assert_eq!((p.proto, p.ports), (UDP, Some((1000, 2000))));
+        assert_eq!(
+            (p.proto, p.ports, p.fragment, p.l4),
+            (UDP, Some((1000, 2000)), true, 14 + 48)
+        );
         // Non-first fragment: no ports, nothing needed after the fragment header.
         let p = parse_ethernet(&v6_frame(&[], &udp6(frag6(UDP, 185, false), 44))).unwrap();
-        assert_eq!((p.proto, p.ports), (UDP, None));
+        assert_eq!((p.proto, p.ports, p.fragment), (UDP, None, true));
         // The walk ends at a non-first fragment even when its next header is an extension.
         let p = parse_ethernet(&v6_frame(&[], &udp6(frag6(60, 1, true), 44))).unwrap();
         assert_eq!((p.proto, p.ports), (60, None));

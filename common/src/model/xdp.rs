@@ -9,9 +9,9 @@ use crate::hash::{connection_hash, source_hash};
 use crate::plan::{Action, Gateway, GatewayKind, HashMode, Plan, RouterTable, Rule};
 use crate::reason::*;
 use crate::{
-    FLOW_OFFLOADED, FLOW_REFRESH_NS, FlowKey, FlowValue, Moved, NO_ROUTER, ROUTER_SLOTS,
-    ReturnValue, TUNNEL_TAG_PREFIX, kernel_tag, kernel_tag_gateway, may_offload, tunnel_tag,
-    tunnel_tag_ifindex,
+    FLOW_OFFLOADED, FLOW_REFRESH_NS, FLOW_SNAT, FlowKey, FlowPath, FlowValue, Moved, NO_ROUTER,
+    ROUTER_SLOTS, ReturnValue, Snat, TUNNEL_TAG_PREFIX, kernel_tag, kernel_tag_gateway,
+    may_offload, tunnel_tag, tunnel_tag_ifindex,
 };
 
 /// The program's verdict.
@@ -66,6 +66,8 @@ pub struct Model {
     epoch: u32,
     flows: HashMap<FlowKey, FlowValue>,
     returns: HashMap<FlowKey, ReturnValue>,
+    /// `SNAT_MAP`: written only by the agent ([`Model::set_path`]).
+    snat: HashMap<FlowKey, Snat>,
     /// What the kernel writes to `MOVED_MAP`, in order, until [`Model::take_moved`].
     moved: Vec<Moved>,
 }
@@ -78,6 +80,7 @@ impl Model {
             epoch,
             flows: HashMap::new(),
             returns: HashMap::new(),
+            snat: HashMap::new(),
             moved: Vec::new(),
         }
     }
@@ -122,17 +125,30 @@ impl Model {
         &self.flows
     }
 
-    /// What the agent does when conntrack confirms a flow (`true`) or forgets it: sets or
-    /// clears the flow's [`FLOW_OFFLOADED`]. `false` when the flow has no entry.
-    pub fn set_offloaded(&mut self, key: &FlowKey, offloaded: bool) -> bool {
+    /// What the agent does when conntrack confirms a flow ([`FlowPath::Fast`], with its
+    /// source NAT if any) or forgets it ([`FlowPath::Kernel`]): the flow's `SNAT_MAP` entry
+    /// written or removed, then its flags. `false` when the flow has no entry (an offload
+    /// then writes nothing).
+    pub fn set_path(&mut self, key: &FlowKey, path: FlowPath) -> bool {
+        let flags = match path {
+            FlowPath::Kernel => {
+                self.snat.remove(key);
+                0
+            }
+            FlowPath::Fast(_) if !self.flows.contains_key(key) => return false,
+            FlowPath::Fast(None) => {
+                self.snat.remove(key);
+                FLOW_OFFLOADED
+            }
+            FlowPath::Fast(Some(s)) => {
+                self.snat.insert(*key, s);
+                FLOW_OFFLOADED | FLOW_SNAT
+            }
+        };
         let Some(e) = self.flows.get_mut(key) else {
             return false;
         };
-        e.flags = if offloaded {
-            e.flags | FLOW_OFFLOADED
-        } else {
-            e.flags & !FLOW_OFFLOADED
-        };
+        e.flags = e.flags & !(FLOW_OFFLOADED | FLOW_SNAT) | flags;
         true
     }
 
@@ -227,7 +243,8 @@ impl Model {
         let set_dscp = rule.set_dscp;
 
         // 10.
-        let mut offloaded = false;
+        // The flow's `FLOW_OFFLOADED | FLOW_SNAT` bits, kept while it is offloaded.
+        let mut offloaded = 0;
         let (outcome, router, gateway) = match rule.action {
             Action::Block => {
                 let o = XdpOutcome {
@@ -298,11 +315,13 @@ impl Model {
                     STEER_CLASSIFIED
                 };
                 // Offloaded while it keeps its router and gateway.
-                offloaded = live.is_some_and(|e| {
-                    e.flags & FLOW_OFFLOADED != 0 && e.router == r && e.gateway == g
-                });
-                let o = if offloaded {
-                    self.forward_offloaded(ifindex, frame, &p, g, set_dscp, success, rule_idx)
+                offloaded = live
+                    .filter(|e| e.flags & FLOW_OFFLOADED != 0 && e.router == r && e.gateway == g)
+                    .map(|e| e.flags & (FLOW_OFFLOADED | FLOW_SNAT))
+                    .unwrap_or(0);
+                let o = if offloaded != 0 {
+                    let snat = (offloaded & FLOW_SNAT != 0).then(|| self.snat.get(&key));
+                    self.forward_offloaded(ifindex, frame, &p, g, set_dscp, success, rule_idx, snat)
                 } else {
                     self.forward(ifindex, frame, &p, g, set_dscp, success, Some(rule_idx))
                 };
@@ -316,7 +335,7 @@ impl Model {
             rule: rule_idx as u16,
             router,
             gateway,
-            flags: if offloaded { FLOW_OFFLOADED } else { 0 },
+            flags: offloaded,
             _pad: [0; 2],
         };
         // A kernel-path flow that changes gateway, whether its entry is live or idle: its
@@ -354,6 +373,9 @@ impl Model {
     /// `g`: forwarded as through an Ethernet gateway (TTL, MTU, VLAN tags, MACs) to the next
     /// hop of the packet's family, with reason `STEER_OFFLOAD`, when the gateway has that
     /// fast path and the packet may skip conntrack ([`may_offload`]); else the kernel path.
+    /// `snat`: the flow has [`FLOW_SNAT`], with its `SNAT_MAP` entry if there is one; the
+    /// fast path then also needs the entry and a TCP or UDP header with its checksum in the
+    /// frame, and translates the source as conntrack would ([`translate_source`]).
     #[allow(clippy::too_many_arguments)]
     fn forward_offloaded(
         &self,
@@ -364,9 +386,16 @@ impl Model {
         dscp: Option<u8>,
         success: u32,
         rule: usize,
+        snat: Option<Option<&Snat>>,
     ) -> XdpOutcome {
+        let snat_ok = match snat {
+            None => true,
+            Some(s) => s.is_some() && l4_checksum_at(p).is_some_and(|c| c + 2 <= frame.len()),
+        };
         let fast = self.gateway(g).and_then(|gw| match gw.kind {
-            GatewayKind::Kernel { offload: Some(o) } if may_offload(p.proto, p.tcp_flags) => {
+            GatewayKind::Kernel { offload: Some(o) }
+                if snat_ok && may_offload(p.proto, p.tcp_flags, p.fragment) =>
+            {
                 let mac = if p.family == 4 { o.v4 } else { o.v6 };
                 mac.map(|next_hop_mac| {
                     let kind = GatewayKind::Ethernet {
@@ -380,7 +409,14 @@ impl Model {
         });
         match fast {
             Some((gw, kind)) => {
-                self.forward_via(ifindex, frame, p, gw, kind, dscp, STEER_OFFLOAD, Some(rule))
+                let mut o =
+                    self.forward_via(ifindex, frame, p, gw, kind, dscp, STEER_OFFLOAD, Some(rule));
+                if let (XdpAction::Redirect, Some(Some(s))) = (o.action, snat) {
+                    // The VLAN tags are gone: the headers start 14 bytes in.
+                    let shift = p.l3 - 14;
+                    translate_source(&mut o.frame, 14, p.l4 - shift, p, s);
+                }
+                o
             }
             None => self.forward(ifindex, frame, p, g, dscp, success, Some(rule)),
         }
@@ -593,6 +629,59 @@ fn decrement_ttl(buf: &mut [u8], l3: usize, family: u8) {
         );
     } else {
         buf[l3 + 7] -= 1;
+    }
+}
+
+/// The offset of the checksum of `p`'s TCP or UDP header, if it has one to translate (not
+/// a fragment; ports read).
+fn l4_checksum_at(p: &Parsed) -> Option<usize> {
+    match p.proto {
+        _ if p.fragment || p.ports.is_none() => None,
+        6 => Some(p.l4 + 16),
+        17 => Some(p.l4 + 6),
+        _ => None,
+    }
+}
+
+/// Source NAT as conntrack applies it (`masquerade`, `snat`): the source address and port
+/// become `s`'s, the IPv4 header checksum and the TCP / UDP checksum (its pseudo-header
+/// included) are updated incrementally, word by word in that order (the data plane's order:
+/// one's complement has two zeros, and a different order could give the other one). A UDP
+/// checksum of 0 (none) stays 0; an update that gives 0 writes `0xffff`, as the kernel does.
+/// The caller checked [`l4_checksum_at`] lies in `buf` (after moving the headers to `l3`,
+/// `l4`).
+fn translate_source(buf: &mut [u8], l3: usize, l4: usize, p: &Parsed, s: &Snat) {
+    let check_at = l4 + if p.proto == 6 { 16 } else { 6 };
+    let mut check = be16(buf, check_at);
+    let update = p.proto == 6 || check != 0;
+    let (addr_at, words) = if p.family == 4 {
+        (l3 + 12, 2)
+    } else {
+        (l3 + 8, 8)
+    };
+    let new: Vec<u8> = s.src.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    for i in 0..words {
+        let at = addr_at + 2 * i;
+        let (old, new) = (
+            be16(buf, at),
+            u16::from_be_bytes([new[2 * i], new[2 * i + 1]]),
+        );
+        if p.family == 4 {
+            let ip = replace16(be16(buf, l3 + 10), old, new);
+            buf[l3 + 10..l3 + 12].copy_from_slice(&ip.to_be_bytes());
+        }
+        check = replace16(check, old, new);
+        buf[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    }
+    check = replace16(check, be16(buf, l4), s.sport);
+    buf[l4..l4 + 2].copy_from_slice(&s.sport.to_be_bytes());
+    if update {
+        let check = if p.proto == 17 && check == 0 {
+            0xffff
+        } else {
+            check
+        };
+        buf[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
     }
 }
 

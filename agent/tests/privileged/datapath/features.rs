@@ -764,3 +764,152 @@ fn flow_cache_keeps_idle_expiry_and_table_refresh() {
     assert_eq!(h.check(&f).reason, reason::STEER_CLASSIFIED);
     assert_eq!(h.check(&f).reason, reason::STEER_FLOW);
 }
+
+/// The one's complement sum of the pseudo-header and the TCP / UDP segment of an untagged
+/// frame (IPv4 without options, or IPv6 without extension headers): `0xffff` when the
+/// segment's checksum is right.
+fn l4_sum(frame: &[u8]) -> u16 {
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let (l4, proto, addrs) = if v6 {
+        (54, frame[20], &frame[22..54])
+    } else {
+        (34, frame[23], &frame[26..34])
+    };
+    let len = frame.len() - l4;
+    let mut data = addrs.to_vec();
+    data.extend_from_slice(&[0, proto]);
+    data.extend_from_slice(&(len as u16).to_be_bytes());
+    data.extend_from_slice(&frame[l4..]);
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32)
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// Writes a right TCP / UDP checksum into `frame` (see [`l4_sum`]).
+fn fill_l4_checksum(frame: &mut [u8]) {
+    let v6 = frame[12..14] == [0x86, 0xdd];
+    let (l4, proto) = if v6 { (54, frame[20]) } else { (34, frame[23]) };
+    let at = l4 + if proto == 6 { 16 } else { 6 };
+    frame[at..at + 2].copy_from_slice(&[0, 0]);
+    let check = match !l4_sum(frame) {
+        0 if proto == 17 => 0xffff,
+        c => c,
+    };
+    frame[at..at + 2].copy_from_slice(&check.to_be_bytes());
+}
+
+/// A masqueraded flow, once offloaded, leaves from the fast path as conntrack would have
+/// translated it: the uplink's address and the port it chose as source, every checksum right
+/// (a UDP datagram without one keeps none), for both families and from the flow table and
+/// the flow cache alike; a fragment, and the flow put back, take the kernel path.
+#[test]
+fn a_translated_flow_leaves_the_fast_path_with_conntracks_source() {
+    use xwan_common::{FlowPath, Snat, plan::Offload};
+    const HOP: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+    const EGRESS: [u8; 6] = [0x02, 0, 0, 0, 0x0e, 0x01];
+    let _turn = support::shared(module_path!());
+    let mut p = plan();
+    p.gateways[1].kind = GatewayKind::Kernel {
+        offload: Some(Offload {
+            egress_mac: EGRESS,
+            v4: Some(HOP),
+            v6: Some(HOP),
+        }),
+    };
+    p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
+    let mut h = Harness::new(p);
+    let uplink4 = Snat {
+        src: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
+        sport: 61001,
+        _pad: 0,
+    };
+    let uplink6: std::net::Ipv6Addr = "2001:db8:ffff::1".parse().unwrap();
+    let uplink6 = Snat {
+        src: std::array::from_fn(|i| {
+            let o = uplink6.octets();
+            u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+        }),
+        sport: 61002,
+        _pad: 0,
+    };
+
+    // TCP to 443 (router 1), UDP with DSCP 46 (router 1, DSCP 18 imposed) with and without
+    // a checksum, IPv6 UDP with DSCP 46.
+    let tcp = V4::new(
+        Ipv4Addr::new(10, 1, 0, 8),
+        "198.51.100.2".parse().unwrap(),
+        6,
+    );
+    let mut ack = frame4(&tcp, 40001, 443, &[]);
+    ack[14 + 20 + 13] = 0x10;
+    fill_l4_checksum(&mut ack);
+    let mut syn = ack.clone();
+    syn[14 + 20 + 13] = 0x02;
+    fill_l4_checksum(&mut syn);
+    let mut v4 = udp4("198.51.100.1");
+    v4.tos = 46 << 2;
+    let mut udp = frame4(&v4, 40000, 1234, &[]);
+    fill_l4_checksum(&mut udp);
+    let bare = frame4(&v4, 40003, 1234, &[]);
+    let mut v6 = V6::new(
+        "fd00::7".parse().unwrap(),
+        "2001:db8::9".parse().unwrap(),
+        17,
+    );
+    v6.tclass = 46 << 2;
+    let mut udp6 = frame6(&v6, 40002, 1234);
+    fill_l4_checksum(&mut udp6);
+    for (name, f, snat, l4, check_at) in [
+        ("TCP", &ack, uplink4, 34, 34 + 16),
+        ("UDP", &udp, uplink4, 34, 34 + 6),
+        ("UDP without checksum", &bare, uplink4, 34, 34 + 6),
+        ("IPv6 UDP", &udp6, uplink6, 54, 54 + 6),
+    ] {
+        assert_eq!(h.check(f).reason, reason::STEER_CLASSIFIED, "{name}");
+        assert!(h.set_path(f, FlowPath::Fast(Some(snat))), "{name}");
+        for hit in ["flow table", "flow cache"] {
+            let out = h.check(f);
+            assert_eq!(
+                (out.action, out.reason, out.gateway),
+                (XdpAction::Redirect, reason::STEER_OFFLOAD, Some(1)),
+                "{name}, {hit}"
+            );
+            let o = &out.frame;
+            let src: &[u8] = if l4 == 34 { &o[26..30] } else { &o[22..38] };
+            let want: Vec<u8> = snat.src.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            assert_eq!(src, &want[..src.len()], "{name}, {hit}: source address");
+            assert_eq!(
+                o[l4..l4 + 2],
+                snat.sport.to_be_bytes(),
+                "{name}, {hit}: port"
+            );
+            if l4 == 34 {
+                assert_ipv4_checksum(o);
+            }
+            if f[check_at..check_at + 2] == [0, 0] {
+                assert_eq!(o[check_at..check_at + 2], [0, 0], "{name}, {hit}: none");
+            } else {
+                assert_eq!(l4_sum(o), 0xffff, "{name}, {hit}: L4 checksum");
+            }
+        }
+    }
+    // TCP's SYN, FIN and RST are conntrack's to see, translated by the kernel.
+    assert_eq!(h.check(&syn).reason, reason::STEER_FLOW);
+    // A fragment: conntrack reassembles the datagram, so it goes with the others.
+    let mut first = udp.clone();
+    first[14 + 6] |= 0x20;
+    first[24..26].copy_from_slice(&[0, 0]);
+    let sum = csum::ipv4_header_sum(&first[14..34]);
+    first[24..26].copy_from_slice(&(!sum).to_be_bytes());
+    assert_eq!(h.check(&first).reason, reason::STEER_FLOW);
+    // Put back on the kernel path: from the next packet, untranslated.
+    assert!(h.set_path(&udp, FlowPath::Kernel));
+    let out = h.check(&udp);
+    assert_eq!((out.reason, out.mark), (reason::STEER_FLOW, Some(0x2_0000)));
+    assert_eq!(&out.frame[26..30], &udp[26..30]);
+}

@@ -12,7 +12,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use xwan_common::{kernel_tag, tunnel_tag};
+use xwan_common::{FlowPath, Snat, kernel_tag, tunnel_tag};
 
 use crate::support::{
     self,
@@ -48,8 +48,9 @@ struct Spec {
     replay: Option<usize>,
     /// A TCP segment's flags.
     tcp_flags: u8,
-    /// After the packet, offload its flow (conntrack confirmed it, the agent says so).
-    confirm: bool,
+    /// After the packet, offload its flow (conntrack confirmed it, the agent says so), with
+    /// a source translation or not.
+    confirm: Option<Option<Snat>>,
 }
 
 #[derive(Clone, Debug)]
@@ -177,7 +178,12 @@ fn spec() -> impl Strategy<Value = Spec> {
     let offload = (
         // SYN, ACK, PSH|ACK, FIN|ACK, RST, anything.
         prop_oneof![2 => Just(0x02u8), 4 => Just(0x10), 2 => Just(0x18), 1 => Just(0x11), 1 => Just(0x04), 1 => any::<u8>()],
-        prop::bool::weighted(0.2),
+        prop_oneof![
+            8 => Just(None),
+            1 => Just(Some(None)),
+            1 => (any::<[u32; 4]>(), any::<u16>())
+                .prop_map(|(src, sport)| Some(Some(Snat { src, sport, _pad: 0 }))),
+        ],
     );
     (l2, addrs, l4, shape, replay, offload).prop_map(
         |(
@@ -281,6 +287,8 @@ fn kernel_matches_model_on_generated_packets() {
     // (to a tunnel, to the kernel path)
     let handoffs = RefCell::new((0u64, 0u64));
     let history = RefCell::new(Vec::<Vec<u8>>::new());
+    // Offloaded packets that left with a translated source.
+    let translated = RefCell::new(0u64);
     TestRunner::new(config)
         .run(&spec(), |s| {
             let mut history = history.borrow_mut();
@@ -294,9 +302,17 @@ fn kernel_matches_model_on_generated_packets() {
                     f
                 }
             };
-            let out = h.borrow_mut().check(&frame);
-            if s.confirm && xwan_common::model::parse_ethernet(&frame).is_ok() {
-                h.borrow_mut().set_offloaded(&frame, true);
+            let mut out = h.borrow_mut().check(&frame);
+            if let (Some(path), Ok(_)) = (s.confirm, xwan_common::model::parse_ethernet(&frame)) {
+                // Offloaded, then the flow's next packet at once.
+                if h.borrow_mut().set_path(&frame, FlowPath::Fast(path)) {
+                    out = h.borrow_mut().check(&frame);
+                }
+            }
+            if out.reason == xwan_common::reason::STEER_OFFLOAD {
+                let parse =
+                    |f: &[u8]| xwan_common::model::parse_ethernet(f).map(|p| (p.src, p.ports));
+                *translated.borrow_mut() += (parse(&out.frame) != parse(&frame)) as u64;
             }
             *seen.borrow_mut().entry(out.reason).or_default() += 1;
             let mut handoffs = handoffs.borrow_mut();
@@ -318,8 +334,11 @@ fn kernel_matches_model_on_generated_packets() {
         cases(),
         names.join(" ")
     );
+    let translated = translated.into_inner();
+    println!("offloaded packets translated: {translated}");
     if cases() >= 10_000 {
         assert!(tunnel > 0 && kernel > 0, "a hand-off was never generated");
+        assert!(translated > 0, "no offloaded packet was translated");
     }
     use xwan_common::reason::*;
     for r in [
@@ -406,7 +425,7 @@ fn build_simple(v6: bool, vlans: &[u16], proto: u8, dport: u16, v4_options: usiz
         mutation: Mutation::None,
         replay: None,
         tcp_flags: 0x02, // SYN, as `frames::l4` writes
-        confirm: false,
+        confirm: None,
     };
     build(&s)
 }

@@ -4,7 +4,7 @@ use xwan::datapath::{
     Datapath, Flag, FlowOffload, MovedRing, SkbRun, TestBpffs, XdpRun, skb_test_runnable,
 };
 use xwan_common::{
-    Moved, PROG_TC_STEER, PROG_XDP_LAN,
+    FlowPath, Moved, PROG_TC_STEER, PROG_XDP_LAN,
     model::{Model, TcSteer, XdpAction, XdpOutcome},
     plan::{Plan, RouterTable},
     reason,
@@ -60,16 +60,26 @@ impl Harness {
         self.model.set_router(id, table);
     }
 
-    /// Sets or clears the offload flag of `frame`'s flow on both sides (as the agent does
-    /// when conntrack confirms or forgets it); whether the flow had an entry.
-    pub fn set_offloaded(&mut self, frame: &[u8], offloaded: bool) -> bool {
+    /// Puts `frame`'s flow on `path` on both sides (as the agent does when conntrack
+    /// confirms or forgets it); whether the flow had an entry.
+    pub fn set_path(&mut self, frame: &[u8], path: FlowPath) -> bool {
         let key = xwan_common::model::parse_ethernet(frame)
             .expect("a frame that parses")
             .flow_key(LO);
-        let m = self.model.set_offloaded(&key, offloaded);
-        let k = self.offload.set(&key, offloaded).expect("setting the flag") != Flag::Absent;
+        let m = self.model.set_path(&key, path);
+        let k = self.offload.set(&key, path).expect("setting the flags") != Flag::Absent;
         assert_eq!(k, m, "flow entry present in the kernel and the model");
         m
+    }
+
+    /// [`Harness::set_path`]: offloaded, untranslated (`true`), or back on the kernel path.
+    pub fn set_offloaded(&mut self, frame: &[u8], offloaded: bool) -> bool {
+        let path = if offloaded {
+            FlowPath::Fast(None)
+        } else {
+            FlowPath::Kernel
+        };
+        self.set_path(frame, path)
     }
 
     /// Runs `xwan_xdp_lan` on `frame` in the kernel only.
