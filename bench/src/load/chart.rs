@@ -23,6 +23,7 @@ fn color(m: Mode) -> &'static str {
         Mode::Xwan => "#d62728",
         Mode::XwanNetfilter => "#ff7f0e",
         Mode::XwanOffload => "#8c564b",
+        Mode::XwanOffloadNat => "#e377c2",
         Mode::KernelMaps => "#1f77b4",
         Mode::KernelLinear => "#9467bd",
         Mode::KernelPlain => "#2ca02c",

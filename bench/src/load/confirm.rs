@@ -12,6 +12,9 @@
 //! The generator's TCP checksums go stale when it stamps send times, so conntrack's checksum
 //! check is off in the router namespace for this mode (`nf_conntrack_checksum = 0`): a
 //! router's LAN traffic arrives with valid checksums.
+//!
+//! `xwan-offload-nat` masquerades every link ([`masquerade`]): a flow's reply then goes to
+//! the address and port conntrack chose, read from its entry.
 
 use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -45,15 +48,35 @@ pub fn firewall(lan_dev: &str) -> String {
     )
 }
 
+/// `xwan-offload-nat`'s source NAT (nftables): masquerade out of every link, to ports
+/// 20000-59999 so that conntrack translates the port as well as the address.
+pub fn masquerade(link_devs: &[String]) -> String {
+    format!(
+        "table inet xnat {{
+  chain post {{
+    type nat hook postrouting priority 100; policy accept;
+    oifname {{ {} }} meta l4proto {{ tcp, udp }} masquerade to :20000-59999
+  }}
+}}
+",
+        link_devs
+            .iter()
+            .map(|d| format!("\"{d}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// How long after a UDP flow's first packet conntrack assures it (2 s), with a margin.
 const UDP_STREAM: Duration = Duration::from_millis(2200);
 
 /// How long the agent may take to offload every flow.
 const OFFLOAD_WAIT: Duration = Duration::from_secs(5);
 
-/// Confirms `flows` flows (see the module docs) and waits until the agent, whose pins are in
-/// `pin_dir`, offloaded them all (an error says which it did not).
-pub fn prime(topo: &Topology, flows: usize, pin_dir: &Path) -> Result<()> {
+/// Confirms `flows` flows (see the module docs; `nat`: the links masquerade) and waits until
+/// the agent, whose pins are in `pin_dir`, offloaded them all (an error says which it did
+/// not).
+pub fn prime(topo: &Topology, flows: usize, pin_dir: &Path, nat: bool) -> Result<()> {
     let forward: Vec<Vec<u8>> = (0..flows)
         .map(|i| traffic::frame(i, Mix::Small, topo.lan_mac).0)
         .collect();
@@ -64,8 +87,11 @@ pub fn prime(topo: &Topology, flows: usize, pin_dir: &Path) -> Result<()> {
             .iter()
             .enumerate()
             .filter(|(i, _)| traffic::class_of(*i).link == l)
-            .map(|(_, f)| reply(f, topo.link_macs[l], topo.sink_macs[l]))
-            .collect();
+            .map(|(_, f)| {
+                let r = reply(f, topo.link_macs[l], topo.sink_macs[l]);
+                if nat { translated(topo, f, r) } else { Ok(r) }
+            })
+            .collect::<Result<_>>()?;
         send(&topo.sink, *dev, &replies).with_context(|| format!("replies on link {}", l + 1))?;
     }
     std::thread::sleep(UDP_STREAM);
@@ -145,6 +171,50 @@ fn reply(frame: &[u8], router_mac: [u8; 6], sink_mac: [u8; 6]) -> Vec<u8> {
     r
 }
 
+/// `reply` (to `frame`) sent to where conntrack translated `frame`'s source: the
+/// destination address and port of the reply direction of its entry, checksums made anew.
+fn translated(topo: &Topology, frame: &[u8], reply: Vec<u8>) -> Result<Vec<u8>> {
+    let original = xwan_common::model::parse_ethernet(frame)
+        .map_err(|r| anyhow::anyhow!("a flow's frame does not parse (reason {r})"))?
+        .flow_key(0);
+    let entry = topo
+        .rtr
+        .run(|| Ok(xwan::netlink::conntrack::Conntrack::new()?.get(&original)?))?
+        .with_context(|| format!("no conntrack entry for {original:?}"))?;
+    Ok(readdressed(reply, &entry.reply.dst, entry.reply.dport))
+}
+
+/// `r` (an untagged IPv4 or IPv6 TCP / UDP frame) to destination `dst` (raw words) and port
+/// `dport`, with its IPv4 header and TCP / UDP checksums computed anew.
+fn readdressed(mut r: Vec<u8>, dst: &[u32; 4], dport: u16) -> Vec<u8> {
+    let v6 = r[12..14] == [0x86, 0xdd];
+    let (src, len, l4, proto) = if v6 {
+        (14 + 8, 16, 14 + 40, r[14 + 6])
+    } else {
+        (14 + 12, 4, 14 + 20, r[14 + 9])
+    };
+    let bytes: Vec<u8> = dst.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    r[src + len..src + 2 * len].copy_from_slice(&bytes[..len]);
+    r[l4 + 2..l4 + 4].copy_from_slice(&dport.to_be_bytes());
+    if !v6 {
+        r[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+        let sum = traffic::checksum(&r[14..34]);
+        r[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    }
+    let at = l4 + if proto == 6 { 16 } else { 6 };
+    r[at..at + 2].copy_from_slice(&[0, 0]);
+    let mut pseudo = r[src..src + 2 * len].to_vec();
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&((r.len() - l4) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&r[l4..]);
+    let sum = match traffic::checksum(&pseudo) {
+        0 if proto == 17 => 0xffff,
+        s => s,
+    };
+    r[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    r
+}
+
 /// Sends `frames` out of interface `ifindex` of `ns` (a packet socket), a few at a time so
 /// that the receiving veth's backlog never overflows.
 fn send(ns: &Netns, ifindex: u32, frames: &[Vec<u8>]) -> Result<()> {
@@ -220,6 +290,34 @@ mod tests {
                 pseudo.extend_from_slice(&r[l4..]);
                 assert_eq!(traffic::checksum(&pseudo), 0, "TCP checksum of flow {i}");
             }
+        }
+    }
+
+    #[test]
+    fn a_readdressed_reply_goes_to_the_translation_with_right_checksums() {
+        let lan = [2, 0, 0, 0, 0, 1];
+        let (router, sink) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
+        for i in 0..20 {
+            let f = traffic::frame(i, Mix::Small, lan).0;
+            let v6 = f[12..14] == [0x86, 0xdd];
+            let dst = if v6 {
+                [0x2001_0db8u32.to_be(), 0, 0, 1u32.to_be()]
+            } else {
+                [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0]
+            };
+            let r = readdressed(reply(&f, router, sink), &dst, 20001);
+            let p = xwan_common::model::parse_ethernet(&r).unwrap();
+            let k = p.flow_key(0);
+            assert_eq!((k.dst, k.dport), (dst, 20001), "flow {i}");
+            let (src, len, l4) = if v6 { (22, 16, 54) } else { (26, 4, 34) };
+            if !v6 {
+                assert_eq!(traffic::checksum(&r[14..34]), 0, "IPv4 header of flow {i}");
+            }
+            let mut pseudo = r[src..src + 2 * len].to_vec();
+            pseudo.extend_from_slice(&[0, p.proto]);
+            pseudo.extend_from_slice(&((r.len() - l4) as u16).to_be_bytes());
+            pseudo.extend_from_slice(&r[l4..]);
+            assert_eq!(traffic::checksum(&pseudo), 0, "L4 checksum of flow {i}");
         }
     }
 }

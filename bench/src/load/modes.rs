@@ -6,6 +6,8 @@
 //!    packets of every flow. `xwan-offload`: the same behind the standard stateful forward
 //!    policy, every flow confirmed by conntrack with a reply before the windows
 //!    ([`super::confirm`]): the established flows, which the agent offloads (veth only).
+//!    `xwan-offload-nat`: the same with masquerade on every link, so the fast path also
+//!    translates each flow's source as conntrack chose.
 //! 2. `kernel-maps`: nftables marks from maps keyed by port and DSCP, `ip rule fwmark`, one
 //!    routing table per link (what a careful administrator writes).
 //! 3. `kernel-linear`: the same policy as a linear nftables chain of N rules.
@@ -50,6 +52,7 @@ pub enum Mode {
     Xwan,
     XwanNetfilter,
     XwanOffload,
+    XwanOffloadNat,
     KernelMaps,
     KernelLinear,
     KernelPlain,
@@ -60,11 +63,12 @@ pub enum Mode {
     SourceSink,
 }
 
-pub const ALL: [Mode; 8] = [
+pub const ALL: [Mode; 9] = [
     Mode::KernelMaps,
     Mode::Xwan,
     Mode::XwanNetfilter,
     Mode::XwanOffload,
+    Mode::XwanOffloadNat,
     Mode::KernelLinear,
     Mode::KernelPlain,
     Mode::BareXdp,
@@ -85,6 +89,7 @@ impl Mode {
             Mode::Xwan => "xwan",
             Mode::XwanNetfilter => "xwan-netfilter",
             Mode::XwanOffload => "xwan-offload",
+            Mode::XwanOffloadNat => "xwan-offload-nat",
             Mode::KernelMaps => "kernel-maps",
             Mode::KernelLinear => "kernel-linear",
             Mode::KernelPlain => "kernel-plain",
@@ -101,6 +106,7 @@ impl Mode {
             Mode::Xwan
                 | Mode::XwanNetfilter
                 | Mode::XwanOffload
+                | Mode::XwanOffloadNat
                 | Mode::KernelMaps
                 | Mode::KernelLinear
                 | Mode::BareXdp3
@@ -110,7 +116,10 @@ impl Mode {
     /// Whether the mode exists for these links (`bare-xdp-3` has no TUN variant; tunnels
     /// have no fast path of confirmed flows).
     pub fn runs_on(self, links: Links) -> bool {
-        !(matches!(self, Mode::BareXdp3 | Mode::XwanOffload) && links == Links::Tun)
+        !(matches!(
+            self,
+            Mode::BareXdp3 | Mode::XwanOffload | Mode::XwanOffloadNat
+        ) && links == Links::Tun)
     }
 }
 
@@ -238,20 +247,21 @@ pub fn setup(
             };
             xdp(tools, prog, topo)?
         }
-        Mode::Xwan | Mode::XwanNetfilter | Mode::XwanOffload => {
+        Mode::Xwan | Mode::XwanNetfilter | Mode::XwanOffload | Mode::XwanOffloadNat => {
             let dir = work.join("agent");
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
             let config = xwan_config(rules, links, topo, &dir, mode != Mode::Xwan);
             std::fs::write(&cfg, config)?;
-            if mode == Mode::XwanOffload {
-                offload_setup(topo)?;
+            let nat = mode == Mode::XwanOffloadNat;
+            if mode == Mode::XwanOffload || nat {
+                offload_setup(topo, nat)?;
             }
             let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
             topo.thread_lan()?;
-            if mode == Mode::XwanOffload {
-                confirm::prime(topo, flows, &dir.join("bpffs"))
+            if mode == Mode::XwanOffload || nat {
+                confirm::prime(topo, flows, &dir.join("bpffs"), nat)
                     .with_context(|| format!("agent log:\n{}", agent.log()))?;
             }
             Active::Xwan(agent)
@@ -287,7 +297,8 @@ pub fn teardown(mode: Mode, active: Active, topo: &Topology, tools: &mut Ebpf) -
             rtr.ip_quiet(&["route", "del", "198.18.0.0/15"]);
             rtr.ip_quiet(&["-6", "route", "del", "2001:db8::/32"]);
         }
-        Mode::XwanOffload => offload_teardown(topo)?,
+        Mode::XwanOffload => offload_teardown(topo, false)?,
+        Mode::XwanOffloadNat => offload_teardown(topo, true)?,
         _ => {}
     }
     Ok(())
@@ -299,11 +310,15 @@ const LAN_SOURCES: [(&str, &str); 2] = [
     ("fd00:92::/32", "fd00:90::2"),
 ];
 
-/// `xwan-offload`'s router: the stateful firewall, conntrack's checksum check off (see
-/// `confirm`), and the way back to the LAN's sources for the replies.
-fn offload_setup(topo: &Topology) -> Result<()> {
+/// `xwan-offload`'s router: the stateful firewall (with `nat`, masquerade on every link),
+/// conntrack's checksum check off (see `confirm`), and the way back to the LAN's sources for
+/// the replies.
+fn offload_setup(topo: &Topology, nat: bool) -> Result<()> {
     let rtr = &topo.rtr;
     rtr.exec("nft", &["-f", "-"], &confirm::firewall(&topo.lan_dev))?;
+    if nat {
+        rtr.exec("nft", &["-f", "-"], &confirm::masquerade(&topo.link_devs))?;
+    }
     // Every flow confirmed by this mode's own packets, none left from another mode's.
     flush_conntrack(topo)?;
     rtr.exec(
@@ -337,9 +352,12 @@ fn flush_conntrack(topo: &Topology) -> Result<()> {
 
 /// Also forgets every connection: the next mode's agent would find them confirmed in
 /// conntrack and offload their flows.
-fn offload_teardown(topo: &Topology) -> Result<()> {
+fn offload_teardown(topo: &Topology, nat: bool) -> Result<()> {
     let rtr = &topo.rtr;
     rtr.exec("nft", &["delete", "table", "inet", "xoffload"], "")?;
+    if nat {
+        rtr.exec("nft", &["delete", "table", "inet", "xnat"], "")?;
+    }
     flush_conntrack(topo)?;
     rtr.exec(
         "sysctl",

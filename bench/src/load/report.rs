@@ -114,7 +114,7 @@ impl EqualLoad {
             String::new()
         };
         format!(
-            "{:<14} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet{short}",
+            "{:<16} forwarded {:.3} Mpps, loss {:.1} %, router {:.0} ns/packet{short}",
             self.mode.name(),
             self.forwarded_mpps,
             self.loss * 100.0,
@@ -183,9 +183,11 @@ struct Goals {
     xwan_vs_bare_xdp_3_by_cpu_at_equal_load: f64,
     /// The `netfilter` mode at equal load: kernel-maps' CPU per packet over the kernel
     /// path's (`xwan-netfilter`, a flow's first packets; goal ≥ 1) and over the fast path's
-    /// (`xwan-offload`, established flows; goal ≥ 2). 0 where a mode did not run.
+    /// (`xwan-offload`, established flows; goal ≥ 2), and over the fast path's with source
+    /// NAT (`xwan-offload-nat`). 0 where a mode did not run.
     netfilter_first_packets_vs_kernel_maps_by_cpu_at_equal_load: f64,
     netfilter_established_vs_kernel_maps_by_cpu_at_equal_load: f64,
+    netfilter_established_nat_vs_kernel_maps_by_cpu_at_equal_load: f64,
     /// The same over TUN links (the bare mode is XDP pass + TC redirect there), and against
     /// kernel policy routing with maps; 0 without those runs.
     tun_equal_load_mpps: f64,
@@ -368,6 +370,10 @@ fn goals(rows: &[Row], latency: &[Latency], tun: &[EqualLoad]) -> Option<Goals> 
             equal_load_ns(Mode::KernelMaps),
             equal_load_ns(Mode::XwanOffload),
         ),
+        netfilter_established_nat_vs_kernel_maps_by_cpu_at_equal_load: ratio(
+            equal_load_ns(Mode::KernelMaps),
+            equal_load_ns(Mode::XwanOffloadNat),
+        ),
         xwan_vs_kernel_maps_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::KernelMaps))),
         xwan_vs_bare_xdp_by_cpu: ratio(top.router_capacity_mpps, cap(mode_at(Mode::BareXdp))),
         xwan_max_rules_vs_min_rules_by_cpu: ratio(top.router_capacity_mpps, cap(xwan(min))),
@@ -404,7 +410,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     let rows = rows(&r.samples);
     println!("\nsource: {} ({})", r.source.source.name(), r.source.reason);
     println!(
-        "{:<10} {:>6} {:<14} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6} {:>7}",
+        "{:<10} {:>6} {:<16} {:>8} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>6} {:>7}",
         "mix",
         "rules",
         "mode",
@@ -420,7 +426,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     );
     for c in &r.calibration {
         println!(
-            "{:<10} {:>6} {:<14} {:>8.3} {:>10.1} {:>9} {:>5.0}% {:>6.1}% {:>9} {:>8} {:>6}",
+            "{:<10} {:>6} {:<16} {:>8.3} {:>10.1} {:>9} {:>5.0}% {:>6.1}% {:>9} {:>8} {:>6}",
             format!("veth/{}", c.mix.name()),
             "-",
             "source alone",
@@ -436,7 +442,7 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
     }
     for row in &rows {
         println!(
-            "{:<10} {:>6} {:<14} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6} {:>7}",
+            "{:<10} {:>6} {:<16} {:>8.3} {:>10.1} {:>9.3} {:>5.0}% {:>6.1}% {:>9.2} {:>8.2} {:>6} {:>7}",
             format!("{}/{}", row.links.name(), row.mix.name()),
             row.rules,
             row.mode.name(),
@@ -529,9 +535,11 @@ pub fn write(settings: &Settings, r: &Results) -> Result<()> {
             println!(
                 "netfilter forwarding, by router CPU per packet at equal load: kernel-maps / \
                  xwan-netfilter (first packets) = {:.2} (goal ≥ 1), kernel-maps / xwan-offload \
-                 (established flows) = {:.2} (goal ≥ 2)",
+                 (established flows) = {:.2} (goal ≥ 2), kernel-maps / xwan-offload-nat \
+                 (established, masqueraded) = {:.2}",
                 g.netfilter_first_packets_vs_kernel_maps_by_cpu_at_equal_load,
-                g.netfilter_established_vs_kernel_maps_by_cpu_at_equal_load
+                g.netfilter_established_vs_kernel_maps_by_cpu_at_equal_load,
+                g.netfilter_established_nat_vs_kernel_maps_by_cpu_at_equal_load
             );
         }
         if g.tun_equal_load_mpps > 0.0 {
