@@ -83,6 +83,10 @@ struct Daemon {
     /// What the maps hold: the plan last committed (also for `xwan explain`); its `routers`
     /// are the committed router tables, the only copy the agent keeps. Its monitor rows.
     committed: Planned,
+    /// Whether this agent has committed a whole plan yet: until then the maps may hold a
+    /// previous agent's ruleset, which `committed` does not describe, so no plan may be
+    /// committed as a change to it.
+    whole_committed: bool,
     /// Adopted start: the first plan waits for every gateway's first verdict, until then.
     starting: Option<Instant>,
     metrics: Arc<Metrics>,
@@ -141,6 +145,7 @@ pub async fn run(path: &Path) -> Result<()> {
         facts: Facts::default(),
         probes: Fleet::default(),
         committed: Planned::default(),
+        whole_committed: false,
         starting: None,
         metrics: metrics.clone(),
         counters,
@@ -450,14 +455,38 @@ impl Daemon {
         }
         let ready = |id: u16| self.is_ready(id);
         let planned = planner::plan(&self.config, &self.facts, &ready, previous)?;
-        let epoch = self.dp.apply(&planned.plan)?;
-        info!(
-            epoch,
-            why,
-            rules = planned.plan.rules.len(),
-            gateways = planned.plan.gateways.len(),
-            "plan applied"
-        );
+        // A neighbour or a carrier changes gateways only: those, not a new ruleset (which
+        // would re-decide every flow and cost the whole configuration's compilation).
+        let update = if self.whole_committed {
+            self.dp.update(&self.committed.plan, &planned.plan)?
+        } else {
+            None
+        };
+        let epoch = match update {
+            Some(u) => {
+                let epoch = self.dp.epoch()?;
+                info!(
+                    epoch,
+                    why,
+                    gateways = u.gateways,
+                    routers = u.routers,
+                    "gateways updated"
+                );
+                epoch
+            }
+            None => {
+                let epoch = self.dp.apply(&planned.plan)?;
+                self.whole_committed = true;
+                info!(
+                    epoch,
+                    why,
+                    rules = planned.plan.rules.len(),
+                    gateways = planned.plan.gateways.len(),
+                    "plan applied"
+                );
+                epoch
+            }
+        };
         // The fast path of confirmed flows exists in `netfilter` mode only.
         let lans = match self.config.agent.forwarding {
             Forwarding::Netfilter(_) => planned.plan.ifaces.iter().map(|i| i.ifindex).collect(),

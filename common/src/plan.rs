@@ -372,6 +372,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether `other` differs from this plan in its gateways and router tables at most (the
+    /// same routers, rules, interfaces, addresses, links and settings): what a neighbour, a
+    /// link's carrier or a verdict changes, and the data plane can take without a new
+    /// ruleset.
+    pub fn differs_only_in_gateways(&self, other: &Plan) -> bool {
+        self.routers.len() == other.routers.len()
+            && self.ifaces == other.ifaces
+            && self.local_addrs == other.local_addrs
+            && self.rules == other.rules
+            && self.links == other.links
+            && self.flow_idle_ns == other.flow_idle_ns
+            && self.marks == other.marks
+    }
+
     /// Checks that the plan fits the data plane's maps and refers only to what it defines.
     pub fn validate(&self) -> Result<(), PlanError> {
         let err = |s: String| Err(PlanError(s));

@@ -1,7 +1,7 @@
 //! Writing a [`Plan`] into the maps (see the commit protocol in the module docs of
 //! [`super`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -9,7 +9,7 @@ use aya::Pod;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, DevMap, HashMap, MapData};
 use xwan_common::SlotTable;
-use xwan_common::plan::{GatewayKind, Plan, RouterTable};
+use xwan_common::plan::{Gateway, GatewayKind, Plan, RouterTable};
 use xwan_common::{
     AddrKey, CONFIG_MAP, Config, DEVMAP_MAP, DSCP_MAP, DST4_MAP, DST6_MAP, GATEWAYS_MAP,
     GW_KIND_ETHERNET, GW_KIND_NONE, GW_KIND_TUNNEL, GatewayInfo, IFACE_ARRAY_MAP, IFACE_ARRAY_SIZE,
@@ -51,6 +51,15 @@ impl Flips {
             .copied()
             .fold(self.ruleset, FlipSeq::max)
     }
+}
+
+/// What [`Datapath::update`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Updated {
+    /// Gateways written (added, changed or removed).
+    pub gateways: usize,
+    /// Router tables replaced.
+    pub routers: usize,
 }
 
 /// Router tables in the maps' layout, reused from commit to commit: a fresh half-megabyte
@@ -220,19 +229,7 @@ impl Datapath {
         for g in &plan.gateways {
             self.write_gateway(g.id, &gateway_info(g))?;
             if g.kind.redirects() {
-                let mut devmap: DevMap<&mut MapData> = DevMap::try_from(self.map_mut(DEVMAP_MAP)?)
-                    .map_err(map_err(DEVMAP_MAP, "opening"))?;
-                devmap.set(g.id as u32, g.ifindex, None, 0).map_err(|e| DatapathError::Map {
-                    map: DEVMAP_MAP,
-                    op: format!(
-                        "pointing gateway {} at egress ifindex {} (the interface must exist and support XDP_REDIRECT)",
-                        g.id, g.ifindex
-                    ),
-                    error: Box::new(match e {
-                        aya::maps::xdp::XdpMapError::MapError(m) => m,
-                        other => aya::maps::MapError::IoError(std::io::Error::other(other.to_string())),
-                    }),
-                })?;
+                self.point_devmap(g)?;
             }
         }
 
@@ -266,12 +263,7 @@ impl Datapath {
                 self.write_gateway(id, &NO_GATEWAY)?;
             }
             if !ethernet.contains(&id) {
-                let fd = self.map_fd(DEVMAP_MAP)?;
-                sys::map_delete(fd, &(id as u32)).map_err(|e| DatapathError::Map {
-                    map: DEVMAP_MAP,
-                    op: format!("removing gateway {id}"),
-                    error: Box::new(aya::maps::MapError::IoError(e)),
-                })?;
+                self.unpoint_devmap(id)?;
             }
         }
         log::info!(
@@ -282,6 +274,70 @@ impl Datapath {
             plan.ifaces.len()
         );
         Ok(new_epoch)
+    }
+
+    /// Commits `new` over `old`, the plan last committed, without a new ruleset when they
+    /// differ only in gateways and router tables ([`Plan::differs_only_in_gateways`]: a
+    /// neighbour's MAC, a link's carrier): the added and changed gateways first, then the
+    /// changed routers' tables (each router's version flips, so only its flows' cache
+    /// entries go stale), then, once no packet can still read an old table, the gateways
+    /// `new` dropped. Flows keep their epoch and their decisions. `None`, writing nothing,
+    /// when anything else differs: [`Self::apply`] then.
+    pub fn update(&mut self, old: &Plan, new: &Plan) -> Result<Option<Updated>, DatapathError> {
+        if !old.differs_only_in_gateways(new) {
+            return Ok(None);
+        }
+        new.validate()?;
+        let before: BTreeMap<u16, &Gateway> = old.gateways.iter().map(|g| (g.id, g)).collect();
+        let mut updated = Updated::default();
+        for g in &new.gateways {
+            if before.get(&g.id).is_some_and(|o| *o == g) {
+                continue;
+            }
+            self.write_gateway(g.id, &gateway_info(g))?;
+            if g.kind.redirects() {
+                self.point_devmap(g)?;
+            }
+            updated.gateways += 1;
+        }
+        let tables: Vec<(u16, &RouterTable)> = new
+            .routers
+            .iter()
+            .zip(&old.routers)
+            .enumerate()
+            .filter(|(_, (n, o))| n != o)
+            .map(|(id, (n, _))| (id as u16, n))
+            .collect();
+        updated.routers = tables.len();
+        if !tables.is_empty() {
+            self.set_routers(&tables)?;
+        }
+        let after: BTreeMap<u16, &Gateway> = new.gateways.iter().map(|g| (g.id, g)).collect();
+        // Gone from the plan, or no longer redirecting: emptied once no packet can still
+        // read a table that routes to them.
+        let stale: Vec<(u16, bool, bool)> = old
+            .gateways
+            .iter()
+            .filter_map(|o| {
+                let n = after.get(&o.id);
+                let gone = n.is_none();
+                let unpoint = o.kind.redirects() && !n.is_some_and(|n| n.kind.redirects());
+                (gone || unpoint).then_some((o.id, gone, unpoint))
+            })
+            .collect();
+        if !stale.is_empty() {
+            self.wait_grace(self.flips.latest())?;
+            for (id, gone, unpoint) in stale {
+                if gone {
+                    self.write_gateway(id, &NO_GATEWAY)?;
+                    updated.gateways += 1;
+                }
+                if unpoint {
+                    self.unpoint_devmap(id)?;
+                }
+            }
+        }
+        Ok(Some(updated))
     }
 
     /// The current ruleset epoch (0 on fresh maps; the generation read by packets is `epoch & 1`).
@@ -369,6 +425,36 @@ impl Datapath {
         self.grace.wait(seq).map_err(|error| DatapathError::Sys {
             what: "waiting for an RCU grace period (map-of-maps update)".into(),
             error,
+        })
+    }
+
+    /// Points gateway `g`'s `XDP_REDIRECT` slot at its egress interface.
+    fn point_devmap(&mut self, g: &Gateway) -> Result<(), DatapathError> {
+        let mut devmap: DevMap<&mut MapData> =
+            DevMap::try_from(self.map_mut(DEVMAP_MAP)?).map_err(map_err(DEVMAP_MAP, "opening"))?;
+        devmap
+            .set(g.id as u32, g.ifindex, None, 0)
+            .map_err(|e| DatapathError::Map {
+                map: DEVMAP_MAP,
+                op: format!(
+                    "pointing gateway {} at egress ifindex {} (the interface must exist and \
+                     support XDP_REDIRECT)",
+                    g.id, g.ifindex
+                ),
+                error: Box::new(match e {
+                    aya::maps::xdp::XdpMapError::MapError(m) => m,
+                    other => aya::maps::MapError::IoError(std::io::Error::other(other.to_string())),
+                }),
+            })
+    }
+
+    /// Empties gateway `id`'s `XDP_REDIRECT` slot (absent already is fine).
+    fn unpoint_devmap(&mut self, id: u16) -> Result<(), DatapathError> {
+        let fd = self.map_fd(DEVMAP_MAP)?;
+        sys::map_delete(fd, &(id as u32)).map_err(|e| DatapathError::Map {
+            map: DEVMAP_MAP,
+            op: format!("removing gateway {id}"),
+            error: Box::new(aya::maps::MapError::IoError(e)),
         })
     }
 

@@ -92,6 +92,7 @@ pub use attach::{
 };
 pub use bench::bench_counter_reads;
 pub use bpffs::{BPF_FS_MAGIC, TestBpffs, ensure_bpffs, is_bpffs};
+pub use commit::Updated;
 pub use compile::{CompileError, Image, compile, slot_table};
 pub use counters::{CounterReader, ReasonCounter};
 pub use egress::{EgressWatch, TRACE_DIR};

@@ -913,3 +913,56 @@ fn a_translated_flow_leaves_the_fast_path_with_conntracks_source() {
     assert_eq!((out.reason, out.mark), (reason::STEER_FLOW, Some(0x2_0000)));
     assert_eq!(&out.frame[26..30], &udp[26..30]);
 }
+
+/// A change of gateways alone (a neighbour's new MAC, a gateway gone) is written without a
+/// new ruleset: a flow keeps its rule and, where its gateway stays, its gateway, and leaves
+/// with the new MAC at once; a flow whose gateway went is decided anew by its router. A rule
+/// change is refused, with nothing written.
+#[test]
+fn a_gateway_change_is_committed_without_a_new_ruleset() {
+    let _turn = support::shared(module_path!());
+    let p = plan();
+    let mut h = Harness::new(p.clone());
+    // TCP to 443: router 1, the Ethernet gateway 1; to 22: router 0, the tunnel.
+    let tcp = |dst: &str| V4::new(Ipv4Addr::new(10, 1, 0, 8), dst.parse().unwrap(), 6);
+    let https = frame4(&tcp("198.51.100.2"), 40001, 443, &[]);
+    let ssh = frame4(&tcp("198.51.100.3"), 40002, 22, &[]);
+    assert_eq!(h.check(&https).reason, reason::STEER_CLASSIFIED);
+    assert_eq!(h.check(&ssh).reason, reason::STEER_CLASSIFIED);
+
+    // The next hop answers from a new MAC.
+    let mut moved = p.clone();
+    let new_mac = [0xaa, 0, 0, 0, 0x99, 1];
+    moved.gateways[1].kind = GatewayKind::Ethernet {
+        next_hop_mac: new_mac,
+        egress_mac: [0xbb, 0, 0, 0, 0, 1],
+    };
+    assert!(h.update(moved.clone()));
+    let out = h.check(&https);
+    assert_eq!((out.reason, out.gateway), (reason::STEER_FLOW, Some(1)));
+    assert_eq!(out.frame[0..6], new_mac, "the new MAC at once");
+    assert_eq!(
+        h.check(&ssh).reason,
+        reason::STEER_FLOW,
+        "other flows untouched"
+    );
+
+    // Gateway 1 gone (its neighbour failed): router 1 uses the tunnel now.
+    let mut gone = moved.clone();
+    gone.gateways.truncate(1);
+    gone.routers[1] = RouterTable::single(0);
+    gone.routers[4] = RouterTable::single(0);
+    assert!(h.update(gone.clone()));
+    let out = h.check(&https);
+    assert_eq!((out.reason, out.gateway), (reason::STEER_FLOW, Some(0)));
+
+    // And back.
+    assert!(h.update(moved));
+    assert_eq!(h.check(&https).gateway, Some(1));
+
+    // A new rule is a new ruleset: refused, nothing written.
+    let mut ruled = p.clone();
+    ruled.rules.truncate(1);
+    assert!(!h.update(ruled));
+    assert_eq!(h.check(&ssh).reason, reason::STEER_FLOW);
+}

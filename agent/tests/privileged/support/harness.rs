@@ -55,6 +55,26 @@ impl Harness {
         self.model.set_plan(plan, epoch);
     }
 
+    /// `plan` as a change of gateways and router tables only (`Datapath::update`), on both
+    /// sides: the epoch stays. `false`, with nothing written, when the kernel side refuses
+    /// it (anything else changed).
+    pub fn update(&mut self, plan: Plan) -> bool {
+        let epoch = self.dp.epoch().expect("the epoch");
+        let updated = self
+            .dp
+            .update(self.model.plan(), &plan)
+            .expect("update the plan");
+        assert_eq!(
+            self.dp.epoch().expect("the epoch"),
+            epoch,
+            "no ruleset flip"
+        );
+        if updated.is_some() {
+            self.model.set_plan(plan, epoch);
+        }
+        updated.is_some()
+    }
+
     pub fn set_router(&mut self, id: u16, table: RouterTable) {
         self.dp.set_router(id, &table).expect("set router");
         self.model.set_router(id, table);
