@@ -182,12 +182,20 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     info!(config = %d.path.display(), "xwan running");
+    // When the status was last rebuilt, and whether it has missed a probe report since.
+    let mut published = Instant::now();
+    let mut stale = false;
     loop {
+        // A probe report (an RTT) may wait up to `STATUS_EVERY` for the status; anything
+        // else (a verdict, a request, a kernel event) is in the next status at once.
+        let mut report = false;
         tokio::select! {
             Some((gw, ev)) = d.probes.next_event() => {
+                report = matches!(ev, GatewayEvent::Probed(_));
                 d.on_gateway_event(&gw, ev);
                 d.finish_start(false)?;
             }
+            _ = tokio::time::sleep_until((published + STATUS_EVERY).into()), if stale => {}
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
                 if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => match ev {
@@ -217,11 +225,22 @@ pub async fn run(path: &Path) -> Result<()> {
             _ = term.recv() => { info!("SIGTERM: exiting, the data plane keeps forwarding"); break; }
             _ = int.recv() => { info!("SIGINT: exiting, the data plane keeps forwarding"); break; }
         }
+        if report && published.elapsed() < STATUS_EVERY {
+            stale = true;
+            continue;
+        }
         status.send_replace(StatusSnapshot::new(d.status()));
+        published = Instant::now();
+        stale = false;
     }
     let _ = std::fs::remove_file(&d.config.agent.control_socket);
     Ok(())
 }
+
+/// How stale the status may be for probe reports: each report is an event, and rebuilding
+/// the status (every gateway's row) per report cost the agent most of a core at a thousand
+/// gateways probed every second.
+const STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The interfaces a configuration attaches programs to.
 #[derive(Default)]
@@ -329,10 +348,7 @@ impl Daemon {
     }
 
     fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
-        let Some(id) = self.config.gateway_by_name(gw) else {
-            return;
-        };
-        let Some(view) = self.probes.view_mut(gw) else {
+        let Some((id, view)) = self.probes.gateway_mut(gw) else {
             return;
         };
         let state_changed = view.record(&ev);

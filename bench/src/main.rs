@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: BPF_PROG_TEST_RUN micro-benchmark of the data plane; with the first
-//! argument `load`, `cargo xtask load`: the line-rate load test (module [`load`]).
+//! argument `load`, `cargo xtask load`: the line-rate load test (module [`load`]); with
+//! `scale`, the agent with many gateways (module [`scale`]).
 //!
 //! Prints ns/packet (the kernel's own per-repeat timing, median of several runs of at least
 //! `--repeat` repeats) for: the parse-only baseline program, a flow hit, and
@@ -14,6 +15,7 @@
 //! swaps it in and out of the dispatcher and waits for an RCU grace period.
 
 mod load;
+mod scale;
 
 use std::{net::IpAddr, path::PathBuf, time::Instant};
 
@@ -227,8 +229,10 @@ fn median(v: &[f64]) -> f64 {
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some("load") {
-        return load::main(&argv[2..]);
+    match argv.get(1).map(String::as_str) {
+        Some("load") => return load::main(&argv[2..]),
+        Some("scale") => return scale::main(&argv[2..]),
+        _ => {}
     }
     let a = args()?;
     if unsafe { libc::geteuid() } != 0 {

@@ -403,7 +403,7 @@ impl SaAlgorithms {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Monitor {
     /// ICMP or ICMPv6 echo (by the target's family).
     Icmp,

@@ -4,7 +4,7 @@
 //! each ([`GatewayView`]), which lives and dies with its task.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -95,6 +95,9 @@ impl ProbeSignature {
 
 /// One gateway's task and what it reported; dropping it stops the task.
 struct Probe {
+    /// The gateway's id in the configuration last synced (ids move on a reload; names
+    /// stay): a report finds its gateway without a scan of the configuration.
+    id: GatewayId,
     signature: ProbeSignature,
     link: watch::Sender<LinkState>,
     task: JoinHandle<()>,
@@ -110,6 +113,11 @@ impl Drop for Probe {
 /// Every gateway's task, by gateway name (stable across reloads), and their events.
 pub struct Fleet {
     probes: HashMap<String, Probe>,
+    /// One prober per link binding and method, shared by the link's gateways: one raw ICMP
+    /// socket per family and link, not per gateway. (Every echo reply reaches every raw
+    /// socket bound to its interface: with a socket per gateway, a thousand gateways on a
+    /// link made each reply a thousand wake-ups, and the agent busy with them.)
+    monitors: HashMap<(LinkBinding, config::Monitor), Monitor>,
     events_tx: mpsc::Sender<(String, GatewayEvent)>,
     events: mpsc::Receiver<(String, GatewayEvent)>,
 }
@@ -119,6 +127,7 @@ impl Default for Fleet {
         let (events_tx, events) = mpsc::channel(1024);
         Fleet {
             probes: HashMap::new(),
+            monitors: HashMap::new(),
             events_tx,
             events,
         }
@@ -134,24 +143,37 @@ impl Fleet {
             let id = GatewayId(i as u16);
             let signature = ProbeSignature::of(config, id);
             let probe = match self.probes.remove(&g.name) {
-                Some(p) if p.signature == signature => p,
+                Some(mut p) if p.signature == signature => {
+                    p.id = id;
+                    p
+                }
                 _ => self.spawn(config, id, signature, link_state(config.link(g.link))),
             };
             kept.insert(g.name.clone(), probe);
         }
         // What is left is no longer configured: dropping it stops its task.
         self.probes = kept;
+        let used: HashSet<(LinkBinding, config::Monitor)> = self
+            .probes
+            .values()
+            .map(|p| (p.signature.binding.clone(), p.signature.monitor))
+            .collect();
+        self.monitors.retain(|k, _| used.contains(k));
     }
 
     fn spawn(
-        &self,
+        &mut self,
         config: &Config,
         id: GatewayId,
         signature: ProbeSignature,
         link: LinkState,
     ) -> Probe {
         let g = config.gateway(id);
-        let monitor = Monitor::new(g.monitor, signature.binding.clone());
+        let monitor = self
+            .monitors
+            .entry((signature.binding.clone(), g.monitor))
+            .or_insert_with(|| Monitor::new(g.monitor, signature.binding.clone()))
+            .clone();
         let (link, link_rx) = watch::channel(link);
         let name = g.name.clone();
         let task = tokio::spawn(run_tagged(
@@ -163,6 +185,7 @@ impl Fleet {
             move |ev| (name.clone(), ev),
         ));
         Probe {
+            id,
             signature,
             link,
             task,
@@ -188,10 +211,7 @@ impl Fleet {
     /// Tells every task whose link state changed; `link_state` gives a link's.
     pub fn push_link_states(&self, config: &Config, link_state: impl Fn(&Link) -> LinkState) {
         for (name, p) in &self.probes {
-            let Some(id) = config.gateway_by_name(name) else {
-                continue;
-            };
-            let link = config.link(config.gateway(id).link);
+            let link = config.link(config.gateway(p.id).link);
             let state = link_state(link);
             if *p.link.borrow() != state {
                 info!(gateway = %name, interface = %link.interface, ?state, "link state");
@@ -207,6 +227,11 @@ impl Fleet {
 
     pub fn view_mut(&mut self, gateway: &str) -> Option<&mut GatewayView> {
         self.probes.get_mut(gateway).map(|p| &mut p.view)
+    }
+
+    /// `gateway`'s id in the configuration last synced, and its view.
+    pub fn gateway_mut(&mut self, gateway: &str) -> Option<(GatewayId, &mut GatewayView)> {
+        self.probes.get_mut(gateway).map(|p| (p.id, &mut p.view))
     }
 
     /// The gateways without a first verdict.

@@ -112,7 +112,7 @@ impl<P: Prober> Prober for Arc<P> {
 }
 
 /// Where probes of one link leave from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct LinkBinding {
     /// Interface name (`SO_BINDTODEVICE`); `None` lets the routing table decide.
     pub device: Option<String>,

@@ -195,7 +195,7 @@ fn parse(args: &[String]) -> Result<Settings> {
 
 /// The `xwan` binary: `--xwan`, or next to this one (`target/release/`), or one level up
 /// (when this is a test binary in `target/release/deps/`).
-fn find_xwan(explicit: &Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn find_xwan(explicit: &Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.clone());
     }

@@ -1,0 +1,360 @@
+//! `xwan-bench scale`: the agent with many gateways (issue 20). A benchmark: it prints and
+//! writes what it measured and asserts nothing.
+//!
+//! For each gateway count N: a router namespace and a peer namespace joined by one veth
+//! (`sw0` ↔ `sp0`, 10.200.0.0/16), where the peer holds N addresses and answers their ARP and
+//! ping; a second veth pair is the router's LAN. The agent (`xwan run`) gets one Ethernet
+//! link with N gateways, N/4 routers of four gateways each (probed every second, 500 ms
+//! wait) and one rule per router. Measured:
+//! * how long after the start every gateway is Ready (the control socket's status);
+//! * then, over a steady window: the agent's CPU (`/proc/PID/stat`, % of one core), and what
+//!   its log says it did: whole-plan commits (`plan applied`), gateway-only updates
+//!   (`gateways updated`), netlink overflows and resyncs.
+//!
+//! Namespaces are named after this process (`xsc<pid>-…`) and deleted on every exit path.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use xwan::control::{Answer, Request};
+use xwan_testkit::Netns;
+
+const USAGE: &str = "usage: xwan-bench scale [--gateways 64,256,1000] [--window SECS (20)] \
+                     [--ready-timeout SECS (120)] [--json PATH] [--xwan PATH]";
+
+struct Settings {
+    gateways: Vec<usize>,
+    window: Duration,
+    ready_timeout: Duration,
+    json: PathBuf,
+    xwan: Option<PathBuf>,
+}
+
+/// One gateway count's results.
+#[derive(Serialize, Debug)]
+struct Sample {
+    gateways: usize,
+    routers: usize,
+    /// From the agent's start until every gateway was Ready; `None` if they were not all
+    /// Ready within the timeout.
+    ready_after_s: Option<f64>,
+    /// Gateways Ready at the end of the wait.
+    ready: usize,
+    window_s: f64,
+    /// The agent's CPU over the window, % of one core.
+    agent_cpu_percent: f64,
+    /// During the window: whole-plan commits, gateway-only updates, netlink overflows
+    /// (resyncs).
+    whole_commits: usize,
+    gateway_updates: usize,
+    resyncs: usize,
+    /// The same from the start to the end of the window.
+    whole_commits_total: usize,
+    gateway_updates_total: usize,
+    resyncs_total: usize,
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let s = settings(args)?;
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the scale benchmark creates network namespaces: run it as root");
+    }
+    let xwan = super::load::find_xwan(&s.xwan)?;
+    let machine = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    println!(
+        "scale: {} CPUs, Linux {machine}, window {:?}, agent {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        s.window,
+        xwan.display()
+    );
+    let mut samples = Vec::new();
+    for &n in &s.gateways {
+        let sample = measure(n, &s, &xwan).with_context(|| format!("{n} gateways"))?;
+        println!(
+            "  {n:>5} gateways: Ready after {}, agent CPU {:.2} % of a core, in {:.0} s: {} \
+             whole-plan commits, {} gateway updates, {} resyncs (since the start: {}, {}, {})",
+            sample
+                .ready_after_s
+                .map_or(format!("— ({} of {n} Ready)", sample.ready), |t| format!(
+                    "{t:.1} s"
+                )),
+            sample.agent_cpu_percent,
+            sample.window_s,
+            sample.whole_commits,
+            sample.gateway_updates,
+            sample.resyncs,
+            sample.whole_commits_total,
+            sample.gateway_updates_total,
+            sample.resyncs_total,
+        );
+        samples.push(sample);
+    }
+    if let Some(dir) = s.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&s.json, serde_json::to_string_pretty(&samples)?)?;
+    println!("results written to {}", s.json.display());
+    Ok(())
+}
+
+fn settings(args: &[String]) -> Result<Settings> {
+    let mut s = Settings {
+        gateways: vec![64, 256, 1000],
+        window: Duration::from_secs(20),
+        ready_timeout: Duration::from_secs(120),
+        json: PathBuf::from("target/bench/scale.json"),
+        xwan: None,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut val = || {
+            it.next()
+                .with_context(|| format!("{arg} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--gateways" => {
+                s.gateways = val()?
+                    .split(',')
+                    .map(|n| n.parse().with_context(|| format!("--gateways: {n}")))
+                    .collect::<Result<_>>()?
+            }
+            "--window" => s.window = Duration::from_secs_f64(val()?.parse()?),
+            "--ready-timeout" => s.ready_timeout = Duration::from_secs_f64(val()?.parse()?),
+            "--json" => s.json = val()?.into(),
+            "--xwan" => s.xwan = Some(val()?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    if let Some(&n) = s.gateways.iter().find(|&&n| !(4..=64_000).contains(&n)) {
+        bail!("--gateways: {n} is outside 4..=64000 (four per router, a /16 of addresses)");
+    }
+    Ok(s)
+}
+
+/// The peer's address of gateway `i` (10.200.0.0/16, .0.1 is the router's).
+fn gateway_addr(i: usize) -> String {
+    let n = i + 2;
+    format!("10.200.{}.{}", n / 250, n % 250 + 1)
+}
+
+fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
+    let pid = std::process::id();
+    let rtr = Netns::replace(&format!("xsc{pid}-r"))?;
+    let peer = Netns::replace(&format!("xsc{pid}-p"))?;
+    for (dev, other) in [("sw0", "sp0"), ("sl0", "sh0")] {
+        rtr.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            other,
+            "netns",
+            peer.name(),
+        ])?;
+        rtr.ip(&["link", "set", dev, "up"])?;
+        peer.ip(&["link", "set", other, "up"])?;
+    }
+    rtr.ip(&["addr", "add", "10.200.0.1/16", "dev", "sw0"])?;
+    rtr.ip(&["addr", "add", "10.201.0.1/24", "dev", "sl0"])?;
+    peer.ip(&["addr", "add", "10.201.0.2/24", "dev", "sh0"])?;
+    let batch: String = (0..n)
+        .map(|i| format!("addr add {}/16 dev sp0\n", gateway_addr(i)))
+        .collect();
+    peer.exec("ip", &["-batch", "-"], &batch)?;
+
+    let dir = std::env::temp_dir().join(format!("xwan-scale-{pid}-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("xwan.toml");
+    std::fs::write(&cfg, config(n, &dir))?;
+    let routers = n / 4;
+
+    let mut agent = Agent::start(xwan, &rtr, &cfg, &dir)?;
+    let result = (|| {
+        let started = Instant::now();
+        let mut ready = 0;
+        let mut ready_after = None;
+        while started.elapsed() < s.ready_timeout {
+            if let Some(r) = agent.ready_gateways() {
+                ready = r;
+                if r == 4 * routers {
+                    ready_after = Some(started.elapsed().as_secs_f64());
+                    break;
+                }
+            }
+            agent.check_alive()?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let before = (agent.cpu_ticks()?, agent.log_counts());
+        let t = Instant::now();
+        std::thread::sleep(s.window);
+        let after = (agent.cpu_ticks()?, agent.log_counts());
+        let window = t.elapsed().as_secs_f64();
+        // SAFETY: plain libc call.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(Sample {
+            gateways: n,
+            routers,
+            ready_after_s: ready_after,
+            ready,
+            window_s: window,
+            agent_cpu_percent: 100.0 * (after.0 - before.0) as f64 / hz / window,
+            whole_commits: after.1.0 - before.1.0,
+            gateway_updates: after.1.1 - before.1.1,
+            resyncs: after.1.2 - before.1.2,
+            whole_commits_total: after.1.0,
+            gateway_updates_total: after.1.1,
+            resyncs_total: after.1.2,
+        })
+    })();
+    agent.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    drop((rtr, peer));
+    result
+}
+
+/// The agent's configuration: one Ethernet link, `n` gateways on it, `n / 4` routers of
+/// four gateways, one rule per router.
+fn config(n: usize, dir: &Path) -> String {
+    let mut s = format!(
+        "[agent]\nlan_interfaces = [\"sl0\"]\nbpffs = \"{d}/bpffs\"\ncontrol_socket = \
+         \"{d}/ctl.sock\"\n\n[[link]]\nname = \"L1\"\ninterface = \
+         \"sw0\"\nkind = \"ethernet\"\naddress = \"10.200.0.1/16\"\n",
+        d = dir.display()
+    );
+    for i in 0..n {
+        s.push_str(&format!(
+            "\n[[gateway]]\nname = \"G{i}\"\nlink = \"L1\"\naddress = \"{}\"\n",
+            gateway_addr(i)
+        ));
+    }
+    for r in 0..n / 4 {
+        let gws: Vec<String> = (0..4).map(|k| format!("\"G{}\"", 4 * r + k)).collect();
+        s.push_str(&format!(
+            "\n[[router]]\nname = \"R{r}\"\ngateways = [{}]\nfrequency = \"1s\"\nwait = \
+             \"500ms\"\n\n[[rule]]\nname = \"r{r}\"\nprotocol = [\"udp\"]\ndst_port = [{}]\n\
+             action = \"route\"\nrouter = \"R{r}\"\n",
+            gws.join(", "),
+            10_000 + r
+        ));
+    }
+    s
+}
+
+/// `xwan run` in the router namespace, its log in `dir`.
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn start(bin: &Path, rtr: &Netns, cfg: &Path, dir: &Path) -> Result<Agent> {
+        use std::os::{fd::AsRawFd, unix::process::CommandExt};
+        let netns = rtr.file()?;
+        let fd = netns.as_raw_fd();
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--config"]).arg(cfg);
+        // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        Ok(Agent {
+            child,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn request(&self, r: Request) -> std::io::Result<Answer> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(xwan::control::call(&self.dir.join("ctl.sock"), &r))
+    }
+
+    /// How many gateways the status says are Ready (`None` before the agent answers).
+    fn ready_gateways(&self) -> Option<usize> {
+        match self.request(Request::Status) {
+            Ok(Answer::Status(s)) => Some(
+                s.routers
+                    .iter()
+                    .flat_map(|r| &r.gateways)
+                    .filter(|g| g.availability == "Ready")
+                    .count(),
+            ),
+            _ => None,
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("xwan exited ({status}); log:\n{}", self.log());
+        }
+        Ok(())
+    }
+
+    /// The agent's user + system CPU so far, in clock ticks.
+    fn cpu_ticks(&self) -> Result<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+        Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// (whole-plan commits, gateway-only updates, netlink overflows) the log reports so far.
+    fn log_counts(&self) -> (usize, usize, usize) {
+        let log = self.log();
+        let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+        (
+            count("plan applied"),
+            count("gateways updated"),
+            count("notifications were lost"),
+        )
+    }
+
+    /// `xwan stop`, else kill.
+    fn stop(mut self) {
+        let _ = self.request(Request::Stop);
+        let t = Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Ok(c) = std::ffi::CString::new(self.dir.join("bpffs").to_string_lossy().as_bytes()) {
+            // SAFETY: plain syscall on a valid path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
