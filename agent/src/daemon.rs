@@ -46,7 +46,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -186,26 +186,57 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut published = Instant::now();
     let mut stale = false;
     loop {
-        // A probe report (an RTT) may wait up to `STATUS_EVERY` for the status; anything
-        // else (a verdict, a request, a kernel event) is in the next status at once.
+        // A probe's report or verdict may wait up to `STATUS_EVERY` for the status; anything
+        // else (a request, a kernel event) is in the next status at once.
         let mut report = false;
         tokio::select! {
             Some((gw, ev)) = d.probes.next_event() => {
-                report = matches!(ev, GatewayEvent::Probed(_));
-                d.on_gateway_event(&gw, ev);
+                report = true;
+                // Every event already queued, then one commit for their verdicts: two
+                // verdicts for one router must otherwise be an RCU grace period apart (its
+                // inactive table is rewritten only then), and at a thousand gateways' start
+                // that paced them to a hundred a second.
+                let verdicts = Instant::now();
+                let mut changed = Vec::new();
+                let mut next = Some((gw, ev));
+                while let Some((gw, ev)) = next.take() {
+                    if let Some(id) = d.on_gateway_event(&gw, ev)
+                        && !changed.contains(&id)
+                    {
+                        changed.push(id);
+                    }
+                    if changed.len() < VERDICTS_PER_COMMIT {
+                        next = d.probes.queued_event();
+                    }
+                }
+                d.commit_verdicts(&changed, verdicts);
                 d.finish_start(false)?;
             }
             _ = tokio::time::sleep_until((published + STATUS_EVERY).into()), if stale => {}
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
                 if d.starting.is_some() => d.finish_start(true)?,
-            Some(ev) = kernel_events.next() => match ev {
-                Event::Addresses => addresses.request(),
-                Event::Resync => {
-                    addresses.request();
-                    d.resync_kernel().await;
+            Some(ev) = kernel_events.next() => {
+                // Every event already queued, then one plan: a burst (a thousand gateways'
+                // neighbours resolved at the start) would otherwise plan once per event.
+                let (mut next, mut replan, mut n) = (Some(ev), false, 0);
+                while let Some(ev) = next.take() {
+                    match ev {
+                        Event::Addresses => addresses.request(),
+                        Event::Resync => {
+                            addresses.request();
+                            d.resync_kernel().await;
+                        }
+                        ev => replan |= d.on_kernel_event(ev),
+                    }
+                    n += 1;
+                    if n < KERNEL_EVENTS_PER_PLAN {
+                        next = kernel_events.next().now_or_never().flatten();
+                    }
                 }
-                ev => d.on_kernel_event(ev),
-            },
+                if replan && let Err(e) = d.apply("kernel event") {
+                    error!("re-planning after kernel events failed, keeping the previous plan: {e:#}");
+                }
+            }
             Some(a) = addresses.next() => d.on_addresses(a),
             // SA reads drive the `no SA` verdicts.
             Some(sas) = d.ipsec.next_read(&d.config) => {
@@ -237,9 +268,17 @@ pub async fn run(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How stale the status may be for probe reports: each report is an event, and rebuilding
+/// The most gateways whose verdicts one commit takes (the loop serves nothing else
+/// meanwhile).
+const VERDICTS_PER_COMMIT: usize = 4096;
+
+/// The most kernel events taken before one plan is made for them (a bound on how long the
+/// loop serves nothing else).
+const KERNEL_EVENTS_PER_PLAN: usize = 4096;
+
+/// How stale the status may be after probe events: each report is an event, and rebuilding
 /// the status (every gateway's row) per report cost the agent most of a core at a thousand
-/// gateways probed every second.
+/// gateways probed every second (and, per verdict, seconds of their start).
 const STATUS_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The interfaces a configuration attaches programs to.
@@ -347,10 +386,10 @@ impl Daemon {
             .sync(&self.config, |l| link_state(facts, ipsec, l));
     }
 
-    fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) {
-        let Some((id, view)) = self.probes.gateway_mut(gw) else {
-            return;
-        };
+    /// A probe's report or verdict, recorded; the gateway if its state changed (its routers'
+    /// tables are then due: [`Self::commit_verdicts`]).
+    fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) -> Option<GatewayId> {
+        let (id, view) = self.probes.gateway_mut(gw)?;
         let state_changed = view.record(&ev);
         match &ev {
             GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r),
@@ -365,21 +404,36 @@ impl Daemon {
                 }
             }
         }
-        if state_changed {
-            let verdict = Instant::now();
-            self.recompute();
-            self.metrics.observe_commit(verdict.elapsed());
-            info!(
-                gateway = gw,
-                commit_us = verdict.elapsed().as_micros() as u64,
-                "router tables committed"
-            );
+        state_changed.then_some(id)
+    }
+
+    /// Commits the router tables after the verdicts of `changed` (taken from `since`).
+    fn commit_verdicts(&mut self, changed: &[GatewayId], since: Instant) {
+        if changed.is_empty() {
+            return;
         }
+        self.recompute(changed);
+        self.metrics.observe_commit(since.elapsed());
+        let names: Vec<&str> = (changed.iter())
+            .map(|&id| self.config.gateway(id).name.as_str())
+            .collect();
+        info!(
+            gateways = names.join(","),
+            commit_us = since.elapsed().as_micros() as u64,
+            "router tables committed"
+        );
     }
 
     /// Gateway rows and counter labels for the metrics.
     fn publish(&self) {
-        for (i, r) in self.config.routers.iter().enumerate() {
+        self.publish_routers(&(0..self.config.routers.len()).collect::<Vec<_>>());
+        self.counters.update(&self.config, &self.dp);
+    }
+
+    /// The metrics of routers `ids`' gateways.
+    fn publish_routers(&self, ids: &[usize]) {
+        for &i in ids {
+            let r = &self.config.routers[i];
             for s in self.committed.rows.get(i).into_iter().flatten() {
                 let g = &self.config.gateways[s.gateway as usize];
                 let last = self.probes.view(&g.name).and_then(|v| v.last_change);
@@ -387,7 +441,6 @@ impl Daemon {
                     .set_gateway(&r.name, &g.name, GatewaySnapshot::from_status(s, last));
             }
         }
-        self.counters.update(&self.config, &self.dp);
     }
 
     /// Adopted start: commits the first plan once every gateway has its first verdict, or
@@ -412,48 +465,73 @@ impl Daemon {
         self.apply_from("start", &tables).map(drop)
     }
 
-    /// Fast path: new router tables and gateway ready flags, no ruleset change.
-    fn recompute(&mut self) {
+    /// Fast path after the verdicts of gateways `changed`: new tables for the routers they
+    /// belong to (no other's can change) and their ready flags, no ruleset change.
+    fn recompute(&mut self, changed: &[GatewayId]) {
         if self.starting.is_some() {
             return;
         }
         // Only gateways the committed plan has: the facts may already say a gateway is usable
         // while the plan that adds it failed (an interface vanished while it was applied, say);
         // a table pointing at a gateway the maps do not have would lose its flows.
-        let committed = &self.committed.plan;
-        let ready = |id: u16| self.is_ready(id) && committed.gateways.iter().any(|g| g.id == id);
-        let (tables, rows) = planner::router_tables(&self.config, &ready, &committed.routers);
-        // Ready flags of the gateways in the plan, written only where they changed.
-        for i in 0..self.committed.plan.gateways.len() {
-            let g = &self.committed.plan.gateways[i];
-            let (id, r) = (g.id, self.is_ready(g.id));
-            if r == g.ready {
-                continue;
+        let mut committed = vec![false; self.config.gateways.len()];
+        for g in &self.committed.plan.gateways {
+            if let Some(c) = committed.get_mut(g.id as usize) {
+                *c = true;
             }
-            match self.dp.set_gateway_ready(id, r) {
-                Ok(_) => self.committed.plan.gateways[i].ready = r,
-                Err(e) => error!(gateway = id, "writing the ready flag failed: {e}"),
+        }
+        let ready = |id: u16| committed.get(id as usize) == Some(&true) && self.is_ready(id);
+        let affected: Vec<usize> = (self.config.routers.iter().enumerate())
+            .filter(|(_, r)| {
+                r.mains
+                    .iter()
+                    .chain(&r.backups)
+                    .any(|m| changed.contains(&m.gateway))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let computed = planner::router_tables_of(
+            &self.config,
+            &affected,
+            &ready,
+            &self.committed.plan.routers,
+        );
+        // Their ready flags, written only where they changed.
+        for &GatewayId(id) in changed {
+            let r = self.is_ready(id);
+            if let Some(g) = (self.committed.plan.gateways.iter_mut()).find(|g| g.id == id)
+                && g.ready != r
+            {
+                match self.dp.set_gateway_ready(id, r) {
+                    Ok(_) => g.ready = r,
+                    Err(e) => error!(gateway = id, "writing the ready flag failed: {e}"),
+                }
             }
         }
         // Only the routers whose table changed are written, in one batch.
-        let committed = &self.committed.plan.routers;
-        let changed: Vec<(u16, &RouterTable)> = (tables.iter().enumerate())
-            .filter(|&(i, table)| committed.get(i) != Some(table))
-            .map(|(i, table)| (i as u16, table))
+        let routers = &self.committed.plan.routers;
+        let changed_tables: Vec<(u16, &RouterTable)> = (affected.iter().zip(&computed))
+            .filter(|&(&i, (table, _))| routers.get(i) != Some(table))
+            .map(|(&i, (table, _))| (i as u16, table))
             .collect();
-        if let Err(e) = self.dp.set_routers(&changed) {
-            let names: Vec<&str> = changed
+        if let Err(e) = self.dp.set_routers(&changed_tables) {
+            let names: Vec<&str> = changed_tables
                 .iter()
                 .map(|&(i, _)| self.config.routers[i as usize].name.as_str())
                 .collect();
             error!(routers = ?names, "committing the router tables failed, keeping the previous ones: {e}");
-            self.publish();
             return;
         }
         // The configuration is the committed plan's, so the tables line up with its routers.
-        self.committed.plan.routers = tables;
-        self.committed.rows = rows;
-        self.publish();
+        for (&i, (table, rows)) in affected.iter().zip(computed) {
+            if let Some(t) = self.committed.plan.routers.get_mut(i) {
+                *t = table;
+            }
+            if let Some(r) = self.committed.rows.get_mut(i) {
+                *r = rows;
+            }
+        }
+        self.publish_routers(&affected);
     }
 
     /// Full path: a new plan (ruleset epoch), its router tables from the committed ones.
@@ -542,9 +620,10 @@ impl Daemon {
         }
     }
 
-    /// A link or neighbour event (address events go to the address reader).
-    fn on_kernel_event(&mut self, ev: Event) {
-        let replan = match &ev {
+    /// A link or neighbour event (address events go to the address reader): the facts
+    /// updated; whether the plan must be made again.
+    fn on_kernel_event(&mut self, ev: Event) -> bool {
+        match &ev {
             Event::Link(i) => {
                 let old = self.facts.interfaces.insert(i.name.clone(), i.clone());
                 self.push_link_states();
@@ -573,9 +652,6 @@ impl Daemon {
             }
             // Both read by the main loop.
             Event::Addresses | Event::Resync => false,
-        };
-        if replan && let Err(e) = self.apply("kernel event") {
-            error!("re-planning after {ev:?} failed, keeping the previous plan: {e:#}");
         }
     }
 

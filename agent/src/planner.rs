@@ -118,6 +118,20 @@ pub fn router_tables(
     router::tables(&specs, ready, previous).into_iter().unzip()
 }
 
+/// [`router_tables`] for the routers `ids` only (indexes into the configuration's routers),
+/// each from its table in `previous` (which is lined up with all the routers): after one
+/// gateway's verdict only the routers it belongs to can change.
+pub fn router_tables_of(
+    config: &Config,
+    ids: &[usize],
+    ready: &dyn Fn(u16) -> bool,
+    previous: &[RouterTable],
+) -> Vec<(RouterTable, Vec<router::GatewayStatus>)> {
+    ids.iter()
+        .map(|&i| router::table(&router_spec(&config.routers[i]), ready, previous.get(i)))
+        .collect()
+}
+
 /// The committed router tables of `old` (index = its router ids) lined up with `new`'s
 /// routers: a router keeps its table under its name, so a reload that adds, removes or
 /// reorders routers moves no slot of the others; a new router starts from nothing.

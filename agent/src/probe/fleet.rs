@@ -208,6 +208,11 @@ impl Fleet {
         self.events.recv().await
     }
 
+    /// An event already queued, if any (without waiting).
+    pub fn queued_event(&mut self) -> Option<(String, GatewayEvent)> {
+        self.events.try_recv().ok()
+    }
+
     /// Tells every task whose link state changed; `link_state` gives a link's.
     pub fn push_link_states(&self, config: &Config, link_state: impl Fn(&Link) -> LinkState) {
         for (name, p) in &self.probes {
