@@ -1650,6 +1650,7 @@ fn examples_validate_without_errors_or_warnings() {
         "seed-branch.toml",
         "seed-headoffice.toml",
         "minimal.toml",
+        "hub.toml",
         "ipsec/branch-strongswan.toml",
         "ipsec/headoffice-strongswan.toml",
         "ipsec/branch-manual-keys.toml",
@@ -1659,6 +1660,21 @@ fn examples_validate_without_errors_or_warnings() {
         let shown: Vec<String> = warnings.iter().map(|w| w.to_string()).collect();
         assert!(shown.is_empty(), "{name}: {shown:#?}");
     }
+}
+
+/// The hub example: hundreds of tunnels, one gateway each, a router per branch.
+#[test]
+fn hub_example_has_a_router_per_branch_over_its_two_tunnels() {
+    let (c, _) = load_example("hub.toml");
+    assert_eq!((c.links.len(), c.gateways.len()), (250, 250));
+    assert_eq!((c.routers.len(), c.rules.len()), (125, 125));
+    assert!(c.links.iter().all(|l| l.kind == LinkKind::Tunnel));
+    let r = c.router(c.router_by_name("Branch042").unwrap());
+    let gw = |n: &str| c.gateway_by_name(n).unwrap();
+    assert_eq!(
+        (r.mains[0].gateway, r.backups[0].gateway),
+        (gw("B042-GW1"), gw("B042-GW2"))
+    );
 }
 
 fn nz(n: u32) -> NonZeroU32 {
