@@ -9,7 +9,9 @@
 //! * how long after the start every gateway is Ready (the control socket's status);
 //! * then, over a steady window: the agent's CPU (`/proc/PID/stat`, % of one core), and what
 //!   its log says it did: whole-plan commits (`plan applied`), gateway-only updates
-//!   (`gateways updated`), netlink overflows and resyncs.
+//!   (`gateways updated`), netlink overflows and resyncs;
+//! * then one gateway's address is removed from the peer: how long the agent took from that
+//!   gateway's verdict to its router tables committed (the log's `commit_us`).
 //!
 //! Namespaces are named after this process (`xsc<pid>-…`) and deleted on every exit path.
 
@@ -57,6 +59,9 @@ struct Sample {
     whole_commits_total: usize,
     gateway_updates_total: usize,
     resyncs_total: usize,
+    /// One gateway lost: from its verdict to its router's table committed, µs (`None` if no
+    /// verdict came within the timeout).
+    verdict_commit_us: Option<u64>,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -80,7 +85,8 @@ pub fn main(args: &[String]) -> Result<()> {
         let sample = measure(n, &s, &xwan).with_context(|| format!("{n} gateways"))?;
         println!(
             "  {n:>5} gateways: Ready after {}, agent CPU {:.2} % of a core, in {:.0} s: {} \
-             whole-plan commits, {} gateway updates, {} resyncs (since the start: {}, {}, {})",
+             whole-plan commits, {} gateway updates, {} resyncs (since the start: {}, {}, {}); \
+             one gateway lost: verdict to commit {}",
             sample
                 .ready_after_s
                 .map_or(format!("— ({} of {n} Ready)", sample.ready), |t| format!(
@@ -94,6 +100,9 @@ pub fn main(args: &[String]) -> Result<()> {
             sample.whole_commits_total,
             sample.gateway_updates_total,
             sample.resyncs_total,
+            sample
+                .verdict_commit_us
+                .map_or("— (no verdict)".to_owned(), |us| format!("{us} µs")),
         );
         samples.push(sample);
     }
@@ -205,6 +214,17 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
         std::thread::sleep(s.window);
         let after = (agent.cpu_ticks()?, agent.log_counts());
         let window = t.elapsed().as_secs_f64();
+        // One gateway goes silent: its verdict comes after its probes' tries. The last one:
+        // removing the first, the subnet's primary address, would take every other with it.
+        let last = n - 1;
+        let silent = format!("{}/16", gateway_addr(last));
+        peer.ip(&["addr", "del", &silent, "dev", "sp0"])?;
+        let t = Instant::now();
+        let mut verdict_commit_us = None;
+        while verdict_commit_us.is_none() && t.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(100));
+            verdict_commit_us = agent.commit_us_after(after.1.3, &format!("G{last}"));
+        }
         // SAFETY: plain libc call.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         Ok(Sample {
@@ -220,6 +240,7 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
             whole_commits_total: after.1.0,
             gateway_updates_total: after.1.1,
             resyncs_total: after.1.2,
+            verdict_commit_us,
         })
     })();
     agent.stop();
@@ -332,15 +353,30 @@ impl Agent {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
-    /// (whole-plan commits, gateway-only updates, netlink overflows) the log reports so far.
-    fn log_counts(&self) -> (usize, usize, usize) {
+    /// (whole-plan commits, gateway-only updates, netlink overflows, verdict commits) the log
+    /// reports so far.
+    fn log_counts(&self) -> (usize, usize, usize, usize) {
         let log = self.log();
         let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
         (
             count("plan applied"),
             count("gateways updated"),
             count("notifications were lost"),
+            count("router tables committed"),
         )
+    }
+
+    /// The `commit_us` of the first verdict commit after the first `skip` that names only
+    /// `gateway`.
+    fn commit_us_after(&self, skip: usize, gateway: &str) -> Option<u64> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .filter(|l| l.contains("router tables committed"))
+            .skip(skip)
+            .find(|l| l.contains(&format!("\"gateways\":\"{gateway}\"")))?;
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v.get("commit_us")?.as_u64()
     }
 
     /// `xwan stop`, else kill.
