@@ -197,15 +197,15 @@ pub async fn run(path: &Path) -> Result<()> {
                 // inactive table is rewritten only then), and at a thousand gateways' start
                 // that paced them to a hundred a second.
                 let verdicts = Instant::now();
-                let mut changed = Vec::new();
-                let mut next = Some((gw, ev));
+                let (mut changed, mut next, mut n) = (Vec::new(), Some((gw, ev)), 0);
                 while let Some((gw, ev)) = next.take() {
                     if let Some(id) = d.on_gateway_event(&gw, ev)
                         && !changed.contains(&id)
                     {
                         changed.push(id);
                     }
-                    if changed.len() < VERDICTS_PER_COMMIT {
+                    n += 1;
+                    if n < PROBE_EVENTS_PER_COMMIT {
                         next = d.probes.queued_event();
                     }
                 }
@@ -268,9 +268,9 @@ pub async fn run(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The most gateways whose verdicts one commit takes (the loop serves nothing else
-/// meanwhile).
-const VERDICTS_PER_COMMIT: usize = 4096;
+/// The most probe events taken before their verdicts are committed (a bound on how long the
+/// loop serves nothing else: reports keep coming while it drains them).
+const PROBE_EVENTS_PER_COMMIT: usize = 4096;
 
 /// The most kernel events taken before one plan is made for them (a bound on how long the
 /// loop serves nothing else).
