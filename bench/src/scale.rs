@@ -17,7 +17,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -25,6 +24,8 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use xwan::control::{Answer, Request};
 use xwan_testkit::Netns;
+
+use super::load::modes::Agent;
 
 const USAGE: &str = "usage: xwan-bench scale [--gateways 64,256,1000] [--window SECS (20)] \
                      [--ready-timeout SECS (120)] [--json PATH] [--xwan PATH]";
@@ -193,26 +194,28 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
     std::fs::write(&cfg, config(n, &dir))?;
     let routers = n / 4;
 
-    let mut agent = Agent::start(xwan, &rtr, &cfg, &dir)?;
+    let mut agent = Agent::start(xwan, &rtr, &cfg, &dir, false)?;
     let result = (|| {
         let started = Instant::now();
         let mut ready = 0;
         let mut ready_after = None;
         while started.elapsed() < s.ready_timeout {
-            if let Some(r) = agent.ready_gateways() {
+            if let Some(r) = ready_gateways(&agent) {
                 ready = r;
                 if r == 4 * routers {
                     ready_after = Some(started.elapsed().as_secs_f64());
                     break;
                 }
             }
-            agent.check_alive()?;
+            if let Some(status) = agent.exited() {
+                bail!("xwan exited ({status}); log:\n{}", agent.log());
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let before = (agent.cpu_ticks()?, agent.log_counts());
+        let before = (cpu_ticks(&agent)?, log_counts(&agent));
         let t = Instant::now();
         std::thread::sleep(s.window);
-        let after = (agent.cpu_ticks()?, agent.log_counts());
+        let after = (cpu_ticks(&agent)?, log_counts(&agent));
         let window = t.elapsed().as_secs_f64();
         // One gateway goes silent: its verdict comes after its probes' tries. The last one:
         // removing the first, the subnet's primary address, would take every other with it.
@@ -223,7 +226,7 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
         let mut verdict_commit_us = None;
         while verdict_commit_us.is_none() && t.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(100));
-            verdict_commit_us = agent.commit_us_after(after.1.3, &format!("G{last}"));
+            verdict_commit_us = commit_us_after(&agent, after.1.3, &format!("G{last}"));
         }
         // SAFETY: plain libc call.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -243,7 +246,9 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
             verdict_commit_us,
         })
     })();
-    agent.stop();
+    if let Err(e) = agent.stop() {
+        eprintln!("stopping the agent: {e:#}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     drop((rtr, peer));
     result
@@ -277,120 +282,52 @@ fn config(n: usize, dir: &Path) -> String {
     s
 }
 
-/// `xwan run` in the router namespace, its log in `dir`.
-struct Agent {
-    child: Child,
-    dir: PathBuf,
+/// How many gateways `agent`'s status says are Ready (`None` before it answers).
+fn ready_gateways(agent: &Agent) -> Option<usize> {
+    match agent.request(Request::Status) {
+        Ok(Answer::Status(s)) => Some(
+            s.routers
+                .iter()
+                .flat_map(|r| &r.gateways)
+                .filter(|g| g.availability == "Ready")
+                .count(),
+        ),
+        _ => None,
+    }
 }
 
-impl Agent {
-    fn start(bin: &Path, rtr: &Netns, cfg: &Path, dir: &Path) -> Result<Agent> {
-        use std::os::{fd::AsRawFd, unix::process::CommandExt};
-        let netns = rtr.file()?;
-        let fd = netns.as_raw_fd();
-        let mut cmd = Command::new(bin);
-        cmd.args(["run", "--config"]).arg(cfg);
-        // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let log = std::fs::File::create(dir.join("agent.log"))?;
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("start {}", bin.display()))?;
-        Ok(Agent {
-            child,
-            dir: dir.to_path_buf(),
-        })
-    }
+/// `agent`'s user + system CPU so far, in clock ticks.
+fn cpu_ticks(agent: &Agent) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", agent.pid()))?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
+}
 
-    fn request(&self, r: Request) -> std::io::Result<Answer> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(xwan::control::call(&self.dir.join("ctl.sock"), &r))
-    }
+/// (whole-plan commits, gateway-only updates, netlink overflows, verdict commits) the log
+/// reports so far.
+fn log_counts(agent: &Agent) -> (usize, usize, usize, usize) {
+    let log = agent.log();
+    let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+    (
+        count("plan applied"),
+        count("gateways updated"),
+        count("notifications were lost"),
+        count("router tables committed"),
+    )
+}
 
-    /// How many gateways the status says are Ready (`None` before the agent answers).
-    fn ready_gateways(&self) -> Option<usize> {
-        match self.request(Request::Status) {
-            Ok(Answer::Status(s)) => Some(
-                s.routers
-                    .iter()
-                    .flat_map(|r| &r.gateways)
-                    .filter(|g| g.availability == "Ready")
-                    .count(),
-            ),
-            _ => None,
-        }
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("xwan exited ({status}); log:\n{}", self.log());
-        }
-        Ok(())
-    }
-
-    /// The agent's user + system CPU so far, in clock ticks.
-    fn cpu_ticks(&self) -> Result<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // The fields after the command name (which may hold spaces) in parentheses.
-        let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
-        Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    /// (whole-plan commits, gateway-only updates, netlink overflows, verdict commits) the log
-    /// reports so far.
-    fn log_counts(&self) -> (usize, usize, usize, usize) {
-        let log = self.log();
-        let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
-        (
-            count("plan applied"),
-            count("gateways updated"),
-            count("notifications were lost"),
-            count("router tables committed"),
-        )
-    }
-
-    /// The `commit_us` of the first verdict commit after the first `skip` that names only
-    /// `gateway`.
-    fn commit_us_after(&self, skip: usize, gateway: &str) -> Option<u64> {
-        let log = self.log();
-        let line = log
-            .lines()
-            .filter(|l| l.contains("router tables committed"))
-            .skip(skip)
-            .find(|l| l.contains(&format!("\"gateways\":\"{gateway}\"")))?;
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        v.get("commit_us")?.as_u64()
-    }
-
-    /// `xwan stop`, else kill.
-    fn stop(mut self) {
-        let _ = self.request(Request::Stop);
-        let t = Instant::now();
-        while matches!(self.child.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(c) = std::ffi::CString::new(self.dir.join("bpffs").to_string_lossy().as_bytes()) {
-            // SAFETY: plain syscall on a valid path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
+/// The `commit_us` of the first verdict commit after the first `skip` that names only
+/// `gateway`.
+fn commit_us_after(agent: &Agent, skip: usize, gateway: &str) -> Option<u64> {
+    let log = agent.log();
+    let line = log
+        .lines()
+        .filter(|l| l.contains("router tables committed"))
+        .skip(skip)
+        .find(|l| l.contains(&format!("\"gateways\":\"{gateway}\"")))?;
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get("commit_us")?.as_u64()
 }

@@ -20,7 +20,7 @@ mod confirm;
 mod failover;
 pub mod layout;
 mod measure;
-mod modes;
+pub(crate) mod modes;
 mod pfpacket;
 mod relay;
 mod report;

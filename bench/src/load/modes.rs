@@ -257,7 +257,7 @@ pub fn setup(
             if mode == Mode::XwanOffload || nat {
                 offload_setup(topo, nat)?;
             }
-            let agent = Agent::start(xwan_bin, topo, &cfg, &dir, realtime)?;
+            let agent = Agent::start(xwan_bin, &topo.rtr, &cfg, &dir, realtime)?;
             agent.wait_ready(Duration::from_secs(20))?;
             topo.thread_lan()?;
             if mode == Mode::XwanOffload || nat {
@@ -545,9 +545,15 @@ impl Agent {
     /// With `realtime`, the agent (all its threads) runs under `SCHED_FIFO` 3, above the
     /// data-path threads, as the harness's busy RT threads would otherwise starve it and
     /// delay its reaction to link events.
-    fn start(bin: &Path, topo: &Topology, cfg: &Path, dir: &Path, realtime: bool) -> Result<Agent> {
+    pub(crate) fn start(
+        bin: &Path,
+        rtr: &xwan_testkit::Netns,
+        cfg: &Path,
+        dir: &Path,
+        realtime: bool,
+    ) -> Result<Agent> {
         use std::os::{fd::AsRawFd, unix::process::CommandExt};
-        let netns = std::fs::File::open(format!("/run/netns/{}", topo.rtr.name()))?;
+        let netns = rtr.file()?;
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"]).arg(cfg);
         let fd = netns.as_raw_fd();
@@ -577,7 +583,7 @@ impl Agent {
         })
     }
 
-    fn request(&self, r: Request) -> std::io::Result<Answer> {
+    pub(crate) fn request(&self, r: Request) -> std::io::Result<Answer> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -609,12 +615,22 @@ impl Agent {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Its exit status, if it has exited.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
     /// `xwan stop`: detaches everything and exits.
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         let answer = self.request(Request::Stop);
         let mut child = self.child.take().expect("running agent");
         let t = Instant::now();
