@@ -335,10 +335,19 @@ fn kernel_matches_model_on_generated_packets() {
         names.join(" ")
     );
     let translated = translated.into_inner();
-    println!("offloaded packets translated: {translated}");
+    let offloaded = seen
+        .get(&xwan_common::reason::STEER_OFFLOAD)
+        .copied()
+        .unwrap_or(0);
+    println!("offloaded packets translated: {translated} of {offloaded}");
     if cases() >= 10_000 {
         assert!(tunnel > 0 && kernel > 0, "a hand-off was never generated");
-        assert!(translated > 0, "no offloaded packet was translated");
+        // Half the confirmations carry a translation; offloads are rare (one gateway of the
+        // plan offloads, for IPv4), so a short run (the 6.1 VM's) may see a single one.
+        assert!(
+            offloaded < 20 || translated > 0,
+            "none of {offloaded} offloaded packets was translated"
+        );
     }
     use xwan_common::reason::*;
     for r in [
