@@ -448,7 +448,6 @@ impl Metrics {
         });
     }
 
-    /// Counts a configuration (re)load; a success also sets the last-success time to now.
     /// One moved flow's conntrack reset: its outcome, `None` when the request failed.
     pub fn record_conntrack_reset(&self, outcome: Option<Reset>) {
         let i = (outcome.and_then(|o| Reset::ALL.iter().position(|&r| r == o)))
@@ -470,6 +469,7 @@ impl Metrics {
         self.shared.update(|s| s.offloads[i] += 1);
     }
 
+    /// Counts a configuration (re)load; a success also sets the last-success time to now.
     pub fn record_reload(&self, ok: bool) {
         self.record_reload_at(ok, SystemTime::now());
     }

@@ -280,6 +280,9 @@ fn netfilter_forwarding_fails_over_through_the_hosts_stateful_firewall() {
     // the flow's next packets open a new one, translated to WAN2's. (Static `snat`: with
     // `masquerade` the kernel itself drops a packet whose connection was masqueraded on
     // another interface and removes the entry.)
+    // The deletion is asynchronous (data plane → ring → the agent's conntrack thread): the
+    // next packet waits until it is counted.
+    let deleted = || metric(rtr, r#"xwan_conntrack_resets_total{result="deleted"}"#).unwrap_or(0.0);
     let mut sources = Vec::new();
     for _ in 0..20 {
         net.send(42001, 5001);
@@ -288,6 +291,9 @@ fn netfilter_forwarding_fails_over_through_the_hosts_stateful_firewall() {
             if source(&f) == [192, 0, 2, 5] {
                 break;
             }
+            wait_until("the moved flow's conntrack entry deleted", wait(), || {
+                deleted() >= 1.0
+            });
         }
     }
     assert_eq!(
