@@ -9,7 +9,14 @@
 //! test fails.
 
 use std::{
+    io::{Read, Write},
+    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -17,8 +24,8 @@ use crate::support::{
     self,
     netns::{Netns, packet_socket, wait_for},
     wan::{
-        Agent, AgentConfig, AgentDir, Roles, TwoWan, active, assert_nothing_left, blackhole,
-        gateway_state, metric, status, udp_dport, udp_sport, wait, wait_until,
+        Agent, AgentConfig, AgentDir, FAR, Roles, Rule, TwoWan, active, assert_nothing_left,
+        blackhole, gateway_state, metric, status, udp_dport, udp_sport, wait, wait_until,
     },
 };
 use xwan::datapath::{Datapath, TestBpffs};
@@ -343,150 +350,35 @@ fn netfilter_forwarding_fails_over_through_the_hosts_stateful_firewall() {
 /// TCP's close takes its flow back to the kernel path.
 #[test]
 fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
-    use crate::support::wan::{FAR, Rule};
-    use std::{
-        io::{Read, Write},
-        net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-        sync::{
-            Arc,
-            atomic::{AtomicBool, Ordering},
-        },
-    };
-
     let _turn = support::exclusive();
     let net = TwoWan::new("10.86.0");
-    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    let rtr = &net.rtr;
     stateful_firewall(rtr);
-    // FAR answers from behind WAN1.
-    wan1.ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
-    wan1.ip(&["route", "add", "10.86.0.0/24", "via", "192.0.2.1"]);
-    let dir = AgentDir::new("offload");
-    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
-    config.agent.push("forwarding = \"netfilter\"".into());
-    // TCP goes through R as well.
-    config.rules.push(Rule {
-        name: "everything",
-        udp_port: None,
-        block: false,
-    });
-    dir.write(&config);
-    let mut agent = Agent::start(rtr, &dir, "agent.log");
-    let socket = dir.socket();
-    wait_until("GW1 active", wait(), || {
-        status(&socket).is_some_and(|s| active(&s, "GW1"))
-    });
-    let steered_fast =
-        || metric(rtr, "xwan_datapath_packets_total{reason=\"steer_offload\"}").unwrap_or(-1.0);
-    let offloads = |event: &str| {
-        metric(
-            rtr,
-            &format!("xwan_flow_offloads_total{{event=\"{event}\"}}"),
-        )
-        .unwrap_or(-1.0)
-    };
-
-    // Echo servers at FAR behind WAN1 (sockets keep the namespace they were made in).
-    let stop = Arc::new(AtomicBool::new(false));
-    let udp_echo = wan1.run(|| UdpSocket::bind(SocketAddrV4::new(FAR, 5001)).unwrap());
-    let tcp_echo = wan1.run(|| TcpListener::bind(SocketAddrV4::new(FAR, 5002)).unwrap());
-    udp_echo
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let udp_server = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
-                    udp_echo.send_to(&buf[..n], from).unwrap();
-                }
-            }
-        })
-    };
-    // Serves one connection until the client closes it.
-    let tcp_server = std::thread::spawn(move || {
-        let (mut conn, _) = tcp_echo.accept().unwrap();
-        let mut buf = [0u8; 2048];
-        while let Ok(n) = conn.read(&mut buf) {
-            if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                break;
-            }
-        }
-    });
-    // The LAN host's packets carry complete checksums, as from a wire (a veth passes on a
-    // local sender's unfinished one, which XDP forwarding would not finish).
-    net.lan
-        .run(|| xwan_testkit::set_feature("h0", xwan_testkit::Feature::TxChecksum, false))
-        .unwrap();
-    let host = net.host;
-    let udp = net
-        .lan
-        .run(|| UdpSocket::bind(SocketAddrV4::new(host, 42101)).unwrap());
-    udp.connect(SocketAddrV4::new(FAR, 5001)).unwrap();
-    udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let exchange = |n: usize| -> usize {
-        let mut answered = 0;
-        let mut buf = [0u8; 64];
-        for _ in 0..n {
-            udp.send(b"xwan").unwrap();
-            answered += udp.recv(&mut buf).is_ok() as usize;
-        }
-        answered
-    };
+    // No NAT: FAR routes the LAN back through the router.
+    net.wan1
+        .ip(&["route", "add", "10.86.0.0/24", "via", "192.0.2.1"]);
+    let (dir, mut agent) = start_offloading_agent(&net, "offload");
+    let echoes = Echoes::start(&net);
 
     // UDP: conntrack assures a stream still answered two seconds after its first packet.
-    let t = Instant::now();
-    while offloads("offloaded") < 1.0 && t.elapsed() < Duration::from_secs(8) {
-        assert_eq!(
-            exchange(1),
-            1,
-            "a UDP echo went unanswered\n{}",
-            dir.log("agent.log")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    echoes.offload_udp(rtr, &dir, "agent.log");
+    let before = steered_fast(rtr);
     assert_eq!(
-        offloads("offloaded"),
-        1.0,
-        "UDP never offloaded\n{}",
-        dir.log("agent.log")
+        echoes.exchange(20),
+        20,
+        "offloaded UDP echoes went unanswered"
     );
-    let before = steered_fast();
-    assert_eq!(exchange(20), 20, "offloaded UDP echoes went unanswered");
     assert!(
-        steered_fast() >= before + 20.0,
+        steered_fast(rtr) >= before + 20.0,
         "the UDP flow's packets did not take the fast path: {before} → {}",
-        steered_fast()
+        steered_fast(rtr)
     );
 
     // TCP: offloaded once established; its replies (on the kernel path, acknowledging
-    // segments the kernel did not see) are still established, not invalid.
-    let mut tcp = net
-        .lan
-        .run(|| TcpStream::connect(SocketAddrV4::new(FAR, 5002)).unwrap());
-    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let before = steered_fast();
-    let mut buf = [0u8; 100];
-    for i in 0..30u8 {
-        tcp.write_all(&[i; 100]).unwrap();
-        tcp.read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("TCP echo {i}: {e}\n{}", dir.log("agent.log")));
-        assert_eq!(buf, [i; 100]);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(offloads("offloaded"), 2.0, "TCP never offloaded");
-    assert!(
-        steered_fast() >= before + 20.0,
-        "the TCP flow's segments did not take the fast path: {before} → {}",
-        steered_fast()
-    );
-    // The close: FIN is conntrack's to see, and the flow goes back to the kernel path.
-    drop(tcp);
-    wait_until("TCP's flow back on the kernel path", wait(), || {
-        offloads("returned") >= 1.0
-    });
-    tcp_server.join().unwrap();
-    assert_eq!(offloads("failed"), 0.0);
+    // segments the kernel did not see) are still established, not invalid. The close: FIN is
+    // conntrack's to see, and the flow goes back to the kernel path.
+    echoes.tcp_offloaded_and_closed(rtr, &dir);
+    assert_eq!(offloads(rtr, "failed"), 0.0);
 
     // A new agent (`xwan stop` took the flow table with it) finds the UDP connection
     // confirmed in conntrack's dump, before its flow has an entry: the flow is offloaded once
@@ -494,31 +386,13 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
     agent.stop(&dir, wait());
     agent = Agent::start(rtr, &dir, "agent2.log");
     wait_until("GW1 active again", wait(), || {
-        status(&socket).is_some_and(|s| active(&s, "GW1"))
+        status(&dir.socket()).is_some_and(|s| active(&s, "GW1"))
     });
-    let t = Instant::now();
-    while offloads("offloaded") < 1.0 && t.elapsed() < Duration::from_secs(5) {
-        assert_eq!(
-            exchange(1),
-            1,
-            "a UDP echo went unanswered after the restart"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        offloads("offloaded"),
-        1.0,
-        "the confirmed UDP flow was not offloaded after the restart\n{}",
-        dir.log("agent2.log")
-    );
-    assert_eq!(exchange(5), 5);
-    stop.store(true, Ordering::Relaxed);
-    udp_server.join().unwrap();
+    echoes.offload_udp(rtr, &dir, "agent2.log");
+    assert_eq!(echoes.exchange(5), 5);
+    echoes.stop();
 
-    let chain = rtr.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
-    let invalid = chain.lines().find(|l| l.contains("invalid")).unwrap();
-    assert!(invalid.contains("packets 0 "), "{chain}");
-
+    assert_no_invalid(rtr);
     agent.stop(&dir, wait());
     assert_nothing_left(rtr, &dir);
 }
@@ -530,19 +404,9 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
 /// wrong address, port or checksum would leave the echoes unanswered.
 #[test]
 fn netfilter_forwarding_offloads_masqueraded_flows_with_conntracks_translation() {
-    use crate::support::wan::{FAR, Rule};
-    use std::{
-        io::{Read, Write},
-        net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-        sync::{
-            Arc, Mutex,
-            atomic::{AtomicBool, Ordering},
-        },
-    };
-
     let _turn = support::exclusive();
     let net = TwoWan::new("10.87.0");
-    let (rtr, wan1) = (&net.rtr, &net.wan1);
+    let rtr = &net.rtr;
     stateful_firewall(rtr);
     rtr.exec(
         "nft",
@@ -551,9 +415,50 @@ fn netfilter_forwarding_offloads_masqueraded_flows_with_conntracks_translation()
            add rule ip nat post oifname \"w1\" meta l4proto { tcp, udp } \
              masquerade to :30000-30099"],
     );
-    // FAR answers from behind WAN1, to the masqueraded address only: no route to the LAN.
-    wan1.ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
-    let dir = AgentDir::new("offload-nat");
+    // FAR answers to the masqueraded address only: no route to the LAN.
+    let (dir, mut agent) = start_offloading_agent(&net, "offload-nat");
+    let echoes = Echoes::start(&net);
+    let masqueraded = |peer: &SocketAddr| {
+        peer.ip() == std::net::IpAddr::from([192, 0, 2, 1]) && (30000..30100).contains(&peer.port())
+    };
+
+    echoes.offload_udp(rtr, &dir, "agent.log");
+    let before = steered_fast(rtr);
+    assert_eq!(
+        echoes.exchange(20),
+        20,
+        "offloaded UDP echoes went unanswered"
+    );
+    assert!(
+        steered_fast(rtr) >= before + 20.0,
+        "the UDP flow's packets did not take the fast path: {before} → {}",
+        steered_fast(rtr)
+    );
+    let peers = echoes.udp_peers();
+    assert!(masqueraded(&peers[0]), "not masqueraded: {}", peers[0]);
+    assert!(
+        peers.iter().all(|p| *p == peers[0]),
+        "the fast path translated differently from conntrack: {peers:?}"
+    );
+
+    // TCP: offloaded once established, translated as its handshake was.
+    let peer = echoes.tcp_offloaded_and_closed(rtr, &dir);
+    assert!(masqueraded(&peer), "not masqueraded: {peer}");
+    assert_eq!(offloads(rtr, "failed"), 0.0);
+    echoes.stop();
+
+    assert_no_invalid(rtr);
+    agent.stop(&dir, wait());
+    drop(agent);
+    assert_nothing_left(rtr, &dir);
+}
+
+/// An agent in `net`'s router with `forwarding = "netfilter"` and a rule taking every
+/// packet (TCP too) to router R; returned once GW1 is Active. FAR answers from behind WAN1.
+fn start_offloading_agent(net: &TwoWan, name: &str) -> (AgentDir, Agent) {
+    net.wan1
+        .ip(&["addr", "add", &format!("{FAR}/32"), "dev", "lo"]);
+    let dir = AgentDir::new(name);
     let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
     config.agent.push("forwarding = \"netfilter\"".into());
     config.rules.push(Rule {
@@ -562,153 +467,191 @@ fn netfilter_forwarding_offloads_masqueraded_flows_with_conntracks_translation()
         block: false,
     });
     dir.write(&config);
-    let mut agent = Agent::start(rtr, &dir, "agent.log");
-    let socket = dir.socket();
+    let agent = Agent::start(&net.rtr, &dir, "agent.log");
     wait_until("GW1 active", wait(), || {
-        status(&socket).is_some_and(|s| active(&s, "GW1"))
+        status(&dir.socket()).is_some_and(|s| active(&s, "GW1"))
     });
-    let steered_fast =
-        || metric(rtr, "xwan_datapath_packets_total{reason=\"steer_offload\"}").unwrap_or(-1.0);
-    let offloads = |event: &str| {
-        metric(
-            rtr,
-            &format!("xwan_flow_offloads_total{{event=\"{event}\"}}"),
-        )
-        .unwrap_or(-1.0)
-    };
+    (dir, agent)
+}
 
-    // Echo servers at FAR; the UDP one records where each datagram came from.
-    let stop = Arc::new(AtomicBool::new(false));
-    let udp_peers = Arc::new(Mutex::new(Vec::<SocketAddr>::new()));
-    let udp_echo = wan1.run(|| UdpSocket::bind(SocketAddrV4::new(FAR, 5001)).unwrap());
-    let tcp_echo = wan1.run(|| TcpListener::bind(SocketAddrV4::new(FAR, 5002)).unwrap());
-    udp_echo
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let udp_server = {
-        let (stop, peers) = (stop.clone(), udp_peers.clone());
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
-                    peers.lock().unwrap().push(from);
-                    udp_echo.send_to(&buf[..n], from).unwrap();
-                }
-            }
-        })
-    };
-    let tcp_server = std::thread::spawn(move || {
-        let (mut conn, peer) = tcp_echo.accept().unwrap();
-        let mut buf = [0u8; 2048];
-        let mut echoed = 0;
-        while let Ok(n) = conn.read(&mut buf) {
-            if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                break;
-            }
-            echoed += n;
-        }
-        (peer, echoed)
-    });
-    // Complete checksums from the LAN host, as from a wire (see the test above).
-    net.lan
-        .run(|| xwan_testkit::set_feature("h0", xwan_testkit::Feature::TxChecksum, false))
-        .unwrap();
-    let host = net.host;
-    let udp = net
-        .lan
-        .run(|| UdpSocket::bind(SocketAddrV4::new(host, 42101)).unwrap());
-    udp.connect(SocketAddrV4::new(FAR, 5001)).unwrap();
-    udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let exchange = |n: usize| -> usize {
-        let mut answered = 0;
-        let mut buf = [0u8; 64];
-        for _ in 0..n {
-            udp.send(b"xwan").unwrap();
-            answered += udp.recv(&mut buf).is_ok() as usize;
-        }
-        answered
-    };
+/// Packets the data plane steered on the fast path (-1: no scrape).
+fn steered_fast(rtr: &Netns) -> f64 {
+    metric(rtr, "xwan_datapath_packets_total{reason=\"steer_offload\"}").unwrap_or(-1.0)
+}
 
-    let t = Instant::now();
-    while offloads("offloaded") < 1.0 && t.elapsed() < Duration::from_secs(8) {
-        assert_eq!(
-            exchange(1),
-            1,
-            "a UDP echo went unanswered\n{}",
-            dir.log("agent.log")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        offloads("offloaded"),
-        1.0,
-        "the masqueraded UDP flow was never offloaded\n{}",
-        dir.log("agent.log")
-    );
-    let before = steered_fast();
-    assert_eq!(exchange(20), 20, "offloaded UDP echoes went unanswered");
-    assert!(
-        steered_fast() >= before + 20.0,
-        "the UDP flow's packets did not take the fast path: {before} → {}",
-        steered_fast()
-    );
-    let peers = udp_peers.lock().unwrap().clone();
-    let first = peers[0];
-    assert!(
-        first.ip() == std::net::IpAddr::from([192, 0, 2, 1])
-            && (30000..30100).contains(&first.port()),
-        "not masqueraded: {first}"
-    );
-    assert!(
-        peers.iter().all(|p| *p == first),
-        "the fast path translated differently from conntrack: {peers:?}"
-    );
+/// Flows offloaded, returned or failed (`event`), from the agent's metrics (-1: no scrape).
+fn offloads(rtr: &Netns, event: &str) -> f64 {
+    metric(
+        rtr,
+        &format!("xwan_flow_offloads_total{{event=\"{event}\"}}"),
+    )
+    .unwrap_or(-1.0)
+}
 
-    // TCP: offloaded once established, translated as its handshake was.
-    let mut tcp = net
-        .lan
-        .run(|| TcpStream::connect(SocketAddrV4::new(FAR, 5002)).unwrap());
-    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-    let before = steered_fast();
-    let mut buf = [0u8; 100];
-    for i in 0..30u8 {
-        tcp.write_all(&[i; 100]).unwrap();
-        tcp.read_exact(&mut buf)
-            .unwrap_or_else(|e| panic!("TCP echo {i}: {e}\n{}", dir.log("agent.log")));
-        assert_eq!(buf, [i; 100]);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(offloads("offloaded"), 2.0, "TCP never offloaded");
-    assert!(
-        steered_fast() >= before + 20.0,
-        "the TCP flow's segments did not take the fast path: {before} → {}",
-        steered_fast()
-    );
-    drop(tcp);
-    wait_until("TCP's flow back on the kernel path", wait(), || {
-        offloads("returned") >= 1.0
-    });
-    let (peer, echoed) = tcp_server.join().unwrap();
-    assert_eq!(
-        echoed, 3000,
-        "every segment reached the server on one connection"
-    );
-    assert!(
-        peer.ip() == std::net::IpAddr::from([192, 0, 2, 1])
-            && (30000..30100).contains(&peer.port()),
-        "not masqueraded: {peer}"
-    );
-    assert_eq!(offloads("failed"), 0.0);
-    stop.store(true, Ordering::Relaxed);
-    udp_server.join().unwrap();
-
+/// No packet counted invalid by the stateful firewall's forward policy.
+fn assert_no_invalid(rtr: &Netns) {
     let chain = rtr.exec("nft", &["list", "chain", "inet", "fw", "forward"]);
     let invalid = chain.lines().find(|l| l.contains("invalid")).unwrap();
     assert!(invalid.contains("packets 0 "), "{chain}");
+}
 
-    agent.stop(&dir, wait());
-    drop(agent);
-    assert_nothing_left(rtr, &dir);
+/// Echo servers at FAR behind WAN1 (UDP 5001, recording each datagram's source; TCP 5002,
+/// one connection) and the LAN host's UDP client (port 42101), whose packets carry complete
+/// checksums as from a wire (a veth passes on a local sender's unfinished one, which XDP
+/// forwarding would not finish).
+struct Echoes<'a> {
+    net: &'a TwoWan,
+    udp: UdpSocket,
+    udp_peers: Arc<Mutex<Vec<SocketAddr>>>,
+    stop: Arc<AtomicBool>,
+    udp_server: Option<JoinHandle<()>>,
+    tcp_server: Mutex<Option<JoinHandle<(SocketAddr, usize)>>>,
+}
+
+impl<'a> Echoes<'a> {
+    fn start(net: &'a TwoWan) -> Self {
+        // Sockets keep the namespace they were made in.
+        let udp_echo = net
+            .wan1
+            .run(|| UdpSocket::bind(SocketAddrV4::new(FAR, 5001)).unwrap());
+        let tcp_echo = net
+            .wan1
+            .run(|| TcpListener::bind(SocketAddrV4::new(FAR, 5002)).unwrap());
+        udp_echo
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let udp_peers = Arc::new(Mutex::new(Vec::new()));
+        let udp_server = {
+            let (stop, peers) = (stop.clone(), udp_peers.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = udp_echo.recv_from(&mut buf) {
+                        peers.lock().unwrap().push(from);
+                        udp_echo.send_to(&buf[..n], from).unwrap();
+                    }
+                }
+            })
+        };
+        // Serves one connection until the client closes it: its peer and the bytes echoed.
+        let tcp_server = std::thread::spawn(move || {
+            let (mut conn, peer) = tcp_echo.accept().unwrap();
+            let mut buf = [0u8; 2048];
+            let mut echoed = 0;
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                echoed += n;
+            }
+            (peer, echoed)
+        });
+        net.lan
+            .run(|| xwan_testkit::set_feature("h0", xwan_testkit::Feature::TxChecksum, false))
+            .unwrap();
+        let udp = net
+            .lan
+            .run(|| UdpSocket::bind(SocketAddrV4::new(net.host, 42101)).unwrap());
+        udp.connect(SocketAddrV4::new(FAR, 5001)).unwrap();
+        udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        Echoes {
+            net,
+            udp,
+            udp_peers,
+            stop,
+            udp_server: Some(udp_server),
+            tcp_server: Mutex::new(Some(tcp_server)),
+        }
+    }
+
+    /// `n` UDP echoes, one at a time: how many were answered.
+    fn exchange(&self, n: usize) -> usize {
+        let mut buf = [0u8; 64];
+        (0..n)
+            .filter(|_| {
+                self.udp.send(b"xwan").unwrap();
+                self.udp.recv(&mut buf).is_ok()
+            })
+            .count()
+    }
+
+    /// Echoes every 100 ms, each answered, until the agent counts one more flow offloaded
+    /// (bounded: 8 s). The agent's `log` is shown on failure.
+    fn offload_udp(&self, rtr: &Netns, dir: &AgentDir, log: &str) {
+        let goal = offloads(rtr, "offloaded") + 1.0;
+        let log = || dir.log(log);
+        let t = Instant::now();
+        while offloads(rtr, "offloaded") < goal && t.elapsed() < Duration::from_secs(8) {
+            assert_eq!(self.exchange(1), 1, "a UDP echo went unanswered\n{}", log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            offloads(rtr, "offloaded"),
+            goal,
+            "the UDP flow was never offloaded\n{}",
+            log()
+        );
+    }
+
+    /// One TCP connection from the LAN host: 30 echoes of 100 bytes, offloaded on the way
+    /// (at least 20 segments on the fast path), then closed, its flow back on the kernel
+    /// path. The server's view of its peer.
+    fn tcp_offloaded_and_closed(&self, rtr: &Netns, dir: &AgentDir) -> SocketAddr {
+        let (offloaded, returned) = (offloads(rtr, "offloaded"), offloads(rtr, "returned"));
+        let mut tcp = self
+            .net
+            .lan
+            .run(|| TcpStream::connect(SocketAddrV4::new(FAR, 5002)).unwrap());
+        tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let before = steered_fast(rtr);
+        let mut buf = [0u8; 100];
+        for i in 0..30u8 {
+            tcp.write_all(&[i; 100]).unwrap();
+            tcp.read_exact(&mut buf)
+                .unwrap_or_else(|e| panic!("TCP echo {i}: {e}\n{}", dir.log("agent.log")));
+            assert_eq!(buf, [i; 100]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            offloads(rtr, "offloaded"),
+            offloaded + 1.0,
+            "TCP never offloaded"
+        );
+        assert!(
+            steered_fast(rtr) >= before + 20.0,
+            "the TCP flow's segments did not take the fast path: {before} → {}",
+            steered_fast(rtr)
+        );
+        drop(tcp);
+        wait_until("TCP's flow back on the kernel path", wait(), || {
+            offloads(rtr, "returned") > returned
+        });
+        let server = self.tcp_server.lock().unwrap().take();
+        let (peer, echoed) = server.expect("one TCP connection").join().unwrap();
+        assert_eq!(
+            echoed, 3000,
+            "every segment reached the server on one connection"
+        );
+        peer
+    }
+
+    /// The sources of the UDP datagrams the server received, in order.
+    fn udp_peers(&self) -> Vec<SocketAddr> {
+        self.udp_peers.lock().unwrap().clone()
+    }
+
+    /// Stops the UDP server (a panic in it fails the test).
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.udp_server.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for Echoes<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// IPv4 forwarding on in `rtr`, behind the standard stateful forward policy (table `inet fw`,

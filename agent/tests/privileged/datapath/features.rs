@@ -23,6 +23,25 @@ use xwan_common::{
 
 const TUN_IFINDEX: u32 = 1001;
 
+/// The fast path's next-hop MAC and the egress interface's own, in [`offloading_plan`].
+const HOP: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
+const EGRESS: [u8; 6] = [0x02, 0, 0, 0, 0x0e, 0x01];
+
+/// [`plan`] in the `netfilter` mode (its marks), gateway 1 on the kernel path with a fast
+/// path out of [`EGRESS`] to [`HOP`] for IPv4, and for IPv6 too when `v6`.
+fn offloading_plan(v6: bool) -> Plan {
+    let mut p = plan();
+    p.gateways[1].kind = GatewayKind::Kernel {
+        offload: Some(xwan_common::plan::Offload {
+            egress_mac: EGRESS,
+            v4: Some(HOP),
+            v6: v6.then_some(HOP),
+        }),
+    };
+    p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
+    p
+}
+
 /// Small plan with one router per gateway kind and each action.
 fn plan() -> Plan {
     let mut rules = Vec::new();
@@ -217,20 +236,9 @@ fn kernel_path_gateway_is_tagged_then_marked_for_the_kernel() {
 /// cleared take the kernel path. From the flow table and from the flow cache alike.
 #[test]
 fn a_confirmed_flow_skips_the_kernel_on_its_gateways_fast_path() {
-    use xwan_common::{FLOW_OFFLOADED, plan::Offload};
-    const HOP: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
-    const EGRESS: [u8; 6] = [0x02, 0, 0, 0, 0x0e, 0x01];
+    use xwan_common::FLOW_OFFLOADED;
     let _turn = support::shared(module_path!());
-    let mut p = plan();
-    p.gateways[1].kind = GatewayKind::Kernel {
-        offload: Some(Offload {
-            egress_mac: EGRESS,
-            v4: Some(HOP),
-            v6: None,
-        }),
-    };
-    p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
-    let mut h = Harness::new(p);
+    let mut h = Harness::new(offloading_plan(false));
     let flags = |h: &Harness, f: &[u8]| {
         let key = xwan_common::model::parse_ethernet(f).unwrap().flow_key(LO);
         h.model.flows().get(&key).map(|v| v.flags)
@@ -809,20 +817,9 @@ fn fill_l4_checksum(frame: &mut [u8]) {
 /// the flow cache alike; a fragment, and the flow put back, take the kernel path.
 #[test]
 fn a_translated_flow_leaves_the_fast_path_with_conntracks_source() {
-    use xwan_common::{FlowPath, Snat, plan::Offload};
-    const HOP: [u8; 6] = [0x02, 0, 0, 0, 0x0b, 0x01];
-    const EGRESS: [u8; 6] = [0x02, 0, 0, 0, 0x0e, 0x01];
+    use xwan_common::{FlowPath, Snat};
     let _turn = support::shared(module_path!());
-    let mut p = plan();
-    p.gateways[1].kind = GatewayKind::Kernel {
-        offload: Some(Offload {
-            egress_mac: EGRESS,
-            v4: Some(HOP),
-            v6: Some(HOP),
-        }),
-    };
-    p.marks = MarkLayout::of_mask(0x0fff_0000, 2);
-    let mut h = Harness::new(p);
+    let mut h = Harness::new(offloading_plan(true));
     let uplink4 = Snat {
         src: [u32::from_ne_bytes([192, 0, 2, 1]), 0, 0, 0],
         sport: 61001,
