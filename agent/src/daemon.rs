@@ -115,7 +115,7 @@ pub async fn run(path: &Path) -> Result<()> {
     })? {
         info!(path = %at.display(), "mounted a bpf filesystem");
     }
-    let mut dp = Datapath::load(&config.agent.bpffs)?;
+    let mut dp = Datapath::load_sized(&config.agent.bpffs, config.agent.flow_table_size)?;
     let metrics = Arc::new(Metrics::new());
     let resetter = kernel::ConntrackResetter::spawn(dp.moved_ring()?, metrics.clone())
         .context("starting the conntrack resetter thread")?;
@@ -666,9 +666,16 @@ impl Daemon {
     }
 
     async fn try_reload(&mut self) -> Result<u32> {
-        let (config, warnings) = config::load(&self.path).map_err(|e| anyhow!("{e}"))?;
+        let (mut config, warnings) = config::load(&self.path).map_err(|e| anyhow!("{e}"))?;
         for w in &warnings {
             warn!("{w}");
+        }
+        for setting in config.agent.keep_start_only(&self.config.agent) {
+            warn!(
+                setting,
+                "changed in the file; the running value stays until the next start (xwan stop, \
+                 then xwan run)"
+            );
         }
         let old = Interfaces::of(&self.config);
         let previous = std::mem::replace(&mut self.config, config);

@@ -1103,11 +1103,13 @@ lan_interfaces = ["lan0"]
 metrics_listen = "localhost"
 control_socket = "xwan.sock"
 flow_idle = "five minutes"
+flow_table_size = 100_000_000
 "#,
     concat!(
         "test.toml:3:18: agent: field 'metrics_listen': 'localhost' is not an address and port; write e.g. \"127.0.0.1:9464\" or \"[::1]:9464\"\n",
         "test.toml:4:18: agent: field 'control_socket': 'xwan.sock' is not an absolute path; write a path starting with '/', e.g. \"/run/xwan/control.sock\"\n",
-        "test.toml:5:13: agent: field 'flow_idle': 'five minutes' is not a duration; write a number with a unit, e.g. \"300s\"",
+        "test.toml:5:13: agent: field 'flow_idle': 'five minutes' is not a duration; write a number with a unit, e.g. \"300s\"\n",
+        "test.toml:6:19: agent: field 'flow_table_size': 100000000 is out of range; flow_table_size must be between 4096 and 16777216 (flows; each takes about 280 bytes of kernel memory, 270 MiB per million)",
     )
 );
 
@@ -1778,6 +1780,7 @@ fn defaults_follow_design() {
     assert_eq!(a.control_socket, Path::new("/run/xwan/control.sock"));
     assert_eq!(a.bpffs, Path::new("/sys/fs/bpf/xwan"));
     assert_eq!(a.flow_idle, Duration::from_secs(300));
+    assert_eq!(a.flow_table_size, 262_144);
     let g = &c.gateways[0];
     assert_eq!(g.weight, nz(1));
     assert_eq!(g.check, vec![g.address]);
@@ -1833,6 +1836,7 @@ agent
   control socket: /run/xwan/control.sock
   bpffs: /sys/fs/bpf/xwan
   flow idle: 5m
+  flow table: 262144 flows
   forwarding: xdp: steered traffic bypasses netfilter (no firewall or NAT)
 links (3)
   TunWAN1: tunnel on vti-wan1, address 172.16.1.1/30, mtu of the interface
@@ -1875,6 +1879,7 @@ metrics_listen = "[::1]:9100"
 control_socket = "/run/edge/control.sock"
 bpffs = "/sys/fs/bpf/edge"
 flow_idle = "0s"
+flow_table_size = 1_000_000
 forwarding = "netfilter"
 
 [agent.netfilter]
@@ -1990,7 +1995,7 @@ fn describe_every_option() {
     assert_eq!(
         warnings,
         [
-            "every.toml:46:9: gateway 'ISP2': field 'check': empty: the gateway is never probed and \
+            "every.toml:47:9: gateway 'ISP2': field 'check': empty: the gateway is never probed and \
           always counts as Ready, even when it is down; list targets to probe, or remove check \
           to probe the gateway itself"
         ]
@@ -2014,6 +2019,7 @@ fn describe_every_option() {
     assert_eq!(c.rules[1].criteria.ifaces, ["lan1"]);
     assert_eq!(c.rules[4].criteria.protocols, [47, 89]);
     assert_eq!(c.agent.flow_idle, Duration::ZERO);
+    assert_eq!(c.agent.flow_table_size, 1_000_000);
 }
 
 const EVERY_OPTION_PLAN: &str = "\
@@ -2023,6 +2029,7 @@ agent
   control socket: /run/edge/control.sock
   bpffs: /sys/fs/bpf/edge
   flow idle: never
+  flow table: 1000000 flows
   forwarding: netfilter (the kernel forwards by mark: marks 0xff00, tables 1000–1003, rules at priority 900)
 links (3)
   Fibre: ethernet on eth0, address 192.0.2.1/24, mtu 1500
@@ -2068,7 +2075,7 @@ fn brief_example_unknown_backup_gateway_in_the_seed() {
         );
     assert_eq!(
         errors_in(&text, "seed.toml"),
-        "seed.toml:69:17: router 'ProductionRouter': field 'backups[1].gateway': unknown gateway \
+        "seed.toml:71:17: router 'ProductionRouter': field 'backups[1].gateway': unknown gateway \
          'RemoteTunWAN4'; define it in a [[gateway]] section or fix the name"
     );
 }

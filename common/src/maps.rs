@@ -34,8 +34,16 @@ pub const MAX_PREFIXES: u32 = 65536;
 /// Port classes per direction and generation. Class 0 means "the packet has no ports".
 /// Port ranges of N rules cut 0..=65535 into at most 2N+1 intervals.
 pub const MAX_PORT_CLASSES: u32 = 4096;
-/// Entries of the flow table and of the return-flow table.
+/// Entries of the flow table, the return-flow table and the translation map unless the
+/// configuration sets `[agent] flow_table_size` (the maps in [`FLOW_SIZED_MAPS`]): a branch's
+/// connections with room to spare. The object is compiled with it; the loader resizes.
 pub const FLOW_TABLE_SIZE: u32 = 262_144;
+/// Bounds of `flow_table_size`: below the minimum an LRU evicts live flows of even a small
+/// site. A flow costs about 280 bytes of kernel memory (136 in the flow table, 128 in the
+/// return-route table, 16 in the translation map's buckets; measured on 6.18): the maximum
+/// (16 Mi flows) takes about 4.4 GiB.
+pub const MIN_FLOW_TABLE_SIZE: u32 = 4_096;
+pub const MAX_FLOW_TABLE_SIZE: u32 = 16_777_216;
 /// A flow entry's `last_seen_ns` is rewritten at most this often (no per-packet writes).
 pub const FLOW_REFRESH_NS: u64 = 1_000_000_000;
 /// Entries per bank of the per-CPU flow cache ([`FLOW_CACHE_MAP`]), a power of two.
@@ -142,7 +150,7 @@ pub const SLOTS_MAP: &str = "XWAN_SLOTS";
 pub const GATEWAYS_MAP: &str = "XWAN_GATEWAYS";
 pub const DEVMAP_MAP: &str = "XWAN_DEVMAP";
 pub const FLOWS_MAP: &str = "XWAN_FLOWS";
-/// Hash of [`FlowKey`] → [`Snat`], [`FLOW_TABLE_SIZE`] entries allocated as used: how
+/// Hash of [`FlowKey`] → [`Snat`], one entry per flow at most, allocated as used: how
 /// conntrack translates the offloaded flows that have [`FLOW_SNAT`]. Written only by the
 /// agent.
 pub const SNAT_MAP: &str = "XWAN_SNAT";
@@ -151,6 +159,8 @@ pub const SNAT_MAP: &str = "XWAN_SNAT";
 /// empty cache.
 pub const FLOW_CACHE_MAP: &str = "XWAN_FLOW_CACHE";
 pub const RETURN_MAP: &str = "XWAN_RETURN";
+/// The maps with one entry per flow, sized by `flow_table_size` ([`FLOW_TABLE_SIZE`]).
+pub const FLOW_SIZED_MAPS: [&str; 3] = [FLOWS_MAP, RETURN_MAP, SNAT_MAP];
 pub const LINKS_MAP: &str = "XWAN_LINKS";
 pub const RULE_COUNTERS_MAP: &str = "XWAN_RULE_CNT";
 pub const GATEWAY_COUNTERS_MAP: &str = "XWAN_GW_CNT";

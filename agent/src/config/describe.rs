@@ -57,6 +57,7 @@ impl Config {
         } else {
             writeln!(s, "  flow idle: {}", format_duration(a.flow_idle))?;
         }
+        writeln!(s, "  flow table: {} flows", a.flow_table_size)?;
         match a.forwarding {
             Forwarding::Xdp => writeln!(s, "  forwarding: {}", a.forwarding.summary())?,
             Forwarding::Netfilter(n) => writeln!(

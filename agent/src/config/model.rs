@@ -81,8 +81,42 @@ pub struct Agent {
     pub bpffs: PathBuf,
     /// A flow unseen this long is decided anew; zero = never.
     pub flow_idle: Duration,
+    /// Entries of the flow table (and of the return-route and translation tables):
+    /// `MIN_FLOW_TABLE_SIZE..=MAX_FLOW_TABLE_SIZE`.
+    pub flow_table_size: u32,
     /// How steered packets are forwarded.
     pub forwarding: Forwarding,
+}
+
+impl Agent {
+    /// Puts back the `running` values of the settings read only at start (the sockets are
+    /// bound, the maps made): the names of those that differed.
+    pub fn keep_start_only(&mut self, running: &Agent) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut keep = |name, differs: bool| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        keep(
+            "metrics_listen",
+            self.metrics_listen != running.metrics_listen,
+        );
+        keep(
+            "control_socket",
+            self.control_socket != running.control_socket,
+        );
+        keep("bpffs", self.bpffs != running.bpffs);
+        keep(
+            "flow_table_size",
+            self.flow_table_size != running.flow_table_size,
+        );
+        self.metrics_listen = running.metrics_listen;
+        self.control_socket = running.control_socket.clone();
+        self.bpffs = running.bpffs.clone();
+        self.flow_table_size = running.flow_table_size;
+        changed
+    }
 }
 
 /// How steered packets are forwarded (`[agent] forwarding`).

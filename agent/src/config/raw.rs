@@ -29,6 +29,7 @@ pub struct RawAgent {
     pub control_socket: Option<Str>,
     pub bpffs: Option<Str>,
     pub flow_idle: Option<Str>,
+    pub flow_table_size: Option<Spanned<Int>>,
     /// `"xdp"` (default) or `"netfilter"`.
     pub forwarding: Option<Str>,
     pub netfilter: Option<Spanned<RawNetfilter>>,

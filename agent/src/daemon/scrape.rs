@@ -86,6 +86,8 @@ fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
             .collect(),
         reasons: reader.reasons().unwrap_or_default(),
         flow_entries: reader.flow_count().ok().map(|n| n as u64),
+        flow_capacity: reader.flow_capacity().ok(),
+        flow_memory: reader.flow_memory().unwrap_or_default(),
         ..DatapathSnapshot::default()
     };
     s.set_attachments(&labels.attachments);

@@ -5,7 +5,7 @@ use std::collections::HashMap as StdHashMap;
 use std::sync::Mutex;
 
 use xwan_common::{
-    Counter, FLOW_TABLE_SIZE, FLOWS_MAP, FlowKey, FlowValue, GATEWAY_COUNTERS_MAP,
+    Counter, FLOW_SIZED_MAPS, FLOWS_MAP, FlowKey, FlowValue, GATEWAY_COUNTERS_MAP,
     GATEWAY_FAILURES_MAP, REASON_COUNTERS_MAP, RETURN_MAP, RULE_COUNTERS_MAP, ReturnValue, reason,
 };
 
@@ -43,11 +43,15 @@ fn map_error(map: &'static str, op: String) -> impl FnOnce(aya::maps::MapError) 
 /// evicts during the walk.
 fn count_flows<V>(data: &MapData, name: &'static str) -> Result<usize, DatapathError> {
     use std::os::fd::AsFd;
+    let capacity = data
+        .info()
+        .map_err(map_error(name, "reading map info".into()))?
+        .max_entries();
     sys::map_count(
         data.fd().as_fd(),
         std::mem::size_of::<FlowKey>(),
         std::mem::size_of::<V>(),
-        FLOW_TABLE_SIZE as usize,
+        capacity as usize,
     )
     .map_err(|io_error| {
         map_error(name, "counting entries (BPF_MAP_LOOKUP_BATCH)".into())(
@@ -167,7 +171,7 @@ impl Datapath {
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowValue)>, DatapathError> {
         let m = self.flow_map(FLOWS_MAP)?;
         Ok(m.iter()
-            .take(FLOW_TABLE_SIZE as usize)
+            .take(self.flow_table as usize)
             .filter_map(Result::ok)
             .collect())
     }
@@ -176,7 +180,7 @@ impl Datapath {
     pub fn returns(&self) -> Result<Vec<(FlowKey, ReturnValue)>, DatapathError> {
         let m = self.flow_map(RETURN_MAP)?;
         Ok(m.iter()
-            .take(FLOW_TABLE_SIZE as usize)
+            .take(self.flow_table as usize)
             .filter_map(Result::ok)
             .collect())
     }
@@ -196,6 +200,8 @@ pub struct CounterReader {
     failures: PerCpuArray<MapData, Counter>,
     reasons: PerCpuArray<MapData, Counter>,
     flows: MapData,
+    /// [`FLOW_SIZED_MAPS`], in order.
+    flow_sized: Vec<MapData>,
     /// The highest value returned per (map, index).
     high: Mutex<StdHashMap<(&'static str, u32), Counter>>,
 }
@@ -219,6 +225,13 @@ impl CounterReader {
             reasons: open(pin_dir, REASON_COUNTERS_MAP, PerCpuArray::try_from)?,
             flows: MapData::from_pin(pin_dir.join(FLOWS_MAP))
                 .map_err(map_error(FLOWS_MAP, "opening its pin".into()))?,
+            flow_sized: FLOW_SIZED_MAPS
+                .iter()
+                .map(|&name| {
+                    MapData::from_pin(pin_dir.join(name))
+                        .map_err(map_error(name, "opening its pin".into()))
+                })
+                .collect::<Result<_, _>>()?,
             high: Mutex::default(),
         })
     }
@@ -265,6 +278,30 @@ impl CounterReader {
     /// Entries in the flow table (a snapshot, see [`count_flows`]).
     pub fn flow_count(&self) -> Result<usize, DatapathError> {
         count_flows::<FlowValue>(&self.flows, FLOWS_MAP)
+    }
+
+    /// The flow table's size (`flow_table_size`, as the running maps were made).
+    pub fn flow_capacity(&self) -> Result<u32, DatapathError> {
+        Ok(self
+            .flows
+            .info()
+            .map_err(map_error(FLOWS_MAP, "reading map info".into()))?
+            .max_entries())
+    }
+
+    /// The kernel memory of each of [`FLOW_SIZED_MAPS`], in bytes (see [`sys::map_memory`]).
+    pub fn flow_memory(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        use std::os::fd::AsFd;
+        (FLOW_SIZED_MAPS.iter().zip(&self.flow_sized))
+            .map(|(&name, data)| {
+                let bytes =
+                    sys::map_memory(data.fd().as_fd()).map_err(|error| DatapathError::Sys {
+                        what: format!("reading {name}'s memory from /proc/self/fdinfo"),
+                        error,
+                    })?;
+                Ok((name, bytes))
+            })
+            .collect()
     }
 }
 

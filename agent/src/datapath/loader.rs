@@ -37,6 +37,8 @@ pub struct Datapath {
     pub(super) ebpf: Ebpf,
     pub(super) pin_dir: PathBuf,
     pub(super) adopted: Vec<&'static str>,
+    /// Entries in each of [`c::FLOW_SIZED_MAPS`].
+    pub(super) flow_table: u32,
     pub(super) attachments: Vec<Attachment>,
     /// Interfaces (ifindex, name) on which we added the clsact qdisc ourselves.
     pub(super) clsact: Vec<(u32, String)>,
@@ -137,6 +139,13 @@ impl Datapath {
     /// Errors name the map or program concerned; a program the verifier rejects comes with the
     /// verifier's log.
     pub fn load(pin_dir: &Path) -> Result<Datapath, DatapathError> {
+        Self::load_sized(pin_dir, c::FLOW_TABLE_SIZE)
+    }
+
+    /// [`Datapath::load`] with `flow_table` entries in each of [`c::FLOW_SIZED_MAPS`]
+    /// (`[agent] flow_table_size`). A pinned one of another size is replaced: its flows are
+    /// decided anew (and the new size logged).
+    pub fn load_sized(pin_dir: &Path, flow_table: u32) -> Result<Datapath, DatapathError> {
         match bpffs::ensure_bpffs(pin_dir) {
             Ok(Some(m)) => log::info!("mounted a bpf filesystem on {}", m.display()),
             Ok(None) => {}
@@ -147,19 +156,24 @@ impl Datapath {
                 });
             }
         }
+        resize_pinned(pin_dir, flow_table)?;
         let adopted: Vec<&'static str> = MAPS
             .iter()
             .map(|s| s.name)
             .filter(|n| pin_dir.join(n).exists())
             .collect();
-        let ebpf = EbpfLoader::new()
-            .default_map_pin_directory(pin_dir)
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(pin_dir);
+        for name in c::FLOW_SIZED_MAPS {
+            loader.map_max_entries(name, flow_table);
+        }
+        let ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|error| DatapathError::Object {
                 pin_dir: pin_dir.to_owned(),
                 error: Box::new(error),
             })?;
-        check_maps(&ebpf, pin_dir)?;
+        check_maps(&ebpf, pin_dir, flow_table)?;
         if adopted.is_empty() {
             log::info!(
                 "created the data plane's maps, pinned under {}",
@@ -182,6 +196,7 @@ impl Datapath {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             adopted,
+            flow_table,
             attachments: Vec::new(),
             clsact: Vec::new(),
             policy: AttachPolicy::default(),
@@ -370,7 +385,43 @@ fn static_name(name: &str) -> &'static str {
 }
 
 /// Every map has the layout this build expects (an adopted pin may come from another build).
-fn check_maps(ebpf: &Ebpf, pin_dir: &Path) -> Result<(), DatapathError> {
+/// Removes the pins of [`c::FLOW_SIZED_MAPS`] whose size is not `entries`, so that the load
+/// creates them anew (a map's size is fixed at its creation). Programs still attached keep
+/// the old maps until the new ones replace them.
+fn resize_pinned(pin_dir: &Path, entries: u32) -> Result<(), DatapathError> {
+    for name in c::FLOW_SIZED_MAPS {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let err = |op: &str| {
+            let op = op.to_owned();
+            move |error: aya::maps::MapError| DatapathError::Map {
+                map: name,
+                op,
+                error: Box::new(error),
+            }
+        };
+        let old = MapData::from_pin(&path)
+            .map_err(err("opening its pin"))?
+            .info()
+            .map_err(err("reading map info"))?
+            .max_entries();
+        if old != entries {
+            std::fs::remove_file(&path).map_err(|error| DatapathError::Sys {
+                what: format!("removing {} to resize it", path.display()),
+                error,
+            })?;
+            log::warn!(
+                "{name} resized from {old} to {entries} entries (flow_table_size): the flows it \
+                 held are decided anew"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_maps(ebpf: &Ebpf, pin_dir: &Path, flow_table: u32) -> Result<(), DatapathError> {
     for s in &MAPS {
         let map = ebpf.map(s.name).ok_or(DatapathError::Missing {
             what: "map",
@@ -414,6 +465,12 @@ fn check_maps(ebpf: &Ebpf, pin_dir: &Path) -> Result<(), DatapathError> {
                 info.value_size()
             )));
         }
+        if c::FLOW_SIZED_MAPS.contains(&s.name) && info.max_entries() != flow_table {
+            return Err(stale(format!(
+                "{} entries, expected {flow_table}",
+                info.max_entries()
+            )));
+        }
     }
     Ok(())
 }
@@ -451,6 +508,72 @@ mod tests {
         );
         assert!(msg.contains(&expected), "{msg}");
         assert!(msg.contains("rm "), "{msg}");
+    }
+
+    /// `flow_table_size` sizes the three flow-keyed maps; a restart with the same size adopts
+    /// them with their flows, one with another size makes them anew (its flows are decided
+    /// again), and the kernel's memory for them follows the size.
+    #[test]
+    fn the_flow_tables_take_the_configured_size() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let fs = super::super::TestBpffs::new().unwrap();
+        let key = c::FlowKey {
+            sport: 40001,
+            dport: 443,
+            ..Default::default()
+        };
+        let value = c::FlowValue {
+            last_seen_ns: 1,
+            epoch: 1,
+            rule: 0,
+            router: 0,
+            gateway: 0,
+            flags: 0,
+            _pad: [0; 2],
+        };
+        let sizes = |dp: &Datapath| -> Vec<u32> {
+            (c::FLOW_SIZED_MAPS.iter())
+                .map(|n| {
+                    map_data(dp.map(n).unwrap())
+                        .unwrap()
+                        .info()
+                        .unwrap()
+                        .max_entries()
+                })
+                .collect()
+        };
+        let memory = || -> u64 {
+            let reader = super::super::CounterReader::open(fs.path()).unwrap();
+            reader.flow_memory().unwrap().iter().map(|(_, b)| b).sum()
+        };
+        let has_flow = |dp: &Datapath| dp.flows().unwrap().iter().any(|(k, _)| *k == key);
+
+        let mut dp = Datapath::load_sized(fs.path(), 4_096).unwrap();
+        assert_eq!(sizes(&dp), [4_096; 3]);
+        let small = memory();
+        aya::maps::HashMap::<_, c::FlowKey, c::FlowValue>::try_from(
+            dp.map_mut(c::FLOWS_MAP).unwrap(),
+        )
+        .unwrap()
+        .insert(key, value, 0)
+        .unwrap();
+        drop(dp);
+
+        let dp = Datapath::load_sized(fs.path(), 4_096).unwrap();
+        assert!(dp.adopted_maps().contains(&c::FLOWS_MAP));
+        assert!(has_flow(&dp), "the same size adopts the flows");
+        drop(dp);
+
+        let dp = Datapath::load_sized(fs.path(), 65_536).unwrap();
+        assert_eq!(sizes(&dp), [65_536; 3]);
+        assert!(!has_flow(&dp), "another size starts empty");
+        let large = memory();
+        println!("flow-sized maps: {small} bytes at 4,096 flows, {large} at 65,536");
+        assert!(large > small * 8, "{small} → {large} bytes");
     }
 
     /// Each program alone must stay well inside the verifier's budget (1M instructions

@@ -13,8 +13,8 @@ use std::os::fd::AsFd;
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use xwan_common::{
-    FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_MAP, FLOW_OFFLOADED, FLOW_SNAT, FLOW_TABLE_SIZE,
-    FLOWS_MAP, FlowCacheBlock, FlowCacheEntry, FlowKey, FlowPath, FlowValue, SNAT_MAP, Snat, hash,
+    FLOW_CACHE_BLOCK_ENTRIES, FLOW_CACHE_MAP, FLOW_OFFLOADED, FLOW_SNAT, FLOWS_MAP, FlowCacheBlock,
+    FlowCacheEntry, FlowKey, FlowPath, FlowValue, SNAT_MAP, Snat, hash,
 };
 
 use super::{Datapath, DatapathError, loader::map_data};
@@ -35,6 +35,8 @@ pub struct FlowOffload {
     flows: HashMap<MapData, FlowKey, FlowValue>,
     cache: PerCpuArray<MapData, FlowCacheBlock>,
     snat: HashMap<MapData, FlowKey, Snat>,
+    /// Entries of each (bounds a walk while the data plane inserts and evicts).
+    capacity: usize,
 }
 
 impl Datapath {
@@ -57,7 +59,12 @@ impl Datapath {
             .map_err(map_error(FLOW_CACHE_MAP, "opening"))?;
         let snat = HashMap::try_from(Map::HashMap(dup(SNAT_MAP)?))
             .map_err(map_error(SNAT_MAP, "opening"))?;
-        Ok(FlowOffload { flows, cache, snat })
+        Ok(FlowOffload {
+            flows,
+            cache,
+            snat,
+            capacity: self.flow_table as usize,
+        })
     }
 }
 
@@ -152,7 +159,7 @@ impl FlowOffload {
         let offloaded: Vec<FlowKey> = self
             .flows
             .iter()
-            .take(FLOW_TABLE_SIZE as usize)
+            .take(self.capacity)
             .filter_map(Result::ok)
             .filter(|(_, v)| v.flags & FLOW_OFFLOADED != 0)
             .map(|(k, _)| k)
@@ -164,7 +171,7 @@ impl FlowOffload {
         let left: Vec<FlowKey> = self
             .snat
             .keys()
-            .take(FLOW_TABLE_SIZE as usize)
+            .take(self.capacity)
             .filter_map(Result::ok)
             .collect();
         for k in &left {

@@ -238,6 +238,15 @@ pub(super) fn map_count(
     Ok(total.min(limit))
 }
 
+/// The kernel memory of the map `fd`, in bytes: its `memlock` in `/proc/self/fdinfo` (the
+/// kernel's own accounting since 6.4; an estimate from the map's sizes before).
+pub(super) fn map_memory(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:")?.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no memlock line in the map's fdinfo"))
+}
+
 /// Writes `values[i]` at `keys[i]` in the map `fd` with one `BPF_MAP_UPDATE_BATCH` call, in
 /// order. `K` and `V` must be the map's key and value types (their sizes are the map's).
 /// On failure the entries before the failing one are written.

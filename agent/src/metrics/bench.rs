@@ -123,6 +123,8 @@ pub fn bench_fixture(rules: usize, gateways: usize) -> (Metrics, DatapathSnapsho
             .collect(),
         reasons: (0..reason::COUNT as usize).map(c).collect(),
         flow_entries: Some(12_345),
+        flow_capacity: Some(262_144),
+        flow_memory: vec![("XWAN_FLOWS", 34_000_000), ("XWAN_RETURN", 34_000_000)],
         return_entries: Some(678),
         xdp_attach: vec![
             ("lan0".into(), XdpAttachMode::Native),

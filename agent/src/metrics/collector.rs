@@ -11,7 +11,7 @@ use prometheus_client::{
     metrics::MetricType,
     registry::Unit,
 };
-use xwan_common::{Counter, FLOW_TABLE_SIZE, reason};
+use xwan_common::{Counter, reason};
 
 use super::{GatewaySnapshot, Shared, State, histogram::Histogram, unix_seconds};
 use crate::{
@@ -477,9 +477,23 @@ fn encode_datapath(dp: &super::DatapathSnapshot, enc: &mut DescriptorEncoder) ->
         "Size of the data plane's flow table (an LRU: the oldest flows are evicted when full).",
         None,
         MetricType::Gauge,
-        |m| match dp.flow_entries {
-            Some(_) => m.encode_gauge(&(FLOW_TABLE_SIZE as i64)),
+        |m| match dp.flow_capacity {
+            Some(n) => m.encode_gauge(&(n as i64)),
             None => Ok(()),
+        },
+    )?;
+    family(
+        enc,
+        "xwan_flow_table_memory",
+        "Kernel memory of the maps sized by flow_table_size (XWAN_FLOWS: flows, XWAN_RETURN: \
+         return routes, XWAN_SNAT: translations of offloaded flows, allocated as used).",
+        Some(&Unit::Bytes),
+        MetricType::Gauge,
+        |m| {
+            for (map, bytes) in &dp.flow_memory {
+                gauge_i64(m, &[("map", *map)], *bytes as i64)?;
+            }
+            Ok(())
         },
     )?;
     family(

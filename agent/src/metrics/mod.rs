@@ -152,6 +152,10 @@ pub struct DatapathSnapshot {
     pub reasons: Vec<Counter>,
     /// Entries in the flow table (`None`: not read, the series is left out).
     pub flow_entries: Option<u64>,
+    /// The flow table's size (`None`: not read).
+    pub flow_capacity: Option<u32>,
+    /// Kernel memory (bytes) of each map sized by `flow_table_size`.
+    pub flow_memory: Vec<(&'static str, u64)>,
     /// Entries in the return-route table (`None`: not read).
     pub return_entries: Option<u64>,
     /// XDP attach mode per interface.

@@ -119,6 +119,8 @@ fn small() -> Metrics {
         )],
         reasons,
         flow_entries: Some(2),
+        flow_capacity: Some(262_144),
+        flow_memory: vec![("XWAN_FLOWS", 34_000_000), ("XWAN_SNAT", 0)],
         return_entries: Some(0),
         xdp_attach: vec![("lan0".into(), XdpAttachMode::Native)],
         tc_attach: vec![("lan0".into(), TcAttachMode::Tcx)],
@@ -330,6 +332,11 @@ xwan_flow_table_entries 2
 # HELP xwan_flow_table_capacity Size of the data plane's flow table (an LRU: the oldest flows are evicted when full).
 # TYPE xwan_flow_table_capacity gauge
 xwan_flow_table_capacity 262144
+# HELP xwan_flow_table_memory_bytes Kernel memory of the maps sized by flow_table_size (XWAN_FLOWS: flows, XWAN_RETURN: return routes, XWAN_SNAT: translations of offloaded flows, allocated as used).
+# TYPE xwan_flow_table_memory_bytes gauge
+# UNIT xwan_flow_table_memory_bytes bytes
+xwan_flow_table_memory_bytes{map="XWAN_FLOWS"} 34000000
+xwan_flow_table_memory_bytes{map="XWAN_SNAT"} 0
 # HELP xwan_return_table_entries Entries in the data plane's return-route table.
 # TYPE xwan_return_table_entries gauge
 xwan_return_table_entries 0
@@ -419,10 +426,14 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 136);
+    assert_eq!(s.len(), 138);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0
+    );
+    assert_eq!(
+        value(&s, "xwan_flow_table_memory_bytes", r#"{map="XWAN_FLOWS"}"#),
+        34e6
     );
 }
 

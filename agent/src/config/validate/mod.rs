@@ -23,7 +23,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use xwan_common::maps::{MAX_GATEWAYS, MAX_IFACES, MAX_ROUTERS, MAX_RULES};
+use xwan_common::maps::{
+    FLOW_TABLE_SIZE, MAX_FLOW_TABLE_SIZE, MAX_GATEWAYS, MAX_IFACES, MAX_ROUTERS, MAX_RULES,
+    MIN_FLOW_TABLE_SIZE,
+};
 use xwan_common::plan::IpNet;
 
 use super::diag::{ConfigErrors, Kind, Object, Sink, Warning, suggest};
@@ -538,6 +541,18 @@ impl Validator<'_, '_, '_> {
             None => Some(DEFAULT_FLOW_IDLE),
             Some(s) => self.duration(s, &object, "flow_idle", "300s"),
         };
+        let flow_table_size = match &a.flow_table_size {
+            None => Some(FLOW_TABLE_SIZE),
+            Some(v) => self
+                .int(
+                    v,
+                    &object,
+                    "flow_table_size",
+                    (MIN_FLOW_TABLE_SIZE as i64, MAX_FLOW_TABLE_SIZE as i64),
+                    " (flows; each takes about 280 bytes of kernel memory, 270 MiB per million)",
+                )
+                .map(|n| n as u32),
+        };
         let forwarding = self.forwarding(a, &object);
         if !ok {
             return None;
@@ -548,6 +563,7 @@ impl Validator<'_, '_, '_> {
             control_socket: control_socket?,
             bpffs: bpffs?,
             flow_idle: flow_idle?,
+            flow_table_size: flow_table_size?,
             forwarding: forwarding?,
         })
     }
