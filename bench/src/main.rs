@@ -232,6 +232,7 @@ fn main() -> Result<()> {
     match argv.get(1).map(String::as_str) {
         Some("load") => return load::main(&argv[2..]),
         Some("scale") => return scale::main(&argv[2..]),
+        Some("flows") => return load::flows::main(&argv[2..]),
         _ => {}
     }
     let a = args()?;

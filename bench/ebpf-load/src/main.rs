@@ -111,7 +111,8 @@ fn next_frame(ctx: &XdpContext) -> Result<(), u32> {
     if templates == 0 {
         return Err(XDP_ABORTED);
     }
-    let i = ((st.sent / cfg.train.max(1) as u64) % templates) as u32;
+    let flow = (st.sent / cfg.train.max(1) as u64) % (cfg.flows as u64).max(templates);
+    let (i, shift) = ((flow % templates) as u32, (flow / templates) as u16);
     st.sent += 1;
     let t = LOAD_TEMPLATES.get(i).ok_or(XDP_ABORTED)?;
     // 1..=TEMPLATE_BYTES by construction (mask, then + 1), in a form the verifier follows.
@@ -125,6 +126,9 @@ fn next_frame(ctx: &XdpContext) -> Result<(), u32> {
     if unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, src, len as u32) } != 0 {
         return Err(XDP_ABORTED);
     }
+    if shift != 0 && t.sport_off != 0 {
+        move_source_port(ctx, t, shift)?;
+    }
     if t.ts_off != 0 {
         let mut ts = if now != 0 {
             now
@@ -135,6 +139,30 @@ fn next_frame(ctx: &XdpContext) -> Result<(), u32> {
         if unsafe { bpf_xdp_store_bytes(ctx.ctx, t.ts_off, p, 8) } != 0 {
             return Err(XDP_ABORTED);
         }
+    }
+    Ok(())
+}
+
+/// Makes the frame copied from `t` another flow: its source port plus `shift`, and its L4
+/// checksum (if it has one) updated for it. `traffic::flow_frame` is the same in user space.
+#[inline(always)]
+fn move_source_port(ctx: &XdpContext, t: &Template, shift: u16) -> Result<(), u32> {
+    // Even offsets below TEMPLATE_BYTES - 1, in a form the verifier follows.
+    let at = |off: u32| off as usize & (TEMPLATE_BYTES - 2);
+    let read = |off: u32| u16::from_be_bytes([t.data[at(off)], t.data[at(off) + 1]]);
+    let old = read(t.sport_off);
+    let new = old.wrapping_add(shift);
+    let store = |off: u32, v: u16| {
+        let b = v.to_be_bytes();
+        // SAFETY: plain helper call; the 2 bytes live on the stack across it.
+        match unsafe { bpf_xdp_store_bytes(ctx.ctx, off, b.as_ptr() as *mut c_void, 2) } {
+            0 => Ok(()),
+            _ => Err(XDP_ABORTED),
+        }
+    };
+    store(t.sport_off, new)?;
+    if t.csum_off != 0 {
+        store(t.csum_off, moved_port_checksum(read(t.csum_off), old, new))?;
     }
     Ok(())
 }

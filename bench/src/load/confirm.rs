@@ -78,7 +78,7 @@ const OFFLOAD_WAIT: Duration = Duration::from_secs(5);
 /// not).
 pub fn prime(topo: &Topology, flows: usize, pin_dir: &Path, nat: bool) -> Result<()> {
     let forward: Vec<Vec<u8>> = (0..flows)
-        .map(|i| traffic::frame(i, Mix::Small, topo.lan_mac).0)
+        .map(|i| traffic::flow_frame(i, flows, Mix::Small, topo.lan_mac))
         .collect();
     send(&topo.src, topo.src_ifindex, &forward).context("sending each flow's first frame")?;
     std::thread::sleep(Duration::from_millis(100));
@@ -210,7 +210,7 @@ fn readdressed(mut r: Vec<u8>, dst: &[u32; 4], dport: u16) -> Vec<u8> {
 /// The Internet checksum of an untagged IPv4 or IPv6 frame's TCP / UDP segment with its
 /// pseudo-header, the segment's checksum field as it is: the value to write into a zeroed
 /// field, 0 when the field is right.
-fn l4_checksum(r: &[u8]) -> u16 {
+pub(super) fn l4_checksum(r: &[u8]) -> u16 {
     let v6 = r[12..14] == [0x86, 0xdd];
     let (src, len, l4, proto) = if v6 {
         (14 + 8, 16, 14 + 40, r[14 + 6])
@@ -282,7 +282,7 @@ mod tests {
         let lan = [2, 0, 0, 0, 0, 1];
         let (router, sink) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
         for i in 0..20 {
-            let f = traffic::frame(i, Mix::Small, lan).0;
+            let f = traffic::frame(i, Mix::Small, lan).bytes;
             let r = reply(&f, router, sink);
             assert_eq!((&r[0..6], &r[6..12]), (&router[..], &sink[..]));
             assert_eq!(r.len(), f.len());
@@ -303,7 +303,7 @@ mod tests {
         let lan = [2, 0, 0, 0, 0, 1];
         let (router, sink) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 3]);
         for i in 0..20 {
-            let f = traffic::frame(i, Mix::Small, lan).0;
+            let f = traffic::frame(i, Mix::Small, lan).bytes;
             let v6 = f[12..14] == [0x86, 0xdd];
             let dst = if v6 {
                 [0x2001_0db8u32.to_be(), 0, 0, 1u32.to_be()]

@@ -18,6 +18,7 @@
 mod chart;
 mod confirm;
 mod failover;
+pub mod flows;
 pub mod layout;
 mod measure;
 pub(crate) mod modes;
@@ -82,7 +83,8 @@ pub struct Settings {
 }
 
 const USAGE: &str = "usage: xwan-bench load [--smoke] [--runs N (3)] [--rules 10,100,1000] \
-[--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--retries N (3)] [--flows N (4096)] [--train N (1)] \
+[--imix-rules 1000 | none] [--tun-rules 1000 | none] [--window SECS (2)] [--warmup SECS (0.4)] [--retries N (3)] \
+[--flows N (4096; up to 1048576, with --warmup long enough to send each once)] [--train N (1)] \
 [--cpus SOURCE,ROUTER (0,1)] [--modes xwan,kernel-maps,...] [--source auto|live|relay (auto)] [--realtime] [--compare-sources] [--no-latency] [--no-failover] [--json PATH] [--svg PATH] [--xwan PATH]";
 
 fn parse(args: &[String]) -> Result<Settings> {
@@ -143,6 +145,7 @@ fn parse(args: &[String]) -> Result<Settings> {
             "--imix-rules" => s.imix_rules = list(val()?)?,
             "--tun-rules" => s.tun_rules = list(val()?)?,
             "--window" => s.window = Duration::from_secs_f64(val()?.parse().context("--window")?),
+            "--warmup" => s.warmup = Duration::from_secs_f64(val()?.parse().context("--warmup")?),
             "--retries" => s.retries = val()?.parse().context("--retries")?,
             "--flows" => s.flows = val()?.parse().context("--flows")?,
             "--train" => s.train = val()?.parse().context("--train")?,
@@ -214,7 +217,38 @@ pub(crate) fn find_xwan(explicit: &Option<PathBuf>) -> Result<PathBuf> {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
-    let mut settings = parse(args)?;
+    let settings = parse(args)?;
+    let started = Instant::now();
+    let (settings, report) = on_topology(settings, |settings, chosen, topo, tools, xwan, work| {
+        run_all(settings, chosen, topo, tools, xwan, work)
+    })?;
+    report::write(&settings, &report)?;
+    println!(
+        "results written to {} and {} ({:.0} s)",
+        settings.json.display(),
+        settings.svg.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if settings.smoke {
+        report::smoke_check(&report)?;
+        println!("smoke: every mode forwarded, xwan sent every class to its link");
+    }
+    Ok(())
+}
+
+/// Runs `f` on the load test's topology with its tools loaded and its source chosen, then
+/// removes it all (also when `f` fails).
+fn on_topology<T>(
+    mut settings: Settings,
+    f: impl FnOnce(
+        &Settings,
+        source::Chosen,
+        &topology::Topology,
+        &mut Ebpf,
+        &std::path::Path,
+        &std::path::Path,
+    ) -> Result<T>,
+) -> Result<(Settings, T)> {
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the load test creates network namespaces and loads eBPF: run it as root");
@@ -222,7 +256,6 @@ pub fn main(args: &[String]) -> Result<()> {
     let xwan_bin = find_xwan(&settings.xwan)?;
     sys::remove_stale();
     sys::install_wakeup_signal()?;
-    let started = Instant::now();
     let work = std::env::temp_dir().join(format!("xwan-load-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let mut tools = Ebpf::load(TOOLS).context("loading the load-test eBPF programs")?;
@@ -247,23 +280,11 @@ pub fn main(args: &[String]) -> Result<()> {
     p.load().context("verifying load_tc_redirect")?;
     let mut topo = topology::Topology::new(&mut tools)?;
     let result = start_source(&mut settings, &mut topo, &mut tools)
-        .and_then(|chosen| run_all(&settings, chosen, &topo, &mut tools, &xwan_bin, &work));
+        .and_then(|chosen| f(&settings, chosen, &topo, &mut tools, &xwan_bin, &work));
     topo.detach(&mut tools);
     drop(topo);
     let _ = std::fs::remove_dir_all(&work);
-    let report = result?;
-    report::write(&settings, &report)?;
-    println!(
-        "results written to {} and {} ({:.0} s)",
-        settings.json.display(),
-        settings.svg.display(),
-        started.elapsed().as_secs_f64()
-    );
-    if settings.smoke {
-        report::smoke_check(&report)?;
-        println!("smoke: every mode forwarded, xwan sent every class to its link");
-    }
-    Ok(())
+    Ok((settings, result?))
 }
 
 /// Chooses the source (`--source`, a probe of live frames) and sets up the relay's feeder
@@ -625,7 +646,7 @@ fn tx_ring(
     settings: &Settings,
 ) -> Result<report::SourceRun> {
     let frames: Vec<Vec<u8>> = (0..settings.flows)
-        .map(|i| traffic::frame(i, mix, topo.lan_mac).0)
+        .map(|i| traffic::flow_frame(i, settings.flows, mix, topo.lan_mac))
         .collect();
     let active = modes::setup(
         Mode::SourceSink,

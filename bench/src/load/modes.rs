@@ -251,7 +251,7 @@ pub fn setup(
             let dir = work.join("agent");
             let _ = std::fs::create_dir_all(&dir);
             let cfg = dir.join("xwan.toml");
-            let config = xwan_config(rules, links, topo, &dir, mode != Mode::Xwan);
+            let config = xwan_config(rules, links, topo, &dir, mode != Mode::Xwan, flows);
             std::fs::write(&cfg, config)?;
             let nat = mode == Mode::XwanOffloadNat;
             if mode == Mode::XwanOffload || nat {
@@ -471,13 +471,15 @@ pub fn nft_linear(rules: usize) -> String {
 /// gateway `Gn` on link n with the next link's gateway as backup (probes every 500 ms, 200 ms
 /// retry wait, 3 tries), which the failover test exercises. With `netfilter`, the kernel
 /// forwards (`forwarding = "netfilter"`) and an Ethernet gateway's IPv6 next hop is its
-/// `address6` (XDP sends both families to the IPv4 next hop's MAC).
+/// `address6` (XDP sends both families to the IPv4 next hop's MAC). The flow table holds
+/// `flows` twice over.
 pub fn xwan_config(
     rules: usize,
     links: Links,
     topo: &Topology,
     dir: &Path,
     netfilter: bool,
+    flows: usize,
 ) -> String {
     let mut s = format!(
         "[agent]\nlan_interfaces = [\"{}\"]\nbpffs = \"{}/bpffs\"\ncontrol_socket = \"{}/ctl.sock\"\n",
@@ -485,6 +487,9 @@ pub fn xwan_config(
         dir.display(),
         dir.display()
     );
+    // Room for every flow twice over: an LRU starts evicting before it is full.
+    let table = (2 * flows).max(xwan_common::FLOW_TABLE_SIZE as usize);
+    s.push_str(&format!("flow_table_size = {table}\n"));
     if netfilter {
         s.push_str("forwarding = \"netfilter\"\n");
     }

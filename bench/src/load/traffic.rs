@@ -146,7 +146,7 @@ pub fn class_of(i: usize) -> &'static Class {
 }
 
 /// Flow `i`'s frame to the router's LAN MAC, and where its send time goes (0 = nowhere).
-pub fn frame(i: usize, mix: Mix, lan_mac: [u8; 6]) -> (Vec<u8>, u32) {
+pub fn frame(i: usize, mix: Mix, lan_mac: [u8; 6]) -> Frame {
     let c = class_of(i);
     let l3 = if c.v6 { 40 } else { 20 };
     let l4len = if c.proto == 6 { 20 } else { 8 };
@@ -228,7 +228,51 @@ pub fn frame(i: usize, mix: Mix, lan_mac: [u8; 6]) -> (Vec<u8>, u32) {
     } else {
         0
     };
-    (f, ts_off)
+    let sport_off = 14 + l3 as u32;
+    Frame {
+        bytes: f,
+        ts_off,
+        sport_off,
+        // IPv4 UDP goes without a checksum.
+        csum_off: match (c.v6, c.proto) {
+            (false, 17) => 0,
+            (_, 6) => sport_off + 16,
+            _ => sport_off + 6,
+        },
+    }
+}
+
+/// A template's frame and where the generator writes into it (see [`Template`]).
+pub struct Frame {
+    pub bytes: Vec<u8>,
+    pub ts_off: u32,
+    pub sport_off: u32,
+    pub csum_off: u32,
+}
+
+/// What the generator sends for flow `flow` when it sends `flows` (user space's copy of
+/// `load_gen`'s work): template `flow % templates`, its source port plus `flow / templates`.
+pub fn flow_frame(flow: usize, flows: usize, mix: Mix, lan_mac: [u8; 6]) -> Vec<u8> {
+    let templates = flows.min(MAX_TEMPLATES as usize);
+    let Frame {
+        mut bytes,
+        sport_off,
+        csum_off,
+        ..
+    } = frame(flow % templates, mix, lan_mac);
+    let shift = (flow / templates) as u16;
+    if shift != 0 {
+        let at = |off: u32| off as usize..off as usize + 2;
+        let read = |b: &[u8], off| u16::from_be_bytes(b[at(off)].try_into().unwrap());
+        let old = read(&bytes, sport_off);
+        let new = old.wrapping_add(shift);
+        bytes[at(sport_off)].copy_from_slice(&new.to_be_bytes());
+        if csum_off != 0 {
+            let csum = moved_port_checksum(read(&bytes, csum_off), old, new);
+            bytes[at(csum_off)].copy_from_slice(&csum.to_be_bytes());
+        }
+    }
+    bytes
 }
 
 /// The Internet checksum of `b`.
@@ -258,19 +302,21 @@ pub fn program(
     lan_mac: [u8; 6],
     gap_ns: u64,
 ) -> Result<()> {
-    if flows == 0 || flows > MAX_TEMPLATES as usize {
-        bail!("--flows must be 1..={MAX_TEMPLATES}");
+    if flows == 0 || flows > MAX_FLOWS as usize {
+        bail!("--flows must be 1..={MAX_FLOWS}");
     }
     let mut t: Array<_, Template> =
         Array::try_from(tools.map_mut("LOAD_TEMPLATES").context("LOAD_TEMPLATES")?)?;
-    for i in 0..flows {
-        let (f, ts_off) = frame(i, mix, lan_mac);
+    for i in 0..flows.min(MAX_TEMPLATES as usize) {
+        let f = frame(i, mix, lan_mac);
         let mut v = Template {
-            len: f.len() as u32,
-            ts_off,
+            len: f.bytes.len() as u32,
+            ts_off: f.ts_off,
+            sport_off: f.sport_off,
+            csum_off: f.csum_off,
             data: [0; TEMPLATE_BYTES],
         };
-        v.data[..f.len()].copy_from_slice(&f);
+        v.data[..f.bytes.len()].copy_from_slice(&f.bytes);
         t.set(i as u32, v, 0)?;
     }
     set_rate(tools, flows, train, gap_ns)
@@ -283,9 +329,11 @@ pub fn set_rate(tools: &mut Ebpf, flows: usize, train: u32, gap_ns: u64) -> Resu
     c.set(
         0,
         GenConfig {
-            templates: flows as u32,
+            templates: flows.min(MAX_TEMPLATES as usize) as u32,
             train: train.max(1),
             gap_ns,
+            flows: flows as u32,
+            _pad: 0,
         },
         0,
     )?;
@@ -343,9 +391,39 @@ mod tests {
     fn longest_is_the_longest_template() {
         for mix in [Mix::Small, Mix::Imix] {
             let longest = (0..MAX_TEMPLATES as usize)
-                .map(|i| frame(i, mix, [2, 0, 0, 0, 0, 1]).0.len())
+                .map(|i| frame(i, mix, [2, 0, 0, 0, 0, 1]).bytes.len())
                 .max();
             assert_eq!(longest, Some(mix.longest()), "{mix:?}");
         }
+    }
+
+    /// More flows than templates: each is a distinct 5-tuple, sent with right checksums.
+    #[test]
+    fn flows_beyond_the_templates_are_distinct_with_right_checksums() {
+        let flows = 3 * MAX_TEMPLATES as usize + 17;
+        let lan = [2, 0, 0, 0, 0, 1];
+        let mut seen = std::collections::HashSet::new();
+        for flow in (0..flows).step_by(7).chain([flows - 1]) {
+            let f = flow_frame(flow, flows, Mix::Small, lan);
+            let v6 = f[12..14] == [0x86, 0xdd];
+            let (src, l4) = if v6 { (22..38, 54) } else { (26..30, 34) };
+            assert!(
+                seen.insert((f[src].to_vec(), f[l4..l4 + 2].to_vec())),
+                "flow {flow} repeats another's source"
+            );
+            let proto = if v6 { f[20] } else { f[23] };
+            if v6 || proto == 6 {
+                assert_eq!(
+                    super::super::confirm::l4_checksum(&f),
+                    0,
+                    "flow {flow}: checksum"
+                );
+            }
+        }
+        // The first templates' flows are the templates themselves.
+        assert_eq!(
+            flow_frame(5, flows, Mix::Small, lan),
+            frame(5, Mix::Small, lan).bytes
+        );
     }
 }
