@@ -2187,8 +2187,9 @@ fn too_many_gateways() {
     assert_eq!(
         errors(&text),
         format!(
-            "test.toml:{line}:8: gateway 'G1024': too many gateways: 1025; the data plane holds \
-             at most 1024; remove gateways"
+            "test.toml:{line}:8: gateway 'G{MAX_GATEWAYS}': too many gateways: {}; the data \
+             plane holds at most {MAX_GATEWAYS}; remove gateways",
+            MAX_GATEWAYS + 1
         )
     );
 }
@@ -2196,7 +2197,7 @@ fn too_many_gateways() {
 #[test]
 fn too_many_routers() {
     let mut text = base("");
-    // BASE has one router: 256 more are one too many.
+    // BASE has one router: MAX_ROUTERS more are one too many.
     for i in 0..MAX_ROUTERS {
         text += &format!("[[router]]\nname = \"X{i}\"\ngateways = [\"GW1\"]\n");
     }
@@ -2204,8 +2205,10 @@ fn too_many_routers() {
     assert_eq!(
         errors(&text),
         format!(
-            "test.toml:{line}:8: router 'X255': too many routers: 257; the data plane holds at \
-             most 256; merge routers"
+            "test.toml:{line}:8: router 'X{}': too many routers: {}; the data plane holds at \
+             most {MAX_ROUTERS}; merge routers",
+            MAX_ROUTERS - 1,
+            MAX_ROUTERS + 1
         )
     );
 }

@@ -16,14 +16,16 @@
 pub const MAX_RULES: usize = 1024;
 /// `u64` words in a [`RuleBitmap`].
 pub const BITMAP_WORDS: usize = MAX_RULES / 64;
-/// Routers (router ids are `0..MAX_ROUTERS`).
-pub const MAX_ROUTERS: u32 = 256;
-/// Gateways (gateway ids are `0..MAX_GATEWAYS`; also the DEVMAP index of an Ethernet gateway).
-pub const MAX_GATEWAYS: u32 = 1024;
+/// Routers (router ids are `0..MAX_ROUTERS`): a hub's branches. Each takes two slot tables
+/// (8.7 KiB each) in [`SLOTS_MAP`]: 17 MiB of kernel memory in all.
+pub const MAX_ROUTERS: u32 = 1024;
+/// Gateways (gateway ids are `0..MAX_GATEWAYS`; also the DEVMAP index of an Ethernet gateway):
+/// a hub with two tunnels to each of 2,000 branches.
+pub const MAX_GATEWAYS: u32 = 4096;
 /// Slots in a router's weighted table. A power of two: the slot is `hash & (SLOTS - 1)`.
 pub const ROUTER_SLOTS: usize = 4096;
 /// Interfaces the LAN program may be attached to, and links the return program watches.
-pub const MAX_IFACES: u32 = 256;
+pub const MAX_IFACES: u32 = 1024;
 /// Interfaces whose ifindex is below this are looked up in [`IFACE_ARRAY_MAP`]; the others
 /// (rare: ifindexes grow as interfaces come and go) in [`IFACES_MAP`]. 64 K × 8 bytes.
 pub const IFACE_ARRAY_SIZE: u32 = 65_536;

@@ -422,6 +422,11 @@ fn resize_pinned(pin_dir: &Path, entries: u32) -> Result<(), DatapathError> {
 }
 
 fn check_maps(ebpf: &Ebpf, pin_dir: &Path, flow_table: u32) -> Result<(), DatapathError> {
+    // The sizes this build's object defines (an adopted map may come from another build).
+    let object = aya_obj::Object::parse(EBPF_OBJECT).map_err(|error| DatapathError::Sys {
+        what: "parsing the embedded eBPF object's map definitions".into(),
+        error: std::io::Error::other(error),
+    })?;
     for s in &MAPS {
         let map = ebpf.map(s.name).ok_or(DatapathError::Missing {
             what: "map",
@@ -465,9 +470,16 @@ fn check_maps(ebpf: &Ebpf, pin_dir: &Path, flow_table: u32) -> Result<(), Datapa
                 info.value_size()
             )));
         }
-        if c::FLOW_SIZED_MAPS.contains(&s.name) && info.max_entries() != flow_table {
+        let entries = if c::FLOW_SIZED_MAPS.contains(&s.name) {
+            Some(flow_table)
+        } else {
+            object.maps.get(s.name).map(|m| m.max_entries())
+        };
+        if let Some(entries) = entries
+            && info.max_entries() != entries
+        {
             return Err(stale(format!(
-                "{} entries, expected {flow_table}",
+                "{} entries, expected {entries}",
                 info.max_entries()
             )));
         }
@@ -508,6 +520,30 @@ mod tests {
         );
         assert!(msg.contains(&expected), "{msg}");
         assert!(msg.contains("rm "), "{msg}");
+    }
+
+    #[test]
+    fn a_pinned_map_of_another_size_is_reported() {
+        // SAFETY: plain libc call.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let fs = super::super::TestBpffs::new().unwrap();
+        // An older build's gateway table: a quarter of the gateways.
+        let old =
+            aya::maps::Array::<MapData, c::GatewayInfo>::create(c::MAX_GATEWAYS / 4, 0).unwrap();
+        old.pin(fs.path().join(c::GATEWAYS_MAP)).unwrap();
+        let msg = Datapath::load(fs.path()).unwrap_err().to_string();
+        let expected = format!(
+            "{} entries, expected {}",
+            c::MAX_GATEWAYS / 4,
+            c::MAX_GATEWAYS
+        );
+        assert!(
+            msg.contains(c::GATEWAYS_MAP) && msg.contains(&expected),
+            "{msg}"
+        );
     }
 
     /// `flow_table_size` sizes the three flow-keyed maps; a restart with the same size adopts
