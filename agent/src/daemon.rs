@@ -107,6 +107,11 @@ pub async fn run(path: &Path) -> Result<()> {
         warn!("{w}");
     }
     Supervisor::check_keys(&config)?;
+    if let Some(c) = crate::doctor::neighbour_limits(&config)
+        && c.status == crate::doctor::Status::Warning
+    {
+        warn!("{}", c.detail);
+    }
     if let Some(at) = datapath::ensure_bpffs(&config.agent.bpffs).with_context(|| {
         format!(
             "preparing the bpf filesystem at {}",

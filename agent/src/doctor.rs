@@ -6,6 +6,7 @@
 //! `netdev` netlink family), never guessed from its version; nothing is attached and nothing
 //! is left behind. The exit status is non-zero only when xwan cannot run at all.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use serde::Serialize;
@@ -229,6 +230,99 @@ fn forwarding(f: &Forwarding) -> Check {
     }
 }
 
+/// Whether the kernel's neighbour tables can hold every Ethernet gateway's next hop: their
+/// limits (`gc_thresh2`, `gc_thresh3`) are host-wide, 512 and 1,024 by default. Above
+/// `gc_thresh3` some gateways never resolve (they stay Unavailable); above `gc_thresh2` the
+/// kernel's forced garbage collection may drop gateways' entries, which then resolve again.
+/// `None` without Ethernet gateways. `xwan run` logs a warning too.
+pub fn neighbour_limits(c: &Config) -> Option<Check> {
+    let read = |family: &str, name: &str| -> Option<u64> {
+        let path = format!("/proc/sys/net/{family}/neigh/default/{name}");
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    };
+    let hops = |v6: bool| -> usize {
+        let ethernet = c
+            .gateways
+            .iter()
+            .filter(|g| c.links[g.link.index()].kind == LinkKind::Ethernet);
+        let set: std::collections::HashSet<IpAddr> =
+            ethernet.filter_map(|g| g.next_hop(v6)).collect();
+        set.len()
+    };
+    let families = [("ipv4", false), ("ipv6", true)].map(|(family, v6)| NeighbourUse {
+        family,
+        next_hops: hops(v6),
+        gc_thresh2: read(family, "gc_thresh2"),
+        gc_thresh3: read(family, "gc_thresh3"),
+    });
+    neighbour_check(&families)
+}
+
+/// One family's Ethernet next hops and the kernel's neighbour table limits.
+struct NeighbourUse {
+    family: &'static str,
+    next_hops: usize,
+    gc_thresh2: Option<u64>,
+    gc_thresh3: Option<u64>,
+}
+
+fn neighbour_check(families: &[NeighbourUse]) -> Option<Check> {
+    let used: Vec<&NeighbourUse> = families.iter().filter(|f| f.next_hops > 0).collect();
+    if used.is_empty() {
+        return None;
+    }
+    let raise = |f: &NeighbourUse| {
+        let want = (f.next_hops as u64 * 2).next_power_of_two();
+        format!(
+            "sysctl -w net.{0}.neigh.default.gc_thresh2={1} net.{0}.neigh.default.gc_thresh3={2}",
+            f.family,
+            want,
+            want * 2
+        )
+    };
+    for f in &used {
+        let n = f.next_hops as u64;
+        if let Some(t3) = f.gc_thresh3.filter(|t| n >= *t) {
+            return Some(check(
+                "neighbours",
+                Status::Warning,
+                format!(
+                    "{n} Ethernet gateways ({}) need a neighbour entry each, and the kernel \
+                     holds at most {t3} (gc_thresh3, host-wide, with the LAN's hosts): some can \
+                     never resolve and stay Unavailable; {}",
+                    f.family,
+                    raise(f)
+                ),
+            ));
+        }
+        if let Some(t2) = f.gc_thresh2.filter(|t| n >= *t) {
+            return Some(check(
+                "neighbours",
+                Status::Warning,
+                format!(
+                    "{n} Ethernet gateways ({}) are above gc_thresh2 ({t2}): the kernel's \
+                     forced garbage collection may drop their entries (each gateway then \
+                     resolves again before it forwards); {}",
+                    f.family,
+                    raise(f)
+                ),
+            ));
+        }
+    }
+    let detail = used
+        .iter()
+        .map(|f| {
+            let limit = f.gc_thresh3.map_or("unknown".into(), |t| t.to_string());
+            format!(
+                "{} Ethernet gateways ({}), the kernel holds {limit} neighbours",
+                f.next_hops, f.family
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(check("neighbours", Status::Ok, detail))
+}
+
 fn check(item: &'static str, status: Status, detail: String) -> Check {
     Check {
         item,
@@ -325,6 +419,7 @@ fn kernel_checks(config: Option<&Config>, checks: &mut Vec<Check>) {
 
     if let Some(c) = config {
         checks.push(forwarding(&c.agent.forwarding));
+        checks.extend(neighbour_limits(c));
     }
 
     // IPsec: the kernel pieces each configured link kind needs.
@@ -623,6 +718,32 @@ mod tests {
                 detail: "native XDP".into(),
             }],
         }
+    }
+
+    #[test]
+    fn neighbour_limits_warn_before_gateways_go_unresolved() {
+        let v4 = |next_hops| NeighbourUse {
+            family: "ipv4",
+            next_hops,
+            gc_thresh2: Some(512),
+            gc_thresh3: Some(1024),
+        };
+        assert!(neighbour_check(&[v4(0)]).is_none(), "no Ethernet gateway");
+        let ok = neighbour_check(&[v4(250)]).unwrap();
+        assert_eq!(ok.status, Status::Ok, "{}", ok.detail);
+        let gc = neighbour_check(&[v4(600)]).unwrap();
+        assert_eq!(gc.status, Status::Warning);
+        assert!(gc.detail.contains("gc_thresh2 (512)"), "{}", gc.detail);
+        let full = neighbour_check(&[v4(4000)]).unwrap();
+        assert_eq!(full.status, Status::Warning);
+        assert!(full.detail.contains("never resolve"), "{}", full.detail);
+        assert!(
+            full.detail.contains(
+                "net.ipv4.neigh.default.gc_thresh2=8192 net.ipv4.neigh.default.gc_thresh3=16384"
+            ),
+            "{}",
+            full.detail
+        );
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   gateway's verdict to its router tables committed (the log's `commit_us`).
 //!
 //! Namespaces are named after this process (`xsc<pid>-…`) and deleted on every exit path.
+//!
+//! The kernel's neighbour table limits are host-wide (`net.ipv4.neigh.default.gc_thresh3`,
+//! 1,024 by default): past them gateways never resolve. A count that needs more is measured
+//! only with `--raise-neighbour-limits`, which raises them for the run and puts the host's
+//! values back afterwards (also on failure); without it that count is skipped and said so.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +33,8 @@ use xwan_testkit::Netns;
 use super::load::modes::Agent;
 
 const USAGE: &str = "usage: xwan-bench scale [--gateways 64,256,1000] [--window SECS (20)] \
-                     [--ready-timeout SECS (120)] [--json PATH] [--xwan PATH]";
+                     [--ready-timeout SECS (120)] [--raise-neighbour-limits] [--json PATH] \
+                     [--xwan PATH]";
 
 struct Settings {
     gateways: Vec<usize>,
@@ -36,6 +42,7 @@ struct Settings {
     ready_timeout: Duration,
     json: PathBuf,
     xwan: Option<PathBuf>,
+    raise_neighbour_limits: bool,
 }
 
 /// One gateway count's results.
@@ -83,6 +90,22 @@ pub fn main(args: &[String]) -> Result<()> {
     );
     let mut samples = Vec::new();
     for &n in &s.gateways {
+        // The gateways' entries, the router's own on the peer's side and a margin.
+        let needed = n as u64 + 64;
+        let limits = NeighbourLimits::read()?;
+        let _raised = match (needed > limits.gc_thresh3, s.raise_neighbour_limits) {
+            (false, _) => None,
+            (true, true) => Some(limits.raise(needed)?),
+            (true, false) => {
+                println!(
+                    "  {n:>5} gateways: skipped: they need about {needed} neighbour entries and \
+                     this host's net.ipv4.neigh.default.gc_thresh3 is {} (host-wide); pass \
+                     --raise-neighbour-limits to raise it for the run",
+                    limits.gc_thresh3
+                );
+                continue;
+            }
+        };
         let sample = measure(n, &s, &xwan).with_context(|| format!("{n} gateways"))?;
         println!(
             "  {n:>5} gateways: Ready after {}, agent CPU {:.2} % of a core, in {:.0} s: {} \
@@ -122,6 +145,7 @@ fn settings(args: &[String]) -> Result<Settings> {
         ready_timeout: Duration::from_secs(120),
         json: PathBuf::from("target/bench/scale.json"),
         xwan: None,
+        raise_neighbour_limits: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -140,6 +164,7 @@ fn settings(args: &[String]) -> Result<Settings> {
             "--ready-timeout" => s.ready_timeout = Duration::from_secs_f64(val()?.parse()?),
             "--json" => s.json = val()?.into(),
             "--xwan" => s.xwan = Some(val()?.into()),
+            "--raise-neighbour-limits" => s.raise_neighbour_limits = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -151,6 +176,79 @@ fn settings(args: &[String]) -> Result<Settings> {
         bail!("--gateways: {n} is outside 4..=64000 (four per router, a /16 of addresses)");
     }
     Ok(s)
+}
+
+/// The host's IPv4 neighbour table limits (`net.ipv4.neigh.default.gc_thresh1..3`).
+#[derive(Clone, Copy)]
+struct NeighbourLimits {
+    gc_thresh1: u64,
+    gc_thresh2: u64,
+    gc_thresh3: u64,
+}
+
+const NEIGH: &str = "/proc/sys/net/ipv4/neigh/default";
+
+impl NeighbourLimits {
+    fn read() -> Result<Self> {
+        let get = |name: &str| -> Result<u64> {
+            let path = format!("{NEIGH}/{name}");
+            let v = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            v.trim().parse().with_context(|| format!("parsing {path}"))
+        };
+        Ok(NeighbourLimits {
+            gc_thresh1: get("gc_thresh1")?,
+            gc_thresh2: get("gc_thresh2")?,
+            gc_thresh3: get("gc_thresh3")?,
+        })
+    }
+
+    fn write(&self) -> Result<()> {
+        // gc_thresh3 first when raising, last when lowering: the kernel wants them ordered.
+        let mut values = [
+            ("gc_thresh3", self.gc_thresh3),
+            ("gc_thresh2", self.gc_thresh2),
+            ("gc_thresh1", self.gc_thresh1),
+        ];
+        if NeighbourLimits::read()?.gc_thresh3 > self.gc_thresh3 {
+            values.reverse();
+        }
+        for (name, v) in values {
+            let path = format!("{NEIGH}/{name}");
+            std::fs::write(&path, v.to_string()).with_context(|| format!("writing {path}"))?;
+        }
+        Ok(())
+    }
+
+    /// Raises the limits to hold `needed` entries without forced garbage collection; the
+    /// guard puts these values back.
+    fn raise(self, needed: u64) -> Result<RaisedLimits> {
+        let want = needed.next_power_of_two();
+        NeighbourLimits {
+            gc_thresh1: self.gc_thresh1,
+            gc_thresh2: want,
+            gc_thresh3: 2 * want,
+        }
+        .write()?;
+        println!(
+            "  (net.ipv4.neigh.default.gc_thresh2/3 raised from {}/{} to {want}/{} for this \
+             count)",
+            self.gc_thresh2,
+            self.gc_thresh3,
+            2 * want
+        );
+        Ok(RaisedLimits(self))
+    }
+}
+
+/// Puts the host's neighbour limits back when dropped.
+struct RaisedLimits(NeighbourLimits);
+
+impl Drop for RaisedLimits {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.write() {
+            eprintln!("putting the host's neighbour limits back: {e:#}");
+        }
+    }
 }
 
 /// The peer's address of gateway `i` (10.200.0.0/16, .0.1 is the router's).
