@@ -7,7 +7,8 @@
 //! link with N gateways, N/4 routers of four gateways each (probed every second, 500 ms
 //! wait) and one rule per router. Measured:
 //! * how long after the start every gateway is Ready (the control socket's status);
-//! * then, over a steady window: the agent's CPU (`/proc/PID/stat`, % of one core), and what
+//! * then, over a steady window: the agent's CPU (`/proc/PID/stat`, % of one core; the agent
+//!   runs on CPU 0 and the link's receive work on CPU 1, so it is the agent's own), and what
 //!   its log says it did: whole-plan commits (`plan applied`), gateway-only updates
 //!   (`gateways updated`), netlink overflows and resyncs;
 //! * then one gateway's address is removed from the peer: how long the agent took from that
@@ -277,6 +278,17 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
         rtr.ip(&["link", "set", dev, "up"])?;
         peer.ip(&["link", "set", other, "up"])?;
     }
+    // Both ends of the link receive on CPU 1 (RPS) and the agent runs on CPU 0: a veth
+    // otherwise hands each frame to its peer inside the sender's syscall, and the agent's
+    // CPU would include the peer's answer to every echo and the reply's way in, which a
+    // real gateway's NIC interrupt takes elsewhere.
+    let split = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if split {
+        for (ns, dev) in [(&rtr, "sw0"), (&peer, "sp0")] {
+            let rps = format!("echo 2 > /sys/class/net/{dev}/queues/rx-0/rps_cpus");
+            ns.exec("sh", &["-c", &rps], "")?;
+        }
+    }
     rtr.ip(&["addr", "add", "10.200.0.1/16", "dev", "sw0"])?;
     rtr.ip(&["addr", "add", "10.201.0.1/24", "dev", "sl0"])?;
     peer.ip(&["addr", "add", "10.201.0.2/24", "dev", "sh0"])?;
@@ -294,6 +306,13 @@ fn measure(n: usize, s: &Settings, xwan: &Path) -> Result<Sample> {
 
     let mut agent = Agent::start(xwan, &rtr, &cfg, &dir, false)?;
     let result = (|| {
+        if split {
+            // Threads made later inherit it from their makers.
+            for task in std::fs::read_dir(format!("/proc/{}/task", agent.pid()))? {
+                let tid: i32 = task?.file_name().to_string_lossy().parse()?;
+                super::load::sys::pin(tid, 0)?;
+            }
+        }
         let started = Instant::now();
         let mut ready = 0;
         let mut ready_after = None;

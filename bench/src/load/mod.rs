@@ -26,7 +26,7 @@ mod pfpacket;
 mod relay;
 mod report;
 mod source;
-mod sys;
+pub(crate) mod sys;
 mod topology;
 mod traffic;
 
