@@ -2164,8 +2164,9 @@ fn too_many_rules() {
     assert_eq!(
         errors(&text),
         format!(
-            "test.toml:{line}:1: rule #1025: too many rules: 1025; the data plane holds at most \
-             1024; merge rules (a rule takes lists of networks and ports)"
+            "test.toml:{line}:1: rule #{0}: too many rules: {0}; the data plane holds at most \
+             {MAX_RULES}; merge rules (a rule takes lists of networks and ports)",
+            MAX_RULES + 1
         )
     );
 }

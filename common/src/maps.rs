@@ -13,7 +13,7 @@
 // ---- sizes -------------------------------------------------------------------------------
 
 /// Rules per ruleset. The rule bitmap has one bit per rule, bit 0 = first rule.
-pub const MAX_RULES: usize = 1024;
+pub const MAX_RULES: usize = 4096;
 /// `u64` words in a [`RuleBitmap`].
 pub const BITMAP_WORDS: usize = MAX_RULES / 64;
 /// Routers (router ids are `0..MAX_ROUTERS`): a hub's branches. Each takes two slot tables
@@ -709,6 +709,17 @@ pub struct Config {
     pub flags: u32,
     /// The kernel path's marks, [`MarkLayout::packed`] (0: no gateway takes that path).
     pub marks: u32,
+    /// Per ruleset generation: the [`RuleBitmap`] words its rules use (`ceil(rules / 64)`);
+    /// the classifier reads no further, so a miss costs what the rules need, not
+    /// [`MAX_RULES`]. The agent writes the new generation's before the flip and keeps the
+    /// live one's.
+    pub rule_words: [u16; 2],
+    pub _pad: u32,
+}
+
+/// [`Config::rule_words`] of a ruleset of `rules` rules.
+pub const fn rule_words(rules: usize) -> u16 {
+    rules.div_ceil(64) as u16
 }
 
 /// Where the `netfilter` mode's gateway marks lie in `skb->mark`: `bits` bits from bit

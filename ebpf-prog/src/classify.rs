@@ -1,6 +1,7 @@
 //! Bit-vector classification: one lookup per field returns the bitmap of rules that accept
 //! the packet's value of that field; the first bit set in the AND of all bitmaps is the
-//! first matching rule. The cost is the same for 10 rules and for `MAX_RULES`.
+//! first matching rule. The cost grows with the bitmap words the rules use (64 rules a
+//! word), not with their criteria.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use xwan_common::{
@@ -8,6 +9,20 @@ use xwan_common::{
 };
 
 use crate::{maps::*, parse::Pkt};
+
+/// Runs `$step` on each bitmap word index in turn, written out, until it returns false.
+macro_rules! each_word {
+    ($step:expr) => {{
+        let mut step = $step;
+        each_word!(@ step; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25
+            26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53
+            54 55 56 57 58 59 60 61 62 63);
+    }};
+    (@ $step:ident; $($w:literal)*) => {
+        $( if !$step($w) { break; } )*
+    };
+}
+const _: () = assert!(BITMAP_WORDS == 64, "each_word! writes out 64 steps");
 
 /// Index of the first rule matching `p` on `ifindex` in ruleset generation `gen`.
 ///
@@ -45,12 +60,32 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
             })?,
         }
     };
-    // The five non-prefix criteria, ANDed twice rather than kept: a 128-byte bitmap on the
-    // stack would leave `xwan_xdp_decide` no room (512 bytes), and the words are L1 hits.
+    // Only the words this generation's rules use (the rest are zero), in steps written out
+    // (`each_word!`): with a data-dependent end LLVM would keep a loop that walks pointers,
+    // which 6.1's verifier cannot bound. The count is read afresh for each pass (volatile):
+    // one the first pass's exits narrowed would make the verifier walk the rest once per
+    // exit.
+    let words = || {
+        XWAN_CONFIG.get_ptr(0).map_or(BITMAP_WORDS, |c| {
+            // SAFETY: a map value, valid for the program's run.
+            let w = unsafe { core::ptr::read_volatile(&(*c).rule_words) };
+            w[(generation & 1) as usize] as usize
+        })
+    };
+    // The five non-prefix criteria, ANDed twice rather than kept: a bitmap on the stack
+    // would leave `xwan_xdp_decide` no room (512 bytes), and the words are L1 hits.
     let criteria = |w: usize| proto.w[w] & dscp.w[w] & sport.w[w] & dport.w[w] & iface.w[w];
     let mut any = 0;
-    for w in 0..BITMAP_WORDS {
-        any |= criteria(w);
+    let n = words();
+    loop {
+        each_word!(|w: usize| {
+            if w >= n {
+                return false;
+            }
+            any |= criteria(w);
+            true
+        });
+        break;
     }
     if any == 0 {
         return None;
@@ -65,13 +100,23 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
             lpm4(&XWAN_DST4, g, p.dst[0])?,
         )
     };
-    for w in 0..BITMAP_WORDS {
-        let x = criteria(w) & src.w[w] & dst.w[w];
-        if x != 0 {
-            return Some(w as u32 * 64 + trailing_zeros(x));
-        }
+    let n = words();
+    let mut found = None;
+    loop {
+        each_word!(|w: usize| {
+            if w >= n {
+                return false;
+            }
+            let x = criteria(w) & src.w[w] & dst.w[w];
+            if x != 0 {
+                found = Some(w as u32 * 64 + trailing_zeros(x));
+                return false;
+            }
+            true
+        });
+        break;
     }
-    None
+    found
 }
 
 #[inline(always)]

@@ -69,6 +69,7 @@ pub fn xwan_xdp_lan(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
+#[inline(always)] // into the program's entry: a BPF-to-BPF call costs 6.1's verifier pruning
 pub fn xwan_xdp_decide(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     let (action, why) = lan::decide(&ctx, len);

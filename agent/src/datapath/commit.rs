@@ -209,6 +209,12 @@ impl Datapath {
         )?;
         let mut config: Array<&mut MapData, Config> =
             Array::try_from(self.map_mut(CONFIG_MAP)?).map_err(map_err(CONFIG_MAP, "opening"))?;
+        // The live generation's word count stays: packets classify with it until the flip.
+        let mut rule_words = config
+            .get(&0, 0)
+            .map_err(map_err(CONFIG_MAP, "reading entry 0"))?
+            .rule_words;
+        rule_words[image.generation as usize & 1] = xwan_common::rule_words(plan.rules.len());
         config
             .set(
                 0,
@@ -220,6 +226,8 @@ impl Datapath {
                         xwan_common::CONFIG_RETURN_ROUTES
                     },
                     marks: plan.marks.map_or(0, |m| m.packed()),
+                    rule_words,
+                    _pad: 0,
                 },
                 0,
             )
