@@ -557,20 +557,6 @@ mod tests {
             return;
         }
         let fs = super::super::TestBpffs::new().unwrap();
-        let key = c::FlowKey {
-            sport: 40001,
-            dport: 443,
-            ..Default::default()
-        };
-        let value = c::FlowValue {
-            last_seen_ns: 1,
-            epoch: 1,
-            rule: 0,
-            router: 0,
-            gateway: 0,
-            flags: 0,
-            _pad: [0; 2],
-        };
         let sizes = |dp: &Datapath| -> Vec<u32> {
             (c::FLOW_SIZED_MAPS.iter())
                 .map(|n| {
@@ -586,17 +572,12 @@ mod tests {
             let reader = super::super::CounterReader::open(fs.path()).unwrap();
             reader.flow_memory().unwrap().iter().map(|(_, b)| b).sum()
         };
-        let has_flow = |dp: &Datapath| dp.flows().unwrap().iter().any(|(k, _)| *k == key);
+        let has_flow = |dp: &Datapath| !dp.flows().unwrap().is_empty();
 
-        let mut dp = Datapath::load_sized(fs.path(), 4_096).unwrap();
+        let dp = Datapath::load_sized(fs.path(), 4_096).unwrap();
         assert_eq!(sizes(&dp), [4_096; 3]);
         let small = memory();
-        aya::maps::HashMap::<_, c::FlowKey, c::FlowValue>::try_from(
-            dp.map_mut(c::FLOWS_MAP).unwrap(),
-        )
-        .unwrap()
-        .insert(key, value, 0)
-        .unwrap();
+        super::super::bench::fill_flow_table(fs.path(), 0..1).unwrap();
         drop(dp);
 
         let dp = Datapath::load_sized(fs.path(), 4_096).unwrap();

@@ -362,17 +362,7 @@ fn netfilter_forwarding_offloads_confirmed_flows_behind_the_hosts_firewall() {
 
     // UDP: conntrack assures a stream still answered two seconds after its first packet.
     echoes.offload_udp(rtr, &dir, "agent.log");
-    let before = steered_fast(rtr);
-    assert_eq!(
-        echoes.exchange(20),
-        20,
-        "offloaded UDP echoes went unanswered"
-    );
-    assert!(
-        steered_fast(rtr) >= before + 20.0,
-        "the UDP flow's packets did not take the fast path: {before} → {}",
-        steered_fast(rtr)
-    );
+    echoes.udp_on_the_fast_path(rtr);
 
     // TCP: offloaded once established; its replies (on the kernel path, acknowledging
     // segments the kernel did not see) are still established, not invalid. The close: FIN is
@@ -423,17 +413,7 @@ fn netfilter_forwarding_offloads_masqueraded_flows_with_conntracks_translation()
     };
 
     echoes.offload_udp(rtr, &dir, "agent.log");
-    let before = steered_fast(rtr);
-    assert_eq!(
-        echoes.exchange(20),
-        20,
-        "offloaded UDP echoes went unanswered"
-    );
-    assert!(
-        steered_fast(rtr) >= before + 20.0,
-        "the UDP flow's packets did not take the fast path: {before} → {}",
-        steered_fast(rtr)
-    );
+    echoes.udp_on_the_fast_path(rtr);
     let peers = echoes.udp_peers();
     assert!(masqueraded(&peers[0]), "not masqueraded: {}", peers[0]);
     assert!(
@@ -591,6 +571,21 @@ impl<'a> Echoes<'a> {
             goal,
             "the UDP flow was never offloaded\n{}",
             log()
+        );
+    }
+
+    /// 20 UDP echoes, each answered and its packet counted on the fast path.
+    fn udp_on_the_fast_path(&self, rtr: &Netns) {
+        let before = steered_fast(rtr);
+        assert_eq!(
+            self.exchange(20),
+            20,
+            "offloaded UDP echoes went unanswered"
+        );
+        assert!(
+            steered_fast(rtr) >= before + 20.0,
+            "the UDP flow's packets did not take the fast path: {before} → {}",
+            steered_fast(rtr)
         );
     }
 
