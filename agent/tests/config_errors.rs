@@ -1772,6 +1772,30 @@ fn seed_headoffice_returns_over_the_arrival_link() {
     }
 }
 
+/// A reload keeps what only a start can change (bound sockets, made maps) and names it;
+/// everything else takes the file's value.
+#[test]
+fn a_reload_keeps_the_settings_read_at_start() {
+    let (running, _) = load_example("minimal.toml");
+    let mut reloaded = running.agent.clone();
+    reloaded.metrics_listen = "127.0.0.1:9100".parse().unwrap();
+    reloaded.bpffs = PathBuf::from("/sys/fs/bpf/other");
+    reloaded.flow_table_size = 1_000_000;
+    reloaded.flow_idle = Duration::from_secs(60);
+    let changed = reloaded.keep_start_only(&running.agent);
+    assert_eq!(changed, ["metrics_listen", "bpffs", "flow_table_size"]);
+    assert_eq!(reloaded.metrics_listen, running.agent.metrics_listen);
+    assert_eq!(reloaded.bpffs, running.agent.bpffs);
+    assert_eq!(reloaded.flow_table_size, running.agent.flow_table_size);
+    assert_eq!(
+        reloaded.flow_idle,
+        Duration::from_secs(60),
+        "not a start-only setting"
+    );
+    let mut same = running.agent.clone();
+    assert!(same.keep_start_only(&running.agent).is_empty());
+}
+
 #[test]
 fn defaults_follow_design() {
     let (c, _) = load_example("minimal.toml");
