@@ -401,7 +401,7 @@ impl Daemon {
             GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r),
             GatewayEvent::Transition(t) => {
                 let routers: Vec<&str> = (self.config.routers.iter())
-                    .filter(|r| r.mains.iter().chain(&r.backups).any(|m| m.gateway == id))
+                    .filter(|r| r.uses(id))
                     .map(|r| r.name.as_str())
                     .collect();
                 t.log(&routers.join(","), gw);
@@ -488,12 +488,7 @@ impl Daemon {
         }
         let ready = |id: u16| committed.get(id as usize) == Some(&true) && self.is_ready(id);
         let affected: Vec<usize> = (self.config.routers.iter().enumerate())
-            .filter(|(_, r)| {
-                r.mains
-                    .iter()
-                    .chain(&r.backups)
-                    .any(|m| changed.contains(&m.gateway))
-            })
+            .filter(|(_, r)| changed.iter().any(|&g| r.uses(g)))
             .map(|(i, _)| i)
             .collect();
         let computed = planner::router_tables_of(

@@ -83,12 +83,7 @@ pub fn router_spec(r: &Router) -> RouterSpec {
 /// timing of the router that probes it most often (the smallest `frequency`): the stricter
 /// detection serves every router using it.
 pub fn health_params(config: &Config, gateway: GatewayId) -> HealthParams {
-    let routers = config.routers.iter().filter(|r| {
-        r.mains
-            .iter()
-            .chain(&r.backups)
-            .any(|m| m.gateway == gateway)
-    });
+    let routers = config.routers.iter().filter(|r| r.uses(gateway));
     match routers.min_by_key(|r| r.frequency) {
         Some(r) => HealthParams {
             frequency: r.frequency,

@@ -14,9 +14,13 @@ use crate::{maps::*, parse::Pkt};
 macro_rules! each_word {
     ($step:expr) => {{
         let mut step = $step;
-        each_word!(@ step; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25
-            26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53
-            54 55 56 57 58 59 60 61 62 63);
+        #[allow(clippy::never_loop)] // the block `break`s leave early
+        loop {
+            each_word!(@ step; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24
+                25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51
+                52 53 54 55 56 57 58 59 60 61 62 63);
+            break;
+        }
     }};
     (@ $step:ident; $($w:literal)*) => {
         $( if !$step($w) { break; } )*
@@ -77,16 +81,13 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     let criteria = |w: usize| proto.w[w] & dscp.w[w] & sport.w[w] & dport.w[w] & iface.w[w];
     let mut any = 0;
     let n = words();
-    loop {
-        each_word!(|w: usize| {
-            if w >= n {
-                return false;
-            }
-            any |= criteria(w);
-            true
-        });
-        break;
-    }
+    each_word!(|w: usize| {
+        if w >= n {
+            return false;
+        }
+        any |= criteria(w);
+        true
+    });
     if any == 0 {
         return None;
     }
@@ -102,20 +103,17 @@ pub fn classify(p: &Pkt, generation: u32, ifindex: u32) -> Option<u32> {
     };
     let n = words();
     let mut found = None;
-    loop {
-        each_word!(|w: usize| {
-            if w >= n {
-                return false;
-            }
-            let x = criteria(w) & src.w[w] & dst.w[w];
-            if x != 0 {
-                found = Some(w as u32 * 64 + trailing_zeros(x));
-                return false;
-            }
-            true
-        });
-        break;
-    }
+    each_word!(|w: usize| {
+        if w >= n {
+            return false;
+        }
+        let x = criteria(w) & src.w[w] & dst.w[w];
+        if x != 0 {
+            found = Some(w as u32 * 64 + trailing_zeros(x));
+            return false;
+        }
+        true
+    });
     found
 }
 

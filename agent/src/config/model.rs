@@ -53,6 +53,18 @@ impl GatewayId {
         self.0 as usize
     }
 }
+impl Router {
+    /// Its mains, then its backups.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.mains.iter().chain(&self.backups)
+    }
+
+    /// Whether `gateway` is one of its mains or backups.
+    pub fn uses(&self, gateway: GatewayId) -> bool {
+        self.members().any(|m| m.gateway == gateway)
+    }
+}
+
 impl RouterId {
     pub fn index(self) -> usize {
         self.0 as usize

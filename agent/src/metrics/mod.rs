@@ -512,9 +512,7 @@ impl Metrics {
         let members = |router: &str, gateway: &str| {
             config.routers.iter().any(|r| {
                 r.name == router
-                    && r.mains
-                        .iter()
-                        .chain(&r.backups)
+                    && r.members()
                         .filter_map(|m| config.gateways.get(m.gateway.0 as usize))
                         .any(|g| g.name == gateway)
             })

@@ -96,10 +96,7 @@ impl Validator<'_, '_, '_> {
                     ),
                 );
             }
-            let used = c
-                .routers
-                .iter()
-                .any(|r| r.mains.iter().chain(&r.backups).any(|m| m.gateway == id))
+            let used = c.routers.iter().any(|r| r.uses(id))
                 || c.return_routes.iter().any(|r| r.gateway == id);
             if !used {
                 self.warn(
