@@ -31,8 +31,9 @@
 //! would empty every router table; so the first plan waits until every gateway has its first
 //! verdict, or at most `max(wait × tries + frequency)` over the gateways, and until then the
 //! maps keep the previous agent's ruleset, router tables and ready flags (verdicts, kernel
-//! events and reloads meanwhile only update what the first plan will be made of). That plan
-//! starts from the router tables read back from the maps, so slots stay in place. `xwan stop`
+//! events and reloads meanwhile only update what the first plan will be made of). Router tables
+//! are a pure function of the usable gateways, so where the verdicts agree with the previous
+//! agent's, that plan's tables are the ones already in the maps. `xwan stop`
 //! detaches everything and removes every pin (maps and links) and the qdiscs xwan added, the
 //! manual SAs and policies, and the tunnel interfaces xwan created (SIGTERM keeps them all).
 
@@ -463,12 +464,7 @@ impl Daemon {
             warn!(gateways = ?waiting, "no first verdict in time, committing without it");
         }
         self.starting = None;
-        // Keep each router's slots where the previous agent left them.
-        let tables: Vec<RouterTable> = (0..self.config.routers.len() as u16)
-            .map(|i| self.dp.router_table(i))
-            .collect::<Result<_, _>>()
-            .unwrap_or_default();
-        self.apply_from("start", &tables).map(drop)
+        self.apply("start").map(drop)
     }
 
     /// Fast path after the verdicts of gateways `changed`: new tables for the routers they
@@ -491,12 +487,7 @@ impl Daemon {
             .filter(|(_, r)| changed.iter().any(|&g| r.uses(g)))
             .map(|(i, _)| i)
             .collect();
-        let computed = planner::router_tables_of(
-            &self.config,
-            &affected,
-            &ready,
-            &self.committed.plan.routers,
-        );
+        let computed = planner::router_tables_of(&self.config, &affected, &ready);
         // Their ready flags, written only where they changed.
         for &GatewayId(id) in changed {
             let r = self.is_ready(id);
@@ -535,21 +526,14 @@ impl Daemon {
         self.publish_routers(&affected);
     }
 
-    /// Full path: a new plan (ruleset epoch), its router tables from the committed ones.
+    /// Full path: a new plan (ruleset epoch). Nothing changes when it cannot be applied.
     fn apply(&mut self, why: &str) -> Result<u32> {
-        let previous = self.committed.plan.routers.clone();
-        self.apply_from(why, &previous)
-    }
-
-    /// A new plan whose router tables start from `previous` (lined up with the configuration's
-    /// routers). Nothing changes when it cannot be applied.
-    fn apply_from(&mut self, why: &str, previous: &[RouterTable]) -> Result<u32> {
         if self.starting.is_some() {
             // Adopted start: the first plan waits for the first verdicts (`finish_start`).
             return self.dp.epoch().map_err(Into::into);
         }
         let ready = |id: u16| self.is_ready(id);
-        let planned = planner::plan(&self.config, &self.facts, &ready, previous)?;
+        let planned = planner::plan(&self.config, &self.facts, &ready)?;
         // A neighbour or a carrier changes gateways only: those, not a new ruleset (which
         // would re-decide every flow and cost the whole configuration's compilation).
         let update = if self.whole_committed {
@@ -680,8 +664,6 @@ impl Daemon {
         }
         let old = Interfaces::of(&self.config);
         let previous = std::mem::replace(&mut self.config, config);
-        // Each router keeps its table under its name, so its slots stay in place.
-        let carried = planner::carry_tables(&previous, &self.committed.plan.routers, &self.config);
         let mut r = self.ipsec.setup(&self.config).await;
         if r.is_ok() {
             r = self.refresh_facts().await;
@@ -692,7 +674,7 @@ impl Daemon {
         let reloaded = r.and_then(|()| {
             self.attach(&old)?;
             self.start_probes();
-            self.apply_from("reload", &carried).map(drop)
+            self.apply("reload").map(drop)
         });
         if let Err(e) = reloaded {
             // Roll back: the running configuration stays, with its committed plan (untouched

@@ -1,8 +1,9 @@
 //! config → plan: turns a validated [`Config`], what the kernel says about interfaces and
-//! neighbours ([`Facts`]), the probes' verdicts and the routers' committed tables into the
-//! data plane's [`Plan`] and the routers' monitor rows ([`Planned`], one step: [`plan`]).
-//! After a probe verdict only the router tables are recomputed ([`router_tables`]); after a
-//! reload each router's table follows its name ([`carry_tables`]). Pure: the daemon gathers
+//! neighbours ([`Facts`]) and the probes' verdicts into the data plane's [`Plan`] and the
+//! routers' monitor rows ([`Planned`], one step: [`plan`]). After a probe verdict only the
+//! router tables are recomputed ([`router_tables_of`]). Pure, and independent of history:
+//! the same configuration, facts and verdicts give the same plan, whatever came before (a
+//! router's table is a function of its gateways, see [`router::fill`]). The daemon gathers
 //! the facts and keeps the committed plan, this module only decides.
 //!
 //! Ids: gateway and router ids in the plan are the config's indexes ([`GatewayId`],
@@ -62,12 +63,13 @@ impl fmt::Display for PlanningError {
 impl std::error::Error for PlanningError {}
 
 /// The router module's view of a configured router.
-pub fn router_spec(r: &Router) -> RouterSpec {
+pub fn router_spec(config: &Config, r: &Router) -> RouterSpec {
     let members = |v: &[crate::config::Member]| {
         v.iter()
             .map(|m| Member {
                 gateway: m.gateway.0,
                 weight: m.weight,
+                placement: router::placement(&config.gateway(m.gateway).name),
             })
             .collect()
     };
@@ -102,44 +104,26 @@ pub fn health_params(config: &Config, gateway: GatewayId) -> HealthParams {
 }
 
 /// Router tables for the current availability, with each router's monitor rows (index =
-/// router id). `previous[i]` is router `i`'s committed table: its slots are kept in place.
-/// This is the fast path after a probe verdict; [`plan`] calls it for a whole new plan.
+/// router id). [`plan`] calls it for a whole new plan.
 pub fn router_tables(
     config: &Config,
     ready: &dyn Fn(u16) -> bool,
-    previous: &[RouterTable],
 ) -> (Vec<RouterTable>, Vec<Vec<router::GatewayStatus>>) {
-    let specs: Vec<RouterSpec> = config.routers.iter().map(router_spec).collect();
-    router::tables(&specs, ready, previous).into_iter().unzip()
+    let specs: Vec<RouterSpec> = (config.routers.iter())
+        .map(|r| router_spec(config, r))
+        .collect();
+    router::tables(&specs, ready).into_iter().unzip()
 }
 
-/// [`router_tables`] for the routers `ids` only (indexes into the configuration's routers),
-/// each from its table in `previous` (which is lined up with all the routers): after one
-/// gateway's verdict only the routers it belongs to can change.
+/// [`router_tables`] for the routers `ids` only (indexes into the configuration's routers):
+/// after one gateway's verdict only the routers it belongs to can change.
 pub fn router_tables_of(
     config: &Config,
     ids: &[usize],
     ready: &dyn Fn(u16) -> bool,
-    previous: &[RouterTable],
 ) -> Vec<(RouterTable, Vec<router::GatewayStatus>)> {
     ids.iter()
-        .map(|&i| router::table(&router_spec(&config.routers[i]), ready, previous.get(i)))
-        .collect()
-}
-
-/// The committed router tables of `old` (index = its router ids) lined up with `new`'s
-/// routers: a router keeps its table under its name, so a reload that adds, removes or
-/// reorders routers moves no slot of the others; a new router starts from nothing.
-pub fn carry_tables(old: &Config, tables: &[RouterTable], new: &Config) -> Vec<RouterTable> {
-    (new.routers.iter())
-        .map(|r| {
-            let i = old.routers.iter().position(|o| o.name == r.name);
-            i.and_then(|i| tables.get(i).cloned())
-                .unwrap_or_else(|| RouterTable {
-                    slots: vec![],
-                    ..RouterTable::single(0)
-                })
-        })
+        .map(|&i| router::table(&router_spec(config, &config.routers[i]), ready))
         .collect()
 }
 
@@ -203,16 +187,14 @@ pub struct Planned {
 }
 
 /// The plan for `config` given `facts` and availability (`ready`: the probes' verdict, the
-/// plan adds whether the gateway is [`usable`]). `previous` are the router tables committed
-/// now, lined up with `config`'s routers ([`carry_tables`] after a reload): slots stay in place.
+/// plan adds whether the gateway is [`usable`]).
 pub fn plan(
     config: &Config,
     facts: &Facts,
     ready: &dyn Fn(u16) -> bool,
-    previous: &[RouterTable],
 ) -> Result<Planned, PlanningError> {
     let ready = |id: u16| ready(id) && usable(config, facts, GatewayId(id));
-    let (tables, rows) = router_tables(config, &ready, previous);
+    let (tables, rows) = router_tables(config, &ready);
     let iface = |what: String, name: &str| {
         facts
             .interfaces
@@ -372,7 +354,7 @@ mod tests {
     fn seed_branch_plans_with_all_gateways_ready() {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let f = facts();
-        let Planned { plan: p, rows } = plan(&config, &f, &|_| true, &[]).unwrap();
+        let Planned { plan: p, rows } = plan(&config, &f, &|_| true).unwrap();
         p.validate().unwrap();
         assert_eq!(
             p.ifaces,
@@ -407,34 +389,12 @@ mod tests {
     }
 
     #[test]
-    fn a_reload_keeps_each_routers_table_under_its_name() {
-        let (old, _) = config::parse(SEED, "seed-branch.toml").unwrap();
-        let tables: Vec<RouterTable> = (0..old.routers.len() as u16)
-            .map(RouterTable::single)
-            .collect();
-        // The new configuration lists the routers in reverse order and adds one.
-        let mut new = old.clone();
-        new.routers.reverse();
-        let mut added = new.routers[0].clone();
-        added.name = "Added".into();
-        new.routers.push(added);
-        let carried = carry_tables(&old, &tables, &new);
-        assert_eq!(carried.len(), new.routers.len());
-        for (r, t) in new.routers.iter().zip(&carried) {
-            match old.routers.iter().position(|o| o.name == r.name) {
-                Some(i) => assert_eq!(*t, tables[i], "{}", r.name),
-                None => assert!(t.slots.is_empty(), "{}", r.name),
-            }
-        }
-    }
-
-    #[test]
     fn netfilter_forwarding_plans_the_kernel_path_and_its_policy_routing() {
         let text = SEED.replacen("[agent]\n", "[agent]\nforwarding = \"netfilter\"\n", 1);
         assert_ne!(text, SEED);
         let (config, _) = config::parse(&text, "seed-branch.toml").unwrap();
         let f = facts();
-        let Planned { plan: p, .. } = plan(&config, &f, &|_| true, &[]).unwrap();
+        let Planned { plan: p, .. } = plan(&config, &f, &|_| true).unwrap();
         p.validate().unwrap();
         assert!(p.gateways.iter().all(|g| g.kind.is_kernel() && g.ready));
         let marks = p.marks.expect("marks");
@@ -473,7 +433,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.remove("lan0");
-        let e = plan(&config, &f, &|_| true, &[]).unwrap_err();
+        let e = plan(&config, &f, &|_| true).unwrap_err();
         assert_eq!(
             e.to_string(),
             "LAN interface: interface 'lan0' does not exist; create it or fix the configuration"
@@ -485,7 +445,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.get_mut("vti-wan2").unwrap().carrier = false;
-        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
+        let p = plan(&config, &f, &|_| true).unwrap().plan;
         let wan2 = config.gateway_by_name("RemoteTunWAN2").unwrap();
         assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
         assert!(!usable(&config, &f, wan2));
@@ -505,7 +465,7 @@ mod tests {
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some([2, 0, 0, 0, 0, 3]);
         // No neighbour for the branch's end of WAN3 yet: the plan is valid, without WAN3's
         // return route.
-        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
+        let p = plan(&config, &f, &|_| true).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(
             p.links.iter().map(|l| l.ifindex).collect::<Vec<_>>(),
@@ -514,7 +474,7 @@ mod tests {
         let wan3 = config.gateway_by_name("LocalTunWAN3").unwrap();
         f.neighbours
             .insert((12, config.gateway(wan3).address), [2, 0, 0, 0, 0, 9]);
-        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
+        let p = plan(&config, &f, &|_| true).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(p.links.len(), 3);
     }
@@ -540,7 +500,7 @@ mod tests {
         const EGRESS: [u8; 6] = [2, 0, 0, 0, 0, 3];
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some(EGRESS);
         let kind = |f: &Facts| {
-            let p = plan(&config, f, &|_| true, &[]).unwrap().plan;
+            let p = plan(&config, f, &|_| true).unwrap().plan;
             p.validate().unwrap();
             p.gateways.iter().find(|x| x.id == wan3.0).unwrap().kind
         };
@@ -559,7 +519,7 @@ mod tests {
         assert_eq!(kind(&f), want(Some([2, 0, 0, 0, 0, 6])));
         // Tunnels have no next hop to rewrite to: every packet takes the kernel path.
         let wan1 = config.gateway_by_name("RemoteTunWAN1").unwrap();
-        let p = plan(&config, &f, &|_| true, &[]).unwrap().plan;
+        let p = plan(&config, &f, &|_| true).unwrap().plan;
         let k1 = p.gateways.iter().find(|x| x.id == wan1.0).unwrap().kind;
         assert_eq!(k1, GatewayKind::KERNEL);
     }

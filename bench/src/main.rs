@@ -427,6 +427,18 @@ fn agent_cases(fs: &TestBpffs) -> Result<()> {
             xwan::router::bench_recompute(routers, per_router, 2000)
         );
     }
+    println!("\nrouter tables: slots moved beyond the leaving gateway's own (Maglev):");
+    for (gateways, trials) in [
+        (2, 200),
+        (3, 200),
+        (4, 200),
+        (8, 200),
+        (16, 200),
+        (64, 50),
+        (300, 10),
+    ] {
+        println!("  {}", xwan::router::bench_disruption(gateways, trials));
+    }
     // The whole fast path of a verdict: recompute every router and write the changed tables
     // into the maps (slot table into the inactive buffer, then the version flip).
     let dir = fs.path().join("commit");
@@ -448,7 +460,7 @@ fn agent_cases(fs: &TestBpffs) -> Result<()> {
         })
         .collect();
     let ready_all = |_: u16| true;
-    let mut tables: Vec<RouterTable> = xwan::router::tables(&specs, &ready_all, &[])
+    let mut tables: Vec<RouterTable> = xwan::router::tables(&specs, &ready_all)
         .into_iter()
         .map(|t| t.0)
         .collect();
@@ -463,7 +475,7 @@ fn agent_cases(fs: &TestBpffs) -> Result<()> {
         let down = i % 2 == 0;
         let ready = |g: u16| !(down && g == 1);
         let t = Instant::now();
-        let new = xwan::router::tables(&specs, &ready, &tables);
+        let new = xwan::router::tables(&specs, &ready);
         let computed = t.elapsed();
         let changed: Vec<(u16, RouterTable)> = new
             .into_iter()

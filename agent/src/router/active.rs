@@ -13,7 +13,7 @@
 //! once, in its first position. What a reader may change: nothing here without changing the
 //! product contract (DESIGN.md §2) first; display-only fields can be added to [`MemberState`].
 
-use super::{LoadBalancing, RouterSpec};
+use super::{LoadBalancing, Member, RouterSpec};
 
 /// Whether a gateway is one of a router's main or backup gateways.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -48,8 +48,8 @@ pub struct MemberState {
 /// A router's active set.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct ActiveSet {
-    /// Gateways taking new connections, with their weights: mains first, in list order.
-    pub active: Vec<(u16, u32)>,
+    /// Gateways taking new connections: mains first, in list order.
+    pub active: Vec<Member>,
     /// Every gateway of the router once: mains then backups, in list order.
     pub members: Vec<MemberState>,
     /// Fewer than `backup_threshold` mains are Ready, so backups are in use (if any is Ready).
@@ -58,7 +58,7 @@ pub struct ActiveSet {
 
 impl ActiveSet {
     pub fn is_active(&self, gateway: u16) -> bool {
-        self.active.iter().any(|&(g, _)| g == gateway)
+        self.active.iter().any(|m| m.gateway == gateway)
     }
 
     /// Ready gateways of the router, active or not.
@@ -70,6 +70,8 @@ impl ActiveSet {
 /// Computes the active set of `spec` given which gateways are Ready.
 pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
     let mut members: Vec<MemberState> = Vec::with_capacity(spec.mains.len() + spec.backups.len());
+    // The spec's member behind each entry of `members`.
+    let mut sources: Vec<&Member> = Vec::with_capacity(members.capacity());
     let roles = spec
         .mains
         .iter()
@@ -79,6 +81,7 @@ pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
         if members.iter().any(|x| x.gateway == m.gateway) {
             continue;
         }
+        sources.push(m);
         let ready = ready(m.gateway);
         members.push(MemberState {
             gateway: m.gateway,
@@ -115,10 +118,9 @@ pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
             first_any = false;
         }
     }
-    let active = members
-        .iter()
-        .filter(|m| m.state == GatewayState::Active)
-        .map(|m| (m.gateway, m.weight))
+    let active = (members.iter().zip(sources))
+        .filter(|(m, _)| m.state == GatewayState::Active)
+        .map(|(_, &source)| source)
         .collect();
     ActiveSet {
         active,
@@ -134,10 +136,14 @@ mod tests {
     use std::num::NonZeroU32;
 
     fn m(gateway: u16) -> Member {
-        Member {
-            gateway,
-            weight: NonZeroU32::MIN,
-        }
+        Member::new(&format!("gw{gateway}"), gateway, 1).unwrap()
+    }
+
+    fn weights(a: &ActiveSet) -> Vec<(u16, u32)> {
+        a.active
+            .iter()
+            .map(|m| (m.gateway, m.weight.get()))
+            .collect()
     }
 
     fn spec(mains: &[u16], backups: &[u16]) -> RouterSpec {
@@ -156,7 +162,7 @@ mod tests {
         active_set(s, &|g| up.contains(&g))
             .active
             .iter()
-            .map(|&(g, _)| g)
+            .map(|m| m.gateway)
             .collect()
     }
 
@@ -255,7 +261,7 @@ mod tests {
     fn duplicates_count_once_first_role_wins() {
         let s = spec(&[1, 1], &[1, 2]);
         let a = active_set(&s, &|_| true);
-        assert_eq!(a.active, [(1, 1)]);
+        assert_eq!(weights(&a), [(1, 1)]);
         assert_eq!(a.members.len(), 2);
         assert_eq!(a.members[0].role, Role::Main);
     }
@@ -266,6 +272,6 @@ mod tests {
         s.backups[0].weight = NonZeroU32::new(50).unwrap();
         s.backups[1].weight = NonZeroU32::new(10).unwrap();
         s.options.activate_all_backups = true;
-        assert_eq!(active_set(&s, &|g| g != 1).active, [(2, 50), (3, 10)]);
+        assert_eq!(weights(&active_set(&s, &|g| g != 1)), [(2, 50), (3, 10)]);
     }
 }

@@ -4,17 +4,18 @@
 //! [`bench_recompute`] builds `routers` routers over the same `gateways_per_router` gateways
 //! (the worst case: the flapping gateway is a main of every router, so every table changes),
 //! with varied weights, thresholds and backup modes, then alternates one gateway between
-//! Unavailable and Ready. Each iteration times [`super::tables`] for all routers, starting
-//! from the previous tables as the agent does, and includes allocating the new tables and
-//! the monitor rows. The map writes and the flip are the datapath's and are not included.
+//! Unavailable and Ready. Each iteration times [`super::tables`] for all routers, including
+//! allocating the new tables and the monitor rows. The map writes and the flip are the datapath's and are not included.
+//!
+//! [`bench_disruption`] measures what a history-independent table costs in moved slots: for
+//! random weighted sets, the slots that change hands between the *other* gateways when one
+//! leaves (or, read the other way, returns).
 //!
 //! What a reader may change: the router mix, as long as the flapping gateway still reaches
 //! every router (otherwise the number says less than it seems).
 
 use std::hint::black_box;
 use std::time::Instant;
-
-use xwan_common::plan::RouterTable;
 
 use super::{Failback, LoadBalancing, Member, OnFailure, RouterOptions, RouterSpec, tables};
 
@@ -54,10 +55,9 @@ pub fn bench_specs(routers: usize, gateways_per_router: usize) -> Vec<RouterSpec
     (0..routers)
         .map(|r| {
             let mains_n = 1 + (gpr - 1) / 2;
-            let member = |g: u16| Member {
-                gateway: g,
-                weight: std::num::NonZeroU32::new(1 + (r as u32 * 7 + g as u32 * 13) % 100)
-                    .unwrap_or(std::num::NonZeroU32::MIN),
+            let member = |g: u16| {
+                let weight = 1 + (r as u32 * 7 + g as u32 * 13) % 100;
+                Member::new(&format!("gw{g}"), g, weight).expect("weight is not 0")
             };
             RouterSpec {
                 name: format!("bench{r}"),
@@ -97,19 +97,14 @@ pub fn bench_recompute(
 ) -> BenchResult {
     let specs = bench_specs(routers, gateways_per_router);
     let iterations = iterations.max(1);
-    let all_up = |_: u16| true;
-    let mut current: Vec<RouterTable> = tables(&specs, &all_up, &[])
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
     let mut samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let gateway1_up = i % 2 == 1;
         let ready = move |g: u16| g != 1 || gateway1_up;
         let start = Instant::now();
-        let out = tables(black_box(&specs), &ready, black_box(&current));
+        let out = tables(black_box(&specs), &ready);
         let elapsed = start.elapsed();
-        current = black_box(out).into_iter().map(|(t, _)| t).collect();
+        black_box(out);
         samples.push(elapsed.as_secs_f64() * 1e6);
     }
     samples.sort_by(f64::total_cmp);
@@ -125,23 +120,99 @@ pub fn bench_recompute(
     }
 }
 
+/// Slots moved between the other gateways when one of `gateways` leaves, over `trials`
+/// random sets (weights 1–100, a seeded generator: the same figures every run).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Disruption {
+    pub gateways: usize,
+    pub trials: usize,
+    /// Mean and worst extra moves, in slots (of `ROUTER_SLOTS`).
+    pub mean: f64,
+    pub worst: usize,
+    /// Mean time of one table, microseconds.
+    pub fill_us: f64,
+}
+
+impl std::fmt::Display for Disruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |x: f64| x * 100.0 / xwan_common::maps::ROUTER_SLOTS as f64;
+        write!(
+            f,
+            "{:>3} gateways, one leaves ({} sets): other slots moved mean {:.1} ({:.2} %), \
+             worst {} ({:.2} %); one table {:.0} µs",
+            self.gateways,
+            self.trials,
+            self.mean,
+            pct(self.mean),
+            self.worst,
+            pct(self.worst as f64),
+            self.fill_us
+        )
+    }
+}
+
+/// See [`Disruption`].
+pub fn bench_disruption(gateways: usize, trials: usize) -> Disruption {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut sum, mut worst, mut time) = (0usize, 0usize, 0.0f64);
+    let trials = trials.max(1);
+    for t in 0..trials {
+        let set: Vec<Member> = (0..gateways)
+            .map(|g| {
+                let name = format!("trial{t}-gw{g}");
+                Member::new(&name, g as u16, 1 + (next() % 100) as u32).expect("weight >= 1")
+            })
+            .collect();
+        let gone = (next() % gateways as u64) as u16;
+        let rest: Vec<Member> = set.iter().copied().filter(|m| m.gateway != gone).collect();
+        let start = Instant::now();
+        let before = super::fill(black_box(&set));
+        time += start.elapsed().as_secs_f64() * 1e6;
+        let after = super::fill(&rest);
+        let moved = (before.iter().zip(&after))
+            .filter(|&(a, b)| a != b && *a != gone)
+            .count();
+        sum += moved;
+        worst = worst.max(moved);
+    }
+    Disruption {
+        gateways,
+        trials,
+        mean: sum as f64 / trials as f64,
+        worst,
+        fill_us: time / trials as f64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xwan_common::plan::RouterTable;
 
     #[test]
     fn every_router_changes_with_gateway_1() {
         let specs = bench_specs(64, 4);
-        let up: Vec<RouterTable> = tables(&specs, &|_| true, &[])
-            .into_iter()
-            .map(|x| x.0)
-            .collect();
-        let down: Vec<RouterTable> = tables(&specs, &|g| g != 1, &up)
+        let up: Vec<RouterTable> = tables(&specs, &|_| true).into_iter().map(|x| x.0).collect();
+        let down: Vec<RouterTable> = tables(&specs, &|g| g != 1)
             .into_iter()
             .map(|x| x.0)
             .collect();
         assert!(up.iter().zip(&down).all(|(a, b)| a.slots != b.slots));
         assert!(down.iter().all(|t| !t.slots.contains(&1)));
+    }
+
+    #[test]
+    fn disruption_stays_within_the_bound() {
+        let d = bench_disruption(8, 20);
+        assert_eq!((d.gateways, d.trials), (8, 20));
+        assert!(d.mean <= d.worst as f64);
+        assert!(d.worst <= super::super::EXTRA_MOVES_BOUND, "{d}");
     }
 
     #[test]

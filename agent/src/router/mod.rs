@@ -10,11 +10,12 @@
 //!   keeps the options as they are; [`Keyword`] gives each option value its keyword).
 //! * `active.rs`: [`active_set`], the active set (mains, backups, `backup_threshold`,
 //!   `activate_all_backups`, `load_balancing = none`) and per-gateway states for display.
-//! * `slots.rs`: [`fill`], the `ROUTER_SLOTS` weighted slot table with exact quotas and
-//!   minimal disruption.
+//! * `slots.rs`: [`fill`], the `ROUTER_SLOTS` weighted slot table with exact quotas, a pure
+//!   function of the active gateways (Maglev), with near-minimal disruption.
 //! * this file: [`table`], the committed table (slots, `keep` set from `failback`, hash mode,
 //!   `on_failure`) and the monitor rows ([`GatewayStatus`]).
-//! * `bench.rs`: [`bench_recompute`], verdict-to-tables latency for N routers.
+//! * `bench.rs`: [`bench_recompute`], verdict-to-tables latency for N routers, and
+//!   [`bench_disruption`], the slots a history-independent table moves.
 //! * `tests.rs`: the seed scenario of DESIGN.md §1, table-driven (each file also has its own
 //!   unit and property tests).
 //!
@@ -35,8 +36,8 @@ use xwan_common::maps::ROUTER_SLOTS;
 use xwan_common::plan::{HashMode, RouterTable};
 
 pub use active::{ActiveSet, GatewayState, MemberState, Role, active_set};
-pub use bench::{BenchResult, bench_recompute};
-pub use slots::fill;
+pub use bench::{BenchResult, Disruption, bench_disruption, bench_recompute};
+pub use slots::{EXTRA_MOVES_BOUND, fill, placement};
 
 /// An option whose configuration values are keywords (`load_balancing = "source"`): the
 /// keywords are defined here once, for the config's parser and everything that prints them.
@@ -141,13 +142,18 @@ pub struct Member {
     /// Gateway id (index of the gateway map).
     pub gateway: u16,
     pub weight: NonZeroU32,
+    /// Where the gateway's slots fall in a table: [`placement`] of its name, so tables do
+    /// not depend on ids (the configuration's order) and two boxes agree.
+    pub placement: u64,
 }
 
 impl Member {
-    pub fn new(gateway: u16, weight: u32) -> Option<Member> {
+    /// The gateway `name` with id `gateway`; `None` for weight 0.
+    pub fn new(name: &str, gateway: u16, weight: u32) -> Option<Member> {
         Some(Member {
             gateway,
             weight: NonZeroU32::new(weight)?,
+            placement: placement(name),
         })
     }
 }
@@ -182,27 +188,21 @@ pub struct GatewayStatus {
     pub share: f64,
 }
 
-/// Computes a router's table and its monitor rows.
-///
-/// `ready` says whether a gateway is Ready; `previous` is the table currently committed for
-/// this router (its slots are kept where possible, see [`fill`]). The table has:
-/// * `slots`: the weighted table of the active set, empty when nothing is active;
+/// Computes a router's table and its monitor rows: a pure function of `spec` and `ready`
+/// (whether each gateway is Ready), so a router's table after a failure and recovery is the
+/// one it had before. The table has:
+/// * `slots`: the weighted table of the active set ([`fill`]), empty when nothing is active;
 /// * `keep`: with failback `new-connections`, every Ready gateway of the router (existing
 ///   flows stay where they are while their gateway is Ready); with `all`, only the active
 ///   ones (flows on a gateway that went on standby move at once). Sorted by gateway id;
 /// * `hash`: [`HashMode::Source`] for `load_balancing = source`, otherwise by connection;
 /// * `on_failure_pass` from the options' `on_failure`.
-pub fn table(
-    spec: &RouterSpec,
-    ready: &dyn Fn(u16) -> bool,
-    previous: Option<&RouterTable>,
-) -> (RouterTable, Vec<GatewayStatus>) {
+pub fn table(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> (RouterTable, Vec<GatewayStatus>) {
     let set = active_set(spec, ready);
-    let (slots, counts) =
-        slots::fill_with_quotas(previous.map(|t| t.slots.as_slice()), &set.active);
+    let (slots, counts) = slots::fill_with_quotas(&set.active);
     let mut keep: Vec<u16> = match spec.options.failback {
         Failback::NewConnections => set.ready().collect(),
-        Failback::All => set.active.iter().map(|&(g, _)| g).collect(),
+        Failback::All => set.active.iter().map(|m| m.gateway).collect(),
     };
     keep.sort_unstable();
     keep.dedup();
@@ -237,15 +237,10 @@ pub fn table(
     (table, status)
 }
 
-/// [`table`] for every router; `previous[i]` (when present) is router `i`'s committed table.
+/// [`table`] for every router.
 pub fn tables(
     specs: &[RouterSpec],
     ready: &dyn Fn(u16) -> bool,
-    previous: &[RouterTable],
 ) -> Vec<(RouterTable, Vec<GatewayStatus>)> {
-    specs
-        .iter()
-        .enumerate()
-        .map(|(i, s)| table(s, ready, previous.get(i)))
-        .collect()
+    specs.iter().map(|s| table(s, ready)).collect()
 }

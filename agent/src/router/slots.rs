@@ -1,138 +1,267 @@
-//! Weighted slot tables with minimal disruption.
+//! Weighted slot tables, a pure function of the active gateways.
 //!
 //! [`fill`] turns a set of active gateways with weights into the `ROUTER_SLOTS` (4096) entries
 //! the data plane indexes with a flow hash. Properties (checked by the tests below):
 //!
+//! * **Independent of history.** The table depends only on the active gateways, their
+//!   weights and their [`placement`] keys (hashes of their names), not on the table before
+//!   it, the order of `active` or gateway ids: after a gateway fails and returns every slot
+//!   is back where it was, and two boxes with the same configuration and health agree.
 //! * **Exact quotas.** Gateway `i` gets `floor(x_i)` or `ceil(x_i)` slots, where
-//!   `x_i = ROUTER_SLOTS * w_i / Σw` is its exact share: within one slot (0.025 %).
-//! * **Minimal disruption.** Given the previous table, a slot keeps its gateway while that
-//!   gateway is still active and not over its quota. Only slots of departed gateways, and the
-//!   surplus of gateways whose quota shrank, are reassigned. Among the quota choices allowed
-//!   by the first property, the one that moves the fewest slots is taken: when a gateway
-//!   leaves, the others only gain; when one returns, the others only give it slots.
-//!   (Quota methods cannot be population-monotone in every case, per Balinski–Young; in the
-//!   rare apportionment corner where keeping every other slot would break a quota, at most
-//!   one slot per gateway moves between the remaining gateways. Exactness wins.)
-//! * **Deterministic.** The output depends only on the previous table and the
-//!   `gateway → weight` map (not on the order of `active`): the agent can recompute a table
-//!   after a restart or a reload and obtain the same one.
-//! * **Interleaved.** Slots handed out in one call are spread evenly over the free positions
-//!   (a gateway receiving n of F free positions gets its k-th at rank `(k + ½) F / n`), and
-//!   a shrinking gateway gives up slots spread evenly over its own, so no gateway holds a
-//!   contiguous run of the table.
-//! * **Fast.** This runs for every router on every gateway verdict. The previous table is
-//!   read once per gateway into a bitmap (16 slots per SIMD compare); counting, finding the
-//!   departed and picking the surplus work on 64-slot words; only the reassigned positions
-//!   are visited one by one. No per-slot division, search or heap (see `bench.rs`).
+//!   `x_i = ROUTER_SLOTS * w_i / Σw` is its exact share: within one slot (0.025 %). The
+//!   gateways that get the ceiling are those with the largest remainders (ties: placement).
+//! * **Near-minimal disruption** (Maglev, Eisenbud et al., NSDI 2016): every gateway walks its
+//!   own pseudo-random permutation of the slots and takes the next free one on each of its
+//!   turns; turns go in the order of `(k + ½) / w_i` (the k-th turn of gateway `i`), an order
+//!   that does not depend on the other gateways. When a gateway leaves or returns, its slots
+//!   move, and a few others with them: the collisions of the walks differ. Measured over
+//!   random sets (`bench_disruption`): on average 0.25 % (3 gateways) to 2.4 % (64 gateways)
+//!   of the table beyond the gateway's own share, at worst 2.05 % for up to 16 gateways and
+//!   3.5 % for 64; the tests hold [`EXTRA_MOVES_BOUND`] for up to 16. A table computed from the previous one could move only the gateway's
+//!   share, but would then depend on the order of past failures (the issue this replaced).
+//! * **Spread.** A gateway's slots are scattered over the table by its permutation.
+//! * **Cost.** About `ROUTER_SLOTS × ln(ROUTER_SLOTS / 64)` permutation steps (three
+//!   dependent multiplications and a branch that mispredicts) plus a scan of the free slots'
+//!   ranks for the last 64 turns: 80–120 µs a table of 2–4 gateways on the development
+//!   machine, against 8 µs for the history-dependent table it replaced. One gateway takes
+//!   every slot without a walk. `bench.rs` measures it (`cargo xtask bench -- --agent-only`).
 //!
-//! What a reader may change: the tie-breaks (remainder, then gateway id) and the spreading
-//! scheme, as long as the tests still hold. What must not change without the data plane:
-//! the table length (`ROUTER_SLOTS`, a power of two, indexed by `hash & (SLOTS - 1)`).
-
-use std::cmp::Reverse;
+//! What a reader may change: the permutation and the hash of [`placement`] (every table
+//! changes once, on upgrade), as long as the tests hold. What must not change without the
+//! data plane: the table length (`ROUTER_SLOTS`, a power of two, indexed by
+//! `hash & (SLOTS - 1)`).
 
 use xwan_common::maps::ROUTER_SLOTS;
 
-/// Fills a table of `ROUTER_SLOTS` slots for the active `(gateway, weight)` pairs.
-///
-/// `previous` (ignored unless exactly `ROUTER_SLOTS` long) is the table currently in the
-/// data plane; its slots are kept where the quotas allow. A gateway listed twice counts with
-/// the sum of its weights; weight 0 means no slots. No active gateway (or all weights 0)
-/// gives an empty `Vec`: the data plane then applies the router's `on_failure`.
-pub fn fill(previous: Option<&[u16]>, active: &[(u16, u32)]) -> Vec<u16> {
-    fill_with_quotas(previous, active).0
+use super::Member;
+
+/// Slots that may move between the other gateways when one gateway of up to 16 leaves or
+/// returns, beyond the ones it gives up or takes back: 3 % of the table (measured worst
+/// case: 84 slots, 2.05 %, 16 gateways over 200 random sets).
+pub const EXTRA_MOVES_BOUND: usize = ROUTER_SLOTS * 3 / 100;
+
+/// The placement key of a gateway named `name`: FNV-1a 64 with a SplitMix64 finish, written
+/// out here so that it never changes with the Rust release (std's hasher may).
+pub fn placement(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    mix(h)
 }
 
-/// [`fill`], also returning each gateway's slot count (sorted by gateway id, weight-0 ones
-/// left out).
-pub(crate) fn fill_with_quotas(
-    previous: Option<&[u16]>,
-    active: &[(u16, u32)],
-) -> (Vec<u16>, Vec<(u16, usize)>) {
-    // Gateways sorted by id, duplicates merged, weight 0 dropped.
-    let mut gws: Vec<(u16, u64)> = Vec::with_capacity(active.len());
-    for &(g, w) in active {
-        if w == 0 {
-            continue;
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+const BITS: u32 = ROUTER_SLOTS.trailing_zeros();
+const MASK: u32 = ROUTER_SLOTS as u32 - 1;
+const FREE: u16 = u16::MAX;
+
+/// A gateway's permutation of the slots, keyed by its placement: three rounds of xor, odd
+/// multiplication and xor-shift on `BITS` bits, each a bijection of the slot indexes.
+struct Perm {
+    xor: [u32; 3],
+    mul: [u32; 3],
+    /// `mul`'s inverses modulo `ROUTER_SLOTS`, for [`Perm::rank`].
+    inv: [u32; 3],
+}
+
+impl Perm {
+    fn new(seed: u64) -> Perm {
+        let mut p = Perm {
+            xor: [0; 3],
+            mul: [0; 3],
+            inv: [0; 3],
+        };
+        let mut s = seed;
+        for r in 0..3 {
+            p.xor[r] = s as u32 & MASK;
+            let m = (s >> BITS) as u32 | 1;
+            p.mul[r] = m & MASK;
+            // Newton's iteration doubles the correct low bits of an odd number's inverse
+            // (m is its own inverse modulo 8): 3 → 6 → 12 bits.
+            let mut y = m;
+            for _ in 0..2 {
+                y = y.wrapping_mul(2u32.wrapping_sub(m.wrapping_mul(y)));
+            }
+            p.inv[r] = y & MASK;
+            s = s.rotate_right(24);
         }
-        match gws.binary_search_by_key(&g, |&(id, _)| id) {
-            Ok(i) => gws[i].1 += u64::from(w),
-            Err(i) => gws.insert(i, (g, u64::from(w))),
-        }
+        p
     }
+
+    /// The `k`-th slot of the walk.
+    fn at(&self, k: u32) -> usize {
+        let mut x = k & MASK;
+        for r in 0..3 {
+            x ^= self.xor[r];
+            x = x.wrapping_mul(self.mul[r]) & MASK;
+            x ^= x >> (BITS / 2);
+        }
+        x as usize
+    }
+
+    /// Where `slot` comes in the walk: the inverse of [`Perm::at`] (a xor-shift by half the
+    /// width or more is its own inverse).
+    fn rank(&self, slot: usize) -> u32 {
+        let mut x = slot as u32 & MASK;
+        for r in (0..3).rev() {
+            x ^= x >> (BITS / 2);
+            x = x.wrapping_mul(self.inv[r]) & MASK;
+            x ^= self.xor[r];
+        }
+        x
+    }
+}
+
+/// Fills a table of `ROUTER_SLOTS` slots for the `active` gateways. A gateway listed twice
+/// counts once, with the sum of its weights. No active gateway gives an empty `Vec`: the
+/// data plane then applies the router's `on_failure`.
+pub fn fill(active: &[Member]) -> Vec<u16> {
+    fill_with_quotas(active).0
+}
+
+/// [`fill`], also returning each gateway's slot count (sorted by gateway id).
+pub(crate) fn fill_with_quotas(active: &[Member]) -> (Vec<u16>, Vec<(u16, usize)>) {
+    // (placement, gateway, weight): sorted by placement, duplicates merged.
+    let mut gws: Vec<(u64, u16, u64)> = (active.iter())
+        .map(|m| (m.placement, m.gateway, u64::from(m.weight.get())))
+        .collect();
+    gws.sort_unstable_by_key(|g| g.1);
+    gws.dedup_by(|b, a| {
+        let same = a.1 == b.1;
+        a.2 += if same { b.2 } else { 0 };
+        same
+    });
+    gws.sort_unstable();
     if gws.is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let m = gws.len();
-    let previous = previous.filter(|p| p.len() == ROUTER_SLOTS);
-    // Where each gateway sits in the previous table, one bit per slot: counting, finding the
-    // departed and picking the surplus are then word operations, not a walk of every slot.
-    let bits: Vec<Bitmap> = match previous {
-        Some(prev) => gws.iter().map(|&(g, _)| positions(prev, g)).collect(),
-        None => Vec::new(),
+    let quota = quotas(&gws);
+    let mut counts: Vec<(u16, usize)> = gws.iter().zip(&quota).map(|(g, &q)| (g.1, q)).collect();
+    counts.sort_unstable();
+    let out = match gws[..] {
+        [(_, g, _)] => vec![g; ROUTER_SLOTS],
+        _ => walk(&gws, &quota),
     };
-    let held: Vec<usize> = match previous {
-        Some(_) => bits.iter().map(count).collect(),
-        None => vec![0; m],
-    };
-    let quota = quotas(&gws, &held);
+    (out, counts)
+}
 
-    // Keep held slots up to the quota; mark the positions to reassign. Without a previous
-    // table, every position is reassigned.
-    let mut reassign: Bitmap = [!0u64; WORDS];
-    let mut out = match previous {
-        Some(prev) => {
-            // Departed gateways' slots: those no active gateway holds.
-            for b in &bits {
-                for (r, w) in reassign.iter_mut().zip(b) {
-                    *r &= !w;
+/// Slot counts by largest remainder (Hamilton): `floor(x_i)` each, plus one for the gateways
+/// with the largest fractional parts, ties to the lower placement.
+fn quotas(gws: &[(u64, u16, u64)]) -> Vec<usize> {
+    let total: u64 = gws.iter().map(|g| g.2).sum();
+    let n = ROUTER_SLOTS as u64;
+    let mut quota: Vec<usize> = gws.iter().map(|g| (n * g.2 / total) as usize).collect();
+    let extra = ROUTER_SLOTS.saturating_sub(quota.iter().sum());
+    let mut by_remainder: Vec<usize> = (0..gws.len()).collect();
+    by_remainder.sort_by_key(|&i| (std::cmp::Reverse(n * gws[i].2 % total), i));
+    for &i in &by_remainder[..extra] {
+        quota[i] += 1;
+    }
+    quota
+}
+
+/// Free slots below which a turn looks up the ranks of the free slots in its walk rather
+/// than walking: `ROUTER_SLOTS / free` steps against `free` ranks cross at √ROUTER_SLOTS. The
+/// same slot either way (every slot earlier in the walk is taken); the last 64 turns would
+/// otherwise cost half of all the steps.
+const TAIL: usize = 64;
+
+/// The Maglev walk: turns in `(k + ½) / w` order, each taking the next free slot of the
+/// gateway's permutation.
+fn walk(gws: &[(u64, u16, u64)], quota: &[usize]) -> Vec<u16> {
+    let perms: Vec<Perm> = gws.iter().map(|g| Perm::new(g.0)).collect();
+    let mut out = [FREE; ROUTER_SLOTS];
+    let mut next = vec![0u32; gws.len()];
+    let mut free = ROUTER_SLOTS;
+    let mut tail: Vec<usize> = Vec::new();
+    for_each_turn(gws, quota, |i| {
+        let (perm, g) = (&perms[i], gws[i].1);
+        if free > TAIL {
+            loop {
+                let p = perm.at(next[i]);
+                next[i] += 1;
+                if out[p] == FREE {
+                    out[p] = g;
+                    break;
                 }
             }
-            // A gateway over its quota q with c held slots gives up d = c - q of them, spread
-            // evenly over its own (Bresenham on its slots in table order, started half-way:
-            // the k-th given up is the one of rank ceil((k + 1/2) c / d) - 1).
-            for (b, (&q, &c)) in bits.iter().zip(quota.iter().zip(&held)) {
-                if q < c {
-                    let d = c - q;
-                    let mut acc = c / 2;
-                    for (r, &word) in reassign.iter_mut().zip(b) {
-                        let mut x = word;
-                        while x != 0 {
-                            let bit = x & x.wrapping_neg();
-                            x ^= bit;
-                            acc += d;
-                            let give = acc >= c;
-                            acc -= if give { c } else { 0 };
-                            *r |= if give { bit } else { 0 };
-                        }
-                    }
-                }
+        } else {
+            if tail.is_empty() {
+                tail = (0..ROUTER_SLOTS).filter(|&p| out[p] == FREE).collect();
             }
-            prev.to_vec()
+            let (j, rank) = (tail.iter().enumerate())
+                .map(|(j, &p)| (j, perm.rank(p)))
+                .min_by_key(|&(_, r)| r)
+                .expect("a turn for every free slot");
+            out[tail.swap_remove(j)] = g;
+            next[i] = rank + 1;
         }
-        None => vec![0u16; ROUTER_SLOTS],
-    };
+        free -= 1;
+    });
+    out.to_vec()
+}
 
-    // Hand the marked positions to the gateways still short of their quota.
-    let needs: Vec<(u16, usize)> = gws
-        .iter()
-        .zip(quota.iter().zip(&held))
-        .filter(|&(_, (q, c))| q > c)
-        .map(|(&(g, _), (q, c))| (g, q - c))
+/// Calls `turn` with the index of each gateway taking a turn, `quota[i]` times each, in the
+/// order of the turns' times `(2k + 1) / 2w` (k-th turn, weight w), ties to the lower index
+/// (placement). Times are compared as fractions, by multiplication (2k + 1 < 2^13 and
+/// w < 2^32: no overflow in u64); a division per turn cost more than the walk.
+fn for_each_turn(gws: &[(u64, u16, u64)], quota: &[usize], mut turn: impl FnMut(usize)) {
+    use std::{cmp::Reverse, collections::BinaryHeap};
+    let mut due: Vec<Due> = (gws.iter().enumerate())
+        .map(|(i, g)| Due { k: 0, w: g.2, i })
         .collect();
-    match needs[..] {
-        [] => {}
-        // The common case of one gateway leaving or returning: no ranking needed.
-        [(g, _)] => for_each_position(&reassign, |p| out[p] = g),
-        _ => {
-            let mut free = Vec::with_capacity(ROUTER_SLOTS);
-            for_each_position(&reassign, |p| free.push(p as u16));
-            interleave(&needs, &free, &mut out);
+    if gws.len() <= 16 {
+        // A few gateways: a scan of their next turns beats a heap's bookkeeping.
+        for _ in 0..ROUTER_SLOTS {
+            let mut i = usize::MAX;
+            for (j, d) in due.iter().enumerate() {
+                if (d.k as usize) < quota[j] && (i == usize::MAX || *d < due[i]) {
+                    i = j;
+                }
+            }
+            turn(i);
+            due[i].k += 1;
+        }
+        return;
+    }
+    let mut heap: BinaryHeap<Reverse<Due>> = (due.drain(..))
+        .filter(|d| quota[d.i] > 0)
+        .map(Reverse)
+        .collect();
+    while let Some(Reverse(mut d)) = heap.pop() {
+        turn(d.i);
+        d.k += 1;
+        if (d.k as usize) < quota[d.i] {
+            heap.push(Reverse(d));
         }
     }
+}
 
-    let counts = gws.iter().zip(quota).map(|(&(g, _), q)| (g, q)).collect();
-    (out, counts)
+/// A gateway's next turn: its `k`-th, at time `(2k + 1) / 2w`.
+#[derive(PartialEq, Eq)]
+struct Due {
+    k: u64,
+    w: u64,
+    i: usize,
+}
+
+impl Ord for Due {
+    fn cmp(&self, o: &Due) -> std::cmp::Ordering {
+        ((2 * self.k + 1) * o.w)
+            .cmp(&((2 * o.k + 1) * self.w))
+            .then(self.i.cmp(&o.i))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, o: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
 }
 
 /// One bit per slot of a table, slot `s` at bit `s % 64` of word `s / 64`.
@@ -156,21 +285,6 @@ pub(crate) fn distinct(table: &[u16]) -> usize {
         n += 1;
     }
     n
-}
-
-/// Calls `each` with every marked slot, in ascending order.
-fn for_each_position(b: &Bitmap, mut each: impl FnMut(usize)) {
-    for (w, &word) in b.iter().enumerate() {
-        let mut x = word;
-        while x != 0 {
-            each(w * 64 + x.trailing_zeros() as usize);
-            x &= x - 1;
-        }
-    }
-}
-
-fn count(b: &Bitmap) -> usize {
-    b.iter().map(|w| w.count_ones() as usize).sum()
 }
 
 /// The slots of `table` (`ROUTER_SLOTS` long) holding gateway `g`.
@@ -228,75 +342,18 @@ fn positions_portable(table: &[u16], g: u16) -> Bitmap {
     out
 }
 
-/// Slot counts: `floor(x_i)` for everyone, plus one for exactly `extra` gateways with a
-/// fractional share. Those that would otherwise lose a held slot come first (fewest moves),
-/// then the largest remainders (Hamilton), then the lowest gateway id.
-fn quotas(gws: &[(u16, u64)], held: &[usize]) -> Vec<usize> {
-    let total: u64 = gws.iter().map(|&(_, w)| w).sum();
-    let n = ROUTER_SLOTS as u64;
-    let mut quota: Vec<usize> = gws.iter().map(|&(_, w)| (n * w / total) as usize).collect();
-    let extra = ROUTER_SLOTS - quota.iter().sum::<usize>();
-    if extra > 0 {
-        let mut cand: Vec<usize> = (0..gws.len())
-            .filter(|&i| !(n * gws[i].1).is_multiple_of(total))
-            .collect();
-        cand.sort_by_key(|&i| {
-            let rem = n * gws[i].1 % total;
-            (Reverse(held[i] > quota[i]), Reverse(rem), gws[i].0)
-        });
-        for &i in &cand[..extra] {
-            quota[i] += 1;
-        }
-    }
-    quota
-}
-
-/// Writes `needs` (gateway, count; counts summing to `free.len()`) into the positions
-/// `free` (ascending) of `out`, spread evenly: the k-th of a gateway's n slots goes to the
-/// free position of rank `floor((2k + 1) F / 2n)` (the middle of its k-th n-th of the F
-/// free positions), collisions broken by gateway id. A counting sort on that rank: no heap,
-/// no per-slot division.
-fn interleave(needs: &[(u16, usize)], free: &[u16], out: &mut [u16]) {
-    let f = free.len();
-    debug_assert_eq!(needs.iter().map(|&(_, n)| n).sum::<usize>(), f);
-    // start[r] = first output index of rank r (count, then exclusive prefix sum).
-    let mut start = vec![0u32; f];
-    for &(_, n) in needs {
-        ranks(n, f, |r| start[r] += 1);
-    }
-    let mut sum = 0;
-    for x in &mut start {
-        (*x, sum) = (sum, sum + *x);
-    }
-    for &(g, n) in needs {
-        ranks(n, f, |r| {
-            out[free[start[r] as usize] as usize] = g;
-            start[r] += 1;
-        });
-    }
-}
-
-/// Calls `each` with `floor((2k + 1) f / 2n)` for k in `0..n` (ascending, distinct when
-/// `n <= f`), stepping without dividing.
-fn ranks(n: usize, f: usize, mut each: impl FnMut(usize)) {
-    let den = 2 * n;
-    let (step_q, step_r) = (2 * f / den, 2 * f % den);
-    let (mut r, mut rem) = (f / den, f % den);
-    for _ in 0..n {
-        each(r);
-        r += step_q;
-        rem += step_r;
-        let carry = usize::from(rem >= den);
-        rem -= carry * den;
-        r += carry;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    /// Members named `gw<id>`.
+    fn set(active: &[(u16, u32)]) -> Vec<Member> {
+        (active.iter())
+            .map(|&(g, w)| Member::new(&format!("gw{g}"), g, w).unwrap())
+            .collect()
+    }
 
     fn counts(slots: &[u16]) -> BTreeMap<u16, usize> {
         let mut m = BTreeMap::new();
@@ -306,13 +363,12 @@ mod tests {
         m
     }
 
-    /// Every gateway's count is floor or ceil of its exact share; weight-0 ones have none.
+    /// Every gateway's count is floor or ceil of its exact share.
     fn assert_quotas(slots: &[u16], active: &[(u16, u32)]) {
         let mut w: BTreeMap<u16, u64> = BTreeMap::new();
         for &(g, x) in active {
             *w.entry(g).or_insert(0) += u64::from(x);
         }
-        w.retain(|_, x| *x > 0);
         let total: u64 = w.values().sum();
         if total == 0 {
             assert!(slots.is_empty());
@@ -332,128 +388,80 @@ mod tests {
         assert!(c.keys().all(|g| w.contains_key(g)), "{c:?} vs {w:?}");
     }
 
-    fn changed(a: &[u16], b: &[u16]) -> usize {
-        a.iter().zip(b).filter(|(x, y)| x != y).count()
-    }
-
-    /// Longest run of consecutive slots (cyclically) held by one gateway.
-    fn longest_run(slots: &[u16], g: u16) -> usize {
-        let mut best = 0;
-        let mut run = 0;
-        for &s in slots.iter().chain(slots) {
-            run = if s == g { run + 1 } else { 0 };
-            best = best.max(run);
-        }
-        best.min(slots.len())
+    /// Slots that changed hands, other than those `g` gave up or took.
+    fn others_moved(a: &[u16], b: &[u16], g: u16) -> usize {
+        (a.iter().zip(b))
+            .filter(|&(x, y)| x != y && *x != g && *y != g)
+            .count()
     }
 
     #[test]
-    fn empty_and_zero_weights() {
-        assert!(fill(None, &[]).is_empty());
-        assert!(fill(None, &[(1, 0), (2, 0)]).is_empty());
-        assert!(fill(Some(&vec![1; ROUTER_SLOTS]), &[]).is_empty());
-        assert_eq!(fill(None, &[(7, 3)]), vec![7; ROUTER_SLOTS]);
-        assert_eq!(fill(None, &[(7, 3), (8, 0)]), vec![7; ROUTER_SLOTS]);
+    fn empty_and_single() {
+        assert!(fill(&[]).is_empty());
+        assert_eq!(fill(&set(&[(7, 3)])), vec![7; ROUTER_SLOTS]);
+        assert_eq!(fill(&set(&[(7, 3), (7, 1)])), vec![7; ROUTER_SLOTS]);
     }
 
     #[test]
     fn seed_83_17() {
-        let t = fill(None, &[(1, 50), (3, 10)]);
-        let c = counts(&t);
+        let t = fill(&set(&[(1, 50), (3, 10)]));
         // 4096 * 50/60 = 3413.33, 4096 * 10/60 = 682.67.
+        let c = counts(&t);
         assert_eq!((c[&1], c[&3]), (3413, 683));
-        // Interleaved: WAN3's slots are spread, never more than one WAN3 slot in a row and
-        // at most six WAN1 slots in a row.
-        assert_eq!(longest_run(&t, 3), 1);
-        assert!(longest_run(&t, 1) <= 6, "{}", longest_run(&t, 1));
-    }
-
-    #[test]
-    fn order_and_duplicates_do_not_matter() {
-        let a = fill(None, &[(1, 50), (3, 10), (2, 5)]);
-        assert_eq!(a, fill(None, &[(3, 10), (2, 5), (1, 50)]));
-        assert_eq!(a, fill(None, &[(3, 4), (2, 5), (1, 50), (3, 6)]));
-        assert_eq!(a, fill(Some(&a), &[(2, 5), (1, 50), (3, 10)]));
-    }
-
-    #[test]
-    fn bad_previous_is_ignored() {
-        let fresh = fill(None, &[(1, 1), (2, 1)]);
-        assert_eq!(fill(Some(&[1, 2, 1]), &[(1, 1), (2, 1)]), fresh);
-        assert_eq!(fill(Some(&[]), &[(1, 1), (2, 1)]), fresh);
-    }
-
-    #[test]
-    fn leave_and_return_moves_only_that_gateway() {
-        let all = [(1, 50), (2, 30), (3, 10)];
-        let a = fill(None, &all);
-        let b = fill(Some(&a), &[(1, 50), (3, 10)]);
-        assert_quotas(&b, &[(1, 50), (3, 10)]);
-        for (x, y) in a.iter().zip(&b) {
-            assert!(x == y || *x == 2, "slot moved from {x} to {y}");
+        // Spread: every 512-slot eighth of the table holds WAN3's share within 40 %.
+        for part in t.chunks(ROUTER_SLOTS / 8) {
+            let n = part.iter().filter(|&&g| g == 3).count();
+            assert!((51..=120).contains(&n), "{n} of WAN3's slots in an eighth");
         }
-        let c = fill(Some(&b), &all);
-        assert_quotas(&c, &all);
-        for (x, y) in b.iter().zip(&c) {
-            assert!(x == y || *y == 2, "slot moved from {x} to {y}");
-        }
-        assert_eq!(changed(&b, &c), counts(&c)[&2]);
+    }
+
+    /// Pinned: the placement hash and the walk are part of what two boxes (or two releases)
+    /// must agree on. Changing either moves every flow once: update these on purpose only.
+    #[test]
+    fn placement_and_walk_are_pinned() {
+        assert_eq!(placement(""), mix(0xcbf2_9ce4_8422_2325));
+        assert_eq!(placement("WAN1"), 0x868b_f419_73ca_7dd7);
+        let t = fill(&set(&[(1, 50), (3, 10)]));
+        let wan3: Vec<usize> = (0..ROUTER_SLOTS).filter(|&s| t[s] == 3).take(8).collect();
+        assert_eq!(wan3, [21, 26, 32, 35, 43, 54, 61, 67]);
     }
 
     #[test]
-    fn weight_change_moves_only_the_surplus() {
-        let a = fill(None, &[(1, 1), (2, 1)]);
-        let b = fill(Some(&a), &[(1, 3), (2, 1)]);
-        assert_quotas(&b, &[(1, 3), (2, 1)]);
-        assert_eq!(changed(&a, &b), 1024);
-        assert!(a.iter().zip(&b).all(|(x, y)| x == y || (*x, *y) == (2, 1)));
-        // Gateway 2 gave up every other slot of its own, not a block.
-        assert!(longest_run(&b, 1) <= 4);
-    }
-
-    /// The apportionment corner case of the module docs, built by hand (random sets never
-    /// hit it in 800 000 trials): eight gateways at 50.856 slots hold 51 each, a large one
-    /// at 3000.85 holds 3000, and a tiny one at 0.3 holds none. When the tiny one leaves,
-    /// the large one's exact share crosses 3001 while the eight stay below 51: quotas allow
-    /// only seven of them 51, so one slot moves from one of the eight to the large one.
-    #[test]
-    fn apportionment_corner_moves_one_slot() {
-        let mut act: Vec<(u16, u32)> = (0..8).map(|g| (g, 5_085_625)).collect();
-        act.extend([(8, 300_085_000), (9, 30_000), (10, 68_800_000)]);
-        let before = fill(None, &act);
-        let c = counts(&before);
-        assert_eq!((c[&0], c[&8], c.get(&9), c[&10]), (51, 3000, None, 688));
-        let rest: Vec<_> = act.iter().copied().filter(|&(g, _)| g != 9).collect();
-        let after = fill(Some(&before), &rest);
-        assert_quotas(&after, &rest);
-        assert_eq!(changed(&before, &after), 1);
-        assert_eq!(counts(&after)[&8], 3001);
-        // Back again: the table after the move is still within quota for the full set
-        // (3001 is the ceiling of 3000.85), so nothing moves.
-        let again = fill(Some(&after), &act);
-        assert_quotas(&again, &act);
-        assert_eq!(again, after);
-    }
-
-    #[test]
-    fn many_gateways() {
-        // Many gateways, ids not contiguous, one of them leaving and returning.
-        let all: Vec<(u16, u32)> = (0..20)
-            .map(|i| (i * 37 + 5, 1 + u32::from(i) * 3))
+    fn order_ids_and_duplicates_do_not_matter() {
+        let a = fill(&set(&[(1, 50), (3, 10), (2, 5)]));
+        assert_eq!(a, fill(&set(&[(3, 10), (2, 5), (1, 50)])));
+        assert_eq!(a, fill(&set(&[(3, 4), (2, 5), (1, 50), (3, 6)])));
+        // The same gateways under other ids (a reload that reorders the file): the same
+        // slots, under the new ids.
+        let renumbered: Vec<Member> = (set(&[(1, 50), (3, 10), (2, 5)]).into_iter())
+            .map(|m| Member {
+                gateway: m.gateway + 100,
+                ..m
+            })
             .collect();
-        let a = fill(None, &all);
-        assert_quotas(&a, &all);
-        let gone = all[7].0;
-        let rest: Vec<_> = all.iter().copied().filter(|&(g, _)| g != gone).collect();
-        let b = fill(Some(&a), &rest);
-        assert_quotas(&b, &rest);
-        assert!(a.iter().zip(&b).all(|(x, y)| x == y || *x == gone));
-        let c = fill(Some(&b), &all);
-        assert_quotas(&c, &all);
-        assert!(b.iter().zip(&c).all(|(x, y)| x == y || *y == gone));
-        // A previous table holding ids above every active one (lookup out of range).
-        let d = fill(Some(&vec![999; ROUTER_SLOTS]), &all);
-        assert_eq!(d, a);
+        let b = fill(&renumbered);
+        assert!(a.iter().zip(&b).all(|(x, y)| x + 100 == *y));
+    }
+
+    /// The issue's measurement: four gateways weighted 3/2/1/1, 400 sources. GW2 fails:
+    /// its sources move, and a few others; it returns: every source is back.
+    #[test]
+    fn a_failure_and_recovery_puts_every_source_back() {
+        let all = [(1, 3), (2, 2), (3, 1), (4, 1)];
+        let before = fill(&set(&all));
+        let during = fill(&set(&[(1, 3), (3, 1), (4, 1)]));
+        let after = fill(&set(&all));
+        assert_eq!(before, after);
+        let slot = |src: u32| (src.wrapping_mul(2_654_435_761) >> 20) as usize % ROUTER_SLOTS;
+        let on = |t: &[u16], src| t[slot(src)];
+        let moved_others = (0..400)
+            .filter(|&s| on(&before, s) != 2 && on(&before, s) != on(&during, s))
+            .count();
+        assert!(
+            moved_others <= 400 * 3 / 100,
+            "{moved_others} sources not on GW2 moved"
+        );
+        assert!((0..400).all(|s| on(&during, s) != 2));
     }
 
     #[test]
@@ -461,10 +469,10 @@ mod tests {
         assert_eq!(distinct(&[]), 0);
         assert_eq!(distinct(&[1, 2]), 0);
         assert_eq!(distinct(&vec![7; ROUTER_SLOTS]), 1);
-        let t = fill(None, &[(1, 50), (3, 10), (900, 1), (2, 0)]);
+        let t = fill(&set(&[(1, 50), (3, 10), (900, 1)]));
         assert_eq!(distinct(&t), 3);
         let many: Vec<(u16, u32)> = (0..40).map(|g| (g * 20, 1)).collect();
-        assert_eq!(distinct(&fill(None, &many)), 40);
+        assert_eq!(distinct(&fill(&set(&many))), 40);
     }
 
     #[test]
@@ -485,72 +493,67 @@ mod tests {
         }
     }
 
-    fn active_set() -> impl Strategy<Value = Vec<(u16, u32)>> {
+    #[test]
+    fn permutations_are_bijections() {
+        for seed in [0, 1, placement("WAN1"), u64::MAX] {
+            let mut seen = vec![false; ROUTER_SLOTS];
+            let perm = Perm::new(seed);
+            for k in 0..ROUTER_SLOTS as u32 {
+                let p = perm.at(k);
+                assert_eq!(perm.rank(p), k, "seed {seed:#x}: rank of slot {p}");
+                assert!(!seen[p], "seed {seed:#x}: slot {p} twice");
+                seen[p] = true;
+            }
+        }
+    }
+
+    fn active_set(max: usize) -> impl Strategy<Value = Vec<(u16, u32)>> {
         // Distinct ids, weights 1..=1000 (a few 1..=3 to get tiny shares too).
-        proptest::collection::btree_map(0u16..64, prop_oneof![1u32..=1000, 1u32..=3], 1..10)
+        proptest::collection::btree_map(0u16..64, prop_oneof![1u32..=1000, 1u32..=3], 1..max)
             .prop_map(|m| m.into_iter().collect())
     }
 
     proptest! {
         #[test]
-        fn quotas_are_exact(active in active_set()) {
-            let t = fill(None, &active);
-            assert_quotas(&t, &active);
-            prop_assert_eq!(&t, &fill(None, &active));
+        fn quotas_are_exact(active in active_set(17)) {
+            assert_quotas(&fill(&set(&active)), &active);
         }
 
         #[test]
-        fn removing_one_moves_only_its_slots(active in active_set(), pick in any::<prop::sample::Index>()) {
-            let before = fill(None, &active);
+        fn one_change_moves_its_share_and_a_bounded_few(
+            active in active_set(17),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let before = fill(&set(&active));
             let gone = active[pick.index(active.len())].0;
             let rest: Vec<_> = active.iter().copied().filter(|&(g, _)| g != gone).collect();
-            let after = fill(Some(&before), &rest);
+            let after = fill(&set(&rest));
             assert_quotas(&after, &rest);
-            // Slots that changed: all of the departed gateway's, plus at most one per
-            // remaining gateway in an apportionment corner case (see the module docs).
-            let others_moved = before.iter().zip(&after).filter(|(x, y)| x != y && **x != gone).count();
-            prop_assert!(others_moved <= rest.len().saturating_sub(1), "{} others moved", others_moved);
-            if rest.len() <= 3 {
-                prop_assert_eq!(others_moved, 0);
-            }
+            // Leaving and returning are the same pair of tables, read both ways.
+            let extra = others_moved(&before, &after, gone);
+            prop_assert!(extra <= EXTRA_MOVES_BOUND, "{} other slots moved", extra);
         }
 
         #[test]
-        fn adding_one_moves_only_what_it_receives(active in active_set(), new_w in 1u32..=1000) {
-            let before = fill(None, &active);
-            let new = 64u16;
-            let mut more = active.clone();
-            more.push((new, new_w));
-            let after = fill(Some(&before), &more);
-            assert_quotas(&after, &more);
-            let received = after.iter().filter(|&&g| g == new).count();
-            let moved = changed(&before, &after);
-            prop_assert!(moved >= received);
-            prop_assert!(moved - received <= active.len().saturating_sub(1), "{} moved, {} received", moved, received);
-            if active.len() <= 3 {
-                prop_assert_eq!(moved, received);
-            }
-        }
-
-        #[test]
-        fn leave_then_return_sequences_stay_exact(
-            active in active_set(),
+        fn any_history_ending_in_one_set_gives_one_table(
+            active in active_set(10),
             steps in proptest::collection::vec(any::<prop::sample::Index>(), 1..12),
         ) {
-            // Gateways flap one at a time; every table is exact and never moves more than
-            // the flapping gateway's slots plus the bounded corner case.
             let mut up: Vec<bool> = vec![true; active.len()];
-            let mut table = fill(None, &active);
+            let mut tables = Vec::new();
             for s in steps {
                 let i = s.index(active.len());
                 up[i] = !up[i];
-                let set: Vec<_> = active.iter().zip(&up).filter(|(_, u)| **u).map(|(a, _)| *a).collect();
-                let next = fill(Some(&table), &set);
-                assert_quotas(&next, &set);
-                let g = active[i].0;
-                let others = table.iter().zip(&next).filter(|(x, y)| x != y && **x != g && **y != g).count();
-                prop_assert!(others <= active.len(), "{} slots moved between other gateways", others);
-                table = next;
+                let now: Vec<_> = (active.iter().zip(&up)).filter(|(_, u)| **u).map(|(a, _)| *a).collect();
+                tables.push((up.clone(), fill(&set(&now))));
+            }
+            // Whenever the same usable set came back, so did the same table.
+            for (u, t) in &tables {
+                for (v, x) in &tables {
+                    if u == v {
+                        prop_assert_eq!(t, x);
+                    }
+                }
             }
         }
     }

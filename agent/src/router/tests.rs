@@ -9,7 +9,7 @@ const WAN2: u16 = 2;
 const WAN3: u16 = 3;
 
 fn member(gateway: u16, weight: u32) -> Member {
-    Member::new(gateway, weight).unwrap()
+    Member::new(&format!("RemoteTunWAN{gateway}"), gateway, weight).unwrap()
 }
 
 fn router(name: &str, mains: &[(u16, u32)], backups: &[(u16, u32)]) -> RouterSpec {
@@ -177,7 +177,7 @@ fn seed_scenario_table() {
     ];
     for c in &cases {
         let spec = (c.spec)();
-        let (t, st) = table(&spec, &up(c.ready), None);
+        let (t, st) = table(&spec, &up(c.ready));
         assert_shares(&t, c.shares);
         assert!(
             t.slots.is_empty() || t.slots.len() == ROUTER_SLOTS,
@@ -208,7 +208,7 @@ fn seed_scenario_table() {
 
 #[test]
 fn production_83_17_exact_slots_and_monitor_rows() {
-    let (t, st) = table(&production(), &up(&[WAN1, WAN3]), None);
+    let (t, st) = table(&production(), &up(&[WAN1, WAN3]));
     let n = |g| t.slots.iter().filter(|&&s| s == g).count();
     assert_eq!((n(WAN1), n(WAN3)), (3413, 683));
     assert_eq!(
@@ -247,16 +247,15 @@ fn production_83_17_exact_slots_and_monitor_rows() {
 
 #[test]
 fn http_dropped_when_wan1_dead_and_default_route_variant() {
-    let (t, _) = table(&http(), &up(&[WAN2, WAN3]), None);
+    let (t, _) = table(&http(), &up(&[WAN2, WAN3]));
     assert!(t.slots.is_empty() && t.keep.is_empty() && !t.on_failure_pass);
     let mut spec = http();
     spec.options.on_failure = OnFailure::DefaultRoute;
-    let (t, _) = table(&spec, &up(&[]), None);
+    let (t, _) = table(&spec, &up(&[]));
     assert!(t.slots.is_empty() && t.on_failure_pass);
 }
 
-/// Outage then recovery of WAN2, with both failback policies. The previous table is passed
-/// along as the agent does.
+/// Outage then recovery of WAN2, with both failback policies.
 #[test]
 fn recovery_with_each_failback_policy() {
     // (policy, keep while WAN2 is down, keep after it returns)
@@ -269,12 +268,12 @@ fn recovery_with_each_failback_policy() {
     for (policy, keep_down, keep_back) in cases {
         let mut spec = production();
         spec.options.failback = policy;
-        let (t0, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]), None);
+        let (t0, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]));
         assert_shares(&t0, &[(WAN2, ALL)]);
-        let (t1, _) = table(&spec, &up(&[WAN1, WAN3]), Some(&t0));
+        let (t1, _) = table(&spec, &up(&[WAN1, WAN3]));
         assert_shares(&t1, &[(WAN1, P83), (WAN3, P17)]);
         assert_eq!(t1.keep, keep_down, "{policy:?} during the outage");
-        let (t2, st) = table(&spec, &up(&[WAN1, WAN2, WAN3]), Some(&t1));
+        let (t2, st) = table(&spec, &up(&[WAN1, WAN2, WAN3]));
         assert_shares(&t2, &[(WAN2, ALL)]);
         assert_eq!(t2.keep, keep_back, "{policy:?} after recovery");
         assert_eq!(t2, t0, "{policy:?}: back to the original table");
@@ -295,11 +294,10 @@ fn failback_seen_by_a_flow() {
     for (policy, flow_on_wan1_stays) in [(Failback::NewConnections, true), (Failback::All, false)] {
         let mut spec = production();
         spec.options.failback = policy;
-        let (down, _) = table(&spec, &up(&[WAN1, WAN3]), None);
-        let (back, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]), Some(&down));
+        let (back, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]));
         assert_eq!(stays(&back, WAN1), flow_on_wan1_stays, "{policy:?}");
         // Whatever the policy, a flow on a dead gateway never stays.
-        let (w1dead, _) = table(&spec, &up(&[WAN2, WAN3]), Some(&back));
+        let (w1dead, _) = table(&spec, &up(&[WAN2, WAN3]));
         assert!(!stays(&w1dead, WAN1), "{policy:?}");
     }
 }
@@ -317,7 +315,7 @@ fn first_backup_versus_all_backups() {
     for (all, ready, want) in cases {
         let mut spec = production();
         spec.options.activate_all_backups = all;
-        let (t, st) = table(&spec, &up(ready), None);
+        let (t, st) = table(&spec, &up(ready));
         assert_shares(&t, want);
         if !all && ready == [WAN1, WAN3] {
             let wan3 = st.iter().find(|s| s.gateway == WAN3).unwrap();
@@ -359,7 +357,7 @@ fn backup_threshold_variants() {
         (0, &[WAN3], &[]),
     ];
     for (th, ready, want) in cases {
-        let (t, _) = table(&spec(th), &up(ready), None);
+        let (t, _) = table(&spec(th), &up(ready));
         assert_shares(&t, want);
     }
 }
@@ -368,7 +366,7 @@ fn backup_threshold_variants() {
 fn load_balancing_none_uses_first_ready_gateway() {
     let mut spec = production();
     spec.options.load_balancing = LoadBalancing::None;
-    let (t, st) = table(&spec, &up(&[WAN1, WAN3]), None);
+    let (t, st) = table(&spec, &up(&[WAN1, WAN3]));
     assert_shares(&t, &[(WAN1, ALL)]);
     assert_eq!(t.hash, HashMode::Connection);
     let states: Vec<_> = st.iter().map(|s| (s.gateway, s.state)).collect();
@@ -379,51 +377,40 @@ fn load_balancing_none_uses_first_ready_gateway() {
     );
     // Failback all: only the one in use keeps its flows.
     spec.options.failback = Failback::All;
-    assert_eq!(table(&spec, &up(&[WAN1, WAN3]), None).0.keep, [WAN1]);
+    assert_eq!(table(&spec, &up(&[WAN1, WAN3])).0.keep, [WAN1]);
     // Two mains: the first Ready one, in list order.
     let mut two = router("r", &[(WAN2, 1), (WAN1, 1)], &[]);
     two.options.load_balancing = LoadBalancing::None;
-    assert_shares(&table(&two, &up(&[WAN1, WAN2]), None).0, &[(WAN2, ALL)]);
-    assert_shares(&table(&two, &up(&[WAN1]), None).0, &[(WAN1, ALL)]);
+    assert_shares(&table(&two, &up(&[WAN1, WAN2])).0, &[(WAN2, ALL)]);
+    assert_shares(&table(&two, &up(&[WAN1])).0, &[(WAN1, ALL)]);
 }
 
 #[test]
 fn load_balancing_source_sets_hash_mode() {
     let mut spec = production();
     spec.options.load_balancing = LoadBalancing::Source;
-    let (t, _) = table(&spec, &up(&[WAN1, WAN3]), None);
+    let (t, _) = table(&spec, &up(&[WAN1, WAN3]));
     assert_eq!(t.hash, HashMode::Source);
     assert_shares(&t, &[(WAN1, P83), (WAN3, P17)]);
 }
 
+/// WAN2 leaves: its slots move, and no more than `EXTRA_MOVES_BOUND` others; it returns:
+/// the table is the one before, slot for slot.
 #[test]
-fn one_gateway_leaving_or_returning_moves_only_its_slots() {
+fn one_gateway_leaving_and_returning() {
     let spec = router("r", &[(WAN1, 5), (WAN2, 3), (WAN3, 2)], &[]);
-    let (a, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]), None);
-    let (b, _) = table(&spec, &up(&[WAN1, WAN3]), Some(&a));
-    for (x, y) in a.slots.iter().zip(&b.slots) {
-        assert!(x == y || *x == WAN2);
-    }
-    let (c, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]), Some(&b));
-    for (x, y) in b.slots.iter().zip(&c.slots) {
-        assert!(x == y || *y == WAN2);
-    }
+    let (a, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]));
+    let (b, _) = table(&spec, &up(&[WAN1, WAN3]));
+    let others = (a.slots.iter().zip(&b.slots))
+        .filter(|&(x, y)| x != y && *x != WAN2)
+        .count();
+    assert!(
+        others <= EXTRA_MOVES_BOUND,
+        "{others} slots of WAN1/WAN3 moved"
+    );
+    let (c, _) = table(&spec, &up(&[WAN1, WAN2, WAN3]));
+    assert_eq!(c, a);
     assert_shares(&c, &[(WAN1, 50.0), (WAN2, 30.0), (WAN3, 20.0)]);
-}
-
-#[test]
-fn recomputing_unchanged_state_is_identity() {
-    let specs = [http(), production(), voip()];
-    let ready = up(&[WAN1, WAN3]);
-    let first: Vec<RouterTable> = tables(&specs, &ready, &[])
-        .into_iter()
-        .map(|x| x.0)
-        .collect();
-    let again: Vec<RouterTable> = tables(&specs, &ready, &first)
-        .into_iter()
-        .map(|x| x.0)
-        .collect();
-    assert_eq!(first, again);
 }
 
 #[test]
@@ -432,10 +419,7 @@ fn tables_fit_the_plan() {
     let ready = up(&[WAN1, WAN3]);
     let specs = [http(), production(), voip()];
     let plan = Plan {
-        routers: tables(&specs, &ready, &[])
-            .into_iter()
-            .map(|x| x.0)
-            .collect(),
+        routers: tables(&specs, &ready).into_iter().map(|x| x.0).collect(),
         gateways: [WAN1, WAN2, WAN3]
             .into_iter()
             .map(|id| Gateway {
