@@ -86,8 +86,10 @@ pub fn router_spec(config: &Config, r: &Router) -> RouterSpec {
 /// detection serves every router using it.
 pub fn health_params(config: &Config, gateway: GatewayId) -> HealthParams {
     let routers = config.routers.iter().filter(|r| r.uses(gateway));
+    let quorum = config.gateway(gateway).quorum;
     match routers.min_by_key(|r| r.frequency) {
         Some(r) => HealthParams {
+            quorum,
             frequency: r.frequency,
             wait: r.wait,
             tries: r.tries.get(),
@@ -99,7 +101,10 @@ pub fn health_params(config: &Config, gateway: GatewayId) -> HealthParams {
                 window: s.window.get() as usize,
             }),
         },
-        None => HealthParams::default(),
+        None => HealthParams {
+            quorum,
+            ..HealthParams::default()
+        },
     }
 }
 

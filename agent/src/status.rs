@@ -124,6 +124,12 @@ pub struct GatewayRow {
     pub rtt_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss_pct: f64,
+    /// Check targets that answered the last attempt (absent before it or without targets).
+    #[serde(default)]
+    pub targets_answering: Option<usize>,
+    /// Check targets of the gateway.
+    #[serde(default)]
+    pub targets: usize,
 }
 
 /// `now_unix`: the current time, for the "ago" column.
@@ -150,7 +156,7 @@ pub fn render(s: &Status, now_unix: u64) -> String {
         let _ = writeln!(out, "\nrouter {}", r.name);
         let _ = writeln!(
             out,
-            "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>8} {:>8} {:>6}",
+            "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>8} {:>8} {:>6} {:>7}",
             "GATEWAY",
             "STATE",
             "LAST CHANGE",
@@ -161,12 +167,13 @@ pub fn render(s: &Status, now_unix: u64) -> String {
             "WEIGHT",
             "DISTRIB",
             "RTT",
-            "LOSS"
+            "LOSS",
+            "TARGETS"
         );
         for g in &r.gateways {
             let _ = writeln!(
                 out,
-                "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>7.1}% {:>8} {:>5.0}%",
+                "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>7.1}% {:>8} {:>5.0}% {:>7}",
                 g.name,
                 g.state,
                 ago(g.last_change_unix),
@@ -180,6 +187,10 @@ pub fn render(s: &Status, now_unix: u64) -> String {
                     .map(|r| format!("{r:.2}ms"))
                     .unwrap_or_else(|| "-".into()),
                 g.loss_pct,
+                match g.targets_answering {
+                    Some(n) => format!("{n}/{}", g.targets),
+                    None => "-".into(),
+                },
             );
         }
     }
@@ -257,6 +268,8 @@ mod tests {
             rtt_ms: ready.then_some(0.42),
             jitter_ms: None,
             loss_pct: if ready { 0.0 } else { 100.0 },
+            targets_answering: Some(if ready { 2 } else { 0 }),
+            targets: 3,
         }
     }
 
@@ -289,9 +302,9 @@ failed redirects counted
 forwarding netfilter: the kernel forwards steered traffic by mark (firewall, conntrack and NAT apply)
 
 router ProductionRouter
-  GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS
-  RemoteTunWAN2    Unavailable  1m 30s ago       Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%
-  RemoteTunWAN1    Active       1m 30s ago       Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%
+  GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS
+  RemoteTunWAN2    Unavailable  1m 30s ago       Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%     0/3
+  RemoteTunWAN1    Active       1m 30s ago       Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%     2/3
 ";
         assert_eq!(text, expected);
     }

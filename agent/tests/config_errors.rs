@@ -741,6 +741,65 @@ check = ["172.16.1.2", "2001:db8::1", "172.16.1.2"]
 );
 
 invalid!(
+    quorum_above_the_targets,
+    base(
+        r#"
+[[gateway]]
+name = "GW2"
+link = "WAN1"
+address = "172.16.1.2"
+check = ["172.16.1.2", "198.51.100.1", "198.51.100.2"]
+quorum = 4
+"#
+    ),
+    "test.toml:25:10: gateway 'GW2': field 'quorum': 4 is out of range; quorum must be between 1 and 3 (how many of the 3 check targets must answer)"
+);
+
+invalid!(
+    quorum_zero,
+    base(
+        r#"
+[[gateway]]
+name = "GW2"
+link = "WAN1"
+address = "172.16.1.2"
+check = ["198.51.100.1", "198.51.100.2"]
+quorum = 0
+"#
+    ),
+    "test.toml:25:10: gateway 'GW2': field 'quorum': 0 is out of range; quorum must be between 1 and 2 (how many of the 2 check targets must answer)"
+);
+
+invalid!(
+    quorum_of_the_default_single_target,
+    base(
+        r#"
+[[gateway]]
+name = "GW2"
+link = "WAN1"
+address = "172.16.1.2"
+quorum = 2
+"#
+    ),
+    "test.toml:24:10: gateway 'GW2': field 'quorum': 2 is out of range; quorum must be between 1 and 1 (one check target, which must answer: remove quorum or add targets)"
+);
+
+invalid!(
+    quorum_without_targets,
+    base(
+        r#"
+[[gateway]]
+name = "GW2"
+link = "WAN1"
+address = "172.16.1.2"
+check = []
+quorum = 1
+"#
+    ),
+    "test.toml:25:10: gateway 'GW2': field 'quorum': quorum needs check targets, and check = [] probes nothing (the gateway is always Ready); remove quorum, or list the targets"
+);
+
+invalid!(
     port_range_reversed,
     base(
         r#"

@@ -122,10 +122,14 @@ impl Config {
                 Monitor::Icmp => "icmp".to_owned(),
                 Monitor::Tcp(p) => format!("tcp:{p}"),
             };
-            let check = if g.check.is_empty() {
-                "none (always Ready)".to_owned()
-            } else {
-                list(&g.check, |a| a.to_string())
+            let check = match g.quorum {
+                _ if g.check.is_empty() => "none (always Ready)".to_owned(),
+                None => list(&g.check, |a| a.to_string()),
+                Some(q) => format!(
+                    "{} ({q} of {} must answer)",
+                    list(&g.check, |a| a.to_string()),
+                    g.check.len()
+                ),
             };
             let address = match g.address6 {
                 Some(a6) => format!("{} and {a6}", g.address),

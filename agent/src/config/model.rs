@@ -2,7 +2,7 @@
 //! [`Config`] only exists when every check passed, so users of it need not re-check.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::num::{NonZeroU16, NonZeroU32};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -471,6 +471,9 @@ pub struct Gateway {
     pub weight: NonZeroU32,
     /// Probe targets; empty = never probed, always Ready.
     pub check: Vec<IpAddr>,
+    /// How many of the targets must answer an attempt (`quorum`, 1 to `check.len()`);
+    /// `None`: all of them.
+    pub quorum: Option<NonZeroUsize>,
     pub monitor: Monitor,
 }
 

@@ -87,6 +87,7 @@ pub struct RawGateway {
     pub address6: Option<Str>,
     pub weight: Option<Spanned<Int>>,
     pub check: Option<List<String>>,
+    pub quorum: Option<Spanned<Int>>,
     pub monitor: Option<Str>,
 }
 

@@ -49,6 +49,7 @@ mod window;
 
 use std::{
     fmt,
+    num::NonZeroUsize,
     time::{Duration, Instant},
 };
 
@@ -70,6 +71,9 @@ pub struct HealthParams {
     pub recover: u32,
     /// Optional quality thresholds.
     pub sla: Option<Sla>,
+    /// How many check targets must answer for an attempt to count as answered (the
+    /// gateway's `quorum`); `None`: all of them.
+    pub quorum: Option<NonZeroUsize>,
 }
 
 impl Default for HealthParams {
@@ -80,11 +84,17 @@ impl Default for HealthParams {
             tries: 3,
             recover: 1,
             sla: None,
+            quorum: None,
         }
     }
 }
 
 impl HealthParams {
+    /// How many of `targets` check targets must answer an attempt.
+    pub fn needed(&self, targets: usize) -> usize {
+        self.quorum.map_or(targets, |q| q.get().min(targets))
+    }
+
     /// Number of attempts the RTT/jitter/loss figures are computed over.
     pub fn window(&self) -> usize {
         self.sla.map_or(DEFAULT_WINDOW, |s| s.window).max(1)

@@ -268,6 +268,36 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
     )?;
     family(
         enc,
+        "xwan_probe_targets_answering",
+        "Check targets of the gateway that answered its last probe attempt (see quorum).",
+        None,
+        MetricType::Gauge,
+        |m| {
+            for (g, p) in &state.probes {
+                if let Some((n, _)) = p.targets {
+                    gauge_i64(m, &[("gateway", &**g)], n as i64)?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        enc,
+        "xwan_probe_targets",
+        "Check targets of the gateway.",
+        None,
+        MetricType::Gauge,
+        |m| {
+            for (g, p) in &state.probes {
+                if let Some((_, n)) = p.targets {
+                    gauge_i64(m, &[("gateway", &**g)], n as i64)?;
+                }
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        enc,
         "xwan_probe_loss_ratio",
         "Share of lost probe attempts over the probe window (0 to 1).",
         None,

@@ -248,6 +248,8 @@ struct ProbeEntry {
     rtt: Histogram,
     jitter: Option<f64>,
     loss: Option<f64>,
+    /// Check targets that answered the last attempt, and how many there are.
+    targets: Option<(usize, usize)>,
 }
 
 impl ProbeEntry {
@@ -273,6 +275,7 @@ impl Default for ProbeEntry {
             rtt: Histogram::new(&RTT_BUCKETS),
             jitter: None,
             loss: None,
+            targets: None,
         }
     }
 }
@@ -449,6 +452,7 @@ impl Metrics {
             let p = s.probe(gateway);
             p.observe(report.outcome.as_ref().ok().copied());
             p.set_window(&report.stats);
+            p.targets = Some((report.answered, report.targets));
         });
     }
 

@@ -209,6 +209,10 @@ xwan_probe_rtt_seconds_bucket{le="+Inf",gateway="ISP1"} 1
 # TYPE xwan_probe_jitter_seconds gauge
 # UNIT xwan_probe_jitter_seconds seconds
 xwan_probe_jitter_seconds{gateway="ISP1"} 0.00025
+# HELP xwan_probe_targets_answering Check targets of the gateway that answered its last probe attempt (see quorum).
+# TYPE xwan_probe_targets_answering gauge
+# HELP xwan_probe_targets Check targets of the gateway.
+# TYPE xwan_probe_targets gauge
 # HELP xwan_probe_loss_ratio Share of lost probe attempts over the probe window (0 to 1).
 # TYPE xwan_probe_loss_ratio gauge
 xwan_probe_loss_ratio{gateway="ISP1"} 0.5
@@ -681,9 +685,11 @@ fn probe_reports_and_labels() {
         loss: 0.25,
         ..Stats::default()
     };
-    let report = |outcome| ProbeReport {
+    let report = |outcome: Result<Duration, _>| ProbeReport {
         at: std::time::Instant::now(),
         attempt: 1,
+        answered: usize::from(outcome.is_ok()) + 1,
+        targets: 3,
         outcome,
         availability: Availability::Ready,
         stats,
@@ -699,6 +705,10 @@ fn probe_reports_and_labels() {
         0.03
     );
     assert_eq!(value(&s, "xwan_probe_loss_ratio", r#"{gateway="G"}"#), 0.25);
+    // The last attempt: 1 of 3 targets answered.
+    let targets = |name| value(&s, name, r#"{gateway="G"}"#);
+    assert_eq!(targets("xwan_probe_targets_answering"), 1.0);
+    assert_eq!(targets("xwan_probe_targets"), 3.0);
     // No jitter yet: no series rather than a made-up value.
     assert_eq!(count(&s, "xwan_probe_jitter_seconds"), 0);
 

@@ -30,6 +30,9 @@ pub struct GatewayView {
     pub last_change: Option<SystemTime>,
     pub available_since: Option<SystemTime>,
     pub stats: Stats,
+    /// Check targets that answered the last attempt, and how many there are (none before
+    /// the first attempt, or without targets).
+    pub targets: Option<(usize, usize)>,
 }
 
 impl Default for GatewayView {
@@ -40,6 +43,7 @@ impl Default for GatewayView {
             last_change: None,
             available_since: None,
             stats: Stats::default(),
+            targets: None,
         }
     }
 }
@@ -51,6 +55,7 @@ impl GatewayView {
         match ev {
             GatewayEvent::Probed(r) => {
                 self.stats = r.stats;
+                self.targets = Some((r.answered, r.targets));
                 false
             }
             GatewayEvent::Transition(t) => {

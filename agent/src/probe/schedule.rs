@@ -5,9 +5,12 @@
 //! * A **round** starts every `frequency`, on a fixed grid from the task's start (start,
 //!   start + frequency, …). The first round starts at once.
 //! * A round is a series of **attempts**. An attempt probes every check target concurrently,
-//!   each with `wait` to answer; it succeeds if **all** targets answer (the stricter,
+//!   each with `wait` to answer, and ends when every target has answered or failed. It
+//!   succeeds if at least `quorum` targets answered (default: **all**, the stricter,
 //!   Stormshield-like reading of several check targets: one silent target is enough to doubt
-//!   the path). Its RTT is the slowest target's.
+//!   the path; a quorum keeps one dead public resolver from taking a healthy link down). Its
+//!   RTT is the time by which the quorum had answered (with all: the slowest target's); a
+//!   failed attempt's cause is the first failure in target order.
 //! * An unanswered attempt is **retried `wait` after it started** (a timeout ends exactly then,
 //!   so the retry follows it immediately; a fast failure such as a refused connection or an
 //!   unreachable error still waits out the `wait`, so the cadence does not depend on how a
@@ -63,7 +66,7 @@ pub enum LinkState {
 /// What the per-gateway task reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum GatewayEvent {
-    /// One attempt finished (every check target answered, or not).
+    /// One attempt finished (the quorum of check targets answered, or not).
     Probed(ProbeReport),
     /// The availability or its reason changed: log it ([`Transition::log`]) and recompute the
     /// routers using this gateway.
@@ -77,8 +80,11 @@ pub struct ProbeReport {
     pub at: std::time::Instant,
     /// 1 for the round's first attempt, up to `tries`.
     pub attempt: u32,
-    /// RTT of the slowest target, or the first failure in target order.
+    /// The time by which the quorum answered, or the first failure in target order.
     pub outcome: Result<Duration, ProbeError>,
+    /// Check targets that answered this attempt, of `targets`.
+    pub answered: usize,
+    pub targets: usize,
     pub availability: Availability,
     pub stats: Stats,
 }
@@ -205,31 +211,34 @@ where
     async fn round(&mut self) -> Result<Option<LinkState>, Closed> {
         let tries = self.params.tries.max(1);
         let wait = self.params.wait;
+        let needed = self.params.needed(self.targets.len());
         for attempt in 1..=tries {
             let attempt_start = Instant::now();
-            let outcome = tokio::select! {
+            let (outcome, answered) = tokio::select! {
                 biased;
                 s = link_change(&mut self.link, &mut self.link_open, self.link_state) => {
                     return Ok(Some(s));
                 }
-                r = probe_all(&self.prober, &self.targets, wait) => r,
+                r = probe_all(&self.prober, &self.targets, wait, needed) => r,
             };
             let at = now();
             let t = match &outcome {
                 Ok(rtt) => self.health.on_success(at, *rtt),
                 Err(e) => self.health.on_failure(at, e.cause()),
             };
-            let answered = outcome.is_ok();
+            let succeeded = outcome.is_ok();
             let report = ProbeReport {
                 at,
                 attempt,
                 outcome,
+                answered,
+                targets: self.targets.len(),
                 availability: self.health.availability(),
                 stats: self.health.stats(),
             };
             self.emit(GatewayEvent::Probed(report)).await?;
             self.emit_transition(t).await?;
-            if answered || attempt == tries {
+            if succeeded || attempt == tries {
                 break;
             }
             if let Wake::Link(s) = self.wait(Some(attempt_start + wait)).await? {
@@ -304,19 +313,23 @@ async fn link_change(
     std::future::pending().await
 }
 
-/// One attempt: all targets concurrently, each bounded by `wait`.
+/// One attempt: all targets concurrently, each bounded by `wait`; answered when `needed` of
+/// them answer. Also returns how many answered.
 async fn probe_all<P: Prober>(
     prober: &P,
     targets: &[IpAddr],
     wait: Duration,
-) -> Result<Duration, ProbeError> {
+    needed: usize,
+) -> (Result<Duration, ProbeError>, usize) {
     let one = |target: IpAddr| async move {
         timeout(wait, prober.probe(target, wait))
             .await
             .unwrap_or(Err(ProbeError::Timeout))
     };
     if let [target] = targets {
-        return one(*target).await;
+        let r = one(*target).await;
+        let answered = usize::from(r.is_ok());
+        return (r, answered);
     }
     let mut probes: Vec<Pin<Box<_>>> = targets.iter().map(|&t| Box::pin(one(t))).collect();
     let mut results: Vec<Option<Result<Duration, ProbeError>>> = vec![None; probes.len()];
@@ -337,11 +350,23 @@ async fn probe_all<P: Prober>(
         }
     })
     .await;
-    let mut slowest = Duration::ZERO;
-    for r in results.into_iter().flatten() {
-        slowest = slowest.max(r?);
-    }
-    Ok(slowest)
+    let results: Vec<Result<Duration, ProbeError>> = results.into_iter().flatten().collect();
+    let mut rtts: Vec<Duration> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .copied()
+        .collect();
+    rtts.sort_unstable();
+    let answered = rtts.len();
+    let outcome = match needed.checked_sub(1).and_then(|i| rtts.get(i)) {
+        Some(&rtt) => Ok(rtt),
+        None if needed == 0 => Ok(Duration::ZERO),
+        None => Err(results
+            .into_iter()
+            .find_map(|r| r.err())
+            .unwrap_or(ProbeError::Timeout)),
+    };
+    (outcome, answered)
 }
 
 #[cfg(test)]

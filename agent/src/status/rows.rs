@@ -82,5 +82,7 @@ fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
         rtt_ms: v.stats.rtt.map(|d| d.as_secs_f64() * 1e3),
         jitter_ms: v.stats.jitter.map(|d| d.as_secs_f64() * 1e3),
         loss_pct: v.stats.loss * 100.0,
+        targets_answering: v.targets.map(|(n, _)| n),
+        targets: g.check.len(),
     }
 }

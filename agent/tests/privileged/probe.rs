@@ -223,7 +223,7 @@ fn fast() -> HealthParams {
         wait: Duration::from_millis(100),
         tries: 3,
         recover: 1,
-        sla: None,
+        ..HealthParams::default()
     }
 }
 

@@ -210,10 +210,12 @@ fn config(
             gateway: "RemoteTunWAN1",
             gateway_address: "172.16.1.2",
             check: Some("172.16.1.2"),
+            gateway_more: vec![],
         }],
         main: vec!["RemoteTunWAN1"],
         backups: vec![],
         on_failure: "drop",
+        router: vec![],
         rules: vec![Rule {
             name: "all",
             udp_port: None,

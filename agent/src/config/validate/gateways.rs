@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::{NonZeroU16, NonZeroU32};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroUsize};
 
 use super::super::diag::{Kind, Object};
 use super::super::model::*;
@@ -164,6 +164,29 @@ impl Validator<'_, '_, '_> {
             }
         };
 
+        let quorum = match (&g.quorum, &check) {
+            (Some(q), Some(targets)) if targets.is_empty() => {
+                let msg = "quorum needs check targets, and check = [] probes nothing (the \
+                           gateway is always Ready); remove quorum, or list the targets";
+                self.err(&q.span(), o, Some("quorum"), msg.to_owned());
+                None
+            }
+            (Some(q), Some(targets)) => {
+                let n = targets.len();
+                let hint = match n {
+                    1 => " (one check target, which must answer: remove quorum or add targets)"
+                        .to_owned(),
+                    n => format!(" (how many of the {n} check targets must answer)"),
+                };
+                // Equal to the number of targets: the default, all of them.
+                self.int(q, o, "quorum", (1, n as i64), &hint)
+                    .map(|v| NonZeroUsize::new(v as usize).filter(|v| v.get() < n))
+            }
+            // The targets are wrong: their errors are reported, not quorum's.
+            (Some(_), None) => None,
+            (None, _) => Some(None),
+        };
+
         let monitor = match &g.monitor {
             None => Some(Monitor::Icmp),
             Some(m) => self.monitor(m, o),
@@ -178,6 +201,7 @@ impl Validator<'_, '_, '_> {
             address6,
             weight: weight?,
             check: check?,
+            quorum: quorum?,
             monitor: monitor?,
         })
     }

@@ -11,6 +11,7 @@ use crate::health::{Reason, Sla};
 
 const A: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 2));
 const B: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 6));
+const C: IpAddr = IpAddr::V4(Ipv4Addr::new(172, 16, 1, 10));
 
 #[derive(Clone, Copy, Debug)]
 enum Reply {
@@ -385,6 +386,45 @@ async fn every_target_must_answer() {
             .chunks(2)
             .all(|c| c.contains(&A) && c.contains(&B))
     );
+}
+
+/// Three targets, quorum 2: A answers in 10 ms, B in 20 ms, C in 40 ms; C is silent from
+/// 10 s, B from 40 s, both answer again from 70 s.
+#[tokio::test(start_paused = true)]
+async fn a_quorum_of_targets_must_answer() {
+    let script = |t: Duration, target| match target {
+        A => Reply::After(ms(10)),
+        B if t >= s(40.0) && t < s(70.0) => Reply::Silent,
+        B => Reply::After(ms(20)),
+        _ if t >= s(10.0) && t < s(70.0) => Reply::Silent,
+        _ => Reply::After(ms(40)),
+    };
+    let params = HealthParams {
+        quorum: std::num::NonZeroUsize::new(2),
+        ..defaults(1)
+    };
+    let o = run(params, vec![A, B, C], script, &[], 80.0).await;
+    assert_eq!(
+        o.transitions(),
+        vec![
+            // The attempt ends when every target has answered; its RTT is the second's.
+            (s(0.040), Ready, "answering"),
+            // C's silence alone changes nothing; with B's too, the quorum is lost: rounds
+            // at 45 s (attempts 45, 47, 49 s, each ending 2 s later).
+            (s(51.0), Unavailable, "timeout"),
+            (s(75.040), Ready, "answering"),
+        ]
+    );
+    assert_eq!(o.full[0].rtt, Some(ms(20)));
+    // What each attempt's report says: all 3 answered, then 2 of 3 (C silent: the attempt
+    // lasts the whole wait), then 1 of 3.
+    let answered: Vec<(Duration, usize, bool)> = (o.reports.iter())
+        .map(|r| (r.at - o.reports[0].at, r.answered, r.outcome.is_ok()))
+        .collect();
+    assert_eq!(answered[0], (s(0.0), 3, true));
+    assert_eq!(answered[1], (s(16.960), 2, true));
+    assert!(o.reports.iter().all(|r| r.targets == 3));
+    assert!(answered.contains(&(s(46.960), 1, false)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub backups: Vec<&'static str>,
     /// R's `on_failure`.
     pub on_failure: &'static str,
+    /// Further `key = value` lines of R (an `sla`, say).
+    pub router: Vec<String>,
     pub rules: Vec<Rule>,
 }
 
@@ -68,6 +70,8 @@ pub struct Link {
     pub gateway: &'static str,
     pub gateway_address: &'static str,
     pub check: Option<&'static str>,
+    /// Further `key = value` lines of the gateway (several targets, a `quorum`).
+    pub gateway_more: Vec<String>,
 }
 
 pub struct Rule {
@@ -91,6 +95,7 @@ impl AgentConfig {
             gateway,
             gateway_address,
             check: None,
+            gateway_more: vec![],
         };
         let (main, backups) = match roles {
             Roles::MainAndBackup => (vec!["GW1"], vec!["GW2"]),
@@ -106,6 +111,7 @@ impl AgentConfig {
             main,
             backups,
             on_failure: "default-route",
+            router: vec![],
             rules: vec![
                 Rule {
                     name: "udp5001",
@@ -148,6 +154,9 @@ impl AgentConfig {
             if let Some(target) = l.check {
                 t += &format!("check = [{target:?}]\n");
             }
+            l.gateway_more
+                .iter()
+                .for_each(|line| t += &format!("{line}\n"));
         }
         t += &format!(
             "\n[[router]]\nname = \"R\"\ngateways = {}\n",
@@ -160,6 +169,9 @@ impl AgentConfig {
             "frequency = \"200ms\"\nwait = \"100ms\"\ntries = 3\non_failure = {:?}\n",
             self.on_failure
         );
+        self.router
+            .iter()
+            .for_each(|line| t += &format!("{line}\n"));
         for r in &self.rules {
             t += &format!("\n[[rule]]\nname = {:?}\n", r.name);
             if let Some(port) = r.udp_port {
@@ -353,13 +365,20 @@ impl TwoWan {
         roles: Roles,
         within: Duration,
     ) -> (AgentDir, Agent, Duration) {
+        self.start_agent_with(tag, &AgentConfig::two_wan(roles), within)
+    }
+
+    /// [`TwoWan::start_agent`] with `config`: once R's mains are Active and Ready.
+    pub fn start_agent_with(
+        &self,
+        tag: &str,
+        config: &AgentConfig,
+        within: Duration,
+    ) -> (AgentDir, Agent, Duration) {
         let dir = AgentDir::new(tag);
-        dir.write(&AgentConfig::two_wan(roles));
+        dir.write(config);
         let agent = Agent::start(&self.rtr, &dir, "agent.log");
-        let main = match roles {
-            Roles::MainAndBackup => &["GW1"][..],
-            Roles::BothMain => &["GW1", "GW2"],
-        };
+        let main = &config.main;
         let socket = dir.socket();
         let took = wait_until(&format!("{} active", main.join(" and ")), within, || {
             status(&socket).is_some_and(|s| main.iter().all(|gw| active(&s, gw)))

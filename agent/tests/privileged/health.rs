@@ -1,0 +1,106 @@
+//! Gateway health through the real agent (`xwan run` in the two-WAN topology): what the
+//! health options of a gateway and a router change in the verdicts users see in `xwan status`
+//! and in the metrics, with targets silenced by nftables in the WAN peers.
+
+use std::time::Duration;
+
+use super::support::{
+    self,
+    netns::Netns,
+    wan::{AgentConfig, Roles, TwoWan, gateway_state, metric, status, wait, wait_until},
+};
+
+/// WAN1's peer also answers on 192.0.3.2–4, hosts beyond GW1 (routed through it): three
+/// check targets for GW1. The route is the operator's here.
+fn three_targets(net: &TwoWan) {
+    net.rtr.ip(&[
+        "route",
+        "add",
+        "192.0.3.0/29",
+        "via",
+        "192.0.2.2",
+        "dev",
+        "w1",
+    ]);
+    for a in ["192.0.3.2/32", "192.0.3.3/32", "192.0.3.4/32"] {
+        net.wan1.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+}
+
+/// The peer in `ns` stops answering echo requests to `target` (table `silent`).
+fn silence(ns: &Netns, target: &str) {
+    ns.exec(
+        "nft",
+        &[&format!(
+            "add table ip silent; \
+             add chain ip silent in {{ type filter hook input priority 0 ; }}; \
+             add rule ip silent in ip daddr {target} icmp type echo-request drop"
+        )],
+    );
+}
+
+/// A gateway with three check targets and `quorum = 2` stays Ready while one target is
+/// silent, and goes Unavailable (`timeout`) once a second one is; status and metrics say how
+/// many answered.
+#[test]
+fn a_quorum_of_targets_keeps_a_gateway_ready() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.83.0");
+    three_targets(&net);
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.links[0].gateway_more = vec![
+        r#"check = ["192.0.3.2", "192.0.3.3", "192.0.3.4"]"#.into(),
+        "quorum = 2".into(),
+    ];
+    let (dir, mut agent, _) = net.start_agent_with("quorum", &config, wait());
+    let socket = dir.socket();
+    let targets = || {
+        let s = status(&socket)?;
+        let r = s.routers.iter().find(|r| r.name == "R")?;
+        let g = r.gateways.iter().find(|g| g.name == "GW1")?;
+        Some((g.targets_answering?, g.targets))
+    };
+    wait_until("GW1's three targets answering", wait(), || {
+        targets() == Some((3, 3))
+    });
+
+    silence(&net.wan1, "192.0.3.3");
+    wait_until("two of GW1's three targets answering", wait(), || {
+        targets() == Some((2, 3))
+    });
+    // Ten more rounds (200 ms each) with one target silent: still Ready, never went down.
+    std::thread::sleep(Duration::from_secs(2));
+    let s = status(&socket).unwrap();
+    assert_eq!(
+        gateway_state(&s, "GW1"),
+        Some(("Active".into(), "Ready".into())),
+        "{}",
+        dir.log("agent.log")
+    );
+    let rtr = &net.rtr;
+    let down = r#"xwan_gateway_transitions_total{router="R",gateway="GW1",direction="down",reason="timeout"}"#;
+    assert_eq!(metric(rtr, down).unwrap_or(0.0), 0.0);
+    assert_eq!(
+        metric(rtr, r#"xwan_probe_targets_answering{gateway="GW1"}"#),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(rtr, r#"xwan_probe_targets{gateway="GW1"}"#),
+        Some(3.0)
+    );
+
+    // A second silent target: below the quorum, Unavailable after `tries`; GW2 takes over.
+    net.wan1.exec(
+        "nft",
+        &["add rule ip silent in ip daddr 192.0.3.4 icmp type echo-request drop"],
+    );
+    wait_until("GW1 unavailable below its quorum", wait(), || {
+        status(&socket).is_some_and(|s| {
+            gateway_state(&s, "GW1").is_some_and(|g| g.1 == "Unavailable")
+                && gateway_state(&s, "GW2").is_some_and(|g| g.0 == "Active")
+        })
+    });
+    assert_eq!(metric(rtr, down), Some(1.0));
+    assert_eq!(targets().map(|t| t.0), Some(1));
+    agent.stop(&dir, wait());
+}
