@@ -68,8 +68,8 @@ use crate::{
     metrics::{GatewaySnapshot, Metrics},
     netlink::{self, Event, Netlink},
     offload,
-    planner::{self, Facts, Planned},
-    probe::{Fleet, GatewayEvent, LinkState},
+    planner::{self, Facts, Judge, Planned},
+    probe::{Fleet, GatewayEvent, GatewayView, LinkState, Recorded, Tag},
     status::{self, Status},
     xfrm::Supervisor,
 };
@@ -196,15 +196,15 @@ pub async fn run(path: &Path) -> Result<()> {
         // status; anything else (a verdict, a request, a kernel event) is in it at once.
         let mut report = false;
         tokio::select! {
-            Some((gw, ev)) = d.probes.next_event() => {
+            Some((tag, ev)) = d.probes.next_event() => {
                 // Every event already queued, then one commit for their verdicts: two
                 // verdicts for one router must otherwise be an RCU grace period apart (its
                 // inactive table is rewritten only then), and at a thousand gateways' start
                 // that paced them to a hundred a second.
                 let verdicts = Instant::now();
-                let (mut changed, mut next, mut n) = (Vec::new(), Some((gw, ev)), 0);
-                while let Some((gw, ev)) = next.take() {
-                    if let Some(id) = d.on_gateway_event(&gw, ev)
+                let (mut changed, mut next, mut n) = (Vec::new(), Some((tag, ev)), 0);
+                while let Some((tag, ev)) = next.take() {
+                    if let Some(id) = d.on_gateway_event(&tag, ev)
                         && !changed.contains(&id)
                     {
                         changed.push(id);
@@ -330,12 +330,20 @@ impl Daemon {
             .push_link_states(&self.config, |l| link_state(facts, ipsec, l));
     }
 
-    fn is_ready(&self, id: u16) -> bool {
-        let g = &self.config.gateways[id as usize];
-        self.probes
-            .view(&g.name)
+    /// Whether gateway `id` is Ready as `judge` sees it, and usable.
+    fn is_ready(&self, judge: Judge, id: u16) -> bool {
+        self.view(judge, GatewayId(id))
             .is_some_and(|v| v.availability == Availability::Ready)
             && planner::usable(&self.config, &self.facts, GatewayId(id))
+    }
+
+    /// What `judge`'s probe task reported of gateway `id`.
+    fn view(&self, judge: Judge, id: GatewayId) -> Option<&GatewayView> {
+        let name = &self.config.gateway(id).name;
+        match judge {
+            Judge::Gateway => self.probes.view(name),
+            j => (self.probes).view_of(name, &planner::judge_health(&self.config, j, id)),
+        }
     }
 
     /// Kernel notifications were lost (the socket's buffer overflowed): interfaces, addresses
@@ -395,17 +403,27 @@ impl Daemon {
 
     /// A probe's report or verdict, recorded; the gateway if its state changed (its routers'
     /// tables are then due: [`Self::commit_verdicts`]).
-    fn on_gateway_event(&mut self, gw: &str, ev: GatewayEvent) -> Option<GatewayId> {
-        let (id, view) = self.probes.gateway_mut(gw)?;
-        let state_changed = view.record(&ev);
+    fn on_gateway_event(&mut self, tag: &Tag, ev: GatewayEvent) -> Option<GatewayId> {
+        let gw = tag.gateway.as_str();
+        let Recorded {
+            id,
+            params,
+            primary,
+            state_changed,
+        } = self.probes.record(tag, &ev)?;
         match &ev {
-            GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r),
+            GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r, primary),
             GatewayEvent::Transition(t) => {
+                // The routers that judge the gateway as this task does.
                 let routers: Vec<&str> = (self.config.routers.iter())
-                    .filter(|r| r.uses(id))
+                    .filter(|r| {
+                        r.uses(id) && planner::router_health(&self.config, r, id) == *params
+                    })
                     .map(|r| r.name.as_str())
                     .collect();
-                t.log(&routers.join(","), gw);
+                if primary || !routers.is_empty() {
+                    t.log(&routers.join(","), gw);
+                }
                 for router in routers {
                     self.metrics.record_transition(router, gw, t);
                 }
@@ -443,7 +461,8 @@ impl Daemon {
             let r = &self.config.routers[i];
             for s in self.committed.rows.get(i).into_iter().flatten() {
                 let g = &self.config.gateways[s.gateway as usize];
-                let last = self.probes.view(&g.name).and_then(|v| v.last_change);
+                let view = self.view(Judge::Router(i), GatewayId(s.gateway));
+                let last = view.and_then(|v| v.last_change);
                 self.metrics
                     .set_gateway(&r.name, &g.name, GatewaySnapshot::from_status(s, last));
             }
@@ -482,7 +501,8 @@ impl Daemon {
                 *c = true;
             }
         }
-        let ready = |id: u16| committed.get(id as usize) == Some(&true) && self.is_ready(id);
+        let ready =
+            |j: Judge, id: u16| committed.get(id as usize) == Some(&true) && self.is_ready(j, id);
         let affected: Vec<usize> = (self.config.routers.iter().enumerate())
             .filter(|(_, r)| changed.iter().any(|&g| r.uses(g)))
             .map(|(i, _)| i)
@@ -490,7 +510,7 @@ impl Daemon {
         let computed = planner::router_tables_of(&self.config, &affected, &ready);
         // Their ready flags, written only where they changed.
         for &GatewayId(id) in changed {
-            let r = self.is_ready(id);
+            let r = self.is_ready(Judge::Gateway, id);
             if let Some(g) = (self.committed.plan.gateways.iter_mut()).find(|g| g.id == id)
                 && g.ready != r
             {
@@ -532,7 +552,7 @@ impl Daemon {
             // Adopted start: the first plan waits for the first verdicts (`finish_start`).
             return self.dp.epoch().map_err(Into::into);
         }
-        let ready = |id: u16| self.is_ready(id);
+        let ready = |j: Judge, id: u16| self.is_ready(j, id);
         let planned = planner::plan(&self.config, &self.facts, &ready)?;
         // A neighbour or a carrier changes gateways only: those, not a new ruleset (which
         // would re-decide every flow and cost the whole configuration's compilation).
@@ -741,7 +761,7 @@ impl Daemon {
             routers: status::rows::routers(&self.config, &self.committed.rows, &self.probes),
             ipsec: self.ipsec.rows(&self.config),
             return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {
-                self.is_ready(id.0)
+                self.is_ready(Judge::Gateway, id.0)
             }),
         }
     }

@@ -81,43 +81,80 @@ pub fn router_spec(config: &Config, r: &Router) -> RouterSpec {
     }
 }
 
-/// Probe timing of a gateway. A gateway used by several routers is probed once, with the
-/// timing of the router that probes it most often (the smallest `frequency`): the stricter
-/// detection serves every router using it.
+/// Whose verdict on a gateway: a router's (each router judges its gateways with its own
+/// `frequency`, `wait`, `tries`, `recover` and `sla`), or the gateway's own, for what is not
+/// a router's (its return routes): the verdict of the router that probes it most often.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Judge {
+    /// Router `i` of the configuration.
+    Router(usize),
+    Gateway,
+}
+
+/// The probes' verdicts: whether a gateway (by id) is Ready as a [`Judge`] sees it.
+pub type Verdicts<'a> = &'a dyn Fn(Judge, u16) -> bool;
+
+/// How router `r` judges `gateway`: its probe timing and SLA, the gateway's quorum.
+pub fn router_health(config: &Config, r: &Router, gateway: GatewayId) -> HealthParams {
+    HealthParams {
+        frequency: r.frequency,
+        wait: r.wait,
+        tries: r.tries.get(),
+        recover: r.recover.get(),
+        sla: r.sla.as_ref().map(|s| Sla {
+            max_rtt: s.rtt,
+            max_jitter: s.jitter,
+            max_loss_pct: s.loss,
+            window: s.window.get() as usize,
+        }),
+        quorum: config.gateway(gateway).quorum,
+    }
+}
+
+/// How `judge` judges `gateway`.
+pub fn judge_health(config: &Config, judge: Judge, gateway: GatewayId) -> HealthParams {
+    match judge {
+        Judge::Router(i) => router_health(config, &config.routers[i], gateway),
+        Judge::Gateway => health_params(config, gateway),
+    }
+}
+
+/// The gateway's own judgement ([`Judge::Gateway`]): that of the router using it that probes
+/// it most often (the smallest `frequency`, the first such router), or the defaults when no
+/// router uses it.
 pub fn health_params(config: &Config, gateway: GatewayId) -> HealthParams {
     let routers = config.routers.iter().filter(|r| r.uses(gateway));
-    let quorum = config.gateway(gateway).quorum;
     match routers.min_by_key(|r| r.frequency) {
-        Some(r) => HealthParams {
-            quorum,
-            frequency: r.frequency,
-            wait: r.wait,
-            tries: r.tries.get(),
-            recover: r.recover.get(),
-            sla: r.sla.as_ref().map(|s| Sla {
-                max_rtt: s.rtt,
-                max_jitter: s.jitter,
-                max_loss_pct: s.loss,
-                window: s.window.get() as usize,
-            }),
-        },
+        Some(r) => router_health(config, r, gateway),
         None => HealthParams {
-            quorum,
+            quorum: config.gateway(gateway).quorum,
             ..HealthParams::default()
         },
     }
 }
 
+/// Every distinct judgement of `gateway` (equal settings share one): the gateway's own
+/// first, then its routers' in configuration order. One probe task runs for each.
+pub fn judgements(config: &Config, gateway: GatewayId) -> Vec<HealthParams> {
+    let mut out = vec![health_params(config, gateway)];
+    for r in config.routers.iter().filter(|r| r.uses(gateway)) {
+        let p = router_health(config, r, gateway);
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// Router tables for the current availability, with each router's monitor rows (index =
-/// router id). [`plan`] calls it for a whole new plan.
+/// router id), each router judging its gateways itself. [`plan`] calls it for a whole new
+/// plan.
 pub fn router_tables(
     config: &Config,
-    ready: &dyn Fn(u16) -> bool,
+    ready: Verdicts,
 ) -> (Vec<RouterTable>, Vec<Vec<router::GatewayStatus>>) {
-    let specs: Vec<RouterSpec> = (config.routers.iter())
-        .map(|r| router_spec(config, r))
-        .collect();
-    router::tables(&specs, ready).into_iter().unzip()
+    let ids: Vec<usize> = (0..config.routers.len()).collect();
+    router_tables_of(config, &ids, ready).into_iter().unzip()
 }
 
 /// [`router_tables`] for the routers `ids` only (indexes into the configuration's routers):
@@ -125,10 +162,13 @@ pub fn router_tables(
 pub fn router_tables_of(
     config: &Config,
     ids: &[usize],
-    ready: &dyn Fn(u16) -> bool,
+    ready: Verdicts,
 ) -> Vec<(RouterTable, Vec<router::GatewayStatus>)> {
     ids.iter()
-        .map(|&i| router::table(&router_spec(config, &config.routers[i]), ready))
+        .map(|&i| {
+            let spec = router_spec(config, &config.routers[i]);
+            router::table(&spec, &|g| ready(Judge::Router(i), g))
+        })
         .collect()
 }
 
@@ -191,14 +231,11 @@ pub struct Planned {
     pub rows: Vec<Vec<router::GatewayStatus>>,
 }
 
-/// The plan for `config` given `facts` and availability (`ready`: the probes' verdict, the
-/// plan adds whether the gateway is [`usable`]).
-pub fn plan(
-    config: &Config,
-    facts: &Facts,
-    ready: &dyn Fn(u16) -> bool,
-) -> Result<Planned, PlanningError> {
-    let ready = |id: u16| ready(id) && usable(config, facts, GatewayId(id));
+/// The plan for `config` given `facts` and availability (`ready`: the probes' verdicts, the
+/// plan adds whether the gateway is [`usable`]). A gateway's own ready flag (its return
+/// routes) is its [`Judge::Gateway`] verdict.
+pub fn plan(config: &Config, facts: &Facts, ready: Verdicts) -> Result<Planned, PlanningError> {
+    let ready = |j: Judge, id: u16| ready(j, id) && usable(config, facts, GatewayId(id));
     let (tables, rows) = router_tables(config, &ready);
     let iface = |what: String, name: &str| {
         facts
@@ -263,7 +300,7 @@ pub fn plan(
             kind,
             ifindex: i.ifindex,
             mtu: link.mtu.unwrap_or(i.mtu),
-            ready: ready(id.0),
+            ready: ready(Judge::Gateway, id.0),
         });
     }
 
@@ -359,7 +396,7 @@ mod tests {
     fn seed_branch_plans_with_all_gateways_ready() {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let f = facts();
-        let Planned { plan: p, rows } = plan(&config, &f, &|_| true).unwrap();
+        let Planned { plan: p, rows } = plan(&config, &f, &|_, _| true).unwrap();
         p.validate().unwrap();
         assert_eq!(
             p.ifaces,
@@ -399,7 +436,7 @@ mod tests {
         assert_ne!(text, SEED);
         let (config, _) = config::parse(&text, "seed-branch.toml").unwrap();
         let f = facts();
-        let Planned { plan: p, .. } = plan(&config, &f, &|_| true).unwrap();
+        let Planned { plan: p, .. } = plan(&config, &f, &|_, _| true).unwrap();
         p.validate().unwrap();
         assert!(p.gateways.iter().all(|g| g.kind.is_kernel() && g.ready));
         let marks = p.marks.expect("marks");
@@ -438,11 +475,56 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.remove("lan0");
-        let e = plan(&config, &f, &|_| true).unwrap_err();
+        let e = plan(&config, &f, &|_, _| true).unwrap_err();
         assert_eq!(
             e.to_string(),
             "LAN interface: interface 'lan0' does not exist; create it or fix the configuration"
         );
+    }
+
+    /// RemoteTunWAN2 is in ProductionRouter and VoIPRouter: with equal settings one task
+    /// judges it for both; once VoIPRouter probes faster with an SLA, each router has its own
+    /// judgement (and the gateway's own is VoIPRouter's, the most frequent).
+    #[test]
+    fn each_router_judges_a_shared_gateway_with_its_own_settings() {
+        let (same, _) = config::parse(SEED, "seed-branch.toml").unwrap();
+        let wan2 = GatewayId(1);
+        assert_eq!(same.gateway(wan2).name, "RemoteTunWAN2");
+        assert_eq!(judgements(&same, wan2).len(), 1);
+        let text = SEED.replacen(
+            "name = \"VoIPRouter\"\n",
+            "name = \"VoIPRouter\"\nfrequency = \"1s\"\nwait = \"500ms\"\nsla = { rtt = \"150ms\" }\n",
+            1,
+        );
+        let (split, _) = config::parse(&text, "seed-branch.toml").unwrap();
+        let j = judgements(&split, wan2);
+        assert_eq!(j.len(), 2);
+        let production = Judge::Router(1);
+        let voip = Judge::Router(2);
+        assert_eq!(split.routers[2].name, "VoIPRouter");
+        assert_eq!(
+            judge_health(&split, voip, wan2).frequency,
+            Duration::from_secs(1)
+        );
+        assert!(judge_health(&split, voip, wan2).sla.is_some());
+        assert_eq!(
+            judge_health(&split, production, wan2),
+            HealthParams::default()
+        );
+        assert_eq!(j[0], judge_health(&split, voip, wan2));
+        assert_eq!(j[0], judge_health(&split, Judge::Gateway, wan2));
+        // WAN1 is not in VoIPRouter: one judgement still.
+        assert_eq!(judgements(&split, GatewayId(0)).len(), 1);
+        // The plan takes each router's own verdict: WAN2 Ready for VoIPRouter only.
+        let f = facts();
+        let ready = |j: Judge, g: u16| g != wan2.0 || j == voip;
+        let Planned { plan: p, rows } = plan(&split, &f, &ready).unwrap();
+        let wan2_ready = |r: usize| rows[r].iter().find(|s| s.gateway == wan2.0).unwrap().ready;
+        assert!(wan2_ready(2) && !wan2_ready(1));
+        // ProductionRouter's main is down for it: its backups take over.
+        assert!(!p.routers[1].slots.contains(&wan2.0) && !p.routers[1].slots.is_empty());
+        // Its own flag (return routes) is the gateway's judgement: not VoIPRouter's here.
+        assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
     }
 
     #[test]
@@ -450,7 +532,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.get_mut("vti-wan2").unwrap().carrier = false;
-        let p = plan(&config, &f, &|_| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
         let wan2 = config.gateway_by_name("RemoteTunWAN2").unwrap();
         assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
         assert!(!usable(&config, &f, wan2));
@@ -470,7 +552,7 @@ mod tests {
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some([2, 0, 0, 0, 0, 3]);
         // No neighbour for the branch's end of WAN3 yet: the plan is valid, without WAN3's
         // return route.
-        let p = plan(&config, &f, &|_| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(
             p.links.iter().map(|l| l.ifindex).collect::<Vec<_>>(),
@@ -479,7 +561,7 @@ mod tests {
         let wan3 = config.gateway_by_name("LocalTunWAN3").unwrap();
         f.neighbours
             .insert((12, config.gateway(wan3).address), [2, 0, 0, 0, 0, 9]);
-        let p = plan(&config, &f, &|_| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(p.links.len(), 3);
     }
@@ -505,7 +587,7 @@ mod tests {
         const EGRESS: [u8; 6] = [2, 0, 0, 0, 0, 3];
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some(EGRESS);
         let kind = |f: &Facts| {
-            let p = plan(&config, f, &|_| true).unwrap().plan;
+            let p = plan(&config, f, &|_, _| true).unwrap().plan;
             p.validate().unwrap();
             p.gateways.iter().find(|x| x.id == wan3.0).unwrap().kind
         };
@@ -524,7 +606,7 @@ mod tests {
         assert_eq!(kind(&f), want(Some([2, 0, 0, 0, 0, 6])));
         // Tunnels have no next hop to rewrite to: every packet takes the kernel path.
         let wan1 = config.gateway_by_name("RemoteTunWAN1").unwrap();
-        let p = plan(&config, &f, &|_| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
         let k1 = p.gateways.iter().find(|x| x.id == wan1.0).unwrap().kind;
         assert_eq!(k1, GatewayKind::KERNEL);
     }

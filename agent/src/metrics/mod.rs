@@ -446,13 +446,17 @@ impl Metrics {
     }
 
     /// [`Self::observe_probe`] and [`Self::set_probe_window`] for one probe report, in one
-    /// update (a scrape never sees the attempt without its window).
-    pub fn observe_probe_report(&self, gateway: &str, report: &ProbeReport) {
+    /// update (a scrape never sees the attempt without its window). Every probe counts; the
+    /// window figures and target counts are those of the gateway's own judgement (`primary`:
+    /// a router judging it with other settings probes it on its own schedule).
+    pub fn observe_probe_report(&self, gateway: &str, report: &ProbeReport, primary: bool) {
         self.shared.update(|s| {
             let p = s.probe(gateway);
             p.observe(report.outcome.as_ref().ok().copied());
-            p.set_window(&report.stats);
-            p.targets = Some((report.answered, report.targets));
+            if primary {
+                p.set_window(&report.stats);
+                p.targets = Some((report.answered, report.targets));
+            }
         });
     }
 

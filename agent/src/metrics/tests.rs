@@ -694,8 +694,8 @@ fn probe_reports_and_labels() {
         availability: Availability::Ready,
         stats,
     };
-    m.observe_probe_report("G", &report(Ok(Duration::from_millis(30))));
-    m.observe_probe_report("G", &report(Err(crate::probe::ProbeError::Timeout)));
+    m.observe_probe_report("G", &report(Ok(Duration::from_millis(30))), true);
+    m.observe_probe_report("G", &report(Err(crate::probe::ProbeError::Timeout)), true);
     let text = m.encode();
     let s = samples(&text);
     assert_eq!(value(&s, "xwan_probes_sent_total", r#"{gateway="G"}"#), 2.0);

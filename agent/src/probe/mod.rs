@@ -36,7 +36,7 @@ use std::{
     time::Duration,
 };
 
-pub use fleet::{Fleet, GatewayView};
+pub use fleet::{Fleet, GatewayView, Recorded, Tag};
 pub use icmp::IcmpProber;
 pub use schedule::{GatewayEvent, LinkState, ProbeReport, run_gateway, run_tagged};
 pub use tcp::TcpProber;

@@ -5,12 +5,13 @@
 use super::{GatewayRow, ReturnRouteRow, RouterStatus, unix};
 use crate::{
     config::{Config, GatewayId},
+    planner::{self, Judge},
     probe::{Fleet, GatewayView},
     router::{GatewayState, GatewayStatus, Role},
 };
 
 /// Each router of `config` with its committed monitor rows (`rows`, index = router id) and
-/// what the probes reported.
+/// what the probes reported, as the router judges each gateway.
 pub fn routers(config: &Config, rows: &[Vec<GatewayStatus>], probes: &Fleet) -> Vec<RouterStatus> {
     config
         .routers
@@ -22,7 +23,10 @@ pub fn routers(config: &Config, rows: &[Vec<GatewayStatus>], probes: &Fleet) -> 
                 .get(i)
                 .into_iter()
                 .flatten()
-                .map(|s| gateway(config, s, view(config, probes, GatewayId(s.gateway))))
+                .map(|s| {
+                    let v = view(config, probes, Judge::Router(i), GatewayId(s.gateway));
+                    gateway(config, s, v)
+                })
                 .collect(),
         })
         .collect()
@@ -46,15 +50,20 @@ pub fn return_routes(
                 "Unavailable"
             }
             .into(),
-            reason: view(config, probes, r.gateway).reason.to_string(),
+            reason: (view(config, probes, Judge::Gateway, r.gateway).reason).to_string(),
         })
         .collect()
 }
 
-/// What the probes reported of `id` (a gateway not probed yet reads as never probed).
-fn view(config: &Config, probes: &Fleet, id: GatewayId) -> GatewayView {
+/// What the probes reported of `id` as `judge` sees it (a gateway not probed yet reads as
+/// never probed).
+fn view(config: &Config, probes: &Fleet, judge: Judge, id: GatewayId) -> GatewayView {
     let name = &config.gateway(id).name;
-    probes.view(name).copied().unwrap_or_default()
+    let v = match judge {
+        Judge::Gateway => probes.view(name),
+        j => probes.view_of(name, &planner::judge_health(config, j, id)),
+    };
+    v.copied().unwrap_or_default()
 }
 
 fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {

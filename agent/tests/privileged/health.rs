@@ -104,3 +104,67 @@ fn a_quorum_of_targets_keeps_a_gateway_ready() {
     assert_eq!(targets().map(|t| t.0), Some(1));
     agent.stop(&dir, wait());
 }
+
+/// GW1 is shared by R (3 tries of 100 ms) and R2 (20 tries): each router judges it with its
+/// own settings. A silent GW1 is Unavailable for R after its 3 tries while R2 still holds it
+/// Ready; R2 follows once its 20 tries have failed. `xwan status` shows both views.
+#[test]
+fn each_router_judges_a_shared_gateway_itself() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.84.0");
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.more = vec![
+        "\n[[router]]".into(),
+        r#"name = "R2""#.into(),
+        r#"gateways = ["GW1"]"#.into(),
+        r#"frequency = "200ms""#.into(),
+        r#"wait = "100ms""#.into(),
+        "tries = 20".into(),
+    ];
+    let (dir, mut agent, _) = net.start_agent_with("shared", &config, wait());
+    let socket = dir.socket();
+    // (R's view, R2's view) of GW1's availability.
+    let views = || {
+        let s = status(&socket)?;
+        let of = |router: &str| {
+            let r = s.routers.iter().find(|r| r.name == router)?;
+            let g = r.gateways.iter().find(|g| g.name == "GW1")?;
+            Some(g.availability.clone())
+        };
+        Some((of("R")?, of("R2")?))
+    };
+    wait_until("GW1 Ready for both routers", wait(), || {
+        views() == Some(("Ready".into(), "Ready".into()))
+    });
+
+    let t = std::time::Instant::now();
+    support::wan::blackhole(&net.wan1);
+    wait_until("GW1 unavailable for R", wait(), || {
+        views().is_some_and(|v| v.0 == "Unavailable")
+    });
+    let r_took = t.elapsed();
+    // R2's 20 tries take 2 s from its first unanswered attempt: well after R's 300 ms.
+    assert_eq!(
+        views().map(|v| v.1),
+        Some("Ready".into()),
+        "R2 judged GW1 with R's settings ({r_took:?} after the blackhole)\n{}",
+        dir.log("agent.log")
+    );
+    let rtr = &net.rtr;
+    assert_eq!(
+        metric(rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(rtr, r#"xwan_gateway_up{router="R2",gateway="GW1"}"#),
+        Some(1.0)
+    );
+    wait_until("GW1 unavailable for R2 too", wait(), || {
+        views().is_some_and(|v| v.1 == "Unavailable")
+    });
+    println!(
+        "GW1 silent: Unavailable for R after {r_took:?}, for R2 after {:?}",
+        t.elapsed()
+    );
+    agent.stop(&dir, wait());
+}

@@ -216,6 +216,7 @@ fn config(
         backups: vec![],
         on_failure: "drop",
         router: vec![],
+        more: vec![],
         rules: vec![Rule {
             name: "all",
             udp_port: None,

@@ -56,6 +56,8 @@ pub struct AgentConfig {
     /// Further `key = value` lines of R (an `sla`, say).
     pub router: Vec<String>,
     pub rules: Vec<Rule>,
+    /// Further TOML at the end of the file (another router).
+    pub more: Vec<String>,
 }
 
 /// A link, and the one gateway behind it.
@@ -112,6 +114,7 @@ impl AgentConfig {
             backups,
             on_failure: "default-route",
             router: vec![],
+            more: vec![],
             rules: vec![
                 Rule {
                     name: "udp5001",
@@ -183,6 +186,7 @@ impl AgentConfig {
                 "action = \"route\"\nrouter = \"R\"\n"
             };
         }
+        self.more.iter().for_each(|line| t += &format!("{line}\n"));
         t
     }
 }
