@@ -330,11 +330,19 @@ impl Daemon {
             .push_link_states(&self.config, |l| link_state(facts, ipsec, l));
     }
 
-    /// Whether gateway `id` is Ready as `judge` sees it, and usable.
+    /// Gateway `id`'s availability as `judge` sees it (Unavailable if the data plane
+    /// cannot use it).
+    fn availability(&self, judge: Judge, id: u16) -> Availability {
+        match planner::usable(&self.config, &self.facts, GatewayId(id)) {
+            true => (self.view(judge, GatewayId(id)))
+                .map_or(Availability::Unavailable, |v| v.availability),
+            false => Availability::Unavailable,
+        }
+    }
+
+    /// Whether gateway `id` is usable (Ready or Degraded) as `judge` sees it.
     fn is_ready(&self, judge: Judge, id: u16) -> bool {
-        self.view(judge, GatewayId(id))
-            .is_some_and(|v| v.availability == Availability::Ready)
-            && planner::usable(&self.config, &self.facts, GatewayId(id))
+        self.availability(judge, id).is_usable()
     }
 
     /// What `judge`'s probe task reported of gateway `id`.
@@ -501,8 +509,10 @@ impl Daemon {
                 *c = true;
             }
         }
-        let ready =
-            |j: Judge, id: u16| committed.get(id as usize) == Some(&true) && self.is_ready(j, id);
+        let ready = |j: Judge, id: u16| match committed.get(id as usize) {
+            Some(true) => self.availability(j, id),
+            _ => Availability::Unavailable,
+        };
         let affected: Vec<usize> = (self.config.routers.iter().enumerate())
             .filter(|(_, r)| changed.iter().any(|&g| r.uses(g)))
             .map(|(i, _)| i)
@@ -552,7 +562,7 @@ impl Daemon {
             // Adopted start: the first plan waits for the first verdicts (`finish_start`).
             return self.dp.epoch().map_err(Into::into);
         }
-        let ready = |j: Judge, id: u16| self.is_ready(j, id);
+        let ready = |j: Judge, id: u16| self.availability(j, id);
         let planned = planner::plan(&self.config, &self.facts, &ready)?;
         // A neighbour or a carrier changes gateways only: those, not a new ruleset (which
         // would re-decide every flow and cost the whole configuration's compilation).
@@ -743,7 +753,8 @@ impl Daemon {
 
     fn explain(&self, q: &crate::explain::Query) -> Result<String, String> {
         let ifindex = |name: &str| self.facts.interfaces.get(name).map(|i| i.ifindex);
-        crate::explain::explain(&self.config, &self.committed.plan, &ifindex, q)
+        let (plan, rows) = (&self.committed.plan, &self.committed.rows);
+        crate::explain::explain(&self.config, plan, rows, &ifindex, q)
     }
 
     fn status(&self) -> Status {

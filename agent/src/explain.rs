@@ -11,7 +11,10 @@ use xwan_common::{
     plan::{Action, HashMode, Plan},
 };
 
-use crate::config::{Config, PROTOCOLS, protocol_has_ports, protocol_name};
+use crate::{
+    config::{Config, PROTOCOLS, protocol_has_ports, protocol_name},
+    router::{Availability, GatewayStatus},
+};
 
 /// The packet to explain.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -44,6 +47,7 @@ pub fn parse_protocol(s: &str) -> Result<u8, String> {
 pub fn explain(
     config: &Config,
     plan: &Plan,
+    rows: &[Vec<GatewayStatus>],
     ifindex: &dyn Fn(&str) -> Option<u32>,
     q: &Query,
 ) -> Result<String, String> {
@@ -124,6 +128,15 @@ pub fn explain(
             let router = &config.routers[id as usize];
             let table = &plan.routers[id as usize];
             out.push_str(&format!("router {}\n", router.name));
+            for s in rows.get(id as usize).into_iter().flatten() {
+                if s.availability == Availability::Degraded {
+                    out.push_str(&format!(
+                        "gateway {} is Degraded (beyond the router's sla_alarm): new connections \
+                         use it only when no healthy gateway would be used\n",
+                        config.gateways[s.gateway as usize].name
+                    ));
+                }
+            }
             if table.slots.is_empty() {
                 let what = if table.on_failure_pass {
                     "handed to the kernel (on_failure = default-route)"

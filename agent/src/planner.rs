@@ -17,7 +17,7 @@ use xwan_common::plan::{
 
 use crate::{
     config::{Config, Forwarding, GatewayId, LinkKind, Router},
-    health::{HealthParams, Sla},
+    health::{Availability, HealthParams, Sla},
     netlink::{
         Interface,
         policy::{GatewayRoute, Policy},
@@ -91,8 +91,8 @@ pub enum Judge {
     Gateway,
 }
 
-/// The probes' verdicts: whether a gateway (by id) is Ready as a [`Judge`] sees it.
-pub type Verdicts<'a> = &'a dyn Fn(Judge, u16) -> bool;
+/// The probes' verdicts: a gateway's (by id) availability as a [`Judge`] sees it.
+pub type Verdicts<'a> = &'a dyn Fn(Judge, u16) -> Availability;
 
 /// How router `r` judges `gateway`: its probe timing and SLA, the gateway's quorum.
 pub fn router_health(config: &Config, r: &Router, gateway: GatewayId) -> HealthParams {
@@ -101,13 +101,18 @@ pub fn router_health(config: &Config, r: &Router, gateway: GatewayId) -> HealthP
         wait: r.wait,
         tries: r.tries.get(),
         recover: r.recover.get(),
-        sla: r.sla.as_ref().map(|s| Sla {
-            max_rtt: s.rtt,
-            max_jitter: s.jitter,
-            max_loss_pct: s.loss,
-            window: s.window.get() as usize,
-        }),
+        sla: r.sla.as_ref().map(sla),
+        sla_alarm: r.sla_alarm.as_ref().map(sla),
         quorum: config.gateway(gateway).quorum,
+    }
+}
+
+fn sla(s: &crate::config::Sla) -> Sla {
+    Sla {
+        max_rtt: s.rtt,
+        max_jitter: s.jitter,
+        max_loss_pct: s.loss,
+        window: s.window.get() as usize,
     }
 }
 
@@ -235,7 +240,10 @@ pub struct Planned {
 /// plan adds whether the gateway is [`usable`]). A gateway's own ready flag (its return
 /// routes) is its [`Judge::Gateway`] verdict.
 pub fn plan(config: &Config, facts: &Facts, ready: Verdicts) -> Result<Planned, PlanningError> {
-    let ready = |j: Judge, id: u16| ready(j, id) && usable(config, facts, GatewayId(id));
+    let ready = |j: Judge, id: u16| match usable(config, facts, GatewayId(id)) {
+        true => ready(j, id),
+        false => Availability::Unavailable,
+    };
     let (tables, rows) = router_tables(config, &ready);
     let iface = |what: String, name: &str| {
         facts
@@ -300,7 +308,7 @@ pub fn plan(config: &Config, facts: &Facts, ready: Verdicts) -> Result<Planned, 
             kind,
             ifindex: i.ifindex,
             mtu: link.mtu.unwrap_or(i.mtu),
-            ready: ready(Judge::Gateway, id.0),
+            ready: ready(Judge::Gateway, id.0).is_usable(),
         });
     }
 
@@ -396,7 +404,7 @@ mod tests {
     fn seed_branch_plans_with_all_gateways_ready() {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let f = facts();
-        let Planned { plan: p, rows } = plan(&config, &f, &|_, _| true).unwrap();
+        let Planned { plan: p, rows } = plan(&config, &f, &|_, _| Availability::Ready).unwrap();
         p.validate().unwrap();
         assert_eq!(
             p.ifaces,
@@ -436,7 +444,7 @@ mod tests {
         assert_ne!(text, SEED);
         let (config, _) = config::parse(&text, "seed-branch.toml").unwrap();
         let f = facts();
-        let Planned { plan: p, .. } = plan(&config, &f, &|_, _| true).unwrap();
+        let Planned { plan: p, .. } = plan(&config, &f, &|_, _| Availability::Ready).unwrap();
         p.validate().unwrap();
         assert!(p.gateways.iter().all(|g| g.kind.is_kernel() && g.ready));
         let marks = p.marks.expect("marks");
@@ -475,7 +483,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.remove("lan0");
-        let e = plan(&config, &f, &|_, _| true).unwrap_err();
+        let e = plan(&config, &f, &|_, _| Availability::Ready).unwrap_err();
         assert_eq!(
             e.to_string(),
             "LAN interface: interface 'lan0' does not exist; create it or fix the configuration"
@@ -517,9 +525,15 @@ mod tests {
         assert_eq!(judgements(&split, GatewayId(0)).len(), 1);
         // The plan takes each router's own verdict: WAN2 Ready for VoIPRouter only.
         let f = facts();
-        let ready = |j: Judge, g: u16| g != wan2.0 || j == voip;
+        let ready = |j: Judge, g: u16| match g != wan2.0 || j == voip {
+            true => Availability::Ready,
+            false => Availability::Unavailable,
+        };
         let Planned { plan: p, rows } = plan(&split, &f, &ready).unwrap();
-        let wan2_ready = |r: usize| rows[r].iter().find(|s| s.gateway == wan2.0).unwrap().ready;
+        let wan2_ready = |r: usize| {
+            let row = rows[r].iter().find(|s| s.gateway == wan2.0).unwrap();
+            row.availability.is_usable()
+        };
         assert!(wan2_ready(2) && !wan2_ready(1));
         // ProductionRouter's main is down for it: its backups take over.
         assert!(!p.routers[1].slots.contains(&wan2.0) && !p.routers[1].slots.is_empty());
@@ -532,7 +546,7 @@ mod tests {
         let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
         let mut f = facts();
         f.interfaces.get_mut("vti-wan2").unwrap().carrier = false;
-        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| Availability::Ready).unwrap().plan;
         let wan2 = config.gateway_by_name("RemoteTunWAN2").unwrap();
         assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
         assert!(!usable(&config, &f, wan2));
@@ -552,7 +566,7 @@ mod tests {
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some([2, 0, 0, 0, 0, 3]);
         // No neighbour for the branch's end of WAN3 yet: the plan is valid, without WAN3's
         // return route.
-        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| Availability::Ready).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(
             p.links.iter().map(|l| l.ifindex).collect::<Vec<_>>(),
@@ -561,7 +575,7 @@ mod tests {
         let wan3 = config.gateway_by_name("LocalTunWAN3").unwrap();
         f.neighbours
             .insert((12, config.gateway(wan3).address), [2, 0, 0, 0, 0, 9]);
-        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| Availability::Ready).unwrap().plan;
         p.validate().unwrap();
         assert_eq!(p.links.len(), 3);
     }
@@ -587,7 +601,7 @@ mod tests {
         const EGRESS: [u8; 6] = [2, 0, 0, 0, 0, 3];
         f.interfaces.get_mut("vti-wan3").unwrap().mac = Some(EGRESS);
         let kind = |f: &Facts| {
-            let p = plan(&config, f, &|_, _| true).unwrap().plan;
+            let p = plan(&config, f, &|_, _| Availability::Ready).unwrap().plan;
             p.validate().unwrap();
             p.gateways.iter().find(|x| x.id == wan3.0).unwrap().kind
         };
@@ -606,7 +620,7 @@ mod tests {
         assert_eq!(kind(&f), want(Some([2, 0, 0, 0, 0, 6])));
         // Tunnels have no next hop to rewrite to: every packet takes the kernel path.
         let wan1 = config.gateway_by_name("RemoteTunWAN1").unwrap();
-        let p = plan(&config, &f, &|_, _| true).unwrap().plan;
+        let p = plan(&config, &f, &|_, _| Availability::Ready).unwrap().plan;
         let k1 = p.gateways.iter().find(|x| x.id == wan1.0).unwrap().kind;
         assert_eq!(k1, GatewayKind::KERNEL);
     }

@@ -800,6 +800,36 @@ quorum = 1
 );
 
 invalid!(
+    sla_alarm_not_below_sla,
+    base(
+        r#"
+[[router]]
+name = "R2"
+gateways = ["GW1"]
+sla = { rtt = "150ms", loss = 5.0 }
+sla_alarm = { rtt = "200ms", loss = 5.0, jitter = "10ms" }
+"#
+    ),
+    concat!(
+        "test.toml:24:21: router 'R2': field 'sla_alarm.rtt': 200ms is not below sla.rtt 150ms: the alarm level must be stricter than the down level, or the gateway is down before it is Degraded; lower sla_alarm.rtt or raise sla.rtt\n",
+        "test.toml:24:37: router 'R2': field 'sla_alarm.loss': 5% is not below sla.loss 5%: the alarm level must be stricter than the down level, or the gateway is down before it is Degraded; lower sla_alarm.loss or raise sla.loss",
+    )
+);
+
+invalid!(
+    sla_alarm_without_threshold,
+    base(
+        r#"
+[[router]]
+name = "R2"
+gateways = ["GW1"]
+sla_alarm = { window = 5 }
+"#
+    ),
+    "test.toml:23:13: router 'R2': field 'sla_alarm': sets no threshold; give rtt, jitter or loss, or remove sla_alarm"
+);
+
+invalid!(
     port_range_reversed,
     base(
         r#"
@@ -1996,6 +2026,7 @@ address = "192.0.2.254"
 weight = 3
 monitor = "tcp:443"
 check = ["192.0.2.254", "198.51.100.53"]
+quorum = 1
 
 [[gateway]]
 name = "ISP2"
@@ -2026,6 +2057,7 @@ load_balancing = "source"
 on_failure = "default-route"
 failback = "all"
 sla = { rtt = "150ms", jitter = "30ms", loss = 10.0, window = 20 }
+sla_alarm = { rtt = "80ms", loss = 2.0 }
 
 [[router]]
 name = "Six"
@@ -2078,7 +2110,7 @@ fn describe_every_option() {
     assert_eq!(
         warnings,
         [
-            "every.toml:47:9: gateway 'ISP2': field 'check': empty: the gateway is never probed and \
+            "every.toml:48:9: gateway 'ISP2': field 'check': empty: the gateway is never probed and \
           always counts as Ready, even when it is down; list targets to probe, or remove check \
           to probe the gateway itself"
         ]
@@ -2119,7 +2151,7 @@ links (3)
   Tun6: tunnel on wg0, address 2001:db8:1::1/64, mtu 1420
   LTE: tunnel on wwan0, mtu of the interface
 gateways (4)
-  [0] ISP1: 192.0.2.254 via link Fibre, weight 3, monitor tcp:443, check 192.0.2.254, 198.51.100.53
+  [0] ISP1: 192.0.2.254 via link Fibre, weight 3, monitor tcp:443, check 192.0.2.254, 198.51.100.53 (1 of 2 must answer)
   [1] ISP2: 192.0.2.253 via link Fibre, weight 1, monitor icmp, check none (always Ready)
   [2] V6: 2001:db8:1::2 via link Tun6, weight 1, monitor icmp, check 2001:db8:1::2
   [3] Mobile: 10.64.0.1 via link LTE, weight 1, monitor icmp, check 10.64.0.1
@@ -2130,7 +2162,8 @@ routers (2)
     backups used: the first Ready backup, when fewer than 2 of 2 main gateways are Ready
     probes: every 5s, retry after 1s; Unavailable after 5 consecutive failures, Ready after 3 consecutive successes
     load balancing: source; on failure: default-route; failback: all
-    sla: rtt 150ms, jitter 30ms, loss 10% over 20 probes
+    sla: rtt 150ms, jitter 30ms, loss 10% over 20 probes (Unavailable beyond)
+    sla_alarm: rtt 80ms, loss 2% over 10 probes (Degraded beyond)
   [1] Six
     main: V6 (weight 1)
     backup: none

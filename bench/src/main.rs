@@ -459,7 +459,7 @@ fn agent_cases(fs: &TestBpffs) -> Result<()> {
             ready: true,
         })
         .collect();
-    let ready_all = |_: u16| true;
+    let ready_all = |_: u16| xwan::health::Availability::Ready;
     let mut tables: Vec<RouterTable> = xwan::router::tables(&specs, &ready_all)
         .into_iter()
         .map(|t| t.0)
@@ -473,7 +473,10 @@ fn agent_cases(fs: &TestBpffs) -> Result<()> {
     for i in 0..200 {
         // Gateway 1 (in every router) goes down, then up again.
         let down = i % 2 == 0;
-        let ready = |g: u16| !(down && g == 1);
+        let ready = |g: u16| match down && g == 1 {
+            true => xwan::health::Availability::Unavailable,
+            false => xwan::health::Availability::Ready,
+        };
         let t = Instant::now();
         let new = xwan::router::tables(&specs, &ready);
         let computed = t.elapsed();

@@ -8,6 +8,9 @@
 //! 4. Recovery: with `failback = new-connections` existing flows stay where they are and new
 //!    ones go to the main gateway again; with `all` existing flows move back at once.
 //!
+//! And the alarm level: WAN2 delayed beyond ProductionRouter's `sla_alarm` is Degraded, new
+//! production connections take the healthy backups, existing ones stay on WAN2.
+//!
 //! The scenario is a sequence (3 builds on 2), so 2–4 share one lab; `failback = all` needs
 //! its own, and so does test 2 behind stateful firewalls (`--firewall`). Each step prints the
 //! measured detection and convergence times.
@@ -23,7 +26,7 @@ use std::{
 use support::{logs, wait_until};
 use xwan_lab::{
     agent::metric,
-    config::{Failback, Timing},
+    config::{Failback, Timing, render, tables},
     lab::{Lab, gateway_state},
     observe::FlowKey,
     topology::CLIENTS,
@@ -395,5 +398,96 @@ fn behind_the_firewall_a_silent_cut_of_wan2_still_splits_new_production_83_17() 
     for ns in [&lab.topo.branch, &lab.topo.headoffice] {
         let invalid = xwan_lab::firewall::counted(ns, xwan_lab::firewall::INVALID).unwrap();
         assert_eq!(invalid, 0, "{}: packets dropped as invalid", ns.name());
+    }
+}
+
+/// ProductionRouter with `sla_alarm = { rtt = "20ms", window = 3 }`: 40 ms each way on WAN2's
+/// wire make RemoteTunWAN2 Degraded (still usable); new SQL connections go to the healthy
+/// backups (83/17 over WAN1/WAN3, none into WAN2) while the existing sessions stay on WAN2;
+/// without the delay it is Ready again and new connections return to it.
+#[test]
+fn a_delayed_gateway_is_degraded_and_new_connections_prefer_the_healthy_backups() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let lan = lab.topo.lan.name().to_owned();
+    let mut cfg = lab.branch_config().unwrap();
+    let production = tables(&mut cfg, "router")
+        .unwrap()
+        .find(|r| r.get("name").and_then(|n| n.as_str()) == Some("ProductionRouter"))
+        .unwrap();
+    let alarm: toml::Table = "rtt = \"20ms\"\nwindow = 3\n".parse().unwrap();
+    production.insert("sla_alarm".into(), toml::Value::Table(alarm));
+    let answer = lab.reload_branch(&render(&cfg)).unwrap();
+    assert!(
+        matches!(answer, xwan::control::Answer::Reloaded { .. }),
+        "{answer:?}"
+    );
+    let mut traffic = Traffic::new(&lan);
+    let sessions: Vec<_> = (0..4)
+        .map(|i| traffic.start(Client::SqlSession, CLIENTS[i], ms(50)))
+        .collect();
+    std::thread::sleep(ms(500));
+    let t = Instant::now();
+    for st in &sessions {
+        wait_until("SQL sessions on WAN2", ms(2000), || {
+            links_since(&lab, st, t - ms(300)) == vec![WAN2]
+        });
+    }
+
+    let delayed = Instant::now();
+    lab.topo.wire(WAN2).unwrap().set_delay(ms(40));
+    let availability = |gw: &str| {
+        lab.branch
+            .status()
+            .and_then(|s| gateway_state(&s, "ProductionRouter", gw))
+            .map(|(_, a)| a)
+    };
+    let took = wait_until("RemoteTunWAN2 Degraded", ms(5000), || {
+        availability("RemoteTunWAN2").as_deref() == Some("Degraded")
+    });
+    println!("WAN2 delayed by 40 ms each way: Degraded after {took:?}");
+    let mark = Instant::now();
+    let (n, reused, failed) = burst(&lab, 150);
+    let total = n[WAN1] + n[WAN3];
+    let share = 100.0 * n[WAN1] as f64 / total.max(1) as f64;
+    println!(
+        "600 new SQL connections with WAN2 Degraded ({failed} failed, {reused} reused): WAN1 {} \
+         ({share:.1} %), WAN2 {}, WAN3 {}",
+        n[WAN1], n[WAN2], n[WAN3]
+    );
+    assert_eq!(
+        n[WAN2],
+        0,
+        "new connections into the Degraded WAN2\n{}",
+        logs(&lab)
+    );
+    assert_eq!(failed, 0);
+    assert!((share - 83.3).abs() <= 6.0, "WAN1 share {share:.1} %");
+    // The sessions opened before stayed on WAN2 (Degraded moves only new connections).
+    for st in &sessions {
+        assert_eq!(
+            links_since(&lab, st, mark),
+            vec![WAN2],
+            "{}: moved off the Degraded WAN2\n{}",
+            st.label,
+            logs(&lab)
+        );
+    }
+    assert_eq!(
+        availability("RemoteTunWAN2").as_deref(),
+        Some("Degraded"),
+        "still Degraded {:?} after the delay began",
+        delayed.elapsed()
+    );
+
+    lab.topo.wire(WAN2).unwrap().set_delay(Duration::ZERO);
+    let back = wait_until("RemoteTunWAN2 Ready again", ms(5000), || {
+        active(&lab, "ProductionRouter", "RemoteTunWAN2")
+    });
+    let (n, _, failed) = burst(&lab, 25);
+    println!("delay removed: Ready after {back:?}; 100 new SQL connections: {n:?}");
+    assert_eq!((n[WAN1], n[WAN3], failed), (0, 0, 0));
+    traffic.stop();
+    for st in &sessions {
+        assert!(st.answered.load(Ordering::Relaxed) > 0);
     }
 }

@@ -193,7 +193,8 @@ impl Config {
                 o.on_failure.keyword(),
                 o.failback.keyword()
             )?;
-            if let Some(sla) = &r.sla {
+            for (name, sla) in [("sla", &r.sla), ("sla_alarm", &r.sla_alarm)] {
+                let Some(sla) = sla else { continue };
                 let mut parts = Vec::new();
                 if let Some(d) = sla.rtt {
                     parts.push(format!("rtt {}", format_duration(d)));
@@ -204,9 +205,14 @@ impl Config {
                 if let Some(l) = sla.loss {
                     parts.push(format!("loss {l}%"));
                 }
+                let then = if name == "sla" {
+                    "Unavailable"
+                } else {
+                    "Degraded"
+                };
                 writeln!(
                     s,
-                    "    sla: {} over {} probes",
+                    "    {name}: {} over {} probes ({then} beyond)",
                     parts.join(", "),
                     sla.window
                 )?;

@@ -521,6 +521,8 @@ pub struct Router {
     /// The router module's options, as they are (`backup_threshold` in `1..=mains.len()`).
     pub options: RouterOptions,
     pub sla: Option<Sla>,
+    /// Alarm level: beyond it (within `sla`), a gateway is Degraded.
+    pub sla_alarm: Option<Sla>,
 }
 
 /// What a rule does.

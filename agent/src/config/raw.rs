@@ -108,6 +108,7 @@ pub struct RawRouter {
     pub on_failure: Option<Str>,
     pub failback: Option<Str>,
     pub sla: Option<Spanned<RawSla>>,
+    pub sla_alarm: Option<Spanned<RawSla>>,
 }
 
 /// An entry of a router's `gateways` or `backups`: `"NAME"` or `{ gateway = "NAME", weight = N }`.

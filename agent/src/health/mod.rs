@@ -31,6 +31,12 @@
 //!   again once the SLA is met and the last `recover` attempts were answered. While the window
 //!   is filling up, loss is counted against the full window size, so one early loss cannot
 //!   trip a 20 % threshold.
+//! * **Alarm level** (`sla_alarm`, the same fields as `sla`, optional): a Ready gateway
+//!   beyond it (and within `sla`) is **Degraded**, reason `sla alarm`: still usable, but a
+//!   router prefers its healthy gateways (see `router`). It is Ready again once the alarm level
+//!   is met; beyond `sla`, or after `tries` failures, it is Unavailable as a Ready one would
+//!   be. A gateway recovering from Unavailable comes back Degraded when it is beyond the alarm
+//!   level. The alarm level has its own window (`sla_alarm.window`).
 //! * **Outages are forgotten by the SLA**: when a gateway that was Unavailable for `timeout`
 //!   or a link event answers again, the window is cleared first. The outage was the `tries`
 //!   rule's business; the recovered gateway is judged on what it does afterwards (otherwise a
@@ -69,8 +75,10 @@ pub struct HealthParams {
     pub tries: u32,
     /// Consecutive answered attempts that make an Unavailable gateway Ready (1).
     pub recover: u32,
-    /// Optional quality thresholds.
+    /// Optional quality thresholds: beyond them, Unavailable.
     pub sla: Option<Sla>,
+    /// Optional alarm thresholds: beyond them (within `sla`), Degraded.
+    pub sla_alarm: Option<Sla>,
     /// How many check targets must answer for an attempt to count as answered (the
     /// gateway's `quorum`); `None`: all of them.
     pub quorum: Option<NonZeroUsize>,
@@ -84,6 +92,7 @@ impl Default for HealthParams {
             tries: 3,
             recover: 1,
             sla: None,
+            sla_alarm: None,
             quorum: None,
         }
     }
@@ -129,13 +138,23 @@ impl Default for Sla {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Availability {
     Ready,
+    /// Usable, but beyond the alarm level (`sla_alarm`): routers prefer healthy gateways.
+    Degraded,
     Unavailable,
+}
+
+impl Availability {
+    /// Ready or Degraded: the gateway can carry traffic.
+    pub fn is_usable(self) -> bool {
+        self != Availability::Unavailable
+    }
 }
 
 impl fmt::Display for Availability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Availability::Ready => "Ready",
+            Availability::Degraded => "Degraded",
             Availability::Unavailable => "Unavailable",
         })
     }
@@ -204,6 +223,8 @@ pub enum Reason {
     Failed(FailureCause),
     /// Beyond an SLA threshold.
     Sla(SlaBreach),
+    /// Beyond an alarm threshold (Degraded).
+    SlaAlarm(SlaBreach),
     /// Carrier loss or admin down on the link's interface.
     LinkDown,
     /// An IPsec link without a usable SA pair (deleted, expired, never negotiated).
@@ -221,6 +242,7 @@ impl Reason {
             Reason::Answering => "answering",
             Reason::Failed(c) => c.code(),
             Reason::Sla(_) => "sla",
+            Reason::SlaAlarm(_) => "sla alarm",
             Reason::LinkDown => "link down",
             Reason::NoSa => "no SA",
             Reason::LinkUp => "link up",
@@ -236,6 +258,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Sla(b) => write!(f, "sla ({b})"),
+            Reason::SlaAlarm(b) => write!(f, "sla alarm ({b})"),
             r => f.write_str(r.code()),
         }
     }
@@ -332,6 +355,8 @@ pub struct GatewayHealth {
     fail_streak: u32,
     ok_streak: u32,
     window: Window,
+    /// The alarm level's window, when `sla_alarm` is set.
+    alarm_window: Option<Window>,
     last_rtt: Option<Duration>,
     sent: u64,
     lost: u64,
@@ -341,6 +366,7 @@ impl GatewayHealth {
     /// A gateway not probed yet: Unavailable, reason `not yet probed`, link assumed up.
     pub fn new(params: HealthParams, now: Instant) -> GatewayHealth {
         let window = Window::new(params.window());
+        let alarm_window = params.sla_alarm.map(|a| Window::new(a.window));
         GatewayHealth {
             params,
             state: Availability::Unavailable,
@@ -351,6 +377,7 @@ impl GatewayHealth {
             fail_streak: 0,
             ok_streak: 0,
             window,
+            alarm_window,
             last_rtt: None,
             sent: 0,
             lost: 0,
@@ -367,6 +394,11 @@ impl GatewayHealth {
 
     pub fn is_ready(&self) -> bool {
         self.state == Availability::Ready
+    }
+
+    /// Ready or Degraded.
+    pub fn is_usable(&self) -> bool {
+        self.state.is_usable()
     }
 
     pub fn reason(&self) -> Reason {
@@ -419,29 +451,42 @@ impl GatewayHealth {
         self.ok_streak = self.ok_streak.saturating_add(1);
         if self.ok_streak == 1 && self.in_outage() {
             self.window.clear();
+            if let Some(w) = &mut self.alarm_window {
+                w.clear();
+            }
         }
-        self.window.push(Some(rtt));
+        self.push(Some(rtt));
         if !self.link_up || !self.monitored {
             return None;
         }
-        match self.state {
-            Availability::Ready => {
-                let breach = self.sla_breach()?;
-                self.go(now, Availability::Unavailable, Reason::Sla(breach))
+        if self.state == Availability::Unavailable {
+            let needed = match self.reason {
+                Reason::NotYetProbed => 1,
+                _ => self.params.recover.max(1),
+            };
+            if self.ok_streak < needed {
+                return None;
             }
-            Availability::Unavailable => {
-                let needed = match self.reason {
-                    Reason::NotYetProbed => 1,
-                    _ => self.params.recover.max(1),
-                };
-                if self.ok_streak < needed {
-                    return None;
-                }
-                match self.sla_breach() {
-                    None => self.go(now, Availability::Ready, Reason::Answering),
-                    Some(b) => self.go(now, Availability::Unavailable, Reason::Sla(b)),
-                }
-            }
+        }
+        self.judge_quality(now)
+    }
+
+    /// The state the SLA and the alarm level give a gateway that answers (Ready, Degraded or
+    /// Unavailable for `sla`), from whatever state it is in.
+    fn judge_quality(&mut self, now: Instant) -> Option<Transition> {
+        if let Some(b) = self.sla_breach() {
+            return self.go(now, Availability::Unavailable, Reason::Sla(b));
+        }
+        match self.alarm_breach() {
+            Some(b) => self.go(now, Availability::Degraded, Reason::SlaAlarm(b)),
+            None => self.go(now, Availability::Ready, Reason::Answering),
+        }
+    }
+
+    fn push(&mut self, sample: Option<Duration>) {
+        self.window.push(sample);
+        if let Some(w) = &mut self.alarm_window {
+            w.push(sample);
         }
     }
 
@@ -451,16 +496,17 @@ impl GatewayHealth {
         self.lost += 1;
         self.ok_streak = 0;
         self.fail_streak = self.fail_streak.saturating_add(1);
-        self.window.push(None);
+        self.push(None);
         if !self.link_up || !self.monitored {
             return None;
         }
         if self.fail_streak >= self.params.tries.max(1) {
             return self.go(now, Availability::Unavailable, Reason::Failed(cause));
         }
-        if self.state == Availability::Ready {
-            let breach = self.sla_breach()?;
-            return self.go(now, Availability::Unavailable, Reason::Sla(breach));
+        if self.state.is_usable() {
+            // A loss can breach the SLA or the alarm level (or, dropping out of the window,
+            // end an alarm).
+            return self.judge_quality(now);
         }
         None
     }
@@ -511,24 +557,11 @@ impl GatewayHealth {
     }
 
     fn sla_breach(&self) -> Option<SlaBreach> {
-        let sla = self.params.sla?;
-        if let (Some(max), Some(rtt)) = (sla.max_rtt, self.window.mean_rtt())
-            && rtt > max
-        {
-            return Some(SlaBreach::Rtt { rtt, max });
-        }
-        if let (Some(max), Some(jitter)) = (sla.max_jitter, self.window.jitter())
-            && jitter > max
-        {
-            return Some(SlaBreach::Jitter { jitter, max });
-        }
-        if let Some(max_pct) = sla.max_loss_pct {
-            let loss_pct = self.window.loss_of_capacity() * 100.0;
-            if loss_pct > max_pct {
-                return Some(SlaBreach::Loss { loss_pct, max_pct });
-            }
-        }
-        None
+        breach(self.params.sla.as_ref()?, &self.window)
+    }
+
+    fn alarm_breach(&self) -> Option<SlaBreach> {
+        breach(self.params.sla_alarm.as_ref()?, self.alarm_window.as_ref()?)
     }
 
     /// Moves to (`to`, `reason`); a transition only if the state or the kind of reason changed.
@@ -553,6 +586,27 @@ impl GatewayHealth {
         self.since = now;
         Some(t)
     }
+}
+
+/// The first threshold of `sla` that the figures of `window` exceed (strictly).
+fn breach(sla: &Sla, window: &Window) -> Option<SlaBreach> {
+    if let (Some(max), Some(rtt)) = (sla.max_rtt, window.mean_rtt())
+        && rtt > max
+    {
+        return Some(SlaBreach::Rtt { rtt, max });
+    }
+    if let (Some(max), Some(jitter)) = (sla.max_jitter, window.jitter())
+        && jitter > max
+    {
+        return Some(SlaBreach::Jitter { jitter, max });
+    }
+    if let Some(max_pct) = sla.max_loss_pct {
+        let loss_pct = window.loss_of_capacity() * 100.0;
+        if loss_pct > max_pct {
+            return Some(SlaBreach::Loss { loss_pct, max_pct });
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -351,3 +351,94 @@ fn sa_loss_is_immediate_and_ignores_answers_until_the_pair_is_back() {
         "recover = 2 answers after the SA is back"
     );
 }
+
+/// Alarm at a mean RTT over 50 ms (window 4), down at 200 ms (window 4).
+fn alarm_params() -> HealthParams {
+    let sla = |max_ms, window| Sla {
+        max_rtt: Some(ms(max_ms)),
+        window,
+        ..Sla::default()
+    };
+    HealthParams {
+        sla: Some(sla(200, 4)),
+        sla_alarm: Some(sla(50, 4)),
+        ..params(3, 1)
+    }
+}
+
+#[test]
+fn the_alarm_level_makes_a_ready_gateway_degraded_and_back() {
+    let c = Clock(Instant::now());
+    let mut h = GatewayHealth::new(alarm_params(), c.at(0));
+    ready(&mut h, c.at(1));
+    // Mean of 10, 130: 70 ms > 50 ms: Degraded, usable.
+    let t = h.on_success(c.at(2), ms(130)).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (Availability::Ready, Availability::Degraded)
+    );
+    assert_eq!(t.reason.code(), "sla alarm");
+    assert_eq!(t.reason.to_string(), "sla alarm (rtt 70.0ms > 50.0ms)");
+    assert!(h.is_usable() && !h.is_ready());
+    // Still beyond the alarm, within the SLA: no transition.
+    assert_eq!(h.on_success(c.at(3), ms(60)), None);
+    // Beyond the SLA (mean of 10, 130, 60, 700 = 225 ms): Unavailable.
+    let t = h.on_success(c.at(4), ms(700)).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (Availability::Degraded, Availability::Unavailable)
+    );
+    assert_eq!(t.reason.code(), "sla");
+    // The window ages the slow answers out: within the SLA but beyond the alarm, the
+    // gateway comes back Degraded (130, 60, 700, 10 = 225; then 60, 700, 10, 10 = 195).
+    assert_eq!(h.on_success(c.at(5), ms(10)), None);
+    let t = h.on_success(c.at(6), ms(10)).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (Availability::Unavailable, Availability::Degraded)
+    );
+    // 700, 10, 10, 10 = 182.5: still Degraded; then 10 × 4: Ready.
+    assert_eq!(h.on_success(c.at(7), ms(10)), None);
+    let t = h.on_success(c.at(8), ms(10)).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (Availability::Degraded, Availability::Ready)
+    );
+    assert_eq!(t.reason, Reason::Answering);
+}
+
+#[test]
+fn a_degraded_gateway_still_fails_after_tries() {
+    let c = Clock(Instant::now());
+    let mut h = GatewayHealth::new(alarm_params(), c.at(0));
+    ready(&mut h, c.at(1));
+    assert!(h.on_success(c.at(2), ms(130)).is_some());
+    assert_eq!(h.availability(), Availability::Degraded);
+    assert_eq!(h.on_failure(c.at(3), FailureCause::Timeout), None);
+    assert_eq!(h.on_failure(c.at(4), FailureCause::Timeout), None);
+    let t = h.on_failure(c.at(5), FailureCause::Timeout).unwrap();
+    assert_eq!(
+        (t.from, t.to, t.reason.code()),
+        (Availability::Degraded, Availability::Unavailable, "timeout")
+    );
+}
+
+#[test]
+fn the_alarm_has_its_own_window() {
+    let c = Clock(Instant::now());
+    let mut p = alarm_params();
+    // A one-attempt alarm window: any slow answer alarms, the next fast one clears it.
+    p.sla_alarm = p.sla_alarm.map(|a| Sla { window: 1, ..a });
+    let mut h = GatewayHealth::new(p, c.at(0));
+    ready(&mut h, c.at(1));
+    assert_eq!(
+        h.on_success(c.at(2), ms(60)).map(|t| t.to),
+        Some(Availability::Degraded)
+    );
+    assert_eq!(
+        h.on_success(c.at(3), ms(10)).map(|t| t.to),
+        Some(Availability::Ready)
+    );
+    // The figures shown are the SLA window's (10, 60, 10).
+    assert_eq!(h.stats().rtt, Some(ms(80) / 3));
+}

@@ -55,7 +55,11 @@ pub fn bench_fixture(rules: usize, gateways: usize) -> (Metrics, DatapathSnapsho
             &router,
             &gw,
             GatewaySnapshot {
-                ready,
+                availability: if ready {
+                    Availability::Ready
+                } else {
+                    Availability::Unavailable
+                },
                 state,
                 role: if main { Role::Main } else { Role::Backup },
                 weight: 1 + (i as u32 * 13) % 100,

@@ -18,7 +18,7 @@ use crate::{
     datapath::{TcAttachMode, XdpAttachMode},
     netlink::conntrack::Reset,
     offload::Event as OffloadEvent,
-    router::{GatewayState, Role},
+    router::{Availability, GatewayState, Role},
 };
 
 /// Encodes the state pushed by the daemon.
@@ -103,12 +103,27 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
     family(
         enc,
         "xwan_gateway_up",
-        "Whether the gateway is Ready (1) or Unavailable (0), per router.",
+        "Whether the gateway is usable (1: Ready or Degraded) or Unavailable (0), per router.",
         None,
         MetricType::Gauge,
         |m| {
             for (r, g, s) in rows(state) {
-                gauge_i64(m, &[("router", r), ("gateway", g)], s.ready as i64)?;
+                let up = s.availability.is_usable();
+                gauge_i64(m, &[("router", r), ("gateway", g)], up as i64)?;
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        enc,
+        "xwan_gateway_degraded",
+        "Whether the gateway is Degraded (1: beyond the router's sla_alarm), per router.",
+        None,
+        MetricType::Gauge,
+        |m| {
+            for (r, g, s) in rows(state) {
+                let degraded = s.availability == Availability::Degraded;
+                gauge_i64(m, &[("router", r), ("gateway", g)], degraded as i64)?;
             }
             Ok(())
         },

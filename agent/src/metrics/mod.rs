@@ -56,7 +56,7 @@ use xwan_common::Counter;
 use crate::{
     config::Config,
     datapath::{AttachReport, TcAttachMode, XdpAttachMode},
-    health::{Reason, Stats, Transition},
+    health::{Availability, Reason, Stats, Transition},
     netlink::conntrack::Reset,
     offload::Event as OffloadEvent,
     probe::ProbeReport,
@@ -83,8 +83,8 @@ pub const COMMIT_BUCKETS: [f64; 14] = [
 /// One gateway of one router, as the monitor shows it (DESIGN.md §2).
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub struct GatewaySnapshot {
-    /// Availability: Ready (true) or Unavailable.
-    pub ready: bool,
+    /// Ready, Degraded or Unavailable.
+    pub availability: Availability,
     /// Active / On standby / Unavailable.
     pub state: GatewayState,
     /// Main or backup gateway of this router.
@@ -102,7 +102,7 @@ impl GatewaySnapshot {
     /// availability change.
     pub fn from_status(s: &GatewayStatus, last_change: Option<SystemTime>) -> GatewaySnapshot {
         GatewaySnapshot {
-            ready: s.ready,
+            availability: s.availability,
             state: s.state,
             role: s.role,
             weight: s.weight,
@@ -422,9 +422,15 @@ impl Metrics {
         if !transition.is_state_change() {
             return;
         }
-        let direction = match transition.to {
-            crate::health::Availability::Ready => Direction::Up,
-            crate::health::Availability::Unavailable => Direction::Down,
+        // Up towards Ready, down towards Unavailable (Degraded lies between).
+        let rank = |a: Availability| match a {
+            Availability::Unavailable => 0,
+            Availability::Degraded => 1,
+            Availability::Ready => 2,
+        };
+        let direction = match rank(transition.to) > rank(transition.from) {
+            true => Direction::Up,
+            false => Direction::Down,
         };
         let reason = transition.reason.code();
         self.shared.update(|s| {

@@ -7,7 +7,7 @@ fn transition(to: Availability, reason: Reason) -> Transition {
     Transition {
         at: now,
         from: match to {
-            Availability::Ready => Availability::Unavailable,
+            Availability::Ready | Availability::Degraded => Availability::Unavailable,
             Availability::Unavailable => Availability::Ready,
         },
         to,
@@ -31,7 +31,7 @@ fn small() -> Metrics {
         "Internet",
         "ISP1",
         GatewaySnapshot {
-            ready: true,
+            availability: Availability::Ready,
             state: GatewayState::Active,
             role: Role::Main,
             weight: 3,
@@ -43,7 +43,7 @@ fn small() -> Metrics {
         "Internet",
         "ISP2",
         GatewaySnapshot {
-            ready: false,
+            availability: Availability::Unavailable,
             state: GatewayState::Unavailable,
             role: Role::Backup,
             weight: 1,
@@ -133,10 +133,14 @@ fn small() -> Metrics {
 const SMALL: &str = r##"# HELP xwan_build Build of the running agent.
 # TYPE xwan_build info
 xwan_build_info{version="1.2.3"} 1
-# HELP xwan_gateway_up Whether the gateway is Ready (1) or Unavailable (0), per router.
+# HELP xwan_gateway_up Whether the gateway is usable (1: Ready or Degraded) or Unavailable (0), per router.
 # TYPE xwan_gateway_up gauge
 xwan_gateway_up{router="Internet",gateway="ISP1"} 1
 xwan_gateway_up{router="Internet",gateway="ISP2"} 0
+# HELP xwan_gateway_degraded Whether the gateway is Degraded (1: beyond the router's sla_alarm), per router.
+# TYPE xwan_gateway_degraded gauge
+xwan_gateway_degraded{router="Internet",gateway="ISP1"} 0
+xwan_gateway_degraded{router="Internet",gateway="ISP2"} 0
 # HELP xwan_gateway_state Gateway state in the router: 1 for the current one of active, standby, unavailable.
 # TYPE xwan_gateway_state gauge
 xwan_gateway_state{router="Internet",gateway="ISP1",state="active"} 1
@@ -430,7 +434,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 138);
+    assert_eq!(s.len(), 140);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0
@@ -629,7 +633,7 @@ fn retain_config_forgets_removed_objects() {
     .expect("example config");
     let m = Metrics::new();
     let row = GatewaySnapshot {
-        ready: true,
+        availability: Availability::Ready,
         state: GatewayState::Active,
         role: Role::Main,
         weight: 1,
@@ -718,7 +722,7 @@ fn probe_reports_and_labels() {
         gateway: 0,
         role: Role::Backup,
         state: GatewayState::OnStandby,
-        ready: true,
+        availability: Availability::Ready,
         weight: 5,
         slots: 0,
         share: 25.0,

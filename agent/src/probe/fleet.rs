@@ -68,7 +68,12 @@ impl GatewayView {
                 let now = SystemTime::now();
                 self.availability = t.to;
                 self.last_change = Some(now);
-                self.available_since = (t.to == Availability::Ready).then_some(now);
+                // Usable since: kept from Ready to Degraded and back.
+                self.available_since = match (t.from.is_usable(), t.to.is_usable()) {
+                    (_, false) => None,
+                    (false, true) => Some(now),
+                    (true, true) => self.available_since.or(Some(now)),
+                };
                 true
             }
         }

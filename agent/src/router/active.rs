@@ -14,6 +14,7 @@
 //! product contract (DESIGN.md §2) first; display-only fields can be added to [`MemberState`].
 
 use super::{LoadBalancing, Member, RouterSpec};
+use crate::health::Availability;
 
 /// Whether a gateway is one of a router's main or backup gateways.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -40,8 +41,8 @@ pub struct MemberState {
     pub gateway: u16,
     pub role: Role,
     pub weight: u32,
-    /// Availability: Ready (true) or Unavailable.
-    pub ready: bool,
+    /// Ready, Degraded or Unavailable.
+    pub availability: Availability,
     pub state: GatewayState,
 }
 
@@ -52,7 +53,8 @@ pub struct ActiveSet {
     pub active: Vec<Member>,
     /// Every gateway of the router once: mains then backups, in list order.
     pub members: Vec<MemberState>,
-    /// Fewer than `backup_threshold` mains are Ready, so backups are in use (if any is Ready).
+    /// Fewer than `backup_threshold` mains are Ready, so backups are in use (if any is Ready;
+    /// with nothing healthy picked, the same of the Degraded ones).
     pub backups_activated: bool,
 }
 
@@ -61,14 +63,23 @@ impl ActiveSet {
         self.active.iter().any(|m| m.gateway == gateway)
     }
 
-    /// Ready gateways of the router, active or not.
-    pub fn ready(&self) -> impl Iterator<Item = u16> + '_ {
-        self.members.iter().filter(|m| m.ready).map(|m| m.gateway)
+    /// Usable (Ready or Degraded) gateways of the router, active or not.
+    pub fn usable(&self) -> impl Iterator<Item = u16> + '_ {
+        (self.members.iter())
+            .filter(|m| m.availability.is_usable())
+            .map(|m| m.gateway)
+    }
+
+    /// Degraded gateways of the router, active or not.
+    pub fn degraded(&self) -> impl Iterator<Item = u16> + '_ {
+        (self.members.iter())
+            .filter(|m| m.availability == Availability::Degraded)
+            .map(|m| m.gateway)
     }
 }
 
-/// Computes the active set of `spec` given which gateways are Ready.
-pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
+/// Computes the active set of `spec` given each gateway's availability.
+pub fn active_set(spec: &RouterSpec, availability: &dyn Fn(u16) -> Availability) -> ActiveSet {
     let mut members: Vec<MemberState> = Vec::with_capacity(spec.mains.len() + spec.backups.len());
     // The spec's member behind each entry of `members`.
     let mut sources: Vec<&Member> = Vec::with_capacity(members.capacity());
@@ -82,13 +93,13 @@ pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
             continue;
         }
         sources.push(m);
-        let ready = ready(m.gateway);
+        let availability = availability(m.gateway);
         members.push(MemberState {
             gateway: m.gateway,
             role,
             weight: m.weight.get(),
-            ready,
-            state: if ready {
+            availability,
+            state: if availability.is_usable() {
                 GatewayState::OnStandby
             } else {
                 GatewayState::Unavailable
@@ -96,26 +107,33 @@ pub fn active_set(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> ActiveSet {
         });
     }
 
-    let ready_mains = members
-        .iter()
-        .filter(|m| m.role == Role::Main && m.ready)
-        .count();
-    let backups_activated = ready_mains < spec.options.backup_threshold;
-    let mut first_backup = true;
-    let mut first_any = true;
-    for m in members.iter_mut().filter(|m| m.ready) {
-        let wanted = match m.role {
-            Role::Main => true,
-            Role::Backup if backups_activated => {
-                let take = first_backup || spec.options.activate_all_backups;
-                first_backup = false;
-                take
+    // The rules on the healthy (Ready) gateways; if they pick none, the same rules on the
+    // Degraded ones (where a Degraded main keeps the Degraded backups out).
+    let mut backups_activated = false;
+    for level in [Availability::Ready, Availability::Degraded] {
+        let mains = (members.iter())
+            .filter(|m| m.role == Role::Main && m.availability == level)
+            .count();
+        backups_activated = mains < spec.options.backup_threshold;
+        let mut first_backup = true;
+        let mut first_any = true;
+        for m in members.iter_mut().filter(|m| m.availability == level) {
+            let wanted = match m.role {
+                Role::Main => true,
+                Role::Backup if backups_activated => {
+                    let take = first_backup || spec.options.activate_all_backups;
+                    first_backup = false;
+                    take
+                }
+                Role::Backup => false,
+            };
+            if wanted && (first_any || spec.options.load_balancing != LoadBalancing::None) {
+                m.state = GatewayState::Active;
+                first_any = false;
             }
-            Role::Backup => false,
-        };
-        if wanted && (first_any || spec.options.load_balancing != LoadBalancing::None) {
-            m.state = GatewayState::Active;
-            first_any = false;
+        }
+        if !first_any {
+            break;
         }
     }
     let active = (members.iter().zip(sources))
@@ -139,6 +157,14 @@ mod tests {
         Member::new(&format!("gw{gateway}"), gateway, 1).unwrap()
     }
 
+    fn avail(ready: bool) -> Availability {
+        if ready {
+            Availability::Ready
+        } else {
+            Availability::Unavailable
+        }
+    }
+
     fn weights(a: &ActiveSet) -> Vec<(u16, u32)> {
         a.active
             .iter()
@@ -159,7 +185,7 @@ mod tests {
     }
 
     fn active(s: &RouterSpec, up: &[u16]) -> Vec<u16> {
-        active_set(s, &|g| up.contains(&g))
+        active_set(s, &|g| avail(up.contains(&g)))
             .active
             .iter()
             .map(|m| m.gateway)
@@ -235,7 +261,7 @@ mod tests {
     fn member_states() {
         let mut s = spec(&[1, 2], &[3, 4, 5]);
         s.options.activate_all_backups = false;
-        let a = active_set(&s, &|g| g != 1 && g != 2 && g != 4);
+        let a = active_set(&s, &|g| avail(g != 1 && g != 2 && g != 4));
         let st: Vec<_> = a
             .members
             .iter()
@@ -253,14 +279,14 @@ mod tests {
             ]
         );
         assert!(a.backups_activated);
-        assert_eq!(a.ready().collect::<Vec<_>>(), [3, 5]);
+        assert_eq!(a.usable().collect::<Vec<_>>(), [3, 5]);
         assert!(a.is_active(3) && !a.is_active(5));
     }
 
     #[test]
     fn duplicates_count_once_first_role_wins() {
         let s = spec(&[1, 1], &[1, 2]);
-        let a = active_set(&s, &|_| true);
+        let a = active_set(&s, &|_| Availability::Ready);
         assert_eq!(weights(&a), [(1, 1)]);
         assert_eq!(a.members.len(), 2);
         assert_eq!(a.members[0].role, Role::Main);
@@ -272,6 +298,53 @@ mod tests {
         s.backups[0].weight = NonZeroU32::new(50).unwrap();
         s.backups[1].weight = NonZeroU32::new(10).unwrap();
         s.options.activate_all_backups = true;
-        assert_eq!(weights(&active_set(&s, &|g| g != 1)), [(2, 50), (3, 10)]);
+        assert_eq!(
+            weights(&active_set(&s, &|g| avail(g != 1))),
+            [(2, 50), (3, 10)]
+        );
+    }
+
+    /// (mains, backups, Degraded gateways, Unavailable gateways, expected active): Degraded
+    /// ones are used only when no healthy gateway would be.
+    #[test]
+    fn degraded_gateways_only_when_nothing_healthy_would_be_used() {
+        use Availability::*;
+        type Ids = &'static [u16];
+        let cases: [(Ids, Ids, Ids, Ids, Ids); 6] = [
+            // A Degraded main beside a healthy one: the healthy one alone.
+            (&[1, 2], &[], &[1], &[], &[2]),
+            // A Degraded main, a healthy backup: the backup comes in, alone.
+            (&[1], &[2], &[1], &[], &[2]),
+            // Nothing healthy: the Degraded main.
+            (&[1], &[2], &[1], &[2], &[1]),
+            // Degraded main and backup: the main (mains first).
+            (&[1], &[2], &[1, 2], &[], &[1]),
+            // Main down, backup Degraded: the backup.
+            (&[1], &[2], &[2], &[1], &[2]),
+            // Two Degraded mains: both.
+            (&[1, 2], &[3], &[1, 2], &[3], &[1, 2]),
+        ];
+        for (i, &(mains, backups, degraded, down, want)) in cases.iter().enumerate() {
+            let s = spec(mains, backups);
+            let a = active_set(&s, &|g| {
+                if degraded.contains(&g) {
+                    Degraded
+                } else if down.contains(&g) {
+                    Unavailable
+                } else {
+                    Ready
+                }
+            });
+            let got: Vec<u16> = a.active.iter().map(|m| m.gateway).collect();
+            assert_eq!(got, want, "case {i}");
+            let mut usable: Vec<u16> = a.usable().collect();
+            usable.sort_unstable();
+            let mut expected: Vec<u16> = (mains.iter().chain(backups))
+                .copied()
+                .filter(|g| !down.contains(g))
+                .collect();
+            expected.sort_unstable();
+            assert_eq!(usable, expected, "case {i}");
+        }
     }
 }

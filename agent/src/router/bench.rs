@@ -100,7 +100,13 @@ pub fn bench_recompute(
     let mut samples = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let gateway1_up = i % 2 == 1;
-        let ready = move |g: u16| g != 1 || gateway1_up;
+        let ready = move |g: u16| {
+            if g != 1 || gateway1_up {
+                crate::router::Availability::Ready
+            } else {
+                crate::router::Availability::Unavailable
+            }
+        };
         let start = Instant::now();
         let out = tables(black_box(&specs), &ready);
         let elapsed = start.elapsed();
@@ -198,11 +204,20 @@ mod tests {
     #[test]
     fn every_router_changes_with_gateway_1() {
         let specs = bench_specs(64, 4);
-        let up: Vec<RouterTable> = tables(&specs, &|_| true).into_iter().map(|x| x.0).collect();
-        let down: Vec<RouterTable> = tables(&specs, &|g| g != 1)
+        let up: Vec<RouterTable> = tables(&specs, &|_| crate::router::Availability::Ready)
             .into_iter()
             .map(|x| x.0)
             .collect();
+        let down: Vec<RouterTable> = tables(&specs, &|g| {
+            if g != 1 {
+                crate::router::Availability::Ready
+            } else {
+                crate::router::Availability::Unavailable
+            }
+        })
+        .into_iter()
+        .map(|x| x.0)
+        .collect();
         assert!(up.iter().zip(&down).all(|(a, b)| a.slots != b.slots));
         assert!(down.iter().all(|t| !t.slots.contains(&1)));
     }

@@ -35,6 +35,8 @@ use std::num::NonZeroU32;
 use xwan_common::maps::ROUTER_SLOTS;
 use xwan_common::plan::{HashMode, RouterTable};
 
+pub use crate::health::Availability;
+
 pub use active::{ActiveSet, GatewayState, MemberState, Role, active_set};
 pub use bench::{BenchResult, Disruption, bench_disruption, bench_recompute};
 pub use slots::{EXTRA_MOVES_BOUND, fill, placement};
@@ -179,8 +181,8 @@ pub struct GatewayStatus {
     pub role: Role,
     /// Active / On standby / Unavailable.
     pub state: GatewayState,
-    /// Availability: Ready (true) / Unavailable.
-    pub ready: bool,
+    /// Ready / Degraded / Unavailable.
+    pub availability: Availability,
     pub weight: u32,
     /// Slots of the table: the gateway's part of new connections is `slots / ROUTER_SLOTS`.
     pub slots: usize,
@@ -188,21 +190,28 @@ pub struct GatewayStatus {
     pub share: f64,
 }
 
-/// Computes a router's table and its monitor rows: a pure function of `spec` and `ready`
-/// (whether each gateway is Ready), so a router's table after a failure and recovery is the
+/// Computes a router's table and its monitor rows: a pure function of `spec` and
+/// `availability` (each gateway's), so a router's table after a failure and recovery is the
 /// one it had before. The table has:
 /// * `slots`: the weighted table of the active set ([`fill`]), empty when nothing is active;
-/// * `keep`: with failback `new-connections`, every Ready gateway of the router (existing
-///   flows stay where they are while their gateway is Ready); with `all`, only the active
-///   ones (flows on a gateway that went on standby move at once). Sorted by gateway id;
+/// * `keep`: with failback `new-connections`, every usable (Ready or Degraded) gateway of the
+///   router (existing flows stay where they are while their gateway is usable); with `all`,
+///   the active ones and the Degraded ones (flows on a healthy gateway that went on standby
+///   move at once; a gateway becoming Degraded moves only new connections). Sorted by
+///   gateway id;
 /// * `hash`: [`HashMode::Source`] for `load_balancing = source`, otherwise by connection;
 /// * `on_failure_pass` from the options' `on_failure`.
-pub fn table(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> (RouterTable, Vec<GatewayStatus>) {
-    let set = active_set(spec, ready);
+pub fn table(
+    spec: &RouterSpec,
+    availability: &dyn Fn(u16) -> Availability,
+) -> (RouterTable, Vec<GatewayStatus>) {
+    let set = active_set(spec, availability);
     let (slots, counts) = slots::fill_with_quotas(&set.active);
     let mut keep: Vec<u16> = match spec.options.failback {
-        Failback::NewConnections => set.ready().collect(),
-        Failback::All => set.active.iter().map(|m| m.gateway).collect(),
+        Failback::NewConnections => set.usable().collect(),
+        Failback::All => (set.active.iter().map(|m| m.gateway))
+            .chain(set.degraded())
+            .collect(),
     };
     keep.sort_unstable();
     keep.dedup();
@@ -221,7 +230,7 @@ pub fn table(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> (RouterTable, Ve
                 gateway: m.gateway,
                 role: m.role,
                 state: m.state,
-                ready: m.ready,
+                availability: m.availability,
                 weight: m.weight,
                 slots: n,
                 share: n as f64 * 100.0 / ROUTER_SLOTS as f64,
@@ -240,7 +249,7 @@ pub fn table(spec: &RouterSpec, ready: &dyn Fn(u16) -> bool) -> (RouterTable, Ve
 /// [`table`] for every router.
 pub fn tables(
     specs: &[RouterSpec],
-    ready: &dyn Fn(u16) -> bool,
+    availability: &dyn Fn(u16) -> Availability,
 ) -> Vec<(RouterTable, Vec<GatewayStatus>)> {
-    specs.iter().map(|s| table(s, ready)).collect()
+    specs.iter().map(|s| table(s, availability)).collect()
 }

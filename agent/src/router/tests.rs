@@ -44,8 +44,14 @@ fn voip() -> RouterSpec {
     r
 }
 
-fn up(gws: &[u16]) -> impl Fn(u16) -> bool + '_ {
-    move |g| gws.contains(&g)
+fn up(gws: &[u16]) -> impl Fn(u16) -> Availability + '_ {
+    move |g| {
+        if gws.contains(&g) {
+            Availability::Ready
+        } else {
+            Availability::Unavailable
+        }
+    }
 }
 
 /// Percentage of slots per gateway, sorted by gateway id.
@@ -201,7 +207,12 @@ fn seed_scenario_table() {
                 .find(|(g, _)| *g == s.gateway)
                 .map_or(0.0, |x| x.1);
             assert!((s.share - want).abs() < 1e-9, "{}: {s:?}", c.name);
-            assert_eq!(s.ready, c.ready.contains(&s.gateway), "{}", c.name);
+            assert_eq!(
+                s.availability.is_usable(),
+                c.ready.contains(&s.gateway),
+                "{}",
+                c.name
+            );
         }
     }
 }
@@ -218,7 +229,7 @@ fn production_83_17_exact_slots_and_monitor_rows() {
                 gateway: WAN2,
                 role: Role::Main,
                 state: GatewayState::Unavailable,
-                ready: false,
+                availability: Availability::Unavailable,
                 weight: 1,
                 slots: 0,
                 share: 0.0,
@@ -227,7 +238,7 @@ fn production_83_17_exact_slots_and_monitor_rows() {
                 gateway: WAN1,
                 role: Role::Backup,
                 state: GatewayState::Active,
-                ready: true,
+                availability: Availability::Ready,
                 weight: 50,
                 slots: 3413,
                 share: 3413.0 * 100.0 / 4096.0,
@@ -236,7 +247,7 @@ fn production_83_17_exact_slots_and_monitor_rows() {
                 gateway: WAN3,
                 role: Role::Backup,
                 state: GatewayState::Active,
-                ready: true,
+                availability: Availability::Ready,
                 weight: 10,
                 slots: 683,
                 share: 683.0 * 100.0 / 4096.0,
@@ -427,7 +438,7 @@ fn tables_fit_the_plan() {
                 kind: GatewayKind::Tunnel,
                 ifindex: 10 + u32::from(id),
                 mtu: 1400,
-                ready: ready(id),
+                ready: ready(id).is_usable(),
             })
             .collect(),
         ..Plan::default()

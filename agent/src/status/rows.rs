@@ -77,7 +77,7 @@ fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
         }
         .into(),
         last_change_unix: unix(v.last_change),
-        availability: if s.ready { "Ready" } else { "Unavailable" }.into(),
+        availability: s.availability.to_string(),
         reason: v.reason.to_string(),
         available_since_unix: unix(v.available_since),
         role: match s.role {

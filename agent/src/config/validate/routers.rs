@@ -1,6 +1,7 @@
 //! `[[router]]` checks: main and backup gateways, probing, failover options and the SLA.
 
 use std::num::NonZeroU32;
+use std::time::Duration;
 
 use super::super::diag::{Kind, Object};
 use super::super::model::*;
@@ -196,8 +197,15 @@ impl Validator<'_, '_, '_> {
         let failback = self.keyword(&r.failback, o, "failback");
         let sla = match &r.sla {
             None => Some(None),
-            Some(s) => self.sla(s, o).map(Some),
+            Some(s) => self.sla(s, o, "sla").map(Some),
         };
+        let sla_alarm = match &r.sla_alarm {
+            None => Some(None),
+            Some(s) => self.sla(s, o, "sla_alarm").map(Some),
+        };
+        if let (Some(Some(alarm)), Some(Some(down)), Some(raw)) = (&sla_alarm, &sla, &r.sla_alarm) {
+            ok &= self.alarm_below_sla(alarm, down, raw.get_ref(), o);
+        }
         if !ok {
             return None;
         }
@@ -217,20 +225,72 @@ impl Validator<'_, '_, '_> {
                 failback: failback?,
             },
             sla: sla?,
+            sla_alarm: sla_alarm?,
         })
     }
 
-    fn sla(&mut self, s: &toml::Spanned<raw::RawSla>, o: &Object) -> Option<Sla> {
+    /// Each threshold of `sla_alarm` must be below `sla`'s of the same figure (both set):
+    /// otherwise the alarm could never come before the gateway is down.
+    fn alarm_below_sla(&mut self, alarm: &Sla, down: &Sla, raw: &raw::RawSla, o: &Object) -> bool {
+        let mut ok = true;
+        let mut check = |field: &str, a: Option<String>, d: Option<String>, below: bool, span| {
+            if let (Some(a), Some(d), Some(span)) = (a, d, span)
+                && !below
+            {
+                self.err(
+                    &span,
+                    o,
+                    Some(&format!("sla_alarm.{field}")),
+                    format!(
+                        "{a} is not below sla.{field} {d}: the alarm level must be stricter \
+                         than the down level, or the gateway is down before it is Degraded; \
+                         lower sla_alarm.{field} or raise sla.{field}"
+                    ),
+                );
+                ok = false;
+            }
+        };
+        let fmt = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        let below = |a: Option<Duration>, d: Option<Duration>| a.zip(d).is_none_or(|(a, d)| a < d);
+        let span = |x: &Option<raw::Str>| x.as_ref().map(|x| x.span());
+        check(
+            "rtt",
+            fmt(alarm.rtt),
+            fmt(down.rtt),
+            below(alarm.rtt, down.rtt),
+            span(&raw.rtt),
+        );
+        check(
+            "jitter",
+            fmt(alarm.jitter),
+            fmt(down.jitter),
+            below(alarm.jitter, down.jitter),
+            span(&raw.jitter),
+        );
+        let pct = |l: Option<f64>| l.map(|l| format!("{l}%"));
+        check(
+            "loss",
+            pct(alarm.loss),
+            pct(down.loss),
+            alarm.loss.zip(down.loss).is_none_or(|(a, d)| a < d),
+            raw.loss.as_ref().map(|x| x.span()),
+        );
+        ok
+    }
+
+    /// `sla` or `sla_alarm` (`name`): the same fields.
+    fn sla(&mut self, s: &toml::Spanned<raw::RawSla>, o: &Object, name: &str) -> Option<Sla> {
         let raw = s.get_ref();
         let mut ok = true;
+        let field = |f: &str| format!("{name}.{f}");
         let rtt = raw
             .rtt
             .as_ref()
-            .map(|d| self.positive_duration(d, o, "sla.rtt", "150ms"));
+            .map(|d| self.positive_duration(d, o, &field("rtt"), "150ms"));
         let jitter = raw
             .jitter
             .as_ref()
-            .map(|d| self.positive_duration(d, o, "sla.jitter", "30ms"));
+            .map(|d| self.positive_duration(d, o, &field("jitter"), "30ms"));
         let loss = raw.loss.as_ref().map(|l| {
             let v = l.get_ref().0;
             if (0.0..100.0).contains(&v) {
@@ -239,7 +299,7 @@ impl Validator<'_, '_, '_> {
                 self.err(
                     &l.span(),
                     o,
-                    Some("sla.loss"),
+                    Some(&field("loss")),
                     format!(
                         "{v} is out of range; loss is a percentage from 0 up to (not \
                          including) 100, e.g. 5.0"
@@ -254,7 +314,7 @@ impl Validator<'_, '_, '_> {
                 .int(
                     w,
                     o,
-                    "sla.window",
+                    &field("window"),
                     (1, MAX_SLA_WINDOW as i64),
                     " (probes the figures are computed over)",
                 )
@@ -264,8 +324,8 @@ impl Validator<'_, '_, '_> {
             self.err(
                 &s.span(),
                 o,
-                Some("sla"),
-                "sets no threshold; give rtt, jitter or loss, or remove sla".to_owned(),
+                Some(name),
+                format!("sets no threshold; give rtt, jitter or loss, or remove {name}"),
             );
             ok = false;
         }
