@@ -103,6 +103,7 @@ pub fn router_health(config: &Config, r: &Router, gateway: GatewayId) -> HealthP
         recover: r.recover.get(),
         sla: r.sla.as_ref().map(sla),
         sla_alarm: r.sla_alarm.as_ref().map(sla),
+        damping: r.damping,
         quorum: config.gateway(gateway).quorum,
     }
 }

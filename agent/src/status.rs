@@ -85,12 +85,15 @@ pub struct SaRow {
 }
 
 impl Status {
-    /// This status `secs` seconds later: SA ages grow and lifetimes shrink (the daemon
+    /// This status `secs` seconds later: SA ages grow, lifetimes and damping shrink (the daemon
     /// publishes a status when something changes; the control server answers from it).
     pub fn aged(mut self, secs: u64) -> Status {
         for sa in self.ipsec.iter_mut().flat_map(|l| &mut l.sas) {
             sa.age_s = sa.age_s.map(|a| a.saturating_add(secs));
             sa.lifetime_left_s = sa.lifetime_left_s.map(|l| l.saturating_sub(secs));
+        }
+        for g in self.routers.iter_mut().flat_map(|r| &mut r.gateways) {
+            g.reused_in_s = g.reused_in_s.map(|s| (s - secs as f64).max(0.0));
         }
         self
     }
@@ -130,6 +133,12 @@ pub struct GatewayRow {
     /// Check targets of the gateway.
     #[serde(default)]
     pub targets: usize,
+    /// The router's damping figure for the gateway (with `damping` set).
+    #[serde(default)]
+    pub penalty: Option<f64>,
+    /// Seconds until a damped gateway is reused (absent when not damped).
+    #[serde(default)]
+    pub reused_in_s: Option<f64>,
 }
 
 /// `now_unix`: the current time, for the "ago" column.
@@ -192,6 +201,22 @@ pub fn render(s: &Status, now_unix: u64) -> String {
                     None => "-".into(),
                 },
             );
+        }
+        for g in &r.gateways {
+            match (g.penalty, g.reused_in_s) {
+                (Some(p), Some(s)) => {
+                    let _ = writeln!(
+                        out,
+                        "  {}: damped, penalty {p:.0}, reused in {}",
+                        g.name,
+                        humantime::format_duration(std::time::Duration::from_secs(s.ceil() as u64))
+                    );
+                }
+                (Some(p), None) if p >= 1.0 => {
+                    let _ = writeln!(out, "  {}: damping penalty {p:.0}", g.name);
+                }
+                _ => {}
+            }
         }
     }
     if !s.return_routes.is_empty() {
@@ -270,6 +295,8 @@ mod tests {
             loss_pct: if ready { 0.0 } else { 100.0 },
             targets_answering: Some(if ready { 2 } else { 0 }),
             targets: 3,
+            penalty: (!ready).then_some(2950.4),
+            reused_in_s: (!ready).then_some(251.2),
         }
     }
 
@@ -305,6 +332,7 @@ router ProductionRouter
   GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS
   RemoteTunWAN2    Unavailable  1m 30s ago       Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%     0/3
   RemoteTunWAN1    Active       1m 30s ago       Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%     2/3
+  RemoteTunWAN2: damped, penalty 2950, reused in 4m 12s
 ";
         assert_eq!(text, expected);
     }

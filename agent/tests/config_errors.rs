@@ -830,6 +830,23 @@ sla_alarm = { window = 5 }
 );
 
 invalid!(
+    damping_reuse_not_below_suppress,
+    base(
+        r#"
+[[router]]
+name = "R2"
+gateways = ["GW1"]
+damping = { half_life = "0s", suppress = 1000, reuse = 1000, penalty = 0 }
+"#
+    ),
+    concat!(
+        "test.toml:23:25: router 'R2': field 'damping.half_life': damping.half_life must be greater than 0; write e.g. \"15m\"\n",
+        "test.toml:23:56: router 'R2': field 'damping.reuse': 1000 is not below suppress 1000: damping holds a gateway out from above suppress until its figure has decayed to reuse, so reuse must be lower; e.g. reuse = 375\n",
+        "test.toml:23:72: router 'R2': field 'damping.penalty': 0 is out of range; penalty must be between 1 and 1000000 (a penalty figure)",
+    )
+);
+
+invalid!(
     port_range_reversed,
     base(
         r#"
@@ -2058,6 +2075,7 @@ on_failure = "default-route"
 failback = "all"
 sla = { rtt = "150ms", jitter = "30ms", loss = 10.0, window = 20 }
 sla_alarm = { rtt = "80ms", loss = 2.0 }
+damping = { half_life = "5m", penalty = 1000, suppress = 3000, reuse = 800 }
 
 [[router]]
 name = "Six"
@@ -2164,6 +2182,7 @@ routers (2)
     load balancing: source; on failure: default-route; failback: all
     sla: rtt 150ms, jitter 30ms, loss 10% over 20 probes (Unavailable beyond)
     sla_alarm: rtt 80ms, loss 2% over 10 probes (Degraded beyond)
+    damping: penalty 1000 per loss, halving every 5m; out above 3000 until back to 800
   [1] Six
     main: V6 (weight 1)
     backup: none

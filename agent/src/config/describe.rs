@@ -217,6 +217,17 @@ impl Config {
                     sla.window
                 )?;
             }
+            if let Some(d) = &r.damping {
+                writeln!(
+                    s,
+                    "    damping: penalty {} per loss, halving every {}; out above {} until \
+                     back to {}",
+                    d.penalty,
+                    format_duration(d.half_life),
+                    d.suppress,
+                    d.reuse
+                )?;
+            }
         }
 
         writeln!(

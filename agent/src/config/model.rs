@@ -523,6 +523,8 @@ pub struct Router {
     pub sla: Option<Sla>,
     /// Alarm level: beyond it (within `sla`), a gateway is Degraded.
     pub sla_alarm: Option<Sla>,
+    /// Route-flap damping of its gateways (off without a `damping` table).
+    pub damping: Option<crate::health::Damping>,
 }
 
 /// What a rule does.

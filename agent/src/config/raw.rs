@@ -109,6 +109,17 @@ pub struct RawRouter {
     pub failback: Option<Str>,
     pub sla: Option<Spanned<RawSla>>,
     pub sla_alarm: Option<Spanned<RawSla>>,
+    pub damping: Option<Spanned<RawDamping>>,
+}
+
+/// A router's `damping = { half_life, penalty, suppress, reuse }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDamping {
+    pub half_life: Option<Str>,
+    pub penalty: Option<Spanned<Int>>,
+    pub suppress: Option<Spanned<Int>>,
+    pub reuse: Option<Spanned<Int>>,
 }
 
 /// An entry of a router's `gateways` or `backups`: `"NAME"` or `{ gateway = "NAME", weight = N }`.

@@ -37,6 +37,14 @@
 //!   is met; beyond `sla`, or after `tries` failures, it is Unavailable as a Ready one would
 //!   be. A gateway recovering from Unavailable comes back Degraded when it is beyond the alarm
 //!   level. The alarm level has its own window (`sla_alarm.window`).
+//! * **Damping** (`damping`, optional; RFC 2439's route-flap damping): every change from
+//!   usable (Ready or Degraded) to Unavailable adds `penalty` to a figure that halves every
+//!   `half_life`. Once the figure is above `suppress` the gateway is **damped**: whatever the
+//!   probes say it shows Unavailable (reason `damped` while it would otherwise be usable)
+//!   until the figure has decayed to `reuse`, at the instant computed from the half-life
+//!   ([`GatewayHealth::next_deadline`]; the caller wakes the machine then with
+//!   [`GatewayHealth::on_time`]). Probing and the rules above go on underneath, so at that
+//!   instant the gateway takes the state they give.
 //! * **Outages are forgotten by the SLA**: when a gateway that was Unavailable for `timeout`
 //!   or a link event answers again, the window is cleared first. The outage was the `tries`
 //!   rule's business; the recovered gateway is judged on what it does afterwards (otherwise a
@@ -79,6 +87,8 @@ pub struct HealthParams {
     pub sla: Option<Sla>,
     /// Optional alarm thresholds: beyond them (within `sla`), Degraded.
     pub sla_alarm: Option<Sla>,
+    /// Optional route-flap damping.
+    pub damping: Option<Damping>,
     /// How many check targets must answer for an attempt to count as answered (the
     /// gateway's `quorum`); `None`: all of them.
     pub quorum: Option<NonZeroUsize>,
@@ -93,6 +103,7 @@ impl Default for HealthParams {
             recover: 1,
             sla: None,
             sla_alarm: None,
+            damping: None,
             quorum: None,
         }
     }
@@ -131,6 +142,48 @@ impl Default for Sla {
             max_loss_pct: None,
             window: DEFAULT_WINDOW,
         }
+    }
+}
+
+/// Route-flap damping (RFC 2439) of a router's gateways.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Damping {
+    /// The figure halves every `half_life` (default 15 min).
+    pub half_life: Duration,
+    /// Added at each change from usable to Unavailable (1000).
+    pub penalty: f64,
+    /// Above it, the gateway is damped (2000: the third flap in quick succession).
+    pub suppress: f64,
+    /// Damped until the figure has decayed to it (750).
+    pub reuse: f64,
+}
+
+impl Default for Damping {
+    fn default() -> Damping {
+        Damping {
+            half_life: Duration::from_secs(15 * 60),
+            penalty: 1000.0,
+            suppress: 2000.0,
+            reuse: 750.0,
+        }
+    }
+}
+
+/// A gateway's damping figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Penalty {
+    /// The figure at `at`.
+    figure: f64,
+    at: Instant,
+    /// Damped until then (the instant the figure decays to `reuse`).
+    until: Option<Instant>,
+}
+
+impl Penalty {
+    fn at(&self, now: Instant, d: &Damping) -> f64 {
+        let halvings = now.saturating_duration_since(self.at).as_secs_f64()
+            / d.half_life.as_secs_f64().max(1e-9);
+        self.figure * 0.5f64.powf(halvings)
     }
 }
 
@@ -225,6 +278,8 @@ pub enum Reason {
     Sla(SlaBreach),
     /// Beyond an alarm threshold (Degraded).
     SlaAlarm(SlaBreach),
+    /// Held Unavailable by damping although the probes would make it usable.
+    Damped,
     /// Carrier loss or admin down on the link's interface.
     LinkDown,
     /// An IPsec link without a usable SA pair (deleted, expired, never negotiated).
@@ -243,6 +298,7 @@ impl Reason {
             Reason::Failed(c) => c.code(),
             Reason::Sla(_) => "sla",
             Reason::SlaAlarm(_) => "sla alarm",
+            Reason::Damped => "damped",
             Reason::LinkDown => "link down",
             Reason::NoSa => "no SA",
             Reason::LinkUp => "link up",
@@ -279,6 +335,10 @@ pub struct Stats {
     pub sent: u64,
     /// Failed attempts since start.
     pub lost: u64,
+    /// The damping figure now (with `damping` set).
+    pub penalty: Option<f64>,
+    /// Damped until then.
+    pub damped_until: Option<Instant>,
 }
 
 /// One change of state or reason, with what a log line needs.
@@ -347,9 +407,16 @@ impl fmt::Display for Transition {
 #[derive(Debug, Clone)]
 pub struct GatewayHealth {
     params: HealthParams,
-    state: Availability,
-    reason: Reason,
+    /// What the rules give, damping aside.
+    ruled: Availability,
+    ruled_reason: Reason,
+    /// What is shown (and reported): `state` and `reason`, unless damped.
+    shown: Availability,
+    shown_reason: Reason,
     since: Instant,
+    penalty: Option<Penalty>,
+    /// The latest instant an event brought (the figures are given as of then).
+    seen: Instant,
     link_up: bool,
     monitored: bool,
     fail_streak: u32,
@@ -369,9 +436,13 @@ impl GatewayHealth {
         let alarm_window = params.sla_alarm.map(|a| Window::new(a.window));
         GatewayHealth {
             params,
-            state: Availability::Unavailable,
-            reason: Reason::NotYetProbed,
+            ruled: Availability::Unavailable,
+            ruled_reason: Reason::NotYetProbed,
+            shown: Availability::Unavailable,
+            shown_reason: Reason::NotYetProbed,
             since: now,
+            penalty: None,
+            seen: now,
             link_up: true,
             monitored: true,
             fail_streak: 0,
@@ -389,20 +460,20 @@ impl GatewayHealth {
     }
 
     pub fn availability(&self) -> Availability {
-        self.state
+        self.shown
     }
 
     pub fn is_ready(&self) -> bool {
-        self.state == Availability::Ready
+        self.shown == Availability::Ready
     }
 
     /// Ready or Degraded.
     pub fn is_usable(&self) -> bool {
-        self.state.is_usable()
+        self.shown.is_usable()
     }
 
     pub fn reason(&self) -> Reason {
-        self.reason
+        self.shown_reason
     }
 
     /// When the current state (or reason) began: "last status change".
@@ -430,6 +501,11 @@ impl GatewayHealth {
             loss: self.window.loss(),
             sent: self.sent,
             lost: self.lost,
+            penalty: self.params.damping.map(|d| match self.penalty {
+                Some(p) => p.at(self.seen, &d),
+                None => 0.0,
+            }),
+            damped_until: self.penalty.and_then(|p| p.until),
         }
     }
 
@@ -459,8 +535,8 @@ impl GatewayHealth {
         if !self.link_up || !self.monitored {
             return None;
         }
-        if self.state == Availability::Unavailable {
-            let needed = match self.reason {
+        if self.ruled == Availability::Unavailable {
+            let needed = match self.ruled_reason {
                 Reason::NotYetProbed => 1,
                 _ => self.params.recover.max(1),
             };
@@ -503,7 +579,7 @@ impl GatewayHealth {
         if self.fail_streak >= self.params.tries.max(1) {
             return self.go(now, Availability::Unavailable, Reason::Failed(cause));
         }
-        if self.state.is_usable() {
+        if self.ruled.is_usable() {
             // A loss can breach the SLA or the alarm level (or, dropping out of the window,
             // end an alarm).
             return self.judge_quality(now);
@@ -545,9 +621,9 @@ impl GatewayHealth {
 
     /// Unavailable because it did not answer (or its link was down), as opposed to `sla`.
     fn in_outage(&self) -> bool {
-        self.state == Availability::Unavailable
+        self.ruled == Availability::Unavailable
             && matches!(
-                self.reason,
+                self.ruled_reason,
                 Reason::NotYetProbed
                     | Reason::Failed(_)
                     | Reason::LinkDown
@@ -564,25 +640,74 @@ impl GatewayHealth {
         breach(self.params.sla_alarm.as_ref()?, self.alarm_window.as_ref()?)
     }
 
-    /// Moves to (`to`, `reason`); a transition only if the state or the kind of reason changed.
+    /// Moves to (`to`, `reason`) by the rules, counting a flap for damping; a transition
+    /// only if what is shown changes state or kind of reason.
     fn go(&mut self, now: Instant, to: Availability, reason: Reason) -> Option<Transition> {
-        if self.state == to && self.reason.same_kind(&reason) {
+        self.seen = self.seen.max(now);
+        if let Some(d) = self.params.damping
+            && self.ruled.is_usable()
+            && !to.is_usable()
+        {
+            let figure = self.penalty.map_or(0.0, |p| p.at(now, &d)) + d.penalty;
+            let damped = self.penalty.and_then(|p| p.until).is_some() || figure > d.suppress;
+            // The instant the figure decays to `reuse`: half-lives of log2(figure / reuse).
+            let until = damped.then(|| {
+                let halvings = (figure / d.reuse).log2().max(0.0);
+                now + d.half_life.mul_f64(halvings)
+            });
+            self.penalty = Some(Penalty {
+                figure,
+                at: now,
+                until,
+            });
+        }
+        self.ruled = to;
+        self.ruled_reason = reason;
+        self.show(now)
+    }
+
+    /// The instant the machine must be woken ([`Self::on_time`]): the end of damping.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.penalty.and_then(|p| p.until)
+    }
+
+    /// Time passed: damping may end (at [`Self::next_deadline`]).
+    pub fn on_time(&mut self, now: Instant) -> Option<Transition> {
+        self.seen = self.seen.max(now);
+        self.show(now)
+    }
+
+    /// Shows the rules' state, or Unavailable (`damped`) while damping holds a usable
+    /// gateway back.
+    fn show(&mut self, now: Instant) -> Option<Transition> {
+        if let Some(p) = &mut self.penalty
+            && p.until.is_some_and(|u| now >= u)
+        {
+            p.until = None;
+        }
+        let damped = self.penalty.is_some_and(|p| p.until.is_some());
+        let (to, reason) = match damped && self.ruled.is_usable() {
+            true => (Availability::Unavailable, Reason::Damped),
+            false => (self.ruled, self.ruled_reason),
+        };
+        if self.shown == to && self.shown_reason.same_kind(&reason) {
+            self.shown_reason = reason;
             return None;
         }
         let stats = self.stats();
         let t = Transition {
             at: now,
-            from: self.state,
+            from: self.shown,
             to,
-            previous: self.reason,
+            previous: self.shown_reason,
             reason,
             since: self.since,
             rtt: stats.rtt,
             jitter: stats.jitter,
             loss: stats.loss,
         };
-        self.state = to;
-        self.reason = reason;
+        self.shown = to;
+        self.shown_reason = reason;
         self.since = now;
         Some(t)
     }

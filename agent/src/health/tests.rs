@@ -442,3 +442,84 @@ fn the_alarm_has_its_own_window() {
     // The figures shown are the SLA window's (10, 60, 10).
     assert_eq!(h.stats().rtt, Some(ms(80) / 3));
 }
+
+/// Half-life 10 s, penalty 1000, suppress 2000, reuse 750.
+fn damped_params() -> HealthParams {
+    HealthParams {
+        damping: Some(Damping {
+            half_life: Duration::from_secs(10),
+            ..Damping::default()
+        }),
+        ..params(1, 1)
+    }
+}
+
+#[test]
+fn damping_holds_a_flapping_gateway_out_until_the_figure_decays_to_reuse() {
+    let c = Clock(Instant::now());
+    let mut h = GatewayHealth::new(damped_params(), c.at(0));
+    ready(&mut h, c.at(0));
+    assert_eq!(h.stats().penalty, Some(0.0));
+    // Three flaps at 0, 1, 2 s: 1000, then 1000·2^-0.1 + 1000, then ... > 2000 at the third.
+    for (down, up) in [(0, 1), (1, 2)] {
+        let t = h.on_link_down(c.at(down)).unwrap();
+        assert_eq!(t.reason, Reason::LinkDown);
+        assert!(h.on_link_up(c.at(down)).is_some());
+        let t = h.on_success(c.at(up), ms(10)).unwrap();
+        assert_eq!(t.to, Availability::Ready, "not damped yet at {up} s");
+    }
+    assert_eq!(h.next_deadline(), None);
+    h.on_link_down(c.at(2)).unwrap();
+    let figure = 1000.0 * (0.5f64.powf(0.2) + 0.5f64.powf(0.1) + 1.0);
+    assert!(
+        (h.stats().penalty.unwrap() - figure).abs() < 1e-6,
+        "{:?}",
+        h.stats()
+    );
+    // Damped until the figure is 750: 10 s × log2(figure / 750) after the third flap.
+    let until = c.at(2) + Duration::from_secs(10).mul_f64((figure / 750.0).log2());
+    assert_eq!(h.next_deadline(), Some(until));
+    assert_eq!(h.stats().damped_until, Some(until));
+    // The link comes back and the probes answer: still Unavailable, reason damped.
+    h.on_link_up(c.at(3));
+    let t = h.on_success(c.at(3), ms(10)).unwrap();
+    assert_eq!(
+        (t.to, t.reason),
+        (Availability::Unavailable, Reason::Damped)
+    );
+    assert_eq!(h.reason().code(), "damped");
+    assert_eq!(h.on_success(c.at(4), ms(10)), None);
+    // Just before the instant: still damped; at it: Ready.
+    assert_eq!(h.on_time(until - Duration::from_millis(1)), None);
+    let t = h.on_time(until).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (Availability::Unavailable, Availability::Ready)
+    );
+    assert_eq!(t.reason, Reason::Answering);
+    assert_eq!(h.next_deadline(), None);
+    // The figure goes on decaying: 750 at `until`, 375 one half-life later.
+    h.on_time(until + Duration::from_secs(10));
+    assert!((h.stats().penalty.unwrap() - 375.0).abs() < 1e-6);
+}
+
+#[test]
+fn damping_ends_while_the_gateway_is_down_shows_its_real_state() {
+    let c = Clock(Instant::now());
+    let mut h = GatewayHealth::new(damped_params(), c.at(0));
+    ready(&mut h, c.at(0));
+    for s in 0..3 {
+        h.on_link_down(c.at(s));
+        h.on_link_up(c.at(s));
+        h.on_success(c.at(s), ms(10));
+    }
+    h.on_link_down(c.at(3));
+    let until = h.next_deadline().expect("damped");
+    // Down when damping ends: nothing to show but the link-down it already shows.
+    assert_eq!(h.reason(), Reason::LinkDown);
+    assert_eq!(h.on_time(until), None);
+    assert_eq!(h.next_deadline(), None);
+    h.on_link_up(until);
+    let t = h.on_success(until, ms(10)).unwrap();
+    assert_eq!(t.to, Availability::Ready);
+}

@@ -106,6 +106,7 @@ pub fn bench_fixture(rules: usize, gateways: usize) -> (Metrics, DatapathSnapsho
                 loss: if ready { 0.0 } else { 0.1 },
                 sent: 10,
                 lost: (!ready) as u64,
+                ..Stats::default()
             },
         );
     }

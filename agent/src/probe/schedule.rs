@@ -28,6 +28,8 @@
 //!   stops probing; *up* starts a round at once and a new grid from that instant. The channel
 //!   carries a level: a down/up flap shorter than the task's reaction may be seen as nothing.
 //!   If the sender is dropped the last state stays.
+//! * **Damping** ([`crate::health`]): the task wakes at the instant damping ends, between
+//!   rounds or during one, and reports the transition it brings.
 //! * The task ends when the events receiver is dropped.
 //!
 //! Timing uses tokio's clock, so the tests below run on the paused clock and assert exact
@@ -214,12 +216,26 @@ where
         let needed = self.params.needed(self.targets.len());
         for attempt in 1..=tries {
             let attempt_start = Instant::now();
-            let (outcome, answered) = tokio::select! {
-                biased;
-                s = link_change(&mut self.link, &mut self.link_open, self.link_state) => {
-                    return Ok(Some(s));
+            let (outcome, answered) = {
+                let probe = probe_all(&self.prober, &self.targets, wait, needed);
+                tokio::pin!(probe);
+                loop {
+                    let deadline = self.health.next_deadline();
+                    tokio::select! {
+                        biased;
+                        s = link_change(&mut self.link, &mut self.link_open, self.link_state) => {
+                            return Ok(Some(s));
+                        }
+                        _ = until(deadline) => {
+                            // Fields, not `self.on_time()`: the probe borrows the prober.
+                            if let Some(t) = self.health.on_time(now()) {
+                                let ev = (self.tag)(GatewayEvent::Transition(t));
+                                self.events.send(ev).await.map_err(|_| Closed)?;
+                            }
+                        }
+                        r = &mut probe => break r,
+                    }
                 }
-                r = probe_all(&self.prober, &self.targets, wait, needed) => r,
             };
             let at = now();
             let t = match &outcome {
@@ -251,20 +267,26 @@ where
     /// Sleeps until `deadline` (forever if `None`), waking early for a link change; fails when
     /// the events receiver is dropped.
     async fn wait(&mut self, deadline: Option<Instant>) -> Result<Wake, Closed> {
-        let sleep = async {
-            match deadline {
-                Some(d) => sleep_until(d).await,
-                None => std::future::pending().await,
+        let sleep = until(deadline.map(Instant::into_std));
+        tokio::pin!(sleep);
+        loop {
+            let damping = self.health.next_deadline();
+            tokio::select! {
+                biased;
+                _ = self.events.closed() => return Err(Closed),
+                s = link_change(&mut self.link, &mut self.link_open, self.link_state) => {
+                    return Ok(Wake::Link(s));
+                }
+                _ = until(damping) => self.on_time().await?,
+                _ = &mut sleep => return Ok(Wake::Elapsed),
             }
-        };
-        tokio::select! {
-            biased;
-            _ = self.events.closed() => Err(Closed),
-            s = link_change(&mut self.link, &mut self.link_open, self.link_state) => {
-                Ok(Wake::Link(s))
-            }
-            _ = sleep => Ok(Wake::Elapsed),
         }
+    }
+
+    /// Damping's deadline passed: the machine may show another state.
+    async fn on_time(&mut self) -> Result<(), Closed> {
+        let t = self.health.on_time(now());
+        self.emit_transition(t).await
     }
 
     async fn set_link(&mut self, state: LinkState) -> Result<(), Closed> {
@@ -292,6 +314,14 @@ where
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+/// Sleeps until `deadline` (forever if `None`), on tokio's clock.
+async fn until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => sleep_until(Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves when the link state differs from `current`; never if the sender is gone.

@@ -93,5 +93,10 @@ fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
         loss_pct: v.stats.loss * 100.0,
         targets_answering: v.targets.map(|(n, _)| n),
         targets: g.check.len(),
+        penalty: v.stats.penalty,
+        reused_in_s: (v.stats.damped_until).map(|u| {
+            u.saturating_duration_since(std::time::Instant::now())
+                .as_secs_f64()
+        }),
     }
 }

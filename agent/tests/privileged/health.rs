@@ -168,3 +168,66 @@ fn each_router_judges_a_shared_gateway_itself() {
     );
     agent.stop(&dir, wait());
 }
+
+/// R with `damping = { half_life = "2s" }` (penalty 1000, suppress 2000, reuse 750): GW1's
+/// carrier flapping every second is damped at the third loss; once the link is steady again,
+/// GW1 stays out (Unavailable, `damped`, status showing the figure and the time left) until
+/// the figure has decayed to 750, then comes back by itself.
+#[test]
+fn a_flapping_link_is_damped_until_its_penalty_decays() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.85.0");
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.router = vec![r#"damping = { half_life = "2s" }"#.into()];
+    let (dir, mut agent, _) = net.start_agent_with("damping", &config, wait());
+    let socket = dir.socket();
+    let gw1 = || {
+        let s = status(&socket)?;
+        let r = s.routers.iter().find(|r| r.name == "R")?;
+        r.gateways.iter().find(|g| g.name == "GW1").cloned()
+    };
+    let ready = || gw1().is_some_and(|g| g.availability == "Ready");
+    // Three carrier losses, each followed by a recovery, one second apart.
+    for flap in 1..=3 {
+        net.wan1.ip(&["link", "set", "p1", "down"]);
+        wait_until("GW1 down on carrier loss", wait(), || {
+            gw1().is_some_and(|g| g.availability == "Unavailable")
+        });
+        net.wan1.ip(&["link", "set", "p1", "up"]);
+        if flap < 3 {
+            wait_until("GW1 Ready again", wait(), ready);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    let damped = std::time::Instant::now();
+    wait_until("GW1 damped", wait(), || {
+        gw1().is_some_and(|g| g.reason == "damped")
+    });
+    let g = gw1().unwrap();
+    let (penalty, left) = (g.penalty.unwrap(), g.reused_in_s.unwrap());
+    println!("GW1 damped: penalty {penalty:.0}, reused in {left:.2} s");
+    // Above 2000 at the third loss, decaying since (the figure is as of the last probe).
+    assert!(penalty > 750.0 && penalty <= 3000.0, "{penalty}");
+    // The time left is 2 s × log2(penalty / 750), both read at about the same instant.
+    let expected = 2.0 * (penalty / 750.0).log2();
+    assert!(
+        (left - expected).abs() < 0.5,
+        "{left} s left, expected {expected:.2}"
+    );
+    let s = status(&socket).unwrap();
+    assert_eq!(
+        gateway_state(&s, "GW2"),
+        Some(("Active".into(), "Ready".into()))
+    );
+    // Still out a second later although the link is steady and GW1 answers.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(gw1().is_some_and(|g| g.reason == "damped"), "{:?}", gw1());
+    let back = wait_until("GW1 reused", Duration::from_secs(6), ready);
+    let took = damped.elapsed();
+    println!("GW1 Ready again {took:?} after being damped ({back:?} of waiting)");
+    assert!(
+        took.as_secs_f64() >= expected - 0.5,
+        "reused after {took:?}"
+    );
+    agent.stop(&dir, wait());
+}

@@ -7,6 +7,7 @@ use super::super::diag::{Kind, Object};
 use super::super::model::*;
 use super::super::raw::{self, Item, List, RawMember, Str};
 use super::{Names, Validator, at, optional, valid_name};
+use crate::health::Damping;
 
 impl Validator<'_, '_, '_> {
     // ---- [[router]] ------------------------------------------------------------------------
@@ -203,6 +204,10 @@ impl Validator<'_, '_, '_> {
             None => Some(None),
             Some(s) => self.sla(s, o, "sla_alarm").map(Some),
         };
+        let damping = match &r.damping {
+            None => Some(None),
+            Some(d) => self.damping(d, o).map(Some),
+        };
         if let (Some(Some(alarm)), Some(Some(down)), Some(raw)) = (&sla_alarm, &sla, &r.sla_alarm) {
             ok &= self.alarm_below_sla(alarm, down, raw.get_ref(), o);
         }
@@ -226,6 +231,49 @@ impl Validator<'_, '_, '_> {
             },
             sla: sla?,
             sla_alarm: sla_alarm?,
+            damping: damping?,
+        })
+    }
+
+    /// `damping`: each field optional (RFC 2439's usual values), `reuse` below `suppress`.
+    fn damping(&mut self, d: &toml::Spanned<raw::RawDamping>, o: &Object) -> Option<Damping> {
+        let raw = d.get_ref();
+        let default = Damping::default();
+        let half_life = match &raw.half_life {
+            None => Some(default.half_life),
+            Some(h) => self.positive_duration(h, o, "damping.half_life", "15m"),
+        };
+        let mut figure = |v: &Option<toml::Spanned<raw::Int>>, field: &str, default: f64| match v {
+            None => Some(default),
+            Some(v) => {
+                (self.int(v, o, field, (1, 1_000_000), " (a penalty figure)")).map(|n| n as f64)
+            }
+        };
+        let penalty = figure(&raw.penalty, "damping.penalty", default.penalty);
+        let suppress = figure(&raw.suppress, "damping.suppress", default.suppress);
+        let reuse = figure(&raw.reuse, "damping.reuse", default.reuse);
+        if let (Some(s), Some(r)) = (suppress, reuse)
+            && r >= s
+        {
+            let span = raw.reuse.as_ref().map_or(d.span(), |r| r.span());
+            self.err(
+                &span,
+                o,
+                Some("damping.reuse"),
+                format!(
+                    "{r} is not below suppress {s}: damping holds a gateway out from above \
+                     suppress until its figure has decayed to reuse, so reuse must be lower; \
+                     e.g. reuse = {}",
+                    (s * 3.0 / 8.0).round()
+                ),
+            );
+            return None;
+        }
+        Some(Damping {
+            half_life: half_life?,
+            penalty: penalty?,
+            suppress: suppress?,
+            reuse: reuse?,
         })
     }
 
