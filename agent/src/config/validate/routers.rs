@@ -280,11 +280,22 @@ impl Validator<'_, '_, '_> {
     /// Each threshold of `sla_alarm` must be below `sla`'s of the same figure (both set):
     /// otherwise the alarm could never come before the gateway is down.
     fn alarm_below_sla(&mut self, alarm: &Sla, down: &Sla, raw: &raw::RawSla, o: &Object) -> bool {
+        // (field, (alarm, down, alarm below down) when both are set, where it is written)
+        let time = |a: Option<Duration>, d: Option<Duration>| {
+            let fmt = |d| humantime::format_duration(d).to_string();
+            a.zip(d).map(|(a, d)| (fmt(a), fmt(d), a < d))
+        };
+        let span = |x: &Option<raw::Str>| x.as_ref().map(|x| x.span());
+        let loss =
+            (alarm.loss.zip(down.loss)).map(|(a, d)| (format!("{a}%"), format!("{d}%"), a < d));
+        let fields = [
+            ("rtt", time(alarm.rtt, down.rtt), span(&raw.rtt)),
+            ("jitter", time(alarm.jitter, down.jitter), span(&raw.jitter)),
+            ("loss", loss, raw.loss.as_ref().map(|x| x.span())),
+        ];
         let mut ok = true;
-        let mut check = |field: &str, a: Option<String>, d: Option<String>, below: bool, span| {
-            if let (Some(a), Some(d), Some(span)) = (a, d, span)
-                && !below
-            {
+        for (field, compared, span) in fields {
+            if let (Some((a, d, false)), Some(span)) = (compared, span) {
                 self.err(
                     &span,
                     o,
@@ -297,32 +308,7 @@ impl Validator<'_, '_, '_> {
                 );
                 ok = false;
             }
-        };
-        let fmt = |d: Option<Duration>| d.map(|d| humantime::format_duration(d).to_string());
-        let below = |a: Option<Duration>, d: Option<Duration>| a.zip(d).is_none_or(|(a, d)| a < d);
-        let span = |x: &Option<raw::Str>| x.as_ref().map(|x| x.span());
-        check(
-            "rtt",
-            fmt(alarm.rtt),
-            fmt(down.rtt),
-            below(alarm.rtt, down.rtt),
-            span(&raw.rtt),
-        );
-        check(
-            "jitter",
-            fmt(alarm.jitter),
-            fmt(down.jitter),
-            below(alarm.jitter, down.jitter),
-            span(&raw.jitter),
-        );
-        let pct = |l: Option<f64>| l.map(|l| format!("{l}%"));
-        check(
-            "loss",
-            pct(alarm.loss),
-            pct(down.loss),
-            alarm.loss.zip(down.loss).is_none_or(|(a, d)| a < d),
-            raw.loss.as_ref().map(|x| x.span()),
-        );
+        }
         ok
     }
 
