@@ -16,7 +16,10 @@ use xwan_common::plan::{
 };
 
 use crate::{
-    config::{Config, Forwarding, GatewayId, LinkKind, Router},
+    config::{
+        Config, DEFAULT_FIRST_TABLE, DEFAULT_MARK_MASK, DEFAULT_RULE_PRIORITY, Forwarding,
+        GatewayId, LinkKind, MarkLayout, Netfilter, Router,
+    },
     health::{Availability, HealthParams, Sla},
     netlink::{
         Interface,
@@ -194,32 +197,73 @@ pub fn usable(config: &Config, facts: &Facts, gateway: GatewayId) -> bool {
     }
 }
 
-/// The policy routing of the `netfilter` forwarding mode (`None` in XDP mode): per
-/// [`usable`] gateway, its mark's rule and its table's default route (via its address on an
-/// Ethernet link, into the interface of a tunnel). A gateway whose link is down has neither:
-/// the kernel refuses a route through it, and no flow is marked for it (it is not Ready);
-/// the plan that follows the link coming up writes them.
+/// The marks, tables and rule priority of xwan's policy routing: `[agent.netfilter]`'s in
+/// `netfilter` mode; in XDP mode, where only probes to remote targets use it, the defaults
+/// (`None` if the configuration has more gateways than the default mask has marks).
+pub fn policy_layout(config: &Config) -> Option<Netfilter> {
+    match config.agent.forwarding {
+        Forwarding::Netfilter(n) => Some(n),
+        Forwarding::Xdp => Some(Netfilter {
+            marks: MarkLayout::of_mask(DEFAULT_MARK_MASK, config.gateways.len() as u32)?,
+            first_table: DEFAULT_FIRST_TABLE,
+            rule_priority: DEFAULT_RULE_PRIORITY,
+        }),
+    }
+}
+
+/// Whether `gateway` has a check target beyond it: neither its own address nor on its
+/// link's subnet. Those are probed through the gateway's mark and table ([`probe_mark`]).
+pub fn has_remote_targets(config: &Config, gateway: GatewayId) -> bool {
+    let g = config.gateway(gateway);
+    let net = config.link(g.link).address.map(|a| a.network());
+    (g.check.iter()).any(|&t| t != g.address && !net.is_some_and(|n| n.contains(t)))
+}
+
+/// The firewall mark `gateway`'s probes carry (`SO_MARK`): its policy-routing mark when it
+/// has remote targets ([`has_remote_targets`]), so that they leave through the gateway's link
+/// and next hop whatever the main table says.
+pub fn probe_mark(config: &Config, gateway: GatewayId) -> Option<u32> {
+    let n = policy_layout(config)?;
+    has_remote_targets(config, gateway).then(|| n.marks.mark(gateway.0))
+}
+
+/// The policy routing xwan writes: per gateway, its mark's rule and its table's default
+/// route (via its address on an Ethernet link, into the interface of a tunnel).
+/// * `netfilter` mode: every [`usable`] gateway; the kernel forwards steered traffic by it.
+/// * XDP mode: the gateways with remote check targets whose interface is up (their next hop
+///   need not be resolved: their probes resolve it); only their probes use it. `None` when
+///   there are none (nothing of xwan's stays in the kernel).
+///
+/// A gateway whose link is down has neither rule nor route: the kernel refuses a route
+/// through it, and no flow is marked for it (it is not Ready); the plan that follows the link
+/// coming up writes them.
 pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
-    let Forwarding::Netfilter(n) = config.agent.forwarding else {
-        return None;
-    };
-    let gateways = (config.gateways.iter().enumerate())
+    let n = policy_layout(config)?;
+    let xdp = config.agent.forwarding == Forwarding::Xdp;
+    let gateways: Vec<GatewayRoute> = (config.gateways.iter().enumerate())
         .filter_map(|(id, g)| {
             let id = GatewayId(id as u16);
             let link = config.link(g.link);
-            let ifindex = facts.interfaces.get(&link.interface)?.ifindex;
-            if !usable(config, facts, id) {
+            let i = facts.interfaces.get(&link.interface)?;
+            let wanted = match xdp {
+                true => i.is_up() && has_remote_targets(config, id),
+                false => usable(config, facts, id),
+            };
+            if !wanted {
                 return None;
             }
             let (mark, table) = (n.marks.mark(id.0), n.table(id));
             Some(match link.kind {
                 LinkKind::Ethernet => {
-                    GatewayRoute::ethernet(mark, table, ifindex, g.address, g.address6)
+                    GatewayRoute::ethernet(mark, table, i.ifindex, g.address, g.address6)
                 }
-                LinkKind::Tunnel => GatewayRoute::tunnel(mark, table, ifindex),
+                LinkKind::Tunnel => GatewayRoute::tunnel(mark, table, i.ifindex),
             })
         })
         .collect();
+    if xdp && gateways.is_empty() {
+        return None;
+    }
     Some(Policy {
         priority: n.rule_priority,
         mask: n.marks.mask(),
@@ -374,6 +418,7 @@ fn duration_ns(d: Duration) -> u64 {
 mod tests {
     use super::*;
     use crate::config;
+    use crate::netlink::policy::NextHop;
 
     const SEED: &str = include_str!("../../examples/seed-branch.toml");
 
@@ -540,6 +585,39 @@ mod tests {
         assert!(!p.routers[1].slots.contains(&wan2.0) && !p.routers[1].slots.is_empty());
         // Its own flag (return routes) is the gateway's judgement: not VoIPRouter's here.
         assert!(!p.gateways.iter().find(|g| g.id == wan2.0).unwrap().ready);
+    }
+
+    /// XDP mode: no policy routing at all until a gateway has a check target beyond it;
+    /// then that gateway alone gets its rule and table (into its tunnel here), and its
+    /// probes carry the mark. Targets on the link (its address, its subnet) need none.
+    #[test]
+    fn remote_check_targets_get_their_gateways_policy_routing() {
+        let (plain, _) = config::parse(SEED, "seed-branch.toml").unwrap();
+        let f = facts();
+        assert_eq!(policy(&plain, &f), None);
+        let with = |check: &str| {
+            let line = format!("address = \"172.16.1.2\"\ncheck = [{check}]\n");
+            let text = SEED.replacen("address = \"172.16.1.2\"\n", &line, 1);
+            config::parse(&text, "seed-branch.toml").unwrap().0
+        };
+        let on_link = with("\"172.16.1.2\", \"172.16.1.1\"");
+        assert!(!has_remote_targets(&on_link, GatewayId(0)));
+        assert_eq!(policy(&on_link, &f), None);
+        let remote = with("\"172.16.1.2\", \"10.2.0.1\"");
+        assert!(has_remote_targets(&remote, GatewayId(0)));
+        let p = policy(&remote, &f).expect("a policy for the remote target");
+        let mark = probe_mark(&remote, GatewayId(0)).expect("a probe mark");
+        assert_eq!(p.gateways.len(), 1);
+        let g = p.gateways[0];
+        assert_eq!((g.mark, g.table), (mark, DEFAULT_FIRST_TABLE));
+        let ifindex = f.interfaces["vti-wan1"].ifindex;
+        assert_eq!(g.v4, Some(NextHop::Device { ifindex }));
+        assert_eq!(g.v6, Some(NextHop::Device { ifindex }));
+        assert_eq!(probe_mark(&remote, GatewayId(1)), None);
+        // Its interface down: no rule, no route (the kernel refuses a route through it).
+        let mut down = f.clone();
+        down.interfaces.get_mut("vti-wan1").unwrap().carrier = false;
+        assert_eq!(policy(&remote, &down), None);
     }
 
     #[test]

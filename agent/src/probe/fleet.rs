@@ -96,8 +96,10 @@ impl ProbeSignature {
     /// `id`'s probing for the judgement `params`.
     fn of(config: &Config, id: GatewayId, params: HealthParams) -> ProbeSignature {
         let g = config.gateway(id);
+        let mut binding = LinkBinding::of(config.link(g.link));
+        binding.mark = planner::probe_mark(config, id);
         ProbeSignature {
-            binding: LinkBinding::of(config.link(g.link)),
+            binding,
             address: g.address,
             check: g.check.clone(),
             monitor: g.monitor,

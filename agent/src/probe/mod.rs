@@ -14,8 +14,9 @@
 //! (`SO_BINDTODEVICE`) and, when given, its source address and firewall mark
 //! ([`LinkBinding`]). With the device bound the kernel routes the probe out of that interface
 //! even when the main table would pick another one; a check target that is not on the link
-//! itself (a host beyond the gateway, on an Ethernet link) needs a route through the link, e.g.
-//! a per-link table selected by [`LinkBinding::mark`].
+//! itself (a host beyond the gateway) needs a route through the gateway: its probes carry the
+//! gateway's policy-routing mark ([`LinkBinding::mark`], [`crate::planner::probe_mark`]), and
+//! the planner's policy has a rule and table for it.
 //!
 //! # What a reader may change
 //!

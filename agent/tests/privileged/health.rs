@@ -54,6 +54,12 @@ fn a_quorum_of_targets_keeps_a_gateway_ready() {
     ];
     let (dir, mut agent, _) = net.start_agent_with("quorum", &config, wait());
     let socket = dir.socket();
+    // The probes' route: a rule for GW1's mark and a table through 192.0.2.2, xwan's own.
+    let rules = net.rtr.try_ip(&["-4", "rule"]).unwrap();
+    assert!(
+        rules.contains("fwmark") && rules.contains("proto 120"),
+        "{rules}"
+    );
     let targets = || {
         let s = status(&socket)?;
         let r = s.routers.iter().find(|r| r.name == "R")?;
@@ -103,6 +109,9 @@ fn a_quorum_of_targets_keeps_a_gateway_ready() {
     assert_eq!(metric(rtr, down), Some(1.0));
     assert_eq!(targets().map(|t| t.0), Some(1));
     agent.stop(&dir, wait());
+    // Stopped: no rule left (nor the table's route with it).
+    let rules = net.rtr.try_ip(&["-4", "rule"]).unwrap();
+    assert!(!rules.contains("fwmark"), "{rules}");
 }
 
 /// GW1 is shared by R (3 tries of 100 ms) and R2 (20 tries): each router judges it with its
