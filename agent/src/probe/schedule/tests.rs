@@ -538,3 +538,48 @@ async fn the_task_ends_when_nobody_listens() {
         .expect("task ended")
         .expect("no panic");
 }
+
+/// Damping (half-life 10 s, penalty 1000, suppress 2000, reuse 750): carrier lost at 1, 2
+/// and 3 s, back half a second later each time. The third loss damps the gateway: it answers
+/// from 3.5 s but stays Unavailable (`damped`) until the figure has decayed to 750, and the
+/// task wakes at that instant (to tokio's millisecond) to make it Ready, between rounds.
+#[tokio::test(start_paused = true)]
+async fn a_damped_gateway_comes_back_at_the_instant_its_penalty_decays() {
+    let damping = crate::health::Damping {
+        half_life: Duration::from_secs(10),
+        ..crate::health::Damping::default()
+    };
+    let params = HealthParams {
+        damping: Some(damping),
+        ..defaults(1)
+    };
+    let flaps: Vec<(f64, LinkState)> = [1.0, 2.0, 3.0]
+        .into_iter()
+        .flat_map(|t| [(t, LinkState::Down), (t + 0.5, LinkState::Up)])
+        .collect();
+    let o = run(params, vec![A], |_, _| Reply::After(ms(10)), &flaps, 40.0).await;
+    let decay = |figure: f64| figure * 0.5f64.powf(0.1);
+    let figure = decay(decay(1000.0) + 1000.0) + 1000.0;
+    let until = s(3.0) + damping.half_life.mul_f64((figure / 750.0).log2());
+    let t = o.transitions();
+    assert_eq!(t[t.len() - 2], (s(3.510), Unavailable, "damped"));
+    let (at, to, reason) = *t.last().unwrap();
+    assert_eq!((to, reason), (Ready, "answering"));
+    assert!(
+        at >= until && at <= until + ms(1),
+        "Ready at {at:?}, damping ends at {until:?}"
+    );
+    // Before it, the two first losses did not damp: Ready again after each.
+    assert_eq!(
+        t[..7].iter().map(|x| x.2).collect::<Vec<_>>(),
+        [
+            "answering",
+            "link down",
+            "link up",
+            "answering",
+            "link down",
+            "link up",
+            "answering"
+        ]
+    );
+}
