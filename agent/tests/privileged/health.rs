@@ -240,3 +240,51 @@ fn a_flapping_link_is_damped_until_its_penalty_decays() {
     );
     agent.stop(&dir, wait());
 }
+
+/// IPv6: WAN1 carries 2001:db8:1::/64 and GW1 is 2001:db8:1::2, probed at 2001:db8:99::1, a
+/// host beyond it that the router has no route to: xwan's IPv6 rule and table take the
+/// probes through GW1, which becomes Ready (its next hop resolved by them); `xwan stop`
+/// removes the rule.
+#[test]
+fn a_remote_ipv6_target_is_probed_through_its_gateway() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.86.0");
+    net.rtr.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::1/64",
+        "dev",
+        "w1",
+        "nodad",
+    ]);
+    net.wan1.ip(&[
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:1::2/64",
+        "dev",
+        "p1",
+        "nodad",
+    ]);
+    net.wan1
+        .ip(&["-6", "addr", "add", "2001:db8:99::1/128", "dev", "lo"]);
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.links[0].address = "2001:db8:1::1/64";
+    config.links[0].gateway_address = "2001:db8:1::2";
+    config.links[0].gateway_more = vec![r#"check = ["2001:db8:99::1"]"#.into()];
+    let (dir, mut agent, took) = net.start_agent_with("remote6", &config, wait());
+    println!("GW1 Ready through its IPv6 policy routing {took:?} after the start");
+    let rules = net.rtr.try_ip(&["-6", "rule"]).unwrap();
+    assert!(
+        rules.contains("fwmark") && rules.contains("proto 120"),
+        "{rules}"
+    );
+    let s = status(&dir.socket()).unwrap();
+    let r = s.routers.iter().find(|r| r.name == "R").unwrap();
+    let gw1 = r.gateways.iter().find(|g| g.name == "GW1").unwrap();
+    assert_eq!((gw1.targets_answering, gw1.targets), (Some(1), 1));
+    agent.stop(&dir, wait());
+    let rules = net.rtr.try_ip(&["-6", "rule"]).unwrap();
+    assert!(!rules.contains("fwmark"), "{rules}");
+}
