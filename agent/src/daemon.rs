@@ -347,11 +347,7 @@ impl Daemon {
 
     /// What `judge`'s probe task reported of gateway `id`.
     fn view(&self, judge: Judge, id: GatewayId) -> Option<&GatewayView> {
-        let name = &self.config.gateway(id).name;
-        match judge {
-            Judge::Gateway => self.probes.view(name),
-            j => (self.probes).view_of(name, &planner::judge_health(&self.config, j, id)),
-        }
+        self.probes.judged(&self.config, judge, id)
     }
 
     /// Kernel notifications were lost (the socket's buffer overflowed): interfaces, addresses

@@ -4,24 +4,15 @@
 
 use anyhow::{Result, bail};
 
-use crate::{
-    process::{self, cargo, is_root},
-    setup,
-};
+use crate::process::is_root;
 
 pub fn run(args: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the load test creates network namespaces and loads eBPF programs: run as root");
     }
-    setup::ensure()?;
-    process::run(&mut cargo([
-        "build",
-        "--release",
-        "--package",
-        "xwan",
-        "--package",
-        "xwan-bench",
-    ]))?;
-    let bin = process::repo_root().join("target/release/xwan-bench");
-    process::run(process::command(bin).arg("load").args(args))
+    // `cargo xtask bench` does the rest: setup's checks, the build, `xwan-bench <args>`.
+    let args: Vec<String> = std::iter::once("load".to_owned())
+        .chain(args.iter().cloned())
+        .collect();
+    crate::bench::run(&args)
 }

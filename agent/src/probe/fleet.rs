@@ -299,8 +299,22 @@ impl Fleet {
         self.probes.get(gateway)?.first().map(|p| &p.view)
     }
 
+    /// Gateway `id`'s verdict as `judge` sees it (`config` is the one last synced).
+    pub fn judged(
+        &self,
+        config: &Config,
+        judge: planner::Judge,
+        id: GatewayId,
+    ) -> Option<&GatewayView> {
+        let name = &config.gateway(id).name;
+        match judge {
+            planner::Judge::Gateway => self.view(name),
+            j => self.view_of(name, &planner::judge_health(config, j, id)),
+        }
+    }
+
     /// `gateway`'s verdict as judged with `params` (a router's: [`planner::judge_health`]).
-    pub fn view_of(&self, gateway: &str, params: &HealthParams) -> Option<&GatewayView> {
+    fn view_of(&self, gateway: &str, params: &HealthParams) -> Option<&GatewayView> {
         let tasks = self.probes.get(gateway)?;
         let p = tasks.iter().find(|p| p.signature.params == *params)?;
         Some(&p.view)

@@ -5,7 +5,7 @@
 use super::{GatewayRow, ReturnRouteRow, RouterStatus, unix};
 use crate::{
     config::{Config, GatewayId},
-    planner::{self, Judge},
+    planner::Judge,
     probe::{Fleet, GatewayView},
     router::{GatewayState, GatewayStatus, Role},
 };
@@ -58,12 +58,10 @@ pub fn return_routes(
 /// What the probes reported of `id` as `judge` sees it (a gateway not probed yet reads as
 /// never probed).
 fn view(config: &Config, probes: &Fleet, judge: Judge, id: GatewayId) -> GatewayView {
-    let name = &config.gateway(id).name;
-    let v = match judge {
-        Judge::Gateway => probes.view(name),
-        j => probes.view_of(name, &planner::judge_health(config, j, id)),
-    };
-    v.copied().unwrap_or_default()
+    probes
+        .judged(config, judge, id)
+        .copied()
+        .unwrap_or_default()
 }
 
 fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
