@@ -23,6 +23,7 @@ use crate::{
     health::{Availability, HealthParams, Sla},
     netlink::{
         Interface,
+        neighbours::Neighbour,
         policy::{GatewayRoute, Policy},
     },
     router::{self, Member, RouterSpec},
@@ -228,20 +229,22 @@ pub fn probe_mark(config: &Config, gateway: GatewayId) -> Option<u32> {
 }
 
 /// The policy routing xwan writes: per gateway, its mark's rule and its table's default
-/// route (via its address on an Ethernet link, into the interface of a tunnel).
+/// route (via its address on an Ethernet link, into the interface of a tunnel), and the next
+/// hops the kernel keeps resolved ([`managed_neighbours`]).
 /// * `netfilter` mode: every [`usable`] gateway; the kernel forwards steered traffic by it.
 /// * XDP mode: the gateways with remote check targets whose interface is up (their next hop
 ///   need not be resolved: their probes resolve it); only their probes use it. `None` when
-///   there are none (nothing of xwan's stays in the kernel).
+///   there are none and no next hop to keep resolved (nothing of xwan's stays in the kernel).
 ///
 /// A gateway whose link is down has neither rule nor route: the kernel refuses a route
 /// through it, and no flow is marked for it (it is not Ready); the plan that follows the link
 /// coming up writes them.
 pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
-    let n = policy_layout(config)?;
+    let layout = policy_layout(config);
     let xdp = config.agent.forwarding == Forwarding::Xdp;
     let gateways: Vec<GatewayRoute> = (config.gateways.iter().enumerate())
         .filter_map(|(id, g)| {
+            let n = layout?;
             let id = GatewayId(id as u16);
             let link = config.link(g.link);
             let i = facts.interfaces.get(&link.interface)?;
@@ -261,14 +264,43 @@ pub fn policy(config: &Config, facts: &Facts) -> Option<Policy> {
             })
         })
         .collect();
-    if xdp && gateways.is_empty() {
+    let neighbours = managed_neighbours(config, facts);
+    if xdp && gateways.is_empty() && neighbours.is_empty() {
         return None;
     }
     Some(Policy {
-        priority: n.rule_priority,
-        mask: n.marks.mask(),
+        priority: layout.map_or(DEFAULT_RULE_PRIORITY, |n| n.rule_priority),
+        mask: layout.map_or(0, |n| n.marks.mask()),
         gateways,
+        neighbours,
     })
+}
+
+/// The next hops whose MAC the data plane writes into frames, on Ethernet links that are up:
+/// a gateway's address under XDP forwarding, its next hop of each family for the fast path of
+/// confirmed flows in `netfilter` mode. The kernel keeps them resolved
+/// ([`crate::netlink::neighbours`]): nothing else would once the data plane, not the kernel,
+/// sends to them, and a gateway checked through other targets would never become usable.
+pub fn managed_neighbours(config: &Config, facts: &Facts) -> Vec<Neighbour> {
+    let mut hops: Vec<Neighbour> = (config.gateways.iter())
+        .filter_map(|g| {
+            let link = config.link(g.link);
+            let i = facts.interfaces.get(&link.interface)?;
+            (link.kind == LinkKind::Ethernet && i.is_up()).then_some((g, i.ifindex))
+        })
+        .flat_map(|(g, ifindex)| {
+            let hops: Vec<IpAddr> = match config.agent.forwarding {
+                Forwarding::Xdp => vec![g.address],
+                Forwarding::Netfilter(_) => g.next_hops().collect(),
+            };
+            hops.into_iter()
+                .map(move |address| Neighbour { ifindex, address })
+        })
+        .collect();
+    // Gateways may share a next hop (one router, several marks or SLAs).
+    hops.sort_unstable();
+    hops.dedup();
+    hops
 }
 
 /// A configuration planned: what the data plane gets, and what `xwan status` and the metrics
@@ -702,6 +734,50 @@ mod tests {
         let p = plan(&config, &f, &|_, _| Availability::Ready).unwrap().plan;
         let k1 = p.gateways.iter().find(|x| x.id == wan1.0).unwrap().kind;
         assert_eq!(k1, GatewayKind::KERNEL);
+    }
+
+    /// The next hops whose MAC the data plane writes are kept resolved by the kernel: an
+    /// Ethernet gateway's address under XDP, both its next hops in `netfilter` mode (for the
+    /// fast path); none for tunnels or a link that is down. That alone makes a policy in XDP
+    /// mode (no rule, no route).
+    #[test]
+    fn the_kernel_keeps_the_data_planes_next_hops_resolved() {
+        let ethernet = SEED.replacen(
+            "interface = \"vti-wan3\"\nkind = \"tunnel\"",
+            "interface = \"vti-wan3\"\nkind = \"ethernet\"",
+            1,
+        );
+        let netfilter = ethernet.replacen("[agent]\n", "[agent]\nforwarding = \"netfilter\"\n", 1);
+        let mut f = facts();
+        f.interfaces.get_mut("vti-wan3").unwrap().mac = Some([2, 0, 0, 0, 0, 3]);
+        let parse = |text: &str| {
+            let (mut config, _) = config::parse(text, "seed-branch.toml").unwrap();
+            let wan3 = config.gateway_by_name("RemoteTunWAN3").unwrap();
+            config.gateways[wan3.0 as usize].address6 = Some("fd00:3::1".parse().unwrap());
+            let address = config.gateway(wan3).address;
+            (config, address)
+        };
+        let hop = |address: IpAddr| Neighbour {
+            ifindex: 12,
+            address,
+        };
+        let v6 = hop("fd00:3::1".parse().unwrap());
+
+        let (xdp, address) = parse(&ethernet);
+        assert_eq!(managed_neighbours(&xdp, &f), vec![hop(address)]);
+        let p = policy(&xdp, &f).expect("a policy for the next hop");
+        assert!(p.gateways.is_empty());
+        assert_eq!(p.neighbours, vec![hop(address)]);
+        let (nf, _) = parse(&netfilter);
+        let mut both = vec![hop(address), v6];
+        both.sort();
+        assert_eq!(managed_neighbours(&nf, &f), both);
+        assert_eq!(policy(&nf, &f).unwrap().neighbours, both);
+
+        let mut down = f.clone();
+        down.interfaces.get_mut("vti-wan3").unwrap().carrier = false;
+        assert_eq!(managed_neighbours(&xdp, &down), vec![]);
+        assert_eq!(policy(&xdp, &down), None);
     }
 
     #[test]

@@ -72,6 +72,9 @@ const SUITE: &[(&str, &str, &[&str])] = &[
         "test",
         &["datapath::netns::", "doctor::", "--show-output"],
     ),
+    // Managed neighbour entries (Linux 5.16+): the oldest supported kernel resolves them,
+    // makes a dynamic entry managed keeping its MAC, and removes them, as 6.18 does.
+    ("privileged", "test", &["netlink::managed_neighbours"]),
     // IPsec on a kernel with ESP, ip_vti and xfrm interfaces (autoloaded; the development
     // kernel has none): SAs installed and removed, VTIs created and removed, a gateway
     // probed through ESP turning Unavailable when an SA is deleted and Ready once it is back

@@ -4,11 +4,13 @@
 //! calling thread's network namespace.
 //!
 //! Read-only, except [`tunnel`]: the tunnel interfaces xwan owns (VTI / xfrm), which it
-//! creates, adopts and removes, and [`policy`]: the per-gateway routing tables and `fwmark`
-//! rules of the `netfilter` forwarding mode. [`conntrack`] (ctnetlink) resets the conntrack
-//! entries of the flows that changed gateway in that mode.
+//! creates, adopts and removes, [`policy`]: the per-gateway routing tables and `fwmark`
+//! rules of the `netfilter` forwarding mode and of remote probes, and [`neighbours`]: the
+//! next hops the kernel keeps resolved for the data plane. [`conntrack`] (ctnetlink) resets
+//! the conntrack entries of the flows that changed gateway in the `netfilter` mode.
 
 pub mod conntrack;
+pub mod neighbours;
 pub mod netdev;
 pub mod policy;
 pub mod tunnel;

@@ -1,6 +1,8 @@
 //! Policy routing xwan owns for the `netfilter` forwarding mode (docs/firewall.md): the
 //! kernel forwards a packet that `xwan_tc_steer` marked with a gateway's mark through that
-//! gateway, so filtering, conntrack and NAT see it.
+//! gateway, so filtering, conntrack and NAT see it. The same marks take the probes of remote
+//! check targets through their gateway in both modes, and a [`Policy`] also names the next
+//! hops the kernel keeps resolved for the data plane ([`super::neighbours`]).
 //!
 //! Per gateway: a routing table holding one default route per family (via the gateway's
 //! address on its link, or straight into its tunnel interface), and one rule per family
@@ -35,7 +37,10 @@ use netlink_packet_route::{
 use netlink_sys::AsyncSocket;
 use rtnetlink::IpVersion;
 
-use super::{Netlink, NetlinkError};
+use super::{
+    Netlink, NetlinkError,
+    neighbours::{self, Neighbour},
+};
 
 /// The routing protocol number on every rule and route xwan writes (`ip rule`/`ip route`
 /// show it as `proto 120`); unassigned in iproute2's `rt_protos`.
@@ -49,6 +54,8 @@ pub struct Policy {
     /// The mark bits xwan uses; the gateways' marks lie within it.
     pub mask: u32,
     pub gateways: Vec<GatewayRoute>,
+    /// Next hops the kernel keeps resolved for the data plane ([`super::neighbours`]).
+    pub neighbours: Vec<Neighbour>,
 }
 
 /// One gateway's mark, table and the next hop of each family it routes.
@@ -145,6 +152,7 @@ pub struct Changes {
     pub delete_routes: Vec<Route>,
     /// (family is IPv6, table, next hop): written with replace.
     pub set_routes: Vec<(bool, u32, NextHop)>,
+    pub neighbours: neighbours::Changes,
 }
 
 impl Changes {
@@ -273,20 +281,22 @@ impl Netlink {
     /// changed.
     pub async fn sync_policy(&self, policy: &Policy) -> Result<Changes, PolicyError> {
         let (rules, routes) = self.read_policy(policy).await?;
-        let c = changes(policy, &rules, &routes)?;
+        let mut c = changes(policy, &rules, &routes)?;
         self.apply_policy(&c).await?;
+        c.neighbours = self.sync_neighbours(&policy.neighbours).await?;
         Ok(c)
     }
 
-    /// Removes every rule and route xwan wrote (`xwan stop`).
+    /// Removes every rule, route and managed neighbour xwan wrote (`xwan stop`).
     pub async fn remove_policy(&self) -> Result<Changes, PolicyError> {
         let (rules, routes) = self.read_policy(&Policy::default()).await?;
-        let c = Changes {
+        let mut c = Changes {
             delete_rules: rules.into_iter().filter(|r| r.ours).collect(),
             delete_routes: routes.into_iter().filter(|r| r.ours).collect(),
             ..Changes::default()
         };
         self.apply_policy(&c).await?;
+        c.neighbours = self.remove_neighbours().await?;
         Ok(c)
     }
 
@@ -544,6 +554,7 @@ mod tests {
                     NextHop::Device { ifindex } => GatewayRoute::tunnel(mark, table, ifindex),
                 })
                 .collect(),
+            neighbours: Vec::new(),
         }
     }
 
@@ -644,6 +655,7 @@ mod tests {
             priority: PRIO,
             mask: MASK,
             gateways: vec![only4],
+            neighbours: Vec::new(),
         };
         let (rules, routes) = applied(&p, &[], &[]);
         let q = Policy {

@@ -301,3 +301,36 @@ fn a_remote_ipv6_target_is_probed_through_its_gateway() {
     let rules = net.rtr.try_ip(&["-6", "rule"]).unwrap();
     assert!(!rules.contains("fwmark"), "{rules}");
 }
+
+/// GW1 checked through 192.0.2.9, another host on WAN1's subnet (a /24 here): nothing of the
+/// kernel's ever sends to GW1's own address (the data plane forwards by its MAC), yet GW1
+/// becomes Ready and Active, because xwan has the kernel keep that next hop resolved (a
+/// managed entry, `proto 120`); `xwan stop` removes the entry.
+#[test]
+fn a_gateway_checked_through_another_host_has_its_next_hop_resolved() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.86.0");
+    net.rtr.ip(&["addr", "del", "192.0.2.1/30", "dev", "w1"]);
+    net.rtr.ip(&["addr", "add", "192.0.2.1/24", "dev", "w1"]);
+    net.wan1.ip(&["addr", "add", "192.0.2.9/24", "dev", "p1"]);
+    net.rtr.ip(&["neigh", "flush", "dev", "w1"]);
+    let mut config = AgentConfig::two_wan(Roles::MainAndBackup);
+    config.links[0].address = "192.0.2.1/24";
+    config.links[0].check = Some("192.0.2.9");
+    let (dir, mut agent, took) = net.start_agent_with("managed", &config, wait());
+    println!("GW1 Active after {took:?}");
+    let s = status(&dir.socket()).unwrap();
+    assert_eq!(
+        gateway_state(&s, "GW1"),
+        Some(("Active".into(), "Ready".into()))
+    );
+    let entry = || {
+        net.rtr
+            .try_ip(&["-d", "neigh", "show", "192.0.2.2", "dev", "w1"])
+    };
+    let e = entry().unwrap();
+    assert!(e.contains("managed") && e.contains("proto 120"), "{e}");
+    agent.stop(&dir, wait());
+    let e = entry().unwrap();
+    assert!(!e.contains("proto 120"), "left behind: {e}");
+}

@@ -2,7 +2,8 @@
 //! agent marks gateways Unavailable on it), TUN devices read as L3, neighbour MACs and
 //! addresses are found; the `netfilter` mode's policy routing (a table and a `fwmark` rule
 //! per gateway) routes marked packets through their gateway, is rewritten only where it
-//! differs, refuses a route of someone else's in its tables, and is removed entirely.
+//! differs, refuses a route of someone else's in its tables, and is removed entirely; the
+//! next hops it names are kept resolved by the kernel (managed neighbour entries).
 //!
 //! Needs root. The namespace is removed even when the test fails.
 
@@ -18,6 +19,7 @@ use crate::support::{
 use futures::StreamExt;
 use xwan::netlink::{
     Event, Netlink,
+    neighbours::Neighbour,
     policy::{GatewayRoute, Policy, PolicyError},
     subscribe,
 };
@@ -131,6 +133,7 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
             priority: 10_000,
             mask: 0x0fff_0000,
             gateways,
+            neighbours: Vec::new(),
         };
         // A table id above 255 too: it only fits the attribute.
         let p = policy(vec![
@@ -211,6 +214,105 @@ fn policy_routing_routes_marked_packets_through_their_gateway_and_is_removed() {
                 .trim(),
             ""
         );
+        assert!(nl.remove_policy().await.unwrap().is_empty());
+    });
+}
+
+/// The next hops a policy names are kept resolved by the kernel (managed entries, `proto
+/// 120`) with no traffic of the kernel's to them; an existing dynamic entry is adopted in
+/// place (its MAC kept), the operator's static entry is never touched, and removing the
+/// policy removes only xwan's.
+#[test]
+fn managed_neighbours_are_resolved_adopted_and_removed() {
+    let _turn = support::shared(module_path!());
+    let ns = Netns::new("nlnb");
+    let peer = Netns::new("nlnbp");
+    ns.ip(&[
+        "link", "add", "a0", "type", "veth", "peer", "name", "b0", "netns", &peer.name,
+    ]);
+    ns.ip(&["addr", "add", "192.0.2.1/29", "dev", "a0"]);
+    ns.ip(&["link", "set", "a0", "up"]);
+    for a in ["192.0.2.2/29", "192.0.2.3/29", "192.0.2.4/29"] {
+        peer.ip(&["addr", "add", a, "dev", "b0"]);
+    }
+    peer.ip(&["link", "set", "b0", "up"]);
+    // .3: the kernel's own dynamic entry, resolved by a ping; .4: the operator's static one.
+    ns.exec("ping", &["-c1", "-W2", "192.0.2.3"]);
+    ns.ip(&[
+        "neigh",
+        "add",
+        "192.0.2.4",
+        "dev",
+        "a0",
+        "lladdr",
+        "02:00:00:00:00:04",
+    ]);
+    let show = |a: &str| ns.try_ip(&["-d", "neigh", "show", a, "dev", "a0"]).unwrap();
+    let peer_mac = peer.mac("b0");
+    let mac = format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        peer_mac[0], peer_mac[1], peer_mac[2], peer_mac[3], peer_mac[4], peer_mac[5]
+    );
+
+    ns.block_on(async {
+        let nl = Netlink::new().unwrap();
+        let a0 = nl.interface("a0").await.unwrap().unwrap().ifindex;
+        let hop = |a: &str| Neighbour {
+            ifindex: a0,
+            address: a.parse().unwrap(),
+        };
+        let p = Policy {
+            priority: 10_000,
+            mask: 0x0fff_0000,
+            gateways: Vec::new(),
+            neighbours: vec![hop("192.0.2.2"), hop("192.0.2.3"), hop("192.0.2.4")],
+        };
+        let c = nl.sync_policy(&p).await.unwrap();
+        assert_eq!(
+            c.neighbours.manage,
+            vec![hop("192.0.2.2"), hop("192.0.2.3")],
+            "the static entry is not taken over"
+        );
+        // Resolved with nothing sent to it but the kernel's own ARP.
+        let t = Instant::now();
+        while !show("192.0.2.2").contains(&mac) && t.elapsed() < WAIT {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for a in ["192.0.2.2", "192.0.2.3"] {
+            let s = show(a);
+            assert!(
+                s.contains(&mac) && s.contains("managed") && s.contains("proto 120"),
+                "{a}: {s}"
+            );
+        }
+        let fixed = show("192.0.2.4");
+        assert!(
+            fixed.contains("PERMANENT") && !fixed.contains("managed"),
+            "{fixed}"
+        );
+        assert_eq!(
+            nl.neighbour(a0, "192.0.2.2".parse().unwrap())
+                .await
+                .unwrap(),
+            Some(peer_mac)
+        );
+        // Nothing differs: nothing is written.
+        assert!(nl.sync_policy(&p).await.unwrap().is_empty());
+
+        // One next hop less: only it is released.
+        let q = Policy {
+            neighbours: vec![hop("192.0.2.3"), hop("192.0.2.4")],
+            ..p.clone()
+        };
+        let c = nl.sync_policy(&q).await.unwrap();
+        assert_eq!(c.neighbours.release, vec![hop("192.0.2.2")], "{c:?}");
+        assert_eq!(show("192.0.2.2").trim(), "");
+
+        // Removed: xwan's entries go, the operator's stays.
+        let c = nl.remove_policy().await.unwrap();
+        assert_eq!(c.neighbours.release, vec![hop("192.0.2.3")], "{c:?}");
+        assert!(!show("192.0.2.3").contains("managed"));
+        assert!(show("192.0.2.4").contains("PERMANENT"));
         assert!(nl.remove_policy().await.unwrap().is_empty());
     });
 }

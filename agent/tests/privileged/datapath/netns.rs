@@ -407,6 +407,7 @@ table ip nat {
                     None,
                 ),
             ],
+            neighbours: Vec::new(),
         };
         nl.sync_policy(&policy).await.unwrap();
     });
