@@ -12,6 +12,10 @@
 //! * `load_redirect`: the upper bound, a redirect to one next hop with no parsing at all.
 //! * `load_redirect_class`: the same bound with the policy's fan-out: each frame goes to its
 //!   class's link, read from the marker the generator wrote into it (one byte, no parsing).
+//! * `load_flow_class`: `load_redirect_class` with per-flow state: each frame's 5-tuple looked
+//!   up in an LRU hash (inserted when new, its time refreshed each second) before the same
+//!   redirect. The floor of any router that keeps a flow table of that size: what the flow
+//!   count costs a hash lookup, with nothing of xwan's around it.
 //! * `load_tc_redirect`: the same bound for L3 (TUN) links, from TC ingress, as native
 //!   `XDP_REDIRECT` into an L3 device delivers nothing.
 //!
@@ -27,9 +31,12 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_tail, bpf_xdp_store_bytes},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_tail,
+        bpf_xdp_store_bytes,
+    },
     macros::{classifier, map, xdp},
-    maps::{Array, DevMap, PerCpuArray},
+    maps::{Array, DevMap, LruHashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
 };
 use layout::*;
@@ -60,6 +67,9 @@ static LOAD_CLASS_LINK: Array<u32> = Array::with_max_entries(16, 0);
 static LOAD_TC_RDR: Array<u32> = Array::with_max_entries(1, 0);
 #[map(name = "LOAD_RDR_DEV")]
 static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(RDR_LINKS, 0);
+/// `load_flow_class`'s flow table: one entry here, sized at load time to the run's flows.
+#[map(name = "LOAD_FLOWS")]
+static LOAD_FLOWS: LruHashMap<BareFlowKey, BareFlowValue> = LruHashMap::with_max_entries(1, 0);
 /// Index 0: the source veth (`xs…`) `load_relay` sends its frames into.
 #[map(name = "LOAD_RELAY_DEV")]
 static LOAD_RELAY_DEV: DevMap = DevMap::with_max_entries(1, 0);
@@ -255,6 +265,71 @@ pub fn load_redirect_class(ctx: XdpContext) -> u32 {
         Some(link) => redirect_to(&ctx, *link),
         None => XDP_PASS,
     }
+}
+
+#[xdp]
+pub fn load_flow_class(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + 54 > end {
+        return XDP_PASS;
+    }
+    let mut key = BareFlowKey {
+        ifindex: ctx.ingress_ifindex() as u32,
+        ..BareFlowKey::default()
+    };
+    // SAFETY: every read below is within the 54 bytes checked above, or checked itself.
+    let (class, l4) = unsafe {
+        match *((start + 12) as *const u8) {
+            0x08 => {
+                let ihl = ((*((start + 14) as *const u8) & 15) as usize) * 4;
+                key.proto = *((start + 23) as *const u8);
+                key.family = 4;
+                key.src[0] = ((start + 26) as *const u32).read_unaligned();
+                key.dst[0] = ((start + 30) as *const u32).read_unaligned();
+                (*((start + 19) as *const u8) & 15, 14 + (ihl & 0x3c))
+            }
+            0x86 => {
+                key.proto = *((start + 20) as *const u8);
+                key.family = 6;
+                for i in 0..4 {
+                    key.src[i] = ((start + 22 + 4 * i) as *const u32).read_unaligned();
+                    key.dst[i] = ((start + 38 + 4 * i) as *const u32).read_unaligned();
+                }
+                (*((start + 17) as *const u8) & 15, 54)
+            }
+            _ => return XDP_PASS,
+        }
+    };
+    if start + l4 + 4 > end {
+        return XDP_PASS;
+    }
+    // SAFETY: 4 bytes checked above.
+    unsafe {
+        key.sport = ((start + l4) as *const u16).read_unaligned();
+        key.dport = ((start + l4 + 2) as *const u16).read_unaligned();
+    }
+    let Some(link) = LOAD_CLASS_LINK.get(class as u32) else {
+        return XDP_PASS;
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    match LOAD_FLOWS.get_ptr_mut(&key) {
+        // SAFETY: points into the map's value; a torn write elsewhere is harmless here.
+        Some(v) => unsafe {
+            if now.saturating_sub((*v).last_seen_ns) >= BARE_FLOW_REFRESH_NS {
+                (*v).last_seen_ns = now;
+            }
+        },
+        None => {
+            let v = BareFlowValue {
+                last_seen_ns: now,
+                link: *link,
+                _rest: [0; 3],
+            };
+            let _ = LOAD_FLOWS.insert(&key, &v, 0);
+        }
+    }
+    redirect_to(&ctx, *link)
 }
 
 /// Rewrites the MACs for link `link` and redirects the frame there.

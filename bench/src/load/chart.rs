@@ -29,6 +29,7 @@ fn color(m: Mode) -> &'static str {
         Mode::KernelPlain => "#2ca02c",
         Mode::BareXdp => "#7f7f7f",
         Mode::BareXdp3 => "#bcbd22",
+        Mode::BareXdpFlows => "#17becf",
         Mode::SourceSink => "#000000",
     }
 }

@@ -2,7 +2,8 @@
 //! forwarding (every packet a flow hit) against the number of concurrent flows, on the load
 //! test's topology and source. `xwan` at 1,000 rules, with `bare-xdp-3` beside it: the same
 //! fan-out without any per-flow state, which shows what the flow count costs the rest of the
-//! path (frames, caches of the source and sinks). Before each window every flow has been sent
+//! path (frames, caches of the source and sinks); and `bare-xdp-flows`: that fan-out with
+//! nothing but a flow table as large as xwan's, the floor of per-flow state at each count. Before each window every flow has been sent
 //! at least once (a warm-up scaled to the flow count), so the window holds only flow hits.
 //! A benchmark: it asserts nothing.
 
@@ -50,7 +51,7 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     let mut load_args: Vec<String> = [
         "--modes",
-        "xwan,bare-xdp-3",
+        "xwan,bare-xdp-3,bare-xdp-flows",
         "--rules",
         "1000",
         "--imix-rules",
@@ -65,6 +66,9 @@ pub fn main(args: &[String]) -> Result<()> {
     .map(str::to_owned)
     .to_vec();
     load_args.extend(xwan);
+    // The largest count sizes `bare-xdp-flows`' table once, for every row.
+    let largest = counts.iter().max().copied().unwrap_or(4096);
+    load_args.extend(["--flows".to_owned(), largest.to_string()]);
     let settings = super::parse(&load_args)?;
     let started = std::time::Instant::now();
     let (settings, rows) = on_topology(settings, |settings, chosen, topo, tools, bin, work| {

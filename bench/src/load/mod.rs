@@ -39,7 +39,7 @@ use anyhow::{Context, Result, bail};
 use aya::{Ebpf, programs::Xdp};
 
 use measure::Sample;
-use modes::{ALL, Mode};
+use modes::{ALL, EXTRA, Mode};
 use source::Source;
 use traffic::Mix;
 
@@ -165,7 +165,7 @@ fn parse(args: &[String]) -> Result<Settings> {
                 s.modes = val()?
                     .split(',')
                     .map(|n| {
-                        ALL.into_iter()
+                        (ALL.into_iter().chain(EXTRA))
                             .find(|m| m.name() == n.trim())
                             .with_context(|| format!("unknown mode {n:?}"))
                     })
@@ -258,7 +258,15 @@ fn on_topology<T>(
     sys::install_wakeup_signal()?;
     let work = std::env::temp_dir().join(format!("xwan-load-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let mut tools = Ebpf::load(TOOLS).context("loading the load-test eBPF programs")?;
+    // `bare-xdp-flows`' table, as xwan's: twice the flows (one entry when it does not run).
+    let flow_entries = match settings.modes.contains(&Mode::BareXdpFlows) {
+        true => 2 * settings.flows as u32,
+        false => 1,
+    };
+    let mut tools = aya::EbpfLoader::new()
+        .map_max_entries("LOAD_FLOWS", flow_entries)
+        .load(TOOLS)
+        .context("loading the load-test eBPF programs")?;
     for name in [
         "load_gen",
         "load_relay",
@@ -266,6 +274,7 @@ fn on_topology<T>(
         "load_pass",
         "load_redirect",
         "load_redirect_class",
+        "load_flow_class",
     ] {
         let p: &mut Xdp = tools
             .program_mut(name)

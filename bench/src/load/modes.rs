@@ -17,6 +17,9 @@
 //! 6. `bare-xdp-3`: the same, each frame to its class's link (read from the generator's
 //!    marker, no parsing): the bound for the same work as the policy modes, whose frames
 //!    fan out over three links (each link's receiver must be woken, per batch). veth only.
+//! 7. `bare-xdp-flows` (not in the default set; `xwan-bench flows` runs it): `bare-xdp-3`
+//!    with a flow table, an LRU hash sized as xwan's (twice the flows): the floor of any
+//!    router keeping per-flow state. veth only.
 //!
 //! Policy modes put N − 3 filler rules first (distinct destinations and ports no traffic
 //! uses), then the three real rules (HTTP → link 1, SQL → link 2, VoIP by DSCP EF → link 3),
@@ -58,10 +61,22 @@ pub enum Mode {
     KernelPlain,
     BareXdp,
     BareXdp3,
+    BareXdpFlows,
     /// Calibration, not a router: the sink program on the router's LAN veth, so the source
     /// alone (and one sink's cost per packet) is measured.
     SourceSink,
 }
+
+// `bare-xdp-flows` keeps entries of xwan's sizes, refreshed as often: what it measures is
+// what a table like xwan's costs at the same count.
+const _: () = assert!(
+    size_of::<super::layout::BareFlowKey>() == size_of::<xwan_common::FlowKey>()
+        && size_of::<super::layout::BareFlowValue>() == size_of::<xwan_common::FlowValue>()
+        && super::layout::BARE_FLOW_REFRESH_NS == xwan_common::FLOW_REFRESH_NS
+);
+
+/// Modes `--modes` also accepts, outside the default set.
+pub const EXTRA: [Mode; 1] = [Mode::BareXdpFlows];
 
 pub const ALL: [Mode; 9] = [
     Mode::KernelMaps,
@@ -95,6 +110,7 @@ impl Mode {
             Mode::KernelPlain => "kernel-plain",
             Mode::BareXdp => "bare-xdp",
             Mode::BareXdp3 => "bare-xdp-3",
+            Mode::BareXdpFlows => "bare-xdp-flows",
             Mode::SourceSink => "source-sink",
         }
     }
@@ -110,6 +126,7 @@ impl Mode {
                 | Mode::KernelMaps
                 | Mode::KernelLinear
                 | Mode::BareXdp3
+                | Mode::BareXdpFlows
         )
     }
 
@@ -118,7 +135,7 @@ impl Mode {
     pub fn runs_on(self, links: Links) -> bool {
         !(matches!(
             self,
-            Mode::BareXdp3 | Mode::XwanOffload | Mode::XwanOffloadNat
+            Mode::BareXdp3 | Mode::BareXdpFlows | Mode::XwanOffload | Mode::XwanOffloadNat
         ) && links == Links::Tun)
     }
 }
@@ -210,7 +227,7 @@ pub fn setup(
             })?;
             Active::BareTc { lan, tc }
         }
-        Mode::BareXdp | Mode::BareXdp3 => {
+        Mode::BareXdp | Mode::BareXdp3 | Mode::BareXdpFlows => {
             {
                 let mut cfg: Array<_, RedirectConfig> =
                     Array::try_from(tools.map_mut("LOAD_RDR_CFG").context("LOAD_RDR_CFG")?)?;
@@ -240,10 +257,10 @@ pub fn setup(
                     .run(|| Ok(dev.set(l as u32, ifindex, None, 0)?))
                     .with_context(|| format!("DEVMAP entry for link {}", l + 1))?;
             }
-            let prog = if mode == Mode::BareXdp {
-                "load_redirect"
-            } else {
-                "load_redirect_class"
+            let prog = match mode {
+                Mode::BareXdp => "load_redirect",
+                Mode::BareXdp3 => "load_redirect_class",
+                _ => "load_flow_class",
             };
             xdp(tools, prog, topo)?
         }
