@@ -158,12 +158,86 @@ pub fn explain(
             let share = table.slots.iter().filter(|&&g| g == gw).count() as f64 * 100.0
                 / ROUTER_SLOTS as f64;
             let g = &config.gateways[gw as usize];
+            // Source hashing shares out sources (each with all its connections), not
+            // connections.
+            let of = match table.hash {
+                HashMode::Connection => "new connections",
+                HashMode::Source => "sources, each with all its connections",
+            };
             out.push_str(&format!(
-                "a new connection takes gateway {} ({}, slot {slot} of {ROUTER_SLOTS}; {share:.1} % of new connections)\n",
+                "a new connection takes gateway {} ({}, slot {slot} of {ROUTER_SLOTS}; {share:.1} % of {of})\n",
                 g.name, g.address
             ));
             out.push_str("an existing connection stays on its gateway while that gateway is allowed (failback policy)\n");
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config,
+        netlink::Interface,
+        planner::{self, Facts},
+    };
+
+    /// Two gateways weighted alike under `load_balancing`: the share explain gives is of new
+    /// connections, or of sources under source hashing.
+    fn explained(load_balancing: &str) -> String {
+        let text = include_str!("../../examples/minimal.toml")
+            .replace(
+                "gateways = [\"ISP\"]",
+                &format!("gateways = [\"ISP\", \"ISP2\"]\nload_balancing = \"{load_balancing}\""),
+            )
+            .replace(
+                "[[router]]",
+                "[[gateway]]\nname = \"ISP2\"\nlink = \"Uplink\"\naddress = \"192.0.2.253\"\n\n[[router]]",
+            );
+        let (config, _) = config::parse(&text, "minimal.toml").unwrap();
+        let mut facts = Facts::default();
+        for (name, ifindex) in [("eth0", 2), ("eth1", 3)] {
+            let i = Interface {
+                ifindex,
+                name: name.into(),
+                mac: Some([2, 0, 0, 0, 0, ifindex as u8]),
+                mtu: 1500,
+                l2: true,
+                admin_up: true,
+                carrier: true,
+            };
+            facts.interfaces.insert(name.into(), i);
+        }
+        for (last, mac) in [(254, 4), (253, 5)] {
+            let a = IpAddr::from([192, 0, 2, last]);
+            facts.neighbours.insert((2, a), [2, 0, 0, 0, 0, mac]);
+        }
+        let planned = planner::plan(&config, &facts, &|_, _| Availability::Ready).unwrap();
+        let q = Query {
+            src: "10.0.0.5".parse().unwrap(),
+            dst: "198.51.100.7".parse().unwrap(),
+            proto: 6,
+            sport: Some(40000),
+            dport: Some(443),
+            dscp: 0,
+            iface: None,
+        };
+        let ifindex = |n: &str| facts.interfaces.get(n).map(|i| i.ifindex);
+        explain(&config, &planned.plan, &planned.rows, &ifindex, &q).unwrap()
+    }
+
+    #[test]
+    fn the_share_is_of_connections_or_of_sources() {
+        let by_connection = explained("connection");
+        assert!(
+            by_connection.contains("50.0 % of new connections)"),
+            "{by_connection}"
+        );
+        let by_source = explained("source");
+        assert!(
+            by_source.contains("50.0 % of sources, each with all its connections)"),
+            "{by_source}"
+        );
+    }
 }
