@@ -43,7 +43,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Instant,
+    time::{Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, anyhow};
@@ -84,6 +84,8 @@ struct Daemon {
     /// What the maps hold: the plan last committed (also for `xwan explain`); its `routers`
     /// are the committed router tables, the only copy the agent keeps. Its monitor rows.
     committed: Planned,
+    /// When each router's state and each gateway's state in it last changed (`xwan status`).
+    changes: status::changes::Changes,
     /// Whether this agent has committed a whole plan yet: until then the maps may hold a
     /// previous agent's ruleset, which `committed` does not describe, so no plan may be
     /// committed as a change to it.
@@ -151,6 +153,7 @@ pub async fn run(path: &Path) -> Result<()> {
         facts: Facts::default(),
         probes: Fleet::default(),
         committed: Planned::default(),
+        changes: Default::default(),
         whole_committed: false,
         starting: None,
         metrics: metrics.clone(),
@@ -549,6 +552,7 @@ impl Daemon {
                 *r = rows;
             }
         }
+        (self.changes).observe(&self.config, &self.committed.rows, SystemTime::now());
         self.publish_routers(&affected);
     }
 
@@ -599,6 +603,7 @@ impl Daemon {
         };
         self.offloader.set_lans(lans);
         self.committed = planned;
+        (self.changes).observe(&self.config, &self.committed.rows, SystemTime::now());
         self.policy.set(planner::policy(&self.config, &self.facts));
         self.publish();
         Ok(epoch)
@@ -765,7 +770,12 @@ impl Daemon {
                 .collect(),
             failed_redirects: self.dp.egress_watch().map(|w| w.to_string()),
             forwarding: Some(self.config.agent.forwarding.summary().into()),
-            routers: status::rows::routers(&self.config, &self.committed.rows, &self.probes),
+            routers: status::rows::routers(
+                &self.config,
+                &self.committed.rows,
+                &self.changes,
+                &self.probes,
+            ),
             ipsec: self.ipsec.rows(&self.config),
             return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {
                 self.is_ready(Judge::Gateway, id.0)

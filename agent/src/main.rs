@@ -139,13 +139,7 @@ fn main() -> ExitCode {
         Command::Status { json, socket } => {
             rt.block_on(ask(&socket, Request::Status, |a| match a {
                 Answer::Status(s) if json => serde_json::to_string_pretty(&s).unwrap_or_default(),
-                Answer::Status(s) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0);
-                    status::render(&s, now)
-                }
+                Answer::Status(s) => status::render(&s, std::time::SystemTime::now()),
                 other => format!("{other:?}"),
             }))
         }

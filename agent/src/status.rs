@@ -1,21 +1,54 @@
-//! What `xwan status` shows: per router, the monitor table operators know from the
-//! Stormshield real-time monitor (State, last status change, Availability, available since,
-//! Main/Backup, IP address, Distribution). Serialisable for `--json`; rendered as text here;
-//! built from the daemon's state in [`rows`].
+//! What `xwan status` shows: per router, its state (on mains, on backups, no gateway) and the
+//! monitor table operators know from the Stormshield real-time monitor (State and its last
+//! change in that router, Availability, available since, Main/Backup, IP address,
+//! Distribution). Serialisable for `--json` (times in RFC 3339 with milliseconds, states as
+//! `snake_case` values); rendered as text here; built from the daemon's state in [`rows`] and
+//! [`changes`].
 
 use std::{
     fmt::Write as _,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::{
+    health::Availability,
+    router::{GatewayState, Role},
+};
+pub use changes::RouterState;
+
+pub mod changes;
 pub mod rows;
 
-/// A time as status fields carry it: Unix seconds.
+/// A time as Unix seconds (SA lifetimes are counted in them).
 pub fn unix(t: Option<SystemTime>) -> Option<u64> {
     t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map(|d| d.as_secs())
+}
+
+/// Optional times in `--json`: RFC 3339, UTC, with milliseconds
+/// (`"2026-12-08T01:30:00.123Z"`), or `null`.
+mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => humantime::parse_rfc3339(&text)
+                .map(Some)
+                .map_err(|e| D::Error::custom(format!("time {text:?}: {e}"))),
+            None => Ok(None),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -47,8 +80,8 @@ pub struct Status {
 pub struct ReturnRouteRow {
     pub link: String,
     pub gateway: String,
-    /// Ready / Unavailable.
-    pub availability: String,
+    /// `ready` / `unavailable`.
+    pub availability: Availability,
     /// Why, as for router gateways ("answering", "timeout", "not yet probed"...).
     pub reason: String,
 }
@@ -66,8 +99,9 @@ pub struct IpsecLinkRow {
     pub usable: bool,
     /// Newest first within each direction.
     pub sas: Vec<SaRow>,
-    /// When a new SA last replaced one of this link (seen by this agent), Unix seconds.
-    pub last_rekey_unix: Option<u64>,
+    /// When a new SA last replaced one of this link (seen by this agent).
+    #[serde(default, with = "rfc3339")]
+    pub last_rekey: Option<SystemTime>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -102,24 +136,36 @@ impl Status {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RouterStatus {
     pub name: String,
+    /// `on_mains`, `on_backups` or `no_gateway` (then `on_failure` applies).
+    pub state: RouterState,
+    /// Main and backup gateways taking new connections.
+    pub active_mains: usize,
+    pub active_backups: usize,
+    /// What a packet of the router meets when no gateway is active: `default-route`, `drop`.
+    pub on_failure: String,
+    /// When the state or the counts above last changed (first seen: the agent's first plan).
+    #[serde(default, with = "rfc3339")]
+    pub last_change: Option<SystemTime>,
     pub gateways: Vec<GatewayRow>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct GatewayRow {
     pub name: String,
-    /// Active / On standby / Unavailable.
-    pub state: String,
-    /// Seconds since the Unix epoch of the last availability change, if any.
-    pub last_change_unix: Option<u64>,
-    /// Ready / Unavailable.
-    pub availability: String,
+    /// In this router: `active`, `on_standby` or `unavailable`.
+    pub state: GatewayState,
+    /// When its state in this router last changed (first seen: the agent's first plan).
+    #[serde(default, with = "rfc3339")]
+    pub last_change: Option<SystemTime>,
+    /// As this router judges it: `ready`, `degraded` or `unavailable`.
+    pub availability: Availability,
     /// Why (answering, timeout, link down, sla...).
     pub reason: String,
-    /// Seconds since the Unix epoch since when it is Ready, if it is.
-    pub available_since_unix: Option<u64>,
-    /// Main / Backup.
-    pub role: String,
+    /// Since when it is usable, if it is.
+    #[serde(default, with = "rfc3339")]
+    pub available_since: Option<SystemTime>,
+    /// `main` / `backup`.
+    pub role: Role,
     pub address: String,
     pub weight: u32,
     /// Share of new connections, percent.
@@ -141,8 +187,8 @@ pub struct GatewayRow {
     pub reused_in_s: Option<f64>,
 }
 
-/// `now_unix`: the current time, for the "ago" column.
-pub fn render(s: &Status, now_unix: u64) -> String {
+/// `now`: the current time, for the "ago" columns.
+pub fn render(s: &Status, now: SystemTime) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "config {}  ruleset epoch {}", s.config, s.epoch);
     for a in &s.attachments {
@@ -154,15 +200,35 @@ pub fn render(s: &Status, now_unix: u64) -> String {
     if let Some(f) = &s.forwarding {
         let _ = writeln!(out, "forwarding {f}");
     }
-    let ago = |t: Option<u64>| match t {
-        Some(t) => format!(
-            "{} ago",
-            humantime::format_duration(std::time::Duration::from_secs(now_unix.saturating_sub(t)))
-        ),
+    // Whole seconds: the table's width; `--json` has the milliseconds.
+    let ago = |t: Option<SystemTime>| match t {
+        Some(t) => {
+            let d = now.duration_since(t).unwrap_or_default();
+            let d = Duration::from_secs(d.as_secs());
+            format!("{} ago", humantime::format_duration(d))
+        }
         None => "-".to_string(),
     };
+    let plural = |n: usize, what: &str| match n {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    };
     for r in &s.routers {
-        let _ = writeln!(out, "\nrouter {}", r.name);
+        let state = match r.state {
+            RouterState::OnMains => format!("on mains ({} active)", plural(r.active_mains, "main")),
+            RouterState::OnBackups => format!(
+                "on backups ({} and {} active)",
+                plural(r.active_backups, "backup"),
+                plural(r.active_mains, "main")
+            ),
+            RouterState::NoGateway => format!("no gateway: {}", r.on_failure),
+        };
+        let _ = writeln!(
+            out,
+            "\nrouter {}  {state}, since {}",
+            r.name,
+            ago(r.last_change)
+        );
         let _ = writeln!(
             out,
             "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>8} {:>8} {:>6} {:>7}",
@@ -184,11 +250,11 @@ pub fn render(s: &Status, now_unix: u64) -> String {
                 out,
                 "  {:<16} {:<12} {:<16} {:<12} {:<16} {:<7} {:<16} {:>6} {:>7.1}% {:>8} {:>5.0}% {:>7}",
                 g.name,
-                g.state,
-                ago(g.last_change_unix),
-                g.availability,
-                ago(g.available_since_unix),
-                g.role,
+                g.state.to_string(),
+                ago(g.last_change),
+                g.availability.to_string(),
+                ago(g.available_since),
+                g.role.to_string(),
                 g.address,
                 g.weight,
                 g.distribution,
@@ -230,7 +296,10 @@ pub fn render(s: &Status, now_unix: u64) -> String {
             let _ = writeln!(
                 out,
                 "  {:<16} {:<16} {:<12} {}",
-                r.link, r.gateway, r.availability, r.reason
+                r.link,
+                r.gateway,
+                r.availability.to_string(),
+                r.reason
             );
         }
     }
@@ -255,7 +324,7 @@ pub fn render(s: &Status, now_unix: u64) -> String {
             } else {
                 "no usable SA pair"
             },
-            ago(l.last_rekey_unix)
+            ago(l.last_rekey)
         );
         for sa in &l.sas {
             let _ = writeln!(
@@ -278,15 +347,23 @@ pub fn render(s: &Status, now_unix: u64) -> String {
 mod tests {
     use super::*;
 
-    fn row(name: &str, state: &str, ready: bool, role: &str, share: f64) -> GatewayRow {
+    /// `secs` after the Unix epoch, plus `millis`.
+    fn at(secs: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
+    }
+
+    fn row(name: &str, state: GatewayState, ready: bool, role: Role, share: f64) -> GatewayRow {
         GatewayRow {
             name: name.into(),
-            state: state.into(),
-            last_change_unix: Some(1_000),
-            availability: if ready { "Ready" } else { "Unavailable" }.into(),
+            state,
+            last_change: Some(at(1_086, 600)),
+            availability: match ready {
+                true => Availability::Ready,
+                false => Availability::Unavailable,
+            },
             reason: if ready { "answering" } else { "timeout" }.into(),
-            available_since_unix: ready.then_some(1_000),
-            role: role.into(),
+            available_since: ready.then_some(at(1_000, 0)),
+            role,
             address: "172.16.1.2".into(),
             weight: 50,
             distribution: share,
@@ -312,27 +389,58 @@ mod tests {
                  and NAT apply)"
                     .into(),
             ),
-            routers: vec![RouterStatus {
-                name: "ProductionRouter".into(),
-                gateways: vec![
-                    row("RemoteTunWAN2", "Unavailable", false, "Main", 0.0),
-                    row("RemoteTunWAN1", "Active", true, "Backup", 83.3),
-                ],
-            }],
+            routers: vec![
+                RouterStatus {
+                    name: "ProductionRouter".into(),
+                    state: RouterState::OnBackups,
+                    active_mains: 0,
+                    active_backups: 1,
+                    on_failure: "default-route".into(),
+                    last_change: Some(at(1_086, 600)),
+                    gateways: vec![
+                        row(
+                            "RemoteTunWAN2",
+                            GatewayState::Unavailable,
+                            false,
+                            Role::Main,
+                            0.0,
+                        ),
+                        row(
+                            "RemoteTunWAN1",
+                            GatewayState::Active,
+                            true,
+                            Role::Backup,
+                            83.3,
+                        ),
+                    ],
+                },
+                RouterStatus {
+                    name: "Idle".into(),
+                    state: RouterState::NoGateway,
+                    active_mains: 0,
+                    active_backups: 0,
+                    on_failure: "drop".into(),
+                    last_change: None,
+                    gateways: vec![],
+                },
+            ],
             ipsec: vec![],
             return_routes: vec![],
         };
-        let text = render(&s, 1_090);
+        let text = render(&s, at(1_090, 0));
         let expected = "config /etc/xwan/xwan.toml  ruleset epoch 7
 attached lan0 (ifindex 2): XDP xwan_xdp_lan native
 failed redirects counted
 forwarding netfilter: the kernel forwards steered traffic by mark (firewall, conntrack and NAT apply)
 
-router ProductionRouter
+router ProductionRouter  on backups (1 backup and 0 mains active), since 3s ago
   GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS
-  RemoteTunWAN2    Unavailable  1m 30s ago       Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%     0/3
-  RemoteTunWAN1    Active       1m 30s ago       Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%     2/3
+  RemoteTunWAN2    Unavailable  3s ago           Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%     0/3
+  RemoteTunWAN1    Active       3s ago           Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%     2/3
   RemoteTunWAN2: damped, penalty 2950, reused in 4m 12s
+
+router Idle  no gateway: drop, since -
+  GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS
 ";
         assert_eq!(text, expected);
     }
@@ -363,7 +471,7 @@ router ProductionRouter
                     sa_source: "ike".into(),
                     usable: true,
                     sas: vec![sa("in", "0xc1a2b3c4"), sa("out", "0x0d1e2f30")],
-                    last_rekey_unix: Some(1_000),
+                    last_rekey: Some(at(1_000, 0)),
                 },
                 IpsecLinkRow {
                     link: "TunWAN2".into(),
@@ -372,13 +480,13 @@ router ProductionRouter
                     sa_source: "manual".into(),
                     usable: false,
                     sas: vec![],
-                    last_rekey_unix: None,
+                    last_rekey: None,
                 },
             ],
             return_routes: vec![ReturnRouteRow {
                 link: "TunWAN1".into(),
                 gateway: "LocalTunWAN1".into(),
-                availability: "Ready".into(),
+                availability: Availability::Ready,
                 reason: "answering".into(),
             }],
         };
@@ -394,7 +502,7 @@ ipsec
     out spi 0x0d1e2f30 aes256gcm16            123456 bytes        789 packets  age 10m  lifetime left 50m
   TunWAN2 on vti-wan2 (vti key 102, manual SAs): no usable SA pair, last rekey -
 ";
-        assert_eq!(render(&s, 1_090), expected);
+        assert_eq!(render(&s, at(1_090, 0)), expected);
     }
 
     #[test]
@@ -416,7 +524,12 @@ ipsec
             forwarding: None,
             routers: vec![RouterStatus {
                 name: "R".into(),
-                gateways: vec![row("G", "Active", true, "Main", 100.0)],
+                state: RouterState::OnMains,
+                active_mains: 1,
+                active_backups: 0,
+                on_failure: "default-route".into(),
+                last_change: Some(at(1_000, 0)),
+                gateways: vec![row("G", GatewayState::Active, true, Role::Main, 100.0)],
             }],
             ipsec: vec![IpsecLinkRow {
                 link: "T".into(),
@@ -425,7 +538,7 @@ ipsec
                 sa_source: "manual".into(),
                 usable: true,
                 sas: vec![sa(Some(10), Some(5)), sa(None, None)],
-                last_rekey_unix: None,
+                last_rekey: None,
             }],
             return_routes: vec![],
         };
@@ -435,5 +548,46 @@ ipsec
         assert_eq!(aged.ipsec[0].sas[1], s.ipsec[0].sas[1]);
         assert_eq!(aged.routers, s.routers);
         assert_eq!(s.clone().aged(0), s);
+    }
+
+    /// `--json`: times in RFC 3339 with milliseconds, states as `snake_case` values; and it
+    /// reads back as it was written.
+    #[test]
+    fn json_has_rfc3339_times_and_machine_values() {
+        let s = Status {
+            config: "x.toml".into(),
+            epoch: 1,
+            attachments: vec![],
+            failed_redirects: None,
+            forwarding: None,
+            routers: vec![RouterStatus {
+                name: "R".into(),
+                state: RouterState::OnBackups,
+                active_mains: 0,
+                active_backups: 1,
+                on_failure: "default-route".into(),
+                last_change: Some(at(1_765_157_400, 123)),
+                gateways: vec![row("G", GatewayState::OnStandby, true, Role::Backup, 0.0)],
+            }],
+            ipsec: vec![],
+            return_routes: vec![],
+        };
+        let json = serde_json::to_value(&s).unwrap();
+        let r = &json["routers"][0];
+        assert_eq!(r["state"], "on_backups");
+        assert_eq!(r["last_change"], "2025-12-08T01:30:00.123Z");
+        let g = &r["gateways"][0];
+        assert_eq!(
+            (&g["state"], &g["availability"], &g["role"]),
+            (
+                &serde_json::json!("on_standby"),
+                &serde_json::json!("ready"),
+                &serde_json::json!("backup")
+            )
+        );
+        assert_eq!(g["last_change"], "1970-01-01T00:18:06.600Z");
+        assert_eq!(g["available_since"], "1970-01-01T00:16:40.000Z");
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
     }
 }

@@ -406,7 +406,7 @@ fn ready_gateways(agent: &Agent) -> Option<usize> {
             s.routers
                 .iter()
                 .flat_map(|r| &r.gateways)
-                .filter(|g| g.availability == "Ready")
+                .filter(|g| g.availability == xwan::status::Availability::Ready)
                 .count(),
         ),
         _ => None,

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 use xwan::{
     control::{Answer, Request},
-    status::Status,
+    status::{Availability, Status},
 };
 
 use crate::{
@@ -179,7 +179,10 @@ impl Lab {
             let branch_ready = self.branch.status().is_some_and(|s| all_ready(&s));
             // Return routes work only once their gateways are Ready (first probe verdicts).
             let ho_ready = self.headoffice.status().is_some_and(|s| {
-                s.epoch > 0 && s.return_routes.iter().all(|r| r.availability == "Ready")
+                s.epoch > 0
+                    && s.return_routes
+                        .iter()
+                        .all(|r| r.availability == Availability::Ready)
             });
             if branch_ready && ho_ready && self.neighbours_resolved() {
                 return Ok(t.elapsed());
@@ -276,14 +279,17 @@ fn write_config(dir: &AgentDir, t: &toml::Table) -> Result<()> {
 /// Every gateway of every router is Ready.
 pub fn all_ready(s: &Status) -> bool {
     !s.routers.is_empty()
-        && s.routers
-            .iter()
-            .all(|r| r.gateways.iter().all(|g| g.availability == "Ready"))
+        && s.routers.iter().all(|r| {
+            r.gateways
+                .iter()
+                .all(|g| g.availability == Availability::Ready)
+        })
 }
 
-/// (state, availability) of gateway `gw` in router `router`.
+/// (state, availability) of gateway `gw` in router `router`, as the table shows them
+/// ("On standby", "Ready").
 pub fn gateway_state(s: &Status, router: &str, gw: &str) -> Option<(String, String)> {
     let r = s.routers.iter().find(|r| r.name == router)?;
     let g = r.gateways.iter().find(|g| g.name == gw)?;
-    Some((g.state.clone(), g.availability.clone()))
+    Some((g.state.to_string(), g.availability.to_string()))
 }

@@ -9,7 +9,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Result, bail};
@@ -304,10 +304,7 @@ fn render(
         s,
         "xwan lab — branch ⇄ head office over WAN1..WAN3 (Ctrl-C stops and cleans up)\n"
     );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now();
     match lab.branch.status() {
         Some(st) => {
             let _ = writeln!(

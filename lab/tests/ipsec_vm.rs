@@ -180,10 +180,7 @@ fn ike_outputs(lab: &Lab) -> String {
 fn print_status(lab: &Lab) -> String {
     let mut shown = String::new();
     for (site, agent) in [("branch", &lab.branch), ("head office", &lab.headoffice)] {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = std::time::SystemTime::now();
         let text = agent
             .status()
             .map(|s| xwan::status::render(&s, now))

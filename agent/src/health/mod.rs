@@ -187,8 +187,10 @@ impl Penalty {
     }
 }
 
-/// The Availability column of the monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The Availability column of the monitor (`ready`, `degraded`, `unavailable` in `xwan
+/// status --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Availability {
     Ready,
     /// Usable, but beyond the alarm level (`sla_alarm`): routers prefer healthy gateways.

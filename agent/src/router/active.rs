@@ -16,15 +16,19 @@
 use super::{LoadBalancing, Member, RouterSpec};
 use crate::health::Availability;
 
-/// Whether a gateway is one of a router's main or backup gateways.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// Whether a gateway is one of a router's main or backup gateways (`main` / `backup` in
+/// `xwan status --json`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Main,
     Backup,
 }
 
-/// A gateway's state in one router, as the monitor shows it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// A gateway's state in one router, as the monitor shows it (`active`, `on_standby`,
+/// `unavailable` in `xwan status --json`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GatewayState {
     /// Ready and taking new connections.
     Active,
@@ -33,6 +37,25 @@ pub enum GatewayState {
     OnStandby,
     /// Not Ready.
     Unavailable,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Main => "Main",
+            Role::Backup => "Backup",
+        })
+    }
+}
+
+impl std::fmt::Display for GatewayState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GatewayState::Active => "Active",
+            GatewayState::OnStandby => "On standby",
+            GatewayState::Unavailable => "Unavailable",
+        })
+    }
 }
 
 /// One gateway of a router, resolved against the current readiness.

@@ -2,32 +2,46 @@
 //! return routes. (The IPsec rows come from [`crate::xfrm::Supervisor::rows`], which holds
 //! the SAs.)
 
-use super::{GatewayRow, ReturnRouteRow, RouterStatus, unix};
+use super::{
+    Availability, GatewayRow, ReturnRouteRow, RouterStatus,
+    changes::{Changes, RouterView},
+};
 use crate::{
     config::{Config, GatewayId},
     planner::Judge,
     probe::{Fleet, GatewayView},
-    router::{GatewayState, GatewayStatus, Role},
+    router::{GatewayStatus, Keyword},
 };
 
-/// Each router of `config` with its committed monitor rows (`rows`, index = router id) and
-/// what the probes reported, as the router judges each gateway.
-pub fn routers(config: &Config, rows: &[Vec<GatewayStatus>], probes: &Fleet) -> Vec<RouterStatus> {
-    config
-        .routers
-        .iter()
-        .enumerate()
-        .map(|(i, r)| RouterStatus {
-            name: r.name.clone(),
-            gateways: rows
-                .get(i)
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    let v = view(config, probes, Judge::Router(i), GatewayId(s.gateway));
-                    gateway(config, s, v)
-                })
-                .collect(),
+/// Each router of `config` with its committed monitor rows (`rows`, index = router id), when
+/// its state and each gateway's state in it last changed (`changes`), and what the probes
+/// reported, as the router judges each gateway.
+pub fn routers(
+    config: &Config,
+    rows: &[Vec<GatewayStatus>],
+    changes: &Changes,
+    probes: &Fleet,
+) -> Vec<RouterStatus> {
+    (config.routers.iter().enumerate())
+        .map(|(i, r)| {
+            let rows = rows.get(i).map(Vec::as_slice).unwrap_or_default();
+            let view = RouterView::of(rows);
+            RouterStatus {
+                name: r.name.clone(),
+                state: view.state,
+                active_mains: view.active_mains,
+                active_backups: view.active_backups,
+                on_failure: r.options.on_failure.keyword().to_owned(),
+                last_change: changes.router(&r.name),
+                gateways: (rows.iter())
+                    .map(|s| {
+                        let v = view_of(config, probes, Judge::Router(i), GatewayId(s.gateway));
+                        let mut row = gateway(config, s, v);
+                        row.last_change = changes.gateway(&r.name, &row.name);
+                        row
+                    })
+                    .collect(),
+            }
         })
         .collect()
 }
@@ -44,20 +58,18 @@ pub fn return_routes(
         .map(|r| ReturnRouteRow {
             link: config.link(r.link).name.clone(),
             gateway: config.gateway(r.gateway).name.clone(),
-            availability: if ready(r.gateway) {
-                "Ready"
-            } else {
-                "Unavailable"
-            }
-            .into(),
-            reason: (view(config, probes, Judge::Gateway, r.gateway).reason).to_string(),
+            availability: match ready(r.gateway) {
+                true => Availability::Ready,
+                false => Availability::Unavailable,
+            },
+            reason: (view_of(config, probes, Judge::Gateway, r.gateway).reason).to_string(),
         })
         .collect()
 }
 
 /// What the probes reported of `id` as `judge` sees it (a gateway not probed yet reads as
 /// never probed).
-fn view(config: &Config, probes: &Fleet, judge: Judge, id: GatewayId) -> GatewayView {
+fn view_of(config: &Config, probes: &Fleet, judge: Judge, id: GatewayId) -> GatewayView {
     probes
         .judged(config, judge, id)
         .copied()
@@ -68,21 +80,13 @@ fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
     let g = config.gateway(GatewayId(s.gateway));
     GatewayRow {
         name: g.name.clone(),
-        state: match s.state {
-            GatewayState::Active => "Active",
-            GatewayState::OnStandby => "On standby",
-            GatewayState::Unavailable => "Unavailable",
-        }
-        .into(),
-        last_change_unix: unix(v.last_change),
-        availability: s.availability.to_string(),
+        state: s.state,
+        // The caller's: the state's change in the router.
+        last_change: None,
+        availability: s.availability,
         reason: v.reason.to_string(),
-        available_since_unix: unix(v.available_since),
-        role: match s.role {
-            Role::Main => "Main",
-            Role::Backup => "Backup",
-        }
-        .into(),
+        available_since: v.available_since,
+        role: s.role,
         address: g.address.to_string(),
         weight: s.weight,
         distribution: s.share,

@@ -202,7 +202,7 @@ impl Supervisor {
                         .map(|s| row("in", s))
                         .chain(sas.outbound.iter().map(|s| row("out", s)))
                         .collect(),
-                    last_rekey_unix: status::unix(self.last_rekey.get(&l.name).copied()),
+                    last_rekey: self.last_rekey.get(&l.name).copied(),
                 })
             })
             .collect()

@@ -17,7 +17,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use crate::support::{
@@ -28,7 +28,10 @@ use crate::support::{
         blackhole, gateway_state, metric, status, udp_dport, udp_sport, wait, wait_until,
     },
 };
-use xwan::datapath::{Datapath, TestBpffs};
+use xwan::{
+    datapath::{Datapath, TestBpffs},
+    status::RouterState,
+};
 
 #[test]
 fn agent_probes_fails_over_and_stops_cleanly() {
@@ -102,8 +105,16 @@ fn agent_probes_fails_over_and_stops_cleanly() {
         log()
     );
 
+    let r = status(&dir.socket()).unwrap().routers.remove(0);
+    assert_eq!(
+        (r.state, r.active_mains, r.active_backups),
+        (RouterState::OnMains, 1, 0)
+    );
+    // Long enough for "since the start" and "since the failover" to read differently.
+    std::thread::sleep(Duration::from_millis(1_500));
+
     // Silent blackhole on WAN1: the peer drops echo requests.
-    let t = Instant::now();
+    let (t, cut) = (Instant::now(), SystemTime::now());
     blackhole(wan1);
     wait_until("GW2 to take over", wait(), || {
         status(&dir.socket()).is_some_and(|s| {
@@ -114,6 +125,28 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     println!(
         "blackhole on WAN1 detected and GW2 active after {:?} (bound: 200 ms + 3 x 100 ms + commit)",
         t.elapsed()
+    );
+    // The router says it runs on its backup, since the failover; GW2's LAST CHANGE is its
+    // turn to Active in R (not when it became Ready, at the start).
+    let s = status(&dir.socket()).unwrap();
+    let r = &s.routers[0];
+    assert_eq!(
+        (r.state, r.active_mains, r.active_backups),
+        (RouterState::OnBackups, 0, 1)
+    );
+    let gw2 = r.gateways.iter().find(|g| g.name == "GW2").unwrap();
+    for (what, t) in [("router", r.last_change), ("GW2", gw2.last_change)] {
+        let t = t.unwrap_or_else(|| panic!("{what}: no last change"));
+        assert!(
+            t >= cut && t <= SystemTime::now(),
+            "{what} changed at {t:?}"
+        );
+    }
+    assert!(gw2.available_since.unwrap() < cut);
+    let text = xwan::status::render(&s, SystemTime::now());
+    assert!(
+        text.contains("router R  on backups (1 backup and 0 mains active), since "),
+        "{text}"
     );
     let why = net.explain(&dir.socket(), 40009, 5001);
     assert!(why.contains("gateway GW2"), "after failover: {why}");

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use xwan::status::Availability;
+
 use super::support::{
     self,
     netns::Netns,
@@ -143,7 +145,7 @@ fn each_router_judges_a_shared_gateway_itself() {
         let of = |router: &str| {
             let r = s.routers.iter().find(|r| r.name == router)?;
             let g = r.gateways.iter().find(|g| g.name == "GW1")?;
-            Some(g.availability.clone())
+            Some(g.availability.to_string())
         };
         Some((of("R")?, of("R2")?))
     };
@@ -201,7 +203,7 @@ fn a_flapping_link_is_damped_until_its_penalty_decays() {
         let r = s.routers.iter().find(|r| r.name == "R")?;
         r.gateways.iter().find(|g| g.name == "GW1").cloned()
     };
-    let ready = || gw1().is_some_and(|g| g.availability == "Ready");
+    let ready = || gw1().is_some_and(|g| g.availability == Availability::Ready);
     // Three carrier losses 2 s apart, each a second long: the agent sees each loss and each
     // recovery well within its half of the period (a slower one would stretch the period:
     // printed below).
@@ -212,7 +214,7 @@ fn a_flapping_link_is_damped_until_its_penalty_decays() {
         sleep_until(down_at);
         net.wan1.ip(&["link", "set", "p1", "down"]);
         wait_until("GW1 down on carrier loss", wait(), || {
-            gw1().is_some_and(|g| g.availability == "Unavailable")
+            gw1().is_some_and(|g| g.availability == Availability::Unavailable)
         });
         sleep_until(down_at + half);
         net.wan1.ip(&["link", "set", "p1", "up"]);

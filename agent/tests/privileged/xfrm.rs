@@ -394,7 +394,10 @@ fn manual_keys_are_checked_and_never_shown() {
             t.elapsed()
         );
         let s = status(&socket).unwrap();
-        assert_eq!(s.routers[0].gateways[0].availability, "Unavailable");
+        assert_eq!(
+            s.routers[0].gateways[0].availability,
+            xwan::status::Availability::Unavailable
+        );
         assert!(!s.ipsec[0].usable);
         agent.stop(&dir, WAIT);
         let left = ns.run(|| XfrmSocket::open().unwrap().sas().unwrap());
@@ -487,10 +490,9 @@ fn link_details(ns: &Netns, dev: &str) -> Option<String> {
 fn wait_no_sa(socket: &Path) {
     wait_until("the gateway's verdict: no SA", WAIT, || {
         status(socket).is_some_and(|s| {
-            s.routers[0]
-                .gateways
-                .first()
-                .is_some_and(|g| g.availability == "Unavailable" && g.reason == "no SA")
+            s.routers[0].gateways.first().is_some_and(|g| {
+                g.availability == xwan::status::Availability::Unavailable && g.reason == "no SA"
+            })
         })
     });
 }
@@ -627,7 +629,7 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
     let gateway = || {
         status(&socket).map(|s| {
             let g = &s.routers[0].gateways[0];
-            (g.availability.clone(), g.reason.clone())
+            (g.availability.to_string(), g.reason.clone())
         })
     };
     let ready = |what: &str| {

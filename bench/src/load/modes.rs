@@ -40,7 +40,10 @@ use aya::{
     },
 };
 use serde::Serialize;
-use xwan::control::{Answer, Request};
+use xwan::{
+    control::{Answer, Request},
+    status::{Availability, GatewayState, Role},
+};
 
 use super::{
     confirm,
@@ -621,7 +624,8 @@ impl Agent {
                 let rows: Vec<_> = s.routers.iter().flat_map(|r| &r.gateways).collect();
                 if rows.len() == 2 * LINKS
                     && rows.iter().all(|g| {
-                        g.availability == "Ready" && (g.role != "Main" || g.state == "Active")
+                        g.availability == Availability::Ready
+                            && (g.role != Role::Main || g.state == GatewayState::Active)
                     })
                 {
                     return Ok(());

@@ -191,11 +191,12 @@ impl AgentConfig {
     }
 }
 
-/// (state, availability) of gateway `gw` in router R.
+/// (state, availability) of gateway `gw` in router R, as the table shows them ("Active",
+/// "Ready").
 pub fn gateway_state(s: &Status, gw: &str) -> Option<(String, String)> {
     let r = s.routers.iter().find(|r| r.name == "R")?;
     let g = r.gateways.iter().find(|g| g.name == gw)?;
-    Some((g.state.clone(), g.availability.clone()))
+    Some((g.state.to_string(), g.availability.to_string()))
 }
 
 /// Whether gateway `gw` of router R is Active and Ready.

@@ -1,0 +1,242 @@
+//! When each router's state, and each gateway's state in each router, last changed, as the
+//! committed router tables give them. `xwan status`'s LAST CHANGE is the gateway's state in
+//! that router (a backup turning Active), not its availability, which `available_since` and
+//! the probes' reason tell.
+//!
+//! Keyed by names, so a reload that keeps a router and its gateways keeps their times.
+
+use std::{collections::HashMap, fmt, time::SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::Config,
+    router::{GatewayState, GatewayStatus, Role},
+};
+
+/// What a router runs on, from its committed table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouterState {
+    /// Its active gateways are all mains.
+    OnMains,
+    /// At least one backup takes new connections (mains may too).
+    OnBackups,
+    /// No gateway takes new connections: its `on_failure` applies.
+    NoGateway,
+}
+
+impl fmt::Display for RouterState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouterState::OnMains => "on mains",
+            RouterState::OnBackups => "on backups",
+            RouterState::NoGateway => "no gateway",
+        })
+    }
+}
+
+/// A router's state and how many of its mains and backups are active.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouterView {
+    pub state: RouterState,
+    pub active_mains: usize,
+    pub active_backups: usize,
+}
+
+impl RouterView {
+    /// The view of a router whose monitor rows are `rows`.
+    pub fn of(rows: &[GatewayStatus]) -> RouterView {
+        let active = |role| {
+            (rows.iter())
+                .filter(|s| s.role == role && s.state == GatewayState::Active)
+                .count()
+        };
+        let (active_mains, active_backups) = (active(Role::Main), active(Role::Backup));
+        let state = match (active_mains, active_backups) {
+            (0, 0) => RouterState::NoGateway,
+            (_, 0) => RouterState::OnMains,
+            _ => RouterState::OnBackups,
+        };
+        RouterView {
+            state,
+            active_mains,
+            active_backups,
+        }
+    }
+}
+
+/// The last change of every router's view and of every gateway's state in each router.
+#[derive(Debug, Default)]
+pub struct Changes {
+    routers: HashMap<String, (RouterView, SystemTime)>,
+    gateways: HashMap<(String, String), (GatewayState, SystemTime)>,
+}
+
+impl Changes {
+    /// Records the committed `rows` of `config`'s routers (index = router id) as of `now`:
+    /// what differs from the last observation changed at `now`; routers and gateways gone
+    /// from the configuration are forgotten.
+    pub fn observe(&mut self, config: &Config, rows: &[Vec<GatewayStatus>], now: SystemTime) {
+        let mut seen_routers = Vec::with_capacity(config.routers.len());
+        let mut seen_gateways = Vec::new();
+        for (r, rows) in config.routers.iter().zip(rows) {
+            let view = RouterView::of(rows);
+            match self.routers.get_mut(&r.name) {
+                Some((v, _)) if *v == view => {}
+                Some(entry) => *entry = (view, now),
+                None => {
+                    self.routers.insert(r.name.clone(), (view, now));
+                }
+            }
+            seen_routers.push(r.name.as_str());
+            for s in rows {
+                let key = (
+                    r.name.clone(),
+                    config.gateways[s.gateway as usize].name.clone(),
+                );
+                match self.gateways.get_mut(&key) {
+                    Some((state, _)) if *state == s.state => {}
+                    Some(entry) => *entry = (s.state, now),
+                    None => {
+                        self.gateways.insert(key.clone(), (s.state, now));
+                    }
+                }
+                seen_gateways.push(key);
+            }
+        }
+        self.routers
+            .retain(|name, _| seen_routers.contains(&name.as_str()));
+        self.gateways.retain(|key, _| seen_gateways.contains(key));
+    }
+
+    /// When `router`'s view last changed (first seen: the agent's first plan).
+    pub fn router(&self, router: &str) -> Option<SystemTime> {
+        self.routers.get(router).map(|&(_, t)| t)
+    }
+
+    /// When `gateway`'s state in `router` last changed.
+    pub fn gateway(&self, router: &str, gateway: &str) -> Option<SystemTime> {
+        (self.gateways)
+            .get(&(router.to_owned(), gateway.to_owned()))
+            .map(|&(_, t)| t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{config, health::Availability};
+
+    const SEED: &str = include_str!("../../../examples/seed-branch.toml");
+
+    fn row(gateway: u16, role: Role, state: GatewayState) -> GatewayStatus {
+        GatewayStatus {
+            gateway,
+            role,
+            state,
+            availability: match state {
+                GatewayState::Unavailable => Availability::Unavailable,
+                _ => Availability::Ready,
+            },
+            weight: 1,
+            slots: 0,
+            share: 0.0,
+        }
+    }
+
+    /// (mains' states, backups' states, the router's view)
+    #[test]
+    fn a_routers_view_counts_its_active_mains_and_backups() {
+        use GatewayState::*;
+        let cases = [
+            (vec![Active], vec![OnStandby], RouterState::OnMains, 1, 0),
+            (
+                vec![Unavailable],
+                vec![Active],
+                RouterState::OnBackups,
+                0,
+                1,
+            ),
+            // Below the threshold: mains and backups together.
+            (
+                vec![Active, Unavailable],
+                vec![Active],
+                RouterState::OnBackups,
+                1,
+                1,
+            ),
+            (
+                vec![Unavailable],
+                vec![Unavailable],
+                RouterState::NoGateway,
+                0,
+                0,
+            ),
+            (vec![OnStandby, Active], vec![], RouterState::OnMains, 1, 0),
+        ];
+        for (mains, backups, state, active_mains, active_backups) in cases {
+            let rows: Vec<GatewayStatus> = (mains.iter().map(|&s| row(0, Role::Main, s)))
+                .chain(backups.iter().map(|&s| row(1, Role::Backup, s)))
+                .collect();
+            let want = RouterView {
+                state,
+                active_mains,
+                active_backups,
+            };
+            assert_eq!(RouterView::of(&rows), want, "{mains:?} {backups:?}");
+        }
+    }
+
+    /// A backup turning Active changes its time and the router's, not the main's, which
+    /// changed on its own earlier; a re-observation of the same rows changes nothing.
+    #[test]
+    fn only_what_changed_gets_a_new_time() {
+        let (config, _) = config::parse(SEED, "seed-branch.toml").unwrap();
+        let (ri, r) = (config.routers.iter().enumerate())
+            .find(|(_, r)| !r.mains.is_empty() && !r.backups.is_empty())
+            .unwrap();
+        let (main, backup) = (r.mains[0].gateway.0, r.backups[0].gateway.0);
+        let names = |id: u16| config.gateways[id as usize].name.as_str();
+        let mut rows: Vec<Vec<GatewayStatus>> = vec![Vec::new(); config.routers.len()];
+        rows[ri] = vec![
+            row(main, Role::Main, GatewayState::Active),
+            row(backup, Role::Backup, GatewayState::OnStandby),
+        ];
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let (t1, t2) = (
+            t0 + Duration::from_secs(60),
+            t0 + Duration::from_millis(60_400),
+        );
+        let mut c = Changes::default();
+        c.observe(&config, &rows, t0);
+        assert_eq!(c.router(&r.name), Some(t0));
+        c.observe(&config, &rows, t1);
+        assert_eq!(c.router(&r.name), Some(t0), "nothing changed");
+
+        rows[ri][0].state = GatewayState::Unavailable;
+        c.observe(&config, &rows, t1);
+        rows[ri][1].state = GatewayState::Active;
+        c.observe(&config, &rows, t2);
+        assert_eq!(c.gateway(&r.name, names(main)), Some(t1));
+        assert_eq!(c.gateway(&r.name, names(backup)), Some(t2));
+        assert_eq!(
+            c.router(&r.name),
+            Some(t2),
+            "no gateway at t1, on backups at t2"
+        );
+
+        // A router gone from the configuration is forgotten.
+        let mut fewer = config.clone();
+        fewer.routers.retain(|x| x.name != r.name);
+        let rows: Vec<_> = (rows.iter().enumerate())
+            .filter(|&(i, _)| i != ri)
+            .map(|(_, x)| x.clone())
+            .collect();
+        c.observe(&fewer, &rows, t2);
+        assert_eq!(c.router(&r.name), None);
+        assert_eq!(c.gateway(&r.name, names(main)), None);
+    }
+}
