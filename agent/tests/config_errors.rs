@@ -1329,6 +1329,37 @@ suspicious!(
     )
 );
 
+// Web (tcp/80,443 → R1) takes the HTTPS part of a later rule that passes tcp/443,8443 to
+// 10.0.0.0/8; a rule by DSCP after it overlaps it in another criterion only (no warning), and
+// so does one by the same ports and the same outcome.
+suspicious!(
+    warn_partly_shadowed_rule,
+    r#"
+[[rule]]
+name = "Sites"
+dst = ["10.0.0.0/8"]
+protocol = ["tcp"]
+dst_port = [443, 8443]
+action = "pass"
+
+[[rule]]
+name = "Voice"
+dscp = [46]
+action = "pass"
+
+[[rule]]
+name = "Alt"
+protocol = ["tcp"]
+dst_port = ["440-450"]
+action = "route"
+router = "R1"
+"#,
+    concat!(
+        "test.toml:11:8: link 'WAN2': no gateway uses this link; add a [[gateway]] with link = \"WAN2\", or remove the link\n",
+        "test.toml:34:8: rule 'Sites': partly shadowed: rule 'Web' (line 26) comes first and takes this rule's packets where their dst_port overlap, with another action; move this rule above rule 'Web' if those packets are meant for it, or narrow one of them"
+    )
+);
+
 suspicious!(
     warn_empty_check,
     r#"

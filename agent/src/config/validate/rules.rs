@@ -99,6 +99,86 @@ fn covers(earlier: &Rule, later: &Rule) -> bool {
     })
 }
 
+/// How an earlier rule's criterion meets a later one's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Meet {
+    /// Every value the later rule matches, the earlier one matches.
+    Covers,
+    /// Some of them.
+    Overlaps,
+    /// None of them, or the earlier rule narrows what the later one leaves open.
+    Apart,
+}
+
+/// How `earlier`'s values of one criterion meet `later`'s (empty: any value).
+fn meet<T>(
+    earlier: &[T],
+    later: &[T],
+    covers: impl Fn(&T, &T) -> bool,
+    overlap: impl Fn(&T, &T) -> bool,
+) -> Meet {
+    if earlier.is_empty() {
+        Meet::Covers
+    } else if later.is_empty() {
+        Meet::Apart
+    } else if later.iter().all(|l| earlier.iter().any(|e| covers(e, l))) {
+        Meet::Covers
+    } else if later.iter().any(|l| earlier.iter().any(|e| overlap(e, l))) {
+        Meet::Overlaps
+    } else {
+        Meet::Apart
+    }
+}
+
+/// The criteria in which `earlier` takes part of `later`'s packets: `later` is partly
+/// shadowed when, in every criterion it constrains, `earlier` overlaps it, and `earlier`
+/// constrains nothing `later` leaves open. (A rule by DSCP before a rule by port overlaps it
+/// too, on packets carrying both, but in two different criteria: that is the order doing its
+/// job, not a shadow.) Empty when `later` is not partly shadowed (covered entirely is
+/// [`covers`]'s error).
+fn partly_shadowed(earlier: &Rule, later: &Rule) -> Vec<&'static str> {
+    let (e, l) = (&earlier.criteria, &later.criteria);
+    let nets = |a: &IpNet, b: &IpNet| a.covers(b);
+    let nets_meet = |a: &IpNet, b: &IpNet| a.covers(b) || b.covers(a);
+    let range_in = |a: &PortRange, b: &PortRange| a.first() <= b.first() && b.last() <= a.last();
+    let ranges_meet = |a: &PortRange, b: &PortRange| a.first() <= b.last() && b.first() <= a.last();
+    let meets = [
+        ("src", meet(&e.src, &l.src, nets, nets_meet)),
+        ("dst", meet(&e.dst, &l.dst, nets, nets_meet)),
+        (
+            "protocol",
+            meet(&e.protocols, &l.protocols, |a, b| a == b, |a, b| a == b),
+        ),
+        ("src_port", {
+            let m = meet(&e.src_ports, &l.src_ports, range_in, ranges_meet);
+            // Ranges that cover only together.
+            match m == Meet::Overlaps && l.src_ports.iter().all(|r| ranges_cover(&e.src_ports, r)) {
+                true => Meet::Covers,
+                false => m,
+            }
+        }),
+        ("dst_port", {
+            let m = meet(&e.dst_ports, &l.dst_ports, range_in, ranges_meet);
+            match m == Meet::Overlaps && l.dst_ports.iter().all(|r| ranges_cover(&e.dst_ports, r)) {
+                true => Meet::Covers,
+                false => m,
+            }
+        }),
+        ("dscp", meet(&e.dscp, &l.dscp, |a, b| a == b, |a, b| a == b)),
+        (
+            "interface",
+            meet(&e.ifaces, &l.ifaces, |a, b| a == b, |a, b| a == b),
+        ),
+    ];
+    if meets.iter().any(|(_, m)| *m == Meet::Apart) {
+        return Vec::new();
+    }
+    (meets.iter())
+        .filter(|(_, m)| *m == Meet::Overlaps)
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 impl Validator<'_, '_, '_> {
     // ---- [[rule]] --------------------------------------------------------------------------
 
@@ -494,7 +574,8 @@ impl Validator<'_, '_, '_> {
         ok.then_some(out)
     }
 
-    /// Rules an earlier rule matches entirely.
+    /// Rules an earlier rule matches entirely (an error), or partly with another outcome (a
+    /// warning).
     pub(super) fn shadowed(&mut self, rules: &[Option<Rule>]) {
         let doc = self.doc;
         for (j, later) in rules.iter().enumerate() {
@@ -503,6 +584,9 @@ impl Validator<'_, '_, '_> {
                 .iter()
                 .enumerate()
                 .find(|(_, e)| e.as_ref().is_some_and(|e| covers(e, later)));
+            if earlier.is_none() {
+                self.partly_shadowed(rules, j, later);
+            }
             if let Some((i, _)) = earlier {
                 let (ei, li) = (&doc.rules[i], &doc.rules[j]);
                 let e_at = at(Kind::Rule, ei, ei.value.name.as_ref());
@@ -520,6 +604,35 @@ impl Validator<'_, '_, '_> {
                 );
             }
         }
+    }
+
+    /// Warns when the first earlier rule that takes part of rule `j`'s packets
+    /// ([`partly_shadowed`]) does something else with them.
+    fn partly_shadowed(&mut self, rules: &[Option<Rule>], j: usize, later: &Rule) {
+        let doc = self.doc;
+        let found = (rules[..j].iter().enumerate()).find_map(|(i, e)| {
+            let e = e.as_ref()?;
+            let dims = partly_shadowed(e, later);
+            let differs = e.action != later.action || e.set_dscp != later.set_dscp;
+            (!dims.is_empty() && differs).then_some((i, dims))
+        });
+        let Some((i, dims)) = found else { return };
+        let (ei, li) = (&doc.rules[i], &doc.rules[j]);
+        let e_at = at(Kind::Rule, ei, ei.value.name.as_ref());
+        let l_at = at(Kind::Rule, li, li.value.name.as_ref());
+        let line = self.sink.line(ei.span.start);
+        let e = &e_at.object;
+        self.warn(
+            &l_at.span,
+            &l_at.object,
+            None,
+            format!(
+                "partly shadowed: {e} (line {line}) comes first and takes this rule's packets \
+                 where their {} overlap, with another action; move this rule above {e} if \
+                 those packets are meant for it, or narrow one of them",
+                dims.join(" and ")
+            ),
+        );
     }
 }
 
@@ -554,6 +667,74 @@ fn port_range(v: &IntOrStr) -> Result<PortRange, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rule(dst: &[&str], dst_ports: &[(u16, u16)], dscp: &[u8]) -> Rule {
+        Rule {
+            name: None,
+            criteria: Criteria {
+                dst: dst.iter().map(|n| n.parse().unwrap()).collect(),
+                dst_ports: (dst_ports.iter())
+                    .map(|&(a, b)| PortRange::new(a, b).unwrap())
+                    .collect(),
+                dscp: dscp.to_vec(),
+                ..Criteria::default()
+            },
+            action: RuleAction::Pass,
+            set_dscp: None,
+        }
+    }
+
+    /// (earlier, later, the criteria in which earlier takes part of later's packets)
+    #[test]
+    fn partly_shadowed_rules() {
+        let cases: [(Rule, Rule, &[&str]); 7] = [
+            // A narrower network first: part of the later rule's traffic.
+            (
+                rule(&["10.1.0.0/16"], &[], &[]),
+                rule(&["10.0.0.0/8"], &[], &[]),
+                &["dst"],
+            ),
+            // The wider one first: all of it (an error elsewhere), not "partly".
+            (
+                rule(&["10.0.0.0/8"], &[], &[]),
+                rule(&["10.1.0.0/16"], &[], &[]),
+                &[],
+            ),
+            (
+                rule(&["10.1.0.0/16"], &[], &[]),
+                rule(&["10.2.0.0/16"], &[], &[]),
+                &[],
+            ),
+            // Ports: one shared range, and ranges that cover only together.
+            (
+                rule(&[], &[(80, 80), (443, 443)], &[]),
+                rule(&[], &[(443, 8443)], &[]),
+                &["dst_port"],
+            ),
+            (
+                rule(&[], &[(1, 100), (101, 200)], &[]),
+                rule(&[], &[(50, 150)], &[]),
+                &[],
+            ),
+            // Two criteria overlapping at once.
+            (
+                rule(&["10.1.0.0/16"], &[(443, 443)], &[]),
+                rule(&["10.0.0.0/8"], &[(400, 500)], &[]),
+                &["dst", "dst_port"],
+            ),
+            // The earlier rule constrains what the later one leaves open (DSCP before ports).
+            (rule(&[], &[], &[46]), rule(&[], &[(443, 443)], &[]), &[]),
+        ];
+        for (earlier, later, want) in &cases {
+            assert_eq!(
+                partly_shadowed(earlier, later),
+                *want,
+                "{:?} then {:?}",
+                earlier.criteria,
+                later.criteria
+            );
+        }
+    }
 
     #[test]
     fn port_ranges() {
