@@ -352,6 +352,46 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis)
     }
 
+    /// A status of `x.toml` at epoch 1 with `routers` and nothing else.
+    fn status_of(routers: Vec<RouterStatus>) -> Status {
+        Status {
+            config: "x.toml".into(),
+            epoch: 1,
+            attachments: vec![],
+            failed_redirects: None,
+            forwarding: None,
+            routers,
+            ipsec: vec![],
+            return_routes: vec![],
+        }
+    }
+
+    /// Router R with one gateway G in `state` and `role`.
+    fn router_r(
+        state: RouterState,
+        g: GatewayState,
+        role: Role,
+        last_change: SystemTime,
+    ) -> RouterStatus {
+        let main = role == Role::Main && g == GatewayState::Active;
+        let backup = role == Role::Backup && g == GatewayState::Active;
+        RouterStatus {
+            name: "R".into(),
+            state,
+            active_mains: main as usize,
+            active_backups: backup as usize,
+            on_failure: "default-route".into(),
+            last_change: Some(last_change),
+            gateways: vec![row(
+                "G",
+                g,
+                true,
+                role,
+                100.0 * (main || backup) as u8 as f64,
+            )],
+        }
+    }
+
     fn row(name: &str, state: GatewayState, ready: bool, role: Role, share: f64) -> GatewayRow {
         GatewayRow {
             name: name.into(),
@@ -457,12 +497,6 @@ router Idle  no gateway: drop, since -
             lifetime_left_s: Some(3000),
         };
         let s = Status {
-            config: "x.toml".into(),
-            epoch: 1,
-            attachments: vec![],
-            failed_redirects: None,
-            forwarding: None,
-            routers: vec![],
             ipsec: vec![
                 IpsecLinkRow {
                     link: "TunWAN1".into(),
@@ -489,6 +523,7 @@ router Idle  no gateway: drop, since -
                 availability: Availability::Ready,
                 reason: "answering".into(),
             }],
+            ..status_of(vec![])
         };
         let expected = "config x.toml  ruleset epoch 1
 
@@ -516,21 +551,13 @@ ipsec
             age_s: age,
             lifetime_left_s: left,
         };
+        let r = router_r(
+            RouterState::OnMains,
+            GatewayState::Active,
+            Role::Main,
+            at(1_000, 0),
+        );
         let s = Status {
-            config: "x.toml".into(),
-            epoch: 3,
-            attachments: vec![],
-            failed_redirects: None,
-            forwarding: None,
-            routers: vec![RouterStatus {
-                name: "R".into(),
-                state: RouterState::OnMains,
-                active_mains: 1,
-                active_backups: 0,
-                on_failure: "default-route".into(),
-                last_change: Some(at(1_000, 0)),
-                gateways: vec![row("G", GatewayState::Active, true, Role::Main, 100.0)],
-            }],
             ipsec: vec![IpsecLinkRow {
                 link: "T".into(),
                 interface: "vti0".into(),
@@ -540,7 +567,7 @@ ipsec
                 sas: vec![sa(Some(10), Some(5)), sa(None, None)],
                 last_rekey: None,
             }],
-            return_routes: vec![],
+            ..status_of(vec![r])
         };
         let aged = s.clone().aged(7);
         assert_eq!(aged.ipsec[0].sas[0].age_s, Some(17));
@@ -554,27 +581,16 @@ ipsec
     /// reads back as it was written.
     #[test]
     fn json_has_rfc3339_times_and_machine_values() {
-        let s = Status {
-            config: "x.toml".into(),
-            epoch: 1,
-            attachments: vec![],
-            failed_redirects: None,
-            forwarding: None,
-            routers: vec![RouterStatus {
-                name: "R".into(),
-                state: RouterState::OnBackups,
-                active_mains: 0,
-                active_backups: 1,
-                on_failure: "default-route".into(),
-                last_change: Some(at(1_765_157_400, 123)),
-                gateways: vec![row("G", GatewayState::OnStandby, true, Role::Backup, 0.0)],
-            }],
-            ipsec: vec![],
-            return_routes: vec![],
-        };
+        let (t, standby) = (at(1_765_157_400, 123), GatewayState::OnStandby);
+        let s = status_of(vec![router_r(
+            RouterState::OnMains,
+            standby,
+            Role::Backup,
+            t,
+        )]);
         let json = serde_json::to_value(&s).unwrap();
         let r = &json["routers"][0];
-        assert_eq!(r["state"], "on_backups");
+        assert_eq!(r["state"], "on_mains");
         assert_eq!(r["last_change"], "2025-12-08T01:30:00.123Z");
         let g = &r["gateways"][0];
         assert_eq!(

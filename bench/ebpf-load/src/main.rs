@@ -13,8 +13,8 @@
 //! * `load_redirect_class`: the same bound with the policy's fan-out: each frame goes to its
 //!   class's link, read from the marker the generator wrote into it (one byte, no parsing).
 //! * `load_flow_class`: `load_redirect_class` with per-flow state: each frame's 5-tuple looked
-//!   up in an LRU hash (inserted when new, its time refreshed each second) before the same
-//!   redirect. The floor of any router that keeps a flow table of that size: what the flow
+//!   up in an LRU hash of the data plane's flow keys and values (inserted when new, its time
+//!   refreshed as the data plane does) before the same redirect. The floor of any router that keeps a flow table of that size: what the flow
 //!   count costs a hash lookup, with nothing of xwan's around it.
 //! * `load_tc_redirect`: the same bound for L3 (TUN) links, from TC ingress, as native
 //!   `XDP_REDIRECT` into an L3 device delivers nothing.
@@ -40,6 +40,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use layout::*;
+use xwan_common::{FLOW_REFRESH_NS, FlowKey, FlowValue};
 
 #[map(name = "LOAD_TEMPLATES")]
 static LOAD_TEMPLATES: Array<Template> = Array::with_max_entries(MAX_TEMPLATES, 0);
@@ -69,7 +70,7 @@ static LOAD_TC_RDR: Array<u32> = Array::with_max_entries(1, 0);
 static LOAD_RDR_DEV: DevMap = DevMap::with_max_entries(RDR_LINKS, 0);
 /// `load_flow_class`'s flow table: one entry here, sized at load time to the run's flows.
 #[map(name = "LOAD_FLOWS")]
-static LOAD_FLOWS: LruHashMap<BareFlowKey, BareFlowValue> = LruHashMap::with_max_entries(1, 0);
+static LOAD_FLOWS: LruHashMap<FlowKey, FlowValue> = LruHashMap::with_max_entries(1, 0);
 /// Index 0: the source veth (`xs…`) `load_relay` sends its frames into.
 #[map(name = "LOAD_RELAY_DEV")]
 static LOAD_RELAY_DEV: DevMap = DevMap::with_max_entries(1, 0);
@@ -273,9 +274,9 @@ pub fn load_flow_class(ctx: XdpContext) -> u32 {
     if start + 54 > end {
         return XDP_PASS;
     }
-    let mut key = BareFlowKey {
+    let mut key = FlowKey {
         ifindex: ctx.ingress_ifindex() as u32,
-        ..BareFlowKey::default()
+        ..FlowKey::default()
     };
     // SAFETY: every read below is within the 54 bytes checked above, or checked itself.
     let (class, l4) = unsafe {
@@ -316,15 +317,19 @@ pub fn load_flow_class(ctx: XdpContext) -> u32 {
     match LOAD_FLOWS.get_ptr_mut(&key) {
         // SAFETY: points into the map's value; a torn write elsewhere is harmless here.
         Some(v) => unsafe {
-            if now.saturating_sub((*v).last_seen_ns) >= BARE_FLOW_REFRESH_NS {
+            if now.saturating_sub((*v).last_seen_ns) >= FLOW_REFRESH_NS {
                 (*v).last_seen_ns = now;
             }
         },
         None => {
-            let v = BareFlowValue {
+            let v = FlowValue {
                 last_seen_ns: now,
-                link: *link,
-                _rest: [0; 3],
+                epoch: 0,
+                rule: 0,
+                router: 0,
+                gateway: *link as u16,
+                flags: 0,
+                _pad: [0; 2],
             };
             let _ = LOAD_FLOWS.insert(&key, &v, 0);
         }

@@ -82,35 +82,6 @@ pub struct SinkConfig {
 /// Links the bare redirect programs know (array and DEVMAP size).
 pub const RDR_LINKS: u32 = 3;
 
-/// `load_flow_class`'s flow key: the same 40 bytes as xwan's (addresses, ports, protocol,
-/// family, the ingress interface), so that both tables cost the same per lookup.
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub struct BareFlowKey {
-    pub src: [u32; 4],
-    pub dst: [u32; 4],
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub family: u8,
-    pub _pad: u16,
-    pub ifindex: u32,
-}
-
-/// `load_flow_class`'s flow value: 24 bytes, as xwan's (last seen, then what xwan keeps of
-/// the flow's rule, router and gateway).
-#[repr(C)]
-#[derive(Clone, Copy, Default, Debug)]
-pub struct BareFlowValue {
-    pub last_seen_ns: u64,
-    pub link: u32,
-    pub _rest: [u32; 3],
-}
-
-/// How often `load_flow_class` rewrites a live flow's last-seen time (as xwan's
-/// `FLOW_REFRESH_NS`: a write per packet would bounce the entry between CPUs).
-pub const BARE_FLOW_REFRESH_NS: u64 = 1_000_000_000;
-
 /// A bare redirect program's next hop on one link (array index = link index).
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]

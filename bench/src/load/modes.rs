@@ -70,14 +70,6 @@ pub enum Mode {
     SourceSink,
 }
 
-// `bare-xdp-flows` keeps entries of xwan's sizes, refreshed as often: what it measures is
-// what a table like xwan's costs at the same count.
-const _: () = assert!(
-    size_of::<super::layout::BareFlowKey>() == size_of::<xwan_common::FlowKey>()
-        && size_of::<super::layout::BareFlowValue>() == size_of::<xwan_common::FlowValue>()
-        && super::layout::BARE_FLOW_REFRESH_NS == xwan_common::FLOW_REFRESH_NS
-);
-
 /// Modes `--modes` also accepts, outside the default set.
 pub const EXTRA: [Mode; 1] = [Mode::BareXdpFlows];
 

@@ -140,8 +140,15 @@ fn partly_shadowed(earlier: &Rule, later: &Rule) -> Vec<&'static str> {
     let (e, l) = (&earlier.criteria, &later.criteria);
     let nets = |a: &IpNet, b: &IpNet| a.covers(b);
     let nets_meet = |a: &IpNet, b: &IpNet| a.covers(b) || b.covers(a);
-    let range_in = |a: &PortRange, b: &PortRange| a.first() <= b.first() && b.last() <= a.last();
-    let ranges_meet = |a: &PortRange, b: &PortRange| a.first() <= b.last() && b.first() <= a.last();
+    let ports = |e: &[PortRange], l: &[PortRange]| {
+        let inside = |a: &PortRange, b: &PortRange| a.first() <= b.first() && b.last() <= a.last();
+        let meets = |a: &PortRange, b: &PortRange| a.first() <= b.last() && b.first() <= a.last();
+        match meet(e, l, inside, meets) {
+            // Ranges that cover only together.
+            Meet::Overlaps if l.iter().all(|r| ranges_cover(e, r)) => Meet::Covers,
+            m => m,
+        }
+    };
     let meets = [
         ("src", meet(&e.src, &l.src, nets, nets_meet)),
         ("dst", meet(&e.dst, &l.dst, nets, nets_meet)),
@@ -149,21 +156,8 @@ fn partly_shadowed(earlier: &Rule, later: &Rule) -> Vec<&'static str> {
             "protocol",
             meet(&e.protocols, &l.protocols, |a, b| a == b, |a, b| a == b),
         ),
-        ("src_port", {
-            let m = meet(&e.src_ports, &l.src_ports, range_in, ranges_meet);
-            // Ranges that cover only together.
-            match m == Meet::Overlaps && l.src_ports.iter().all(|r| ranges_cover(&e.src_ports, r)) {
-                true => Meet::Covers,
-                false => m,
-            }
-        }),
-        ("dst_port", {
-            let m = meet(&e.dst_ports, &l.dst_ports, range_in, ranges_meet);
-            match m == Meet::Overlaps && l.dst_ports.iter().all(|r| ranges_cover(&e.dst_ports, r)) {
-                true => Meet::Covers,
-                false => m,
-            }
-        }),
+        ("src_port", ports(&e.src_ports, &l.src_ports)),
+        ("dst_port", ports(&e.dst_ports, &l.dst_ports)),
         ("dscp", meet(&e.dscp, &l.dscp, |a, b| a == b, |a, b| a == b)),
         (
             "interface",
@@ -575,25 +569,35 @@ impl Validator<'_, '_, '_> {
     }
 
     /// Rules an earlier rule matches entirely (an error), or partly with another outcome (a
-    /// warning).
+    /// warning naming the criteria where they overlap, [`partly_shadowed`]).
     pub(super) fn shadowed(&mut self, rules: &[Option<Rule>]) {
         let doc = self.doc;
         for (j, later) in rules.iter().enumerate() {
             let Some(later) = later else { continue };
-            let earlier = rules[..j]
-                .iter()
-                .enumerate()
-                .find(|(_, e)| e.as_ref().is_some_and(|e| covers(e, later)));
-            if earlier.is_none() {
-                self.partly_shadowed(rules, j, later);
-            }
-            if let Some((i, _)) = earlier {
-                let (ei, li) = (&doc.rules[i], &doc.rules[j]);
-                let e_at = at(Kind::Rule, ei, ei.value.name.as_ref());
-                let l_at = at(Kind::Rule, li, li.value.name.as_ref());
-                let line = self.sink.line(ei.span.start);
-                let e = &e_at.object;
-                self.err(
+            let earlier = rules[..j].iter().map(Option::as_ref).enumerate();
+            let full = (earlier.clone()).find(|(_, e)| e.is_some_and(|e| covers(e, later)));
+            let partial = || {
+                earlier.clone().find_map(|(i, e)| {
+                    let e = e?;
+                    let dims = partly_shadowed(e, later);
+                    let differs = e.action != later.action || e.set_dscp != later.set_dscp;
+                    (!dims.is_empty() && differs).then_some((i, dims))
+                })
+            };
+            let (i, dims) = match full {
+                Some((i, _)) => (i, None),
+                None => match partial() {
+                    Some((i, dims)) => (i, Some(dims)),
+                    None => continue,
+                },
+            };
+            let (ei, li) = (&doc.rules[i], &doc.rules[j]);
+            let e_at = at(Kind::Rule, ei, ei.value.name.as_ref());
+            let l_at = at(Kind::Rule, li, li.value.name.as_ref());
+            let line = self.sink.line(ei.span.start);
+            let e = &e_at.object;
+            match dims {
+                None => self.err(
                     &l_at.span,
                     &l_at.object,
                     None,
@@ -601,38 +605,20 @@ impl Validator<'_, '_, '_> {
                         "can never match: {e} (line {line}) comes first and matches every packet \
                          this rule matches; remove this rule, move it above {e}, or narrow {e}"
                     ),
-                );
+                ),
+                Some(dims) => self.warn(
+                    &l_at.span,
+                    &l_at.object,
+                    None,
+                    format!(
+                        "partly shadowed: {e} (line {line}) comes first and takes this rule's \
+                         packets where their {} overlap, with another action; move this rule \
+                         above {e} if those packets are meant for it, or narrow one of them",
+                        dims.join(" and ")
+                    ),
+                ),
             }
         }
-    }
-
-    /// Warns when the first earlier rule that takes part of rule `j`'s packets
-    /// ([`partly_shadowed`]) does something else with them.
-    fn partly_shadowed(&mut self, rules: &[Option<Rule>], j: usize, later: &Rule) {
-        let doc = self.doc;
-        let found = (rules[..j].iter().enumerate()).find_map(|(i, e)| {
-            let e = e.as_ref()?;
-            let dims = partly_shadowed(e, later);
-            let differs = e.action != later.action || e.set_dscp != later.set_dscp;
-            (!dims.is_empty() && differs).then_some((i, dims))
-        });
-        let Some((i, dims)) = found else { return };
-        let (ei, li) = (&doc.rules[i], &doc.rules[j]);
-        let e_at = at(Kind::Rule, ei, ei.value.name.as_ref());
-        let l_at = at(Kind::Rule, li, li.value.name.as_ref());
-        let line = self.sink.line(ei.span.start);
-        let e = &e_at.object;
-        self.warn(
-            &l_at.span,
-            &l_at.object,
-            None,
-            format!(
-                "partly shadowed: {e} (line {line}) comes first and takes this rule's packets \
-                 where their {} overlap, with another action; move this rule above {e} if \
-                 those packets are meant for it, or narrow one of them",
-                dims.join(" and ")
-            ),
-        );
     }
 }
 
