@@ -755,7 +755,20 @@ impl Daemon {
     fn explain(&self, q: &crate::explain::Query) -> Result<String, String> {
         let ifindex = |name: &str| self.facts.interfaces.get(name).map(|i| i.ifindex);
         let (plan, rows) = (&self.committed.plan, &self.committed.rows);
-        crate::explain::explain(&self.config, plan, rows, &ifindex, q)
+        let flow = |k: &xwan_common::FlowKey| self.dp.flow(k).ok().flatten();
+        let return_route = |k: &xwan_common::FlowKey| self.dp.return_entry(k).ok().flatten();
+        let reason = |r: usize, g: u16| {
+            (self.view(Judge::Router(r), GatewayId(g)))
+                .map_or("not yet probed".to_owned(), |v| v.reason.to_string())
+        };
+        let live = crate::explain::Live {
+            epoch: self.dp.epoch().unwrap_or(0),
+            now_ns: crate::datapath::monotonic_coarse_ns(),
+            flow: &flow,
+            return_route: &return_route,
+            reason: &reason,
+        };
+        crate::explain::explain(&self.config, plan, rows, &ifindex, &live, q)
     }
 
     fn status(&self) -> Status {

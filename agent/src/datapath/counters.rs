@@ -177,6 +177,28 @@ impl Datapath {
             .collect())
     }
 
+    /// The flow table's entry for `key`, if any (`xwan explain`).
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowValue>, DatapathError> {
+        self.entry(FLOWS_MAP, key)
+    }
+
+    /// The return-route table's entry for `key`, if any (`xwan explain`).
+    pub fn return_entry(&self, key: &FlowKey) -> Result<Option<ReturnValue>, DatapathError> {
+        self.entry(RETURN_MAP, key)
+    }
+
+    fn entry<V: aya::Pod>(
+        &self,
+        name: &'static str,
+        key: &FlowKey,
+    ) -> Result<Option<V>, DatapathError> {
+        match self.flow_map::<V>(name)?.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_error(name, "reading".into())(e)),
+        }
+    }
+
     /// The return-route table's entries (bounded by its size).
     pub fn returns(&self) -> Result<Vec<(FlowKey, ReturnValue)>, DatapathError> {
         let m = self.flow_map(RETURN_MAP)?;

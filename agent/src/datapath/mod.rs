@@ -102,6 +102,18 @@ pub use object::{EBPF_OBJECT, EBPF_OBJECT_PATH};
 pub use offload::{Flag, FlowOffload};
 pub use testrun::{SkbRun, XdpRun, skb_test_run, skb_test_runnable, xdp_live, xdp_test_run};
 
+/// The programs' clock now: `bpf_ktime_get_coarse_ns` reads `CLOCK_MONOTONIC` at tick
+/// resolution, which `CLOCK_MONOTONIC_COARSE` gives user space (flow entries' ages).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain syscall writing the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 /// Default pin directory of the production agent.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xwan";
 

@@ -25,7 +25,8 @@ use crate::support::{
     netns::{Netns, packet_socket, wait_for},
     wan::{
         Agent, AgentConfig, AgentDir, FAR, Roles, Rule, TwoWan, active, assert_nothing_left,
-        blackhole, gateway_state, metric, status, udp_dport, udp_sport, wait, wait_until,
+        blackhole, clear_blackhole, gateway_state, metric, status, udp_dport, udp_sport, wait,
+        wait_until,
     },
 };
 use xwan::{
@@ -150,6 +151,15 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     );
     let why = net.explain(&dir.socket(), 40009, 5001);
     assert!(why.contains("gateway GW2"), "after failover: {why}");
+    // The flow sent through GW1 before: its entry still names GW1, and its next packet moves.
+    let why = net.explain(&dir.socket(), 40001, 5001);
+    assert!(
+        why.contains("existing flow: rule #1, router R, gateway GW1, last seen")
+            && why.contains("its next packet moves from gateway GW1 to GW2")
+            && why.contains("  GW1: Main, Unavailable, Unavailable (timeout)")
+            && why.contains("  GW2: Backup, Active, Ready (answering)"),
+        "{why}"
+    );
     assert_eq!(
         metric(rtr, r#"xwan_gateway_up{router="R",gateway="GW1"}"#),
         Some(0.0)
@@ -175,6 +185,31 @@ fn agent_probes_fails_over_and_stops_cleanly() {
     assert_eq!(
         metric(rtr, r#"xwan_rule_packets_total{rule="no5003"}"#),
         Some(1.0)
+    );
+
+    // GW1 back: new connections return to it, the flow opened on GW2 meanwhile stays there
+    // (failback = "new-connections"), and explain says both.
+    clear_blackhole(wan1);
+    wait_until("GW1 active again", wait(), || {
+        status(&dir.socket())
+            .and_then(|s| gateway_state(&s, "GW1"))
+            .is_some_and(|g| g.0 == "Active")
+    });
+    let why = net.explain(&dir.socket(), 40002, 5001);
+    assert!(
+        why.contains("a new connection takes gateway GW1")
+            && why.contains("existing flow: rule #1, router R, gateway GW2")
+            && why.contains(
+                "its next packet stays on gateway GW2, which its router still allows \
+                 (failback = \"new-connections\")"
+            ),
+        "{why}"
+    );
+    net.send(40002, 5001);
+    assert!(
+        wait_for(sniff2.as_raw_fd(), wait(), |f| udp_sport(f) == Some(40002)).is_some(),
+        "the flow on GW2 did not stay there after failback\n{}",
+        log()
     );
 
     // Carrier loss on WAN2: Unavailable without waiting for probes.

@@ -146,5 +146,5 @@
 mod packet;
 mod xdp;
 
-pub use packet::{Parsed, parse_ethernet, parse_ip};
+pub use packet::{Parsed, build, parse_ethernet, parse_ip};
 pub use xdp::{Model, TcSteer, XdpAction, XdpOutcome};

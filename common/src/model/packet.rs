@@ -7,8 +7,9 @@ use crate::{FlowKey, MAX_IPV6_EXT_HEADERS, MAX_VLAN_TAGS, TCP_FLAGS_UNKNOWN};
 
 const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
-pub(super) const ETH_P_IP: u16 = 0x0800;
-pub(super) const ETH_P_IPV6: u16 = 0x86dd;
+/// EtherTypes of IPv4 and IPv6.
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
@@ -285,10 +286,10 @@ pub fn parse_ip(buf: &[u8], l3: usize) -> Result<Parsed, u32> {
     }
 }
 
-/// Frame builders shared by the model's unit tests.
-#[cfg(test)]
-pub(super) mod build {
-    pub(in crate::model) use super::{ETH_P_IP, ETH_P_IPV6};
+/// Frame builders: the model's unit tests', and `xwan explain`'s, which runs the model on the
+/// packet it explains.
+pub mod build {
+    pub use super::{ETH_P_IP, ETH_P_IPV6};
 
     /// An IPv4 header (+ payload) with a correct checksum.
     #[derive(Clone, Debug)]

@@ -162,6 +162,17 @@ impl Model {
         &self.returns
     }
 
+    /// Seeds the flow table with `key`'s entry as the kernel holds it (`xwan explain` runs
+    /// the model on a live flow).
+    pub fn insert_flow(&mut self, key: FlowKey, value: FlowValue) {
+        self.flows.insert(key, value);
+    }
+
+    /// Seeds the return-route table likewise.
+    pub fn insert_return(&mut self, key: FlowKey, value: ReturnValue) {
+        self.returns.insert(key, value);
+    }
+
     /// The first rule matching a packet that arrived on `ifindex` (spec step 9).
     pub fn classify(&self, p: &Parsed, ifindex: u32) -> Option<usize> {
         self.plan
