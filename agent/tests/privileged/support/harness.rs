@@ -141,7 +141,9 @@ impl Harness {
     /// hand-off to a tunnel or the kernel path (the kernel's `xwan_tc_steer` on what its XDP
     /// passed) and gateway counter. Returns the model's outcome.
     pub fn check(&mut self, frame: &[u8]) -> XdpOutcome {
-        let m = self.model.xdp_lan(LO, frame, now_ns());
+        let m = self
+            .model
+            .xdp_lan(LO, frame, xwan::datapath::monotonic_coarse_ns());
         if frame.len() < 14 {
             // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header, and no driver
             // hands XDP one; the model must still leave them to the kernel.
@@ -187,15 +189,4 @@ impl Harness {
         }
         m
     }
-}
-
-/// CLOCK_MONOTONIC_COARSE in ns, the clock `bpf_ktime_get_coarse_ns` reads.
-pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: plain syscall on a valid pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
