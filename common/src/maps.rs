@@ -166,6 +166,11 @@ pub const FLOW_SIZED_MAPS: [&str; 3] = [FLOWS_MAP, RETURN_MAP, SNAT_MAP];
 pub const LINKS_MAP: &str = "XWAN_LINKS";
 pub const RULE_COUNTERS_MAP: &str = "XWAN_RULE_CNT";
 pub const GATEWAY_COUNTERS_MAP: &str = "XWAN_GW_CNT";
+/// Per-CPU [`Counter`] per gateway id: the flows the data plane gave the gateway from its
+/// router's slot table (`packets`: a new connection, or a flow moved off a gateway its
+/// router no longer allows; `bytes`: their first packets'). A flow kept on its gateway, a
+/// return route or a cache hit does not count: the measured counterpart of the slot share.
+pub const NEW_FLOWS_MAP: &str = "XWAN_GW_NEW";
 pub const REASON_COUNTERS_MAP: &str = "XWAN_REASON_CNT";
 /// Per-CPU [`Counter`] per gateway id: frames steered to the gateway that its egress did not
 /// take (see [`EgressLog`]); [`GATEWAY_COUNTERS_MAP`] no longer counts them.

@@ -269,6 +269,10 @@ pub fn decide(ctx: &XdpContext, len: u64) -> (u32, u32) {
         router_version = *version;
         match choose_gateway(&p, key, router, router_version, live) {
             Choice::Gateway(gw) => gateway = Some(gw),
+            Choice::Hashed(gw) => {
+                count(&XWAN_GW_NEW, gw as u32, len);
+                gateway = Some(gw);
+            }
             Choice::NoneActive(pass) => {
                 // No flow write: the next packet is decided anew when gateways return.
                 return if pass {
@@ -549,7 +553,10 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 }
 
 enum Choice {
+    /// The flow's own, which its router still allows.
     Gateway(u16),
+    /// From the router's slot table: a new flow for the gateway.
+    Hashed(u16),
     /// No active gateway: `true` = hand to the kernel, `false` = drop.
     NoneActive(bool),
     /// The router's table is missing.
@@ -581,7 +588,7 @@ fn choose_gateway(
     } else {
         hash::connection_hash(&key.src, &key.dst, key.sport, key.dport, key.proto)
     };
-    Choice::Gateway(table.slots[h as usize & (ROUTER_SLOTS - 1)])
+    Choice::Hashed(table.slots[h as usize & (ROUTER_SLOTS - 1)])
 }
 
 /// The packet's family's bit in [`GatewayInfo::offload`].

@@ -117,6 +117,9 @@ pub static XWAN_RULE_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULE_CO
 #[map(name = "XWAN_GW_CNT")]
 pub static XWAN_GW_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS, 0);
 
+#[map(name = "XWAN_GW_NEW")]
+pub static XWAN_GW_NEW: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_GATEWAYS, 0);
+
 #[map(name = "XWAN_REASON_CNT")]
 pub static XWAN_REASON_CNT: PerCpuArray<Counter> = PerCpuArray::pinned(reason::COUNT, 0);
 

@@ -84,6 +84,14 @@ fn snapshot(reader: &CounterReader, labels: &Labels) -> DatapathSnapshot {
             .iter()
             .map(|(id, n)| (n.clone(), reader.gateway_failures(*id).unwrap_or_default()))
             .collect(),
+        gateway_new_flows: labels
+            .gateways
+            .iter()
+            .map(|(id, n)| {
+                let c = reader.gateway_new_flows(*id).unwrap_or_default();
+                (n.clone(), c.packets)
+            })
+            .collect(),
         reasons: reader.reasons().unwrap_or_default(),
         flow_entries: reader.flow_count().ok().map(|n| n as u64),
         flow_capacity: reader.flow_capacity().ok(),

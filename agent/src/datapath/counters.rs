@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use xwan_common::{
     Counter, FLOW_SIZED_MAPS, FLOWS_MAP, FlowKey, FlowValue, GATEWAY_COUNTERS_MAP,
-    GATEWAY_FAILURES_MAP, REASON_COUNTERS_MAP, RETURN_MAP, RULE_COUNTERS_MAP, ReturnValue, reason,
+    GATEWAY_FAILURES_MAP, NEW_FLOWS_MAP, REASON_COUNTERS_MAP, RETURN_MAP, RULE_COUNTERS_MAP,
+    ReturnValue, reason,
 };
 
 use super::{Datapath, DatapathError, sys};
@@ -131,6 +132,12 @@ impl Datapath {
         self.percpu_sums(GATEWAY_COUNTERS_MAP)
     }
 
+    /// New flows per gateway id (`packets`; see `xwan_common::NEW_FLOWS_MAP`),
+    /// `MAX_GATEWAYS` entries.
+    pub fn new_flow_counters(&self) -> Result<Vec<Counter>, DatapathError> {
+        self.percpu_sums(NEW_FLOWS_MAP)
+    }
+
     /// Packets and bytes steered per gateway id that its egress did not take,
     /// `MAX_GATEWAYS` entries (see `xwan_common::EgressLog`).
     pub fn gateway_failures(&self) -> Result<Vec<Counter>, DatapathError> {
@@ -221,6 +228,7 @@ pub struct CounterReader {
     rules: PerCpuArray<MapData, Counter>,
     gateways: PerCpuArray<MapData, Counter>,
     failures: PerCpuArray<MapData, Counter>,
+    new_flows: PerCpuArray<MapData, Counter>,
     reasons: PerCpuArray<MapData, Counter>,
     flows: MapData,
     /// [`FLOW_SIZED_MAPS`], in order.
@@ -251,6 +259,7 @@ impl CounterReader {
             rules: open(pin_dir, RULE_COUNTERS_MAP, PerCpuArray::try_from)?,
             gateways: open(pin_dir, GATEWAY_COUNTERS_MAP, PerCpuArray::try_from)?,
             failures: open(pin_dir, GATEWAY_FAILURES_MAP, PerCpuArray::try_from)?,
+            new_flows: open(pin_dir, NEW_FLOWS_MAP, PerCpuArray::try_from)?,
             reasons: open(pin_dir, REASON_COUNTERS_MAP, PerCpuArray::try_from)?,
             flows: MapData::from_pin(pin_dir.join(FLOWS_MAP))
                 .map_err(map_error(FLOWS_MAP, "opening its pin".into()))?,
@@ -291,6 +300,11 @@ impl CounterReader {
     /// What gateway `id` forwarded.
     pub fn gateway(&self, id: u16) -> Result<Counter, DatapathError> {
         self.read(&self.gateways, GATEWAY_COUNTERS_MAP, id as u32)
+    }
+
+    /// The flows gateway `id` was given from its routers' tables.
+    pub fn gateway_new_flows(&self, id: u16) -> Result<Counter, DatapathError> {
+        self.read(&self.new_flows, NEW_FLOWS_MAP, id as u32)
     }
 
     /// What was steered to gateway `id` and its egress did not take.

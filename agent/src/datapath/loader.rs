@@ -69,7 +69,7 @@ const fn spec<K, V>(name: &'static str, kind: MapType) -> MapSpec {
 }
 
 /// The maps of the object and their layouts.
-const MAPS: [MapSpec; 32] = [
+const MAPS: [MapSpec; 33] = [
     spec::<u32, c::IfaceInfo>(c::IFACES_MAP, MapType::Hash),
     spec::<u32, c::IfaceInfo>(c::IFACE_ARRAY_MAP, MapType::Array),
     spec::<c::AddrKey, u8>(c::LOCAL_MAP, MapType::Hash),
@@ -101,6 +101,7 @@ const MAPS: [MapSpec; 32] = [
     spec::<u32, c::LinkInfo>(c::LINKS_MAP, MapType::Hash),
     spec::<u32, c::Counter>(c::RULE_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::GATEWAY_COUNTERS_MAP, MapType::PerCpuArray),
+    spec::<u32, c::Counter>(c::NEW_FLOWS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::REASON_COUNTERS_MAP, MapType::PerCpuArray),
     spec::<u32, c::Counter>(c::GATEWAY_FAILURES_MAP, MapType::PerCpuArray),
     spec::<u32, c::EgressLog>(c::EGRESS_LOG_MAP, MapType::PerCpuArray),

@@ -520,7 +520,7 @@ mod privileged {
             let dp = load(&fs);
             // Every map (the moved-flow ring and the translations too) but the flow cache,
             // which is not pinned.
-            assert_eq!(dp.adopted_maps().len(), 31);
+            assert_eq!(dp.adopted_maps().len(), 32);
             assert_eq!(dp.epoch().unwrap(), 2);
             let run = dp
                 .xdp_test_run(PROG_XDP_LAN, &udp4([0; 6], 1234, 54), 1, 1)

@@ -126,6 +126,9 @@ pub fn bench_fixture(rules: usize, gateways: usize) -> (Metrics, DatapathSnapsho
         gateway_failures: (0..gateways)
             .map(|i| (bench_gateway_name(i), c(i)))
             .collect(),
+        gateway_new_flows: (0..gateways)
+            .map(|i| (bench_gateway_name(i), i as u64))
+            .collect(),
         reasons: (0..reason::COUNT as usize).map(c).collect(),
         flow_entries: Some(12_345),
         flow_capacity: Some(262_144),

@@ -492,6 +492,21 @@ fn encode_datapath(dp: &super::DatapathSnapshot, enc: &mut DescriptorEncoder) ->
          refused the redirect (data plane, summed over CPUs; not in xwan_gateway_*)",
         dp.gateway_failures.iter().map(|(n, c)| (n.as_str(), *c)),
     )?;
+    family(
+        enc,
+        "xwan_gateway_new_flows",
+        "Flows the data plane gave the gateway from its routers' slot tables: new \
+         connections, and flows moved off a gateway their router no longer allows (the \
+         measured counterpart of xwan_gateway_distribution_ratio).",
+        None,
+        MetricType::Counter,
+        |m| {
+            for (n, c) in &dp.gateway_new_flows {
+                counter(m, &[("gateway", n.as_str())], *c)?;
+            }
+            Ok(())
+        },
+    )?;
     traffic(
         enc,
         "datapath",

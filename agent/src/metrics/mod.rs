@@ -147,6 +147,8 @@ pub struct DatapathSnapshot {
     pub gateways: Vec<(String, Counter)>,
     /// Per gateway: name and the packets/bytes steered to it that its egress did not take.
     pub gateway_failures: Vec<(String, Counter)>,
+    /// Per gateway: name and the flows its routers' tables gave it (`packets`).
+    pub gateway_new_flows: Vec<(String, u64)>,
     /// Per verdict reason, indexed by reason code (`xwan_common::reason`), as
     /// `Datapath::reason_counters` returns them; entries beyond `reason::COUNT` are ignored.
     pub reasons: Vec<Counter>,

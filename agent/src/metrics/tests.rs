@@ -117,6 +117,7 @@ fn small() -> Metrics {
                 bytes: 3_000,
             },
         )],
+        gateway_new_flows: vec![("ISP1".into(), 5)],
         reasons,
         flow_entries: Some(2),
         flow_capacity: Some(262_144),
@@ -289,6 +290,9 @@ xwan_gateway_failed_packets_total{gateway="ISP1"} 2
 # TYPE xwan_gateway_failed_bytes counter
 # UNIT xwan_gateway_failed_bytes bytes
 xwan_gateway_failed_bytes_total{gateway="ISP1"} 3000
+# HELP xwan_gateway_new_flows Flows the data plane gave the gateway from its routers' slot tables: new connections, and flows moved off a gateway their router no longer allows (the measured counterpart of xwan_gateway_distribution_ratio).
+# TYPE xwan_gateway_new_flows counter
+xwan_gateway_new_flows_total{gateway="ISP1"} 5
 # HELP xwan_datapath_packets Packets seen by the data plane, by verdict reason (pass_*: handed to the kernel, drop_*: dropped, steer_*: forwarded; drop_redirect and drop_xmit: steered but not taken by the egress).
 # TYPE xwan_datapath_packets counter
 xwan_datapath_packets_total{reason="pass_not_configured"} 0
@@ -434,7 +438,7 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 140);
+    assert_eq!(s.len(), 141);
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0

@@ -73,7 +73,8 @@
 //!       holds the entry's gateway → that gateway (sticky). Else if the table has no slots →
 //!       `on_failure`: pass `PASS_NO_GATEWAY` or drop `DROP_NO_GATEWAY` (frame untouched, no
 //!       flow write). Else slot = `hash & (ROUTER_SLOTS - 1)` with `hash::connection_hash`
-//!       (ports 0 when none) or `hash::source_hash` by the table's mode. The flow is
+//!       (ports 0 when none) or `hash::source_hash` by the table's mode, and the slot's
+//!       gateway's `NEW_FLOWS_MAP` counter counts the packet (a flow given to it). The flow is
 //!       *offloaded* when the live entry has `FLOW_OFFLOADED` and names router r and the
 //!       chosen gateway. Then *forward* with the rule's `set_dscp`, success reason
 //!       `STEER_FLOW` if `from_flow` else `STEER_CLASSIFIED` — for an offloaded flow on a

@@ -68,6 +68,8 @@ pub struct Model {
     returns: HashMap<FlowKey, ReturnValue>,
     /// `SNAT_MAP`: written only by the agent ([`Model::set_path`]).
     snat: HashMap<FlowKey, Snat>,
+    /// `NEW_FLOWS_MAP`'s packet counts: flows given each gateway from a slot table.
+    new_flows: HashMap<u16, u64>,
     /// What the kernel writes to `MOVED_MAP`, in order, until [`Model::take_moved`].
     moved: Vec<Moved>,
 }
@@ -81,6 +83,7 @@ impl Model {
             flows: HashMap::new(),
             returns: HashMap::new(),
             snat: HashMap::new(),
+            new_flows: HashMap::new(),
             moved: Vec::new(),
         }
     }
@@ -160,6 +163,12 @@ impl Model {
 
     pub fn returns(&self) -> &HashMap<FlowKey, ReturnValue> {
         &self.returns
+    }
+
+    /// The flows each gateway was given from a router's slot table (`NEW_FLOWS_MAP`'s
+    /// packets), by gateway id.
+    pub fn new_flows(&self) -> &HashMap<u16, u64> {
+        &self.new_flows
     }
 
     /// Seeds the flow table with `key`'s entry as the kernel holds it (`xwan explain` runs
@@ -299,7 +308,9 @@ impl Model {
                             }
                             HashMode::Source => source_hash(&key.src),
                         };
-                        t.slots[hash as usize & (ROUTER_SLOTS - 1)]
+                        let g = t.slots[hash as usize & (ROUTER_SLOTS - 1)];
+                        *self.new_flows.entry(g).or_default() += 1;
+                        g
                     }
                     // No slots (a router missing from the plan reads as an empty table with
                     // `on_failure = drop`, as a zeroed slot table does in the kernel).

@@ -697,6 +697,13 @@ fn gateway_and_rule_counters_follow_traffic() {
     assert_eq!(gws[0].bytes, 5 * f.len() as u64);
     assert_eq!(gws[1].packets, 0);
     assert_eq!(h.dp.rule_counters().unwrap()[0].packets, 5);
+    // One flow, given to its gateway once: its first packet; the others keep it.
+    let new = h.dp.new_flow_counters().unwrap();
+    assert_eq!((new[0].packets, new[0].bytes), (1, f.len() as u64));
+    let other = frame4(&udp4("203.0.113.9"), 40001, 5001, &[]);
+    h.check(&other);
+    h.check(&other);
+    assert_eq!(h.dp.new_flow_counters().unwrap()[0].packets, 2);
 }
 
 #[test]

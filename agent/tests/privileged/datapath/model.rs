@@ -349,6 +349,17 @@ fn kernel_matches_model_on_generated_packets() {
             "none of {offloaded} offloaded packets was translated"
         );
     }
+    // The flows each gateway was given from its router's table: the same in both.
+    let h = h.into_inner();
+    let kernel = h.dp.new_flow_counters().unwrap();
+    let model = h.model.new_flows();
+    for (g, c) in kernel.iter().enumerate() {
+        let m = model.get(&(g as u16)).copied().unwrap_or(0);
+        assert_eq!(c.packets, m, "new flows of gateway {g}: kernel vs model");
+    }
+    let given: u64 = model.values().sum();
+    println!("flows given from slot tables: {given}");
+    assert!(given > 0, "no flow was ever given a gateway from a table");
     use xwan_common::reason::*;
     for r in [
         PASS_NOT_IP,
