@@ -86,6 +86,8 @@ struct Daemon {
     committed: Planned,
     /// When each router's state and each gateway's state in it last changed (`xwan status`).
     changes: status::changes::Changes,
+    /// Samples of the flows given to each gateway: the measured distribution.
+    measured: status::measured::Measured,
     /// Whether this agent has committed a whole plan yet: until then the maps may hold a
     /// previous agent's ruleset, which `committed` does not describe, so no plan may be
     /// committed as a change to it.
@@ -154,6 +156,7 @@ pub async fn run(path: &Path) -> Result<()> {
         probes: Fleet::default(),
         committed: Planned::default(),
         changes: Default::default(),
+        measured: Default::default(),
         whole_committed: false,
         starting: None,
         metrics: metrics.clone(),
@@ -194,6 +197,8 @@ pub async fn run(path: &Path) -> Result<()> {
     // When the status was last rebuilt, and whether it has missed a probe report since.
     let mut published = Instant::now();
     let mut stale = false;
+    let mut sample = tokio::time::interval(status::measured::SAMPLE_EVERY);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // A probe's report that changes no router may wait up to `STATUS_EVERY` for the
         // status; anything else (a verdict, a request, a kernel event) is in it at once.
@@ -222,6 +227,7 @@ pub async fn run(path: &Path) -> Result<()> {
                 d.finish_start(false)?;
             }
             _ = tokio::time::sleep_until((published + STATUS_EVERY).into()), if stale => {}
+            _ = sample.tick() => d.sample_new_flows(),
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
                 if d.starting.is_some() => d.finish_start(true)?,
             Some(ev) = kernel_events.next() => {
@@ -454,6 +460,17 @@ impl Daemon {
             commit_us = since.elapsed().as_micros() as u64,
             "router tables committed"
         );
+    }
+
+    /// Reads the flows given to each gateway, for the measured distribution.
+    fn sample_new_flows(&mut self) {
+        match self.dp.new_flow_counters() {
+            Ok(c) => (self.measured).record(
+                tokio::time::Instant::now(),
+                c.iter().map(|c| c.packets).collect(),
+            ),
+            Err(e) => warn!("reading the new-flow counters failed: {e}"),
+        }
     }
 
     /// Gateway rows and counter labels for the metrics.
@@ -788,6 +805,7 @@ impl Daemon {
                 &self.committed.rows,
                 &self.changes,
                 &self.probes,
+                self.measured.window().as_ref(),
             ),
             ipsec: self.ipsec.rows(&self.config),
             return_routes: status::rows::return_routes(&self.config, &self.probes, |id| {

@@ -19,6 +19,7 @@ pub use crate::{
 pub use changes::RouterState;
 
 pub mod changes;
+pub mod measured;
 pub mod rows;
 
 /// A time as Unix seconds (SA lifetimes are counted in them).
@@ -146,6 +147,12 @@ pub struct RouterStatus {
     /// When the state or the counts above last changed (first seen: the agent's first plan).
     #[serde(default, with = "rfc3339")]
     pub last_change: Option<SystemTime>,
+    /// The span of the measured distribution (up to 5 minutes; absent until the agent has
+    /// two samples of the counters) and the flows its gateways were given in it.
+    #[serde(default)]
+    pub window_s: Option<f64>,
+    #[serde(default)]
+    pub new_flows: Option<u64>,
     pub gateways: Vec<GatewayRow>,
 }
 
@@ -168,8 +175,15 @@ pub struct GatewayRow {
     pub role: Role,
     pub address: String,
     pub weight: u32,
-    /// Share of new connections, percent.
+    /// Share of new connections, percent: configured (the slot share).
     pub distribution: f64,
+    /// Flows the gateway was given over the router's window, and their share of the
+    /// router's, percent (absent without a window or a flow in it). A gateway in several
+    /// routers counts its flows from all of them.
+    #[serde(default)]
+    pub new_flows: Option<u64>,
+    #[serde(default)]
+    pub measured_distribution: Option<f64>,
     pub rtt_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss_pct: f64,
@@ -284,6 +298,23 @@ pub fn render(s: &Status, now: SystemTime) -> String {
                 _ => {}
             }
         }
+        // Measured beside configured: what the gateways were actually given.
+        if let (Some(span), Some(n)) = (r.window_s, r.new_flows)
+            && n > 0
+        {
+            let shares: Vec<String> = (r.gateways.iter())
+                .filter_map(|g| {
+                    let m = g.measured_distribution?;
+                    Some(format!("{} {m:.1}% ({:.1}%)", g.name, g.distribution))
+                })
+                .collect();
+            let span = humantime::format_duration(Duration::from_secs(span.round() as u64));
+            let _ = writeln!(
+                out,
+                "  measured over the last {span}, {n} new flows: {} (configured in brackets)",
+                shares.join(", ")
+            );
+        }
     }
     if !s.return_routes.is_empty() {
         let _ = writeln!(out, "\nreturn routes");
@@ -382,6 +413,8 @@ mod tests {
             active_backups: backup as usize,
             on_failure: "default-route".into(),
             last_change: Some(last_change),
+            window_s: None,
+            new_flows: None,
             gateways: vec![row(
                 "G",
                 g,
@@ -407,6 +440,8 @@ mod tests {
             address: "172.16.1.2".into(),
             weight: 50,
             distribution: share,
+            new_flows: None,
+            measured_distribution: None,
             rtt_ms: ready.then_some(0.42),
             jitter_ms: None,
             loss_pct: if ready { 0.0 } else { 100.0 },
@@ -437,21 +472,31 @@ mod tests {
                     active_backups: 1,
                     on_failure: "default-route".into(),
                     last_change: Some(at(1_086, 600)),
+                    window_s: Some(300.0),
+                    new_flows: Some(1_200),
                     gateways: vec![
-                        row(
-                            "RemoteTunWAN2",
-                            GatewayState::Unavailable,
-                            false,
-                            Role::Main,
-                            0.0,
-                        ),
-                        row(
-                            "RemoteTunWAN1",
-                            GatewayState::Active,
-                            true,
-                            Role::Backup,
-                            83.3,
-                        ),
+                        GatewayRow {
+                            new_flows: Some(204),
+                            measured_distribution: Some(17.0),
+                            ..row(
+                                "RemoteTunWAN2",
+                                GatewayState::Unavailable,
+                                false,
+                                Role::Main,
+                                0.0,
+                            )
+                        },
+                        GatewayRow {
+                            new_flows: Some(996),
+                            measured_distribution: Some(83.0),
+                            ..row(
+                                "RemoteTunWAN1",
+                                GatewayState::Active,
+                                true,
+                                Role::Backup,
+                                83.3,
+                            )
+                        },
                     ],
                 },
                 RouterStatus {
@@ -461,6 +506,8 @@ mod tests {
                     active_backups: 0,
                     on_failure: "drop".into(),
                     last_change: None,
+                    window_s: Some(300.0),
+                    new_flows: Some(0),
                     gateways: vec![],
                 },
             ],
@@ -478,6 +525,7 @@ router ProductionRouter  on backups (1 backup and 0 mains active), since 3s ago
   RemoteTunWAN2    Unavailable  3s ago           Unavailable  -                Main    172.16.1.2           50     0.0%        -   100%     0/3
   RemoteTunWAN1    Active       3s ago           Ready        1m 30s ago       Backup  172.16.1.2           50    83.3%   0.42ms     0%     2/3
   RemoteTunWAN2: damped, penalty 2950, reused in 4m 12s
+  measured over the last 5m, 1200 new flows: RemoteTunWAN2 17.0% (0.0%), RemoteTunWAN1 83.0% (83.3%) (configured in brackets)
 
 router Idle  no gateway: drop, since -
   GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS

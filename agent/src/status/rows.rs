@@ -2,6 +2,8 @@
 //! return routes. (The IPsec rows come from [`crate::xfrm::Supervisor::rows`], which holds
 //! the SAs.)
 
+use std::time::Duration;
+
 use super::{
     Availability, GatewayRow, ReturnRouteRow, RouterStatus,
     changes::{Changes, RouterView},
@@ -14,18 +16,22 @@ use crate::{
 };
 
 /// Each router of `config` with its committed monitor rows (`rows`, index = router id), when
-/// its state and each gateway's state in it last changed (`changes`), and what the probes
-/// reported, as the router judges each gateway.
+/// its state and each gateway's state in it last changed (`changes`), what the probes
+/// reported, as the router judges each gateway, and the flows each gateway was given over the
+/// measured window (`measured`: its span and the counts by gateway id).
 pub fn routers(
     config: &Config,
     rows: &[Vec<GatewayStatus>],
     changes: &Changes,
     probes: &Fleet,
+    measured: Option<&(Duration, Vec<u64>)>,
 ) -> Vec<RouterStatus> {
     (config.routers.iter().enumerate())
         .map(|(i, r)| {
             let rows = rows.get(i).map(Vec::as_slice).unwrap_or_default();
             let view = RouterView::of(rows);
+            let given = |g: u16| measured.map(|(_, n)| n.get(g as usize).copied().unwrap_or(0));
+            let total = measured.map(|_| rows.iter().filter_map(|s| given(s.gateway)).sum());
             RouterStatus {
                 name: r.name.clone(),
                 state: view.state,
@@ -33,11 +39,18 @@ pub fn routers(
                 active_backups: view.active_backups,
                 on_failure: r.options.on_failure.keyword().to_owned(),
                 last_change: changes.router(&r.name),
+                window_s: measured.map(|(span, _)| span.as_secs_f64()),
+                new_flows: total,
                 gateways: (rows.iter())
                     .map(|s| {
                         let v = view_of(config, probes, Judge::Router(i), GatewayId(s.gateway));
                         let mut row = gateway(config, s, v);
                         row.last_change = changes.gateway(&r.name, &row.name);
+                        row.new_flows = given(s.gateway);
+                        row.measured_distribution = match (row.new_flows, total) {
+                            (Some(n), Some(t)) if t > 0 => Some(n as f64 * 100.0 / t as f64),
+                            _ => None,
+                        };
                         row
                     })
                     .collect(),
@@ -90,6 +103,9 @@ fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
         address: g.address.to_string(),
         weight: s.weight,
         distribution: s.share,
+        // The caller's: over its window.
+        new_flows: None,
+        measured_distribution: None,
         rtt_ms: v.stats.rtt.map(|d| d.as_secs_f64() * 1e3),
         jitter_ms: v.stats.jitter.map(|d| d.as_secs_f64() * 1e3),
         loss_pct: v.stats.loss * 100.0,

@@ -731,3 +731,59 @@ fn stateful_firewall(rtr: &Netns) {
            add rule inet fw forward iifname \"l0\" counter accept"],
     );
 }
+
+/// Two mains of equal weight: 400 new UDP flows are shared out about half and half, and
+/// `xwan status` shows it beside the configured 50/50 once its window has two samples of the
+/// counters (they are read every 10 s); `xwan_gateway_new_flows_total` counts the same flows.
+#[test]
+fn status_measures_the_distribution_of_new_flows() {
+    let _turn = support::exclusive();
+    let net = TwoWan::new("10.87.0");
+    let (dir, mut agent, _) = net.start_agent("measured", Roles::BothMain, wait());
+    let socket = dir.socket();
+    for sport in 41_000..41_400 {
+        net.send(sport, 5001);
+    }
+    let took = wait_until(
+        "a measured window with the 400 flows",
+        Duration::from_secs(25),
+        || status(&socket).is_some_and(|s| s.routers[0].new_flows.is_some_and(|n| n >= 400)),
+    );
+    let s = status(&socket).unwrap();
+    let r = &s.routers[0];
+    println!(
+        "measured after {took:?} over {:?} s: {:?}",
+        r.window_s,
+        (r.gateways.iter())
+            .map(|g| (
+                &g.name,
+                g.new_flows,
+                g.measured_distribution,
+                g.distribution
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(r.new_flows, Some(400), "one new flow per datagram");
+    for g in &r.gateways {
+        let m = g.measured_distribution.unwrap();
+        assert!(
+            (m - g.distribution).abs() < 10.0,
+            "{}: {m} measured",
+            g.name
+        );
+    }
+    let text = xwan::status::render(&s, SystemTime::now());
+    assert!(text.contains(", 400 new flows: GW1 "), "{text}");
+    let counted: f64 = ["GW1", "GW2"]
+        .iter()
+        .map(|g| {
+            metric(
+                &net.rtr,
+                &format!("xwan_gateway_new_flows_total{{gateway=\"{g}\"}}"),
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(counted, 400.0);
+    agent.stop(&dir, wait());
+}
