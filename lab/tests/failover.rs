@@ -2,8 +2,9 @@
 //! 200 ms, retried after 100 ms, 3 tries):
 //!
 //! 2. WAN2 silently blackholed: production flows move within frequency + tries × wait (+ one
-//!    table commit); 1,200 new SQL connections split 83/17 over WAN1/WAN3 (±4 points); HTTP
-//!    and VoIP lose nothing.
+//!    table commit); 1,200 new SQL connections split 83/17 over WAN1/WAN3 (±4 points), as
+//!    the sinks see them and as `xwan_gateway_new_flows_total` counts them; HTTP and VoIP
+//!    lose nothing.
 //! 3. WAN1 also dead: HTTP is dropped (and counted as such), production is all on WAN3.
 //! 4. Recovery: with `failback = new-connections` existing flows stay where they are and new
 //!    ones go to the main gateway again; with `all` existing flows move back at once.
@@ -190,10 +191,37 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
          segments wait for TCP's retransmission timer)"
     );
 
+    // The data plane's own count of the flows it gave each gateway, before and after.
+    let given = |lab: &Lab| {
+        ["RemoteTunWAN1", "RemoteTunWAN3"].map(|g| {
+            let name = format!("xwan_gateway_new_flows_total{{gateway=\"{g}\"}}");
+            metric(&lab.topo.branch, &name).unwrap().unwrap_or(0.0)
+        })
+    };
+    let given_before = given(&lab);
     let mark = Instant::now();
     let (n, reused, failed) = burst(&lab, 300);
     let total = n[WAN1] + n[WAN3];
     let share = 100.0 * n[WAN1] as f64 / total as f64;
+    let given_after = given(&lab);
+    let (g1, g3) = (
+        given_after[0] - given_before[0],
+        given_after[1] - given_before[1],
+    );
+    let measured = 100.0 * g1 / (g1 + g3);
+    println!(
+        "xwan_gateway_new_flows_total over the burst: RemoteTunWAN1 {g1}, RemoteTunWAN3 {g3} \
+         ({measured:.1} / {:.1} %)",
+        100.0 - measured
+    );
+    assert!(
+        g1 + g3 >= total as f64,
+        "the data plane counted fewer flows than the sinks saw"
+    );
+    assert!(
+        (measured - 100.0 * 50.0 / 60.0).abs() <= 4.0,
+        "measured WAN1 share {measured:.1} % is not 83.3 ± 4"
+    );
     println!(
         "1200 new SQL connections in {:?} ({failed} failed, {reused} reusing an earlier \
          5-tuple): WAN1 {} ({share:.1} %), WAN2 {}, WAN3 {} ({:.1} %); expected 83.3/16.7",
