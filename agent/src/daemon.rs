@@ -569,7 +569,13 @@ impl Daemon {
                 *r = rows;
             }
         }
-        (self.changes).observe(&self.config, &self.committed.rows, SystemTime::now());
+        let now = SystemTime::now();
+        (self.changes).observe(
+            &self.config,
+            &self.committed.rows,
+            affected.iter().copied(),
+            now,
+        );
         self.publish_routers(&affected);
     }
 
@@ -620,7 +626,7 @@ impl Daemon {
         };
         self.offloader.set_lans(lans);
         self.committed = planned;
-        (self.changes).observe(&self.config, &self.committed.rows, SystemTime::now());
+        (self.changes).observe_all(&self.config, &self.committed.rows, SystemTime::now());
         self.policy.set(planner::policy(&self.config, &self.facts));
         self.publish();
         Ok(epoch)

@@ -5,7 +5,11 @@
 //!
 //! Keyed by names, so a reload that keeps a router and its gateways keeps their times.
 
-use std::{collections::HashMap, fmt, time::SystemTime};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    time::SystemTime,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,57 +73,72 @@ impl RouterView {
 /// The last change of every router's view and of every gateway's state in each router.
 #[derive(Debug, Default)]
 pub struct Changes {
-    routers: HashMap<String, (RouterView, SystemTime)>,
-    gateways: HashMap<(String, String), (GatewayState, SystemTime)>,
+    routers: HashMap<String, RouterTimes>,
+}
+
+/// One router's view and its gateways' states, each with the time it last changed.
+#[derive(Debug)]
+struct RouterTimes {
+    view: (RouterView, SystemTime),
+    /// By gateway name.
+    gateways: HashMap<String, (GatewayState, SystemTime)>,
 }
 
 impl Changes {
-    /// Records the committed `rows` of `config`'s routers (index = router id) as of `now`:
-    /// what differs from the last observation changed at `now`; routers and gateways gone
-    /// from the configuration are forgotten.
-    pub fn observe(&mut self, config: &Config, rows: &[Vec<GatewayStatus>], now: SystemTime) {
-        let mut seen_routers = Vec::with_capacity(config.routers.len());
-        let mut seen_gateways = Vec::new();
-        for (r, rows) in config.routers.iter().zip(rows) {
+    /// Records the committed `rows` (index = router id) of `config`'s routers `ids` as of
+    /// `now`: what differs from the last observation changed at `now`. A verdict's commit
+    /// passes the routers it recomputed, so the cost follows them, not the configuration.
+    pub fn observe(
+        &mut self,
+        config: &Config,
+        rows: &[Vec<GatewayStatus>],
+        ids: impl IntoIterator<Item = usize>,
+        now: SystemTime,
+    ) {
+        for i in ids {
+            let (Some(r), Some(rows)) = (config.routers.get(i), rows.get(i)) else {
+                continue;
+            };
             let view = RouterView::of(rows);
-            match self.routers.get_mut(&r.name) {
-                Some((v, _)) if *v == view => {}
-                Some(entry) => *entry = (view, now),
-                None => {
-                    self.routers.insert(r.name.clone(), (view, now));
-                }
+            let times = (self.routers.entry(r.name.clone())).or_insert_with(|| RouterTimes {
+                view: (view, now),
+                gateways: HashMap::new(),
+            });
+            if times.view.0 != view {
+                times.view = (view, now);
             }
-            seen_routers.push(r.name.as_str());
+            let name = |s: &GatewayStatus| config.gateways[s.gateway as usize].name.as_str();
             for s in rows {
-                let key = (
-                    r.name.clone(),
-                    config.gateways[s.gateway as usize].name.clone(),
-                );
-                match self.gateways.get_mut(&key) {
+                match times.gateways.get_mut(name(s)) {
                     Some((state, _)) if *state == s.state => {}
                     Some(entry) => *entry = (s.state, now),
                     None => {
-                        self.gateways.insert(key.clone(), (s.state, now));
+                        times.gateways.insert(name(s).to_owned(), (s.state, now));
                     }
                 }
-                seen_gateways.push(key);
             }
+            // A router has a handful of gateways: a gateway it no longer has is forgotten.
+            (times.gateways).retain(|g, _| rows.iter().any(|s| name(s) == g));
         }
-        self.routers
-            .retain(|name, _| seen_routers.contains(&name.as_str()));
-        self.gateways.retain(|key, _| seen_gateways.contains(key));
+    }
+
+    /// [`Changes::observe`] of every router of a whole plan, and routers gone from `config`
+    /// forgotten.
+    pub fn observe_all(&mut self, config: &Config, rows: &[Vec<GatewayStatus>], now: SystemTime) {
+        self.observe(config, rows, 0..config.routers.len(), now);
+        let names: HashSet<&str> = config.routers.iter().map(|r| r.name.as_str()).collect();
+        self.routers.retain(|name, _| names.contains(name.as_str()));
     }
 
     /// When `router`'s view last changed (first seen: the agent's first plan).
     pub fn router(&self, router: &str) -> Option<SystemTime> {
-        self.routers.get(router).map(|&(_, t)| t)
+        self.routers.get(router).map(|t| t.view.1)
     }
 
     /// When `gateway`'s state in `router` last changed.
     pub fn gateway(&self, router: &str, gateway: &str) -> Option<SystemTime> {
-        (self.gateways)
-            .get(&(router.to_owned(), gateway.to_owned()))
-            .map(|&(_, t)| t)
+        let times = self.routers.get(router)?;
+        times.gateways.get(gateway).map(|&(_, t)| t)
     }
 }
 
@@ -211,15 +230,15 @@ mod tests {
             t0 + Duration::from_millis(60_400),
         );
         let mut c = Changes::default();
-        c.observe(&config, &rows, t0);
+        c.observe_all(&config, &rows, t0);
         assert_eq!(c.router(&r.name), Some(t0));
-        c.observe(&config, &rows, t1);
+        c.observe(&config, &rows, [ri], t1);
         assert_eq!(c.router(&r.name), Some(t0), "nothing changed");
 
         rows[ri][0].state = GatewayState::Unavailable;
-        c.observe(&config, &rows, t1);
+        c.observe(&config, &rows, [ri], t1);
         rows[ri][1].state = GatewayState::Active;
-        c.observe(&config, &rows, t2);
+        c.observe(&config, &rows, [ri], t2);
         assert_eq!(c.gateway(&r.name, names(main)), Some(t1));
         assert_eq!(c.gateway(&r.name, names(backup)), Some(t2));
         assert_eq!(
@@ -235,7 +254,7 @@ mod tests {
             .filter(|&(i, _)| i != ri)
             .map(|(_, x)| x.clone())
             .collect();
-        c.observe(&fewer, &rows, t2);
+        c.observe_all(&fewer, &rows, t2);
         assert_eq!(c.router(&r.name), None);
         assert_eq!(c.gateway(&r.name, names(main)), None);
     }
