@@ -464,11 +464,8 @@ impl Daemon {
 
     /// Reads the flows given to each gateway, for the measured distribution.
     fn sample_new_flows(&mut self) {
-        match self.dp.new_flow_counters() {
-            Ok(c) => (self.measured).record(
-                tokio::time::Instant::now(),
-                c.iter().map(|c| c.packets).collect(),
-            ),
+        match self.dp.new_flow_counts(self.config.gateways.len()) {
+            Ok(c) => (self.measured).record(tokio::time::Instant::now(), c),
             Err(e) => warn!("reading the new-flow counters failed: {e}"),
         }
     }

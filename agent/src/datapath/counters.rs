@@ -138,6 +138,14 @@ impl Datapath {
         self.percpu_sums(NEW_FLOWS_MAP)
     }
 
+    /// The new flows of gateways `0..gateways` only (a read per gateway: the configured ones,
+    /// not the map's 4,096).
+    pub fn new_flow_counts(&self, gateways: usize) -> Result<Vec<u64>, DatapathError> {
+        (0..gateways as u32)
+            .map(|id| Ok(self.percpu_sum(NEW_FLOWS_MAP, id)?.packets))
+            .collect()
+    }
+
     /// Packets and bytes steered per gateway id that its egress did not take,
     /// `MAX_GATEWAYS` entries (see `xwan_common::EgressLog`).
     pub fn gateway_failures(&self) -> Result<Vec<Counter>, DatapathError> {
