@@ -32,17 +32,6 @@ pub struct Live<'a> {
     pub reason: &'a dyn Fn(usize, u16) -> String,
 }
 
-impl Live<'_> {
-    /// Nothing in the data plane, no probe yet.
-    pub const NONE: Live<'static> = Live {
-        epoch: 0,
-        now_ns: 0,
-        flow: &|_| None,
-        return_route: &|_| None,
-        reason: &|_, _| String::new(),
-    };
-}
-
 /// The packet to explain.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Query {
@@ -426,7 +415,15 @@ mod tests {
     }
 
     fn explained(load_balancing: &str) -> String {
-        explained_live(load_balancing, true, &Live::NONE)
+        // Nothing in the data plane, no probe yet.
+        let none = Live {
+            epoch: 0,
+            now_ns: 0,
+            flow: &|_| None,
+            return_route: &|_| None,
+            reason: &|_, _| String::new(),
+        };
+        explained_live(load_balancing, true, &none)
     }
 
     /// A flow entry on ISP (gateway 0), seen 1.5 s ago: its next packet stays there while ISP
