@@ -1,5 +1,8 @@
 //! The local control API: one JSON request and one JSON answer per connection, over a Unix
-//! socket that only root can open (mode 0600). Used by `xwan status`, `reload`, `stop`.
+//! socket that only root can open (mode 0600). Used by `xwan status`, `reload`, `stop`,
+//! `explain`. `events` is the one stream: [`Answer::Listening`], then one
+//! [`Answer::Event`] line per event (or [`Answer::Lost`] for those a slow client missed) until
+//! either side closes ([`listen`]).
 //! The agent's side is [`server`]: it serves every connection in a task of its own, so that
 //! no client can hold up the daemon.
 
@@ -28,16 +31,31 @@ pub enum Request {
     Stop,
     /// Which rule, router and gateway a packet takes now.
     Explain(crate::explain::Query),
+    /// Every event from now on, as a stream of answers.
+    Events,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "answer", rename_all = "kebab-case")]
 pub enum Answer {
     Status(Status),
-    Reloaded { epoch: u32 },
+    Reloaded {
+        epoch: u32,
+    },
     Stopping,
-    Explained { text: String },
-    Error { message: String },
+    Explained {
+        text: String,
+    },
+    Error {
+        message: String,
+    },
+    /// `events`: subscribed; the events follow.
+    Listening,
+    Event(crate::events::Event),
+    /// `events`: this many events were not sent, the client reading too slowly.
+    Lost {
+        events: u64,
+    },
 }
 
 /// Binds the control socket at `path` (replacing a stale one), root-only.
@@ -57,6 +75,30 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Client side: sends `request` to the agent at `path` and returns its answer.
 pub async fn call(path: &PathBuf, request: &Request) -> io::Result<Answer> {
+    let mut lines = send(path, request).await?;
+    read_answer(path, &mut lines).await
+}
+
+/// Client side of `events`: calls `on` with every answer (the first is
+/// [`Answer::Listening`] unless the agent refused) until it returns false or the agent closes
+/// the stream (it stopped).
+pub async fn listen(path: &PathBuf, mut on: impl FnMut(Answer) -> bool) -> io::Result<()> {
+    let mut lines = send(path, &Request::Events).await?;
+    loop {
+        match read_answer(path, &mut lines).await {
+            Ok(a) => {
+                if !on(a) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connects to the agent at `path` and sends `request`; its answers are to be read.
+async fn send(path: &PathBuf, request: &Request) -> io::Result<BufReader<UnixStream>> {
     let mut s = UnixStream::connect(path).await.map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -70,11 +112,22 @@ pub async fn call(path: &PathBuf, request: &Request) -> io::Result<Answer> {
     v.push(b'\n');
     // An agent that refuses the connection (too many clients) answers and closes without
     // reading: its answer says why, better than the broken pipe.
-    let sent = s.write_all(&v).await;
+    if let Err(e) = s.write_all(&v).await
+        && !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        )
+    {
+        return Err(e);
+    }
+    Ok(BufReader::new(s))
+}
+
+/// The next answer line.
+async fn read_answer(path: &Path, lines: &mut BufReader<UnixStream>) -> io::Result<Answer> {
     let mut line = String::new();
-    let read = BufReader::new(s).read_line(&mut line).await;
+    let read = lines.read_line(&mut line).await;
     if line.is_empty() {
-        sent?;
         read?;
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,

@@ -63,6 +63,7 @@ use crate::{
         server::{self, Call, StatusSnapshot},
     },
     datapath::{self, Datapath},
+    events::{self, ReloadResult, SaState, What},
     health::Availability,
     kernel,
     metrics::{GatewaySnapshot, Metrics},
@@ -70,6 +71,7 @@ use crate::{
     offload,
     planner::{self, Facts, Judge, Planned},
     probe::{Fleet, GatewayEvent, GatewayView, LinkState, Recorded, Tag},
+    router::Keyword,
     status::{self, Status},
     xfrm::Supervisor,
 };
@@ -104,6 +106,8 @@ struct Daemon {
     _resetter: kernel::ConntrackResetter,
     /// Offloads the flows conntrack confirmed (`netfilter` mode).
     offloader: offload::Offloader,
+    /// Where changes go: `[[hook]]` commands and `xwan events` clients.
+    events: events::Hub,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -144,7 +148,9 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut addresses = kernel::addresses(nl.clone());
     let ipsec = Supervisor::start(&config, nl.clone(), &metrics)?;
     let policy = kernel::PolicyWriter::spawn(nl.clone());
+    let events = events::Hub::new(&config.hooks, metrics.clone());
     let mut d = Daemon {
+        events,
         policy,
         _resetter: resetter,
         offloader,
@@ -188,8 +194,13 @@ pub async fn run(path: &Path) -> Result<()> {
     let listener = control::bind(&socket)
         .with_context(|| format!("binding the control socket {}", socket.display()))?;
     let (status, status_rx) = watch::channel(StatusSnapshot::new(d.status()));
-    let (_server, mut calls) =
-        server::spawn(listener, socket, server::Limits::default(), status_rx);
+    let (_server, mut calls) = server::spawn(
+        listener,
+        socket,
+        server::Limits::default(),
+        status_rx,
+        d.events.sender(),
+    );
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -255,7 +266,11 @@ pub async fn run(path: &Path) -> Result<()> {
             Some(a) = addresses.next() => d.on_addresses(a),
             // SA reads drive the `no SA` verdicts.
             Some(sas) = d.ipsec.next_read(&d.config) => {
-                d.ipsec.on_sas(&d.config, sas);
+                for (link, missing) in d.ipsec.on_sas(&d.config, sas) {
+                    let state = if missing.is_some() { SaState::Lost } else { SaState::Up };
+                    let missing = missing.map(str::to_owned);
+                    d.events.emit(What::Ipsec { link, state, missing });
+                }
                 d.push_link_states();
             }
             Some(call) = calls.recv() => if d.on_call(call).await {
@@ -428,17 +443,27 @@ impl Daemon {
             GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r, primary),
             GatewayEvent::Transition(t) => {
                 // The routers that judge the gateway as this task does.
-                let routers: Vec<&str> = (self.config.routers.iter())
+                let routers: Vec<String> = (self.config.routers.iter())
                     .filter(|r| {
                         r.uses(id) && planner::router_health(&self.config, r, id) == *params
                     })
-                    .map(|r| r.name.as_str())
+                    .map(|r| r.name.clone())
                     .collect();
                 if primary || !routers.is_empty() {
                     t.log(&routers.join(","), gw);
                 }
-                for router in routers {
+                for router in &routers {
                     self.metrics.record_transition(router, gw, t);
+                }
+                if t.is_state_change() && (primary || !routers.is_empty()) {
+                    self.events.emit(What::Gateway {
+                        gateway: gw.to_owned(),
+                        state: t.to,
+                        previous: t.from,
+                        reason: t.reason.to_string(),
+                        previous_reason: t.previous.to_string(),
+                        routers,
+                    });
                 }
             }
         }
@@ -567,12 +592,13 @@ impl Daemon {
             }
         }
         let now = SystemTime::now();
-        (self.changes).observe(
+        let changes = (self.changes).observe(
             &self.config,
             &self.committed.rows,
             affected.iter().copied(),
             now,
         );
+        self.emit_router_changes(changes);
         self.publish_routers(&affected);
     }
 
@@ -623,10 +649,29 @@ impl Daemon {
         };
         self.offloader.set_lans(lans);
         self.committed = planned;
-        (self.changes).observe_all(&self.config, &self.committed.rows, SystemTime::now());
+        let changes =
+            (self.changes).observe_all(&self.config, &self.committed.rows, SystemTime::now());
+        self.emit_router_changes(changes);
         self.policy.set(planner::policy(&self.config, &self.facts));
         self.publish();
         Ok(epoch)
+    }
+
+    /// The routers whose state or active set a commit changed, as events.
+    fn emit_router_changes(&mut self, changes: Vec<status::changes::RouterChange>) {
+        for c in changes {
+            let r = &self.config.routers[c.router];
+            let on_failure = (c.state == status::RouterState::NoGateway)
+                .then(|| r.options.on_failure.keyword().to_owned());
+            self.events.emit(What::Router {
+                router: r.name.clone(),
+                state: c.state,
+                previous: c.previous,
+                active: c.active,
+                previous_active: c.previous_active,
+                on_failure,
+            });
+        }
     }
 
     /// Writes the policy routing the configuration needs now (removes xwan's when it needs
@@ -697,7 +742,20 @@ impl Daemon {
         self.metrics.record_reload(r.is_ok());
         if r.is_ok() {
             self.metrics.retain_config(&self.config);
+            self.events.set_hooks(&self.config.hooks);
         }
+        self.events.emit(match &r {
+            Ok(epoch) => What::Reload {
+                result: ReloadResult::Applied,
+                epoch: Some(*epoch),
+                error: None,
+            },
+            Err(e) => What::Reload {
+                result: ReloadResult::Rejected,
+                epoch: None,
+                error: Some(format!("{e:#}")),
+            },
+        });
         r
     }
 
@@ -767,6 +825,10 @@ impl Daemon {
                 call.answer_and_wait(Answer::Stopping).await;
                 return true;
             }
+            // Streamed by the server itself (never a call).
+            Request::Events => Answer::Error {
+                message: "events are streamed by the control server".into(),
+            },
         };
         call.answer(answer);
         false

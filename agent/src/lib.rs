@@ -16,13 +16,15 @@
 //! * [`daemon`], [`control`], [`status`], [`explain`]: `xwan run` (orchestration only), its
 //!   control socket, `xwan status`, `xwan explain`; [`kernel`]: the daemon's kernel requests,
 //!   each with a deadline;
-//! * [`doctor`]: `xwan doctor`, what the kernel and each interface offer, before deploying.
+//! * [`doctor`]: `xwan doctor`, what the kernel and each interface offer, before deploying;
+//! * [`events`]: what changed, for `[[hook]]` commands and `xwan events`.
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod doctor;
+pub mod events;
 pub mod explain;
 pub mod health;
 pub mod kernel;

@@ -76,6 +76,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the running agent's events as they happen, one JSON object per line (gateway
+    /// and router state changes, reload results, IPsec SA loss), until interrupted or the
+    /// agent stops.
+    Events {
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Detach and remove everything the running agent created, and stop it.
     Stop {
         #[arg(long, default_value = DEFAULT_SOCKET)]
@@ -205,7 +215,53 @@ fn main() -> ExitCode {
             }
         }
         Command::Stop { socket } => rt.block_on(ask(&socket, Request::Stop, |a| format!("{a:?}"))),
+        Command::Events { count, socket } => rt.block_on(events(&socket, count)),
     }
+}
+
+/// `xwan events`: the stream on stdout, anything else on stderr.
+async fn events(socket: &PathBuf, count: Option<u64>) -> ExitCode {
+    use std::io::Write;
+    let (mut seen, mut failed) = (0u64, None);
+    let listened = control::listen(socket, |a| match a {
+        Answer::Listening => {
+            eprintln!("xwan: listening to the agent at {}", socket.display());
+            true
+        }
+        Answer::Event(e) => {
+            let mut out = std::io::stdout().lock();
+            let line = serde_json::to_string(&e).unwrap_or_default();
+            // A reader that went away (`| head`) ends it.
+            if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                return false;
+            }
+            seen += 1;
+            count.is_none_or(|c| seen < c)
+        }
+        Answer::Lost { events } => {
+            eprintln!("xwan: {events} events lost: this reader did not keep up");
+            true
+        }
+        Answer::Error { message } => {
+            failed = Some(message);
+            false
+        }
+        other => {
+            failed = Some(format!("unexpected answer from the agent: {other:?}"));
+            false
+        }
+    })
+    .await;
+    match (listened, failed) {
+        (Err(e), _) => eprintln!("xwan: {e}"),
+        (Ok(()), Some(message)) => eprintln!("xwan: {message}"),
+        (Ok(()), None) if count.is_none_or(|c| seen < c) => {
+            eprintln!("xwan: the agent closed the stream (it stopped)");
+            return ExitCode::SUCCESS;
+        }
+        (Ok(()), None) => return ExitCode::SUCCESS,
+    }
+    ExitCode::FAILURE
 }
 
 async fn ask(socket: &PathBuf, request: Request, show: impl Fn(Answer) -> String) -> ExitCode {

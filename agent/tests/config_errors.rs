@@ -172,7 +172,7 @@ invalid!(
 level = "debug"
 "#
     ),
-    "test.toml:20:2: unknown section 'logging'; valid sections are [agent], [[link]], [[gateway]], [[router]], [[rule]] and [[return_route]]"
+    "test.toml:20:2: unknown section 'logging'; valid sections are [agent], [[link]], [[gateway]], [[router]], [[rule]], [[return_route]] and [[hook]]"
 );
 
 invalid!(
@@ -1195,6 +1195,40 @@ link = "WAN9"
 );
 
 invalid!(
+    hook_with_a_relative_command_unknown_event_and_long_timeout,
+    base(
+        r#"
+[[hook]]
+name = "notify"
+command = "notify.sh"
+on = ["gateway", "routr", "gateway"]
+timeout = "2h"
+"#
+    ),
+    concat!(
+        "test.toml:22:11: hook 'notify': field 'command': 'notify.sh' is not an absolute path; hooks run with no search path and in /: write the full path, e.g. \"/usr/local/sbin/notify.sh\"\n",
+        "test.toml:23:18: hook 'notify': field 'on[1]': unknown value 'routr'; did you mean \"router\"? (use \"gateway\" or \"router\" or \"reload\" or \"ipsec\")\n",
+        "test.toml:23:27: hook 'notify': field 'on[2]': 'gateway' is already listed in on[0]; remove the duplicate\n",
+        "test.toml:24:11: hook 'notify': field 'timeout': 2h is too long; a hook's timeout is at most 1h (a hook runs its events one at a time: one stuck run holds up the next)",
+    )
+);
+
+invalid!(
+    hook_without_name_or_command,
+    base(
+        r#"
+[[hook]]
+on = []
+"#
+    ),
+    concat!(
+        "test.toml:20:1: hook #1: field 'name': required field is missing; add name = \"...\" to this [[hook]]\n",
+        "test.toml:20:1: hook #1: field 'command': required field is missing; add command = \"/usr/local/sbin/xwan-hook\"\n",
+        "test.toml:21:6: hook #1: field 'on': empty list; remove on to match any event, or list values",
+    )
+);
+
+invalid!(
     lan_interface_listed_twice,
     r#"[agent]
 lan_interfaces = ["lan0", "lan1", "lan0"]
@@ -1717,6 +1751,53 @@ fn ipsec_examples_mirror_each_other() {
         s.links
             .iter()
             .all(|l| l.ipsec.as_ref().is_some_and(|t| t.manual_sa.is_none()))
+    );
+}
+
+#[test]
+fn hooks_resolve_with_their_defaults_and_describe() {
+    let text = base(
+        r#"
+[[hook]]
+name = "notify"
+command = "/usr/local/sbin/notify"
+args = ["--channel", "noc ops"]
+
+[[hook]]
+name = "dns"
+command = "/usr/local/sbin/dns-switch"
+on = ["router"]
+timeout = "30s"
+"#,
+    );
+    let (c, _) = config::parse(&text, "test.toml").unwrap();
+    use xwan::events::Kind;
+    let h = &c.hooks;
+    assert_eq!(h.len(), 2);
+    assert_eq!(
+        (h[0].name.as_str(), h[0].command.as_path(), &h[0].args[..]),
+        (
+            "notify",
+            Path::new("/usr/local/sbin/notify"),
+            &["--channel".to_owned(), "noc ops".to_owned()][..]
+        )
+    );
+    assert_eq!(
+        h[0].on,
+        [Kind::Gateway, Kind::Router, Kind::Reload, Kind::Ipsec],
+        "every kind by default"
+    );
+    assert_eq!(h[0].timeout, config::DEFAULT_HOOK_TIMEOUT);
+    assert_eq!(
+        (&h[1].on[..], h[1].timeout),
+        (&[Kind::Router][..], Duration::from_secs(30))
+    );
+    let d = c.describe();
+    assert!(
+        d.ends_with(
+            "hooks (2)\n  notify: on gateway, router, reload, ipsec run /usr/local/sbin/notify \"--channel\" \"noc ops\" (timeout 10s)\n  dns: on router run /usr/local/sbin/dns-switch (timeout 30s)\n"
+        ),
+        "{d}"
     );
 }
 

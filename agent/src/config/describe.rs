@@ -285,6 +285,21 @@ impl Config {
                 self.gateway(r.gateway).name
             )?;
         }
+        if !self.hooks.is_empty() {
+            writeln!(s, "hooks ({})", self.hooks.len())?;
+        }
+        for h in &self.hooks {
+            let on: Vec<&str> = h.on.iter().map(|k| k.keyword()).collect();
+            let args: String = h.args.iter().map(|a| format!(" {a:?}")).collect();
+            writeln!(
+                s,
+                "  {}: on {} run {}{args} (timeout {})",
+                h.name,
+                on.join(", "),
+                h.command.display(),
+                humantime::format_duration(h.timeout)
+            )?;
+        }
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub enum Kind {
     Router,
     Rule,
     ReturnRoute,
+    Hook,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
             Kind::Router => "router",
             Kind::Rule => "rule",
             Kind::ReturnRoute => "return_route",
+            Kind::Hook => "hook",
         }
     }
 
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Router => "[[router]]",
             Kind::Rule => "[[rule]]",
             Kind::ReturnRoute => "[[return_route]]",
+            Kind::Hook => "[[hook]]",
         }
     }
 }

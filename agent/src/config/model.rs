@@ -81,6 +81,7 @@ pub struct Config {
     /// In priority order: the first matching rule wins.
     pub rules: Vec<Rule>,
     pub return_routes: Vec<ReturnRoute>,
+    pub hooks: Vec<Hook>,
 }
 
 /// `[agent]`
@@ -565,6 +566,23 @@ pub struct ReturnRoute {
     pub link: LinkId,
     pub gateway: GatewayId,
 }
+
+/// `[[hook]]`: a command run on each event of the kinds in `on` (`crate::events`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Hook {
+    pub name: String,
+    /// An absolute path.
+    pub command: PathBuf,
+    pub args: Vec<String>,
+    /// The kinds of event it runs for, distinct (every kind when `on` is absent).
+    pub on: Vec<crate::events::Kind>,
+    /// A run still going after this long is killed.
+    pub timeout: Duration,
+}
+
+/// A hook's `timeout` when absent, and the longest allowed.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_HOOK_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Config {
     pub fn link(&self, id: LinkId) -> &Link {

@@ -171,6 +171,17 @@ pub struct RawReturnRoute {
     pub gateway: Option<Str>,
 }
 
+/// `[[hook]]`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub name: Option<Str>,
+    pub command: Option<Str>,
+    pub args: Option<List<String>>,
+    pub on: Option<List<String>>,
+    pub timeout: Option<Str>,
+}
+
 /// An integer as written (range checks come later).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Int(pub i64);
@@ -287,18 +298,20 @@ pub struct RawDocument {
     pub routers: Vec<Item<RawRouter>>,
     pub rules: Vec<Item<RawRule>>,
     pub return_routes: Vec<Item<RawReturnRoute>>,
+    pub hooks: Vec<Item<RawHook>>,
     /// Names of entries that failed to deserialize (already reported): references to them
     /// are not reported again as unknown. `[agent]` is recorded with an empty name.
     pub unparsed: Vec<(Kind, String)>,
 }
 
-const SECTIONS: [(&str, Kind); 6] = [
+const SECTIONS: [(&str, Kind); 7] = [
     ("agent", Kind::Agent),
     ("link", Kind::Link),
     ("gateway", Kind::Gateway),
     ("router", Kind::Router),
     ("rule", Kind::Rule),
     ("return_route", Kind::ReturnRoute),
+    ("hook", Kind::Hook),
 ];
 
 /// Parses `text` into sections. Syntax errors stop here (returns `None`); an entry that does
@@ -350,7 +363,7 @@ pub(crate) fn parse(text: &str, sink: &mut Sink<'_>) -> Option<RawDocument> {
                     SECTIONS.iter().find(|(n, _)| *n == s).unwrap().1.header()
                 ),
                 None => "valid sections are [agent], [[link]], [[gateway]], [[router]], \
-                         [[rule]] and [[return_route]]"
+                         [[rule]], [[return_route]] and [[hook]]"
                     .to_owned(),
             };
             sink.error(
@@ -417,6 +430,7 @@ pub(crate) fn parse(text: &str, sink: &mut Sink<'_>) -> Option<RawDocument> {
                 Kind::Router => push!(doc.routers),
                 Kind::Rule => push!(doc.rules),
                 Kind::ReturnRoute => push!(doc.return_routes),
+                Kind::Hook => push!(doc.hooks),
                 Kind::Agent => unreachable!("handled above"),
             }
         }

@@ -5,6 +5,9 @@
 //!
 //! * `status` is answered from the latest [`StatusSnapshot`] the daemon published, without the
 //!   loop;
+//! * `events` subscribes the connection to the daemon's events (`crate::events::Hub`) and
+//!   streams them, each line written within [`Limits::write`], until the client closes; one
+//!   that reads too slowly is told how many it lost, one that stops reading is dropped;
 //! * every other request reaches the loop as a [`Call`] message, and its answer comes back by
 //!   channel (within [`Limits::answer`]).
 //!
@@ -23,13 +26,13 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{Semaphore, mpsc, oneshot, watch},
+    sync::{Semaphore, broadcast, mpsc, oneshot, watch},
     task::{JoinHandle, JoinSet},
 };
 use tracing::{debug, error, warn};
 
 use super::{Answer, Request};
-use crate::status::Status;
+use crate::{events::Event, status::Status};
 
 /// What one connection may cost.
 #[derive(Clone, Copy, Debug)]
@@ -139,17 +142,20 @@ impl Drop for Server {
 }
 
 /// Serves `listener` (bound at `socket`, named in logs) in tasks of its own. `status` is the
-/// daemon's latest status; the other requests come out of the returned receiver.
+/// daemon's latest status, `events` where it sends its events; the other requests come out
+/// of the returned receiver.
 pub fn spawn(
     listener: UnixListener,
     socket: PathBuf,
     limits: Limits,
     status: watch::Receiver<StatusSnapshot>,
+    events: broadcast::Sender<Arc<Event>>,
 ) -> (Server, mpsc::Receiver<Call>) {
     let (calls, rx) = mpsc::channel(CALL_QUEUE);
     let ctx = Arc::new(Ctx {
         limits,
         status,
+        events,
         calls,
         log: ClientLog::new(socket),
     });
@@ -160,6 +166,7 @@ pub fn spawn(
 struct Ctx {
     limits: Limits,
     status: watch::Receiver<StatusSnapshot>,
+    events: broadcast::Sender<Arc<Event>>,
     calls: mpsc::Sender<Call>,
     log: ClientLog,
 }
@@ -215,11 +222,12 @@ fn refuse(stream: UnixStream, ctx: &Ctx) {
 
 async fn serve(stream: UnixStream, ctx: &Ctx) {
     let limits = ctx.limits;
-    let (read, mut write) = stream.into_split();
-    let request = tokio::time::timeout(limits.read, read_request(read, limits.max_request))
+    let (mut read, mut write) = stream.into_split();
+    let request = tokio::time::timeout(limits.read, read_request(&mut read, limits.max_request))
         .await
         .unwrap_or(Err(Problem::ReadTimeout(limits.read)));
     let (answer, delivered) = match request {
+        Ok(Request::Events) => return stream_events(read, write, ctx).await,
         Ok(Request::Status) => {
             let snapshot = ctx.status.borrow().clone();
             (Answer::Status(snapshot.now()), None)
@@ -248,6 +256,41 @@ async fn serve(stream: UnixStream, ctx: &Ctx) {
     }
     if let Some(d) = delivered {
         let _ = d.send(());
+    }
+}
+
+/// `events`: every event from now on, until the client closes its side or stops reading.
+async fn stream_events(
+    mut read: impl AsyncRead + Unpin,
+    mut write: impl AsyncWrite + Unpin,
+    ctx: &Ctx,
+) {
+    let mut events = ctx.events.subscribe();
+    let mut answer = Answer::Listening;
+    loop {
+        match tokio::time::timeout(ctx.limits.write, write_answer(&mut write, &answer)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(socket = %ctx.log.socket.display(), "events client gone: {e}");
+                return;
+            }
+            Err(_) => {
+                ctx.log
+                    .note(&Problem::WriteTimeout(ctx.limits.write), Instant::now());
+                return;
+            }
+        }
+        let mut byte = [0u8; 1];
+        answer = tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => Answer::Event((*e).clone()),
+                Err(broadcast::error::RecvError::Lagged(n)) => Answer::Lost { events: n },
+                // The daemon is stopping.
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            // The client sends nothing more: end of file (or an error) means it is gone.
+            _ = read.read(&mut byte) => return,
+        };
     }
 }
 
@@ -444,6 +487,7 @@ mod tests {
         _server: Server,
         calls: mpsc::Receiver<Call>,
         publish: watch::Sender<StatusSnapshot>,
+        events: broadcast::Sender<Arc<Event>>,
     }
 
     impl Drop for Fixture {
@@ -457,12 +501,15 @@ mod tests {
         let socket = dir.join("ctl.sock");
         let listener = crate::control::bind(&socket).unwrap();
         let (publish, status) = watch::channel(StatusSnapshot::new(status(7)));
-        let (server, calls) = spawn(listener, socket.clone(), limits, status);
+        // Room for 4 events per client, so that a slow one is easily overtaken.
+        let events = broadcast::channel(4).0;
+        let (server, calls) = spawn(listener, socket.clone(), limits, status, events.clone());
         Fixture {
             socket,
             _server: server,
             calls,
             publish,
+            events,
         }
     }
 
@@ -596,6 +643,105 @@ mod tests {
         f.calls.close();
         let e = call(&f.socket, &Request::Reload).await.unwrap();
         assert_eq!(error(e), "the agent is stopping");
+    }
+
+    fn event(seq: u64) -> Arc<Event> {
+        Arc::new(Event {
+            seq,
+            time: SystemTime::UNIX_EPOCH,
+            what: crate::events::What::Reload {
+                result: crate::events::ReloadResult::Applied,
+                epoch: Some(seq as u32),
+                error: None,
+            },
+        })
+    }
+
+    /// Reads answer lines until the server closes (bounded).
+    async fn answers(r: &mut BufReader<UnixStream>, n: usize) -> Vec<Answer> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let mut line = String::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line));
+            match read.await.expect("a line within 5 s").unwrap() {
+                0 => break,
+                _ => got.push(serde_json::from_str(&line).unwrap()),
+            }
+        }
+        got
+    }
+
+    async fn subscribe(socket: &PathBuf) -> BufReader<UnixStream> {
+        let mut s = UnixStream::connect(socket).await.unwrap();
+        s.write_all(b"{\"request\":\"events\"}\n").await.unwrap();
+        let mut r = BufReader::new(s);
+        assert_eq!(answers(&mut r, 1).await, [Answer::Listening]);
+        r
+    }
+
+    /// Every event in order; a client overtaken is told how many it lost; one that hangs up
+    /// frees its slot.
+    #[tokio::test]
+    async fn events_stream_in_order_and_a_slow_reader_learns_what_it_lost() {
+        let f = fixture("events", limits());
+        let mut r = subscribe(&f.socket).await;
+        for seq in 1..=3 {
+            f.events.send(event(seq)).unwrap();
+        }
+        let want: Vec<Answer> = (1..=3)
+            .map(|s| Answer::Event((*event(s)).clone()))
+            .collect();
+        assert_eq!(answers(&mut r, 3).await, want);
+
+        // This test's runtime has one thread: the connection's task sends nothing until the
+        // test awaits, so ten events overtake it by six.
+        for seq in 4..=13 {
+            f.events.send(event(seq)).unwrap();
+        }
+        let mut want = vec![Answer::Lost { events: 6 }];
+        want.extend((10..=13).map(|s| Answer::Event((*event(s)).clone())));
+        assert_eq!(answers(&mut r, 5).await, want);
+
+        // Hung up: the subscription ends with the connection.
+        drop(r);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.events.receiver_count() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the hung-up client is still subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// A client that stops reading is dropped once a line cannot be written in time; others
+    /// are served meanwhile.
+    #[tokio::test]
+    async fn an_events_client_that_stops_reading_is_dropped() {
+        let f = fixture("deaf", limits());
+        let deaf = subscribe(&f.socket).await;
+        let events = f.events.clone();
+        let flood = tokio::spawn(async move {
+            // Far more than a socket buffer holds.
+            for seq in 0..200_000 {
+                let _ = events.send(event(seq));
+                if seq % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let a = call(&f.socket, &Request::Status).await.unwrap();
+        assert!(matches!(a, Answer::Status(_)));
+        flood.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while f.events.receiver_count() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the deaf client is still subscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(deaf);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use xwan_common::{Counter, reason};
 use super::{GatewaySnapshot, Shared, State, histogram::Histogram, unix_seconds};
 use crate::{
     datapath::{TcAttachMode, XdpAttachMode},
+    events::hooks::Outcome as HookOutcome,
     netlink::conntrack::Reset,
     offload::Event as OffloadEvent,
     router::{Availability, GatewayState, Role},
@@ -379,6 +380,23 @@ fn encode_state(state: &State, enc: &mut DescriptorEncoder) -> fmt::Result {
         |m| {
             for (e, n) in OffloadEvent::ALL.iter().zip(&state.offloads) {
                 counter(m, &[("event", e.name())], *n)?;
+            }
+            Ok(())
+        },
+    )?;
+    family(
+        enc,
+        "xwan_hook_events",
+        "Events handed to each [[hook]], by result: success (exit status 0), failure (another \
+         status, or ended by a signal), timeout (killed after its timeout), error (could not \
+         be started), dropped (not run: the hook's queue was full).",
+        None,
+        MetricType::Counter,
+        |m| {
+            for (hook, counts) in &state.hooks {
+                for (o, n) in HookOutcome::ALL.iter().zip(counts) {
+                    counter(m, &[("hook", &**hook), ("result", o.name())], *n)?;
+                }
             }
             Ok(())
         },

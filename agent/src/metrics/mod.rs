@@ -56,6 +56,7 @@ use xwan_common::Counter;
 use crate::{
     config::Config,
     datapath::{AttachReport, TcAttachMode, XdpAttachMode},
+    events::hooks::Outcome as HookOutcome,
     health::{Availability, Reason, Stats, Transition},
     netlink::conntrack::Reset,
     offload::Event as OffloadEvent,
@@ -297,6 +298,8 @@ struct State {
     offloads: [u64; OffloadEvent::ALL.len()],
     /// Times kernel notifications were lost and the kernel read again.
     kernel_resyncs: u64,
+    /// hook → events by outcome ([`HookOutcome::ALL`] order).
+    hooks: BTreeMap<Arc<str>, [u64; HookOutcome::ALL.len()]>,
     last_reload_ok: Option<bool>,
     last_reload_success: Option<f64>,
     commit: Histogram,
@@ -312,6 +315,7 @@ impl Default for State {
             conntrack_resets: [0; Reset::ALL.len() + 1],
             offloads: [0; OffloadEvent::ALL.len()],
             kernel_resyncs: 0,
+            hooks: BTreeMap::new(),
             last_reload_ok: None,
             last_reload_success: None,
             commit: Histogram::new(&COMMIT_BUCKETS),
@@ -489,6 +493,21 @@ impl Metrics {
         self.shared.update(|s| s.offloads[i] += 1);
     }
 
+    /// What became of one event handed to hook `hook` (`crate::events::hooks`).
+    pub fn record_hook(&self, hook: &str, outcome: HookOutcome) {
+        let i = (HookOutcome::ALL.iter())
+            .position(|&o| o == outcome)
+            .expect("every outcome is in ALL");
+        self.shared.update(|s| match s.hooks.get_mut(hook) {
+            Some(counts) => counts[i] += 1,
+            None => {
+                let mut counts = [0; HookOutcome::ALL.len()];
+                counts[i] = 1;
+                s.hooks.insert(hook.into(), counts);
+            }
+        });
+    }
+
     /// Counts a configuration (re)load; a success also sets the last-success time to now.
     pub fn record_reload(&self, ok: bool) {
         self.record_reload_at(ok, SystemTime::now());
@@ -534,6 +553,10 @@ impl Metrics {
             })
         };
         self.retain(members, |g| config.gateways.iter().any(|c| c.name == g));
+        (self.shared).update(|s| {
+            s.hooks
+                .retain(|h, _| config.hooks.iter().any(|c| *c.name == **h))
+        });
     }
 
     /// Keeps the router/gateway entries for which `keep_member(router, gateway)` holds and the

@@ -70,6 +70,19 @@ impl RouterView {
     }
 }
 
+/// A router whose state or set of active gateways changed (an event for hooks and `xwan
+/// events`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterChange {
+    /// Index in the configuration.
+    pub router: usize,
+    pub state: RouterState,
+    pub previous: RouterState,
+    /// Its active gateways (taking new connections), mains first.
+    pub active: Vec<String>,
+    pub previous_active: Vec<String>,
+}
+
 /// The last change of every router's view and of every gateway's state in each router.
 #[derive(Debug, Default)]
 pub struct Changes {
@@ -80,6 +93,8 @@ pub struct Changes {
 #[derive(Debug)]
 struct RouterTimes {
     view: (RouterView, SystemTime),
+    /// Its active gateways, mains first.
+    active: Vec<String>,
     /// By gateway name.
     gateways: HashMap<String, (GatewayState, SystemTime)>,
 }
@@ -88,26 +103,45 @@ impl Changes {
     /// Records the committed `rows` (index = router id) of `config`'s routers `ids` as of
     /// `now`: what differs from the last observation changed at `now`. A verdict's commit
     /// passes the routers it recomputed, so the cost follows them, not the configuration.
+    /// Returns the routers whose state or active set changed (a router seen for the first
+    /// time has no change: its first state is the baseline).
     pub fn observe(
         &mut self,
         config: &Config,
         rows: &[Vec<GatewayStatus>],
         ids: impl IntoIterator<Item = usize>,
         now: SystemTime,
-    ) {
+    ) -> Vec<RouterChange> {
+        let mut changes = Vec::new();
         for i in ids {
             let (Some(r), Some(rows)) = (config.routers.get(i), rows.get(i)) else {
                 continue;
             };
+            let name = |s: &GatewayStatus| config.gateways[s.gateway as usize].name.as_str();
             let view = RouterView::of(rows);
+            let active: Vec<String> = (rows.iter())
+                .filter(|s| s.state == GatewayState::Active)
+                .map(|s| name(s).to_owned())
+                .collect();
             let times = (self.routers.entry(r.name.clone())).or_insert_with(|| RouterTimes {
                 view: (view, now),
+                active: active.clone(),
                 gateways: HashMap::new(),
             });
+            let same_set =
+                |a: &[String], b: &[String]| a.len() == b.len() && a.iter().all(|x| b.contains(x));
+            if times.view.0.state != view.state || !same_set(&times.active, &active) {
+                changes.push(RouterChange {
+                    router: i,
+                    state: view.state,
+                    previous: times.view.0.state,
+                    active: active.clone(),
+                    previous_active: std::mem::replace(&mut times.active, active),
+                });
+            }
             if times.view.0 != view {
                 times.view = (view, now);
             }
-            let name = |s: &GatewayStatus| config.gateways[s.gateway as usize].name.as_str();
             for s in rows {
                 match times.gateways.get_mut(name(s)) {
                     Some((state, _)) if *state == s.state => {}
@@ -120,14 +154,21 @@ impl Changes {
             // A router has a handful of gateways: a gateway it no longer has is forgotten.
             (times.gateways).retain(|g, _| rows.iter().any(|s| name(s) == g));
         }
+        changes
     }
 
     /// [`Changes::observe`] of every router of a whole plan, and routers gone from `config`
     /// forgotten.
-    pub fn observe_all(&mut self, config: &Config, rows: &[Vec<GatewayStatus>], now: SystemTime) {
-        self.observe(config, rows, 0..config.routers.len(), now);
+    pub fn observe_all(
+        &mut self,
+        config: &Config,
+        rows: &[Vec<GatewayStatus>],
+        now: SystemTime,
+    ) -> Vec<RouterChange> {
+        let changes = self.observe(config, rows, 0..config.routers.len(), now);
         let names: HashSet<&str> = config.routers.iter().map(|r| r.name.as_str()).collect();
         self.routers.retain(|name, _| names.contains(name.as_str()));
+        changes
     }
 
     /// When `router`'s view last changed (first seen: the agent's first plan).
@@ -230,15 +271,32 @@ mod tests {
             t0 + Duration::from_millis(60_400),
         );
         let mut c = Changes::default();
-        c.observe_all(&config, &rows, t0);
+        assert_eq!(
+            c.observe_all(&config, &rows, t0),
+            [],
+            "the first plan is the baseline"
+        );
         assert_eq!(c.router(&r.name), Some(t0));
-        c.observe(&config, &rows, [ri], t1);
+        assert_eq!(c.observe(&config, &rows, [ri], t1), []);
         assert_eq!(c.router(&r.name), Some(t0), "nothing changed");
 
         rows[ri][0].state = GatewayState::Unavailable;
-        c.observe(&config, &rows, [ri], t1);
+        let lost = c.observe(&config, &rows, [ri], t1);
         rows[ri][1].state = GatewayState::Active;
-        c.observe(&config, &rows, [ri], t2);
+        let backup_in = c.observe(&config, &rows, [ri], t2);
+        let change = |state, previous, active: &[u16], previous_active: &[u16]| RouterChange {
+            router: ri,
+            state,
+            previous,
+            active: active.iter().map(|&g| names(g).to_owned()).collect(),
+            previous_active: previous_active
+                .iter()
+                .map(|&g| names(g).to_owned())
+                .collect(),
+        };
+        use RouterState::*;
+        assert_eq!(lost, [change(NoGateway, OnMains, &[], &[main])]);
+        assert_eq!(backup_in, [change(OnBackups, NoGateway, &[backup], &[])]);
         assert_eq!(c.gateway(&r.name, names(main)), Some(t1));
         assert_eq!(c.gateway(&r.name, names(backup)), Some(t2));
         assert_eq!(

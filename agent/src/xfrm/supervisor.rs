@@ -134,7 +134,13 @@ impl Supervisor {
     }
 
     /// Every SA as just read; notes rekeys (a new SPI where the link already had an SA).
-    pub fn on_sas(&mut self, config: &Config, new: Vec<SaInfo>) {
+    /// Returns the links whose SA pair came or went: (link name, what is missing now).
+    pub fn on_sas(
+        &mut self,
+        config: &Config,
+        new: Vec<SaInfo>,
+    ) -> Vec<(String, Option<&'static str>)> {
+        let mut changed = Vec::new();
         for l in &config.links {
             let Some(t) = &l.ipsec else { continue };
             let (old, now) = (LinkSas::of(t, &self.sas), LinkSas::of(t, &new));
@@ -152,9 +158,11 @@ impl Supervisor {
                         warn!(link = %l.name, missing = m, "IPsec link has no usable SA pair")
                     }
                 }
+                changed.push((l.name.clone(), now.missing()));
             }
         }
         self.sas = new;
+        changed
     }
 
     /// An IPsec link without an SA in each direction (its gateways are Unavailable, `no SA`).

@@ -7,10 +7,12 @@
 //! * `gateways`: `[[gateway]]`;
 //! * `routers`: `[[router]]`, with its SLA;
 //! * `return_routes`: `[[return_route]]`;
+//! * `hooks`: `[[hook]]`;
 //! * `rules`: `[[rule]]`, and rules shadowed by earlier ones;
 //! * `warnings`: what is valid but probably not meant, on the finished [`Config`].
 
 mod gateways;
+mod hooks;
 mod links;
 mod return_routes;
 mod routers;
@@ -164,6 +166,8 @@ impl Validator<'_, '_, '_> {
             .iter()
             .map(|i| self.return_route(i, &link_names, &gateway_names, &gateways))
             .collect();
+        self.names(Kind::Hook, doc.hooks.iter(), |h| &h.name);
+        let hooks: Vec<Option<Hook>> = doc.hooks.iter().map(|i| self.hook(i)).collect();
         self.limits();
 
         if self.sink.has_errors() {
@@ -176,6 +180,7 @@ impl Validator<'_, '_, '_> {
             routers: routers.into_iter().collect::<Option<_>>()?,
             rules: rules.into_iter().collect::<Option<_>>()?,
             return_routes: return_routes.into_iter().collect::<Option<_>>()?,
+            hooks: hooks.into_iter().collect::<Option<_>>()?,
         };
         self.warnings(&config);
         Some(config)
