@@ -3,11 +3,15 @@
 //!
 //! 2. WAN2 silently blackholed: production flows move within frequency + tries × wait (+ one
 //!    table commit); 1,200 new SQL connections split 83/17 over WAN1/WAN3 (±4 points), as
-//!    the sinks see them and as `xwan_gateway_new_flows_total` counts them; HTTP and VoIP
-//!    lose nothing.
+//!    the sinks see them, as `xwan_gateway_new_flows_total` counts them and as `xwan status
+//!    --json` measures them; HTTP and VoIP lose nothing.
 //! 3. WAN1 also dead: HTTP is dropped (and counted as such), production is all on WAN3.
 //! 4. Recovery: with `failback = new-connections` existing flows stay where they are and new
 //!    ones go to the main gateway again; with `all` existing flows move back at once.
+//!
+//! Through 2–4 a `[[hook]]` records every event the branch's agent emits and `xwan events`
+//! prints them: the same events, in order, each router's and gateway's changes a chain that
+//! ends where the lab does.
 //!
 //! And the alarm level: WAN2 delayed beyond ProductionRouter's `sla_alarm` is Degraded, new
 //! production connections take the healthy backups, existing ones stay on WAN2.
@@ -24,7 +28,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{logs, wait_until};
+use support::{Recorder, logs, wait_until};
+use xwan::{
+    events::{Event, ReloadResult, What},
+    health::Availability,
+    status::{RouterState, Status},
+};
 use xwan_lab::{
     agent::metric,
     config::{Failback, Timing, render, tables},
@@ -156,6 +165,7 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
             links_since(&lab, st, t - ms(300)) == vec![WAN2]
         });
     }
+    let recorder = Recorder::start(&lab);
 
     // ---- 2. WAN2 silently blackholed.
     let cut = Instant::now();
@@ -199,11 +209,37 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
         })
     };
     let given_before = given(&lab);
+    // And `xwan status --json`'s measured distribution: its counts at a sample taken after
+    // the move, then at the first sample after the burst.
+    let sampled_before = next_sample(&lab, None);
     let mark = Instant::now();
     let (n, reused, failed) = burst(&lab, 300);
+    let took = mark.elapsed();
     let total = n[WAN1] + n[WAN3];
     let share = 100.0 * n[WAN1] as f64 / total as f64;
     let given_after = given(&lab);
+    let sampled_after = next_sample(&lab, Some(sampled_before.0));
+    let (s1, s3) = (
+        sampled_after.1[0] - sampled_before.1[0],
+        sampled_after.1[1] - sampled_before.1[1],
+    );
+    let status_share = 100.0 * s1 as f64 / (s1 + s3) as f64;
+    println!(
+        "xwan status --json, ProductionRouter between samples {:.0} s and {:.0} s of its \
+         window: RemoteTunWAN1 +{s1}, RemoteTunWAN3 +{s3} new flows ({status_share:.1} / \
+         {:.1} %)",
+        sampled_before.0,
+        sampled_after.0,
+        100.0 - status_share
+    );
+    assert!(
+        s1 + s3 >= total as u64,
+        "status counted fewer flows than the sinks saw"
+    );
+    assert!(
+        (status_share - 100.0 * 50.0 / 60.0).abs() <= 4.0,
+        "measured WAN1 share in xwan status {status_share:.1} % is not 83.3 ± 4"
+    );
     let (g1, g3) = (
         given_after[0] - given_before[0],
         given_after[1] - given_before[1],
@@ -225,7 +261,7 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
     println!(
         "1200 new SQL connections in {:?} ({failed} failed, {reused} reusing an earlier \
          5-tuple): WAN1 {} ({share:.1} %), WAN2 {}, WAN3 {} ({:.1} %); expected 83.3/16.7",
-        mark.elapsed(),
+        took,
         n[WAN1],
         n[WAN2],
         n[WAN3],
@@ -328,6 +364,185 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
         "new connections not on the main gateway"
     );
     production.stop();
+
+    // ---- The events of it all, as the hook and `xwan events` saw them.
+    let recovered = |e: &[Event]| {
+        last_router(e, "HTTPRouter") == Some((RouterState::OnMains, vec!["RemoteTunWAN1"]))
+            && last_router(e, "ProductionRouter")
+                == Some((RouterState::OnMains, vec!["RemoteTunWAN2"]))
+    };
+    let mut streamed = Vec::new();
+    wait_until(
+        "the hook and xwan events to agree on every event",
+        ms(5000),
+        || {
+            streamed = recorder.streamed();
+            recovered(&streamed) && recorder.hooked() == streamed
+        },
+    );
+    let got: Vec<String> = streamed.iter().map(summary).collect();
+    println!("events, as the hook and xwan events saw them:");
+    got.iter().for_each(|e| println!("  {e}"));
+    let cut_and_second_cut = [
+        "reload applied",
+        "gateway RemoteTunWAN2 ready -> unavailable (timeout)",
+        "router ProductionRouter on_mains -> on_backups [RemoteTunWAN1, RemoteTunWAN3]",
+        "gateway RemoteTunWAN1 ready -> unavailable (timeout)",
+        "router HTTPRouter on_mains -> no_gateway [] (on_failure drop)",
+        "router ProductionRouter on_backups -> on_backups [RemoteTunWAN3]",
+    ];
+    assert_eq!(
+        got[..cut_and_second_cut.len().min(got.len())],
+        cut_and_second_cut
+    );
+    // The recovery's order of WAN1 and WAN2 is the probes': every change follows from the
+    // one before it for that router or gateway, and the last ones are where the lab is.
+    assert_chained(&streamed);
+    let seqs: Vec<u64> = streamed.iter().map(|e| e.seq).collect();
+    let first = seqs[0];
+    assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
+}
+
+/// A router's state and active gateways after the last of `events` about it.
+fn last_router<'e>(events: &'e [Event], router: &str) -> Option<(RouterState, Vec<&'e str>)> {
+    events.iter().rev().find_map(|e| match &e.what {
+        What::Router {
+            router: r,
+            state,
+            active,
+            ..
+        } if r == router => Some((*state, active.iter().map(String::as_str).collect())),
+        _ => None,
+    })
+}
+
+/// One line per event: `router R on_mains -> on_backups [A, B]`.
+fn summary(e: &Event) -> String {
+    match &e.what {
+        What::Gateway {
+            gateway,
+            state,
+            previous,
+            reason,
+            ..
+        } => format!(
+            "gateway {gateway} {} -> {} ({reason})",
+            snake(previous),
+            snake(state)
+        ),
+        What::Router {
+            router,
+            state,
+            previous,
+            active,
+            on_failure,
+            ..
+        } => {
+            let on_failure = on_failure
+                .as_ref()
+                .map_or(String::new(), |f| format!(" (on_failure {f})"));
+            format!(
+                "router {router} {} -> {} [{}]{on_failure}",
+                snake(previous),
+                snake(state),
+                active.join(", ")
+            )
+        }
+        What::Reload { result, .. } => format!(
+            "reload {}",
+            if *result == ReloadResult::Applied {
+                "applied"
+            } else {
+                "rejected"
+            }
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A value as its JSON spells it (`on_backups`).
+fn snake(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Each router's and gateway's event starts where its previous one ended.
+fn assert_chained(events: &[Event]) {
+    let mut routers: BTreeMap<&str, (RouterState, &[String])> = BTreeMap::new();
+    let mut gateways: BTreeMap<&str, Availability> = BTreeMap::new();
+    for e in events {
+        match &e.what {
+            What::Router {
+                router,
+                state,
+                previous,
+                active,
+                previous_active,
+                ..
+            } => {
+                if let Some((s, a)) = routers.get(router.as_str()) {
+                    assert_eq!(
+                        (s, *a),
+                        (previous, &previous_active[..]),
+                        "event {} of {router} does not follow its previous one",
+                        e.seq
+                    );
+                }
+                routers.insert(router, (*state, active));
+            }
+            What::Gateway {
+                gateway,
+                state,
+                previous,
+                ..
+            } => {
+                if let Some(s) = gateways.get(gateway.as_str()) {
+                    assert_eq!(s, previous, "event {} of {gateway}", e.seq);
+                }
+                gateways.insert(gateway, *state);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// ProductionRouter's measured distribution in `xwan status --json` at its next sample (the
+/// first whose window differs from `after`, or from the current one): the window's span and
+/// the new flows RemoteTunWAN1 and RemoteTunWAN3 were given in it.
+fn next_sample(lab: &Lab, after: Option<f64>) -> (f64, [u64; 2]) {
+    let read = || {
+        let out = std::process::Command::new(xwan_lab::agent::locate_xwan().unwrap())
+            .args(["status", "--json", "--socket"])
+            .arg(lab.branch_dir.socket())
+            .output()
+            .unwrap();
+        let s: Status = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("xwan status --json: {e}"));
+        let r = s
+            .routers
+            .into_iter()
+            .find(|r| r.name == "ProductionRouter")
+            .unwrap();
+        let flows = |g: &str| (r.gateways.iter().find(|x| x.name == g)).and_then(|x| x.new_flows);
+        match (r.window_s, flows("RemoteTunWAN1"), flows("RemoteTunWAN3")) {
+            (Some(w), Some(a), Some(b)) => Some((w, [a, b])),
+            _ => None,
+        }
+    };
+    let from = after.or_else(|| read().map(|r| r.0));
+    let mut got = None;
+    // A sample every 10 s.
+    wait_until(
+        "the next sample of the measured distribution",
+        ms(12_000),
+        || {
+            got = read().filter(|r| Some(r.0) != from);
+            got.is_some()
+        },
+    );
+    got.unwrap()
 }
 
 #[test]

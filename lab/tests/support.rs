@@ -159,3 +159,76 @@ pub fn assert_no_loss(what: &str, flows: &[Arc<FlowStats>], lab: &Lab) {
         );
     }
 }
+
+/// The branch agent's events, recorded two ways: a `[[hook]]` appending the JSON it gets on
+/// stdin to a file, and an `xwan events` client printing to another. Both start before the
+/// reload that adds the hook, so the first event of both is that reload.
+pub struct Recorder {
+    hooked: std::path::PathBuf,
+    streamed: std::path::PathBuf,
+    listener: std::process::Child,
+}
+
+impl Recorder {
+    pub fn start(lab: &Lab) -> Recorder {
+        use std::{io::BufRead, os::unix::fs::PermissionsExt, process::Stdio};
+        let dir = lab.state_dir();
+        let (hooked, streamed) = (dir.join("hooked.jsonl"), dir.join("streamed.jsonl"));
+        let script = dir.join("record-event");
+        std::fs::write(&script, format!("#!/bin/sh\ncat >> {}\n", hooked.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut listener = std::process::Command::new(locate_xwan().unwrap())
+            .arg("events")
+            .arg("--socket")
+            .arg(lab.branch_dir.socket())
+            .stdout(std::fs::File::create(&streamed).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = String::new();
+        std::io::BufReader::new(listener.stderr.take().unwrap())
+            .read_line(&mut said)
+            .unwrap();
+        assert!(said.starts_with("xwan: listening"), "xwan events: {said}");
+        let mut config = lab.branch_config().unwrap();
+        let mut hook = toml::Table::new();
+        hook.insert("name".into(), "recorder".into());
+        hook.insert("command".into(), script.display().to_string().into());
+        config.insert("hook".into(), toml::Value::Array(vec![hook.into()]));
+        let answer = lab
+            .reload_branch(&xwan_lab::config::render(&config))
+            .unwrap();
+        assert!(
+            matches!(answer, xwan::control::Answer::Reloaded { .. }),
+            "{answer:?}"
+        );
+        Recorder {
+            hooked,
+            streamed,
+            listener,
+        }
+    }
+
+    fn read(path: &std::path::Path) -> Vec<xwan::events::Event> {
+        (std::fs::read_to_string(path).unwrap_or_default().lines())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+
+    /// What the hook recorded so far.
+    pub fn hooked(&self) -> Vec<xwan::events::Event> {
+        Self::read(&self.hooked)
+    }
+
+    /// What `xwan events` printed so far.
+    pub fn streamed(&self) -> Vec<xwan::events::Event> {
+        Self::read(&self.streamed)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.listener.kill();
+        let _ = self.listener.wait();
+    }
+}
