@@ -71,7 +71,7 @@ use crate::{
     offload,
     planner::{self, Facts, Judge, Planned},
     probe::{Fleet, GatewayEvent, GatewayView, LinkState, Recorded, Tag},
-    router::Keyword,
+    router::{self, Keyword, LoadBalancing},
     status::{self, Status},
     xfrm::Supervisor,
 };
@@ -108,6 +108,10 @@ struct Daemon {
     offloader: offload::Offloader,
     /// Where changes go: `[[hook]]` commands and `xwan events` clients.
     events: events::Hub,
+    /// The gateway each best-quality router gives new connections to.
+    in_use: router::quality::InUse,
+    /// Best-quality routers whose gateways' scores changed since they were last compared.
+    quality_due: Vec<usize>,
 }
 
 pub async fn run(path: &Path) -> Result<()> {
@@ -151,6 +155,8 @@ pub async fn run(path: &Path) -> Result<()> {
     let events = events::Hub::new(&config.hooks, metrics.clone());
     let mut d = Daemon {
         events,
+        in_use: Default::default(),
+        quality_due: Vec::new(),
         policy,
         _resetter: resetter,
         offloader,
@@ -235,6 +241,7 @@ pub async fn run(path: &Path) -> Result<()> {
                 }
                 report = changed.is_empty();
                 d.commit_verdicts(&changed, verdicts);
+                d.compare_quality();
                 d.finish_start(false)?;
             }
             _ = tokio::time::sleep_until((published + STATUS_EVERY).into()), if stale => {}
@@ -440,7 +447,18 @@ impl Daemon {
             state_changed,
         } = self.probes.record(tag, &ev)?;
         match &ev {
-            GatewayEvent::Probed(r) => self.metrics.observe_probe_report(gw, r, primary),
+            GatewayEvent::Probed(r) => {
+                self.metrics.observe_probe_report(gw, r, primary);
+                // Its best-quality routers compare their gateways again.
+                for (i, router) in self.config.routers.iter().enumerate() {
+                    if router.options.load_balancing == LoadBalancing::BestQuality
+                        && router.uses(id)
+                        && !self.quality_due.contains(&i)
+                    {
+                        self.quality_due.push(i);
+                    }
+                }
+            }
             GatewayEvent::Transition(t) => {
                 // The routers that judge the gateway as this task does.
                 let routers: Vec<String> = (self.config.routers.iter())
@@ -470,12 +488,105 @@ impl Daemon {
         state_changed.then_some(id)
     }
 
+    /// Best-quality routers whose gateways reported: those whose choice of gateway changes
+    /// get new tables.
+    fn compare_quality(&mut self) {
+        let due = std::mem::take(&mut self.quality_due);
+        if due.is_empty() || self.starting.is_some() {
+            return;
+        }
+        let ready = |j: Judge, id: u16| self.committed_availability(j, id);
+        let inputs = self.quality_inputs(&due, &ready);
+        if inputs.iter().any(|(i, c)| self.would_switch(*i, c)) {
+            self.recompute(&[], &due);
+        }
+    }
+
+    /// Each best-quality router of `ids` with its candidates (list order) and their scores.
+    fn quality_inputs(
+        &self,
+        ids: &[usize],
+        ready: planner::Verdicts,
+    ) -> Vec<(usize, router::quality::Scored)> {
+        (ids.iter().copied())
+            .filter(|&i| {
+                self.config.routers[i].options.load_balancing == LoadBalancing::BestQuality
+            })
+            .map(|i| {
+                let scored = (planner::quality_candidates(&self.config, i, ready).into_iter())
+                    .map(|g| {
+                        let s = self.view(Judge::Router(i), GatewayId(g)).and_then(|v| {
+                            router::quality::score(v.stats.rtt, v.stats.jitter, v.stats.loss)
+                        });
+                        (g, s)
+                    })
+                    .collect();
+                (i, scored)
+            })
+            .collect()
+    }
+
+    /// Whether router `i` would give new connections to another gateway than now.
+    fn would_switch(&self, i: usize, scored: &[(u16, Option<f64>)]) -> bool {
+        let r = &self.config.routers[i];
+        let current = (self.in_use.get(&r.name))
+            .and_then(|n| self.config.gateway_by_name(n))
+            .map(|g| g.0);
+        router::quality::pick(current, scored, r.quality_margin) != current
+    }
+
+    /// Records the gateway each best-quality router now prefers, from its
+    /// [`Self::quality_inputs`] (logged when it changes).
+    fn pick_quality_from(&mut self, inputs: Vec<(usize, router::quality::Scored)>) {
+        for (i, scored) in inputs {
+            let r = &self.config.routers[i];
+            let candidates: Vec<router::quality::Candidate> = (scored.iter())
+                .map(|&(g, s)| (g, self.config.gateways[g as usize].name.as_str(), s))
+                .collect();
+            if let Some((before, now)) = self.in_use.update(&r.name, &candidates, r.quality_margin)
+            {
+                let scores: Vec<String> = (candidates.iter())
+                    .map(|(_, n, s)| match s {
+                        Some(s) => format!("{n}={s:.1}ms"),
+                        None => format!("{n}=none"),
+                    })
+                    .collect();
+                info!(
+                    router = %r.name,
+                    gateway = %now,
+                    previous = before.as_deref().unwrap_or("none"),
+                    scores = scores.join(","),
+                    "best-quality router gives new connections to another gateway"
+                );
+            }
+        }
+    }
+
+    /// The gateway best-quality router `i` gives new connections to (`None`: its first
+    /// candidate).
+    fn picked(&self, i: usize) -> Option<u16> {
+        (self.in_use.get(&self.config.routers[i].name))
+            .and_then(|n| self.config.gateway_by_name(n))
+            .map(|g| g.0)
+    }
+
+    /// Gateway `id`'s availability as `judge` sees it, Unavailable if the committed plan does
+    /// not have it: the facts may already say a gateway is usable while the plan that adds it
+    /// failed (an interface vanished while it was applied, say); a table pointing at a
+    /// gateway the maps do not have would lose its flows.
+    fn committed_availability(&self, judge: Judge, id: u16) -> Availability {
+        match self.committed.plan.gateways.iter().any(|g| g.id == id) {
+            true => self.availability(judge, id),
+            false => Availability::Unavailable,
+        }
+    }
+
     /// Commits the router tables after the verdicts of `changed` (taken from `since`).
     fn commit_verdicts(&mut self, changed: &[GatewayId], since: Instant) {
         if changed.is_empty() {
             return;
         }
-        self.recompute(changed);
+        self.recompute(changed, &[]);
         self.metrics.observe_commit(since.elapsed());
         let names: Vec<&str> = (changed.iter())
             .map(|&id| self.config.gateway(id).name.as_str())
@@ -533,14 +644,13 @@ impl Daemon {
     }
 
     /// Fast path after the verdicts of gateways `changed`: new tables for the routers they
-    /// belong to (no other's can change) and their ready flags, no ruleset change.
-    fn recompute(&mut self, changed: &[GatewayId]) {
+    /// belong to (no other's can change) and `also`, and the gateways' ready flags, no
+    /// ruleset change.
+    fn recompute(&mut self, changed: &[GatewayId], also: &[usize]) {
         if self.starting.is_some() {
             return;
         }
-        // Only gateways the committed plan has: the facts may already say a gateway is usable
-        // while the plan that adds it failed (an interface vanished while it was applied, say);
-        // a table pointing at a gateway the maps do not have would lose its flows.
+        // Only gateways the committed plan has (see `committed_availability`).
         let mut committed = vec![false; self.config.gateways.len()];
         for g in &self.committed.plan.gateways {
             if let Some(c) = committed.get_mut(g.id as usize) {
@@ -552,10 +662,17 @@ impl Daemon {
             _ => Availability::Unavailable,
         };
         let affected: Vec<usize> = (self.config.routers.iter().enumerate())
-            .filter(|(_, r)| changed.iter().any(|&g| r.uses(g)))
+            .filter(|(i, r)| changed.iter().any(|&g| r.uses(g)) || also.contains(i))
             .map(|(i, _)| i)
             .collect();
-        let computed = planner::router_tables_of(&self.config, &affected, &ready);
+        let inputs = self.quality_inputs(&affected, &ready);
+        self.pick_quality_from(inputs);
+        let ready = |j: Judge, id: u16| match committed.get(id as usize) {
+            Some(true) => self.availability(j, id),
+            _ => Availability::Unavailable,
+        };
+        let picks = |i: usize| self.picked(i);
+        let computed = planner::router_tables_of(&self.config, &affected, &ready, &picks);
         // Their ready flags, written only where they changed.
         for &GatewayId(id) in changed {
             let r = self.is_ready(Judge::Gateway, id);
@@ -608,8 +725,19 @@ impl Daemon {
             // Adopted start: the first plan waits for the first verdicts (`finish_start`).
             return self.dp.epoch().map_err(Into::into);
         }
+        let all: Vec<usize> = (0..self.config.routers.len()).collect();
+        let inputs = self.quality_inputs(&all, &|j, id| self.availability(j, id));
+        self.pick_quality_from(inputs);
+        let names: Vec<&str> = self
+            .config
+            .routers
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        self.in_use.retain(|r| names.contains(&r));
         let ready = |j: Judge, id: u16| self.availability(j, id);
-        let planned = planner::plan(&self.config, &self.facts, &ready)?;
+        let picks = |i: usize| self.picked(i);
+        let planned = planner::plan_with(&self.config, &self.facts, &ready, &picks)?;
         // A neighbour or a carrier changes gateways only: those, not a new ruleset (which
         // would re-decide every flow and cost the whole configuration's compilation).
         let update = if self.whole_committed {

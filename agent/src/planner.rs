@@ -82,6 +82,7 @@ pub fn router_spec(config: &Config, r: &Router) -> RouterSpec {
         mains: members(&r.mains),
         backups: members(&r.backups),
         options: r.options,
+        preferred: None,
     }
 }
 
@@ -97,6 +98,10 @@ pub enum Judge {
 
 /// The probes' verdicts: a gateway's (by id) availability as a [`Judge`] sees it.
 pub type Verdicts<'a> = &'a dyn Fn(Judge, u16) -> Availability;
+
+/// Routers with `load_balancing = "best-quality"`: the gateway router `i` takes new
+/// connections to, as `router::quality::pick` chose it (`None`: its first candidate).
+pub type Picks<'a> = &'a dyn Fn(usize) -> Option<u16>;
 
 /// How router `r` judges `gateway`: its probe timing and SLA, the gateway's quorum.
 pub fn router_health(config: &Config, r: &Router, gateway: GatewayId) -> HealthParams {
@@ -162,9 +167,12 @@ pub fn judgements(config: &Config, gateway: GatewayId) -> Vec<HealthParams> {
 pub fn router_tables(
     config: &Config,
     ready: Verdicts,
+    picks: Picks,
 ) -> (Vec<RouterTable>, Vec<Vec<router::GatewayStatus>>) {
     let ids: Vec<usize> = (0..config.routers.len()).collect();
-    router_tables_of(config, &ids, ready).into_iter().unzip()
+    router_tables_of(config, &ids, ready, picks)
+        .into_iter()
+        .unzip()
 }
 
 /// [`router_tables`] for the routers `ids` only (indexes into the configuration's routers):
@@ -173,13 +181,24 @@ pub fn router_tables_of(
     config: &Config,
     ids: &[usize],
     ready: Verdicts,
+    picks: Picks,
 ) -> Vec<(RouterTable, Vec<router::GatewayStatus>)> {
     ids.iter()
         .map(|&i| {
-            let spec = router_spec(config, &config.routers[i]);
+            let mut spec = router_spec(config, &config.routers[i]);
+            spec.preferred = picks(i);
             router::table(&spec, &|g| ready(Judge::Router(i), g))
         })
         .collect()
+}
+
+/// The candidates of best-quality router `i`: the gateways it would make active if it
+/// balanced over them, in list order (mains first).
+pub fn quality_candidates(config: &Config, i: usize, ready: Verdicts) -> Vec<u16> {
+    let mut spec = router_spec(config, &config.routers[i]);
+    spec.options.load_balancing = router::LoadBalancing::Connection;
+    let set = router::active_set(&spec, &|g| ready(Judge::Router(i), g));
+    set.active.iter().map(|m| m.gateway).collect()
 }
 
 /// Gateways the data plane can use now: their interface exists and is up, and (XDP
@@ -314,14 +333,25 @@ pub struct Planned {
 }
 
 /// The plan for `config` given `facts` and availability (`ready`: the probes' verdicts, the
-/// plan adds whether the gateway is [`usable`]). A gateway's own ready flag (its return
-/// routes) is its [`Judge::Gateway`] verdict.
+/// plan adds whether the gateway is [`usable`]), best-quality routers on their first
+/// candidate. A gateway's own ready flag (its return routes) is its [`Judge::Gateway`]
+/// verdict.
 pub fn plan(config: &Config, facts: &Facts, ready: Verdicts) -> Result<Planned, PlanningError> {
+    plan_with(config, facts, ready, &|_| None)
+}
+
+/// [`plan`] with best-quality routers on the gateways `picks` gives.
+pub fn plan_with(
+    config: &Config,
+    facts: &Facts,
+    ready: Verdicts,
+    picks: Picks,
+) -> Result<Planned, PlanningError> {
     let ready = |j: Judge, id: u16| match usable(config, facts, GatewayId(id)) {
         true => ready(j, id),
         false => Availability::Unavailable,
     };
-    let (tables, rows) = router_tables(config, &ready);
+    let (tables, rows) = router_tables(config, &ready, picks);
     let iface = |what: String, name: &str| {
         facts
             .interfaces

@@ -153,6 +153,10 @@ pub struct RouterStatus {
     pub window_s: Option<f64>,
     #[serde(default)]
     pub new_flows: Option<u64>,
+    /// With `load_balancing = "best-quality"`: the margin another gateway's score must beat
+    /// (the configured one, or 10 % of the best score if more).
+    #[serde(default)]
+    pub quality_margin_ms: Option<f64>,
     pub gateways: Vec<GatewayRow>,
 }
 
@@ -184,6 +188,10 @@ pub struct GatewayRow {
     pub new_flows: Option<u64>,
     #[serde(default)]
     pub measured_distribution: Option<f64>,
+    /// With `load_balancing = "best-quality"`: the score of its probe window (RTT + 2 ×
+    /// jitter + 10 ms per percent of loss; lower is better; absent with nothing answered).
+    #[serde(default)]
+    pub score_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
     pub jitter_ms: Option<f64>,
     pub loss_pct: f64,
@@ -297,6 +305,20 @@ pub fn render(s: &Status, now: SystemTime) -> String {
                 }
                 _ => {}
             }
+        }
+        if let Some(margin) = r.quality_margin_ms {
+            let scores: Vec<String> = (r.gateways.iter())
+                .map(|g| match g.score_ms {
+                    Some(s) => format!("{} {s:.1}ms", g.name),
+                    None => format!("{} -", g.name),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "  best quality (score = RTT + 2 × jitter + 10 ms per % loss, margin \
+                 {margin:.1}ms): {}",
+                scores.join(", ")
+            );
         }
         // Measured beside configured: what the gateways were actually given.
         if let (Some(span), Some(n)) = (r.window_s, r.new_flows)
@@ -415,6 +437,7 @@ mod tests {
             last_change: Some(last_change),
             window_s: None,
             new_flows: None,
+            quality_margin_ms: None,
             gateways: vec![row(
                 "G",
                 g,
@@ -442,6 +465,7 @@ mod tests {
             distribution: share,
             new_flows: None,
             measured_distribution: None,
+            score_ms: None,
             rtt_ms: ready.then_some(0.42),
             jitter_ms: None,
             loss_pct: if ready { 0.0 } else { 100.0 },
@@ -474,6 +498,7 @@ mod tests {
                     last_change: Some(at(1_086, 600)),
                     window_s: Some(300.0),
                     new_flows: Some(1_200),
+                    quality_margin_ms: None,
                     gateways: vec![
                         GatewayRow {
                             new_flows: Some(204),
@@ -508,7 +533,29 @@ mod tests {
                     last_change: None,
                     window_s: Some(300.0),
                     new_flows: Some(0),
+                    quality_margin_ms: None,
                     gateways: vec![],
+                },
+                RouterStatus {
+                    name: "Voice".into(),
+                    state: RouterState::OnMains,
+                    active_mains: 1,
+                    active_backups: 0,
+                    on_failure: "drop".into(),
+                    last_change: None,
+                    window_s: None,
+                    new_flows: None,
+                    quality_margin_ms: Some(12.5),
+                    gateways: vec![
+                        GatewayRow {
+                            score_ms: Some(125.0),
+                            ..row("WAN1", GatewayState::OnStandby, true, Role::Main, 0.0)
+                        },
+                        GatewayRow {
+                            score_ms: Some(0.84),
+                            ..row("WAN2", GatewayState::Active, true, Role::Main, 100.0)
+                        },
+                    ],
                 },
             ],
             ipsec: vec![],
@@ -529,6 +576,12 @@ router ProductionRouter  on backups (1 backup and 0 mains active), since 3s ago
 
 router Idle  no gateway: drop, since -
   GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS
+
+router Voice  on mains (1 main active), since -
+  GATEWAY          STATE        LAST CHANGE      AVAILABILITY AVAILABLE SINCE  ROLE    ADDRESS          WEIGHT  DISTRIB      RTT   LOSS TARGETS
+  WAN1             On standby   3s ago           Ready        1m 30s ago       Main    172.16.1.2           50     0.0%   0.42ms     0%     2/3
+  WAN2             Active       3s ago           Ready        1m 30s ago       Main    172.16.1.2           50   100.0%   0.42ms     0%     2/3
+  best quality (score = RTT + 2 × jitter + 10 ms per % loss, margin 12.5ms): WAN1 125.0ms, WAN2 0.8ms
 ";
         assert_eq!(text, expected);
     }

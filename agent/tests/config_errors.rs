@@ -685,7 +685,7 @@ failback = "new-connection"
 "#
     ),
     concat!(
-        "test.toml:23:18: router 'R2': field 'load_balancing': unknown value 'round-robin'; use \"connection\" or \"source\" or \"none\"\n",
+        "test.toml:23:18: router 'R2': field 'load_balancing': unknown value 'round-robin'; use \"connection\" or \"source\" or \"none\" or \"best-quality\"\n",
         "test.toml:24:14: router 'R2': field 'on_failure': unknown value 'Drop'; did you mean \"drop\"? (use \"default-route\" or \"drop\")\n",
         "test.toml:25:12: router 'R2': field 'failback': unknown value 'new-connection'; did you mean \"new-connections\"? (use \"new-connections\" or \"all\")",
     )
@@ -1516,6 +1516,42 @@ action = "route"
 router = "R2"
 "#,
     "test.toml:40:48: router 'R2': field 'gateways[1].weight': ignored: load_balancing = \"none\" sends everything to the first Ready gateway; remove the weights or use load_balancing = \"connection\""
+);
+
+suspicious!(
+    warn_quality_settings_without_best_quality,
+    r#"
+[[gateway]]
+name = "GW2"
+link = "WAN2"
+address = "172.16.1.6"
+
+[[router]]
+name = "R2"
+gateways = ["GW1", { gateway = "GW2", weight = 5 }]
+load_balancing = "best-quality"
+on_failure = "drop"
+
+[[router]]
+name = "R3"
+gateways = ["GW1"]
+quality_margin = "20ms"
+on_failure = "drop"
+
+[[rule]]
+dst = ["192.0.2.0/24"]
+action = "route"
+router = "R2"
+
+[[rule]]
+dst = ["198.51.100.0/24"]
+action = "route"
+router = "R3"
+"#,
+    concat!(
+        "test.toml:40:48: router 'R2': field 'gateways[1].weight': ignored: load_balancing = \"best-quality\" sends new connections to the gateway of best quality; remove the weights or use load_balancing = \"connection\"\n",
+        "test.toml:47:18: router 'R3': field 'quality_margin': has no effect: only load_balancing = \"best-quality\" compares the gateways' quality; remove it or set load_balancing = \"best-quality\"",
+    )
 );
 
 suspicious!(

@@ -14,7 +14,9 @@
 //! ends where the lab does.
 //!
 //! And the alarm level: WAN2 delayed beyond ProductionRouter's `sla_alarm` is Degraded, new
-//! production connections take the healthy backups, existing ones stay on WAN2.
+//! production connections take the healthy backups, existing ones stay on WAN2. And
+//! `load_balancing = "best-quality"` over WAN2 and WAN1: noise moves nothing, a delayed WAN2
+//! loses new connections within a probe window and gets them back once it is good again.
 //!
 //! The scenario is a sequence (3 builds on 2), so 2–4 share one lab; `failback = all` needs
 //! its own, and so does test 2 behind stateful firewalls (`--firewall`). Each step prints the
@@ -733,4 +735,137 @@ fn a_delayed_gateway_is_degraded_and_new_connections_prefer_the_healthy_backups(
     for st in &sessions {
         assert!(st.answered.load(Ordering::Relaxed) > 0);
     }
+}
+
+/// `load_balancing = "best-quality"` on ProductionRouter, with WAN2 and WAN1 as mains (WAN2
+/// listed first): noise below half the margin (a few ms of delay toggled on either link)
+/// moves nothing; 40 ms of delay each way on WAN2 moves new connections to WAN1 within one
+/// probe window, existing ones stay; once the delay is gone and WAN2 is within half the
+/// margin of WAN1 again, new connections return to it.
+#[test]
+fn best_quality_moves_new_connections_off_a_delayed_link_and_back() {
+    let (_one, lab) = support::lab(Failback::NewConnections);
+    let lan = lab.topo.lan.name().to_owned();
+    let mut cfg = lab.branch_config().unwrap();
+    let production = tables(&mut cfg, "router")
+        .unwrap()
+        .find(|r| r.get("name").and_then(|n| n.as_str()) == Some("ProductionRouter"))
+        .unwrap();
+    let mains = toml::Value::Array(vec!["RemoteTunWAN2".into(), "RemoteTunWAN1".into()]);
+    production.insert("gateways".into(), mains);
+    production.insert(
+        "backups".into(),
+        toml::Value::Array(vec!["RemoteTunWAN3".into()]),
+    );
+    production.insert("load_balancing".into(), "best-quality".into());
+    let answer = lab.reload_branch(&render(&cfg)).unwrap();
+    assert!(
+        matches!(answer, xwan::control::Answer::Reloaded { .. }),
+        "{answer:?}"
+    );
+    let mut traffic = Traffic::new(&lan);
+    let sessions: Vec<_> = (0..2)
+        .map(|i| traffic.start(Client::SqlSession, CLIENTS[i], ms(50)))
+        .collect();
+    traffic.start(Client::SqlOpener, CLIENTS[2], ms(10));
+    std::thread::sleep(ms(500));
+    let t = Instant::now();
+    for st in &sessions {
+        wait_until("SQL sessions on WAN2", ms(2000), || {
+            links_since(&lab, st, t - ms(300)) == vec![WAN2]
+        });
+    }
+    let scores = || {
+        let s = lab.branch.status().unwrap();
+        let r = s
+            .routers
+            .into_iter()
+            .find(|r| r.name == "ProductionRouter")
+            .unwrap();
+        let score = |g: &str| {
+            r.gateways
+                .iter()
+                .find(|x| x.name == g)
+                .and_then(|x| x.score_ms)
+        };
+        (
+            score("RemoteTunWAN2"),
+            score("RemoteTunWAN1"),
+            r.quality_margin_ms,
+        )
+    };
+
+    // Noise: up to 2 ms each way on one link or the other, for 4 s (two probe windows).
+    let noise = Instant::now();
+    let mut worst = 0.0f64;
+    for step in 0..20u64 {
+        let (a, b) = (lab.topo.wire(WAN2).unwrap(), lab.topo.wire(WAN1).unwrap());
+        a.set_delay(ms(step * 7 % 3));
+        b.set_delay(ms(step * 5 % 3));
+        std::thread::sleep(ms(200));
+        assert!(
+            active(&lab, "ProductionRouter", "RemoteTunWAN2"),
+            "moved on noise after {:?}: scores {:?}\n{}",
+            noise.elapsed(),
+            scores(),
+            logs(&lab)
+        );
+        if let (Some(a), Some(b), _) = scores() {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    lab.topo.wire(WAN2).unwrap().set_delay(Duration::ZERO);
+    lab.topo.wire(WAN1).unwrap().set_delay(Duration::ZERO);
+    assert_eq!(
+        new_sql_on(&lab, &[WAN1, WAN3], noise),
+        None,
+        "a new connection moved"
+    );
+    println!(
+        "4 s of 0-2 ms noise on WAN1 and WAN2: scores up to {worst:.1} ms apart, nothing moved"
+    );
+
+    // WAN2 delayed: new connections to WAN1 within one probe window (10 probes, 2 s).
+    let delayed = Instant::now();
+    lab.topo.wire(WAN2).unwrap().set_delay(ms(40));
+    let bound = Timing::FAST.frequency * 10 + COMMIT;
+    let moved = wait_until("RemoteTunWAN1 active", bound, || {
+        active(&lab, "ProductionRouter", "RemoteTunWAN1")
+    });
+    let (w2, w1, margin) = scores();
+    println!(
+        "WAN2 delayed by 40 ms each way: new connections on WAN1 after {moved:?} (bound \
+         {bound:?}); scores WAN2 {w2:?} ms, WAN1 {w1:?} ms, margin {margin:?} ms"
+    );
+    assert!(w2.unwrap() > w1.unwrap() + margin.unwrap());
+    let mark = Instant::now();
+    let (n, reused, failed) = burst(&lab, 25);
+    println!("100 new SQL connections with WAN2 delayed ({reused} reused): {n:?}");
+    assert_eq!((n[WAN2], n[WAN3], failed), (0, 0, 0), "{}", logs(&lab));
+    // A session's query waits 80 ms for its answer now: let each send one more.
+    std::thread::sleep(ms(300));
+    for st in &sessions {
+        assert_eq!(
+            links_since(&lab, st, mark),
+            vec![WAN2],
+            "{}: an existing connection moved",
+            st.label
+        );
+    }
+
+    // The delay gone: back once WAN2 is within half the margin again.
+    let restored = Instant::now();
+    lab.topo.wire(WAN2).unwrap().set_delay(Duration::ZERO);
+    // Its score is good again once the window holds no delayed probe, nor the jitter their
+    // end makes: one window after the delay ends, and a second as the machine's slack.
+    let back = wait_until("RemoteTunWAN2 active again", bound * 2, || {
+        active(&lab, "ProductionRouter", "RemoteTunWAN2")
+    });
+    println!(
+        "delay removed {:?} after it began: new connections back on WAN2 after {back:?}",
+        restored - delayed
+    );
+    let (n, _, failed) = burst(&lab, 25);
+    assert_eq!((n[WAN1], n[WAN3], failed), (0, 0, 0));
+    traffic.stop();
 }

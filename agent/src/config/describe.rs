@@ -186,9 +186,16 @@ impl Config {
                 plural(r.recover.get(), "success", "consecutive successes"),
             )?;
             let o = &r.options;
+            let margin = match o.load_balancing {
+                LoadBalancing::BestQuality => format!(
+                    " (switching past a margin of {} or 10 %)",
+                    format_duration(r.quality_margin)
+                ),
+                _ => String::new(),
+            };
             writeln!(
                 s,
-                "    load balancing: {}; on failure: {}; failback: {}",
+                "    load balancing: {}{margin}; on failure: {}; failback: {}",
                 o.load_balancing.keyword(),
                 o.on_failure.keyword(),
                 o.failback.keyword()

@@ -526,6 +526,9 @@ pub struct Router {
     pub sla_alarm: Option<Sla>,
     /// Route-flap damping of its gateways (off without a `damping` table).
     pub damping: Option<crate::health::Damping>,
+    /// With `load_balancing = "best-quality"`: how much better another gateway's score must
+    /// be (`crate::router::quality`).
+    pub quality_margin: Duration,
 }
 
 /// What a rule does.

@@ -110,6 +110,7 @@ pub struct RawRouter {
     pub sla: Option<Spanned<RawSla>>,
     pub sla_alarm: Option<Spanned<RawSla>>,
     pub damping: Option<Spanned<RawDamping>>,
+    pub quality_margin: Option<Str>,
 }
 
 /// A router's `damping = { half_life, penalty, suppress, reuse }`.

@@ -77,6 +77,9 @@ fn small() -> Metrics {
     m.record_reload_at(true, at(1_700_000_100.0));
     m.record_reload_at(false, at(1_700_000_200.0));
     m.observe_commit(Duration::from_millis(2));
+    m.record_hook("notify", crate::events::hooks::Outcome::Success);
+    m.record_hook("notify", crate::events::hooks::Outcome::Success);
+    m.record_hook("notify", crate::events::hooks::Outcome::Timeout);
     let mut reasons = vec![Counter::default(); reason::COUNT as usize];
     reasons[reason::DROP_RULE as usize] = Counter {
         packets: 3,
@@ -240,6 +243,13 @@ xwan_flow_offloads_total{event="offloaded"} 0
 xwan_flow_offloads_total{event="returned"} 0
 xwan_flow_offloads_total{event="resync"} 0
 xwan_flow_offloads_total{event="failed"} 0
+# HELP xwan_hook_events Events handed to each [[hook]], by result: success (exit status 0), failure (another status, or ended by a signal), timeout (killed after its timeout), error (could not be started), dropped (not run: the hook's queue was full).
+# TYPE xwan_hook_events counter
+xwan_hook_events_total{hook="notify",result="success"} 2
+xwan_hook_events_total{hook="notify",result="failure"} 0
+xwan_hook_events_total{hook="notify",result="timeout"} 1
+xwan_hook_events_total{hook="notify",result="error"} 0
+xwan_hook_events_total{hook="notify",result="dropped"} 0
 # HELP xwan_config_last_reload_successful Whether the last configuration (re)load succeeded (0: the running one is older).
 # TYPE xwan_config_last_reload_successful gauge
 xwan_config_last_reload_successful 0
@@ -438,7 +448,15 @@ fn value(s: &[Sample], name: &str, labels: &str) -> f64 {
 fn pinned_exposition_parses() {
     let text = small().encode();
     let s = samples(&text);
-    assert_eq!(s.len(), 141);
+    assert_eq!(s.len(), 146);
+    assert_eq!(
+        value(
+            &s,
+            "xwan_hook_events_total",
+            r#"{hook="notify",result="timeout"}"#
+        ),
+        1.0
+    );
     assert_eq!(
         value(&s, "xwan_probes_lost_total", r#"{gateway="ISP1"}"#),
         1.0

@@ -6,7 +6,8 @@
 //! * when fewer than `backup_threshold` mains are Ready, backups are activated: the first
 //!   Ready backup in list order, or every Ready backup with `activate_all_backups`;
 //! * with `load_balancing = none` only the first Ready active gateway (mains first, in list
-//!   order) takes traffic; the others stay on standby;
+//!   order) takes traffic; the others stay on standby; with `best-quality` only the one the
+//!   quality selection prefers (`spec.preferred`, when it is one of them) does;
 //! * nothing Ready: the active set is empty and the data plane applies `on_failure`.
 //!
 //! A gateway listed more than once in a router (configuration validation rejects that) counts
@@ -139,9 +140,12 @@ pub fn active_set(spec: &RouterSpec, availability: &dyn Fn(u16) -> Availability)
             .count();
         backups_activated = mains < spec.options.backup_threshold;
         let mut first_backup = true;
-        let mut first_any = true;
-        for m in members.iter_mut().filter(|m| m.availability == level) {
-            let wanted = match m.role {
+        let mut wanted: Vec<usize> = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            if m.availability != level {
+                continue;
+            }
+            let take = match m.role {
                 Role::Main => true,
                 Role::Backup if backups_activated => {
                     let take = first_backup || spec.options.activate_all_backups;
@@ -150,12 +154,24 @@ pub fn active_set(spec: &RouterSpec, availability: &dyn Fn(u16) -> Availability)
                 }
                 Role::Backup => false,
             };
-            if wanted && (first_any || spec.options.load_balancing != LoadBalancing::None) {
-                m.state = GatewayState::Active;
-                first_any = false;
+            if take {
+                wanted.push(i);
             }
         }
-        if !first_any {
+        // One gateway only without balancing: the first, or the preferred one.
+        let single = match spec.options.load_balancing {
+            LoadBalancing::None => wanted.first().copied(),
+            LoadBalancing::BestQuality => (wanted.iter().copied())
+                .find(|&i| Some(members[i].gateway) == spec.preferred)
+                .or(wanted.first().copied()),
+            LoadBalancing::Connection | LoadBalancing::Source => None,
+        };
+        for &i in &wanted {
+            if single.is_none_or(|s| s == i) {
+                members[i].state = GatewayState::Active;
+            }
+        }
+        if !wanted.is_empty() {
             break;
         }
     }
@@ -204,6 +220,7 @@ mod tests {
                 on_failure: OnFailure::Drop,
                 ..RouterOptions::default()
             },
+            preferred: None,
         }
     }
 

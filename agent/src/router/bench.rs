@@ -83,6 +83,7 @@ pub fn bench_specs(routers: usize, gateways_per_router: usize) -> Vec<RouterSpec
                         Failback::NewConnections
                     },
                 },
+                preferred: None,
             }
         })
         .collect()

@@ -10,6 +10,8 @@
 //!   keeps the options as they are; [`Keyword`] gives each option value its keyword).
 //! * `active.rs`: [`active_set`], the active set (mains, backups, `backup_threshold`,
 //!   `activate_all_backups`, `load_balancing = none`) and per-gateway states for display.
+//! * `quality.rs`: `load_balancing = best-quality`, the score of a gateway's probe window
+//!   and which candidate takes new connections, with hysteresis.
 //! * `slots.rs`: [`fill`], the `ROUTER_SLOTS` weighted slot table with exact quotas, a pure
 //!   function of the active gateways (Maglev), with near-minimal disruption.
 //! * this file: [`table`], the committed table (slots, `keep` set from `failback`, hash mode,
@@ -25,6 +27,7 @@
 
 mod active;
 pub mod bench;
+pub mod quality;
 pub(crate) mod slots;
 
 #[cfg(test)]
@@ -66,6 +69,9 @@ pub enum LoadBalancing {
     Source,
     /// No balancing: the first Ready active gateway takes everything.
     None,
+    /// No balancing: the active gateway with the best measured quality takes new connections
+    /// ([`quality`]).
+    BestQuality,
 }
 
 impl Keyword for LoadBalancing {
@@ -73,6 +79,7 @@ impl Keyword for LoadBalancing {
         ("connection", LoadBalancing::Connection),
         ("source", LoadBalancing::Source),
         ("none", LoadBalancing::None),
+        ("best-quality", LoadBalancing::BestQuality),
     ];
 }
 
@@ -169,6 +176,9 @@ pub struct RouterSpec {
     /// Backup gateways, in list order (the order decides which backup is "first").
     pub backups: Vec<Member>,
     pub options: RouterOptions,
+    /// With `load_balancing = best-quality`: the candidate [`quality::pick`] chose (the
+    /// first candidate when `None` or not one).
+    pub preferred: Option<u16>,
 }
 
 /// One row of the monitor table for a router (DESIGN.md §2): the router-dependent columns.
@@ -217,7 +227,9 @@ pub fn table(
     keep.dedup();
     let hash = match spec.options.load_balancing {
         LoadBalancing::Source => HashMode::Source,
-        LoadBalancing::Connection | LoadBalancing::None => HashMode::Connection,
+        LoadBalancing::Connection | LoadBalancing::None | LoadBalancing::BestQuality => {
+            HashMode::Connection
+        }
     };
     let status = set
         .members

@@ -21,6 +21,7 @@ fn router(name: &str, mains: &[(u16, u32)], backups: &[(u16, u32)]) -> RouterSpe
             on_failure: OnFailure::Drop,
             ..RouterOptions::default()
         },
+        preferred: None,
     }
 }
 
@@ -394,6 +395,48 @@ fn load_balancing_none_uses_first_ready_gateway() {
     two.options.load_balancing = LoadBalancing::None;
     assert_shares(&table(&two, &up(&[WAN1, WAN2])).0, &[(WAN2, ALL)]);
     assert_shares(&table(&two, &up(&[WAN1])).0, &[(WAN1, ALL)]);
+}
+
+/// Best quality: of the gateways balancing would use (the candidates), only the one the
+/// quality selection prefers takes new connections; existing flows stay on the others.
+#[test]
+fn load_balancing_best_quality_uses_the_preferred_candidate() {
+    use GatewayState::*;
+    let mut spec = production();
+    spec.options.load_balancing = LoadBalancing::BestQuality;
+    let states = |spec: &RouterSpec, ready: &[u16]| -> Vec<(u16, GatewayState)> {
+        let (_, st) = table(spec, &up(ready));
+        st.iter().map(|s| (s.gateway, s.state)).collect()
+    };
+    // WAN2 down: both backups are candidates; the preferred one takes everything new.
+    spec.preferred = Some(WAN3);
+    let (t, _) = table(&spec, &up(&[WAN1, WAN3]));
+    assert_shares(&t, &[(WAN3, ALL)]);
+    assert_eq!(t.keep, [WAN1, WAN3], "flows on WAN1 stay");
+    assert_eq!(t.hash, HashMode::Connection);
+    assert_eq!(
+        states(&spec, &[WAN1, WAN3]),
+        [(WAN2, Unavailable), (WAN1, OnStandby), (WAN3, Active)]
+    );
+    // The preferred gateway not a candidate (a backup while the main is up, or down): the
+    // first candidate.
+    assert_eq!(
+        states(&spec, &[WAN1, WAN2, WAN3]),
+        [(WAN2, Active), (WAN1, OnStandby), (WAN3, OnStandby)]
+    );
+    assert_eq!(
+        states(&spec, &[WAN1]),
+        [(WAN2, Unavailable), (WAN1, Active), (WAN3, Unavailable)]
+    );
+    spec.preferred = None;
+    assert_shares(&table(&spec, &up(&[WAN1, WAN3])).0, &[(WAN1, ALL)]);
+    // Two mains: either, as preferred.
+    let mut two = router("r", &[(WAN2, 1), (WAN1, 1)], &[]);
+    two.options.load_balancing = LoadBalancing::BestQuality;
+    two.preferred = Some(WAN1);
+    assert_shares(&table(&two, &up(&[WAN1, WAN2])).0, &[(WAN1, ALL)]);
+    two.preferred = Some(WAN2);
+    assert_shares(&table(&two, &up(&[WAN1, WAN2])).0, &[(WAN2, ALL)]);
 }
 
 #[test]

@@ -9,11 +9,23 @@ use super::{
     changes::{Changes, RouterView},
 };
 use crate::{
+    config::Router,
     config::{Config, GatewayId},
     planner::Judge,
     probe::{Fleet, GatewayView},
-    router::{GatewayStatus, Keyword},
+    router::{GatewayStatus, Keyword, LoadBalancing, quality},
 };
+
+/// The margin another gateway of best-quality router `r` must beat: its `quality_margin`, or
+/// 10 % of the best score of its usable gateways if more.
+fn quality_margin(r: &Router, rows: &[GatewayStatus], score: &dyn Fn(u16) -> Option<f64>) -> f64 {
+    let best = (rows.iter())
+        .filter(|s| s.availability.is_usable())
+        .filter_map(|s| score(s.gateway))
+        .min_by(f64::total_cmp)
+        .unwrap_or(0.0);
+    (r.quality_margin.as_secs_f64() * 1e3).max(best * quality::RELATIVE_MARGIN)
+}
 
 /// Each router of `config` with its committed monitor rows (`rows`, index = router id), when
 /// its state and each gateway's state in it last changed (`changes`), what the probes
@@ -32,6 +44,11 @@ pub fn routers(
             let view = RouterView::of(rows);
             let given = |g: u16| measured.map(|(_, n)| n.get(g as usize).copied().unwrap_or(0));
             let total = measured.map(|_| rows.iter().filter_map(|s| given(s.gateway)).sum());
+            let best_quality = r.options.load_balancing == LoadBalancing::BestQuality;
+            let score = |g: u16| {
+                let v = view_of(config, probes, Judge::Router(i), GatewayId(g));
+                quality::score(v.stats.rtt, v.stats.jitter, v.stats.loss)
+            };
             RouterStatus {
                 name: r.name.clone(),
                 state: view.state,
@@ -41,12 +58,14 @@ pub fn routers(
                 last_change: changes.router(&r.name),
                 window_s: measured.map(|(span, _)| span.as_secs_f64()),
                 new_flows: total,
+                quality_margin_ms: best_quality.then(|| quality_margin(r, rows, &score)),
                 gateways: (rows.iter())
                     .map(|s| {
                         let v = view_of(config, probes, Judge::Router(i), GatewayId(s.gateway));
                         let mut row = gateway(config, s, v);
                         row.last_change = changes.gateway(&r.name, &row.name);
                         row.new_flows = given(s.gateway);
+                        row.score_ms = best_quality.then(|| score(s.gateway)).flatten();
                         row.measured_distribution = match (row.new_flows, total) {
                             (Some(n), Some(t)) if t > 0 => Some(n as f64 * 100.0 / t as f64),
                             _ => None,
@@ -106,6 +125,8 @@ fn gateway(config: &Config, s: &GatewayStatus, v: GatewayView) -> GatewayRow {
         // The caller's: over its window.
         new_flows: None,
         measured_distribution: None,
+        // The caller's: best-quality routers only.
+        score_ms: None,
         rtt_ms: v.stats.rtt.map(|d| d.as_secs_f64() * 1e3),
         jitter_ms: v.stats.jitter.map(|d| d.as_secs_f64() * 1e3),
         loss_pct: v.stats.loss * 100.0,

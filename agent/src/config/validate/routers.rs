@@ -208,6 +208,10 @@ impl Validator<'_, '_, '_> {
             None => Some(None),
             Some(d) => self.damping(d, o).map(Some),
         };
+        let quality_margin = match &r.quality_margin {
+            None => Some(crate::router::quality::DEFAULT_MARGIN),
+            Some(m) => self.duration(m, o, "quality_margin", "10ms"),
+        };
         if let (Some(Some(alarm)), Some(Some(down)), Some(raw)) = (&sla_alarm, &sla, &r.sla_alarm) {
             ok &= self.alarm_below_sla(alarm, down, raw.get_ref(), o);
         }
@@ -232,6 +236,7 @@ impl Validator<'_, '_, '_> {
             sla: sla?,
             sla_alarm: sla_alarm?,
             damping: damping?,
+            quality_margin: quality_margin?,
         })
     }
 

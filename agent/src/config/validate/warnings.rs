@@ -154,7 +154,22 @@ impl Validator<'_, '_, '_> {
                         .to_owned(),
                 );
             }
-            if r.options.load_balancing == LoadBalancing::None {
+            if let Some(m) = &raw.quality_margin
+                && r.options.load_balancing != LoadBalancing::BestQuality
+            {
+                self.warn(
+                    &m.span(),
+                    o,
+                    Some("quality_margin"),
+                    "has no effect: only load_balancing = \"best-quality\" compares the \
+                     gateways' quality; remove it or set load_balancing = \"best-quality\""
+                        .to_owned(),
+                );
+            }
+            if matches!(
+                r.options.load_balancing,
+                LoadBalancing::None | LoadBalancing::BestQuality
+            ) {
                 let weighted = [("gateways", &raw.gateways), ("backups", &raw.backups)]
                     .into_iter()
                     .flat_map(|(f, l)| {
@@ -171,9 +186,19 @@ impl Validator<'_, '_, '_> {
                         &span,
                         o,
                         Some(&format!("{f}[{j}].weight")),
-                        "ignored: load_balancing = \"none\" sends everything to the first Ready \
-                         gateway; remove the weights or use load_balancing = \"connection\""
-                            .to_owned(),
+                        match r.options.load_balancing {
+                            LoadBalancing::BestQuality => {
+                                "ignored: load_balancing = \"best-quality\" sends new \
+                                 connections to the gateway of best quality; remove the weights \
+                                 or use load_balancing = \"connection\""
+                            }
+                            _ => {
+                                "ignored: load_balancing = \"none\" sends everything to the \
+                                 first Ready gateway; remove the weights or use load_balancing = \
+                                 \"connection\""
+                            }
+                        }
+                        .to_owned(),
                     );
                 }
             }
