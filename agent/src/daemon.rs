@@ -968,8 +968,16 @@ impl Daemon {
         let flow = |k: &xwan_common::FlowKey| self.dp.flow(k).ok().flatten();
         let return_route = |k: &xwan_common::FlowKey| self.dp.return_entry(k).ok().flatten();
         let reason = |r: usize, g: u16| {
-            (self.view(Judge::Router(r), GatewayId(g)))
-                .map_or("not yet probed".to_owned(), |v| v.reason.to_string())
+            let v = self.view(Judge::Router(r), GatewayId(g));
+            let mut text = v.map_or("not yet probed".to_owned(), |v| v.reason.to_string());
+            let score = (v.filter(|_| {
+                self.config.routers[r].options.load_balancing == LoadBalancing::BestQuality
+            }))
+            .and_then(|v| router::quality::score(v.stats.rtt, v.stats.jitter, v.stats.loss));
+            if let Some(s) = score {
+                text += &format!(", score {s:.1} ms");
+            }
+            text
         };
         let live = crate::explain::Live {
             epoch: self.dp.epoch().unwrap_or(0),

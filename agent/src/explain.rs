@@ -308,8 +308,16 @@ fn live_flow(
     });
     if let Some(id) = router {
         let r = &config.routers[id];
+        let quality = match r.options.load_balancing {
+            crate::router::LoadBalancing::BestQuality => format!(
+                "; new connections go to one gateway by probe score (RTT + 2 × jitter + 10 ms \
+                 per % loss), margin {}",
+                humantime::format_duration(r.quality_margin)
+            ),
+            _ => String::new(),
+        };
         out += &format!(
-            "router {}: backups take over below {} Ready main(s){}\n",
+            "router {}: backups take over below {} Ready main(s){}{quality}\n",
             r.name,
             r.options.backup_threshold,
             match r.options.failback {

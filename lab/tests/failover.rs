@@ -838,6 +838,29 @@ fn best_quality_moves_new_connections_off_a_delayed_link_and_back() {
          {bound:?}); scores WAN2 {w2:?} ms, WAN1 {w1:?} ms, margin {margin:?} ms"
     );
     assert!(w2.unwrap() > w1.unwrap() + margin.unwrap());
+    let q = xwan::explain::Query {
+        src: CLIENTS[3].into(),
+        dst: xwan_lab::topology::SQL_HOST.into(),
+        proto: 6,
+        sport: Some(40_000),
+        dport: Some(1433),
+        dscp: 0,
+        iface: None,
+    };
+    let why = match lab
+        .branch
+        .request(xwan::control::Request::Explain(q))
+        .unwrap()
+    {
+        xwan::control::Answer::Explained { text } => text,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        why.contains("a new connection takes gateway RemoteTunWAN1")
+            && why.contains("new connections go to one gateway by probe score")
+            && why.contains("  RemoteTunWAN2: Main, On standby, Ready (answering, score "),
+        "{why}"
+    );
     let mark = Instant::now();
     let (n, reused, failed) = burst(&lab, 25);
     println!("100 new SQL connections with WAN2 delayed ({reused} reused): {n:?}");
