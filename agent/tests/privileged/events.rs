@@ -8,38 +8,22 @@
 //! Needs root. Namespaces, the agent process and the bpffs mount are removed even when the
 //! test fails.
 
-use std::{
-    io::{BufRead, BufReader},
-    os::unix::fs::PermissionsExt,
-    process::{Child, Command, Stdio},
-};
+use std::os::unix::fs::PermissionsExt;
 
 use serde_json::Value;
 
 use crate::support::{
     self,
     wan::{
-        Agent, AgentConfig, AgentDir, Roles, TwoWan, blackhole, clear_blackhole, gateway_state,
-        request, status, wait, wait_until,
+        Agent, AgentConfig, AgentDir, Events, Roles, TwoWan, blackhole, clear_blackhole,
+        gateway_state, request, status, wait, wait_until,
     },
 };
 use xwan::control::{Answer, Request};
 
-/// `xwan events` from the test, killed on drop.
-struct Listener(Child);
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The JSON lines of a file (a hook's record, the listener's output) written so far.
 fn json_lines(path: &std::path::Path) -> Vec<Value> {
-    (std::fs::read_to_string(path).unwrap_or_default().lines())
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    Events::read(path)
 }
 
 /// An event's kind and what changed: `gateway GW1 ready -> unavailable`.
@@ -98,23 +82,7 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
     });
 
     let out = dir.path().join("events.jsonl");
-    let mut listener = Listener(
-        Command::new(env!("CARGO_BIN_EXE_xwan"))
-            .args(["events", "--count", "6", "--socket"])
-            .arg(&socket)
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut said = String::new();
-    BufReader::new(listener.0.stderr.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
-    assert!(
-        said.starts_with("xwan: listening to the agent at "),
-        "{said}"
-    );
+    let mut listener = Events::listen(&socket, &out, Some(6));
 
     // Cut and restore.
     blackhole(&net.wan1);
@@ -147,10 +115,12 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
         "reload applied",
     ];
     // The listener exits after its 6 events.
+    let mut exited = None;
     wait_until("xwan events to print 6 events and exit", wait(), || {
-        listener.0.try_wait().unwrap().is_some()
+        exited = listener.exited();
+        exited.is_some()
     });
-    assert!(listener.0.wait().unwrap().success());
+    assert_eq!(exited, Some(true), "xwan events failed");
     let streamed = json_lines(&out);
     let got: Vec<String> = streamed.iter().map(summary).collect();
     assert_eq!(got, want, "xwan events");

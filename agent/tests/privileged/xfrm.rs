@@ -25,7 +25,7 @@ use std::{
 use crate::support::{
     self,
     netns::{Netns, tun},
-    wan::{Agent, AgentConfig, AgentDir, Link, Rule, scrape, status, wait_until},
+    wan::{Agent, AgentConfig, AgentDir, Events, Link, Rule, scrape, status, wait_until},
 };
 use futures::StreamExt;
 use xwan::{
@@ -664,6 +664,8 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
     );
 
     // One SA gone (a peer's DELETE, an expiry, an operator): Unavailable, `no SA`.
+    let out = dir.path().join("events.jsonl");
+    let _events = Events::listen(&socket, &out, None);
     let t = Instant::now();
     delete_outbound_sa(&router);
     wait_until("Unavailable (no SA) after deleting the SA", WAIT, || {
@@ -680,6 +682,37 @@ fn deleted_sa_takes_the_gateway_down_until_it_is_back() {
     add_esp_sa(&router, "192.0.2.1", "192.0.2.2", "0xa0000001", KEY_OUT);
     ready("the gateway Ready again after re-adding the SA");
     println!("gateway Ready {:?} after the SA was re-added", t.elapsed());
+    // The loss and the return as events: the link's, then the gateway's.
+    let summary = |e: &serde_json::Value| {
+        let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+        match s("event").as_str() {
+            "ipsec" => format!("ipsec {} {} {}", s("link"), s("state"), s("missing"))
+                .trim_end()
+                .to_owned(),
+            "gateway" => format!("gateway {} {} ({})", s("gateway"), s("state"), s("reason")),
+            other => other.to_owned(),
+        }
+    };
+    let mut got = Vec::new();
+    wait_until("the SA's loss and return as events", WAIT, || {
+        got = Events::read(&out).iter().map(summary).collect::<Vec<_>>();
+        got.iter()
+            .any(|e| e.starts_with("gateway RemoteTunWAN1 ready"))
+    });
+    let link_events: Vec<&str> = (got.iter())
+        .filter(|e| !e.starts_with("router"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        link_events,
+        [
+            "ipsec TunWAN1 lost outbound",
+            "gateway RemoteTunWAN1 unavailable (no SA)",
+            "ipsec TunWAN1 up",
+            "gateway RemoteTunWAN1 ready (answering)",
+        ],
+        "{got:?}"
+    );
     // Probes go through the new SA and their answers come back.
     let answered = packets("in");
     wait_until("probes through the re-added SA, answered", WAIT, || {

@@ -580,3 +580,51 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) ->
     }
     panic!("timed out after {timeout:?} waiting for {what}");
 }
+
+/// `xwan events` for the agent at `socket`, printing to `out`; once it says it listens.
+/// Killed on drop.
+pub struct Events(Child);
+
+impl Events {
+    pub fn listen(socket: &Path, out: &Path, count: Option<u64>) -> Events {
+        use std::io::BufRead;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
+        cmd.arg("events").arg("--socket").arg(socket);
+        if let Some(n) = count {
+            cmd.args(["--count", &n.to_string()]);
+        }
+        let mut child = cmd
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut said = String::new();
+        std::io::BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut said)
+            .unwrap();
+        assert!(
+            said.starts_with("xwan: listening to the agent at "),
+            "{said}"
+        );
+        Events(child)
+    }
+
+    /// Whether it exited (with `count`: after that many events), successfully.
+    pub fn exited(&mut self) -> Option<bool> {
+        self.0.try_wait().unwrap().map(|s| s.success())
+    }
+
+    /// The events printed so far in `out`, as JSON.
+    pub fn read(out: &Path) -> Vec<serde_json::Value> {
+        (std::fs::read_to_string(out).unwrap_or_default().lines())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
