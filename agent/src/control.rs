@@ -1,8 +1,8 @@
 //! The local control API: one JSON request and one JSON answer per connection, over a Unix
-//! socket that only root can open (mode 0600). Used by `xwan status`, `reload`, `stop`,
-//! `explain`. `events` is the one stream: [`Answer::Listening`], then one
-//! [`Answer::Event`] line per event (or [`Answer::Lost`] for those a slow client missed) until
-//! either side closes ([`listen`]).
+//! socket that only root can open (mode 0600). Used by `xwan status`, `reload`, `explain`
+//! and `stop` (answered once everything is removed). `events` is the one stream:
+//! [`Answer::Listening`], then one [`Answer::Event`] line per event (or [`Answer::Lost`] for
+//! those a slow client missed) until either side closes ([`listen`]).
 //! The agent's side is [`server`]: it serves every connection in a task of its own, so that
 //! no client can hold up the daemon.
 
@@ -42,7 +42,8 @@ pub enum Answer {
     Reloaded {
         epoch: u32,
     },
-    Stopping,
+    /// `stop`: everything the agent created is removed; it exits.
+    Stopped,
     Explained {
         text: String,
     },

@@ -280,16 +280,20 @@ pub async fn run(path: &Path) -> Result<()> {
                 }
                 d.push_link_states();
             }
-            Some(call) = calls.recv() => if d.on_call(call).await {
+            Some(call) = calls.recv() => if let Some(stop) = d.on_call(call).await {
                 // Requests arriving meanwhile are told at once that the agent is stopping.
                 calls.close();
-                return d.stop().await;
+                // Answered once everything is removed: a script may check at once.
+                let stopped = d.stop().await;
+                stop.answer_and_wait(match &stopped {
+                    Ok(()) => Answer::Stopped,
+                    Err(e) => Answer::Error { message: format!("stopping: {e:#}") },
+                })
+                .await;
+                return stopped;
             },
-            _ = hup.recv() => {
-                if let Err(e) = d.reload().await {
-                    error!("reload rejected, keeping the running configuration: {e:#}");
-                }
-            }
+            // Logged (and counted) by `reload` itself.
+            _ = hup.recv() => { let _ = d.reload().await; }
             _ = term.recv() => { info!("SIGTERM: exiting, the data plane keeps forwarding"); break; }
             _ = int.recv() => { info!("SIGINT: exiting, the data plane keeps forwarding"); break; }
         }
@@ -868,9 +872,16 @@ impl Daemon {
     async fn reload(&mut self) -> Result<u32> {
         let r = self.try_reload().await;
         self.metrics.record_reload(r.is_ok());
-        if r.is_ok() {
-            self.metrics.retain_config(&self.config);
-            self.events.set_hooks(&self.config.hooks);
+        match &r {
+            Ok(epoch) => {
+                info!(config = %self.path.display(), epoch, "configuration reloaded");
+                self.metrics.retain_config(&self.config);
+                self.events.set_hooks(&self.config.hooks);
+            }
+            Err(e) => error!(
+                config = %self.path.display(),
+                "reload rejected, keeping the running configuration: {e:#}"
+            ),
         }
         self.events.emit(match &r {
             Ok(epoch) => What::Reload {
@@ -935,8 +946,9 @@ impl Daemon {
     }
 
     /// Answers a control request (`status` only if the server asks: it answers from the
-    /// published snapshot). True for `stop`, once its answer is written: the loop then stops.
-    async fn on_call(&mut self, call: Call) -> bool {
+    /// published snapshot). `stop` comes back unanswered: the loop stops, removes everything,
+    /// then answers it.
+    async fn on_call(&mut self, call: Call) -> Option<Call> {
         let answer = match &call.request {
             Request::Status => Answer::Status(self.status()),
             Request::Reload => match self.reload().await {
@@ -949,17 +961,14 @@ impl Daemon {
                 Ok(text) => Answer::Explained { text },
                 Err(message) => Answer::Error { message },
             },
-            Request::Stop => {
-                call.answer_and_wait(Answer::Stopping).await;
-                return true;
-            }
+            Request::Stop => return Some(call),
             // Streamed by the server itself (never a call).
             Request::Events => Answer::Error {
                 message: "events are streamed by the control server".into(),
             },
         };
         call.answer(answer);
-        false
+        None
     }
 
     fn explain(&self, q: &crate::explain::Query) -> Result<String, String> {

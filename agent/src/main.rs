@@ -10,7 +10,28 @@ use xwan::{
     daemon, status,
 };
 
-const DEFAULT_SOCKET: &str = "/run/xwan/control.sock";
+/// Which running agent a command talks to: its control socket, given, or read from its
+/// configuration file (`[agent] control_socket`, or the default when the file has none).
+#[derive(clap::Args)]
+struct Target {
+    /// The agent's control socket [default: /run/xwan/control.sock]
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    /// The agent's configuration file, for its control socket (the agent itself reloads the
+    /// file it was started with).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> PathBuf {
+        match (&self.socket, &self.config) {
+            (Some(s), _) => s.clone(),
+            (None, Some(c)) => config::control_socket_of(c),
+            (None, None) => PathBuf::from(config::DEFAULT_CONTROL_SOCKET),
+        }
+    }
+}
 
 #[derive(Parser)]
 #[command(name = "xwan", version, about = "Multi-link policy router on XDP")]
@@ -38,13 +59,16 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        /// Redraw every N seconds in place, like watch(1), until interrupted.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "1", conflicts_with = "json")]
+        watch: Option<f64>,
+        #[command(flatten)]
+        target: Target,
     },
     /// Reload the running agent's configuration (a broken one is rejected and reported).
     Reload {
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Which rule, router and gateway a packet would take now, and why.
     Explain {
@@ -64,8 +88,8 @@ enum Command {
         /// Ingress interface (default: the first LAN interface).
         #[arg(long = "in")]
         iface: Option<String>,
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// What this kernel and each configured interface offer, and which fallback xwan uses
     /// (exit status 1 when xwan cannot run here). Run it as root before deploying.
@@ -83,22 +107,26 @@ enum Command {
         /// Exit after this many events.
         #[arg(long)]
         count: Option<u64>,
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
-    /// Detach and remove everything the running agent created, and stop it.
+    /// Detach and remove everything the running agent created, and stop it; returns once all
+    /// of it is removed.
     Stop {
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // netlink-proto warns of every answer to a request whose caller stopped reading (a dump
+    // cut short, a request past its deadline): the agent says what matters itself.
     let filter = tracing_subscriber::EnvFilter::try_from_env("XWAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_proto=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().flatten_event(true).init();
@@ -146,15 +174,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Status { json, socket } => {
-            rt.block_on(ask(&socket, Request::Status, |a| match a {
+        Command::Status {
+            json,
+            watch: Some(every),
+            target,
+        } if !json => rt.block_on(watch(&target.socket(), every)),
+        Command::Status { json, target, .. } => {
+            rt.block_on(ask(&target.socket(), Request::Status, |a| match a {
                 Answer::Status(s) if json => serde_json::to_string_pretty(&s).unwrap_or_default(),
                 Answer::Status(s) => status::render(&s, std::time::SystemTime::now()),
                 other => format!("{other:?}"),
             }))
         }
-        Command::Reload { socket } => {
-            rt.block_on(ask(&socket, Request::Reload, |a| format!("{a:?}")))
+        Command::Reload { target } => {
+            rt.block_on(ask(&target.socket(), Request::Reload, |a| match a {
+                Answer::Reloaded { epoch } => {
+                    format!("reloaded: the configuration is applied (ruleset epoch {epoch})")
+                }
+                other => format!("{other:?}"),
+            }))
         }
         Command::Explain {
             src,
@@ -164,7 +202,7 @@ fn main() -> ExitCode {
             dport,
             dscp,
             iface,
-            socket,
+            target,
         } => {
             let proto = match xwan::explain::parse_protocol(&proto) {
                 Ok(p) => p,
@@ -186,7 +224,7 @@ fn main() -> ExitCode {
                 dscp,
                 iface,
             };
-            rt.block_on(ask(&socket, Request::Explain(q), |a| match a {
+            rt.block_on(ask(&target.socket(), Request::Explain(q), |a| match a {
                 Answer::Explained { text } => text.trim_end().to_string(),
                 other => format!("{other:?}"),
             }))
@@ -214,8 +252,8 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        Command::Stop { socket } => rt.block_on(ask(&socket, Request::Stop, |a| format!("{a:?}"))),
-        Command::Events { count, socket } => rt.block_on(events(&socket, count)),
+        Command::Stop { target } => rt.block_on(stop(&target.socket())),
+        Command::Events { count, target } => rt.block_on(events(&target.socket(), count)),
     }
 }
 
@@ -262,6 +300,78 @@ async fn events(socket: &PathBuf, count: Option<u64>) -> ExitCode {
         (Ok(()), None) => return ExitCode::SUCCESS,
     }
     ExitCode::FAILURE
+}
+
+/// How long `xwan stop` waits for the agent to say everything is removed: its teardown's
+/// kernel requests each have a 5 s deadline.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `xwan stop`: returns once the agent has removed everything (or says why it could not).
+async fn stop(socket: &PathBuf) -> ExitCode {
+    let asked = tokio::time::timeout(STOP_WITHIN, control::call(socket, &Request::Stop)).await;
+    match asked {
+        Ok(Ok(Answer::Stopped)) => {
+            println!(
+                "stopped: programs detached; pinned maps and links, policy routing, manual SAs \
+                 and the tunnel interfaces xwan created removed"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Ok(Answer::Error { message })) => {
+            eprintln!("xwan: {message}");
+            ExitCode::FAILURE
+        }
+        Ok(Ok(other)) => {
+            eprintln!("xwan: unexpected answer from the agent: {other:?}");
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("xwan: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "xwan: the agent did not confirm its stop within {}; see its log",
+                humantime::format_duration(STOP_WITHIN)
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `xwan status --watch`: the status redrawn in place every `every` seconds.
+async fn watch(socket: &PathBuf, every: f64) -> ExitCode {
+    use std::io::Write;
+    if !(every.is_finite() && every >= 0.1) {
+        eprintln!("xwan: --watch: give an interval of at least 0.1 s");
+        return ExitCode::FAILURE;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs_f64(every));
+    // The first screen starts clean.
+    print!("\x1b[H\x1b[2J");
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now();
+        let text = match control::call(socket, &Request::Status).await {
+            Ok(Answer::Status(s)) => status::render(&s, now),
+            Ok(Answer::Error { message }) => format!("xwan: {message}\n"),
+            Ok(other) => format!("xwan: unexpected answer from the agent: {other:?}\n"),
+            Err(e) => format!("xwan: {e}\n"),
+        };
+        let head = format!(
+            "every {every}s: xwan status  {}\n\n",
+            humantime::format_rfc3339_seconds(now)
+        );
+        let screen = status::redraw(&(head + &text));
+        let mut out = std::io::stdout().lock();
+        if out
+            .write_all(screen.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return ExitCode::SUCCESS;
+        }
+    }
 }
 
 async fn ask(socket: &PathBuf, request: Request, show: impl Fn(Answer) -> String) -> ExitCode {

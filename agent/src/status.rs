@@ -209,6 +209,21 @@ pub struct GatewayRow {
     pub reused_in_s: Option<f64>,
 }
 
+/// `text` as a terminal screen that replaces the previous one in place (`xwan status
+/// --watch`, the lab's live view): cursor home, each line with the rest of its row cleared,
+/// then the rest of the screen cleared. No flicker, nothing left of a longer previous screen,
+/// nothing pushed to the scrollback.
+pub fn redraw(text: &str) -> String {
+    let mut screen = String::with_capacity(text.len() + 256);
+    screen += "\x1b[H";
+    for line in text.lines() {
+        screen += line;
+        screen += "\x1b[K\n";
+    }
+    screen += "\x1b[J";
+    screen
+}
+
 /// `now`: the current time, for the "ago" columns.
 pub fn render(s: &Status, now: SystemTime) -> String {
     let mut out = String::new();
@@ -474,6 +489,14 @@ mod tests {
             penalty: (!ready).then_some(2950.4),
             reused_in_s: (!ready).then_some(251.2),
         }
+    }
+
+    #[test]
+    fn a_redraw_replaces_the_screen_in_place() {
+        assert_eq!(
+            redraw("router R\n  GW1 Active\n"),
+            "\x1b[Hrouter R\x1b[K\n  GW1 Active\x1b[K\n\x1b[J"
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Agent {
             return Ok(());
         }
         match self.request(Request::Stop)? {
-            Answer::Stopping => self.wait_exit(timeout),
+            Answer::Stopped => self.wait_exit(timeout),
             other => bail!("xwan stop answered {other:?}"),
         }
     }

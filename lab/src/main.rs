@@ -248,9 +248,11 @@ fn live(
         lab.observer.forget_older_than(Duration::from_secs(60));
         let mut out = std::io::stdout().lock();
         if tty {
-            let _ = write!(out, "\x1b[H\x1b[2J");
+            // In place: a new screen each second would scroll the terminal.
+            let _ = write!(out, "{}", xwan::status::redraw(&view));
+        } else {
+            let _ = writeln!(out, "{view}");
         }
-        let _ = writeln!(out, "{view}");
         let _ = out.flush();
     }
     Ok(())

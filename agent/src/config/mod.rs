@@ -39,6 +39,18 @@ pub fn load(path: &Path) -> Result<(Config, Vec<Warning>), ConfigErrors> {
     }
 }
 
+/// The control socket of the agent running the configuration at `path`: its `[agent]
+/// control_socket`, or the default when the file does not say (or cannot be read as TOML:
+/// the agent reports what is wrong with it).
+pub fn control_socket_of(path: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let table: toml::Table = text.parse().unwrap_or_default();
+    let socket = (table.get("agent").and_then(|a| a.get("control_socket")))
+        .and_then(|s| s.as_str())
+        .unwrap_or(DEFAULT_CONTROL_SOCKET);
+    std::path::PathBuf::from(socket)
+}
+
 /// Validates configuration `text`; `file_name` names it in messages.
 pub fn parse(text: &str, file_name: &str) -> Result<(Config, Vec<Warning>), ConfigErrors> {
     validate::parse(text, file_name)

@@ -621,14 +621,14 @@ mod tests {
         let socket = f.socket.clone();
         let client = tokio::spawn(async move { call(&socket, &Request::Stop).await });
         let c = f.calls.recv().await.unwrap();
-        c.answer_and_wait(Answer::Stopping).await;
+        c.answer_and_wait(Answer::Stopped).await;
         assert_eq!(
             tokio::time::timeout(Duration::from_millis(100), client)
                 .await
                 .expect("answer already written")
                 .unwrap()
                 .unwrap(),
-            Answer::Stopping
+            Answer::Stopped
         );
 
         // A loop that does not answer in time, then one that is gone.

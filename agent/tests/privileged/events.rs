@@ -15,11 +15,10 @@ use serde_json::Value;
 use crate::support::{
     self,
     wan::{
-        Agent, AgentConfig, AgentDir, Events, Roles, TwoWan, blackhole, clear_blackhole,
-        gateway_state, request, status, wait, wait_until,
+        Agent, AgentConfig, AgentDir, Events, Roles, TwoWan, assert_nothing_left, blackhole,
+        clear_blackhole, gateway_state, status, wait, wait_until,
     },
 };
-use xwan::control::{Answer, Request};
 
 /// The JSON lines of a file (a hook's record, the listener's output) written so far.
 fn json_lines(path: &std::path::Path) -> Vec<Value> {
@@ -97,14 +96,28 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
             .and_then(|s| gateway_state(&s, "GW1"))
             .is_some_and(|g| g.0 == "Active")
     });
-    // A reload rejected (a broken file), then applied.
+    // A reload rejected (a broken file), then applied, with the command line as an operator
+    // types it: the agent named by its configuration file.
     let good = std::fs::read_to_string(dir.config()).unwrap();
     std::fs::write(dir.config(), good.replace("[[router]]", "[[routr]]")).unwrap();
-    let rejected = request(&socket, Request::Reload).unwrap();
-    assert!(matches!(rejected, Answer::Error { .. }), "{rejected:?}");
+    let rejected = xwan(&["reload", "--config"], &dir.config());
+    assert!(
+        !rejected.status.success() && text(&rejected.stderr).contains("unknown section 'routr'"),
+        "{rejected:?}"
+    );
+    assert!(
+        dir.log("agent.log")
+            .contains("reload rejected, keeping the running configuration"),
+        "the agent did not log the rejected reload"
+    );
     std::fs::write(dir.config(), &good).unwrap();
-    let applied = request(&socket, Request::Reload).unwrap();
-    assert!(matches!(applied, Answer::Reloaded { .. }), "{applied:?}");
+    let applied = xwan(&["reload", "--config"], &dir.config());
+    assert!(
+        applied.status.success()
+            && text(&applied.stdout)
+                .starts_with("reloaded: the configuration is applied (ruleset epoch "),
+        "{applied:?}"
+    );
 
     let want = [
         "gateway GW1 ready -> unavailable",
@@ -168,5 +181,42 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
     assert!(runs("success") >= Some(6.0), "{:?}", runs("success"));
     assert_eq!(runs("failure"), Some(0.0));
     assert!(dir.log("agent.log").contains(r#""message":"hook ran""#));
-    agent.stop(&dir, wait());
+
+    // `xwan status --watch`: the screen redrawn in place, again and again.
+    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+        .args(["status", "--watch", "0.2", "--config"])
+        .arg(dir.config())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_000));
+    let _ = watch.kill();
+    let screens = text(&watch.wait_with_output().unwrap().stdout);
+    let frames = screens.matches("\x1b[H").count();
+    assert!(
+        frames >= 2 && screens.contains("router R  on mains"),
+        "{frames} screens in 1 s at 0.2 s: {screens:?}"
+    );
+
+    // `xwan stop` returns once everything is removed: nothing is left the moment it does.
+    let stopped = xwan(&["stop", "--config"], &dir.config());
+    assert!(
+        stopped.status.success() && text(&stopped.stdout).starts_with("stopped: "),
+        "{stopped:?}"
+    );
+    assert_nothing_left(&net.rtr, &dir);
+    agent.wait_exit(wait());
+}
+
+/// `xwan ARGS PATH` from the test, waited for.
+fn xwan(args: &[&str], path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -488,7 +488,7 @@ impl Agent {
     /// `within`.
     pub fn stop(&mut self, dir: &AgentDir, within: Duration) {
         let answer = request(&dir.socket(), Request::Stop).unwrap();
-        assert_eq!(answer, Answer::Stopping);
+        assert_eq!(answer, Answer::Stopped);
         self.wait_exit(within);
     }
 
