@@ -73,6 +73,7 @@ use crate::{
     probe::{Fleet, GatewayEvent, GatewayView, LinkState, Recorded, Tag},
     router::{self, Keyword, LoadBalancing},
     status::{self, Status},
+    systemd,
     xfrm::Supervisor,
 };
 
@@ -94,6 +95,8 @@ struct Daemon {
     /// previous agent's ruleset, which `committed` does not describe, so no plan may be
     /// committed as a change to it.
     whole_committed: bool,
+    /// Whether systemd was told the agent is ready (`Type=notify`).
+    told_ready: bool,
     /// Adopted start: the first plan waits for every gateway's first verdict, until then.
     starting: Option<Instant>,
     metrics: Arc<Metrics>,
@@ -170,6 +173,7 @@ pub async fn run(path: &Path) -> Result<()> {
         changes: Default::default(),
         measured: Default::default(),
         whole_committed: false,
+        told_ready: false,
         starting: None,
         metrics: metrics.clone(),
         counters,
@@ -210,7 +214,9 @@ pub async fn run(path: &Path) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     info!(config = %d.path.display(), "xwan running");
+    d.notify_ready();
     // When the status was last rebuilt, and whether it has missed a probe report since.
     let mut published = Instant::now();
     let mut stale = false;
@@ -243,11 +249,15 @@ pub async fn run(path: &Path) -> Result<()> {
                 d.commit_verdicts(&changed, verdicts);
                 d.compare_quality();
                 d.finish_start(false)?;
+                d.notify_ready();
             }
             _ = tokio::time::sleep_until((published + STATUS_EVERY).into()), if stale => {}
             _ = sample.tick() => d.sample_new_flows(),
             _ = tokio::time::sleep_until(d.starting.unwrap_or_else(Instant::now).into()),
-                if d.starting.is_some() => d.finish_start(true)?,
+                if d.starting.is_some() => {
+                    d.finish_start(true)?;
+                    d.notify_ready();
+                }
             Some(ev) = kernel_events.next() => {
                 // Every event already queued, then one plan: a burst (a thousand gateways'
                 // neighbours resolved at the start) would otherwise plan once per event.
@@ -295,6 +305,12 @@ pub async fn run(path: &Path) -> Result<()> {
             // Logged (and counted) by `reload` itself.
             _ = hup.recv() => { let _ = d.reload().await; }
             _ = term.recv() => { info!("SIGTERM: exiting, the data plane keeps forwarding"); break; }
+            // `systemctl stop` (the unit's KillSignal): what `xwan stop` does.
+            _ = usr1.recv() => {
+                info!("SIGUSR1: stopping");
+                calls.close();
+                return d.stop().await;
+            }
             _ = int.recv() => { info!("SIGINT: exiting, the data plane keeps forwarding"); break; }
         }
         if report && published.elapsed() < STATUS_EVERY {
@@ -868,9 +884,34 @@ impl Daemon {
         }
     }
 
+    /// Tells systemd the agent is ready once its first plan is committed (and again after
+    /// each reload), with a status line; nothing without systemd.
+    fn notify_ready(&mut self) {
+        if self.told_ready || self.starting.is_some() || !self.whole_committed {
+            return;
+        }
+        self.told_ready = true;
+        let usable = (0..self.config.gateways.len() as u16)
+            .filter(|&g| self.is_ready(Judge::Gateway, g))
+            .count();
+        let status = format!(
+            "steering: {} routers, {} of {} gateways usable, ruleset epoch {}",
+            self.config.routers.len(),
+            usable,
+            self.config.gateways.len(),
+            self.dp.epoch().unwrap_or(0)
+        );
+        if let Err(e) = systemd::notify(&systemd::Notice::Ready { status }) {
+            warn!("telling systemd the agent is ready failed: {e}");
+        }
+    }
+
     /// Reloads the configuration file; counts the result for the metrics.
     async fn reload(&mut self) -> Result<u32> {
+        let _ = systemd::notify(&systemd::Notice::Reloading);
+        self.told_ready = false;
         let r = self.try_reload().await;
+        self.notify_ready();
         self.metrics.record_reload(r.is_ok());
         match &r {
             Ok(epoch) => {
@@ -1027,6 +1068,7 @@ impl Daemon {
     /// `xwan stop`: detach everything, remove the pins and the socket; remove the manual SAs
     /// and policies and the tunnel interfaces xwan created.
     async fn stop(mut self) -> Result<()> {
+        let _ = systemd::notify(&systemd::Notice::Stopping);
         info!("stopping: detaching programs and removing pinned maps and links");
         drop(self.probes);
         // Programs first: detaching from a tunnel interface removed below would fail (and

@@ -17,7 +17,8 @@
 //!   control socket, `xwan status`, `xwan explain`; [`kernel`]: the daemon's kernel requests,
 //!   each with a deadline;
 //! * [`doctor`]: `xwan doctor`, what the kernel and each interface offer, before deploying;
-//! * [`events`]: what changed, for `[[hook]]` commands and `xwan events`.
+//! * [`events`]: what changed, for `[[hook]]` commands and `xwan events`;
+//! * [`systemd`]: readiness notification and the journal, under `xwan.service`.
 
 pub mod config;
 pub mod control;
@@ -35,4 +36,5 @@ pub mod planner;
 pub mod probe;
 pub mod router;
 pub mod status;
+pub mod systemd;
 pub mod xfrm;

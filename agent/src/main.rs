@@ -124,14 +124,30 @@ fn main() -> ExitCode {
     // cut short, a request past its deadline): the agent says what matters itself.
     let filter = tracing_subscriber::EnvFilter::try_from_env("XWAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,netlink_proto=error"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        builder.json().flatten_event(true).init();
+    // Under systemd, stderr is the journal: entries with their fields (ROUTER=, GATEWAY=…)
+    // rather than JSON text in MESSAGE=.
+    let journal = (xwan::systemd::stderr_is_journal())
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    if let Some(layer) = journal {
+        use tracing_subscriber::prelude::*;
+        let layer = layer
+            .with_field_prefix(None)
+            .with_syslog_identifier("xwan".into());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init();
     } else {
-        builder.init();
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr);
+        if cli.log_format == "json" {
+            builder.json().flatten_event(true).init();
+        } else {
+            builder.init();
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -14,7 +14,7 @@
 //! timing-sensitive tests the machine to themselves:
 //!
 //! * `support::exclusive()`: no other test runs meanwhile. Every test that starts an agent
-//!   (control, daemon, events, health, restart, xfrm's agent tests), that asserts a time bound (probe's answer
+//!   (control, daemon, events, health, restart, service, xfrm's agent tests), that asserts a time bound (probe's answer
 //!   times, timeouts, blackhole detection, carrier loss), and every test that was alone in its
 //!   binary (control, netlink).
 //! * `support::shared(module_path!())`: runs alongside the other shared tests of its own
@@ -33,5 +33,6 @@ mod health;
 mod netlink;
 mod probe;
 mod restart;
+mod service;
 mod support;
 mod xfrm;

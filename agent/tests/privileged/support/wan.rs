@@ -462,8 +462,28 @@ impl Agent {
     /// Not `ip netns exec`: that also gives the agent a mount namespace of its own, hiding its
     /// bpffs from the test and from a restarted agent.
     pub fn start(ns: &Netns, dir: &AgentDir, log: &str) -> Agent {
+        Agent::start_wrapped(ns, dir, log, &[], &[])
+    }
+
+    /// [`Agent::start`] through `wrapper` (a command that runs its arguments: `setpriv …`),
+    /// with `env` added to its environment.
+    pub fn start_wrapped(
+        ns: &Netns,
+        dir: &AgentDir,
+        log: &str,
+        wrapper: &[String],
+        env: &[(&str, &Path)],
+    ) -> Agent {
         let netns = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_xwan"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_xwan")),
+        };
+        cmd.envs(env.iter().copied());
         cmd.args(["run", "--config"]).arg(dir.config());
         // SAFETY: setns is async-signal-safe; the fd stays open until spawn returns.
         unsafe {
