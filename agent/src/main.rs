@@ -34,7 +34,18 @@ impl Target {
 }
 
 #[derive(Parser)]
-#[command(name = "xwan", version, about = "Multi-link policy router on XDP")]
+#[command(
+    name = "xwan",
+    version,
+    about = "Multi-link policy router on XDP",
+    long_about = "xwan steers each flow of an edge router's LAN to a gateway of a router \
+                  object (weighted, with backups and failover), in XDP, and probes every \
+                  gateway. `xwan run` is the agent (packaged as xwan.service); the other \
+                  commands check a configuration or talk to the running agent.",
+    after_help = "Files: /etc/xwan/xwan.toml (configuration), /run/xwan/control.sock (control \
+                  socket), /sys/fs/bpf/xwan (pinned maps and links). Metrics: \
+                  http://127.0.0.1:9464/metrics. Documentation: /usr/share/doc/xwan."
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["json", "text"], default_value = "json")]
@@ -57,6 +68,7 @@ enum Command {
     },
     /// Show routers and gateways of the running agent.
     Status {
+        /// The status as JSON (RFC 3339 times, snake_case values).
         #[arg(long)]
         json: bool,
         /// Redraw every N seconds in place, like watch(1), until interrupted.
@@ -116,6 +128,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Write the manual pages (section 8) and the bash, zsh and fish completions into DIR
+    /// (`man/`, `completions/`): what `cargo xtask deb` packages.
+    #[command(hide = true)]
+    Generate { dir: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -270,7 +286,55 @@ fn main() -> ExitCode {
         }
         Command::Stop { target } => rt.block_on(stop(&target.socket())),
         Command::Events { count, target } => rt.block_on(events(&target.socket(), count)),
+        Command::Generate { dir } => match generate(&dir) {
+            Ok(n) => {
+                println!("wrote {n} files under {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xwan: writing under {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// `xwan generate DIR`: `xwan.8` and one `xwan-COMMAND.8` per command from the command
+/// line's own definition, and the completions. Returns how many files it wrote.
+fn generate(dir: &std::path::Path) -> std::io::Result<usize> {
+    use clap::CommandFactory;
+    let (man, completions) = (dir.join("man"), dir.join("completions"));
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let page = |cmd: clap::Command, name: &str| -> std::io::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .manual("xwan manual")
+            .render(&mut out)?;
+        std::fs::write(man.join(format!("{name}.8")), out)
+    };
+    let mut n = 0;
+    for sub in (cmd.get_subcommands()).filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        let name = format!("xwan-{}", sub.get_name());
+        page(sub.clone().name(name.clone()).bin_name(&name), &name)?;
+        n += 1;
+    }
+    page(cmd.clone(), "xwan")?;
+    n += 1;
+    for (shell, file) in [
+        (clap_complete::Shell::Bash, "xwan"),
+        (clap_complete::Shell::Zsh, "_xwan"),
+        (clap_complete::Shell::Fish, "xwan.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd, "xwan", &mut out);
+        std::fs::write(completions.join(file), out)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// `xwan events`: the stream on stdout, anything else on stderr.

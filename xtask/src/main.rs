@@ -4,6 +4,7 @@
 
 mod bench;
 mod build;
+mod deb;
 mod fmt;
 mod lab;
 mod load;
@@ -70,6 +71,10 @@ enum Command {
     },
     /// Format the workspace: `cargo fmt --all`.
     Fmt,
+    /// The Debian package (`target/deb/xwan_VERSION_ARCH.deb`): the release binary, the
+    /// systemd unit, a conffile, manual pages, completions and the documentation; its
+    /// contents, control data and lintian's verdict are checked.
+    Deb,
     /// The lab (root): the seed scenario in network namespaces with traffic and a live view.
     ///
     /// Runs setup's checks, builds `xwan` and `xwan-lab` (release), then `xwan-lab ARGS`:
@@ -130,6 +135,7 @@ fn main() -> ExitCode {
         Command::VmTest(a) => vm::run(&a.options()),
         Command::Bench { args } => bench::run(&args),
         Command::Fmt => fmt::run(),
+        Command::Deb => deb::run(),
         Command::Lab { args } => lab::run(&args),
         Command::Load { args } => load::run(&args),
     };

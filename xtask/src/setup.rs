@@ -19,9 +19,10 @@
 //!   missing binary, another version, or a binary whose libLLVM does not load is caught;
 //!   installed with `cargo install` against the nightly's own libLLVM (see [`install_bpf_linker`]);
 //! * Debian packages iproute2, nftables, iputils-ping, procps (required), bpftool (optional,
-//!   diagnostics) and prometheus (optional: promtool and prometheus check examples/prometheus
-//!   and the metrics exposition; those tests skip without them): `dpkg-query -W`; installed
-//!   with `apt-get` when running as root.
+//!   diagnostics), prometheus (optional: promtool and prometheus check examples/prometheus
+//!   and the metrics exposition; those tests skip without them) and lintian (optional: `cargo
+//!   xtask deb` checks the package with it): `dpkg-query -W`; installed with `apt-get` when
+//!   running as root.
 
 use std::{
     fs,
@@ -43,8 +44,9 @@ const BPF_LINKER_LLVM_MAJORS: RangeInclusive<u32> = 21..=23;
 /// IPv6 without the code under test; sysctl, for the load test's namespaces).
 const REQUIRED_PACKAGES: &[&str] = &["iproute2", "nftables", "iputils-ping", "procps"];
 /// Debian packages that help diagnose the data plane (bpftool) or that tests use when present
-/// (prometheus: promtool and the server, for the metrics tests, which skip without them).
-const OPTIONAL_PACKAGES: &[&str] = &["bpftool", "prometheus"];
+/// (prometheus: promtool and the server, for the metrics tests, which skip without them;
+/// lintian, for the package `cargo xtask deb` builds).
+const OPTIONAL_PACKAGES: &[&str] = &["bpftool", "prometheus", "lintian"];
 /// Oldest kernel xwan supports (Debian 12).
 const MIN_KERNEL: (u32, u32) = (6, 1);
 
@@ -517,7 +519,7 @@ fn packages() -> Result<()> {
         }
         warn(format_args!(
             "optional Debian package {} is not installed (bpftool: diagnostics; prometheus: \
-             promtool for the metrics tests); as root: `apt-get install -y {}`",
+             promtool for the metrics tests; lintian: the package check); as root: `apt-get install -y {}`",
             missing_optional.join(", "),
             missing_optional.join(" ")
         ));

@@ -52,6 +52,9 @@ pub fn run(extra_args: &[String], with_vm: bool) -> Result<()> {
         }
         process::run(test.arg("--release").args(extra_args))
     })?;
+    if extra_args.is_empty() {
+        steps.step("deb", crate::deb::run)?;
+    }
     if !with_vm {
         println!("vm-test: left out (--no-vm); the Linux 6.1 suite did not run");
     } else if !extra_args.is_empty() {
