@@ -60,6 +60,32 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
+/// The package of the current build: the one `cargo xtask deb` left if it is newer than the
+/// release binary (as in `cargo xtask test`, which has just built it), else built and
+/// checked now. For the VM suite, which installs it.
+pub fn fresh() -> Result<PathBuf> {
+    let root = process::repo_root();
+    // The binary as the sources are now, so that a package older than them is rebuilt.
+    process::run(&mut process::cargo(["build", "--release", "-p", "xwan"]))?;
+    let newest = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+    let binary = newest(&root.join("target/release/xwan"));
+    let built = fs::read_dir(root.join("target/deb"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .max_by_key(|p| newest(p));
+    match built {
+        Some(deb) if binary.is_some() && newest(&deb) > binary => Ok(deb),
+        _ => {
+            let deb = build()?;
+            check(&deb)?;
+            Ok(deb)
+        }
+    }
+}
+
 /// `version` of the workspace's `[workspace.package]`.
 fn workspace_version() -> Result<String> {
     let text = fs::read_to_string(process::repo_root().join("Cargo.toml"))?;
@@ -351,15 +377,17 @@ fn copyright() -> String {
 const POSTINST: &str = r#"#!/bin/sh
 set -e
 # As dh_installsystemd --no-enable: the service is never enabled or started on install (edit
-# /etc/xwan/xwan.toml, then `systemctl enable --now xwan`); an upgrade restarts a running
-# agent, and the data plane keeps forwarding across the restart.
+# /etc/xwan/xwan.toml, then `systemctl enable --now xwan`); one the administrator enabled keeps
+# its links; an upgrade restarts a running agent, and the data plane keeps forwarding across
+# the restart.
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
-	deb-systemd-helper unmask 'xwan.service' >/dev/null || true
-	if deb-systemd-helper --quiet was-enabled 'xwan.service'; then
-		deb-systemd-helper enable 'xwan.service' >/dev/null || true
-	else
-		deb-systemd-helper update-state 'xwan.service' >/dev/null || true
+	if deb-systemd-helper debian-installed 'xwan.service'; then
+		deb-systemd-helper unmask 'xwan.service' >/dev/null || true
+		if deb-systemd-helper --quiet was-enabled 'xwan.service'; then
+			deb-systemd-helper enable 'xwan.service' >/dev/null || true
+		fi
 	fi
+	deb-systemd-helper update-state 'xwan.service' >/dev/null || true
 	if [ -d /run/systemd/system ]; then
 		systemctl --system daemon-reload >/dev/null || true
 		if [ -n "$2" ]; then

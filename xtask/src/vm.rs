@@ -136,10 +136,19 @@ pub fn run(opts: &Options) -> Result<()> {
     }
     let start = Instant::now();
     let vm = ensure()?;
-    let tests = if opts.command.is_empty() {
-        build_tests()?
+    let (tests, installed) = if opts.command.is_empty() {
+        // The package first: the tests then run the installed binary.
+        let deb = crate::deb::fresh()?;
+        let install = format!(
+            "{} {}",
+            process::repo_root().join("vm/package.sh").display(),
+            deb.display()
+        );
+        let mut tests = vec![install];
+        tests.extend(build_tests()?);
+        (tests, true)
     } else {
-        vec![guest_command(&opts.command)?]
+        (vec![guest_command(&opts.command)?], false)
     };
     println!(
         "vm-test: booting {} ({}) for {} command(s); limit {}",
@@ -148,7 +157,7 @@ pub fn run(opts: &Options) -> Result<()> {
         tests.len(),
         format_duration(opts.timeout)
     );
-    let status = boot(&vm, opts, &tests)?;
+    let status = boot(&vm, opts, &tests, installed)?;
     let took = format_duration(start.elapsed());
     match status {
         Outcome::Exited(s) if s.success() => {
@@ -540,12 +549,18 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Boots the VM running `vm/guest.sh` with the tests; returns how it ended.
-fn boot(vm: &Vm, opts: &Options, tests: &[String]) -> Result<Outcome> {
+/// Boots the VM running `vm/guest.sh` with the tests; returns how it ended. With
+/// `installed`, the tests' agents are the installed package's (`XWAN_BIN=/usr/sbin/xwan`).
+fn boot(vm: &Vm, opts: &Options, tests: &[String], installed: bool) -> Result<Outcome> {
     let guest = process::repo_root().join("vm/guest.sh");
+    let bin = if installed {
+        "XWAN_BIN=/usr/sbin/xwan "
+    } else {
+        ""
+    };
     // vng runs --exec through the guest's shell: one quoted word per test.
     let mut exec = format!(
-        "env XWAN_PROPTEST_CASES={} XWAN_TEST_WAIT_SECS=60 RUST_BACKTRACE=1 {}",
+        "env {bin}XWAN_PROPTEST_CASES={} XWAN_TEST_WAIT_SECS=60 RUST_BACKTRACE=1 {}",
         opts.cases,
         guest.display()
     );
@@ -561,6 +576,8 @@ fn boot(vm: &Vm, opts: &Options, tests: &[String]) -> Result<Outcome> {
             "--name", "xwan-vm", "--user", "root", "--cpus", &cpus, "--memory", &memory,
         ])
         .args(["--cwd", "/tmp", "--force-9p"])
+        // Writable in the guest only, for `dpkg -i` of the package (vm/package.sh).
+        .args(["--overlay-rwdir", "/usr", "--overlay-rwdir", "/var/lib"])
         .arg("--append")
         .arg(format!("modprobe.blacklist={UNUSED_DRIVERS}"))
         .args(["--exec", &exec]);

@@ -13,7 +13,10 @@ use crate::support::{self, netns::Netns};
 use serde_json::Value;
 use xwan::datapath::{Datapath, TestBpffs};
 
-const XWAN: &str = env!("CARGO_BIN_EXE_xwan");
+/// The `xwan` under test (the installed package's in the Linux 6.1 VM).
+fn xwan() -> String {
+    crate::support::wan::xwan_bin().display().to_string()
+}
 
 fn config(lan: &str, links: &[(&str, &str, &str)]) -> String {
     let mut c = format!("[agent]\nlan_interfaces = [\"{lan}\"]\n");
@@ -30,7 +33,7 @@ fn doctor(ns: &Netns, args: &[&str]) -> Output {
             "netns",
             "exec",
             &ns.name,
-            XWAN,
+            &xwan(),
             "--log-format",
             "text",
             "doctor",
@@ -231,7 +234,7 @@ fn doctor_fails_where_xwan_cannot_run() {
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            XWAN,
+            &xwan(),
             "doctor",
         ])
         .output()

@@ -183,7 +183,7 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
     assert!(dir.log("agent.log").contains(r#""message":"hook ran""#));
 
     // `xwan status --watch`: the screen redrawn in place, again and again.
-    let mut watch = std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+    let mut watch = std::process::Command::new(crate::support::wan::xwan_bin())
         .args(["status", "--watch", "0.2", "--config"])
         .arg(dir.config())
         .stdout(std::process::Stdio::piped())
@@ -210,7 +210,7 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
 
 /// `xwan ARGS PATH` from the test, waited for.
 fn xwan(args: &[&str], path: &std::path::Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+    std::process::Command::new(crate::support::wan::xwan_bin())
         .args(args)
         .arg(path)
         .output()

@@ -61,7 +61,7 @@ fn notices_until(socket: &UnixDatagram, want: &str, within: Duration) -> Vec<Str
 }
 
 fn xwan(args: &[&str], config: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_xwan"))
+    Command::new(crate::support::wan::xwan_bin())
         .args(args)
         .arg(config)
         .output()

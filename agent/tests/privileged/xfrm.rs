@@ -309,7 +309,7 @@ fn manual_keys_are_checked_and_never_shown() {
 
     // `xwan check` reads the key file too (problems are warnings there); never prints keys.
     let check = |what: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xwan"))
+        let out = std::process::Command::new(crate::support::wan::xwan_bin())
             .args(["check", "--config"])
             .arg(dir.config())
             .output()

@@ -454,6 +454,13 @@ impl Drop for AgentDir {
     }
 }
 
+/// The `xwan` binary the tests run: `$XWAN_BIN` (the Linux 6.1 VM sets it to the installed
+/// package's `/usr/sbin/xwan`), else this build's.
+pub fn xwan_bin() -> PathBuf {
+    std::env::var_os("XWAN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_xwan")), PathBuf::from)
+}
+
 /// An `xwan run` process; killed on drop.
 pub struct Agent(pub Child);
 
@@ -478,10 +485,10 @@ impl Agent {
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
-                c.args(args).arg(env!("CARGO_BIN_EXE_xwan"));
+                c.args(args).arg(xwan_bin());
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_xwan")),
+            None => Command::new(xwan_bin()),
         };
         cmd.envs(env.iter().copied());
         cmd.args(["run", "--config"]).arg(dir.config());
@@ -608,7 +615,7 @@ pub struct Events(Child);
 impl Events {
     pub fn listen(socket: &Path, out: &Path, count: Option<u64>) -> Events {
         use std::io::BufRead;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_xwan"));
+        let mut cmd = Command::new(xwan_bin());
         cmd.arg("events").arg("--socket").arg(socket);
         if let Some(n) = count {
             cmd.args(["--count", &n.to_string()]);
