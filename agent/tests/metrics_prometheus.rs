@@ -138,13 +138,50 @@ fn name_parser() {
     );
 }
 
-/// Kills the Prometheus it holds when dropped.
-struct Server(Child);
+/// A Prometheus scraping one target every second, its data in a directory of its own: killed,
+/// and the directory removed, when dropped.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    /// Its HTTP API.
+    web: SocketAddr,
+}
+
+impl Server {
+    fn start(prometheus: &Path, target: SocketAddr, tag: &str) -> Server {
+        let dir = std::env::temp_dir().join(format!("xwan-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - \
+                 job_name: xwan\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("write config");
+        let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(prometheus)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus");
+        Server { child, dir, web }
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -185,32 +222,8 @@ async fn prometheus_ingests_the_exposition() {
     let source: DatapathSource = Arc::new(move || snapshot.clone());
     tokio::spawn(metrics::serve_on(listener, Arc::new(m), source));
 
-    let dir = std::env::temp_dir().join(format!("xwan-metrics-prometheus-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - \
-             job_name: xwan\n    static_configs:\n      - targets: [\"{target}\"]\n"
-        ),
-    )
-    .expect("write config");
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = Server(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+    let server = Server::start(&prometheus, target, "metrics-prometheus");
+    let web = server.web;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = String::new();
@@ -249,7 +262,6 @@ async fn prometheus_ingests_the_exposition() {
         }
     };
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(ingested, samples);
 }
 
@@ -414,32 +426,8 @@ async fn every_dashboard_panel_returns_data() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let dir = std::env::temp_dir().join(format!("xwan-grafana-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - \
-             job_name: xwan\n    static_configs:\n      - targets: [\"{target}\"]\n"
-        ),
-    )
-    .expect("write config");
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let server = Server(
-        Command::new(prometheus)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
+    let server = Server::start(&prometheus, target, "grafana");
+    let web = server.web;
     // Rates need two scrapes in their minute; wait for a few.
     let query = |q: String| async move {
         let path = format!("/api/v1/query?query={}", encode(&q));
@@ -481,7 +469,6 @@ async fn every_dashboard_panel_returns_data() {
     }
     feeder.abort();
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         empty.is_empty(),
         "panels without data:\n{}",

@@ -225,40 +225,23 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
         sampled_after.1[0] - sampled_before.1[0],
         sampled_after.1[1] - sampled_before.1[1],
     );
-    let status_share = 100.0 * s1 as f64 / (s1 + s3) as f64;
-    println!(
-        "xwan status --json, ProductionRouter between samples {:.0} s and {:.0} s of its \
-         window: RemoteTunWAN1 +{s1}, RemoteTunWAN3 +{s3} new flows ({status_share:.1} / \
-         {:.1} %)",
-        sampled_before.0,
-        sampled_after.0,
-        100.0 - status_share
-    );
-    assert!(
-        s1 + s3 >= total as u64,
-        "status counted fewer flows than the sinks saw"
-    );
-    assert!(
-        (status_share - 100.0 * 50.0 / 60.0).abs() <= 4.0,
-        "measured WAN1 share in xwan status {status_share:.1} % is not 83.3 ± 4"
+    assert_split(
+        &format!(
+            "xwan status --json, ProductionRouter between samples {:.0} s and {:.0} s of its \
+             window",
+            sampled_before.0, sampled_after.0
+        ),
+        (s1 as f64, s3 as f64),
+        total,
     );
     let (g1, g3) = (
         given_after[0] - given_before[0],
         given_after[1] - given_before[1],
     );
-    let measured = 100.0 * g1 / (g1 + g3);
-    println!(
-        "xwan_gateway_new_flows_total over the burst: RemoteTunWAN1 {g1}, RemoteTunWAN3 {g3} \
-         ({measured:.1} / {:.1} %)",
-        100.0 - measured
-    );
-    assert!(
-        g1 + g3 >= total as f64,
-        "the data plane counted fewer flows than the sinks saw"
-    );
-    assert!(
-        (measured - 100.0 * 50.0 / 60.0).abs() <= 4.0,
-        "measured WAN1 share {measured:.1} % is not 83.3 ± 4"
+    assert_split(
+        "xwan_gateway_new_flows_total over the burst",
+        (g1, g3),
+        total,
     );
     println!(
         "1200 new SQL connections in {:?} ({failed} failed, {reused} reusing an earlier \
@@ -403,6 +386,24 @@ fn blackholes_fail_over_then_recover_for_new_connections() {
     let seqs: Vec<u64> = streamed.iter().map(|e| e.seq).collect();
     let first = seqs[0];
     assert_eq!(seqs, (first..first + seqs.len() as u64).collect::<Vec<_>>());
+}
+
+/// New flows the agent counted on RemoteTunWAN1 and RemoteTunWAN3 (`what` says where):
+/// at least the `seen` connections the sinks saw, split 50:10 (83.3 %) within 4 points.
+fn assert_split(what: &str, (wan1, wan3): (f64, f64), seen: usize) {
+    let share = 100.0 * wan1 / (wan1 + wan3);
+    println!(
+        "{what}: RemoteTunWAN1 +{wan1}, RemoteTunWAN3 +{wan3} new flows ({share:.1} / {:.1} %)",
+        100.0 - share
+    );
+    assert!(
+        wan1 + wan3 >= seen as f64,
+        "{what}: fewer flows than the sinks saw"
+    );
+    assert!(
+        (share - 100.0 * 50.0 / 60.0).abs() <= 4.0,
+        "{what}: WAN1's share {share:.1} % is not 83.3 ± 4"
+    );
 }
 
 /// A router's state and active gateways after the last of `events` about it.
