@@ -548,11 +548,8 @@ impl Daemon {
 
     /// Whether router `i` would give new connections to another gateway than now.
     fn would_switch(&self, i: usize, scored: &[(u16, Option<f64>)]) -> bool {
-        let r = &self.config.routers[i];
-        let current = (self.in_use.get(&r.name))
-            .and_then(|n| self.config.gateway_by_name(n))
-            .map(|g| g.0);
-        router::quality::pick(current, scored, r.quality_margin) != current
+        let current = self.picked(i);
+        router::quality::pick(current, scored, self.config.routers[i].quality_margin) != current
     }
 
     /// Records the gateway each best-quality router now prefers, from its

@@ -25,6 +25,12 @@ pub const RELATIVE_MARGIN: f64 = 0.10;
 /// Default `quality_margin`.
 pub const DEFAULT_MARGIN: Duration = Duration::from_millis(10);
 
+/// The margin in milliseconds, given the configured one and the best score: the larger of
+/// the two rules (`xwan status` shows it).
+pub fn margin_ms(configured: Duration, best: f64) -> f64 {
+    (configured.as_secs_f64() * 1e3).max(best * RELATIVE_MARGIN)
+}
+
 /// A gateway's score from its probe window: mean RTT, jitter, loss ratio (0.0–1.0). `None`
 /// without a mean RTT (nothing answered in the window).
 pub fn score(rtt: Option<Duration>, jitter: Option<Duration>, loss: f64) -> Option<f64> {
@@ -49,7 +55,7 @@ pub fn pick(
             _ => candidates.first().map(|&(g, _)| g),
         };
     };
-    let margin = (margin.as_secs_f64() * 1e3).max(best * RELATIVE_MARGIN);
+    let margin = margin_ms(margin, best);
     let within = |s: Option<f64>, m: f64| s.is_some_and(|s| s <= best + m);
     let first_within = |m: f64| {
         (candidates.iter())

@@ -24,7 +24,7 @@ fn quality_margin(r: &Router, rows: &[GatewayStatus], score: &dyn Fn(u16) -> Opt
         .filter_map(|s| score(s.gateway))
         .min_by(f64::total_cmp)
         .unwrap_or(0.0);
-    (r.quality_margin.as_secs_f64() * 1e3).max(best * quality::RELATIVE_MARGIN)
+    quality::margin_ms(r.quality_margin, best)
 }
 
 /// Each router of `config` with its committed monitor rows (`rows`, index = router id), when

@@ -20,11 +20,6 @@ use crate::support::{
     },
 };
 
-/// The JSON lines of a file (a hook's record, the listener's output) written so far.
-fn json_lines(path: &std::path::Path) -> Vec<Value> {
-    Events::read(path)
-}
-
 /// An event's kind and what changed: `gateway GW1 ready -> unavailable`.
 fn summary(e: &Value) -> String {
     let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
@@ -134,7 +129,7 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
         exited.is_some()
     });
     assert_eq!(exited, Some(true), "xwan events failed");
-    let streamed = json_lines(&out);
+    let streamed = Events::read(&out);
     let got: Vec<String> = streamed.iter().map(summary).collect();
     assert_eq!(got, want, "xwan events");
     // Numbered one after the other.
@@ -155,7 +150,7 @@ fn a_hook_and_xwan_events_see_a_cut_and_restore_in_order() {
     // The hook ran for the same events, in the same order (and for the start's before them).
     let mut hooked = Vec::new();
     wait_until("the hook to record the same events", wait(), || {
-        hooked = json_lines(&record);
+        hooked = Events::read(&record);
         hooked.iter().any(|e| e["seq"].as_u64() == Some(first + 5))
     });
     let since: Vec<&Value> = hooked
